@@ -1,0 +1,42 @@
+/* Small helpers every core file uses. */
+#ifndef HERALD_CORE_COMMON_H
+#define HERALD_CORE_COMMON_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define UNUSED(x) (void)(x)
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Allocation failures at boot or on the data path abort: herald does not
+ * limp on without memory. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* malloc'd printf; never NULL. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap);
+
+/* Grows *arr (of *cap elements of size sz) so that index n fits. */
+void vec_reserve(void **arr, size_t *cap, size_t n, size_t sz);
+#define VEC_PUSH(arr, n, cap) \
+    (vec_reserve((void **)&(arr), &(cap), (n) + 1, sizeof(*(arr))), &(arr)[(n)++])
+
+/* Reference counts shared between the main thread and workers. */
+struct refcount { atomic_uint n; };
+static inline void ref_init(struct refcount *r) { atomic_init(&r->n, 1); }
+static inline void ref_get(struct refcount *r) { atomic_fetch_add_explicit(&r->n, 1, memory_order_relaxed); }
+/* true when this was the last reference */
+static inline bool ref_put(struct refcount *r) { return atomic_fetch_sub_explicit(&r->n, 1, memory_order_acq_rel) == 1; }
+
+uint64_t mono_ms(void);      /* CLOCK_MONOTONIC in ms */
+uint64_t wall_ms(void);      /* CLOCK_REALTIME in ms */
+
+#endif

@@ -1,0 +1,125 @@
+/* The Envoy bootstrap as typed, immutable C structs, extracted from a tree
+ * that schema_check() already validated (so extraction cannot fail on types;
+ * it reports only semantic errors such as a bad IP address). Nodes are kept
+ * (.node) so later stages (plugins, warnings) can point at the config. */
+#ifndef HERALD_CORE_CONFIG_BOOTSTRAP_H
+#define HERALD_CORE_CONFIG_BOOTSTRAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/diag.h"
+#include "config/tree.h"
+
+#define DEFAULT_BUFFER_LIMIT (1024u * 1024u)
+
+struct address_cfg {
+    char *host;               /* socket_address.address (IP or DNS name) */
+    uint16_t port;            /* socket_address.port_value */
+    char *pipe;               /* pipe.path (unix socket), or NULL */
+    const struct herald_cfg *node;
+};
+
+/* A filter as the config names it; the plugin is resolved later (filters.c). */
+struct filter_cfg {
+    char *name;                              /* "name" (may be empty) */
+    char *type_url;                          /* typed_config "@type" without the host prefix, or NULL */
+    const struct herald_cfg *typed_config;   /* may be NULL */
+    const struct herald_cfg *node;
+};
+
+struct cidr_cfg { char *prefix; uint32_t len; };
+
+struct filter_chain_match_cfg {
+    uint32_t destination_port;               /* 0: any */
+    char **server_names; size_t nserver_names;
+    char *transport_protocol;                /* NULL: any */
+    char **application_protocols; size_t napplication_protocols;
+    struct cidr_cfg *prefix_ranges; size_t nprefix_ranges;
+    struct cidr_cfg *source_prefix_ranges; size_t nsource_prefix_ranges;
+    uint32_t *source_ports; size_t nsource_ports;
+};
+
+struct filter_chain_cfg {
+    char *name;
+    struct filter_chain_match_cfg match;
+    struct filter_cfg *filters; size_t nfilters;
+    const struct herald_cfg *transport_socket; /* NULL: plaintext */
+    const struct herald_cfg *node;
+};
+
+struct listener_cfg {
+    char *name;
+    char *stat_prefix;                       /* NULL: derived from the address */
+    struct address_cfg address;
+    struct filter_chain_cfg *chains; size_t nchains;
+    struct filter_chain_cfg *default_chain;  /* or NULL */
+    struct filter_cfg *listener_filters; size_t nlistener_filters;
+    uint64_t listener_filters_timeout_ms;    /* default 15000 */
+    bool continue_on_listener_filters_timeout;
+    uint32_t buffer_limit;                   /* per_connection_buffer_limit_bytes, default 1 MiB */
+    bool reuse_port;                         /* enable_reuse_port, default true */
+    uint32_t backlog;                        /* tcp_backlog_size, default 1024 */
+    const struct herald_cfg *node;
+};
+
+enum cluster_type { CLUSTER_STATIC = 0, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
+enum lb_policy { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
+enum dns_family { DNS_AUTO = 0, DNS_V4_ONLY, DNS_V6_ONLY, DNS_V4_PREFERRED, DNS_ALL };
+
+struct endpoint_cfg {
+    struct address_cfg address;
+    uint32_t weight;                         /* load_balancing_weight, default 1 */
+    char *hostname;
+    const struct herald_cfg *node;
+};
+
+struct locality_cfg {
+    uint32_t priority;
+    uint32_t weight;                         /* locality load_balancing_weight, 0 = unset */
+    struct endpoint_cfg *endpoints; size_t nendpoints;
+};
+
+struct thresholds_cfg {
+    uint32_t max_connections, max_pending_requests, max_requests, max_retries;
+};
+
+struct cluster_cfg {
+    char *name;
+    enum cluster_type type;
+    enum lb_policy lb_policy;
+    uint64_t connect_timeout_ms;             /* default 5000 */
+    uint32_t buffer_limit;                   /* default 1 MiB */
+    uint64_t dns_refresh_rate_ms;            /* default 5000 */
+    bool respect_dns_ttl;
+    enum dns_family dns_lookup_family;
+    struct locality_cfg *localities; size_t nlocalities;
+    struct thresholds_cfg thresholds[2];     /* [0] DEFAULT, [1] HIGH; defaults 1024/1024/1024/3 */
+    uint32_t least_request_choice_count;     /* default 2 */
+    const struct herald_cfg *node;
+    bool referenced;                         /* set when a filter asked for it (validate warnings) */
+};
+
+struct admin_cfg {
+    bool present;
+    struct address_cfg address;
+    char *access_log_path;
+};
+
+struct bootstrap {
+    struct cfg_doc *doc;                     /* owns the tree */
+    char *node_id, *node_cluster;
+    struct listener_cfg *listeners; size_t nlisteners;
+    struct cluster_cfg *clusters; size_t nclusters;
+    struct admin_cfg admin;
+    uint64_t stats_flush_interval_ms;
+};
+
+/* schema_check + extraction. Takes ownership of doc (also on failure).
+ * Returns NULL with the errors in d. */
+struct bootstrap *bootstrap_load(struct cfg_doc *doc, struct cfg_diag *d);
+void bootstrap_free(struct bootstrap *b);
+const struct cluster_cfg *bootstrap_find_cluster(const struct bootstrap *b, const char *name);
+static inline bool bootstrap_cluster_referenced(const struct cluster_cfg *c) { return c->referenced; }
+
+#endif

@@ -1,0 +1,29 @@
+/* Checks a tree node against a declarative message table (herald/config.h)
+ * and normalises it in place: single values where a list is expected become
+ * lists of one, enum values take the table's spelling, "@type" is checked
+ * against the URL the field expects. Errors and warnings go to the diag. */
+#ifndef HERALD_CORE_CONFIG_SCHEMA_H
+#define HERALD_CORE_CONFIG_SCHEMA_H
+
+#include "config/diag.h"
+#include "herald/config.h"
+
+/* Returns 0 when the node passed (warnings may have been added), -1 otherwise. */
+int schema_check(struct herald_cfg *node, const struct herald_message *msg, struct cfg_diag *d);
+
+/* Levenshtein-based: the closest field name of msg within distance 2 (or a
+ * third of the name's length), or NULL. */
+const char *schema_did_you_mean(const struct herald_message *msg, const char *name);
+
+/* Parses a protobuf JSON duration ("1s", "0.25s", "-1s" refused). 0 / -1. */
+int schema_parse_duration_ms(const char *s, uint64_t *ms);
+
+/* The v3 name of a deprecated v2-era extension name ("envoy.router" ->
+ * "envoy.filters.http.router"), or NULL. For the plugin loader's errors. */
+const char *schema_v2_filter_hint(const char *name);
+
+/* The table of the Envoy bootstrap (envoy.config.bootstrap.v3.Bootstrap) and
+ * the messages under it that the core itself reads. */
+extern const struct herald_message schema_bootstrap;
+
+#endif

@@ -1,0 +1,21 @@
+/* Internal logging: the SDK's herald_log() plus set-up. Lines go to stderr
+ * (or --log-path) as "[time][thread][level][component] message". */
+#ifndef HERALD_CORE_LOG_H
+#define HERALD_CORE_LOG_H
+
+#include "herald/log.h"
+
+int log_set_level_name(const char *name); /* 0, or -1 for an unknown name */
+void log_set_level(enum herald_log_level level);
+const char *log_level_name(enum herald_log_level level);
+int log_open_path(const char *path);      /* --log-path; -1 with errno */
+void log_reopen(void);                    /* SIGUSR1 */
+void log_set_thread_name(const char *name);
+
+#define log_trace(comp, ...) HERALD_LOGF(HERALD_LOG_TRACE, comp, __VA_ARGS__)
+#define log_debug(comp, ...) HERALD_LOGF(HERALD_LOG_DEBUG, comp, __VA_ARGS__)
+#define log_info(comp, ...) HERALD_LOGF(HERALD_LOG_INFO, comp, __VA_ARGS__)
+#define log_warn(comp, ...) HERALD_LOGF(HERALD_LOG_WARN, comp, __VA_ARGS__)
+#define log_error(comp, ...) HERALD_LOGF(HERALD_LOG_ERROR, comp, __VA_ARGS__)
+
+#endif

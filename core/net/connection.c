@@ -1,0 +1,429 @@
+/* Downstream connections: the network filter chain over a bufferevent.
+ *
+ * Flow control follows libevent's le-proxy and Envoy's watermarks: reading
+ * stops while any pause bit is set (a peer's output over its high mark, a
+ * filter waiting, ...); the output's high mark is the listener's
+ * per_connection_buffer_limit_bytes and its low mark half of it. The input
+ * is bounded by the same limit, so a filter that does not drain stops reads.
+ *
+ * Closing raises the close event to the filters at once, but the memory goes
+ * away from a deferred event, so a filter that closes the connection from
+ * inside one of its own callbacks never finds its session freed under it. */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "common.h"
+#include "log.h"
+#include "net/connection.h"
+#include "net/listener.h"
+#include "worker.h"
+
+struct conn_extra {
+    struct event *free_ev;            /* deferred destruction */
+    struct event *redispatch_ev;      /* deferred re-read of buffered input */
+};
+
+/* The extra events live right after the connection in one allocation. */
+struct conn_alloc {
+    struct herald_conn c;
+    struct conn_extra x;
+};
+
+static struct conn_extra *extra(struct herald_conn *c) { return &((struct conn_alloc *)c)->x; }
+
+static void finalize(struct herald_conn *c, bool reset);
+
+static void raise_event(struct herald_conn *c, enum herald_conn_event ev)
+{
+    for (size_t i = 0; i < c->chain->nfilters; i++) {
+        const struct herald_network_filter_ops *ops = c->chain->filters[i].ops;
+        if (ops->on_event && c->sessions[i])
+            ops->on_event(c->sessions[i], ev);
+    }
+}
+
+/* Runs the read filters from index `from` over the input buffer. */
+static void dispatch_read(struct herald_conn *c, size_t from)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    bool end = c->read_eof;
+    for (size_t i = from; i < c->chain->nfilters; i++) {
+        if (c->closing)
+            return;
+        const struct herald_network_filter_ops *ops = c->chain->filters[i].ops;
+        if (!ops->on_read)
+            continue;
+        enum herald_status st = ops->on_read(c->sessions[i], ev_buf(in), end);
+        if (st == HERALD_STOP) {
+            c->stopped_at = i;
+            return;
+        }
+        if (st == HERALD_CLOSE) {
+            herald_conn_close(c, HERALD_CLOSE_RESET);
+            return;
+        }
+    }
+    c->stopped_at = SIZE_MAX;
+    if (end)
+        c->eof_delivered = true;
+}
+
+/* The connection is over when the peer finished sending, the filters were
+ * told, and our own half-close has been flushed. */
+static void check_done(struct herald_conn *c)
+{
+    if (!c->closing && c->eof_delivered && c->shut_wr_done) {
+        c->remote_closed = true;
+        herald_conn_close(c, HERALD_CLOSE_FLUSH);
+    }
+}
+
+static void run_new_connection(struct herald_conn *c)
+{
+    while (c->new_conn_done < c->chain->nfilters && !c->closing) {
+        size_t i = c->new_conn_done++;
+        const struct herald_network_filter_ops *ops = c->chain->filters[i].ops;
+        if (!ops->on_new_connection)
+            continue;
+        enum herald_status st = ops->on_new_connection(c->sessions[i]);
+        if (st == HERALD_STOP) {
+            c->stopped_at = i;
+            return;
+        }
+        if (st == HERALD_CLOSE) {
+            herald_conn_close(c, HERALD_CLOSE_RESET);
+            return;
+        }
+    }
+}
+
+static bool paused(const struct herald_conn *c) { return c->pause_mask != 0; }
+
+static void on_readable(struct bufferevent *bev, void *arg)
+{
+    struct herald_conn *c = arg;
+    if (c->closing || paused(c))
+        return;
+    dispatch_read(c, 0);
+}
+
+static void on_writable(struct bufferevent *bev, void *arg)
+{
+    struct herald_conn *c = arg;
+    size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+    if (c->above_high && len <= c->buffer_limit / 2) {
+        c->above_high = false;
+        if (!c->closing)
+            raise_event(c, HERALD_EV_BELOW_WRITE_LOW);
+    }
+    if (len > 0)
+        return;
+    if (c->flush_close) {
+        finalize(c, false);
+        return;
+    }
+    if (c->shut_wr_pending && !c->shut_wr_done) {
+        shutdown(c->fd, SHUT_WR);
+        c->shut_wr_done = true;
+        check_done(c);
+    }
+}
+
+static void on_bev_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct herald_conn *c = arg;
+    if (what & BEV_EVENT_ERROR) {
+        log_debug("conn", "C%llu: %s", (unsigned long long)c->id, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        c->remote_closed = true;
+        if (c->closing)
+            finalize(c, true);
+        else
+            herald_conn_close(c, HERALD_CLOSE_RESET);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        c->read_eof = true;
+        if (c->closing)
+            return;
+        if (!paused(c))
+            dispatch_read(c, 0);
+        check_done(c);
+    }
+}
+
+static void redispatch(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_conn *c = arg;
+    if (c->closing || paused(c))
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (evbuffer_get_length(in) > 0 || (c->read_eof && !c->eof_delivered)) {
+        dispatch_read(c, 0);
+        check_done(c);
+    }
+}
+
+static void free_conn(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_conn *c = arg;
+    struct worker *w = c->worker;
+    for (size_t i = c->chain->nfilters; i-- > 0;)
+        if (c->sessions[i] && c->chain->filters[i].ops->session_destroy)
+            c->chain->filters[i].ops->session_destroy(c->sessions[i]);
+    bufferevent_free(c->bev);
+    event_free(extra(c)->free_ev);
+    event_free(extra(c)->redispatch_ev);
+    if (c->link.prev)
+        c->link.prev->link.next = c->link.next;
+    else
+        w->conns = c->link.next;
+    if (c->link.next)
+        c->link.next->link.prev = c->link.prev;
+    w->active_conns--;
+    listener_conn_closed(c->listener, w, c->start_mono_ms);
+    for (size_t i = 0; i < c->nmeta; i++) {
+        free(c->meta[i].ns);
+        free(c->meta[i].key);
+        free(c->meta[i].value);
+    }
+    free(c->meta);
+    free(c->sessions);
+    free(c->server_name);
+    free(c);
+}
+
+static void finalize(struct herald_conn *c, bool reset)
+{
+    if (event_pending(extra(c)->free_ev, EV_TIMEOUT, NULL))
+        return;
+    c->closing = true;
+    c->flush_close = false;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    if (reset) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    raise_event(c, c->remote_closed ? HERALD_EV_REMOTE_CLOSE : HERALD_EV_LOCAL_CLOSE);
+    struct timeval zero = {0, 0};
+    event_add(extra(c)->free_ev, &zero);
+}
+
+struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, int fd,
+                             const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
+                             socklen_t llen, const char *server_name)
+{
+    struct conn_alloc *a = xcalloc(1, sizeof(*a));
+    struct herald_conn *c = &a->c;
+    c->id = ((uint64_t)w->index << 48) | ++w->next_conn_id;
+    c->worker = w;
+    c->listener = l;
+    c->chain = chain;
+    c->fd = fd;
+    memcpy(&c->remote, remote, rlen);
+    c->remote_len = rlen;
+    memcpy(&c->local, local, llen);
+    c->local_len = llen;
+    addr_format((const struct sockaddr *)&c->remote, c->remote_str, sizeof(c->remote_str));
+    addr_format((const struct sockaddr *)&c->local, c->local_str, sizeof(c->local_str));
+    c->server_name = server_name ? xstrdup(server_name) : NULL;
+    c->stopped_at = SIZE_MAX;
+    c->buffer_limit = l->cfg->buffer_limit ? l->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
+    c->start_wall_ms = wall_ms();
+    c->start_mono_ms = mono_ms();
+    c->link.next = w->conns;
+    if (w->conns)
+        w->conns->link.prev = c;
+    w->conns = c;
+    w->active_conns++;
+
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* The transport socket seam: a TLS chain will get an OpenSSL bufferevent here. */
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    a->x.free_ev = evtimer_new(w->base, free_conn, c);
+    a->x.redispatch_ev = event_new(w->base, -1, 0, redispatch, c);
+    bufferevent_setcb(c->bev, on_readable, on_writable, on_bev_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
+    bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+
+    c->sessions = xcalloc(chain->nfilters ? chain->nfilters : 1, sizeof(void *));
+    for (size_t i = 0; i < chain->nfilters; i++) {
+        const struct net_filter *nf = &chain->filters[i];
+        if (!nf->ops->session_new)
+            continue;
+        c->sessions[i] = nf->ops->session_new(nf->conf, nf->wstate[w->index], c);
+        if (!c->sessions[i]) {
+            log_debug("conn", "C%llu refused by %s", (unsigned long long)c->id, nf->plugin->desc->name);
+            herald_conn_close(c, HERALD_CLOSE_RESET);
+            return c;
+        }
+    }
+    log_trace("conn", "C%llu accepted from %s on %s", (unsigned long long)c->id, c->remote_str, c->local_str);
+    run_new_connection(c);
+    if (!c->closing && !paused(c))
+        bufferevent_enable(c->bev, EV_READ);
+    return c;
+}
+
+void conn_close_all(struct worker *w)
+{
+    for (struct herald_conn *c = w->conns; c; c = c->link.next)
+        if (!c->closing || c->flush_close)
+            finalize(c, false);
+}
+
+unsigned conn_count(struct worker *w) { return w->active_conns; }
+
+/* ---------------------------------------------------------------- the SDK */
+
+uint64_t herald_conn_id(const struct herald_conn *c) { return c->id; }
+unsigned herald_conn_worker(const struct herald_conn *c) { return c->worker->index; }
+
+const struct sockaddr *herald_conn_remote_addr(const struct herald_conn *c, socklen_t *len)
+{
+    if (len)
+        *len = c->remote_len;
+    return (const struct sockaddr *)&c->remote;
+}
+
+const struct sockaddr *herald_conn_local_addr(const struct herald_conn *c, socklen_t *len)
+{
+    if (len)
+        *len = c->local_len;
+    return (const struct sockaddr *)&c->local;
+}
+
+const char *herald_conn_remote_str(const struct herald_conn *c) { return c->remote_str; }
+const char *herald_conn_local_str(const struct herald_conn *c) { return c->local_str; }
+const char *herald_conn_server_name(const struct herald_conn *c) { return c->server_name; }
+const char *herald_conn_listener_name(const struct herald_conn *c) { return c->listener->name; }
+uint32_t herald_conn_buffer_limit(const struct herald_conn *c) { return c->buffer_limit; }
+uint64_t herald_conn_start_ms(const struct herald_conn *c) { return c->start_wall_ms; }
+
+int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_stream)
+{
+    if (c->closing || c->shut_wr_pending) {
+        herald_buf_drain(buf, herald_buf_len(buf));
+        return -1;
+    }
+    for (size_t i = c->chain->nfilters; i-- > 0;) {
+        const struct herald_network_filter_ops *ops = c->chain->filters[i].ops;
+        if (!ops->on_write)
+            continue;
+        enum herald_status st = ops->on_write(c->sessions[i], buf, end_stream);
+        if (st == HERALD_CLOSE) {
+            herald_conn_close(c, HERALD_CLOSE_RESET);
+            return -1;
+        }
+        if (st == HERALD_STOP)
+            break;
+        if (c->closing)
+            return -1;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_buffer(out, buf_ev(buf));
+    size_t len = evbuffer_get_length(out);
+    if (end_stream) {
+        c->shut_wr_pending = true;
+        if (len == 0) {
+            shutdown(c->fd, SHUT_WR);
+            c->shut_wr_done = true;
+            check_done(c);
+            return 0;
+        }
+    }
+    if (!c->above_high && len > c->buffer_limit) {
+        c->above_high = true;
+        raise_event(c, HERALD_EV_ABOVE_WRITE_HIGH);
+    }
+    return 0;
+}
+
+size_t herald_conn_output_len(const struct herald_conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
+{
+    if (c->closing) {
+        if (mode == HERALD_CLOSE_RESET && c->flush_close)
+            finalize(c, true);
+        return;
+    }
+    c->closing = true;
+    bufferevent_disable(c->bev, EV_READ);
+    if (mode == HERALD_CLOSE_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        c->flush_close = true; /* on_writable finishes it */
+        return;
+    }
+    finalize(c, mode == HERALD_CLOSE_RESET);
+}
+
+void herald_conn_pause_reading(struct herald_conn *c, unsigned reason)
+{
+    c->pause_mask |= reason;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void herald_conn_resume_reading(struct herald_conn *c, unsigned reason)
+{
+    c->pause_mask &= ~reason;
+    if (c->pause_mask || c->closing)
+        return;
+    if (!c->read_eof)
+        bufferevent_enable(c->bev, EV_READ);
+    /* Bytes (or an EOF) that arrived while paused get dispatched now. */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || (c->read_eof && !c->eof_delivered))
+        event_active(extra(c)->redispatch_ev, EV_READ, 0);
+}
+
+void herald_conn_continue_reading(struct herald_conn *c)
+{
+    if (c->closing)
+        return;
+    size_t from = c->stopped_at == SIZE_MAX ? 0 : c->stopped_at + 1;
+    c->stopped_at = SIZE_MAX;
+    if (c->new_conn_done < c->chain->nfilters) {
+        run_new_connection(c);
+        if (c->stopped_at != SIZE_MAX || c->closing)
+            return;
+    }
+    if (!paused(c))
+        dispatch_read(c, from);
+}
+
+int herald_conn_metadata_set(struct herald_conn *c, const char *ns, const char *key, const char *value)
+{
+    for (size_t i = 0; i < c->nmeta; i++)
+        if (strcmp(c->meta[i].ns, ns) == 0 && strcmp(c->meta[i].key, key) == 0) {
+            free(c->meta[i].value);
+            c->meta[i].value = xstrdup(value);
+            return 0;
+        }
+    struct metadata_kv *kv = VEC_PUSH(c->meta, c->nmeta, c->capmeta);
+    kv->ns = xstrdup(ns);
+    kv->key = xstrdup(key);
+    kv->value = xstrdup(value);
+    return 0;
+}
+
+const char *herald_conn_metadata_get(const struct herald_conn *c, const char *ns, const char *key)
+{
+    for (size_t i = 0; i < c->nmeta; i++)
+        if (strcmp(c->meta[i].ns, ns) == 0 && strcmp(c->meta[i].key, key) == 0)
+            return c->meta[i].value;
+    return NULL;
+}

@@ -1,0 +1,58 @@
+/* Downstream connections and the network filter chain running on them. The
+ * bytes live in a bufferevent; the transport socket decides which kind
+ * (plain socket now; OpenSSL later), so filters never see ciphertext. */
+#ifndef HERALD_CORE_NET_CONNECTION_H
+#define HERALD_CORE_NET_CONNECTION_H
+
+#include <event2/bufferevent.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "filters.h"
+#include "herald/network_filter.h"
+#include "net/address.h"
+
+struct listener;
+struct worker;
+
+struct metadata_kv { char *ns, *key, *value; };
+
+struct herald_conn {
+    uint64_t id;
+    struct worker *worker;
+    struct listener *listener;
+    struct filter_chain *chain;
+    struct bufferevent *bev;
+    int fd;
+    struct sockaddr_storage remote, local;
+    socklen_t remote_len, local_len;
+    char remote_str[ADDR_STRLEN], local_str[ADDR_STRLEN];
+    char *server_name;
+    void **sessions;                  /* [chain->nfilters] */
+    size_t new_conn_done;             /* filters whose on_new_connection ran */
+    size_t stopped_at;                /* filter that returned STOP, or SIZE_MAX */
+    unsigned pause_mask;
+    uint32_t buffer_limit;
+    bool read_eof, eof_delivered;     /* the peer half-closed; filters were told */
+    bool shut_wr_pending, shut_wr_done;
+    bool above_high;
+    bool closing, flush_close;
+    bool remote_closed;
+    int depth;                        /* > 0 while filter callbacks are on the stack */
+    bool destroy_pending;
+    uint64_t start_wall_ms, start_mono_ms;
+    struct metadata_kv *meta; size_t nmeta, capmeta;
+    struct conn_list_node { struct herald_conn *prev, *next; } link; /* the worker's live connections */
+};
+
+/* Takes the accepted fd (already non-blocking). */
+struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, int fd,
+                             const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
+                             socklen_t llen, const char *server_name);
+/* Closes every live connection on this worker (shutdown after the drain time). */
+void conn_close_all(struct worker *w);
+unsigned conn_count(struct worker *w);
+/* Shutdown: drops every upstream connection of this worker (upstream_conn.c). */
+void upstream_close_all(struct worker *w);
+
+#endif

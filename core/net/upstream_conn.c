@@ -1,0 +1,335 @@
+/* Upstream TCP connections for filters (the SDK's herald_upstream_*): the
+ * connect with its timeout and circuit breaker, stats under
+ * cluster.<name>.upstream_cx_*, watermarks and half-close like downstream. */
+#include "config.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "common.h"
+#include "herald/stats.h"
+#include "log.h"
+#include "net/address.h"
+#include "net/connection.h"
+#include "upstream/cluster.h"
+#include "worker.h"
+
+struct herald_upstream {
+    struct worker *worker;
+    struct cluster *cluster;
+    struct herald_host *host;
+    const struct herald_upstream_cbs *cbs;
+    void *arg;
+    struct bufferevent *bev;
+    struct event *timeout_ev, *free_ev, *redispatch_ev;
+    uint32_t buffer_limit;
+    unsigned pause_mask;
+    bool connected, read_eof, eof_delivered, shut_wr_pending, shut_wr_done, above_high;
+    bool closing, flush_close, gone;
+    uint64_t start_mono_ms;
+    char local_str[ADDR_STRLEN];
+    struct herald_upstream *prev, *next;
+};
+
+static void schedule_free(struct herald_upstream *u, bool reset)
+{
+    if (u->gone)
+        return;
+    u->gone = u->closing = true;
+    bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
+    evtimer_del(u->timeout_ev);
+    if (reset) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(bufferevent_getfd(u->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    struct timeval zero = {0, 0};
+    event_add(u->free_ev, &zero);
+}
+
+static void free_upstream(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_upstream *u = arg;
+    struct cluster_stats *st = &u->cluster->stats;
+    herald_stat_inc(st->upstream_cx_destroy);
+    herald_gauge_add(st->upstream_cx_active, -1);
+    herald_histogram_record(st->upstream_cx_length_ms, mono_ms() - u->start_mono_ms);
+    atomic_fetch_sub_explicit(&u->cluster->cx_active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&u->host->cx_active, 1, memory_order_relaxed);
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        u->worker->upstreams = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    bufferevent_free(u->bev);
+    event_free(u->timeout_ev);
+    event_free(u->free_ev);
+    event_free(u->redispatch_ev);
+    host_put(u->host);
+    free(u);
+}
+
+/* An event the filter hears about, after which the upstream is gone. */
+static void end_with(struct herald_upstream *u, enum herald_conn_event ev, bool reset)
+{
+    const struct herald_upstream_cbs *cbs = u->cbs;
+    void *arg = u->arg;
+    schedule_free(u, reset);
+    if (cbs->on_event)
+        cbs->on_event(arg, ev);
+}
+
+static void dispatch(struct herald_upstream *u)
+{
+    struct evbuffer *in = bufferevent_get_input(u->bev);
+    size_t n = evbuffer_get_length(in);
+    if (n)
+        herald_stat_add(u->cluster->stats.upstream_cx_rx_bytes_total, n);
+    bool end = u->read_eof;
+    if (end)
+        u->eof_delivered = true;
+    u->cbs->on_data(u->arg, ev_buf(in), end);
+}
+
+static void check_done(struct herald_upstream *u)
+{
+    if (!u->closing && u->eof_delivered && u->shut_wr_done) {
+        herald_stat_inc(u->cluster->stats.upstream_cx_destroy_remote);
+        end_with(u, HERALD_EV_REMOTE_CLOSE, false);
+    }
+}
+
+static void on_readable(struct bufferevent *bev, void *arg)
+{
+    struct herald_upstream *u = arg;
+    if (u->closing || u->pause_mask)
+        return;
+    dispatch(u);
+}
+
+static void on_writable(struct bufferevent *bev, void *arg)
+{
+    struct herald_upstream *u = arg;
+    size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+    if (u->above_high && len <= u->buffer_limit / 2) {
+        u->above_high = false;
+        if (!u->closing && u->cbs->on_event)
+            u->cbs->on_event(u->arg, HERALD_EV_BELOW_WRITE_LOW);
+    }
+    if (len > 0 || u->gone)
+        return;
+    if (u->flush_close) {
+        schedule_free(u, false);
+        return;
+    }
+    if (u->shut_wr_pending && !u->shut_wr_done) {
+        shutdown(bufferevent_getfd(bev), SHUT_WR);
+        u->shut_wr_done = true;
+        check_done(u);
+    }
+}
+
+static void on_bev_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct herald_upstream *u = arg;
+    struct cluster_stats *st = &u->cluster->stats;
+    if (what & BEV_EVENT_CONNECTED) {
+        u->connected = true;
+        evtimer_del(u->timeout_ev);
+        herald_histogram_record(st->upstream_cx_connect_ms, mono_ms() - u->start_mono_ms);
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = bufferevent_getfd(bev);
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+            addr_format((struct sockaddr *)&ss, u->local_str, sizeof(u->local_str));
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (!u->pause_mask)
+            bufferevent_enable(bev, EV_READ);
+        if (u->cbs->on_event)
+            u->cbs->on_event(u->arg, HERALD_EV_CONNECTED);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        if (!u->connected) {
+            herald_stat_inc(st->upstream_cx_connect_fail);
+            atomic_fetch_add_explicit(&u->host->cx_connect_fail, 1, memory_order_relaxed);
+            log_debug("upstream", "connect to %s failed: %s", u->host->addr_str,
+                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            end_with(u, HERALD_EV_CONNECT_FAILED, false);
+        } else {
+            herald_stat_inc(st->upstream_cx_destroy_remote);
+            end_with(u, HERALD_EV_REMOTE_CLOSE, true);
+        }
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        u->read_eof = true;
+        if (!u->pause_mask)
+            dispatch(u);
+        check_done(u);
+    }
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_upstream *u = arg;
+    herald_stat_inc(u->cluster->stats.upstream_cx_connect_timeout);
+    atomic_fetch_add_explicit(&u->host->cx_connect_fail, 1, memory_order_relaxed);
+    end_with(u, HERALD_EV_CONNECT_TIMEOUT, true);
+}
+
+static void redispatch(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_upstream *u = arg;
+    if (u->closing || u->pause_mask)
+        return;
+    if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 || (u->read_eof && !u->eof_delivered)) {
+        dispatch(u);
+        check_done(u);
+    }
+}
+
+struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, struct herald_host *h,
+                                                const struct herald_upstream_cbs *cbs, void *arg,
+                                                enum herald_upstream_error *why)
+{
+    struct worker *w = worker_self();
+    struct cluster *cl = view ? view->cluster : NULL;
+    enum herald_upstream_error dummy;
+    if (!why)
+        why = &dummy;
+    *why = HERALD_UPSTREAM_FAILED;
+    if (!w || !cl || !h || !cbs || !cbs->on_data)
+        return NULL;
+    uint32_t max = cl->cfg->thresholds[0].max_connections;
+    if (atomic_load_explicit(&cl->cx_active, memory_order_relaxed) >= max) {
+        herald_stat_inc(cl->stats.upstream_cx_overflow);
+        *why = HERALD_UPSTREAM_OVERFLOW;
+        return NULL;
+    }
+    struct bufferevent *bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    struct herald_upstream *u = xcalloc(1, sizeof(*u));
+    u->worker = w;
+    u->cluster = cl;
+    u->host = h;
+    host_get(h);
+    u->cbs = cbs;
+    u->arg = arg;
+    u->bev = bev;
+    u->buffer_limit = cl->cfg->buffer_limit ? cl->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
+    u->start_mono_ms = mono_ms();
+    u->timeout_ev = evtimer_new(w->base, on_connect_timeout, u);
+    u->free_ev = evtimer_new(w->base, free_upstream, u);
+    u->redispatch_ev = event_new(w->base, -1, 0, redispatch, u);
+    u->next = w->upstreams;
+    if (w->upstreams)
+        w->upstreams->prev = u;
+    w->upstreams = u;
+    atomic_fetch_add_explicit(&cl->cx_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->cx_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->cx_total, 1, memory_order_relaxed);
+    herald_stat_inc(cl->stats.upstream_cx_total);
+    herald_gauge_add(cl->stats.upstream_cx_active, 1);
+
+    bufferevent_setcb(bev, on_readable, on_writable, on_bev_event, u);
+    bufferevent_setwatermark(bev, EV_READ, 0, u->buffer_limit);
+    bufferevent_setwatermark(bev, EV_WRITE, u->buffer_limit / 2, 0);
+    uint64_t ms = cl->cfg->connect_timeout_ms ? cl->cfg->connect_timeout_ms : 5000;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(u->timeout_ev, &tv);
+    /* Refusals come back as an error event (libevent defers them), never from here. */
+    if (bufferevent_socket_connect(bev, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
+        herald_stat_inc(cl->stats.upstream_cx_connect_fail);
+        atomic_fetch_add_explicit(&h->cx_connect_fail, 1, memory_order_relaxed);
+        schedule_free(u, false);
+        return NULL;
+    }
+    bufferevent_disable(bev, EV_READ);
+    *why = HERALD_UPSTREAM_OK;
+    return u;
+}
+
+int herald_upstream_write(struct herald_upstream *u, struct herald_buf *buf, bool end_stream)
+{
+    if (u->closing || u->shut_wr_pending) {
+        herald_buf_drain(buf, herald_buf_len(buf));
+        return -1;
+    }
+    struct evbuffer *out = bufferevent_get_output(u->bev);
+    size_t n = herald_buf_len(buf);
+    if (n)
+        herald_stat_add(u->cluster->stats.upstream_cx_tx_bytes_total, n);
+    evbuffer_add_buffer(out, buf_ev(buf));
+    size_t len = evbuffer_get_length(out);
+    if (end_stream) {
+        u->shut_wr_pending = true;
+        if (len == 0 && u->connected) {
+            shutdown(bufferevent_getfd(u->bev), SHUT_WR);
+            u->shut_wr_done = true;
+            check_done(u);
+            return 0;
+        }
+    }
+    if (!u->above_high && len > u->buffer_limit) {
+        u->above_high = true;
+        if (u->cbs->on_event)
+            u->cbs->on_event(u->arg, HERALD_EV_ABOVE_WRITE_HIGH);
+    }
+    return 0;
+}
+
+size_t herald_upstream_output_len(const struct herald_upstream *u)
+{
+    return evbuffer_get_length(bufferevent_get_output(u->bev));
+}
+
+void herald_upstream_close(struct herald_upstream *u, enum herald_close_mode mode)
+{
+    if (u->gone)
+        return;
+    herald_stat_inc(u->cluster->stats.upstream_cx_destroy_local);
+    u->closing = true;
+    bufferevent_disable(u->bev, EV_READ);
+    if (mode == HERALD_CLOSE_FLUSH && u->connected && evbuffer_get_length(bufferevent_get_output(u->bev)) > 0) {
+        u->flush_close = true; /* on_writable frees it once flushed */
+        return;
+    }
+    schedule_free(u, mode == HERALD_CLOSE_RESET);
+}
+
+void herald_upstream_pause_reading(struct herald_upstream *u, unsigned reason)
+{
+    u->pause_mask |= reason;
+    bufferevent_disable(u->bev, EV_READ);
+}
+
+void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason)
+{
+    u->pause_mask &= ~reason;
+    if (u->pause_mask || u->closing)
+        return;
+    if (u->connected && !u->read_eof)
+        bufferevent_enable(u->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 || (u->read_eof && !u->eof_delivered))
+        event_active(u->redispatch_ev, EV_READ, 0);
+}
+
+const struct herald_host *herald_upstream_host(const struct herald_upstream *u) { return u->host; }
+const char *herald_upstream_local_str(const struct herald_upstream *u) { return u->local_str; }
+
+void upstream_close_all(struct worker *w)
+{
+    for (struct herald_upstream *u = w->upstreams; u; u = u->next)
+        schedule_free(u, false);
+}

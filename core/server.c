@@ -1,0 +1,260 @@
+/* The main thread: loads the config, starts workers and listeners, serves
+ * admin, handles signals and shuts down by draining. */
+#include "config.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "access_log.h"
+#include "admin.h"
+#include "common.h"
+#include "config/schema.h"
+#include "log.h"
+#include "net/connection.h"
+#include "net/listener.h"
+#include "plugin.h"
+#include "server.h"
+#include "stats.h"
+#include "upstream/cluster.h"
+#include "worker.h"
+
+struct server *the_server;
+
+const char *server_state_name(enum server_state s)
+{
+    switch (s) {
+    case SERVER_INITIALIZING: return "INITIALIZING";
+    case SERVER_LIVE: return "LIVE";
+    case SERVER_DRAINING: return "DRAINING";
+    }
+    return "?";
+}
+
+static struct event *drain_timer;
+static uint64_t drain_deadline;
+static unsigned workers_finished;
+
+static void worker_finish(struct worker *w, void *arg)
+{
+    conn_close_all(w);
+    upstream_close_all(w);
+    listeners_worker_teardown(w);
+    cluster_worker_free(w);
+    struct timeval grace = {0, 50000};
+    w->stopping = true;
+    event_base_loopexit(w->base, &grace);
+}
+
+static void worker_stop_accepting(struct worker *w, void *arg)
+{
+    w->stopping = true;
+    listeners_worker_stop(w);
+}
+
+static unsigned active_connections(struct server *s)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        n += __atomic_load_n(&s->workers[i].active_conns, __ATOMIC_RELAXED);
+    return n;
+}
+
+static void drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    unsigned n = active_connections(s);
+    if (n > 0 && mono_ms() < drain_deadline) {
+        struct timeval tv = {0, 100000};
+        evtimer_add(drain_timer, &tv);
+        return;
+    }
+    if (n > 0)
+        log_info("main", "drain time over: closing %u connection%s", n, n == 1 ? "" : "s");
+    for (unsigned i = 0; i < s->nworkers; i++)
+        worker_post(&s->workers[i], worker_finish, NULL);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        pthread_join(s->workers[i].thread, NULL);
+        workers_finished++;
+    }
+    event_base_loopexit(s->base, NULL);
+}
+
+void server_shutdown(struct server *s, const char *why)
+{
+    if (s->state == SERVER_DRAINING)
+        return;
+    log_info("main", "shutting down (%s): draining for up to %llu ms", why, (unsigned long long)s->opt.drain_time_ms);
+    s->state = SERVER_DRAINING;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        worker_post(&s->workers[i], worker_stop_accepting, NULL);
+    drain_deadline = mono_ms() + s->opt.drain_time_ms;
+    drain_timer = evtimer_new(s->base, drain_tick, s);
+    struct timeval tv = {0, 0};
+    evtimer_add(drain_timer, &tv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    switch (sig) {
+    case SIGTERM: server_shutdown(s, "SIGTERM"); break;
+    case SIGINT: server_shutdown(s, "SIGINT"); break;
+    case SIGUSR1:
+        log_info("main", "SIGUSR1: reopening log files");
+        log_reopen();
+        access_log_reopen_all();
+        break;
+    case SIGHUP: log_warn("main", "SIGHUP: configuration reload is not implemented yet; ignored"); break;
+    }
+}
+
+static struct cfg_doc *load_config(const struct options *o, struct cfg_diag *d)
+{
+    char *err = NULL;
+    struct cfg_doc *doc = NULL, *over = NULL;
+    if (o->config_path) {
+        doc = cfg_load_file(o->config_path, &err);
+        if (!doc) {
+            diag_error_take(d, err);
+            return NULL;
+        }
+    }
+    if (o->config_yaml) {
+        over = cfg_load_string(o->config_yaml, strlen(o->config_yaml), "--config-yaml", &err);
+        if (!over) {
+            diag_error_take(d, err);
+            cfg_doc_free(doc);
+            return NULL;
+        }
+        if (!doc)
+            return over;
+        cfg_merge(doc, over);
+        cfg_doc_free(over);
+    }
+    if (!doc)
+        diag_error(d, NULL, "no configuration: give one with -c FILE or --config-yaml TEXT");
+    return doc;
+}
+
+/* Likely mistakes worth a warning (printed at start-up and by --mode validate). */
+static void warn_unreferenced_clusters(const struct bootstrap *b, struct cfg_diag *d)
+{
+    for (size_t i = 0; i < b->nclusters; i++)
+        if (!bootstrap_cluster_referenced(&b->clusters[i]))
+            diag_warn(d, b->clusters[i].node, "cluster '%s' is never referenced by a filter", b->clusters[i].name);
+}
+
+static void cleanup(struct server *s)
+{
+    if (s->admin)
+        admin_stop(s->admin);
+    listeners_destroy();
+    cluster_manager_shutdown();
+    if (s->boot)
+        bootstrap_free(s->boot);
+    plugin_unload_all();
+    if (s->dns)
+        evdns_base_free(s->dns, 0);
+    event_free(drain_timer);
+    drain_timer = NULL;
+    for (struct event **e = &s->sigterm; e <= &s->sighup; e++)
+        if (*e)
+            event_free(*e);
+    if (s->base)
+        event_base_free(s->base);
+    free(s->workers);
+}
+
+int server_run(struct options *o)
+{
+    static struct server srv;
+    struct server *s = &srv;
+    struct cfg_diag d = {0};
+    memset(s, 0, sizeof(*s));
+    s->opt = *o;
+    the_server = s;
+    s->start_wall_ms = wall_ms();
+    stats_init();
+    plugin_set_dirs(o->plugin_dirs);
+
+    unsigned nworkers = o->concurrency ? o->concurrency : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nworkers == 0)
+        nworkers = 1;
+    s->nworkers = nworkers;
+
+    struct cfg_doc *doc = load_config(o, &d);
+    if (doc)
+        s->boot = bootstrap_load(doc, &d);
+    if (s->boot) {
+        s->base = event_base_new();
+        main_thread_set_base(s->base);
+        if (!o->validate)
+            s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (cluster_manager_init(s->boot, s->base, s->dns, &d) == 0)
+            listeners_build(s->boot, nworkers, o->validate, &d);
+        if (d.nerrors == 0)
+            warn_unreferenced_clusters(s->boot, &d);
+    }
+    diag_print(&d, stderr);
+    int failed = d.nerrors > 0;
+    diag_free(&d);
+    if (o->validate || failed) {
+        if (o->validate && !failed)
+            fprintf(stderr, "configuration '%s' OK\n", o->config_path ? o->config_path : "--config-yaml");
+        cleanup(s);
+        return failed ? 1 : 0;
+    }
+
+    char *err = NULL;
+    if (listeners_bind(&err) < 0) {
+        fprintf(stderr, "error: %s\n", err);
+        free(err);
+        cleanup(s);
+        return 1;
+    }
+    s->admin = admin_start(s, &err);
+    if (!s->admin) {
+        fprintf(stderr, "error: admin: %s\n", err);
+        free(err);
+        cleanup(s);
+        return 1;
+    }
+    s->workers = xcalloc(nworkers, sizeof(*s->workers));
+    for (unsigned i = 0; i < nworkers; i++) {
+        cluster_worker_init(&s->workers[i]);
+        s->workers[i].index = i;
+    }
+    for (unsigned i = 0; i < nworkers; i++)
+        if (worker_start(&s->workers[i], i) < 0) {
+            fprintf(stderr, "error: cannot start worker %u\n", i);
+            return 1;
+        }
+    listeners_start(s->workers, nworkers);
+    cluster_manager_start();
+
+    signal(SIGPIPE, SIG_IGN);
+    s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->sigint = evsignal_new(s->base, SIGINT, on_signal, s);
+    s->sigusr1 = evsignal_new(s->base, SIGUSR1, on_signal, s);
+    s->sighup = evsignal_new(s->base, SIGHUP, on_signal, s);
+    for (struct event **e = &s->sigterm; e <= &s->sighup; e++)
+        evsignal_add(*e, NULL);
+
+    s->state = SERVER_LIVE;
+    log_info("main", "herald %s started: %u worker%s", PACKAGE_VERSION, nworkers, nworkers == 1 ? "" : "s");
+    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    log_info("main", "exiting");
+    for (unsigned i = 0; i < nworkers; i++) {
+        event_free(s->workers[i].wakeup);
+        event_base_free(s->workers[i].base);
+        pthread_mutex_destroy(&s->workers[i].lock);
+    }
+    cleanup(s);
+    stats_thread_exit();
+    return s->exit_code;
+}

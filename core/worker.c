@@ -1,0 +1,106 @@
+/* Worker threads and the main -> worker message queue. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "log.h"
+#include "stats.h"
+#include "worker.h"
+
+struct worker_msg {
+    struct worker_msg *next;
+    worker_fn fn;
+    void *arg;
+};
+
+static __thread struct worker *self;
+static struct event_base *main_base;
+
+struct worker *worker_self(void) { return self; }
+
+struct event_base *current_base(void) { return self ? self->base : main_base; }
+
+void main_thread_set_base(struct event_base *base) { main_base = base; }
+
+static void drain_queue(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    struct worker_msg *m = w->head;
+    w->head = w->tail = NULL;
+    pthread_mutex_unlock(&w->lock);
+    while (m) {
+        struct worker_msg *next = m->next;
+        m->fn(w, m->arg);
+        free(m);
+        m = next;
+    }
+}
+
+void worker_post(struct worker *w, worker_fn fn, void *arg)
+{
+    struct worker_msg *m = xmalloc(sizeof(*m));
+    m->next = NULL;
+    m->fn = fn;
+    m->arg = arg;
+    pthread_mutex_lock(&w->lock);
+    if (w->tail)
+        w->tail->next = m;
+    else
+        w->head = m;
+    w->tail = m;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->wakeup, EV_READ, 0);
+}
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    self = w;
+    snprintf(name, sizeof(name), "worker_%u", w->index);
+    log_set_thread_name(name);
+    log_debug("worker", "started");
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    drain_queue(-1, 0, w); /* run what was posted while stopping (frees) */
+    log_debug("worker", "stopped");
+    stats_thread_exit();
+    self = NULL;
+    return NULL;
+}
+
+int worker_start(struct worker *w, unsigned index)
+{
+    w->index = index;
+    pthread_mutex_init(&w->lock, NULL);
+    w->base = event_base_new();
+    if (!w->base)
+        return -1;
+    /* A persistent event with no fd, only ever activated: the queue's doorbell. */
+    w->wakeup = event_new(w->base, -1, 0, drain_queue, w);
+    if (pthread_create(&w->thread, NULL, run, w) != 0)
+        return -1;
+    return 0;
+}
+
+static void stop_loop(struct worker *w, void *arg)
+{
+    /* A short grace lets deferred frees (zero-delay timers) run first. */
+    struct timeval grace = {0, 50000};
+    w->stopping = true;
+    event_base_loopexit(w->base, &grace);
+}
+
+void worker_stop_and_join(struct worker *w)
+{
+    if (!w->base)
+        return;
+    worker_post(w, stop_loop, NULL);
+    pthread_join(w->thread, NULL);
+    event_free(w->wakeup);
+    event_base_free(w->base);
+    w->base = NULL;
+    pthread_mutex_destroy(&w->lock);
+}

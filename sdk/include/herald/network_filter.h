@@ -1,0 +1,119 @@
+/* herald SDK: network (L4) filters and the downstream connection they see.
+ *
+ * Life cycle (all on the connection's worker except config_*):
+ *   config_create(typed_config)      main thread, once per filter config
+ *   worker_init(conf, worker index)  once per worker (optional)
+ *   session_new(conf, wstate, conn)  once per accepted connection
+ *   on_new_connection, on_read*, on_write*, on_event*
+ *   session_destroy                  when the connection is gone
+ *   worker_destroy, config_destroy   at shutdown / when the config is dropped
+ *
+ * Read filters run in config order; a filter that returns HERALD_STOP keeps
+ * the later ones from seeing the data until it calls
+ * herald_conn_continue_reading(). A filter that only looks (a sniffer) leaves
+ * the buffer alone and returns HERALD_CONTINUE; a terminal filter (tcp_proxy)
+ * drains it. Write filters run in reverse order on what is written to the
+ * downstream peer. */
+#ifndef HERALD_NETWORK_FILTER_H
+#define HERALD_NETWORK_FILTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "herald/buffer.h"
+#include "herald/config.h"
+#include "herald/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum herald_status {
+    HERALD_CONTINUE = 0, /* go on with the next filter */
+    HERALD_STOP = 1,     /* stop iterating; resume later through the SDK */
+    HERALD_CLOSE = 2,    /* close the connection (the filter counted why) */
+};
+
+enum herald_conn_event {
+    HERALD_EV_CONNECTED = 0,     /* upstream: connect (and handshake) finished */
+    HERALD_EV_REMOTE_CLOSE,      /* the peer closed or reset */
+    HERALD_EV_LOCAL_CLOSE,       /* we closed it */
+    HERALD_EV_CONNECT_FAILED,    /* upstream: refused/unreachable (counted by the core) */
+    HERALD_EV_CONNECT_TIMEOUT,   /* upstream: connect_timeout passed (counted by the core) */
+    HERALD_EV_ABOVE_WRITE_HIGH,  /* output passed the high watermark: stop feeding it */
+    HERALD_EV_BELOW_WRITE_LOW,   /* output drained below the low watermark: feed again */
+};
+
+enum herald_close_mode {
+    HERALD_CLOSE_FLUSH = 0,  /* write out what is buffered, then close */
+    HERALD_CLOSE_RESET,      /* close now, dropping buffered output */
+};
+
+/* Why reading is paused; reading resumes only when no bit is left. */
+#define HERALD_PAUSE_PEER   0x01u /* the other side's output is over its high watermark */
+#define HERALD_PAUSE_FILTER 0x02u /* a filter is waiting for something */
+#define HERALD_PAUSE_RATE   0x04u /* a rate limit */
+#define HERALD_PAUSE_USER   0x100u /* first bit free for plugins */
+
+struct herald_conn;        /* a downstream connection, on one worker */
+struct herald_filter_env;  /* what a factory may ask about at config time */
+
+/* ---- the connection, for the filters on it */
+HERALD_EXPORT uint64_t herald_conn_id(const struct herald_conn *c);
+HERALD_EXPORT unsigned herald_conn_worker(const struct herald_conn *c);
+HERALD_EXPORT const struct sockaddr *herald_conn_remote_addr(const struct herald_conn *c, socklen_t *len);
+HERALD_EXPORT const struct sockaddr *herald_conn_local_addr(const struct herald_conn *c, socklen_t *len);
+HERALD_EXPORT const char *herald_conn_remote_str(const struct herald_conn *c); /* "ip:port" */
+HERALD_EXPORT const char *herald_conn_local_str(const struct herald_conn *c);
+HERALD_EXPORT const char *herald_conn_server_name(const struct herald_conn *c); /* SNI or NULL */
+HERALD_EXPORT const char *herald_conn_listener_name(const struct herald_conn *c);
+HERALD_EXPORT uint32_t herald_conn_buffer_limit(const struct herald_conn *c); /* per_connection_buffer_limit_bytes */
+HERALD_EXPORT uint64_t herald_conn_start_ms(const struct herald_conn *c); /* wall clock, ms since the epoch */
+
+/* Writes buf (drained) to the peer through the write filters; end_stream
+ * half-closes our side once it is flushed. */
+HERALD_EXPORT int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_stream);
+HERALD_EXPORT size_t herald_conn_output_len(const struct herald_conn *c);
+HERALD_EXPORT void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode);
+HERALD_EXPORT void herald_conn_pause_reading(struct herald_conn *c, unsigned reason);
+HERALD_EXPORT void herald_conn_resume_reading(struct herald_conn *c, unsigned reason);
+/* After a filter returned HERALD_STOP from on_new_connection/on_read: run the
+ * filters after it with what the read buffer holds now. */
+HERALD_EXPORT void herald_conn_continue_reading(struct herald_conn *c);
+
+/* Dynamic metadata: string values under a namespace (by convention the
+ * filter's name), read by later filters and access logs. */
+HERALD_EXPORT int herald_conn_metadata_set(struct herald_conn *c, const char *ns, const char *key, const char *value);
+HERALD_EXPORT const char *herald_conn_metadata_get(const struct herald_conn *c, const char *ns, const char *key);
+
+/* ---- at config time */
+HERALD_EXPORT const char *herald_env_filter_name(const struct herald_filter_env *e);
+HERALD_EXPORT const char *herald_env_listener_name(const struct herald_filter_env *e);
+/* true under --mode validate: check, but open no files and start nothing. */
+HERALD_EXPORT bool herald_env_validate_only(const struct herald_filter_env *e);
+HERALD_EXPORT bool herald_env_cluster_exists(const struct herald_filter_env *e, const char *cluster);
+/* Emits a config warning (shown by --mode validate and at start-up). */
+HERALD_EXPORT void herald_env_warn(const struct herald_filter_env *e, const struct herald_cfg *at, const char *fmt, ...)
+    HERALD_PRINTF(3, 4);
+
+struct herald_network_filter_ops {
+    size_t size; /* sizeof(struct herald_network_filter_ops) as the plugin was built */
+    int (*config_create)(const struct herald_cfg *typed_config, const struct herald_filter_env *env,
+                         void **conf, char **err);
+    void (*config_destroy)(void *conf);
+    void *(*worker_init)(void *conf, unsigned worker);
+    void (*worker_destroy)(void *conf, void *wstate);
+    /* NULL refuses the connection (it is closed). */
+    void *(*session_new)(void *conf, void *wstate, struct herald_conn *c);
+    void (*session_destroy)(void *session);
+    enum herald_status (*on_new_connection)(void *session);
+    enum herald_status (*on_read)(void *session, struct herald_buf *data, bool end_stream);
+    enum herald_status (*on_write)(void *session, struct herald_buf *data, bool end_stream);
+    void (*on_event)(void *session, enum herald_conn_event ev);
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif

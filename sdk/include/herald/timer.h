@@ -1,0 +1,26 @@
+/* herald SDK: timers on the calling thread's event loop (a worker for
+ * per-connection state, the main thread in config code). */
+#ifndef HERALD_TIMER_H
+#define HERALD_TIMER_H
+
+#include <stdint.h>
+
+#include "herald/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct herald_timer;
+typedef void (*herald_timer_cb)(struct herald_timer *t, void *arg);
+
+HERALD_EXPORT struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg);
+HERALD_EXPORT void herald_timer_arm(struct herald_timer *t, uint64_t ms); /* re-arming moves it */
+HERALD_EXPORT void herald_timer_cancel(struct herald_timer *t);
+HERALD_EXPORT void herald_timer_free(struct herald_timer *t);
+HERALD_EXPORT uint64_t herald_now_ms(void); /* the loop's cached monotonic time */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,61 @@
+/* herald SDK: clusters, host selection and upstream TCP connections, on the
+ * calling worker. Cluster membership comes from the main thread as snapshots;
+ * a herald_cluster pointer is good until the current callback returns. */
+#ifndef HERALD_UPSTREAM_H
+#define HERALD_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "herald/buffer.h"
+#include "herald/network_filter.h"
+#include "herald/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct herald_cluster;
+struct herald_host;
+struct herald_upstream; /* one upstream TCP connection */
+
+/* NULL when no cluster has that name. */
+HERALD_EXPORT struct herald_cluster *herald_cluster_get(const char *name);
+HERALD_EXPORT const char *herald_cluster_name(const struct herald_cluster *c);
+/* Picks a host by the cluster's lb_policy (hash used by hashing policies;
+ * 0 when there is none). NULL: no healthy host (counted as upstream_cx_none_healthy). */
+HERALD_EXPORT struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_t hash);
+HERALD_EXPORT const char *herald_host_address(const struct herald_host *h); /* "ip:port" */
+
+enum herald_upstream_error {
+    HERALD_UPSTREAM_OK = 0,
+    HERALD_UPSTREAM_OVERFLOW,  /* circuit_breakers max_connections (upstream_cx_overflow) */
+    HERALD_UPSTREAM_FAILED,    /* could not even start connecting */
+};
+
+struct herald_upstream_cbs {
+    size_t size; /* sizeof(struct herald_upstream_cbs) */
+    void (*on_data)(void *arg, struct herald_buf *data, bool end_stream);
+    /* CONNECTED, CONNECT_FAILED, CONNECT_TIMEOUT, REMOTE_CLOSE, ABOVE_WRITE_HIGH,
+     * BELOW_WRITE_LOW. After a close or failure event the upstream is gone. */
+    void (*on_event)(void *arg, enum herald_conn_event ev);
+};
+
+/* Starts connecting to h with the cluster's connect_timeout; the outcome
+ * arrives as an event. Counted in cluster.<name>.upstream_cx_*. */
+HERALD_EXPORT struct herald_upstream *herald_upstream_connect(struct herald_cluster *c, struct herald_host *h,
+                                                             const struct herald_upstream_cbs *cbs, void *arg,
+                                                             enum herald_upstream_error *why);
+HERALD_EXPORT int herald_upstream_write(struct herald_upstream *u, struct herald_buf *buf, bool end_stream);
+HERALD_EXPORT size_t herald_upstream_output_len(const struct herald_upstream *u);
+/* Frees u; no event follows. */
+HERALD_EXPORT void herald_upstream_close(struct herald_upstream *u, enum herald_close_mode mode);
+HERALD_EXPORT void herald_upstream_pause_reading(struct herald_upstream *u, unsigned reason);
+HERALD_EXPORT void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason);
+HERALD_EXPORT const struct herald_host *herald_upstream_host(const struct herald_upstream *u);
+HERALD_EXPORT const char *herald_upstream_local_str(const struct herald_upstream *u);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

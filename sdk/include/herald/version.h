@@ -1,0 +1,26 @@
+/* herald SDK: ABI version. A plugin loads when its major equals the core's
+ * and its minor is <= the core's. Bump the minor for additive changes (new
+ * functions, callbacks appended to an ops table), the major for anything that
+ * breaks a built plugin. Keep a dated line per bump:
+ *   1.0  2026-11-27  first SDK: network + listener filters, buffers, config
+ *                    tree and schema, clusters and upstream connections,
+ *                    timers, stats, logging.
+ */
+#ifndef HERALD_VERSION_H
+#define HERALD_VERSION_H
+
+#define HERALD_ABI_MAJOR 1
+#define HERALD_ABI_MINOR 0
+
+#define HERALD_ABI_AT_LEAST(maj, min) \
+    (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
+
+#if defined(__GNUC__)
+#define HERALD_EXPORT __attribute__((visibility("default")))
+#define HERALD_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define HERALD_EXPORT
+#define HERALD_PRINTF(f, a)
+#endif
+
+#endif
