@@ -160,7 +160,8 @@ static void cleanup(struct server *s)
     plugin_unload_all();
     if (s->dns)
         evdns_base_free(s->dns, 0);
-    event_free(drain_timer);
+    if (drain_timer)
+        event_free(drain_timer);
     drain_timer = NULL;
     for (struct event **e = &s->sigterm; e <= &s->sighup; e++)
         if (*e)
@@ -219,7 +220,7 @@ int server_run(struct options *o)
     }
     s->admin = admin_start(s, &err);
     if (!s->admin) {
-        fprintf(stderr, "error: admin: %s\n", err);
+        fprintf(stderr, "error: %s\n", err);
         free(err);
         cleanup(s);
         return 1;

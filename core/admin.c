@@ -1,0 +1,621 @@
+/* The admin listener: libevent's evhttp on the main thread, with Envoy's
+ * endpoints and semantics (mutating endpoints need POST; every reply is
+ * no-cache and nosniff). */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "common.h"
+#include "config/tree.h"
+#include "log.h"
+#include "server.h"
+#include "stats.h"
+#include "upstream/cluster.h"
+
+#define CT_TEXT "text/plain; charset=UTF-8"
+#define CT_JSON "application/json"
+#define CT_PROM "text/plain; version=0.0.4"
+#define MAX_PARAMS 32
+
+struct admin {
+    struct server *srv;
+    struct evhttp *http;
+    char *address;                 /* "ip:port" or the pipe path */
+    struct event *quit_ev;
+    bool quit_done;
+    struct herald_stat *rq_total, *rq_xx[5], *cx_total;
+};
+
+static atomic_bool health_failed;
+
+bool admin_health_failed(void)
+{
+    return atomic_load_explicit(&health_failed, memory_order_relaxed);
+}
+
+const char *admin_address(const struct admin *a)
+{
+    return a ? a->address : NULL;
+}
+
+struct ctx {
+    struct admin *a;
+    struct evhttp_request *req;
+    const char *path;
+    char *keys[MAX_PARAMS], *vals[MAX_PARAMS];
+    size_t nparams;
+    struct evbuffer *out;
+    int code;
+    const char *ctype;
+};
+
+typedef void (*handler_fn)(struct ctx *c);
+
+struct endpoint {
+    const char *path;
+    const char *help;
+    bool mutates;
+    handler_fn fn;
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+static const char *param(const struct ctx *c, const char *key)
+{
+    for (size_t i = 0; i < c->nparams; i++)
+        if (strcmp(c->keys[i], key) == 0)
+            return c->vals[i];
+    return NULL;
+}
+
+static bool has_param(const struct ctx *c, const char *key)
+{
+    return param(c, key) != NULL;
+}
+
+/* "a=1&b&c=x%20y": Envoy accepts flags without "=", which evhttp's parser refuses. */
+static void parse_query(struct ctx *c, const char *q)
+{
+    if (!q)
+        return;
+    char *copy = xstrdup(q), *save = NULL;
+    for (char *part = strtok_r(copy, "&", &save); part && c->nparams < MAX_PARAMS;
+         part = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(part, '=');
+        if (eq)
+            *eq = '\0';
+        char *k = evhttp_uridecode(part, 1, NULL);
+        char *v = evhttp_uridecode(eq ? eq + 1 : "", 1, NULL);
+        if (!k || !v) {
+            free(k);
+            free(v);
+            continue;
+        }
+        c->keys[c->nparams] = k;
+        c->vals[c->nparams++] = v;
+    }
+    free(copy);
+}
+
+static void text(struct ctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void text(struct ctx *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    c->code = code;
+    c->ctype = CT_TEXT;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(c->out, fmt, ap);
+    va_end(ap);
+}
+
+static void json_reply(struct ctx *c, json_t *j, size_t flags)
+{
+    char *s = json_dumps(j, flags);
+    c->code = 200;
+    c->ctype = CT_JSON;
+    evbuffer_add_printf(c->out, "%s\n", s ? s : "{}");
+    free(s);
+    json_decref(j);
+}
+
+static bool want_json(const struct ctx *c)
+{
+    const char *f = param(c, "format");
+    return f && strcmp(f, "json") == 0;
+}
+
+static const char *reason(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "";
+    }
+}
+
+/* ------------------------------------------------------------------ endpoints */
+
+static const struct endpoint endpoints[];
+
+static void help_table(struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "admin commands are:\n");
+    for (const struct endpoint *e = endpoints; e->path; e++)
+        evbuffer_add_printf(out, "  %s: %s%s\n", e->path, e->help, e->mutates ? " (POST)" : "");
+}
+
+static void h_help(struct ctx *c)
+{
+    c->code = 200;
+    c->ctype = CT_TEXT;
+    help_table(c->out);
+}
+
+static void h_ready(struct ctx *c)
+{
+    struct server *s = c->a->srv;
+    struct evbuffer *why = evbuffer_new();
+    int pending = cluster_manager_pending(why);
+    if (s->state == SERVER_LIVE && pending == 0) {
+        text(c, 200, "LIVE\n");
+    } else {
+        enum server_state st = s->state == SERVER_LIVE ? SERVER_INITIALIZING : s->state;
+        text(c, 503, "%s\n", server_state_name(st));
+        evbuffer_add_buffer(c->out, why);
+        size_t n = evbuffer_get_length(c->out);
+        unsigned char *body = evbuffer_pullup(c->out, -1);
+        if (n && body[n - 1] != '\n')
+            evbuffer_add(c->out, "\n", 1);
+    }
+    evbuffer_free(why);
+}
+
+static void stats_common(struct ctx *c, enum stats_format fmt)
+{
+    char *err = NULL;
+    const char *filter = param(c, "filter");
+    bool used_only = has_param(c, "usedonly");
+    if (stats_render(c->out, fmt, filter, used_only, &err) != 0) {
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        text(c, 400, "%s\n", err ? err : "invalid filter");
+        free(err);
+        return;
+    }
+    c->code = 200;
+    c->ctype = fmt == STATS_JSON ? CT_JSON : fmt == STATS_PROMETHEUS ? CT_PROM : CT_TEXT;
+}
+
+static void h_stats(struct ctx *c)
+{
+    const char *f = param(c, "format");
+    enum stats_format fmt;
+    if (!f || strcmp(f, "text") == 0)
+        fmt = STATS_TEXT;
+    else if (strcmp(f, "json") == 0)
+        fmt = STATS_JSON;
+    else if (strcmp(f, "prometheus") == 0)
+        fmt = STATS_PROMETHEUS;
+    else {
+        text(c, 400, "usage: /stats?format=(text|json|prometheus): unknown format '%s'\n", f);
+        return;
+    }
+    stats_common(c, fmt);
+}
+
+static void h_stats_prometheus(struct ctx *c)
+{
+    stats_common(c, STATS_PROMETHEUS);
+}
+
+static void h_clusters(struct ctx *c)
+{
+    bool json = want_json(c);
+    cluster_manager_dump(c->out, json);
+    c->code = 200;
+    c->ctype = json ? CT_JSON : CT_TEXT;
+}
+
+static void h_listeners(struct ctx *c)
+{
+    bool json = want_json(c);
+    server_listeners_dump(c->out, json);
+    c->code = 200;
+    c->ctype = json ? CT_JSON : CT_TEXT;
+}
+
+static bool is_secret_source(const char *key)
+{
+    return strcmp(key, "private_key") == 0 || strcmp(key, "session_ticket_keys") == 0 ||
+           strcmp(key, "generic_secret") == 0 || strcmp(key, "keys") == 0;
+}
+
+/* v holds secret material: inline data sources become "[redacted]", file names stay (as in Envoy). */
+static void redact_secret(json_t *v)
+{
+    if (json_is_string(v) || json_is_number(v)) {
+        return; /* handled by the caller */
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *it;
+        json_array_foreach(v, i, it) {
+            if (json_is_string(it))
+                json_array_set_new(v, i, json_string("[redacted]"));
+            else
+                redact_secret(it);
+        }
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *it;
+        json_object_foreach(v, k, it) {
+            if (strcmp(k, "inline_string") == 0 || strcmp(k, "inline_bytes") == 0 ||
+                strcmp(k, "environment_variable") == 0 || strcmp(k, "secret") == 0)
+                json_object_set_new(v, k, json_string("[redacted]"));
+            else if (json_is_object(it) || json_is_array(it))
+                redact_secret(it);
+        }
+    }
+}
+
+static void redact(json_t *j)
+{
+    if (json_is_array(j)) {
+        size_t i;
+        json_t *it;
+        json_array_foreach(j, i, it)
+            redact(it);
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *it;
+        json_object_foreach(j, k, it) {
+            bool scalar = json_is_string(it) || json_is_number(it);
+            if (strcmp(k, "password") == 0 || (is_secret_source(k) && scalar))
+                json_object_set_new(j, k, json_string("[redacted]"));
+            else if (is_secret_source(k))
+                redact_secret(it);
+            else
+                redact(it);
+        }
+    }
+}
+
+static char *rfc3339(uint64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char buf[64];
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    return xasprintf("%s.%03uZ", buf, (unsigned)(ms % 1000));
+}
+
+static void h_config_dump(struct ctx *c)
+{
+    struct server *s = c->a->srv;
+    json_t *boot = s->boot && s->boot->doc && s->boot->doc->root ? cfg_to_json(s->boot->doc->root) : NULL;
+    if (!boot)
+        boot = json_object();
+    redact(boot);
+    char *updated = rfc3339(s->start_wall_ms ? s->start_wall_ms : wall_ms());
+    json_t *j = json_pack("{s:[{s:s, s:o, s:s}]}", "configs", "@type",
+                          "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap", boot,
+                          "last_updated", updated);
+    free(updated);
+    json_reply(c, j, JSON_INDENT(1));
+}
+
+static const char *nz(const char *s)
+{
+    return s ? s : "";
+}
+
+static void h_server_info(struct ctx *c)
+{
+    struct server *s = c->a->srv;
+    const struct options *o = &s->opt;
+    uint64_t up = s->start_wall_ms ? (wall_ms() - s->start_wall_ms) / 1000 : 0;
+    char *uptime = xasprintf("%" PRIu64 "s", up);
+    char *drain = xasprintf("%" PRIu64 "s", o->drain_time_ms / 1000);
+    json_t *argv = json_array();
+    for (int i = 0; i < o->argc && o->argv; i++)
+        json_array_append_new(argv, json_string(o->argv[i]));
+    const char *node_id = s->boot ? nz(s->boot->node_id) : "";
+    const char *node_cluster = s->boot ? nz(s->boot->node_cluster) : "";
+    json_t *opts = json_pack(
+        "{s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s, s:o}",
+        "base_id", "0",
+        "concurrency", (json_int_t)(s->nworkers ? s->nworkers : o->concurrency),
+        "config_path", nz(o->config_path),
+        "config_yaml", nz(o->config_yaml),
+        "admin_address_path", nz(o->admin_address_path),
+        "log_level", o->log_level ? o->log_level : "info",
+        "log_path", nz(o->log_path),
+        "service_cluster", node_cluster,
+        "service_node", node_id,
+        "mode", o->validate ? "Validate" : "Serve",
+        "drain_time", drain,
+        "restart_epoch", 0,
+        "disable_hot_restart", 1,
+        "plugin_dirs", nz(o->plugin_dirs),
+        "drain_strategy", "Gradual",
+        "argv", argv);
+    json_t *j = json_pack("{s:s+, s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:s, s:s}",
+                          "version", "herald/", PACKAGE_VERSION,
+                          "state", server_state_name(s->state),
+                          "hot_restart_version", "disabled",
+                          "command_line_options", opts,
+                          "node", "id", node_id, "cluster", node_cluster, "user_agent_name", "herald",
+                          "uptime_current_epoch", uptime,
+                          "uptime_all_epochs", uptime);
+    free(uptime);
+    free(drain);
+    json_reply(c, j, JSON_INDENT(1));
+}
+
+static void h_runtime(struct ctx *c)
+{
+    json_reply(c, json_pack("{s:[], s:{}}", "layers", "entries"), JSON_INDENT(1));
+}
+
+static void h_hot_restart_version(struct ctx *c)
+{
+    text(c, 200, "disabled\n");
+}
+
+static void quit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    if (a->quit_done)
+        return;
+    a->quit_done = true;
+    server_shutdown(a->srv, "admin /quitquitquit");
+}
+
+/* The reply is on the wire: shut down from a fresh zero-delay event. */
+static void quit_reply_sent(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    if (a->quit_ev && !a->quit_done)
+        event_active(a->quit_ev, EV_TIMEOUT, 0);
+}
+
+static void h_quit(struct ctx *c)
+{
+    struct admin *a = c->a;
+    text(c, 200, "OK\n");
+    if (!a->quit_ev)
+        a->quit_ev = evtimer_new(a->srv->base, quit_cb, a);
+    /* fallback in case the client goes away before the reply is written */
+    struct timeval fallback = {1, 0};
+    evtimer_add(a->quit_ev, &fallback);
+    evhttp_request_set_on_complete_cb(c->req, quit_reply_sent, a);
+}
+
+static void h_reset_counters(struct ctx *c)
+{
+    stats_reset_counters();
+    text(c, 200, "OK\n");
+}
+
+static void h_hc_fail(struct ctx *c)
+{
+    atomic_store_explicit(&health_failed, true, memory_order_relaxed);
+    text(c, 200, "OK\n");
+}
+
+static void h_hc_ok(struct ctx *c)
+{
+    atomic_store_explicit(&health_failed, false, memory_order_relaxed);
+    text(c, 200, "OK\n");
+}
+
+static const struct endpoint endpoints[] = {
+    {"/", "Admin home page (this list)", false, h_help},
+    {"/clusters", "upstream cluster status; ?format=json", false, h_clusters},
+    {"/config_dump", "dump current herald configs (secrets redacted)", false, h_config_dump},
+    {"/healthcheck/fail", "cause the server to fail health checks", true, h_hc_fail},
+    {"/healthcheck/ok", "cause the server to pass health checks", true, h_hc_ok},
+    {"/help", "print out list of admin commands", false, h_help},
+    {"/hot_restart_version", "print the hot restart compatibility version", false, h_hot_restart_version},
+    {"/listeners", "print listener info; ?format=json", false, h_listeners},
+    {"/quitquitquit", "exit the server", true, h_quit},
+    {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready},
+    {"/reset_counters", "reset all counters to zero", true, h_reset_counters},
+    {"/runtime", "print runtime values", false, h_runtime},
+    {"/server_info", "print server version/status information", false, h_server_info},
+    {"/stats", "print server stats; ?format=json|prometheus, ?filter=<regex>, ?usedonly", false, h_stats},
+    {"/stats/prometheus", "print server stats in prometheus format; ?filter=<regex>, ?usedonly", false,
+     h_stats_prometheus},
+    {NULL, NULL, false, NULL},
+};
+
+/* ------------------------------------------------------------------ dispatch */
+
+static void dispatch(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    struct ctx c = {.a = a, .req = req, .out = evbuffer_new(), .code = 500, .ctype = CT_TEXT};
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    c.path = path && *path ? path : "/";
+    parse_query(&c, uri ? evhttp_uri_get_query(uri) : NULL);
+
+    const struct endpoint *e = endpoints;
+    while (e->path && strcmp(e->path, c.path) != 0)
+        e++;
+    if (!e->path) {
+        text(&c, 404, "invalid path '%s'; GET /help lists the admin commands.\n", c.path);
+        help_table(c.out);
+    } else if (e->mutates && evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        text(&c, 400, "This endpoint requires POST\n");
+    } else {
+        e->fn(&c);
+    }
+
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", c.ctype);
+    evhttp_add_header(h, "Cache-Control", "no-cache, max-age=0");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    herald_stat_inc(a->rq_total);
+    if (c.code >= 100 && c.code < 600)
+        herald_stat_inc(a->rq_xx[c.code / 100 - 1]);
+    log_debug("admin", "%s %s -> %d", evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "GET",
+              c.path, c.code);
+    evhttp_send_reply(req, c.code, reason(c.code), c.out);
+
+    evbuffer_free(c.out);
+    for (size_t i = 0; i < c.nparams; i++) {
+        free(c.keys[i]);
+        free(c.vals[i]);
+    }
+}
+
+/* evhttp asks for each new connection's bufferevent: count it, let evhttp make it. */
+static struct bufferevent *new_conn(struct event_base *base, void *arg)
+{
+    struct admin *a = arg;
+    herald_stat_inc(a->cx_total);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ start / stop */
+
+static char *sockname(evutil_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return NULL;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+        return xasprintf("%s:%u", ip, ntohs(sin->sin_port));
+    }
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+        return xasprintf("[%s]:%u", ip, ntohs(sin6->sin6_port));
+    }
+    return NULL;
+}
+
+static int bind_pipe(struct admin *a, const char *path, char **err)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        *err = xasprintf("admin pipe path '%s' is too long", path);
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    unlink(path);
+    struct evconnlistener *l = evconnlistener_new_bind(a->srv->base, NULL, NULL,
+                                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
+                                                       (struct sockaddr *)&sun, (int)sizeof(sun));
+    if (!l || !evhttp_bind_listener(a->http, l)) {
+        *err = xasprintf("admin: cannot listen on pipe %s: %s", path, strerror(errno));
+        if (l)
+            evconnlistener_free(l);
+        return -1;
+    }
+    a->address = xstrdup(path);
+    return 0;
+}
+
+static int bind_tcp(struct admin *a, const struct address_cfg *ac, char **err)
+{
+    const char *host = ac->host && *ac->host ? ac->host : "127.0.0.1";
+    struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(a->http, host, ac->port);
+    if (!bs) {
+        *err = xasprintf("admin: cannot listen on %s:%u: %s", host, ac->port, strerror(errno));
+        return -1;
+    }
+    a->address = sockname(evhttp_bound_socket_get_fd(bs));
+    if (!a->address)
+        a->address = xasprintf("%s:%u", host, ac->port);
+    return 0;
+}
+
+struct admin *admin_start(struct server *s, char **err)
+{
+    struct admin *a = xcalloc(1, sizeof(*a));
+    a->srv = s;
+    if (!s->boot || !s->boot->admin.present)
+        return a;
+
+    a->rq_total = herald_counter("http.admin", "downstream_rq_total");
+    for (int i = 0; i < 5; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "downstream_rq_%dxx", i + 1);
+        a->rq_xx[i] = herald_counter("http.admin", name);
+    }
+    a->cx_total = herald_counter("listener.admin", "downstream_cx_total");
+
+    a->http = evhttp_new(s->base);
+    if (!a->http) {
+        *err = xstrdup("admin: evhttp_new failed");
+        free(a);
+        return NULL;
+    }
+    evhttp_set_timeout(a->http, 60);
+    evhttp_set_max_headers_size(a->http, 64 * 1024);
+    evhttp_set_max_body_size(a->http, 1024 * 1024);
+    evhttp_set_gencb(a->http, dispatch, a);
+    evhttp_set_bevcb(a->http, new_conn, a);
+
+    const struct address_cfg *ac = &s->boot->admin.address;
+    if ((ac->pipe ? bind_pipe(a, ac->pipe, err) : bind_tcp(a, ac, err)) != 0) {
+        admin_stop(a);
+        return NULL;
+    }
+
+    if (s->opt.admin_address_path && *s->opt.admin_address_path) {
+        FILE *f = fopen(s->opt.admin_address_path, "w");
+        bool wrote = f && fprintf(f, "%s\n", a->address) >= 0;
+        if (f && fclose(f) != 0)
+            wrote = false;
+        if (!wrote) {
+            *err = xasprintf("admin: cannot write the admin address to %s: %s", s->opt.admin_address_path,
+                             strerror(errno));
+            admin_stop(a);
+            return NULL;
+        }
+    }
+    log_info("admin", "admin address: %s", a->address);
+    return a;
+}
+
+void admin_stop(struct admin *a)
+{
+    if (!a)
+        return;
+    if (a->http)
+        evhttp_free(a->http);
+    if (a->quit_ev)
+        event_free(a->quit_ev);
+    free(a->address);
+    free(a);
+}
