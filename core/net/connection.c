@@ -109,6 +109,11 @@ static void run_new_connection(struct herald_conn *c)
 
 static bool paused(const struct herald_conn *c) { return c->pause_mask != 0; }
 
+static void count_rx(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    ((struct herald_conn *)arg)->rx_bytes += info->n_added;
+}
+
 static void on_readable(struct bufferevent *bev, void *arg)
 {
     struct herald_conn *c = arg;
@@ -208,6 +213,8 @@ static void finalize(struct herald_conn *c, bool reset)
         return;
     c->closing = true;
     c->flush_close = false;
+    if (c->splice)
+        splice_abort(c->splice);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     if (reset) {
@@ -254,6 +261,7 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     a->x.free_ev = evtimer_new(w->base, free_conn, c);
     a->x.redispatch_ev = event_new(w->base, -1, 0, redispatch, c);
     bufferevent_setcb(c->bev, on_readable, on_writable, on_bev_event, c);
+    evbuffer_add_cb(bufferevent_get_input(c->bev), count_rx, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);
     bufferevent_enable(c->bev, EV_WRITE);
@@ -333,6 +341,7 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
             return -1;
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    c->tx_bytes += evbuffer_get_length(buf_ev(buf));
     evbuffer_add_buffer(out, buf_ev(buf));
     size_t len = evbuffer_get_length(out);
     if (end_stream) {
@@ -403,6 +412,14 @@ void herald_conn_continue_reading(struct herald_conn *c)
     }
     if (!paused(c))
         dispatch_read(c, from);
+}
+
+void herald_conn_bytes(const struct herald_conn *c, uint64_t *received, uint64_t *sent)
+{
+    if (received)
+        *received = c->rx_bytes;
+    if (sent)
+        *sent = c->tx_bytes;
 }
 
 int herald_conn_metadata_set(struct herald_conn *c, const char *ns, const char *key, const char *value)

@@ -41,6 +41,8 @@ struct herald_conn {
     int depth;                        /* > 0 while filter callbacks are on the stack */
     bool destroy_pending;
     uint64_t start_wall_ms, start_mono_ms;
+    uint64_t rx_bytes, tx_bytes;      /* from/to the peer, whichever path moved them */
+    struct splice_pair *splice;       /* net/splice.c, while the core forwards by itself */
     struct metadata_kv *meta; size_t nmeta, capmeta;
     struct conn_list_node { struct herald_conn *prev, *next; } link; /* the worker's live connections */
 };
@@ -54,5 +56,7 @@ void conn_close_all(struct worker *w);
 unsigned conn_count(struct worker *w);
 /* Shutdown: drops every upstream connection of this worker (upstream_conn.c). */
 void upstream_close_all(struct worker *w);
+/* splice.c: ends a splice early (shutdown). */
+void splice_abort(struct splice_pair *sp);
 
 #endif

@@ -18,25 +18,10 @@
 #include "log.h"
 #include "net/address.h"
 #include "net/connection.h"
+#include "net/upstream_conn.h"
 #include "upstream/cluster.h"
 #include "worker.h"
 
-struct herald_upstream {
-    struct worker *worker;
-    struct cluster *cluster;
-    struct herald_host *host;
-    const struct herald_upstream_cbs *cbs;
-    void *arg;
-    struct bufferevent *bev;
-    struct event *timeout_ev, *free_ev, *redispatch_ev;
-    uint32_t buffer_limit;
-    unsigned pause_mask;
-    bool connected, read_eof, eof_delivered, shut_wr_pending, shut_wr_done, above_high;
-    bool closing, flush_close, gone;
-    uint64_t start_mono_ms;
-    char local_str[ADDR_STRLEN];
-    struct herald_upstream *prev, *next;
-};
 
 static void schedule_free(struct herald_upstream *u, bool reset)
 {
@@ -52,6 +37,15 @@ static void schedule_free(struct herald_upstream *u, bool reset)
     }
     struct timeval zero = {0, 0};
     event_add(u->free_ev, &zero);
+}
+
+void upstream_release(struct herald_upstream *u, bool reset)
+{
+    struct cluster_stats *st = &u->cluster->stats;
+    herald_stat_add(st->upstream_cx_rx_bytes_total, u->rx_bytes);
+    herald_stat_add(st->upstream_cx_tx_bytes_total, u->tx_bytes);
+    herald_stat_inc(reset ? st->upstream_cx_destroy_remote : st->upstream_cx_destroy_local);
+    schedule_free(u, reset);
 }
 
 static void free_upstream(evutil_socket_t fd, short what, void *arg)

@@ -1,0 +1,36 @@
+/* Upstream TCP connections (the SDK's struct herald_upstream). */
+#ifndef HERALD_CORE_NET_UPSTREAM_CONN_H
+#define HERALD_CORE_NET_UPSTREAM_CONN_H
+
+#include <event2/bufferevent.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "herald/upstream.h"
+#include "net/address.h"
+
+struct worker;
+struct cluster;
+
+struct herald_upstream {
+    struct worker *worker;
+    struct cluster *cluster;
+    struct herald_host *host;
+    const struct herald_upstream_cbs *cbs;
+    void *arg;
+    struct bufferevent *bev;
+    struct event *timeout_ev, *free_ev, *redispatch_ev;
+    uint32_t buffer_limit;
+    unsigned pause_mask;
+    bool connected, read_eof, eof_delivered, shut_wr_pending, shut_wr_done, above_high;
+    bool closing, flush_close, gone;
+    uint64_t start_mono_ms;
+    uint64_t rx_bytes, tx_bytes;       /* moved by the splice engine (counted at release) */
+    char local_str[ADDR_STRLEN];
+    struct herald_upstream *prev, *next;
+};
+
+/* The splice engine takes the socket over; counted as a local close. */
+void upstream_release(struct herald_upstream *u, bool reset);
+
+#endif

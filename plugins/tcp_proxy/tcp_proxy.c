@@ -1,0 +1,685 @@
+/* tcp_proxy: one session per downstream connection. It picks a cluster and a
+ * host, connects (retrying on other hosts up to max_connect_attempts), then
+ * moves buffers both ways without copying, forwards half-closes, stops
+ * reading a side whose peer's output is over its high watermark, and writes
+ * the access logs when the connection is gone. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tcp_proxy.h"
+
+/* RESPONSE_FLAGS, in Envoy's bit order (that is the order it prints them in). */
+#define RF_UH  0x01u /* no healthy upstream */
+#define RF_UF  0x02u /* upstream connection failure */
+#define RF_UO  0x04u /* upstream overflow (circuit breaker) */
+#define RF_URX 0x08u /* max_connect_attempts reached */
+#define RF_DT  0x10u /* max_downstream_connection_duration */
+#define RF_NC  0x20u /* cluster not found (Envoy's tcp_proxy says NC, not NR, since 1.22) */
+
+enum state { ST_CONNECTING = 0, ST_OPEN, ST_CLOSING };
+
+struct session {
+    struct tcp_proxy_conf *conf;
+    struct herald_conn *c;
+    struct herald_upstream *up;
+    struct herald_cluster *cluster;     /* valid within the callback that set it */
+    const struct tcp_proxy_cluster *tc; /* the picked cluster (config lifetime) */
+    enum state state;
+    uint32_t attempts;
+    unsigned flags;                     /* RF_* */
+    bool down_ended, up_ended;          /* end_stream seen from downstream / upstream */
+    bool down_paused_peer, up_paused_peer;
+    bool in_connect, connect_failed_sync;
+    struct herald_buf *pending;         /* downstream bytes read before the upstream connected */
+    bool pending_end;
+    struct herald_timer *idle, *max_duration;
+    uint64_t last_activity;             /* herald_now_ms() */
+    uint64_t rx_bytes, tx_bytes;        /* BYTES_RECEIVED / BYTES_SENT */
+    int64_t rx_buffered, tx_buffered;   /* our share of the *_bytes_buffered gauges */
+    /* for the access log (the connection may be gone when it is written) */
+    uint64_t conn_id, start_wall_ms, start_mono_ms;
+    const char *failure_reason;
+    const char *termination;
+    char upstream_host[64];
+    char upstream_local[64];
+    char remote[64], local[64];
+    char sni[256];
+};
+
+static const struct herald_upstream_cbs upstream_cbs;
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t next_random(void)
+{
+    /* per worker thread: no shared state on the data path */
+    static __thread uint64_t s;
+    if (!s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&s;
+        if (!s)
+            s = 0x9e3779b97f4a7c15ull;
+    }
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+static const struct tcp_proxy_cluster *pick_cluster(const struct tcp_proxy_conf *conf)
+{
+    if (conf->nclusters == 1)
+        return &conf->clusters[0];
+    uint64_t r = next_random() % conf->total_weight;
+    for (size_t i = 0; i < conf->nclusters; i++) {
+        if (r < conf->clusters[i].weight)
+            return &conf->clusters[i];
+        r -= conf->clusters[i].weight;
+    }
+    return &conf->clusters[conf->nclusters - 1];
+}
+
+static uint64_t source_ip_hash(struct session *s)
+{
+    socklen_t len = 0;
+    const struct sockaddr *sa = herald_conn_remote_addr(s->c, &len);
+    const uint8_t *p = NULL;
+    size_t n = 0;
+
+    if (sa && sa->sa_family == AF_INET) {
+        p = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        n = 4;
+    } else if (sa && sa->sa_family == AF_INET6) {
+        p = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        n = 16;
+    }
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return n ? h : 0;
+}
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+static void touch(struct session *s)
+{
+    s->last_activity = herald_now_ms();
+}
+
+static void set_rx_buffered(struct session *s, int64_t v)
+{
+    if (v != s->rx_buffered) {
+        herald_gauge_add(s->conf->stats.downstream_cx_rx_bytes_buffered, v - s->rx_buffered);
+        s->rx_buffered = v;
+    }
+}
+
+static void update_tx_buffered(struct session *s)
+{
+    int64_t v = s->c && s->state != ST_CLOSING ? (int64_t)herald_conn_output_len(s->c) : 0;
+    if (v != s->tx_buffered) {
+        herald_gauge_add(s->conf->stats.downstream_cx_tx_bytes_buffered, v - s->tx_buffered);
+        s->tx_buffered = v;
+    }
+}
+
+static void close_upstream(struct session *s, enum herald_close_mode mode)
+{
+    struct herald_upstream *u = s->up;
+
+    if (!u)
+        return;
+    s->up = NULL;
+    /* the core flushes the rest on its own: Envoy's "upstream flush" */
+    if (mode == HERALD_CLOSE_FLUSH && herald_upstream_output_len(u) > 0)
+        herald_stat_inc(s->conf->stats.upstream_flush_total);
+    herald_upstream_close(u, mode);
+}
+
+/* Closes both sides. The downstream close comes last: after it the session
+ * may be gone. */
+static void finish(struct session *s, enum herald_close_mode down_mode, enum herald_close_mode up_mode)
+{
+    if (s->state == ST_CLOSING)
+        return;
+    s->state = ST_CLOSING;
+    close_upstream(s, up_mode);
+    if (s->idle)
+        herald_timer_cancel(s->idle);
+    if (s->max_duration)
+        herald_timer_cancel(s->max_duration);
+    herald_conn_close(s->c, down_mode);
+}
+
+static void maybe_done(struct session *s)
+{
+    /* both directions ended: flush what is left and close the pair */
+    if (s->down_ended && s->up_ended)
+        finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_FLUSH);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void on_idle(struct herald_timer *t, void *arg)
+{
+    struct session *s = arg;
+    uint64_t now = herald_now_ms(), idle = now - s->last_activity;
+
+    if (s->state == ST_CLOSING)
+        return;
+    if (idle < s->conf->idle_timeout_ms) {
+        /* activity moved the deadline: re-arming on every read would cost more */
+        herald_timer_arm(t, s->conf->idle_timeout_ms - idle);
+        return;
+    }
+    herald_stat_inc(s->conf->stats.idle_timeout);
+    s->termination = "idle_timeout";
+    HERALD_LOGF(HERALD_LOG_DEBUG, "tcp_proxy", "[C%llu] idle timeout", (unsigned long long)s->conn_id);
+    /* a FIN, as Envoy's NoFlush close: nothing is waiting to be written anyway */
+    finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_FLUSH);
+}
+
+static void on_max_duration(struct herald_timer *t, void *arg)
+{
+    struct session *s = arg;
+
+    if (s->state == ST_CLOSING)
+        return;
+    herald_stat_inc(s->conf->stats.max_downstream_connection_duration);
+    s->flags |= RF_DT;
+    s->termination = "max_downstream_connection_duration";
+    finish(s, HERALD_CLOSE_RESET, HERALD_CLOSE_RESET);
+}
+
+/* ---------------------------------------------------------------- upstream */
+
+/* 0: a connect is under way; -1: gave up (the caller closes the downstream). */
+static int connect_next(struct session *s)
+{
+    while (s->attempts < s->conf->max_connect_attempts) {
+        if (!s->tc)
+            s->tc = pick_cluster(s->conf);
+        s->cluster = herald_cluster_get(s->tc->name);
+        if (!s->cluster) {
+            herald_stat_inc(s->conf->stats.downstream_cx_no_route);
+            s->flags |= RF_NC;
+            return -1;
+        }
+        struct herald_host *h = herald_cluster_choose_host(s->cluster,
+                                                           s->conf->hash_source_ip ? source_ip_hash(s) : 0);
+        if (!h) {
+            s->flags |= RF_UH; /* the core counted upstream_cx_none_healthy */
+            return -1;
+        }
+        copy_str(s->upstream_host, sizeof(s->upstream_host), herald_host_address(h));
+        s->attempts++;
+
+        enum herald_upstream_error why = HERALD_UPSTREAM_OK;
+        s->in_connect = true;
+        s->connect_failed_sync = false;
+        struct herald_upstream *u = herald_upstream_connect(s->cluster, h, &upstream_cbs, s, &why);
+        s->in_connect = false;
+        if (u && !s->connect_failed_sync) {
+            s->up = u;
+            return 0;
+        }
+        if (why == HERALD_UPSTREAM_OVERFLOW) {
+            s->flags |= RF_UO;
+            s->failure_reason = "overflow";
+            return -1;
+        }
+        /* could not even start (or failed at once): counts as a failed attempt */
+        s->flags |= RF_UF;
+        s->failure_reason = "connection_failure";
+    }
+    s->flags |= RF_URX;
+    return -1;
+}
+
+static void on_connected(struct session *s)
+{
+    s->state = ST_OPEN;
+    copy_str(s->upstream_local, sizeof(s->upstream_local), herald_upstream_local_str(s->up));
+    touch(s);
+    if (s->conf->idle_timeout_ms) {
+        s->idle = herald_timer_new(on_idle, s);
+        if (s->idle)
+            herald_timer_arm(s->idle, s->conf->idle_timeout_ms);
+    }
+    if (s->pending) {
+        herald_upstream_write(s->up, s->pending, s->pending_end);
+        set_rx_buffered(s, 0);
+        if (s->pending_end)
+            s->down_ended = true;
+        herald_buf_free(s->pending);
+        s->pending = NULL;
+    }
+    if (s->state == ST_OPEN && !s->down_ended)
+        herald_conn_resume_reading(s->c, HERALD_PAUSE_FILTER);
+}
+
+static void up_on_data(void *arg, struct herald_buf *data, bool end_stream)
+{
+    struct session *s = arg;
+    size_t n = herald_buf_len(data);
+
+    if (s->state == ST_CLOSING) {
+        herald_buf_drain(data, n);
+        return;
+    }
+    touch(s);
+    s->tx_bytes += n;
+    herald_stat_add(s->conf->stats.downstream_cx_tx_bytes_total, n);
+    herald_conn_write(s->c, data, end_stream);
+    update_tx_buffered(s);
+    if (end_stream) {
+        s->up_ended = true;
+        maybe_done(s);
+    }
+}
+
+static void up_on_event(void *arg, enum herald_conn_event ev)
+{
+    struct session *s = arg;
+
+    switch (ev) {
+    case HERALD_EV_CONNECTED:
+        if (s->state == ST_CONNECTING && s->up)
+            on_connected(s);
+        break;
+    case HERALD_EV_CONNECT_FAILED:
+    case HERALD_EV_CONNECT_TIMEOUT:
+        s->up = NULL; /* gone */
+        s->flags |= RF_UF;
+        s->failure_reason = ev == HERALD_EV_CONNECT_TIMEOUT ? "connection_timeout" : "connection_failure";
+        if (s->in_connect) {
+            s->connect_failed_sync = true;
+            break;
+        }
+        if (s->state != ST_CONNECTING)
+            break;
+        if (connect_next(s) < 0)
+            finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_RESET); /* a FIN to the client, as Envoy */
+        break;
+    case HERALD_EV_REMOTE_CLOSE:
+    case HERALD_EV_LOCAL_CLOSE:
+        s->up = NULL; /* gone */
+        if (s->state == ST_CONNECTING) {
+            s->flags |= RF_UF;
+            finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_RESET);
+        } else {
+            /* as Envoy: what the upstream sent before it went still reaches the client */
+            finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_FLUSH);
+        }
+        break;
+    case HERALD_EV_ABOVE_WRITE_HIGH:
+        if (!s->down_paused_peer && s->state != ST_CLOSING) {
+            s->down_paused_peer = true;
+            herald_conn_pause_reading(s->c, HERALD_PAUSE_PEER);
+            herald_stat_inc(s->conf->stats.downstream_flow_control_paused_reading_total);
+        }
+        break;
+    case HERALD_EV_BELOW_WRITE_LOW:
+        if (s->down_paused_peer && s->state != ST_CLOSING) {
+            s->down_paused_peer = false;
+            herald_conn_resume_reading(s->c, HERALD_PAUSE_PEER);
+            herald_stat_inc(s->conf->stats.downstream_flow_control_resumed_reading_total);
+        }
+        break;
+    }
+}
+
+static const struct herald_upstream_cbs upstream_cbs = {
+    .size = sizeof(struct herald_upstream_cbs),
+    .on_data = up_on_data,
+    .on_event = up_on_event,
+};
+
+/* ---------------------------------------------------------------- downstream */
+
+static void *session_new(void *conf, void *wstate, struct herald_conn *c)
+{
+    struct tcp_proxy_conf *tc = conf;
+    struct session *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->conf = tc;
+    s->c = c;
+    s->conn_id = herald_conn_id(c);
+    s->start_wall_ms = herald_conn_start_ms(c);
+    s->start_mono_ms = herald_now_ms();
+    if (tc->nlogs) {
+        copy_str(s->remote, sizeof(s->remote), herald_conn_remote_str(c));
+        copy_str(s->local, sizeof(s->local), herald_conn_local_str(c));
+        copy_str(s->sni, sizeof(s->sni), herald_conn_server_name(c));
+    }
+    return s;
+}
+
+static enum herald_status on_new_connection(void *arg)
+{
+    struct session *s = arg;
+
+    herald_stat_inc(s->conf->stats.downstream_cx_total);
+    if (s->conf->max_duration_ms) {
+        s->max_duration = herald_timer_new(on_max_duration, s);
+        if (s->max_duration)
+            herald_timer_arm(s->max_duration, s->conf->max_duration_ms);
+    }
+    /* nothing moves until the upstream is there */
+    herald_conn_pause_reading(s->c, HERALD_PAUSE_FILTER);
+    if (connect_next(s) < 0)
+        finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_RESET); /* a FIN to the client, as Envoy */
+    return HERALD_STOP;
+}
+
+static enum herald_status on_read(void *arg, struct herald_buf *data, bool end_stream)
+{
+    struct session *s = arg;
+    size_t n = herald_buf_len(data);
+
+    if (s->state == ST_CLOSING) {
+        herald_buf_drain(data, n);
+        return HERALD_STOP;
+    }
+    s->rx_bytes += n;
+    herald_stat_add(s->conf->stats.downstream_cx_rx_bytes_total, n);
+    if (s->state == ST_CONNECTING) {
+        /* keep it (zero copy) until the upstream is connected */
+        if (!s->pending && !(s->pending = herald_buf_new()))
+            return HERALD_CLOSE;
+        herald_buf_move(s->pending, data, SIZE_MAX);
+        set_rx_buffered(s, (int64_t)herald_buf_len(s->pending));
+        if (end_stream)
+            s->pending_end = true;
+        return HERALD_STOP;
+    }
+    /* CONTINUE from here on: we are the last filter, and the core then knows
+     * the end of the stream was taken */
+    if (s->down_ended || !s->up) {
+        herald_buf_drain(data, n);
+        return HERALD_CONTINUE;
+    }
+    touch(s);
+    herald_upstream_write(s->up, data, end_stream);
+    if (end_stream) {
+        s->down_ended = true;
+        maybe_done(s);
+    }
+    return HERALD_CONTINUE;
+}
+
+static void on_event(void *arg, enum herald_conn_event ev)
+{
+    struct session *s = arg;
+
+    switch (ev) {
+    case HERALD_EV_REMOTE_CLOSE:
+        /* as Envoy: the client is gone, but what it sent still goes upstream */
+        s->state = ST_CLOSING;
+        close_upstream(s, HERALD_CLOSE_FLUSH);
+        break;
+    case HERALD_EV_LOCAL_CLOSE:
+        s->state = ST_CLOSING;
+        close_upstream(s, HERALD_CLOSE_RESET);
+        break;
+    case HERALD_EV_ABOVE_WRITE_HIGH:
+        update_tx_buffered(s);
+        if (s->up && !s->up_paused_peer) {
+            s->up_paused_peer = true;
+            herald_upstream_pause_reading(s->up, HERALD_PAUSE_PEER);
+        }
+        break;
+    case HERALD_EV_BELOW_WRITE_LOW:
+        update_tx_buffered(s);
+        if (s->up && s->up_paused_peer) {
+            s->up_paused_peer = false;
+            herald_upstream_resume_reading(s->up, HERALD_PAUSE_PEER);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------- access log */
+
+static const char *without_port(const char *addr, char *out, size_t len)
+{
+    if (!*addr)
+        return NULL;
+    if (addr[0] == '[') {
+        const char *e = strchr(addr, ']');
+        if (!e)
+            return addr;
+        snprintf(out, len, "%.*s", (int)(e - addr - 1), addr + 1);
+        return out;
+    }
+    const char *colon = strrchr(addr, ':');
+    if (!colon || strchr(addr, ':') != colon) /* none, or a bare IPv6 address */
+        return addr;
+    snprintf(out, len, "%.*s", (int)(colon - addr), addr);
+    return out;
+}
+
+static const char *port_of(const char *addr, char *out, size_t len)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!*addr || !colon || (addr[0] != '[' && strchr(addr, ':') != colon))
+        return NULL;
+    snprintf(out, len, "%s", colon + 1);
+    return out;
+}
+
+/* strftime with Envoy's extras: %f / %1f..%9f (fractions of a second), %E3S-style
+ * seconds with fractions (%ES, %E1S..%E9S) and %s (epoch seconds). UTC. */
+static const char *format_time(uint64_t ms, const char *fmt, char *out, size_t len)
+{
+    char expanded[512];
+    size_t o = 0;
+    time_t secs = (time_t)(ms / 1000);
+    unsigned frac = (unsigned)(ms % 1000); /* ms precision: more digits are zero padded */
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    if (!fmt || !*fmt)
+        fmt = "%Y-%m-%dT%H:%M:%E3SZ";
+    for (const char *p = fmt; *p && o + 32 < sizeof(expanded); p++) {
+        if (*p != '%' || !p[1]) {
+            expanded[o++] = *p;
+            continue;
+        }
+        const char *q = p + 1;
+        int digits = -1;
+        bool es = false;
+        if (*q == 'E' && (q[1] == 'S' || (q[1] >= '1' && q[1] <= '9' && q[2] == 'S'))) {
+            es = true;
+            digits = q[1] == 'S' ? 9 : q[1] - '0';
+            q += q[1] == 'S' ? 1 : 2;
+        } else if (*q == 'f') {
+            digits = 9;
+        } else if (*q >= '1' && *q <= '9' && q[1] == 'f') {
+            digits = *q - '0';
+            q++;
+        } else if (*q == 's') {
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%lld", (long long)secs);
+            p = q;
+            continue;
+        } else {
+            expanded[o++] = *p++;
+            expanded[o++] = *p;
+            continue;
+        }
+        char f[10];
+        snprintf(f, sizeof(f), "%03u000000", frac);
+        f[digits] = '\0';
+        if (es)
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%02d.%s", tm.tm_sec, f);
+        else
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%s", f);
+        p = q;
+    }
+    expanded[o] = '\0';
+    /* the format is the operator's argument, from the config */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    size_t n = strftime(out, len, expanded, &tm);
+#pragma GCC diagnostic pop
+    return n ? out : NULL;
+}
+
+static const char *response_flags(unsigned f, char *out, size_t len)
+{
+    static const struct { unsigned bit; const char *code; } codes[] = {
+        {RF_UH, "UH"}, {RF_UF, "UF"}, {RF_UO, "UO"}, {RF_URX, "URX"}, {RF_DT, "DT"}, {RF_NC, "NC"},
+    };
+    size_t o = 0;
+
+    if (!f)
+        return NULL;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if ((f & codes[i].bit) && o + 5 < len)
+            o += (size_t)snprintf(out + o, len - o, "%s%s", o ? "," : "", codes[i].code);
+    return out;
+}
+
+static const char *empty_null(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len)
+{
+    struct session *s = ctx;
+
+    switch (op[0]) {
+    case 'B':
+        if (!strcmp(op, "BYTES_RECEIVED")) {
+            snprintf(scratch, len, "%llu", (unsigned long long)s->rx_bytes);
+            return scratch;
+        }
+        if (!strcmp(op, "BYTES_SENT")) {
+            snprintf(scratch, len, "%llu", (unsigned long long)s->tx_bytes);
+            return scratch;
+        }
+        break;
+    case 'C':
+        if (!strcmp(op, "CONNECTION_ID")) {
+            snprintf(scratch, len, "%llu", (unsigned long long)s->conn_id);
+            return scratch;
+        }
+        if (!strcmp(op, "CONNECTION_TERMINATION_DETAILS"))
+            return s->termination;
+        break;
+    case 'D':
+        if (!strcmp(op, "DURATION")) {
+            snprintf(scratch, len, "%llu", (unsigned long long)(herald_now_ms() - s->start_mono_ms));
+            return scratch;
+        }
+        if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS"))
+            return empty_null(s->remote);
+        if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT") ||
+            !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT"))
+            return without_port(s->remote, scratch, len);
+        if (!strcmp(op, "DOWNSTREAM_REMOTE_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_PORT"))
+            return port_of(s->remote, scratch, len);
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS"))
+            return empty_null(s->local);
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT") ||
+            !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT"))
+            return without_port(s->local, scratch, len);
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
+            return port_of(s->local, scratch, len);
+        break;
+    case 'H':
+        if (!strcmp(op, "HOSTNAME")) {
+            if (gethostname(scratch, len) == 0) {
+                scratch[len - 1] = '\0';
+                return scratch;
+            }
+            return NULL;
+        }
+        break;
+    case 'R':
+        if (!strcmp(op, "RESPONSE_CODE"))
+            return "0"; /* what Envoy logs for TCP */
+        if (!strcmp(op, "RESPONSE_FLAGS"))
+            return response_flags(s->flags, scratch, len);
+        if (!strcmp(op, "REQUESTED_SERVER_NAME"))
+            return empty_null(s->sni);
+        break;
+    case 'S':
+        if (!strcmp(op, "START_TIME"))
+            return format_time(s->start_wall_ms, arg, scratch, len);
+        break;
+    case 'U':
+        if (!strcmp(op, "UPSTREAM_HOST") || !strcmp(op, "UPSTREAM_REMOTE_ADDRESS"))
+            return empty_null(s->upstream_host);
+        if (!strcmp(op, "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"))
+            return without_port(s->upstream_host, scratch, len);
+        if (!strcmp(op, "UPSTREAM_REMOTE_PORT"))
+            return port_of(s->upstream_host, scratch, len);
+        if (!strcmp(op, "UPSTREAM_CLUSTER") || !strcmp(op, "UPSTREAM_CLUSTER_RAW"))
+            return s->tc ? s->tc->name : NULL;
+        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS"))
+            return empty_null(s->upstream_local);
+        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT"))
+            return without_port(s->upstream_local, scratch, len);
+        if (!strcmp(op, "UPSTREAM_LOCAL_PORT"))
+            return port_of(s->upstream_local, scratch, len);
+        if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
+            return s->failure_reason;
+        if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT")) {
+            snprintf(scratch, len, "%u", s->attempts);
+            return scratch;
+        }
+        break;
+    }
+    /* PROTOCOL, REQ(...), RESP(...) and the other HTTP operators: "-" */
+    return NULL;
+}
+
+static void session_destroy(void *arg)
+{
+    struct session *s = arg;
+
+    close_upstream(s, HERALD_CLOSE_RESET);
+    for (size_t i = 0; i < s->conf->nlogs; i++)
+        herald_access_log_write(s->conf->logs[i], log_field, s);
+    set_rx_buffered(s, 0);
+    if (s->tx_buffered) {
+        herald_gauge_add(s->conf->stats.downstream_cx_tx_bytes_buffered, -s->tx_buffered);
+        s->tx_buffered = 0;
+    }
+    if (s->idle)
+        herald_timer_free(s->idle);
+    if (s->max_duration)
+        herald_timer_free(s->max_duration);
+    if (s->pending)
+        herald_buf_free(s->pending);
+    free(s);
+}
+
+const struct herald_network_filter_ops tcp_proxy_ops = {
+    .size = sizeof(struct herald_network_filter_ops),
+    .config_create = tcp_proxy_config_create,
+    .config_destroy = tcp_proxy_config_destroy,
+    .session_new = session_new,
+    .session_destroy = session_destroy,
+    .on_new_connection = on_new_connection,
+    .on_read = on_read,
+    .on_event = on_event,
+};

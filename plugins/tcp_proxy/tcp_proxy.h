@@ -1,0 +1,48 @@
+/* tcp_proxy: Envoy's envoy.filters.network.tcp_proxy. config.c parses the
+ * typed_config into a struct tcp_proxy_conf (immutable, shared by all
+ * workers); tcp_proxy.c runs one session per downstream connection. */
+#ifndef HERALD_PLUGIN_TCP_PROXY_H
+#define HERALD_PLUGIN_TCP_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/herald.h"
+
+struct tcp_proxy_cluster {
+    char *name;
+    uint32_t weight;
+};
+
+struct tcp_proxy_stats {
+    struct herald_stat *downstream_cx_total, *downstream_cx_no_route, *downstream_cx_tx_bytes_total,
+        *downstream_cx_rx_bytes_total, *downstream_cx_tx_bytes_buffered, *downstream_cx_rx_bytes_buffered,
+        *downstream_flow_control_paused_reading_total, *downstream_flow_control_resumed_reading_total,
+        *idle_timeout, *max_downstream_connection_duration, *upstream_flush_total, *upstream_flush_active;
+};
+
+struct tcp_proxy_conf {
+    char *stat_prefix;                  /* "tcp.<stat_prefix>" */
+    struct tcp_proxy_cluster *clusters; /* one for `cluster`, several for weighted_clusters */
+    size_t nclusters;
+    uint64_t total_weight;
+    uint64_t idle_timeout_ms;           /* 0: disabled */
+    uint64_t max_duration_ms;           /* max_downstream_connection_duration; 0: none */
+    uint32_t max_connect_attempts;
+    bool hash_source_ip;                /* hash_policy: [{source_ip: {}}] */
+    struct herald_access_log **logs;
+    size_t nlogs;
+    struct tcp_proxy_stats stats;
+};
+
+/* config.c */
+int tcp_proxy_config_create(const struct herald_cfg *typed_config, const struct herald_filter_env *env,
+                            void **conf, char **err);
+void tcp_proxy_config_destroy(void *conf);
+extern const struct herald_message tcp_proxy_schema;
+
+/* tcp_proxy.c */
+extern const struct herald_network_filter_ops tcp_proxy_ops;
+
+#endif
