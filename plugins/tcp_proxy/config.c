@@ -255,6 +255,7 @@ int tcp_proxy_config_create(const struct herald_cfg *n, const struct herald_filt
         herald_cfg_duration_ms(herald_cfg_get(n, "max_downstream_connection_duration"), 0);
     int64_t mca = herald_cfg_int(herald_cfg_get(n, "max_connect_attempts"), 1);
     conf->max_connect_attempts = mca < 1 ? 1 : mca > 1000000 ? 1000000 : (uint32_t)mca;
+    conf->no_splice = getenv("HERALD_NO_SPLICE") != NULL;
     const struct herald_cfg *hp = herald_cfg_at(herald_cfg_get(n, "hash_policy"), 0);
     conf->hash_source_ip = herald_cfg_get(hp, "source_ip") != NULL;
 

@@ -24,6 +24,7 @@ struct tcp_proxy_stats {
 
 struct tcp_proxy_conf {
     char *stat_prefix;                  /* "tcp.<stat_prefix>" */
+    bool no_splice;                     /* HERALD_NO_SPLICE set: always copy (benchmarks, tests) */
     struct tcp_proxy_cluster *clusters; /* one for `cluster`, several for weighted_clusters */
     size_t nclusters;
     uint64_t total_weight;

@@ -70,6 +70,9 @@ HERALD_EXPORT const char *herald_conn_server_name(const struct herald_conn *c); 
 HERALD_EXPORT const char *herald_conn_listener_name(const struct herald_conn *c);
 HERALD_EXPORT uint32_t herald_conn_buffer_limit(const struct herald_conn *c); /* per_connection_buffer_limit_bytes */
 HERALD_EXPORT uint64_t herald_conn_start_ms(const struct herald_conn *c); /* wall clock, ms since the epoch */
+/* Bytes received from and sent to the peer so far, whichever path moved them
+ * (filters, or the core's zero-copy forwarding). */
+HERALD_EXPORT void herald_conn_bytes(const struct herald_conn *c, uint64_t *received, uint64_t *sent);
 
 /* Writes buf (drained) to the peer through the write filters; end_stream
  * half-closes our side once it is flushed. */

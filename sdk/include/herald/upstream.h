@@ -53,6 +53,17 @@ HERALD_EXPORT void herald_upstream_close(struct herald_upstream *u, enum herald_
 HERALD_EXPORT void herald_upstream_pause_reading(struct herald_upstream *u, unsigned reason);
 HERALD_EXPORT void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason);
 HERALD_EXPORT const struct herald_host *herald_upstream_host(const struct herald_upstream *u);
+
+/* Zero-copy forwarding. A terminal filter that only moves bytes between c and
+ * a connected upstream u can hand both directions to the core, which then
+ * moves them in the kernel with splice(2) (no copy into user space),
+ * half-closes each direction as its side finishes and closes both at the end.
+ * Possible only when no other filter of the chain reads or writes bytes, both
+ * sides are plain TCP, and nothing is buffered yet; returns -1 otherwise (go
+ * on copying). On success u belongs to the core (do not use it again); bytes
+ * are counted in herald_conn_bytes(), and the end arrives as the downstream's
+ * close event (REMOTE_CLOSE when a peer reset or both finished). */
+HERALD_EXPORT int herald_conn_splice(struct herald_conn *c, struct herald_upstream *u);
 HERALD_EXPORT const char *herald_upstream_local_str(const struct herald_upstream *u);
 
 #ifdef __cplusplus
