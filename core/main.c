@@ -127,6 +127,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "herald: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 1;
     }
+    if (o.validate && !o.log_level)
+        log_set_level(HERALD_LOG_WARN); /* validate prints diagnostics, not progress */
     if (o.log_path && log_open_path(o.log_path) < 0) {
         perror(o.log_path);
         return 1;

@@ -228,8 +228,9 @@ const struct plugin *plugin_find(const char *name, const char *type_url, enum he
                              rejects[i].reason);
             return NULL;
         }
+    /* The name reads better than the @type URL when both are there. */
     *err = xasprintf("unknown filter '%s' (no plugin provides it; searched: %s)",
-                     what && *what ? what : "(unnamed)", plugin_dirs());
+                     name && *name ? name : what && *what ? what : "(unnamed)", plugin_dirs());
     return NULL;
 }
 

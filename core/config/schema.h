@@ -1,7 +1,9 @@
 /* Checks a tree node against a declarative message table (herald/config.h)
  * and normalises it in place: single values where a list is expected become
- * lists of one, enum values take the table's spelling, "@type" is checked
- * against the URL the field expects. Errors and warnings go to the diag. */
+ * lists of one, enum values take the table's spelling, camelCase keys
+ * (protobuf JSON names) become snake_case, numeric strings in number fields
+ * become numbers. "@type" beside a message's fields is skipped; a TYPED
+ * field's content is left to its owner. Errors and warnings go to the diag. */
 #ifndef HERALD_CORE_CONFIG_SCHEMA_H
 #define HERALD_CORE_CONFIG_SCHEMA_H
 

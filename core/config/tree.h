@@ -57,7 +57,8 @@ void cfg_doc_free(struct cfg_doc *d);
 
 /* Deep-merges over into base as Envoy merges --config-yaml over -c (protobuf
  * MergeFrom): objects merge key by key, lists are concatenated, scalars are
- * replaced. Nodes are moved; over is consumed (freed). */
+ * replaced. Nodes (and file names) are moved: over is left empty, and the
+ * caller still frees it with cfg_doc_free(). */
 void cfg_merge(struct cfg_doc *base, struct cfg_doc *over);
 
 /* Building and editing (used by normalisation and tests). */

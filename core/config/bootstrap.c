@@ -1,0 +1,477 @@
+/* Extraction of the checked bootstrap tree into typed structs, plus the
+ * semantic checks a schema cannot express (duplicate names, IP literals,
+ * Envoy's cross-field rules). */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "config/bootstrap.h"
+#include "config/schema.h"
+
+static const struct herald_cfg *get(const struct herald_cfg *n, const char *key)
+{
+    return herald_cfg_get(n, key);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+/* A uint32 field with a range check (the schema only knows "non-negative"). */
+static uint32_t get_u32(const struct herald_cfg *obj, const char *key, uint32_t def, uint32_t min,
+                        uint32_t max, struct cfg_diag *d)
+{
+    const struct herald_cfg *n = get(obj, key);
+    if (!n || n->type == HERALD_CFG_NULL)
+        return def;
+    int64_t v = herald_cfg_int(n, def);
+    if (v < (int64_t)min || v > (int64_t)max) {
+        diag_error(d, n, "%" PRId64 " is out of range (%" PRIu32 " to %" PRIu32 ")", v, min, max);
+        return def;
+    }
+    return (uint32_t)v;
+}
+
+static uint64_t get_ms(const struct herald_cfg *obj, const char *key, uint64_t def)
+{
+    return herald_cfg_duration_ms(get(obj, key), def);
+}
+
+static bool is_ip(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static void extract_address(const struct herald_cfg *n, struct address_cfg *a)
+{
+    a->node = n;
+    const struct herald_cfg *sa = get(n, "socket_address");
+    const struct herald_cfg *pipe = get(n, "pipe");
+    if (sa) {
+        a->host = xstrdup(herald_cfg_str(get(sa, "address"), ""));
+        a->port = (uint16_t)herald_cfg_int(get(sa, "port_value"), 0);
+    } else if (pipe) {
+        a->pipe = xstrdup(herald_cfg_str(get(pipe, "path"), ""));
+    }
+}
+
+static void free_address(struct address_cfg *a)
+{
+    free(a->host);
+    free(a->pipe);
+}
+
+static void extract_filter(const struct herald_cfg *n, struct filter_cfg *f)
+{
+    f->node = n;
+    f->name = xstrdup(herald_cfg_str(get(n, "name"), ""));
+    f->typed_config = get(n, "typed_config");
+    if (f->typed_config && f->typed_config->type == HERALD_CFG_NULL)
+        f->typed_config = NULL;
+    const char *url = herald_cfg_str(get(f->typed_config, "@type"), NULL);
+    if (url) {
+        const char *slash = strrchr(url, '/');
+        f->type_url = xstrdup(slash ? slash + 1 : url);
+    }
+}
+
+static void free_filter(struct filter_cfg *f)
+{
+    free(f->name);
+    free(f->type_url);
+}
+
+static char **str_list(const struct herald_cfg *n, size_t *count)
+{
+    size_t len = herald_cfg_len(n);
+    *count = 0;
+    if (!len || n->type != HERALD_CFG_ARRAY)
+        return NULL;
+    char **out = xcalloc(len, sizeof(*out));
+    for (size_t i = 0; i < len; i++)
+        out[(*count)++] = xstrdup(herald_cfg_str(herald_cfg_at(n, i), ""));
+    return out;
+}
+
+static void free_str_list(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static struct cidr_cfg *cidr_list(const struct herald_cfg *n, size_t *count, struct cfg_diag *d)
+{
+    size_t len = herald_cfg_len(n);
+    *count = 0;
+    if (!len || n->type != HERALD_CFG_ARRAY)
+        return NULL;
+    struct cidr_cfg *out = xcalloc(len, sizeof(*out));
+    for (size_t i = 0; i < len; i++) {
+        const struct herald_cfg *c = herald_cfg_at(n, i);
+        const struct herald_cfg *pfx = get(c, "address_prefix");
+        const char *p = herald_cfg_str(pfx, "");
+        unsigned char buf[sizeof(struct in6_addr)];
+        uint32_t max = 32;
+        if (inet_pton(AF_INET6, p, buf) == 1)
+            max = 128;
+        else if (inet_pton(AF_INET, p, buf) != 1)
+            diag_error(d, pfx ? pfx : c,
+                       "'%s' is not an IP address prefix (write e.g. 10.0.0.0 with prefix_len 8)", p);
+        out[*count].prefix = xstrdup(p);
+        out[*count].len = get_u32(c, "prefix_len", 0, 0, max, d);
+        (*count)++;
+    }
+    return out;
+}
+
+static void extract_match(const struct herald_cfg *n, struct filter_chain_match_cfg *m, struct cfg_diag *d)
+{
+    if (!n || n->type != HERALD_CFG_OBJECT)
+        return;
+    m->destination_port = get_u32(n, "destination_port", 0, 0, 65535, d);
+    m->server_names = str_list(get(n, "server_names"), &m->nserver_names);
+    m->transport_protocol = dup_or_null(herald_cfg_str(get(n, "transport_protocol"), NULL));
+    m->application_protocols = str_list(get(n, "application_protocols"), &m->napplication_protocols);
+    m->prefix_ranges = cidr_list(get(n, "prefix_ranges"), &m->nprefix_ranges, d);
+    m->source_prefix_ranges = cidr_list(get(n, "source_prefix_ranges"), &m->nsource_prefix_ranges, d);
+    const struct herald_cfg *sp = get(n, "source_ports");
+    size_t len = herald_cfg_len(sp);
+    if (len && sp->type == HERALD_CFG_ARRAY) {
+        m->source_ports = xcalloc(len, sizeof(*m->source_ports));
+        for (size_t i = 0; i < len; i++) {
+            const struct herald_cfg *p = herald_cfg_at(sp, i);
+            int64_t v = herald_cfg_int(p, 0);
+            if (v < 1 || v > 65535)
+                diag_error(d, p, "port %" PRId64 " is out of range (1 to 65535)", v);
+            m->source_ports[m->nsource_ports++] = (uint32_t)v;
+        }
+    }
+}
+
+static void free_match(struct filter_chain_match_cfg *m)
+{
+    free_str_list(m->server_names, m->nserver_names);
+    free(m->transport_protocol);
+    free_str_list(m->application_protocols, m->napplication_protocols);
+    for (size_t i = 0; i < m->nprefix_ranges; i++)
+        free(m->prefix_ranges[i].prefix);
+    free(m->prefix_ranges);
+    for (size_t i = 0; i < m->nsource_prefix_ranges; i++)
+        free(m->source_prefix_ranges[i].prefix);
+    free(m->source_prefix_ranges);
+    free(m->source_ports);
+}
+
+static void extract_chain(const struct herald_cfg *n, struct filter_chain_cfg *c, struct cfg_diag *d)
+{
+    c->node = n;
+    c->name = dup_or_null(herald_cfg_str(get(n, "name"), NULL));
+    extract_match(get(n, "filter_chain_match"), &c->match, d);
+    const struct herald_cfg *ts = get(n, "transport_socket");
+    c->transport_socket = ts && ts->type == HERALD_CFG_OBJECT ? ts : NULL;
+    const struct herald_cfg *fl = get(n, "filters");
+    size_t len = herald_cfg_len(fl);
+    if (!len) {
+        diag_error(d, fl ? fl : n, "a filter chain needs at least one network filter (e.g. "
+                   "envoy.filters.network.tcp_proxy or envoy.filters.network.http_connection_manager)");
+        return;
+    }
+    c->filters = xcalloc(len, sizeof(*c->filters));
+    for (size_t i = 0; i < len; i++)
+        extract_filter(herald_cfg_at(fl, i), &c->filters[c->nfilters++]);
+}
+
+static void free_chain(struct filter_chain_cfg *c)
+{
+    free(c->name);
+    free_match(&c->match);
+    for (size_t i = 0; i < c->nfilters; i++)
+        free_filter(&c->filters[i]);
+    free(c->filters);
+}
+
+static void extract_listener(const struct herald_cfg *n, struct listener_cfg *l, struct cfg_diag *d)
+{
+    l->node = n;
+    extract_address(get(n, "address"), &l->address);
+    const char *name = herald_cfg_str(get(n, "name"), NULL);
+    if (name)
+        l->name = xstrdup(name);
+    else if (l->address.pipe)
+        l->name = xstrdup(l->address.pipe);
+    else
+        l->name = xasprintf("%s:%u", l->address.host ? l->address.host : "", l->address.port);
+    l->stat_prefix = dup_or_null(herald_cfg_str(get(n, "stat_prefix"), NULL));
+    l->listener_filters_timeout_ms = get_ms(n, "listener_filters_timeout", 15000);
+    l->continue_on_listener_filters_timeout = herald_cfg_bool(get(n, "continue_on_listener_filters_timeout"),
+                                                              false);
+    l->buffer_limit = get_u32(n, "per_connection_buffer_limit_bytes", DEFAULT_BUFFER_LIMIT, 0, UINT32_MAX, d);
+    const struct herald_cfg *rp = get(n, "enable_reuse_port");
+    l->reuse_port = herald_cfg_bool(rp ? rp : get(n, "reuse_port"), true);
+    l->backlog = get_u32(n, "tcp_backlog_size", 1024, 1, INT32_MAX, d);
+
+    const struct herald_cfg *chains = get(n, "filter_chains");
+    const struct herald_cfg *def = get(n, "default_filter_chain");
+    if (def && def->type != HERALD_CFG_OBJECT)
+        def = NULL;
+    size_t len = herald_cfg_len(chains);
+    if (!len && !def)
+        diag_error(d, n, "listener '%s' has no filter_chains (and no default_filter_chain): it could not "
+                   "handle a connection", l->name);
+    if (len) {
+        l->chains = xcalloc(len, sizeof(*l->chains));
+        for (size_t i = 0; i < len; i++)
+            extract_chain(herald_cfg_at(chains, i), &l->chains[l->nchains++], d);
+    }
+    if (def) {
+        l->default_chain = xcalloc(1, sizeof(*l->default_chain));
+        extract_chain(def, l->default_chain, d);
+    }
+    const struct herald_cfg *lf = get(n, "listener_filters");
+    len = herald_cfg_len(lf);
+    if (len) {
+        l->listener_filters = xcalloc(len, sizeof(*l->listener_filters));
+        for (size_t i = 0; i < len; i++)
+            extract_filter(herald_cfg_at(lf, i), &l->listener_filters[l->nlistener_filters++]);
+    }
+}
+
+static void free_listener(struct listener_cfg *l)
+{
+    free(l->name);
+    free(l->stat_prefix);
+    free_address(&l->address);
+    for (size_t i = 0; i < l->nchains; i++)
+        free_chain(&l->chains[i]);
+    free(l->chains);
+    if (l->default_chain) {
+        free_chain(l->default_chain);
+        free(l->default_chain);
+    }
+    for (size_t i = 0; i < l->nlistener_filters; i++)
+        free_filter(&l->listener_filters[i]);
+    free(l->listener_filters);
+}
+
+static int enum_index(const char *v, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v && strcmp(v, names[i]) == 0)
+            return (int)i;
+    return 0;
+}
+
+static void extract_endpoints(const struct herald_cfg *la, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    const struct herald_cfg *eps = get(la, "endpoints");
+    size_t len = herald_cfg_len(eps);
+    if (!len || eps->type != HERALD_CFG_ARRAY)
+        return;
+    c->localities = xcalloc(len, sizeof(*c->localities));
+    for (size_t i = 0; i < len; i++) {
+        const struct herald_cfg *lle = herald_cfg_at(eps, i);
+        struct locality_cfg *loc = &c->localities[c->nlocalities++];
+        loc->priority = get_u32(lle, "priority", 0, 0, 127, d);
+        loc->weight = get_u32(lle, "load_balancing_weight", 0, 0, UINT32_MAX, d);
+        const struct herald_cfg *lbs = get(lle, "lb_endpoints");
+        size_t n = herald_cfg_len(lbs);
+        if (!n || lbs->type != HERALD_CFG_ARRAY)
+            continue;
+        loc->endpoints = xcalloc(n, sizeof(*loc->endpoints));
+        for (size_t j = 0; j < n; j++) {
+            const struct herald_cfg *lb = herald_cfg_at(lbs, j);
+            const struct herald_cfg *ep = get(lb, "endpoint");
+            struct endpoint_cfg *e = &loc->endpoints[loc->nendpoints++];
+            e->node = lb;
+            e->weight = get_u32(lb, "load_balancing_weight", 1, 1, UINT32_MAX, d);
+            e->hostname = dup_or_null(herald_cfg_str(get(ep, "hostname"), NULL));
+            const struct herald_cfg *addr = get(ep, "address");
+            if (!addr || addr->type != HERALD_CFG_OBJECT) {
+                diag_error(d, ep ? ep : lb, "an endpoint needs an address (socket_address: {address, "
+                           "port_value})");
+                continue;
+            }
+            extract_address(addr, &e->address);
+            const struct herald_cfg *sa = get(addr, "socket_address");
+            if (!sa)
+                continue;
+            const struct herald_cfg *host = get(sa, "address");
+            if (c->type == CLUSTER_STATIC && !is_ip(e->address.host))
+                diag_error(d, host, "'%s' is not an IP address: a STATIC cluster needs IP addresses "
+                           "(for a DNS name use type: STRICT_DNS or LOGICAL_DNS)", e->address.host);
+            if (!get(sa, "port_value"))
+                diag_error(d, sa, "an upstream endpoint needs a port_value");
+        }
+    }
+}
+
+static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    static const char *const types[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS" };
+    static const char *const policies[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV" };
+    static const char *const families[] = { "AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL" };
+
+    c->node = n;
+    c->name = xstrdup(herald_cfg_str(get(n, "name"), ""));
+    c->type = (enum cluster_type)enum_index(herald_cfg_str(get(n, "type"), "STATIC"), types,
+                                            ARRAY_SIZE(types));
+    c->lb_policy = (enum lb_policy)enum_index(herald_cfg_str(get(n, "lb_policy"), "ROUND_ROBIN"), policies,
+                                              ARRAY_SIZE(policies));
+    c->connect_timeout_ms = get_ms(n, "connect_timeout", 5000);
+    c->buffer_limit = get_u32(n, "per_connection_buffer_limit_bytes", DEFAULT_BUFFER_LIMIT, 0, UINT32_MAX, d);
+    c->dns_refresh_rate_ms = get_ms(n, "dns_refresh_rate", 5000);
+    const struct herald_cfg *drr = get(n, "dns_refresh_rate");
+    if (drr && c->dns_refresh_rate_ms == 0)
+        diag_error(d, drr, "dns_refresh_rate must be more than 0s");
+    c->respect_dns_ttl = herald_cfg_bool(get(n, "respect_dns_ttl"), false);
+    c->dns_lookup_family = (enum dns_family)enum_index(herald_cfg_str(get(n, "dns_lookup_family"), "AUTO"),
+                                                       families, ARRAY_SIZE(families));
+    for (int p = 0; p < 2; p++)
+        c->thresholds[p] = (struct thresholds_cfg){ 1024, 1024, 1024, 3 };
+    const struct herald_cfg *th = get(get(n, "circuit_breakers"), "thresholds");
+    for (size_t i = 0; i < herald_cfg_len(th); i++) {
+        const struct herald_cfg *t = herald_cfg_at(th, i);
+        int p = strcmp(herald_cfg_str(get(t, "priority"), "DEFAULT"), "HIGH") == 0;
+        struct thresholds_cfg *tc = &c->thresholds[p];
+        tc->max_connections = get_u32(t, "max_connections", 1024, 0, UINT32_MAX, d);
+        tc->max_pending_requests = get_u32(t, "max_pending_requests", 1024, 0, UINT32_MAX, d);
+        tc->max_requests = get_u32(t, "max_requests", 1024, 0, UINT32_MAX, d);
+        tc->max_retries = get_u32(t, "max_retries", 3, 0, UINT32_MAX, d);
+    }
+    c->least_request_choice_count = get_u32(get(n, "least_request_lb_config"), "choice_count", 2, 2, 1000, d);
+
+    const struct herald_cfg *la = get(n, "load_assignment");
+    extract_endpoints(la, c, d);
+    if (c->type == CLUSTER_LOGICAL_DNS) {
+        size_t total = 0;
+        for (size_t i = 0; i < c->nlocalities; i++)
+            total += c->localities[i].nendpoints;
+        if (c->nlocalities > 1 || total > 1)
+            diag_error(d, get(la, "endpoints"), "a LOGICAL_DNS cluster must have exactly one endpoint "
+                       "(it has %zu); use STRICT_DNS for several", total);
+    }
+}
+
+static void free_cluster(struct cluster_cfg *c)
+{
+    free(c->name);
+    for (size_t i = 0; i < c->nlocalities; i++) {
+        struct locality_cfg *l = &c->localities[i];
+        for (size_t j = 0; j < l->nendpoints; j++) {
+            free_address(&l->endpoints[j].address);
+            free(l->endpoints[j].hostname);
+        }
+        free(l->endpoints);
+    }
+    free(c->localities);
+}
+
+static bool same_address(const struct address_cfg *a, const struct address_cfg *b)
+{
+    if (a->pipe || b->pipe)
+        return a->pipe && b->pipe && strcmp(a->pipe, b->pipe) == 0;
+    return a->host && b->host && a->port && a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+struct bootstrap *bootstrap_load(struct cfg_doc *doc, struct cfg_diag *d)
+{
+    struct bootstrap *b = xcalloc(1, sizeof(*b));
+    b->doc = doc;
+    size_t errors_before = d->nerrors;
+    const struct herald_cfg *root = doc ? doc->root : NULL;
+
+    if (!root || schema_check(doc->root, &schema_bootstrap, d) < 0)
+        goto fail;
+
+    const struct herald_cfg *node = get(root, "node");
+    b->node_id = dup_or_null(herald_cfg_str(get(node, "id"), NULL));
+    b->node_cluster = dup_or_null(herald_cfg_str(get(node, "cluster"), NULL));
+    b->stats_flush_interval_ms = get_ms(root, "stats_flush_interval", 5000);
+
+    const struct herald_cfg *admin = get(root, "admin");
+    if (admin && admin->type == HERALD_CFG_OBJECT) {
+        /* as in Envoy, an admin without an address serves nothing */
+        const struct herald_cfg *addr = get(admin, "address");
+        if (addr && addr->type == HERALD_CFG_OBJECT) {
+            b->admin.present = true;
+            extract_address(addr, &b->admin.address);
+        }
+        b->admin.access_log_path = dup_or_null(herald_cfg_str(get(admin, "access_log_path"), NULL));
+    }
+
+    const struct herald_cfg *sr = get(root, "static_resources");
+    const struct herald_cfg *ls = get(sr, "listeners");
+    size_t len = herald_cfg_len(ls);
+    if (len) {
+        b->listeners = xcalloc(len, sizeof(*b->listeners));
+        for (size_t i = 0; i < len; i++) {
+            struct listener_cfg *l = &b->listeners[b->nlisteners++];
+            extract_listener(herald_cfg_at(ls, i), l, d);
+            for (size_t j = 0; j + 1 < b->nlisteners; j++) {
+                const struct listener_cfg *o = &b->listeners[j];
+                const struct herald_cfg *nm = get(l->node, "name");
+                if (strcmp(o->name, l->name) == 0)
+                    diag_error(d, nm ? nm : l->node, "duplicate listener name '%s' (first at line %d)",
+                               l->name, o->node->line);
+                else if (same_address(&o->address, &l->address))
+                    diag_error(d, l->address.node, "listener '%s' uses the same address as listener '%s' "
+                               "(line %d)", l->name, o->name, o->node->line);
+            }
+        }
+    }
+    const struct herald_cfg *cs = get(sr, "clusters");
+    len = herald_cfg_len(cs);
+    if (len) {
+        b->clusters = xcalloc(len, sizeof(*b->clusters));
+        for (size_t i = 0; i < len; i++) {
+            struct cluster_cfg *c = &b->clusters[b->nclusters++];
+            extract_cluster(herald_cfg_at(cs, i), c, d);
+            for (size_t j = 0; j + 1 < b->nclusters; j++)
+                if (strcmp(b->clusters[j].name, c->name) == 0) {
+                    diag_error(d, get(c->node, "name"), "duplicate cluster name '%s' (first at line %d)",
+                               c->name, b->clusters[j].node->line);
+                    break;
+                }
+        }
+    }
+    if (d->nerrors != errors_before)
+        goto fail;
+    return b;
+fail:
+    if (d->nerrors == errors_before)
+        diag_error(d, NULL, "the config is empty or invalid");
+    bootstrap_free(b);
+    return NULL;
+}
+
+void bootstrap_free(struct bootstrap *b)
+{
+    if (!b)
+        return;
+    free(b->node_id);
+    free(b->node_cluster);
+    for (size_t i = 0; i < b->nlisteners; i++)
+        free_listener(&b->listeners[i]);
+    free(b->listeners);
+    for (size_t i = 0; i < b->nclusters; i++)
+        free_cluster(&b->clusters[i]);
+    free(b->clusters);
+    free_address(&b->admin.address);
+    free(b->admin.access_log_path);
+    cfg_doc_free(b->doc);
+    free(b);
+}
+
+const struct cluster_cfg *bootstrap_find_cluster(const struct bootstrap *b, const char *name)
+{
+    for (size_t i = 0; b && name && i < b->nclusters; i++)
+        if (strcmp(b->clusters[i].name, name) == 0)
+            return &b->clusters[i];
+    return NULL;
+}

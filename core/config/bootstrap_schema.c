@@ -1,0 +1,550 @@
+/* The Envoy v3 bootstrap as schema tables: every field Envoy has at the
+ * places herald reads, so that a field herald does not implement is a clear
+ * "not supported" rather than silently ignored, and a misspelt one an
+ * "unknown field" with a suggestion. */
+#include <string.h>
+#include <strings.h>
+
+#include "common.h"
+#include "config/schema.h"
+#include "config/tree.h"
+
+#define F_(n, k, fl, ...) { .name = (n), .kind = HERALD_FIELD_##k, .flags = (fl), __VA_ARGS__ }
+#define STR(n, ...) F_(n, STRING, 0, __VA_ARGS__)
+#define BOOL(n, ...) F_(n, BOOL, 0, __VA_ARGS__)
+#define UINT(n, ...) F_(n, UINT, 0, __VA_ARGS__)
+#define DUR(n, ...) F_(n, DURATION, 0, __VA_ARGS__)
+#define ENUM(n, vals, ...) F_(n, ENUM, 0, .enum_values = (vals), __VA_ARGS__)
+#define MSG(n, m, ...) F_(n, MESSAGE, 0, .message = &(m), __VA_ARGS__)
+#define LIST(n, m, ...) F_(n, MESSAGE, HERALD_F_REPEATED, .message = &(m), __VA_ARGS__)
+#define STRUCT(n, ...) F_(n, STRUCT, 0, __VA_ARGS__)
+#define TYPED(n, ...) F_(n, TYPED, 0, __VA_ARGS__)
+#define ANY(n, ...) F_(n, ANY, 0, __VA_ARGS__)
+/* an Envoy field herald knows of but does not implement: an error, not silence */
+#define UNSUP(n, ...) F_(n, ANY, HERALD_F_UNSUPPORTED, __VA_ARGS__)
+#define REMOVED(n, h) F_(n, REMOVED, 0, .hint = (h))
+#define END { .name = NULL }
+
+/* ------------------------------------------------------------ core.v3 */
+
+static const struct herald_field locality_fields[] = {
+    STR("region"), STR("zone"), STR("sub_zone"), END,
+};
+static const struct herald_message locality_msg = { "envoy.config.core.v3.Locality", locality_fields, NULL };
+
+static const struct herald_field node_fields[] = {
+    STR("id", .help = "the node id (--service-node overrides it)"),
+    STR("cluster", .help = "the local service cluster (--service-cluster overrides it)"),
+    STRUCT("metadata"),
+    ANY("dynamic_parameters"),
+    MSG("locality", locality_msg),
+    STR("user_agent_name"),
+    STR("user_agent_version", .oneof = "user_agent_version_type"),
+    ANY("user_agent_build_version", .oneof = "user_agent_version_type"),
+    ANY("extensions"),
+    F_("client_features", STRING, HERALD_F_REPEATED),
+    F_("listening_addresses", ANY, HERALD_F_DEPRECATED | HERALD_F_REPEATED,
+       .hint = "Envoy ignores it"),
+    REMOVED("build_version", "v2 field: use user_agent_version or user_agent_build_version"),
+    END,
+};
+static const struct herald_message node_msg = { "envoy.config.core.v3.Node", node_fields, NULL };
+
+static const char *const protocol_values[] = { "TCP", "UDP", NULL };
+
+static int socket_address_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *port = herald_cfg_get(n, "port_value");
+    if (port && herald_cfg_int(port, 0) > 65535)
+        return herald_cfg_errorf(port, err, "port %lld is out of range (0-65535)",
+                                 (long long)herald_cfg_int(port, 0));
+    const struct herald_cfg *proto = herald_cfg_get(n, "protocol");
+    if (proto && strcmp(herald_cfg_str(proto, ""), "UDP") == 0)
+        return herald_cfg_errorf(proto, err, "not supported: UDP sockets (herald proxies TCP only)");
+    return 0;
+}
+
+static const struct herald_field socket_address_fields[] = {
+    ENUM("protocol", protocol_values, .help = "TCP (default) or UDP"),
+    F_("address", STRING, HERALD_F_REQUIRED, .help = "an IP address, or a DNS name for DNS clusters"),
+    UINT("port_value", .oneof = "port_specifier"),
+    UNSUP("named_port", .oneof = "port_specifier", .hint = "use port_value"),
+    UNSUP("resolver_name"),
+    BOOL("ipv4_compat", .help = "accept IPv4 on an IPv6 socket"),
+    UNSUP("network_namespace_filepath"),
+    END,
+};
+static const struct herald_message socket_address_msg = {
+    "envoy.config.core.v3.SocketAddress", socket_address_fields, socket_address_check,
+};
+
+static const struct herald_field pipe_fields[] = {
+    F_("path", STRING, HERALD_F_REQUIRED, .help = "the unix socket path ('@' for the abstract namespace)"),
+    UINT("mode", .help = "file mode of the socket"),
+    END,
+};
+static const struct herald_message pipe_msg = { "envoy.config.core.v3.Pipe", pipe_fields, NULL };
+
+static int address_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "socket_address") && !herald_cfg_get(n, "pipe"))
+        return herald_cfg_errorf(n, err, "an address needs socket_address (or pipe)");
+    return 0;
+}
+
+static const struct herald_field address_fields[] = {
+    MSG("socket_address", socket_address_msg, .oneof = "address"),
+    MSG("pipe", pipe_msg, .oneof = "address"),
+    UNSUP("envoy_internal_address", .oneof = "address"),
+    END,
+};
+static const struct herald_message address_msg = {
+    "envoy.config.core.v3.Address", address_fields, address_check,
+};
+
+static const struct herald_field cidr_fields[] = {
+    F_("address_prefix", STRING, HERALD_F_REQUIRED),
+    UINT("prefix_len"),
+    END,
+};
+static const struct herald_message cidr_msg = { "envoy.config.core.v3.CidrRange", cidr_fields, NULL };
+
+/* ------------------------------------------------------------ listener.v3 */
+
+static const char *const source_type_values[] = { "ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL", NULL };
+
+static const struct herald_field filter_chain_match_fields[] = {
+    UINT("destination_port"),
+    LIST("prefix_ranges", cidr_msg),
+    UNSUP("address_suffix"),
+    UNSUP("suffix_len"),
+    UNSUP("direct_source_prefix_ranges"),
+    F_("source_type", ENUM, HERALD_F_UNSUPPORTED, .enum_values = source_type_values),
+    LIST("source_prefix_ranges", cidr_msg),
+    F_("source_ports", UINT, HERALD_F_REPEATED),
+    F_("server_names", STRING, HERALD_F_REPEATED),
+    STR("transport_protocol", .help = "raw_buffer or tls (set by tls_inspector)"),
+    F_("application_protocols", STRING, HERALD_F_REPEATED),
+    REMOVED("sni_domains", "v2 field: use server_names"),
+    END,
+};
+static const struct herald_message filter_chain_match_msg = {
+    "envoy.config.listener.v3.FilterChainMatch", filter_chain_match_fields, NULL,
+};
+
+static const struct herald_field filter_fields[] = {
+    STR("name", .help = "a label; the typed_config \"@type\" picks the filter"),
+    TYPED("typed_config", .oneof = "config_type"),
+    UNSUP("config_discovery", .oneof = "config_type", .hint = "ECDS"),
+    REMOVED("config", "v2 field: use typed_config with an \"@type\""),
+    END,
+};
+static const struct herald_message filter_msg = { "envoy.config.listener.v3.Filter", filter_fields, NULL };
+
+static const struct herald_field filter_chain_fields[] = {
+    MSG("filter_chain_match", filter_chain_match_msg),
+    LIST("filters", filter_msg),
+    REMOVED("use_proxy_proto", "v2 field: add the envoy.filters.listener.proxy_protocol listener filter"),
+    STRUCT("metadata"),
+    TYPED("transport_socket", .help = "{name, typed_config}: TLS (envoy.transport_sockets.tls) or none"),
+    DUR("transport_socket_connect_timeout"),
+    STR("name"),
+    UNSUP("on_demand_configuration"),
+    REMOVED("tls_context", "v2 field: use transport_socket with envoy.transport_sockets.tls"),
+    END,
+};
+static const struct herald_message filter_chain_msg = {
+    "envoy.config.listener.v3.FilterChain", filter_chain_fields, NULL,
+};
+
+static const struct herald_field listener_filter_fields[] = {
+    STR("name"),
+    TYPED("typed_config", .oneof = "config_type"),
+    UNSUP("config_discovery", .oneof = "config_type", .hint = "ECDS"),
+    UNSUP("filter_disabled"),
+    REMOVED("config", "v2 field: use typed_config with an \"@type\""),
+    END,
+};
+static const struct herald_message listener_filter_msg = {
+    "envoy.config.listener.v3.ListenerFilter", listener_filter_fields, NULL,
+};
+
+static const char *const drain_type_values[] = { "DEFAULT", "MODIFY_ONLY", NULL };
+static const char *const traffic_direction_values[] = { "UNSPECIFIED", "INBOUND", "OUTBOUND", NULL };
+
+static int listener_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *b = herald_cfg_get(n, "bind_to_port");
+    if (b && !herald_cfg_bool(b, true))
+        return herald_cfg_errorf(b, err, "not supported: bind_to_port: false (herald binds every listener)");
+    return 0;
+}
+
+static const struct herald_field listener_fields[] = {
+    STR("name", .help = "unique among listeners; names the listener in stats and /listeners"),
+    F_("address", MESSAGE, HERALD_F_REQUIRED, .message = &address_msg),
+    UNSUP("additional_addresses"),
+    STR("stat_prefix", .help = "replaces the address in listener.<...> stat names"),
+    LIST("filter_chains", filter_chain_msg),
+    UNSUP("filter_chain_matcher", .hint = "use filter_chain_match on each filter chain"),
+    UNSUP("use_original_dst"),
+    MSG("default_filter_chain", filter_chain_msg),
+    UINT("per_connection_buffer_limit_bytes", .help = "default 1 MiB"),
+    STRUCT("metadata"),
+    REMOVED("deprecated_v1", "v2 field: remove it"),
+    ENUM("drain_type", drain_type_values),
+    LIST("listener_filters", listener_filter_msg),
+    DUR("listener_filters_timeout", .help = "default 15s; 0s disables it"),
+    BOOL("continue_on_listener_filters_timeout"),
+    UNSUP("transparent"),
+    UNSUP("freebind"),
+    UNSUP("socket_options"),
+    UNSUP("tcp_fast_open_queue_length"),
+    ENUM("traffic_direction", traffic_direction_values),
+    UNSUP("udp_listener_config"),
+    UNSUP("api_listener"),
+    UNSUP("connection_balance_config"),
+    F_("reuse_port", BOOL, HERALD_F_DEPRECATED, .hint = "use enable_reuse_port"),
+    BOOL("enable_reuse_port", .help = "default true"),
+    UNSUP("access_log", .help = "connection-level access logs: use the filter's own (tcp_proxy access_log)"),
+    UINT("tcp_backlog_size", .help = "default 1024"),
+    UNSUP("max_connections_to_accept_per_socket_event"),
+    BOOL("bind_to_port"),
+    UNSUP("internal_listener"),
+    UNSUP("enable_mptcp"),
+    BOOL("ignore_global_conn_limit"),
+    BOOL("bypass_overload_manager"),
+    UNSUP("fcds_config"),
+    UNSUP("tcp_keepalive"),
+    END,
+};
+static const struct herald_message listener_msg = {
+    "envoy.config.listener.v3.Listener", listener_fields, listener_check,
+};
+
+/* ------------------------------------------------------------ endpoint.v3 */
+
+static const struct herald_field endpoint_fields[] = {
+    MSG("address", address_msg),
+    ANY("health_check_config", .help = "used by active health checks"),
+    STR("hostname"),
+    UNSUP("additional_addresses"),
+    END,
+};
+static const struct herald_message endpoint_msg = {
+    "envoy.config.endpoint.v3.Endpoint", endpoint_fields, NULL,
+};
+
+static const char *const health_status_values[] = {
+    "UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED", NULL,
+};
+
+static int lb_endpoint_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *hs = herald_cfg_get(n, "health_status");
+    const char *v = herald_cfg_str(hs, "UNKNOWN");
+    if (strcmp(v, "UNKNOWN") != 0 && strcmp(v, "HEALTHY") != 0)
+        return herald_cfg_errorf(hs, err, "not supported: health_status %s (herald does not implement "
+                                 "endpoint health status yet; remove it or use HEALTHY)", v);
+    if (!herald_cfg_get(n, "endpoint"))
+        return herald_cfg_errorf(n, err, "missing required field 'endpoint'");
+    return 0;
+}
+
+static const struct herald_field lb_endpoint_fields[] = {
+    MSG("endpoint", endpoint_msg, .oneof = "host_identifier"),
+    UNSUP("endpoint_name", .oneof = "host_identifier"),
+    ENUM("health_status", health_status_values),
+    STRUCT("metadata"),
+    UINT("load_balancing_weight", .help = "default 1"),
+    END,
+};
+static const struct herald_message lb_endpoint_msg = {
+    "envoy.config.endpoint.v3.LbEndpoint", lb_endpoint_fields, lb_endpoint_check,
+};
+
+static const struct herald_field locality_lb_endpoints_fields[] = {
+    MSG("locality", locality_msg),
+    LIST("lb_endpoints", lb_endpoint_msg),
+    UNSUP("leds_cluster_locality_config"),
+    UINT("load_balancing_weight"),
+    UINT("priority"),
+    UNSUP("proximity"),
+    STRUCT("metadata"),
+    END,
+};
+static const struct herald_message locality_lb_endpoints_msg = {
+    "envoy.config.endpoint.v3.LocalityLbEndpoints", locality_lb_endpoints_fields, NULL,
+};
+
+static const struct herald_field cla_policy_fields[] = {
+    UNSUP("drop_overloads"),
+    UNSUP("overprovisioning_factor"),
+    UNSUP("endpoint_stale_after"),
+    UNSUP("weighted_priority_health"),
+    REMOVED("disable_overprovisioning", "v2 field: remove it"),
+    END,
+};
+static const struct herald_message cla_policy_msg = {
+    "envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", cla_policy_fields, NULL,
+};
+
+static const struct herald_field cla_fields[] = {
+    F_("cluster_name", STRING, HERALD_F_REQUIRED),
+    LIST("endpoints", locality_lb_endpoints_msg),
+    UNSUP("named_endpoints"),
+    MSG("policy", cla_policy_msg),
+    END,
+};
+static const struct herald_message cla_msg = {
+    "envoy.config.endpoint.v3.ClusterLoadAssignment", cla_fields, NULL,
+};
+
+/* ------------------------------------------------------------ cluster.v3 */
+
+static const char *const priority_values[] = { "DEFAULT", "HIGH", NULL };
+
+static const struct herald_field thresholds_fields[] = {
+    ENUM("priority", priority_values),
+    UINT("max_connections", .help = "default 1024"),
+    UINT("max_pending_requests", .help = "default 1024"),
+    UINT("max_requests", .help = "default 1024"),
+    UINT("max_retries", .help = "default 3"),
+    UNSUP("retry_budget"),
+    BOOL("track_remaining"),
+    UNSUP("max_connection_pools"),
+    END,
+};
+static const struct herald_message thresholds_msg = {
+    "envoy.config.cluster.v3.CircuitBreakers.Thresholds", thresholds_fields, NULL,
+};
+
+static const struct herald_field circuit_breakers_fields[] = {
+    LIST("thresholds", thresholds_msg),
+    UNSUP("per_host_thresholds"),
+    END,
+};
+static const struct herald_message circuit_breakers_msg = {
+    "envoy.config.cluster.v3.CircuitBreakers", circuit_breakers_fields, NULL,
+};
+
+static const struct herald_field least_request_fields[] = {
+    UINT("choice_count", .help = "default 2"),
+    UNSUP("active_request_bias"),
+    UNSUP("slow_start_config"),
+    UNSUP("enable_full_scan"),
+    UNSUP("selection_method"),
+    END,
+};
+static const struct herald_message least_request_msg = {
+    "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", least_request_fields, NULL,
+};
+
+static const struct herald_field round_robin_fields[] = {
+    UNSUP("slow_start_config"),
+    END,
+};
+static const struct herald_message round_robin_msg = {
+    "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig", round_robin_fields, NULL,
+};
+
+static const struct herald_field common_lb_fields[] = {
+    UNSUP("healthy_panic_threshold"),
+    UNSUP("zone_aware_lb_config", .oneof = "locality_config_specifier"),
+    UNSUP("locality_weighted_lb_config", .oneof = "locality_config_specifier"),
+    UNSUP("update_merge_window"),
+    UNSUP("ignore_new_hosts_until_first_hc"),
+    UNSUP("close_connections_on_host_set_change"),
+    UNSUP("consistent_hashing_lb_config"),
+    UNSUP("override_host_status"),
+    END,
+};
+static const struct herald_message common_lb_msg = {
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig", common_lb_fields, NULL,
+};
+
+static const struct herald_field upstream_conn_fields[] = {
+    UNSUP("tcp_keepalive"),
+    UNSUP("set_local_interface_name_on_upstream_connections"),
+    UNSUP("happy_eyeballs_config"),
+    END,
+};
+static const struct herald_message upstream_conn_msg = {
+    "envoy.config.cluster.v3.UpstreamConnectionOptions", upstream_conn_fields, NULL,
+};
+
+static const char *const cluster_type_values[] = {
+    "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST", NULL,
+};
+static const char *const lb_policy_values[] = {
+    "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM", "MAGLEV", "CLUSTER_PROVIDED",
+    "LOAD_BALANCING_POLICY_CONFIG", NULL,
+};
+static const char *const dns_family_values[] = { "AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL", NULL };
+
+static int cluster_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *t = herald_cfg_get(n, "type");
+    const char *type = herald_cfg_str(t, "STATIC");
+    if (strcmp(type, "EDS") == 0 || strcmp(type, "ORIGINAL_DST") == 0)
+        return herald_cfg_errorf(t, err, "not supported: cluster type %s (herald supports STATIC, "
+                                 "STRICT_DNS and LOGICAL_DNS)", type);
+    const struct herald_cfg *lb = herald_cfg_get(n, "lb_policy");
+    const char *pol = herald_cfg_str(lb, "ROUND_ROBIN");
+    if (strcmp(pol, "ROUND_ROBIN") != 0 && strcmp(pol, "LEAST_REQUEST") != 0 && strcmp(pol, "RANDOM") != 0)
+        return herald_cfg_errorf(lb, err, "not supported: lb_policy %s (herald does not implement it yet; "
+                                 "use ROUND_ROBIN, LEAST_REQUEST or RANDOM)", pol);
+    return 0;
+}
+
+static const struct herald_field cluster_fields[] = {
+    UNSUP("transport_socket_matches"),
+    F_("name", STRING, HERALD_F_REQUIRED, .help = "unique; what routes and tcp_proxy refer to"),
+    STR("alt_stat_name"),
+    ENUM("type", cluster_type_values, .oneof = "cluster_discovery_type",
+         .help = "STATIC (default), STRICT_DNS or LOGICAL_DNS"),
+    UNSUP("cluster_type", .oneof = "cluster_discovery_type", .hint = "use type"),
+    UNSUP("eds_cluster_config"),
+    DUR("connect_timeout", .help = "default 5s"),
+    UINT("per_connection_buffer_limit_bytes", .help = "default 1 MiB"),
+    ENUM("lb_policy", lb_policy_values, .help = "ROUND_ROBIN (default), LEAST_REQUEST or RANDOM"),
+    MSG("load_assignment", cla_msg),
+    UNSUP("health_checks", .hint = "active health checking comes later"),
+    F_("max_requests_per_connection", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    MSG("circuit_breakers", circuit_breakers_msg),
+    F_("upstream_http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    F_("common_http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    F_("http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    F_("http2_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED,
+       .hint = "Envoy wants typed_extension_protocol_options with HttpProtocolOptions now"),
+    UNSUP("typed_extension_protocol_options"),
+    DUR("dns_refresh_rate", .help = "default 5s"),
+    UNSUP("dns_failure_refresh_rate"),
+    BOOL("respect_dns_ttl"),
+    ENUM("dns_lookup_family", dns_family_values),
+    UNSUP("dns_resolvers"),
+    UNSUP("use_tcp_for_dns_lookups"),
+    UNSUP("dns_resolution_config"),
+    UNSUP("typed_dns_resolver_config"),
+    UNSUP("dns_jitter"),
+    BOOL("wait_for_warm_on_init"),
+    UNSUP("outlier_detection"),
+    DUR("cleanup_interval"),
+    UNSUP("upstream_bind_config"),
+    UNSUP("lb_subset_config"),
+    UNSUP("ring_hash_lb_config", .oneof = "lb_config"),
+    UNSUP("maglev_lb_config", .oneof = "lb_config"),
+    UNSUP("original_dst_lb_config", .oneof = "lb_config"),
+    MSG("least_request_lb_config", least_request_msg, .oneof = "lb_config"),
+    MSG("round_robin_lb_config", round_robin_msg, .oneof = "lb_config"),
+    MSG("common_lb_config", common_lb_msg),
+    UNSUP("transport_socket", .hint = "upstream TLS comes later"),
+    STRUCT("metadata"),
+    F_("protocol_selection", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    MSG("upstream_connection_options", upstream_conn_msg),
+    BOOL("close_connections_on_host_health_failure"),
+    BOOL("ignore_health_on_host_removal"),
+    UNSUP("filters"),
+    UNSUP("load_balancing_policy"),
+    UNSUP("lrs_server"),
+    UNSUP("lrs_report_endpoint_metrics"),
+    F_("track_timeout_budgets", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    UNSUP("upstream_config"),
+    UNSUP("track_cluster_stats"),
+    UNSUP("preconnect_policy"),
+    UNSUP("connection_pool_per_downstream_connection"),
+    REMOVED("hosts", "v2 field: use load_assignment with endpoints[].lb_endpoints[].endpoint.address"),
+    REMOVED("tls_context", "v2 field: use transport_socket with envoy.transport_sockets.tls"),
+    REMOVED("extension_protocol_options", "v2 field: use typed_extension_protocol_options"),
+    REMOVED("drain_connections_on_host_removal", "v2 field: renamed ignore_health_on_host_removal"),
+    END,
+};
+static const struct herald_message cluster_msg = {
+    "envoy.config.cluster.v3.Cluster", cluster_fields, cluster_check,
+};
+
+/* ------------------------------------------------------------ bootstrap.v3 */
+
+static const struct herald_field static_resources_fields[] = {
+    LIST("listeners", listener_msg),
+    LIST("clusters", cluster_msg),
+    UNSUP("secrets", .hint = "put the certificates inline in the TLS context"),
+    END,
+};
+static const struct herald_message static_resources_msg = {
+    "envoy.config.bootstrap.v3.Bootstrap.StaticResources", static_resources_fields, NULL,
+};
+
+static const struct herald_field cluster_manager_fields[] = {
+    STR("local_cluster_name"),
+    UNSUP("outlier_detection"),
+    UNSUP("upstream_bind_config"),
+    UNSUP("load_stats_config"),
+    UNSUP("enable_deferred_cluster_creation"),
+    END,
+};
+static const struct herald_message cluster_manager_msg = {
+    "envoy.config.bootstrap.v3.ClusterManager", cluster_manager_fields, NULL,
+};
+
+static const struct herald_field admin_fields[] = {
+    UNSUP("access_log", .help = "herald does not log admin requests yet"),
+    /* Envoy's own examples set it (often to /dev/null); rejecting them for
+     * an admin log would help nobody, so it is accepted with a warning. */
+    F_("access_log_path", STRING, HERALD_F_DEPRECATED,
+       .hint = "herald does not write admin access logs yet, so it is ignored"),
+    STR("profile_path"),
+    MSG("address", address_msg),
+    UNSUP("socket_options"),
+    BOOL("ignore_global_conn_limit"),
+    UNSUP("allow_paths"),
+    END,
+};
+static const struct herald_message admin_msg = { "envoy.config.bootstrap.v3.Admin", admin_fields, NULL };
+
+static const struct herald_field bootstrap_fields[] = {
+    MSG("node", node_msg),
+    UNSUP("node_context_params"),
+    MSG("static_resources", static_resources_msg),
+    UNSUP("dynamic_resources", .hint = "xDS; herald reads static_resources only"),
+    MSG("cluster_manager", cluster_manager_msg),
+    UNSUP("hds_config"),
+    UNSUP("flags_path"),
+    UNSUP("stats_sinks"),
+    UNSUP("deferred_stat_options"),
+    ANY("stats_config", .help = "tag extraction and inclusion lists (read, not yet applied)"),
+    DUR("stats_flush_interval", .oneof = "stats_flush", .help = "default 5s"),
+    BOOL("stats_flush_on_admin", .oneof = "stats_flush"),
+    F_("watchdog", ANY, HERALD_F_DEPRECATED, .hint = "use watchdogs"),
+    ANY("watchdogs"),
+    UNSUP("tracing"),
+    ANY("layered_runtime", .help = "runtime layers (accepted; herald has no runtime keys yet)"),
+    MSG("admin", admin_msg),
+    UNSUP("overload_manager"),
+    BOOL("enable_dispatcher_stats"),
+    UNSUP("header_prefix"),
+    UINT("stats_server_version_override"),
+    UNSUP("use_tcp_for_dns_lookups"),
+    UNSUP("dns_resolution_config"),
+    UNSUP("typed_dns_resolver_config"),
+    UNSUP("bootstrap_extensions"),
+    UNSUP("fatal_actions"),
+    UNSUP("config_sources"),
+    UNSUP("default_config_source"),
+    UNSUP("default_socket_interface"),
+    UNSUP("certificate_provider_instances"),
+    UNSUP("inline_headers"),
+    UNSUP("perf_tracing_file_path"),
+    ANY("default_regex_engine"),
+    UNSUP("xds_delegate_extension"),
+    UNSUP("xds_config_tracker_extension"),
+    UNSUP("listener_manager"),
+    UNSUP("application_log_config"),
+    UNSUP("grpc_async_client_manager_config"),
+    UNSUP("memory_allocator_manager"),
+    REMOVED("runtime", "v2 field: use layered_runtime"),
+    END,
+};
+const struct herald_message schema_bootstrap = {
+    "envoy.config.bootstrap.v3.Bootstrap", bootstrap_fields, NULL,
+};

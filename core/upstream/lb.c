@@ -1,0 +1,232 @@
+/* Load balancing over one worker's snapshot of a cluster. The state here is
+ * per worker and rebuilt whenever the worker swaps in a new host set, so it
+ * needs no locking; host load (rq_active + cx_active) is read with relaxed
+ * atomic loads from the upstream code's counters.
+ *
+ * Hosts used: those of the lowest priority level that has any. There is no
+ * health checking yet, so every host is healthy and a level is never spilled
+ * over; health, panic thresholds and overprovisioning (Envoy's 1.4 factor
+ * spreading load across levels) belong in pick_level() when they come.
+ * Locality weights only matter for locality-weighted LB, which herald does
+ * not do: a host's weight is its lb_endpoint's load_balancing_weight. */
+#include <string.h>
+
+#include "common.h"
+#include "upstream/cluster.h"
+
+struct lb {
+    enum lb_policy policy;
+    struct herald_host **hosts; size_t n;  /* the level in use (no refs: the host set outlives us) */
+    uint32_t *weight;
+    bool weighted;                         /* weights differ */
+    int64_t total;                         /* sum of weights */
+    int64_t *cur;                          /* smooth weighted round robin */
+    double *dcur;                          /* LEAST_REQUEST with weights */
+    size_t next;                           /* round robin with equal weights */
+    uint64_t rng;
+    uint32_t choices;                      /* LEAST_REQUEST candidates */
+    size_t *cand;
+};
+
+/* splitmix64, to turn a small seed into a well-mixed xorshift state */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* xorshift64* */
+static uint64_t next_rand(struct lb *lb)
+{
+    uint64_t x = lb->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    lb->rng = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+/* uniform in [0, n), by multiply-high (no modulo bias worth speaking of) */
+static size_t rand_below(struct lb *lb, size_t n)
+{
+    return (size_t)(((unsigned __int128)next_rand(lb) * n) >> 64);
+}
+
+static uint64_t host_load(const struct herald_host *h)
+{
+    return atomic_load_explicit(&h->rq_active, memory_order_relaxed) +
+           atomic_load_explicit(&h->cx_active, memory_order_relaxed);
+}
+
+/* Lowest priority level with any host. Later: skip levels without healthy
+ * hosts and spread by overprovisioned health. */
+static void pick_level(struct lb *lb, const struct host_set *hs)
+{
+    uint32_t level = UINT32_MAX;
+
+    for (size_t i = 0; i < hs->nhosts; i++)
+        if (hs->hosts[i]->priority < level)
+            level = hs->hosts[i]->priority;
+    lb->hosts = xcalloc(hs->nhosts ? hs->nhosts : 1, sizeof(*lb->hosts));
+    for (size_t i = 0; i < hs->nhosts; i++)
+        if (hs->hosts[i]->priority == level)
+            lb->hosts[lb->n++] = hs->hosts[i];
+}
+
+/* nginx's smooth weighted round robin: everyone gains its weight, the
+ * richest is picked and pays the total. Picks interleave evenly. */
+static struct herald_host *pick_smooth_wrr(struct lb *lb)
+{
+    size_t best = 0;
+
+    for (size_t i = 0; i < lb->n; i++) {
+        lb->cur[i] += lb->weight[i];
+        if (lb->cur[i] > lb->cur[best])
+            best = i;
+    }
+    lb->cur[best] -= lb->total;
+    return lb->hosts[best];
+}
+
+static struct herald_host *pick_round_robin(struct lb *lb)
+{
+    if (lb->weighted)
+        return pick_smooth_wrr(lb);
+    struct herald_host *h = lb->hosts[lb->next];
+    if (++lb->next == lb->n)
+        lb->next = 0;
+    return h;
+}
+
+/* Envoy's RANDOM ignores weights; so does this. */
+static struct herald_host *pick_random(struct lb *lb)
+{
+    return lb->hosts[rand_below(lb, lb->n)];
+}
+
+/* Equal weights: the least loaded of `choices` distinct random hosts (all of
+ * them, from a random start, when there are no more hosts than choices). */
+static struct herald_host *pick_p2c(struct lb *lb)
+{
+    size_t best;
+    uint64_t best_load;
+
+    if (lb->choices >= lb->n) {
+        size_t start = rand_below(lb, lb->n);
+        best = start;
+        best_load = host_load(lb->hosts[start]);
+        for (size_t k = 1; k < lb->n && best_load; k++) {
+            size_t i = (start + k) % lb->n;
+            uint64_t l = host_load(lb->hosts[i]);
+            if (l < best_load) {
+                best = i;
+                best_load = l;
+            }
+        }
+        return lb->hosts[best];
+    }
+    for (uint32_t k = 0; k < lb->choices; k++) {
+        size_t i;
+        bool seen;
+        do {   /* choices < n, so this ends quickly */
+            i = rand_below(lb, lb->n);
+            seen = false;
+            for (uint32_t j = 0; j < k && !seen; j++)
+                seen = lb->cand[j] == i;
+        } while (seen);
+        lb->cand[k] = i;
+    }
+    best = lb->cand[0];
+    best_load = host_load(lb->hosts[best]);
+    for (uint32_t k = 1; k < lb->choices; k++) {
+        uint64_t l = host_load(lb->hosts[lb->cand[k]]);
+        if (l < best_load) {
+            best = lb->cand[k];
+            best_load = l;
+        }
+    }
+    return lb->hosts[best];
+}
+
+/* Unequal weights: Envoy schedules by weight / (active + 1)^bias (bias 1.0)
+ * with an EDF queue; smooth weighted round robin over those effective
+ * weights, recomputed on every pick, gives the same shares. O(hosts). */
+static struct herald_host *pick_weighted_least(struct lb *lb)
+{
+    double sum = 0;
+    size_t best = 0;
+
+    for (size_t i = 0; i < lb->n; i++) {
+        double eff = (double)lb->weight[i] / (double)(host_load(lb->hosts[i]) + 1);
+        sum += eff;
+        lb->dcur[i] += eff;
+        if (lb->dcur[i] > lb->dcur[best])
+            best = i;
+    }
+    lb->dcur[best] -= sum;
+    return lb->hosts[best];
+}
+
+void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed)
+{
+    struct lb *lb = xcalloc(1, sizeof(*lb));
+
+    lb->policy = cfg->lb_policy;
+    if (lb->policy != LB_LEAST_REQUEST && lb->policy != LB_RANDOM)
+        lb->policy = LB_ROUND_ROBIN;   /* hashing policies are refused by the schema */
+    lb->choices = cfg->least_request_choice_count >= 2 ? cfg->least_request_choice_count : 2;
+    lb->rng = mix64(((uint64_t)seed << 32) ^ mono_ms() ^ (uintptr_t)lb);
+    if (!lb->rng)
+        lb->rng = 1;
+    pick_level(lb, hs);
+    if (lb->n == 0)
+        return lb;
+    lb->weight = xcalloc(lb->n, sizeof(*lb->weight));
+    for (size_t i = 0; i < lb->n; i++) {
+        lb->weight[i] = lb->hosts[i]->weight ? lb->hosts[i]->weight : 1;
+        lb->total += lb->weight[i];
+        lb->weighted |= lb->weight[i] != lb->weight[0];
+    }
+    lb->cur = xcalloc(lb->n, sizeof(*lb->cur));
+    lb->dcur = xcalloc(lb->n, sizeof(*lb->dcur));
+    lb->cand = xcalloc(lb->choices, sizeof(*lb->cand));
+    /* Workers start at different points of the rotation, so N workers do not
+     * all send their first connection to the same host. */
+    if (lb->weighted)
+        for (size_t i = 0; i < seed % lb->n; i++)
+            pick_smooth_wrr(lb);
+    else
+        lb->next = seed % lb->n;
+    return lb;
+}
+
+void lb_free(void *p)
+{
+    struct lb *lb = p;
+
+    if (!lb)
+        return;
+    free(lb->hosts);
+    free(lb->weight);
+    free(lb->cur);
+    free(lb->dcur);
+    free(lb->cand);
+    free(lb);
+}
+
+struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const struct host_set *hs, uint64_t hash)
+{
+    struct lb *lb = p;
+
+    if (!lb || lb->n == 0)
+        return NULL;
+    if (lb->n == 1)
+        return lb->hosts[0];
+    switch (lb->policy) {
+    case LB_RANDOM: return pick_random(lb);
+    case LB_LEAST_REQUEST: return lb->weighted ? pick_weighted_least(lb) : pick_p2c(lb);
+    default: return pick_round_robin(lb);
+    }
+}
