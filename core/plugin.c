@@ -143,7 +143,8 @@ static void load_one(const char *path)
         dlclose(h);
         return;
     }
-    if (d->kind != HERALD_PLUGIN_NETWORK_FILTER && d->kind != HERALD_PLUGIN_LISTENER_FILTER) {
+    if (d->kind != HERALD_PLUGIN_NETWORK_FILTER && d->kind != HERALD_PLUGIN_LISTENER_FILTER &&
+        (d->kind != HERALD_PLUGIN_HTTP_FILTER || d->abi_minor < 1)) {
         reject(path, claimed, xasprintf("%s plugins are not supported by SDK ABI %u.%u", kind_name(d->kind),
                                         HERALD_ABI_MAJOR, HERALD_ABI_MINOR));
         dlclose(h);

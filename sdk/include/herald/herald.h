@@ -14,6 +14,7 @@
 #include "herald/listener_filter.h"
 #include "herald/upstream.h"
 #include "herald/access_log.h"
+#include "herald/http.h"
 #include "herald/plugin.h"
 
 #endif

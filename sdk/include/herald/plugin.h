@@ -24,14 +24,15 @@ extern "C" {
 enum herald_plugin_kind {
     HERALD_PLUGIN_NETWORK_FILTER = 1,
     HERALD_PLUGIN_LISTENER_FILTER = 2,
-    HERALD_PLUGIN_HTTP_FILTER = 3, /* reserved: the HTTP filter API comes with SDK 1.1 */
+    HERALD_PLUGIN_HTTP_FILTER = 3,     /* since SDK 1.1: ops are struct herald_http_filter_ops */
 };
 
 /* Bits of build_signature: what the plugin's compiler assumed. */
 #define HERALD_SIG_PTR64 0x01u
 #define HERALD_BUILD_SIGNATURE ((sizeof(void *) == 8 ? HERALD_SIG_PTR64 : 0u))
 
-#define HERALD_PLUGIN_TERMINAL 0x01u /* must be the last filter of its chain (tcp_proxy, http_connection_manager) */
+#define HERALD_PLUGIN_TERMINAL 0x01u /* must be the last filter of its chain (tcp_proxy, http_connection_manager,
+                                        router) */
 
 struct herald_plugin {
     uint32_t magic;
@@ -48,7 +49,7 @@ struct herald_plugin {
     const char *version;             /* the plugin's own version */
     const char *description;         /* one line */
     const struct herald_message *config_schema; /* checked before config_create; NULL: any */
-    const void *ops;                 /* struct herald_{network,listener}_filter_ops, by kind */
+    const void *ops;                 /* struct herald_{network,listener,http}_filter_ops, by kind */
 };
 
 #define HERALD_PLUGIN(...)                                        \

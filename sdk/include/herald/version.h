@@ -5,12 +5,15 @@
  *   1.0  2026-11-27  first SDK: network + listener filters, buffers, config
  *                    tree and schema, clusters and upstream connections,
  *                    timers, stats, logging.
+ *   1.1  2026-11-27  HTTP: header maps, HTTP filters and streams, routes,
+ *                    upstream HTTP requests, the connection manager service
+ *                    (herald/http.h); zero-copy forwarding (herald_conn_splice).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 0
+#define HERALD_ABI_MINOR 1
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))

@@ -1,0 +1,255 @@
+/* herald SDK 1.1: HTTP. Header maps, HTTP filters and the stream they sit
+ * on, the route a request matched, and HTTP requests to upstream clusters
+ * through the core's connection pools.
+ *
+ * The HTTP machinery (codecs, the connection manager that runs the filter
+ * chain, the route table, upstream pools) lives in the core, as Envoy keeps
+ * it in source/common; the plugins are the policy on top: the
+ * envoy.filters.network.http_connection_manager plugin is a thin network
+ * filter that hands its connection to a herald_http_cm, `router` is the
+ * terminal HTTP filter, `rbac` a decoder filter.
+ *
+ * Life cycle of an HTTP filter (all but config_* on the stream's worker):
+ *   config_create(typed_config)     main thread, once per filter config
+ *   session_new(conf, stream)       once per request
+ *   decode_headers [decode_data*] [decode_trailers]   request, in config order
+ *   encode_headers [encode_data*] [encode_trailers]   response, in reverse order
+ *   on_complete                     just before the access log
+ *   session_destroy
+ */
+#ifndef HERALD_HTTP_H
+#define HERALD_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/buffer.h"
+#include "herald/config.h"
+#include "herald/network_filter.h"
+#include "herald/upstream.h"
+#include "herald/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ header maps
+ * Ordered, case-insensitive names; several values per name allowed. The
+ * pseudo-headers :method :path :authority :scheme :status are ordinary
+ * entries (HTTP/1 requests get :authority from Host and :scheme from the
+ * transport). Strings passed in are copied. */
+struct herald_headers;
+
+HERALD_EXPORT struct herald_headers *herald_headers_new(void);
+HERALD_EXPORT void herald_headers_free(struct herald_headers *h);
+HERALD_EXPORT size_t herald_headers_count(const struct herald_headers *h);
+/* Entry i in order; false past the end. */
+HERALD_EXPORT bool herald_headers_at(const struct herald_headers *h, size_t i, const char **name,
+                                     const char **value);
+/* First value of name, or NULL. */
+HERALD_EXPORT const char *herald_headers_get(const struct herald_headers *h, const char *name);
+HERALD_EXPORT void herald_headers_add(struct herald_headers *h, const char *name, const char *value);
+/* Replaces every value of name with one. */
+HERALD_EXPORT void herald_headers_set(struct herald_headers *h, const char *name, const char *value);
+/* Removes every value of name; returns how many. */
+HERALD_EXPORT size_t herald_headers_remove(struct herald_headers *h, const char *name);
+
+/* ------------------------------------------------------------ streams */
+struct herald_http_stream; /* one request/response exchange on a downstream connection */
+struct herald_route;       /* the route entry the request matched (immutable) */
+
+enum herald_http_status {
+    HERALD_HTTP_CONTINUE = 0,        /* go on with the next filter */
+    HERALD_HTTP_STOP = 1,            /* headers: stop here (data keeps coming to this filter);
+                                        data: drop nothing, ask for more (nothing buffered) */
+    HERALD_HTTP_STOP_AND_BUFFER = 2, /* data: keep it buffered here until continue (413/500 past the
+                                        buffer limit) */
+};
+
+enum herald_http_protocol { HERALD_HTTP10 = 0, HERALD_HTTP11, HERALD_HTTP2 };
+
+HERALD_EXPORT struct herald_conn *herald_http_stream_conn(struct herald_http_stream *s);
+HERALD_EXPORT enum herald_http_protocol herald_http_stream_protocol(const struct herald_http_stream *s);
+HERALD_EXPORT const struct herald_headers *herald_http_stream_request_headers(const struct herald_http_stream *s);
+HERALD_EXPORT uint64_t herald_http_stream_id(const struct herald_http_stream *s);
+/* The client's address as the connection manager decided it (use_remote_address,
+ * x-forwarded-for and xff_num_trusted_hops), "ip" without port. */
+HERALD_EXPORT const char *herald_http_stream_downstream_address(const struct herald_http_stream *s);
+
+/* The route for the current request headers (cached; recomputed after
+ * herald_http_stream_clear_route_cache). NULL: no route (a 404 is due). */
+HERALD_EXPORT const struct herald_route *herald_http_stream_route(struct herald_http_stream *s);
+HERALD_EXPORT void herald_http_stream_clear_route_cache(struct herald_http_stream *s);
+
+/* Answers the request from here: the remaining decoder filters are skipped,
+ * the encoder filters already passed run on the reply. details goes to
+ * %RESPONSE_CODE_DETAILS%; flags (e.g. "NR", "UH") to %RESPONSE_FLAGS%. */
+HERALD_EXPORT void herald_http_stream_send_local_reply(struct herald_http_stream *s, int status, const char *body,
+                                                       const char *details, const char *flags);
+/* After HERALD_HTTP_STOP*: resume with the filter after this one. */
+HERALD_EXPORT void herald_http_stream_continue_decoding(struct herald_http_stream *s);
+HERALD_EXPORT void herald_http_stream_continue_encoding(struct herald_http_stream *s);
+
+/* For the terminal filter (router): emit the response into the encoder
+ * chain. headers are taken over (freed by the core). */
+HERALD_EXPORT void herald_http_stream_encode_headers(struct herald_http_stream *s, struct herald_headers *headers,
+                                                     bool end_stream);
+HERALD_EXPORT void herald_http_stream_encode_data(struct herald_http_stream *s, struct herald_buf *data,
+                                                  bool end_stream);
+HERALD_EXPORT void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers);
+/* Flow control for the terminal filter: the downstream cannot take more
+ * response bytes now (pause the upstream) / can again. Delivered through
+ * on_watermark below. Returns true while the response side is over its limit. */
+HERALD_EXPORT bool herald_http_stream_encode_blocked(const struct herald_http_stream *s);
+/* Stops/starts reading more request body from the downstream (backpressure
+ * from an upstream that is not taking it). */
+HERALD_EXPORT void herald_http_stream_pause_decoding(struct herald_http_stream *s, bool pause);
+/* Resets the stream (e.g. upstream reset after the response started). */
+HERALD_EXPORT void herald_http_stream_reset(struct herald_http_stream *s);
+
+/* What the access log and later filters see. */
+HERALD_EXPORT void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *cluster,
+                                                   const char *host);
+HERALD_EXPORT void herald_http_stream_add_response_flag(struct herald_http_stream *s, const char *flag);
+HERALD_EXPORT int herald_http_stream_metadata_set(struct herald_http_stream *s, const char *ns, const char *key,
+                                                  const char *value);
+HERALD_EXPORT const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, const char *ns,
+                                                          const char *key);
+
+struct herald_http_filter_ops {
+    size_t size;
+    int (*config_create)(const struct herald_cfg *typed_config, const struct herald_filter_env *env,
+                         void **conf, char **err);
+    void (*config_destroy)(void *conf);
+    void *(*session_new)(void *conf, struct herald_http_stream *s); /* NULL: 500 */
+    void (*session_destroy)(void *session);
+    enum herald_http_status (*decode_headers)(void *session, struct herald_headers *headers, bool end_stream);
+    enum herald_http_status (*decode_data)(void *session, struct herald_buf *data, bool end_stream);
+    enum herald_http_status (*decode_trailers)(void *session, struct herald_headers *trailers);
+    enum herald_http_status (*encode_headers)(void *session, struct herald_headers *headers, bool end_stream);
+    enum herald_http_status (*encode_data)(void *session, struct herald_buf *data, bool end_stream);
+    enum herald_http_status (*encode_trailers)(void *session, struct herald_headers *trailers);
+    /* The downstream's response side went over (true) / under (false) its limit. */
+    void (*on_watermark)(void *session, bool above);
+    /* The stream ends (reset or complete) before the access log is written;
+     * cancel outstanding work here: no stream call is allowed after it. */
+    void (*on_complete)(void *session);
+};
+
+/* ------------------------------------------------------------ routes
+ * Read-only views of the matched route (RouteConfiguration, VirtualHost,
+ * Route, RouteAction, RedirectAction, DirectResponseAction). */
+enum herald_route_kind { HERALD_ROUTE_FORWARD = 0, HERALD_ROUTE_REDIRECT, HERALD_ROUTE_DIRECT_RESPONSE };
+
+HERALD_EXPORT enum herald_route_kind herald_route_kind(const struct herald_route *r);
+HERALD_EXPORT const char *herald_route_name(const struct herald_route *r);
+HERALD_EXPORT const char *herald_route_vhost_name(const struct herald_route *r);
+/* FORWARD: the cluster for these request headers (cluster, cluster_header or
+ * a weighted pick with `random`); NULL when cluster_header is absent. */
+HERALD_EXPORT const char *herald_route_cluster(const struct herald_route *r, const struct herald_headers *req,
+                                               uint64_t random);
+HERALD_EXPORT int herald_route_cluster_not_found_code(const struct herald_route *r); /* 503 default */
+HERALD_EXPORT uint64_t herald_route_timeout_ms(const struct herald_route *r);        /* 15000; 0 = none */
+HERALD_EXPORT uint64_t herald_route_idle_timeout_ms(const struct herald_route *r);   /* 0 = HCM's */
+/* Rewrites the request for the upstream: prefix_rewrite / regex_rewrite of
+ * :path, host_rewrite_literal (auto_host_rewrite needs the host: pass it,
+ * or NULL), and the request_headers_to_add/remove of the route, vhost and
+ * route config. */
+HERALD_EXPORT void herald_route_apply_request(const struct herald_route *r, struct herald_headers *req,
+                                              const char *upstream_hostname);
+/* response_headers_to_add/remove of the route, vhost and route config (the
+ * connection manager applies them to every response on a matched route). */
+HERALD_EXPORT void herald_route_apply_response(const struct herald_route *r, struct herald_headers *resp);
+
+struct herald_retry_policy {
+    uint32_t num_retries;            /* 0: no retries */
+    unsigned on;                     /* HERALD_RETRY_* bits */
+    uint64_t per_try_timeout_ms;     /* 0: the route's timeout */
+    uint64_t backoff_base_ms, backoff_max_ms;
+    const uint32_t *retriable_status_codes; size_t nretriable_status_codes;
+};
+#define HERALD_RETRY_5XX             0x01u
+#define HERALD_RETRY_GATEWAY_ERROR   0x02u
+#define HERALD_RETRY_CONNECT_FAILURE 0x04u
+#define HERALD_RETRY_RESET           0x08u
+#define HERALD_RETRY_RETRIABLE_CODES 0x10u
+#define HERALD_RETRY_RETRIABLE_4XX   0x20u
+#define HERALD_RETRY_REFUSED_STREAM  0x40u
+/* The route's policy, or the vhost's; NULL when neither has one. */
+HERALD_EXPORT const struct herald_retry_policy *herald_route_retry_policy(const struct herald_route *r);
+/* REDIRECT: the Location for this request and the status (301 default). */
+HERALD_EXPORT char *herald_route_redirect_location(const struct herald_route *r, const struct herald_headers *req,
+                                                   const char *scheme); /* malloc'd */
+HERALD_EXPORT int herald_route_redirect_code(const struct herald_route *r);
+/* DIRECT_RESPONSE: status and body (may be NULL). */
+HERALD_EXPORT int herald_route_direct_status(const struct herald_route *r);
+HERALD_EXPORT const char *herald_route_direct_body(const struct herald_route *r, size_t *len);
+/* upgrade_configs: whether this route allows `upgrade_type` (e.g. "websocket"). */
+HERALD_EXPORT bool herald_route_upgrade_allowed(const struct herald_route *r, const char *upgrade_type);
+
+/* ------------------------------------------------------------ upstream requests
+ * An HTTP request to a host of a cluster, over a connection from the
+ * calling worker's pool for (cluster, host, protocol). The pool enforces
+ * circuit breakers (max_pending_requests, max_requests: overflow answered
+ * through on_reset with HERALD_UPSTREAM_RESET_OVERFLOW) and connection
+ * reuse (max_requests_per_connection, idle timeout). */
+struct herald_http_upstream;
+
+enum herald_upstream_reset {
+    HERALD_UPSTREAM_RESET_CONNECT_FAILURE = 0, /* could not connect (or timed out connecting) */
+    HERALD_UPSTREAM_RESET_OVERFLOW,            /* circuit breaker */
+    HERALD_UPSTREAM_RESET_REMOTE,              /* the connection closed or reset mid-exchange */
+    HERALD_UPSTREAM_RESET_PROTOCOL,            /* the upstream's response was not valid HTTP */
+    HERALD_UPSTREAM_RESET_LOCAL,               /* we cancelled it */
+};
+
+struct herald_http_upstream_cbs {
+    size_t size;
+    /* The request can be sent (a connection is bound). */
+    void (*on_ready)(void *arg);
+    void (*on_headers)(void *arg, struct herald_headers *headers, bool end_stream); /* taken over */
+    void (*on_data)(void *arg, struct herald_buf *data, bool end_stream);
+    void (*on_trailers)(void *arg, struct herald_headers *trailers);               /* taken over */
+    /* Failure before or during the exchange; the upstream request is gone after it. */
+    void (*on_reset)(void *arg, enum herald_upstream_reset why);
+    /* The request body side: the upstream connection is over its high watermark
+     * (stop feeding) / drained (feed again). */
+    void (*on_watermark)(void *arg, bool above);
+};
+
+/* Starts a request to h (chosen with herald_cluster_choose_host). The
+ * headers are sent once on_ready fires: call herald_http_upstream_send_headers
+ * from there (or right away: it queues). */
+HERALD_EXPORT struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *c, struct herald_host *h,
+                                                                   const struct herald_http_upstream_cbs *cbs,
+                                                                   void *arg);
+HERALD_EXPORT void herald_http_upstream_send_headers(struct herald_http_upstream *u, struct herald_headers *headers,
+                                                     bool end_stream); /* taken over */
+HERALD_EXPORT void herald_http_upstream_send_data(struct herald_http_upstream *u, struct herald_buf *data,
+                                                  bool end_stream);
+HERALD_EXPORT void herald_http_upstream_send_trailers(struct herald_http_upstream *u, struct herald_headers *trailers);
+HERALD_EXPORT void herald_http_upstream_pause_reading(struct herald_http_upstream *u, bool pause);
+/* Cancels (no callback follows) or, after a complete response, releases the
+ * connection to the pool. */
+HERALD_EXPORT void herald_http_upstream_free(struct herald_http_upstream *u);
+HERALD_EXPORT const struct herald_host *herald_http_upstream_host(const struct herald_http_upstream *u);
+
+/* ------------------------------------------------------------ the connection manager
+ * For the http_connection_manager plugin: the core's HTTP connection
+ * manager, built from an HttpConnectionManager config (already checked
+ * against the plugin's schema), run on a downstream connection. */
+struct herald_http_cm;
+
+HERALD_EXPORT struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *config,
+                                                           const struct herald_filter_env *env, char **err);
+HERALD_EXPORT void herald_http_cm_destroy(struct herald_http_cm *cm);
+HERALD_EXPORT void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *c);
+HERALD_EXPORT void herald_http_cm_session_destroy(void *session);
+HERALD_EXPORT enum herald_status herald_http_cm_on_read(void *session, struct herald_buf *data, bool end_stream);
+HERALD_EXPORT void herald_http_cm_on_event(void *session, enum herald_conn_event ev);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
