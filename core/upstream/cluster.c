@@ -39,6 +39,7 @@ struct cluster_target {
     bool literal;                      /* IP address or pipe: no DNS */
     bool answered;                     /* first answer in (success or failure) */
     bool first_only;                   /* LOGICAL_DNS: the first address only */
+    bool failing;                      /* last lookup failed (warn once per outage) */
     struct dns_query *query;           /* in flight */
     struct event *timer;               /* next refresh */
     struct herald_host **hosts; size_t nhosts;
@@ -294,14 +295,20 @@ static void on_resolved(void *arg, int err, const struct dns_addr *addrs, size_t
     t->query = NULL;
     if (err) {
         herald_stat_inc(cl->stats.update_failure);
-        log_warn("upstream", "cluster '%s': cannot resolve %s: %s%s", cl->cfg->name, t->name,
-                 dns_strerror(err), t->nhosts ? " (keeping the previous hosts)" : "");
+        HERALD_LOGF(t->failing ? HERALD_LOG_DEBUG : HERALD_LOG_WARN, "upstream",
+                    "cluster '%s': cannot resolve %s: %s%s", cl->cfg->name, t->name, dns_strerror(err),
+                    t->nhosts ? " (keeping the previous hosts)" : "");
+        t->failing = true;
     } else {
+        if (t->failing)
+            log_info("upstream", "cluster '%s': %s resolves again", cl->cfg->name, t->name);
+        t->failing = false;
         herald_stat_inc(cl->stats.update_success);
         if (t->first_only)
             n = 1;
         if (target_set_addrs(t, addrs, n)) {
-            log_debug("upstream", "cluster '%s': %s now has %zu addresses", cl->cfg->name, t->name, t->nhosts);
+            log_debug("upstream", "cluster '%s': %s now has %zu addresses", cl->cfg->name, t->name,
+                      t->nhosts);
             publish(cl);
         } else {
             herald_stat_inc(cl->stats.update_no_rebuild);
@@ -390,6 +397,10 @@ static int cluster_setup(struct cluster *cl, struct cluster_cfg *cfg, unsigned i
     cl->index = index;
     atomic_init(&cl->cx_active, 0);
     stats_init_cluster(cl);
+    if (cfg->respect_dns_ttl && cfg->type != CLUSTER_STATIC)
+        diag_warn(d, cfg->node, "cluster '%s': respect_dns_ttl is not supported (the resolver does not "
+                  "report TTLs); names are re-resolved every dns_refresh_rate (%llu ms)", cfg->name,
+                  (unsigned long long)refresh_ms(cl));
 
     size_t n = 0;
     for (size_t i = 0; i < cfg->nlocalities; i++)
@@ -557,7 +568,9 @@ static const struct host_stat host_stats[] = {
 
 static uint64_t host_stat_value(const struct herald_host *h, const struct host_stat *s)
 {
-    return atomic_load_explicit((const atomic_uint_fast64_t *)((const char *)h + s->off), memory_order_relaxed);
+    const atomic_uint_fast64_t *v = (const atomic_uint_fast64_t *)((const char *)h + s->off);
+
+    return atomic_load_explicit(v, memory_order_relaxed);
 }
 
 static void dump_text(struct evbuffer *out)
@@ -570,7 +583,8 @@ static void dump_text(struct evbuffer *out)
         evbuffer_add_printf(out, "%s::observability_name::%s\n", name, name);
         for (int p = 0; p < 2; p++) {
             const struct thresholds_cfg *th = &cl->cfg->thresholds[p];
-            evbuffer_add_printf(out, "%s::%s::max_connections::%u\n", name, prio_names[p], th->max_connections);
+            evbuffer_add_printf(out, "%s::%s::max_connections::%u\n", name, prio_names[p],
+                                th->max_connections);
             evbuffer_add_printf(out, "%s::%s::max_pending_requests::%u\n", name, prio_names[p],
                                 th->max_pending_requests);
             evbuffer_add_printf(out, "%s::%s::max_requests::%u\n", name, prio_names[p], th->max_requests);

@@ -117,7 +117,8 @@ void host_put(struct herald_host *h);
  * it). seed: the worker index, so that workers start at different hosts. */
 void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed);
 void lb_free(void *lb);
-struct herald_host *lb_choose(void *lb, const struct cluster_cfg *cfg, const struct host_set *hs, uint64_t hash);
+struct herald_host *lb_choose(void *lb, const struct cluster_cfg *cfg, const struct host_set *hs,
+                              uint64_t hash);
 /* LEAST_REQUEST compares hosts by their rq_active + cx_active (relaxed atomics
  * kept by the upstream code), so no per-request bookkeeping is needed here. */
 

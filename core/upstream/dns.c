@@ -59,7 +59,8 @@ static void deliver(struct dns_query *q, int err, struct evutil_addrinfo *res)
         int fam = keep_family(q->family, have4, have6);
         for (struct evutil_addrinfo *ai = res; ai; ai = ai->ai_next) {
             if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-                (fam != AF_UNSPEC && ai->ai_family != fam) || ai->ai_addrlen > sizeof(struct sockaddr_storage))
+                (fam != AF_UNSPEC && ai->ai_family != fam) ||
+                ai->ai_addrlen > sizeof(struct sockaddr_storage))
                 continue;
             bool dup = false;
             for (size_t i = 0; i < n && !dup; i++)

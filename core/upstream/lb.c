@@ -216,7 +216,8 @@ void lb_free(void *p)
     free(lb);
 }
 
-struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const struct host_set *hs, uint64_t hash)
+struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const struct host_set *hs,
+                              uint64_t hash)
 {
     struct lb *lb = p;
 
