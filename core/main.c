@@ -72,6 +72,16 @@ static int parse_uint(const char *opt, const char *s, unsigned long max, unsigne
     return 0;
 }
 
+/* libevent's own messages (e.g. "Nameserver ... has failed") go to our log. */
+static void libevent_log(int severity, const char *msg)
+{
+    enum herald_log_level l = severity == EVENT_LOG_DEBUG ? HERALD_LOG_DEBUG
+                              : severity == EVENT_LOG_MSG ? HERALD_LOG_INFO
+                              : severity == EVENT_LOG_WARN ? HERALD_LOG_WARN
+                                                           : HERALD_LOG_ERROR;
+    herald_log(l, "libevent", "%s", msg);
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {.drain_time_ms = 5000, .argc = argc, .argv = argv};
@@ -80,6 +90,7 @@ int main(int argc, char **argv)
     unsigned long v;
     int c;
     evthread_use_pthreads();
+    event_set_log_callback(libevent_log);
     while ((c = getopt_long(argc, argv, "c:l:h", long_opts, NULL)) != -1) {
         switch (c) {
         case 'c': o.config_path = optarg; break;
