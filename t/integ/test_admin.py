@@ -1,0 +1,144 @@
+"""The admin interface as an operator reads it, and clean shutdown (signals,
+/quitquitquit) with traffic in flight."""
+
+import json
+import re
+import signal
+import time
+
+import pytest
+
+from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_for
+
+PROM_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? '
+                         r'(-?[0-9.]+([eE][-+]?[0-9]+)?|NaN|[-+]Inf)$')
+
+
+@pytest.fixture
+def proxy(herald, upstreams, port, tmp_path):
+    """herald with a listener in front of a ROUND_ROBIN cluster of 4 backends,
+    after one proxied connection."""
+    backends = [upstreams(EchoServer, tag="backend-%d" % i) for i in range(4)]
+    lport = port()
+    addr_file = tmp_path / "admin.addr"
+    h = herald(bootstrap([tcp_listener(lport, "rr", stat_prefix="front", name="front")],
+                         [cluster("rr", [b.addr for b in backends])]),
+               args=["--admin-address-path", str(addr_file)])
+    s = connect(lport)
+    assert recv_line(s).startswith(b"backend-")
+    s.close()
+    h.wait_stat("cluster.rr.upstream_cx_total", lambda v: v >= 1)
+    h.lport, h.backends, h.addr_file = lport, backends, addr_file
+    return h
+
+
+def test_admin_address_path(proxy):
+    assert proxy.addr_file.read_text().strip() == "127.0.0.1:%d" % proxy.admin_port
+
+
+def test_ready(proxy):
+    status, body = proxy.admin_get("/ready")
+    assert (status, body.strip()) == (200, "LIVE")
+
+
+def test_stats_text(proxy):
+    status, body = proxy.admin_get("/stats")
+    assert status == 200
+    lines = [line for line in body.splitlines() if line.strip()]
+    bad = [line for line in lines if not re.match(r"^\S+: \S", line)]
+    assert not bad, "lines not 'name: value': %r" % bad[:5]
+    stats = proxy.stats()
+    assert stats["cluster.rr.upstream_cx_total"] == 1
+    assert stats["tcp.front.downstream_cx_total"] == 1
+    listener = [v for k, v in stats.items()
+                if k.startswith("listener.") and k.endswith("_%d.downstream_cx_total" % proxy.lport)]
+    assert listener == [1], "listener.<addr>.downstream_cx_total for port %d: %r" % (proxy.lport, listener)
+
+
+def test_stats_json(proxy):
+    status, body = proxy.admin_get("/stats?format=json")
+    assert status == 200
+    doc = json.loads(body)
+    values = {s["name"]: s["value"] for s in doc["stats"] if "name" in s and "value" in s}
+    assert values["cluster.rr.upstream_cx_total"] == 1
+    assert values["tcp.front.downstream_cx_total"] == 1
+
+
+def test_stats_prometheus(proxy):
+    status, body = proxy.admin_get("/stats/prometheus")
+    assert status == 200
+    samples = []
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            assert not line or re.match(r"^# (TYPE|HELP) [a-zA-Z_:][a-zA-Z0-9_:]* ", line), line
+            continue
+        assert PROM_SAMPLE.match(line), "not a Prometheus sample: %r" % line
+        samples.append(line)
+    assert samples
+    assert any(line.startswith("envoy_") for line in samples)
+    cx = [line for line in samples if "upstream_cx_total" in line and "rr" in line]
+    assert cx and cx[0].endswith(" 1"), "cluster rr upstream_cx_total missing or wrong: %r" % cx
+    status2, body2 = proxy.admin_get("/stats?format=prometheus")
+    assert status2 == 200 and body2.splitlines()[:3] == body.splitlines()[:3]
+
+
+def test_clusters_lists_hosts(proxy):
+    status, body = proxy.admin_get("/clusters")
+    assert status == 200
+    for b in proxy.backends:
+        assert "rr::127.0.0.1:%d::" % b.port in body, "host %d missing from /clusters:\n%s" % (b.port, body[:2000])
+
+
+def test_server_info(proxy):
+    status, body = proxy.admin_get("/server_info")
+    assert status == 200
+    info = json.loads(body)
+    assert info["state"] == "LIVE"
+    assert "version" in info
+
+
+def test_listeners(proxy):
+    status, body = proxy.admin_get("/listeners")
+    assert status == 200
+    assert "front" in body and "127.0.0.1:%d" % proxy.lport in body, body
+
+
+def test_help_and_config_dump(proxy):
+    status, body = proxy.admin_get("/help")
+    assert status == 200
+    for ep in ("/stats", "/clusters", "/ready", "/quitquitquit"):
+        assert ep in body
+    status, body = proxy.admin_get("/config_dump")
+    assert status == 200
+    json.loads(body)
+
+
+def test_quitquitquit(proxy):
+    status, _ = proxy.admin_get("/quitquitquit")
+    assert status == 400, "GET /quitquitquit must not shut herald down"
+    assert proxy.alive()
+    status, _ = proxy.admin_post("/quitquitquit")
+    assert status == 200
+    assert proxy.wait_exit(10) == 0, "herald did not exit 0 after POST /quitquitquit"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_with_active_connection_exits_within_drain_time(herald, upstreams, port, sig):
+    backend = upstreams(EchoServer, tag="b")
+    lport = port()
+    drain = 2
+    h = herald(bootstrap([tcp_listener(lport, "c")], [cluster("c", [backend.addr])]), drain_time=drain)
+    s = connect(lport)
+    assert recv_line(s) == b"b"
+    s.sendall(b"in flight\n")
+    assert recv_line(s) == b"in flight"
+    assert wait_for(lambda: h.stat("cluster.c.upstream_cx_active") == 1, 5)
+    t0 = time.monotonic()
+    h.signal(sig)
+    rc = h.wait_exit(drain + 5)
+    elapsed = time.monotonic() - t0
+    assert rc is not None, "herald still running %d s after %s with drain time %d s" % (drain + 5, sig.name, drain)
+    assert rc == 0
+    assert elapsed < drain + 3, "exit took %.1f s with drain time %d s" % (elapsed, drain)
+    assert closed_by_peer(s, 2), "the proxied connection was not closed"
+    s.close()

@@ -1,0 +1,97 @@
+"""Upstream failures and discovery: refused connections, connect retries
+over hosts, STRICT_DNS / LOGICAL_DNS clusters and a name that never
+resolves."""
+
+import socket
+import time
+
+from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener
+
+
+def test_refused_upstream_closes_downstream(herald, port):
+    dead = port()  # nothing listens there
+    lport = port()
+    h = herald(bootstrap([tcp_listener(lport, "dead")], [cluster("dead", [("127.0.0.1", dead)])]))
+    for _ in range(3):
+        s = connect(lport)
+        assert closed_by_peer(s, 5), "herald kept the downstream open after the upstream refused"
+        s.close()
+    assert h.wait_stat("cluster.dead.upstream_cx_connect_fail", lambda v: v >= 3) >= 3
+
+
+def test_max_connect_attempts_tries_next_host(herald, upstreams, port):
+    good = upstreams(EchoServer, tag="good")
+    dead = port()
+    lport = port()
+    cfg = bootstrap([tcp_listener(lport, "two", max_connect_attempts=2)],
+                    [cluster("two", [("127.0.0.1", dead), good.addr])])
+    h = herald(cfg)
+    for i in range(6):
+        s = connect(lport)
+        try:
+            assert recv_line(s) == b"good", "connection %d did not reach the live host" % i
+            s.sendall(b"x\n")
+            assert recv_line(s) == b"x"
+        finally:
+            s.close()
+    # Round robin sends every other first attempt to the refusing host.
+    assert h.wait_stat("cluster.two.upstream_cx_connect_fail", lambda v: v >= 3) >= 3
+    assert good.accepted == 6
+
+
+def dns_cluster(name, type, host, port_):
+    return cluster(name, [(host, port_)], type=type, dns_lookup_family="V4_ONLY", dns_refresh_rate="1s")
+
+
+def check_dns_cluster(herald, upstreams, port, type):
+    backend = upstreams(EchoServer, tag="via-dns")
+    lport = port()
+    cfg = bootstrap([tcp_listener(lport, "dns")], [dns_cluster("dns", type, "localhost", backend.port)])
+    h = herald(cfg)  # waits for /ready == 200: after the first resolution
+    status, body = h.admin_get("/ready")
+    assert (status, body.strip()) == (200, "LIVE")
+    for _ in range(3):
+        s = connect(lport)
+        try:
+            assert recv_line(s) == b"via-dns"
+        finally:
+            s.close()
+    assert backend.accepted == 3
+
+
+def test_strict_dns_localhost(herald, upstreams, port):
+    check_dns_cluster(herald, upstreams, port, "STRICT_DNS")
+
+
+def test_logical_dns_localhost(herald, upstreams, port):
+    check_dns_cluster(herald, upstreams, port, "LOGICAL_DNS")
+
+
+def test_unresolvable_name_does_not_block_startup(herald, port, report):
+    """As in Envoy, a STRICT_DNS cluster is initialized once its name has
+    answered, even with a failure: start-up never waits on it. While it
+    waits, /ready is 503 and names the cluster; connections close at once."""
+    lport = port()
+    cfg = bootstrap([tcp_listener(lport, "nowhere")],
+                    [dns_cluster("nowhere", "STRICT_DNS", "nonexistent.invalid", 9)])
+    h = herald(cfg, wait="admin")
+    status, body = h.admin_get("/ready")
+    if status != 200:
+        assert status == 503 and "nowhere" in body, \
+            "/ready while resolving: %s %r (expected 503 naming the cluster)" % (status, body)
+    # The listener is up as soon as the admin answers, resolved or not.
+    t0 = time.monotonic()
+    try:
+        s = connect(lport, timeout=2)
+    except (ConnectionRefusedError, socket.timeout) as e:
+        raise AssertionError("listener not accepting while the cluster resolves: %r" % e)
+    assert time.monotonic() - t0 < 1.0
+    assert closed_by_peer(s, 10), "connection to a cluster with no hosts was not closed"
+    s.close()
+    assert h.wait_stat("cluster.nowhere.upstream_cx_none_healthy", lambda v: v >= 1) >= 1
+    failures = h.wait_stat("cluster.nowhere.update_failure", lambda v: v >= 1, timeout=10)
+    status2, body2 = h.admin_get("/ready")
+    report("unresolvable STRICT_DNS: /ready %s at start, %s after %s failed resolution(s)"
+           % (status, status2, failures))
+    assert failures and failures >= 1, "the failed resolution was not counted (update_failure)"
+    assert h.stat("cluster.nowhere.membership_total") == 0
