@@ -44,6 +44,7 @@ static void worker_finish(struct worker *w, void *arg)
     conn_close_all(w);
     upstream_close_all(w);
     listeners_worker_teardown(w);
+    splice_worker_cleanup();
     cluster_worker_free(w);
     struct timeval grace = {0, 50000};
     w->stopping = true;

@@ -28,9 +28,14 @@
 #include "net/listener.h"
 #include "worker.h"
 
+/* One event per connection does all deferred work (fewer allocations per
+ * connection: idle connections are what a proxy has most of). */
+#define DEFER_FREE 0x1u               /* destruction */
+#define DEFER_READ 0x2u               /* re-read of buffered input after a resume */
+
 struct conn_extra {
-    struct event *free_ev;            /* deferred destruction */
-    struct event *redispatch_ev;      /* deferred re-read of buffered input */
+    struct event *deferred;
+    unsigned work;                    /* DEFER_* */
 };
 
 /* The extra events live right after the connection in one allocation. */
@@ -166,9 +171,8 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void redispatch(evutil_socket_t fd, short what, void *arg)
+static void redispatch(struct herald_conn *c)
 {
-    struct herald_conn *c = arg;
     if (c->closing || paused(c))
         return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -178,16 +182,20 @@ static void redispatch(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void free_conn(evutil_socket_t fd, short what, void *arg)
+static void defer(struct herald_conn *c, unsigned work)
 {
-    struct herald_conn *c = arg;
+    extra(c)->work |= work;
+    event_active(extra(c)->deferred, EV_READ, 0);
+}
+
+static void free_conn(struct herald_conn *c)
+{
     struct worker *w = c->worker;
     for (size_t i = c->chain->nfilters; i-- > 0;)
         if (c->sessions[i] && c->chain->filters[i].ops->session_destroy)
             c->chain->filters[i].ops->session_destroy(c->sessions[i]);
     bufferevent_free(c->bev);
-    event_free(extra(c)->free_ev);
-    event_free(extra(c)->redispatch_ev);
+    event_free(extra(c)->deferred);
     if (c->link.prev)
         c->link.prev->link.next = c->link.next;
     else
@@ -207,9 +215,20 @@ static void free_conn(evutil_socket_t fd, short what, void *arg)
     free(c);
 }
 
+static void run_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_conn *c = arg;
+    unsigned work = extra(c)->work;
+    extra(c)->work &= DEFER_FREE; /* a free stays requested */
+    if (work & DEFER_FREE)
+        free_conn(c);
+    else if (work & DEFER_READ)
+        redispatch(c);
+}
+
 static void finalize(struct herald_conn *c, bool reset)
 {
-    if (event_pending(extra(c)->free_ev, EV_TIMEOUT, NULL))
+    if (extra(c)->work & DEFER_FREE)
         return;
     c->closing = true;
     c->flush_close = false;
@@ -222,8 +241,7 @@ static void finalize(struct herald_conn *c, bool reset)
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
     raise_event(c, c->remote_closed ? HERALD_EV_REMOTE_CLOSE : HERALD_EV_LOCAL_CLOSE);
-    struct timeval zero = {0, 0};
-    event_add(extra(c)->free_ev, &zero);
+    defer(c, DEFER_FREE);
 }
 
 struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, int fd,
@@ -258,8 +276,7 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     /* The transport socket seam: a TLS chain will get an OpenSSL bufferevent here. */
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    a->x.free_ev = evtimer_new(w->base, free_conn, c);
-    a->x.redispatch_ev = event_new(w->base, -1, 0, redispatch, c);
+    a->x.deferred = event_new(w->base, -1, 0, run_deferred, c);
     bufferevent_setcb(c->bev, on_readable, on_writable, on_bev_event, c);
     evbuffer_add_cb(bufferevent_get_input(c->bev), count_rx, c);
     /* libevent's default of 16 KiB per read/write costs a syscall and a
@@ -400,7 +417,7 @@ void herald_conn_resume_reading(struct herald_conn *c, unsigned reason)
         bufferevent_enable(c->bev, EV_READ);
     /* Bytes (or an EOF) that arrived while paused get dispatched now. */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || (c->read_eof && !c->eof_delivered))
-        event_active(extra(c)->redispatch_ev, EV_READ, 0);
+        defer(c, DEFER_READ);
 }
 
 void herald_conn_continue_reading(struct herald_conn *c)

@@ -58,5 +58,7 @@ unsigned conn_count(struct worker *w);
 void upstream_close_all(struct worker *w);
 /* splice.c: ends a splice early (shutdown). */
 void splice_abort(struct splice_pair *sp);
+/* splice.c: a worker that stops closes its pooled pipes. */
+void splice_worker_cleanup(void);
 
 #endif

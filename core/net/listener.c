@@ -500,7 +500,8 @@ static void start_on_worker(struct worker *w, void *arg)
             filter_chain_worker_init(&l->chains[c], w->index);
         if (l->default_chain)
             filter_chain_worker_init(l->default_chain, w->index);
-        w->listeners[i] = evconnlistener_new(w->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, l->fds[w->index]);
+        w->listeners[i] = evconnlistener_new(w->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, l->fds[w->index]);
+        /* backlog 0: the socket already listens with tcp_backlog_size (-1 would re-listen with 128) */
         evconnlistener_set_error_cb(w->listeners[i], on_accept_error);
         l->fds[w->index] = -1; /* owned by the evconnlistener now */
     }

@@ -29,26 +29,96 @@ struct splice_dir {
     int pipe[2];
     size_t in_pipe, pipe_size;
     bool eof, shut;
+    bool want_read, want_write;       /* read `from` / wait for `to` to drain */
     uint64_t *counter, *counter2;     /* bytes moved: downstream rx/tx and upstream tx/rx */
-    struct event *rd, *wr;
+};
+
+/* One event per socket (not per direction and kind): a socket is read for
+ * one direction and written for the other. */
+struct splice_sock {
+    int fd;
+    short mask;
+    struct event *ev;
 };
 
 struct splice_pair {
     struct herald_conn *c;
     struct herald_upstream *u;
     struct splice_dir d[2];           /* [0] downstream -> upstream, [1] upstream -> downstream */
+    struct splice_sock s[2];          /* [0] downstream, [1] upstream */
 };
+
+/* Empty pipes are kept per worker: making one costs pipe2 + fcntl + 2 close. */
+#define PIPE_POOL_MAX 64
+static __thread int pipe_pool[PIPE_POOL_MAX][2];
+static __thread size_t pipe_pool_sizes[PIPE_POOL_MAX];
+static __thread unsigned pipe_pool_n;
+
+static int pipe_get(struct splice_dir *d)
+{
+    if (pipe_pool_n > 0) {
+        pipe_pool_n--;
+        d->pipe[0] = pipe_pool[pipe_pool_n][0];
+        d->pipe[1] = pipe_pool[pipe_pool_n][1];
+        d->pipe_size = pipe_pool_sizes[pipe_pool_n];
+        return 0;
+    }
+    if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -1;
+    int sz = fcntl(d->pipe[1], F_SETPIPE_SZ, SPLICE_PIPE_SIZE);
+    d->pipe_size = sz > 0 ? (size_t)sz : 65536;
+    return 0;
+}
+
+static void pipe_put(struct splice_dir *d)
+{
+    if (d->pipe[0] < 0)
+        return;
+    if (d->in_pipe == 0 && pipe_pool_n < PIPE_POOL_MAX) {
+        pipe_pool[pipe_pool_n][0] = d->pipe[0];
+        pipe_pool[pipe_pool_n][1] = d->pipe[1];
+        pipe_pool_sizes[pipe_pool_n++] = d->pipe_size;
+    } else {
+        close(d->pipe[0]);
+        close(d->pipe[1]);
+    }
+    d->pipe[0] = d->pipe[1] = -1;
+}
+
+void splice_worker_cleanup(void)
+{
+    while (pipe_pool_n > 0) {
+        pipe_pool_n--;
+        close(pipe_pool[pipe_pool_n][0]);
+        close(pipe_pool[pipe_pool_n][1]);
+    }
+}
+
+static void on_socket(evutil_socket_t fd, short what, void *arg);
+
+/* Re-arms each socket's event for what its two directions want now. */
+static void update_events(struct splice_pair *sp)
+{
+    for (int i = 0; i < 2; i++) {
+        struct splice_sock *k = &sp->s[i];
+        /* socket i is read by direction i and written by direction 1 - i */
+        short mask = (short)((sp->d[i].want_read ? EV_READ : 0) | (sp->d[1 - i].want_write ? EV_WRITE : 0));
+        if (mask == k->mask)
+            continue;
+        event_del(k->ev);
+        k->mask = mask;
+        if (mask) {
+            event_assign(k->ev, sp->c->worker->base, k->fd, mask | EV_PERSIST, on_socket, sp);
+            event_add(k->ev, NULL);
+        }
+    }
+}
 
 static void release(struct splice_pair *sp)
 {
     for (int i = 0; i < 2; i++) {
-        struct splice_dir *d = &sp->d[i];
-        event_free(d->rd);
-        event_free(d->wr);
-        if (d->pipe[0] >= 0) {
-            close(d->pipe[0]);
-            close(d->pipe[1]);
-        }
+        event_free(sp->s[i].ev);
+        pipe_put(&sp->d[i]);
     }
     sp->c->splice = NULL;
     free(sp);
@@ -67,12 +137,6 @@ static void end(struct splice_pair *sp, bool reset)
     release(sp);
     c->remote_closed = true;
     herald_conn_close(c, reset ? HERALD_CLOSE_RESET : HERALD_CLOSE_FLUSH);
-}
-
-static void check_end(struct splice_pair *sp)
-{
-    if (sp->d[0].shut && sp->d[1].shut)
-        end(sp, false);
 }
 
 /* Empties the pipe into the destination. 0: empty, 1: blocked, -1: error. */
@@ -94,42 +158,40 @@ static int flush_pipe(struct splice_dir *d)
     return 0;
 }
 
-static void settle(struct splice_dir *d)
+/* Returns true when the pair ended (and is freed). */
+static bool settle(struct splice_dir *d)
 {
     int rc = flush_pipe(d);
     if (rc < 0) {
         end(d->sp, true);
-        return;
+        return true;
     }
     if (rc == 1) {
         /* The destination is full: stop reading until it drains. */
-        event_del(d->rd);
-        event_add(d->wr, NULL);
-        return;
+        d->want_read = false;
+        d->want_write = true;
+        return false;
     }
-    event_del(d->wr);
-    if (d->eof) {
-        if (!d->shut) {
-            shutdown(d->to, SHUT_WR);
-            d->shut = true;
-            check_end(d->sp);
+    d->want_write = false;
+    d->want_read = !d->eof;
+    if (d->eof && !d->shut) {
+        shutdown(d->to, SHUT_WR);
+        d->shut = true;
+        if (d->sp->d[0].shut && d->sp->d[1].shut) {
+            end(d->sp, false);
+            return true;
         }
-        return;
     }
-    event_add(d->rd, NULL);
+    return false;
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *arg)
+/* Returns true when the pair ended (and is freed). */
+static bool on_readable(struct splice_dir *d)
 {
-    struct splice_dir *d = arg;
-    if (d->pipe[0] < 0) {
-        if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-            log_warn("splice", "pipe2: %s", strerror(errno));
-            end(d->sp, true);
-            return;
-        }
-        int sz = fcntl(d->pipe[1], F_SETPIPE_SZ, SPLICE_PIPE_SIZE);
-        d->pipe_size = sz > 0 ? (size_t)sz : 65536;
+    if (d->pipe[0] < 0 && pipe_get(d) < 0) {
+        log_warn("splice", "pipe2: %s", strerror(errno));
+        end(d->sp, true);
+        return true;
     }
     for (int rounds = 0; rounds < 16; rounds++) {
         size_t room = d->pipe_size - d->in_pipe;
@@ -152,14 +214,21 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         if (errno == EAGAIN)
             break;
         end(d->sp, true); /* ECONNRESET and friends */
-        return;
+        return true;
     }
-    settle(d);
+    return settle(d);
 }
 
-static void on_writable(evutil_socket_t fd, short what, void *arg)
+static void on_socket(evutil_socket_t fd, short what, void *arg)
 {
-    settle(arg);
+    struct splice_pair *sp = arg;
+    int i = fd == sp->s[0].fd ? 0 : 1;
+    /* Drain the direction writing to this socket first: it frees pipe room. */
+    if ((what & EV_WRITE) && settle(&sp->d[1 - i]))
+        return;
+    if ((what & EV_READ) && sp->d[i].want_read && on_readable(&sp->d[i]))
+        return;
+    update_events(sp);
 }
 
 int herald_conn_splice(struct herald_conn *c, struct herald_upstream *u)
@@ -191,15 +260,15 @@ int herald_conn_splice(struct herald_conn *c, struct herald_upstream *u)
         d->pipe[0] = d->pipe[1] = -1;
         d->counter = counters[i][0];
         d->counter2 = counters[i][1];
-        d->rd = event_new(base, d->from, EV_READ | EV_PERSIST, on_readable, d);
-        d->wr = event_new(base, d->to, EV_WRITE | EV_PERSIST, on_writable, d);
+        d->want_read = true;
+        sp->s[i].fd = fds[i][0];
+        sp->s[i].ev = event_new(base, sp->s[i].fd, EV_READ | EV_PERSIST, on_socket, sp);
     }
     /* The bufferevents stay (they own the sockets) but go quiet. */
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_disable(u->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
     c->splice = sp;
-    event_add(sp->d[0].rd, NULL);
-    event_add(sp->d[1].rd, NULL);
+    update_events(sp);
     return 0;
 }

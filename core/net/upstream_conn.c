@@ -23,6 +23,29 @@
 #include "worker.h"
 
 
+#define DEFER_FREE 0x1u
+#define DEFER_READ 0x2u
+
+static void defer(struct herald_upstream *u, unsigned work)
+{
+    u->work |= work;
+    event_active(u->deferred, EV_READ, 0);
+}
+
+static void free_upstream(struct herald_upstream *u);
+static void redispatch(struct herald_upstream *u);
+
+static void run_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_upstream *u = arg;
+    unsigned work = u->work;
+    u->work &= DEFER_FREE;
+    if (work & DEFER_FREE)
+        free_upstream(u);
+    else if (work & DEFER_READ)
+        redispatch(u);
+}
+
 static void schedule_free(struct herald_upstream *u, bool reset)
 {
     if (u->gone)
@@ -30,13 +53,13 @@ static void schedule_free(struct herald_upstream *u, bool reset)
     u->gone = u->closing = true;
     bufferevent_disable(u->bev, EV_READ | EV_WRITE);
     bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
-    evtimer_del(u->timeout_ev);
+    if (u->timeout_ev)
+        evtimer_del(u->timeout_ev);
     if (reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(bufferevent_getfd(u->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    struct timeval zero = {0, 0};
-    event_add(u->free_ev, &zero);
+    defer(u, DEFER_FREE);
 }
 
 void upstream_release(struct herald_upstream *u, bool reset)
@@ -48,9 +71,8 @@ void upstream_release(struct herald_upstream *u, bool reset)
     schedule_free(u, reset);
 }
 
-static void free_upstream(evutil_socket_t fd, short what, void *arg)
+static void free_upstream(struct herald_upstream *u)
 {
-    struct herald_upstream *u = arg;
     struct cluster_stats *st = &u->cluster->stats;
     herald_stat_inc(st->upstream_cx_destroy);
     herald_gauge_add(st->upstream_cx_active, -1);
@@ -64,9 +86,9 @@ static void free_upstream(evutil_socket_t fd, short what, void *arg)
     if (u->next)
         u->next->prev = u->prev;
     bufferevent_free(u->bev);
-    event_free(u->timeout_ev);
-    event_free(u->free_ev);
-    event_free(u->redispatch_ev);
+    if (u->timeout_ev)
+        event_free(u->timeout_ev);
+    event_free(u->deferred);
     host_put(u->host);
     free(u);
 }
@@ -137,7 +159,8 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
     struct cluster_stats *st = &u->cluster->stats;
     if (what & BEV_EVENT_CONNECTED) {
         u->connected = true;
-        evtimer_del(u->timeout_ev);
+        event_free(u->timeout_ev); /* not needed any more: one event less per idle connection */
+        u->timeout_ev = NULL;
         herald_histogram_record(st->upstream_cx_connect_ms, mono_ms() - u->start_mono_ms);
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
@@ -181,9 +204,8 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     end_with(u, HERALD_EV_CONNECT_TIMEOUT, true);
 }
 
-static void redispatch(evutil_socket_t fd, short what, void *arg)
+static void redispatch(struct herald_upstream *u)
 {
-    struct herald_upstream *u = arg;
     if (u->closing || u->pause_mask)
         return;
     if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 || (u->read_eof && !u->eof_delivered)) {
@@ -224,8 +246,7 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
     u->buffer_limit = cl->cfg->buffer_limit ? cl->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
     u->start_mono_ms = mono_ms();
     u->timeout_ev = evtimer_new(w->base, on_connect_timeout, u);
-    u->free_ev = evtimer_new(w->base, free_upstream, u);
-    u->redispatch_ev = event_new(w->base, -1, 0, redispatch, u);
+    u->deferred = event_new(w->base, -1, 0, run_deferred, u);
     u->next = w->upstreams;
     if (w->upstreams)
         w->upstreams->prev = u;
@@ -320,7 +341,7 @@ void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason)
     if (u->connected && !u->read_eof)
         bufferevent_enable(u->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 || (u->read_eof && !u->eof_delivered))
-        event_active(u->redispatch_ev, EV_READ, 0);
+        defer(u, DEFER_READ);
 }
 
 const struct herald_host *herald_upstream_host(const struct herald_upstream *u) { return u->host; }

@@ -19,7 +19,9 @@ struct herald_upstream {
     const struct herald_upstream_cbs *cbs;
     void *arg;
     struct bufferevent *bev;
-    struct event *timeout_ev, *free_ev, *redispatch_ev;
+    struct event *timeout_ev;          /* while connecting only */
+    struct event *deferred;            /* deferred free / re-read (upstream_conn.c) */
+    unsigned work;
     uint32_t buffer_limit;
     unsigned pause_mask;
     bool connected, read_eof, eof_delivered, shut_wr_pending, shut_wr_done, above_high;
