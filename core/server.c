@@ -14,6 +14,7 @@
 #include "admin.h"
 #include "common.h"
 #include "config/schema.h"
+#include "http/pool.h"
 #include "log.h"
 #include "net/connection.h"
 #include "net/listener.h"
@@ -42,6 +43,7 @@ static unsigned workers_finished;
 static void worker_finish(struct worker *w, void *arg)
 {
     conn_close_all(w);
+    http_pools_worker_close_all(w);
     upstream_close_all(w);
     listeners_worker_teardown(w);
     splice_worker_cleanup();

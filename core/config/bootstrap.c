@@ -345,6 +345,13 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
         tc->max_retries = get_u32(t, "max_retries", 3, 0, UINT32_MAX, d);
     }
     c->least_request_choice_count = get_u32(get(n, "least_request_lb_config"), "choice_count", 2, 2, 1000, d);
+    const struct herald_cfg *hpo = get(get(get(n, "typed_extension_protocol_options"),
+                                           "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+                                       "common_http_protocol_options");
+    c->http_idle_timeout_ms = get_ms(hpo, "idle_timeout", 3600 * 1000);
+    uint32_t mrpc = get_u32(n, "max_requests_per_connection", 0, 0, UINT32_MAX, d); /* deprecated place */
+    c->max_requests_per_connection = get_u32(hpo, "max_requests_per_connection", mrpc, 0, UINT32_MAX, d);
+    c->max_headers_count = get_u32(hpo, "max_headers_count", 100, 1, UINT32_MAX, d);
 
     const struct herald_cfg *la = get(n, "load_assignment");
     extract_endpoints(la, c, d);

@@ -96,6 +96,10 @@ struct cluster_cfg {
     struct locality_cfg *localities; size_t nlocalities;
     struct thresholds_cfg thresholds[2];     /* [0] DEFAULT, [1] HIGH; defaults 1024/1024/1024/3 */
     uint32_t least_request_choice_count;     /* default 2 */
+    /* HttpProtocolOptions.common_http_protocol_options (typed_extension_protocol_options) */
+    uint64_t http_idle_timeout_ms;           /* idle_timeout, default 1h; 0: never */
+    uint32_t max_requests_per_connection;    /* 0: no limit (also the deprecated Cluster field) */
+    uint32_t max_headers_count;              /* default 100 */
     const struct herald_cfg *node;
     bool referenced;                         /* set when a filter asked for it (validate warnings) */
 };

@@ -373,6 +373,100 @@ static const struct herald_message upstream_conn_msg = {
     "envoy.config.cluster.v3.UpstreamConnectionOptions", upstream_conn_fields, NULL,
 };
 
+/* ------------------------------------------------------------ upstreams.http.v3 */
+
+#define HTTP_OPTIONS_KEY "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+static const struct herald_field common_http_options_fields[] = {
+    DUR("idle_timeout", .help = "an idle upstream connection closes after it; default 1h, 0s: never"),
+    UNSUP("max_connection_duration"),
+    UINT("max_headers_count", .help = "most headers a response may have; default 100"),
+    UNSUP("max_response_headers_kb"),
+    UNSUP("max_stream_duration"),
+    UNSUP("headers_with_underscores_action"),
+    UINT("max_requests_per_connection", .help = "requests per upstream connection; unset or 0: no limit"),
+    END,
+};
+static const struct herald_message common_http_options_msg = {
+    "envoy.config.core.v3.HttpProtocolOptions", common_http_options_fields, NULL,
+};
+
+static const struct herald_field http1_options_fields[] = {
+    UNSUP("allow_absolute_url"),
+    UNSUP("accept_http_10"),
+    UNSUP("default_host_for_http_10"),
+    UNSUP("header_key_format"),
+    UNSUP("enable_trailers"),
+    UNSUP("allow_chunked_length"),
+    UNSUP("override_stream_error_on_invalid_http_message"),
+    UNSUP("send_fully_qualified_url"),
+    UNSUP("use_balsa_parser"),
+    UNSUP("allow_custom_methods"),
+    UNSUP("ignore_http_11_upgrade"),
+    END,
+};
+static const struct herald_message http1_options_msg = {
+    "envoy.config.core.v3.Http1ProtocolOptions", http1_options_fields, NULL,
+};
+
+static int explicit_http_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *h2 = herald_cfg_get(n, "http2_protocol_options");
+    if (h2)
+        return herald_cfg_errorf(h2, err, "not supported yet: HTTP/2 upstreams (herald speaks HTTP/1.1 to "
+                                 "upstreams; use http_protocol_options: {})");
+    return 0;
+}
+
+static const struct herald_field explicit_http_fields[] = {
+    MSG("http_protocol_options", http1_options_msg, .oneof = "protocol_config"),
+    ANY("http2_protocol_options", .oneof = "protocol_config"),
+    UNSUP("http3_protocol_options", .oneof = "protocol_config"),
+    END,
+};
+static const struct herald_message explicit_http_msg = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", explicit_http_fields,
+    explicit_http_check,
+};
+
+static const struct herald_field upstream_http_options_fields[] = {
+    UNSUP("auto_sni"),
+    UNSUP("auto_san_validation"),
+    UNSUP("override_auto_sni_header"),
+    END,
+};
+static const struct herald_message upstream_http_options_msg = {
+    "envoy.config.core.v3.UpstreamHttpProtocolOptions", upstream_http_options_fields, NULL,
+};
+
+static int http_options_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *t = herald_cfg_get(n, "@type");
+    const char *type = herald_cfg_str(t, NULL);
+    if (type) {
+        const char *slash = strrchr(type, '/');
+        if (strcmp(slash ? slash + 1 : type, HTTP_OPTIONS_KEY) != 0)
+            return herald_cfg_errorf(t, err, "\"@type\" must be type.googleapis.com/" HTTP_OPTIONS_KEY
+                                     " under this key, not '%s'", type);
+    }
+    return 0;
+}
+
+static const struct herald_field http_options_fields[] = {
+    MSG("upstream_http_protocol_options", upstream_http_options_msg),
+    MSG("common_http_protocol_options", common_http_options_msg),
+    MSG("explicit_http_config", explicit_http_msg, .oneof = "upstream_protocol_options"),
+    UNSUP("use_downstream_protocol_config", .oneof = "upstream_protocol_options"),
+    UNSUP("auto_config", .oneof = "upstream_protocol_options"),
+    UNSUP("http_filters"),
+    UNSUP("header_validation_config"),
+    UNSUP("outlier_detection"),
+    END,
+};
+static const struct herald_message http_options_msg = {
+    HTTP_OPTIONS_KEY, http_options_fields, http_options_check,
+};
+
 static const char *const cluster_type_values[] = {
     "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST", NULL,
 };
@@ -394,6 +488,11 @@ static int cluster_check(const struct herald_cfg *n, char **err)
     if (strcmp(pol, "ROUND_ROBIN") != 0 && strcmp(pol, "LEAST_REQUEST") != 0 && strcmp(pol, "RANDOM") != 0)
         return herald_cfg_errorf(lb, err, "not supported: lb_policy %s (herald does not implement it yet; "
                                  "use ROUND_ROBIN, LEAST_REQUEST or RANDOM)", pol);
+    const struct herald_cfg *teo = herald_cfg_get(n, "typed_extension_protocol_options");
+    for (size_t i = 0; i < herald_cfg_len(teo) && herald_cfg_type(teo) == HERALD_CFG_OBJECT; i++)
+        if (strcmp(herald_cfg_key_at(teo, i), HTTP_OPTIONS_KEY) != 0)
+            return herald_cfg_errorf(herald_cfg_at(teo, i), err, "not supported: protocol options '%s' "
+                                     "(herald reads only " HTTP_OPTIONS_KEY ")", herald_cfg_key_at(teo, i));
     return 0;
 }
 
@@ -410,14 +509,17 @@ static const struct herald_field cluster_fields[] = {
     ENUM("lb_policy", lb_policy_values, .help = "ROUND_ROBIN (default), LEAST_REQUEST or RANDOM"),
     MSG("load_assignment", cla_msg),
     UNSUP("health_checks", .hint = "active health checking comes later"),
-    F_("max_requests_per_connection", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    F_("max_requests_per_connection", UINT, HERALD_F_DEPRECATED,
+       .hint = "use typed_extension_protocol_options with common_http_protocol_options"),
     MSG("circuit_breakers", circuit_breakers_msg),
     F_("upstream_http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
     F_("common_http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
     F_("http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
     F_("http2_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED,
        .hint = "Envoy wants typed_extension_protocol_options with HttpProtocolOptions now"),
-    UNSUP("typed_extension_protocol_options"),
+    F_("typed_extension_protocol_options", MAP, 0, .message = &http_options_msg,
+       .help = "by extension name: " HTTP_OPTIONS_KEY " (HTTP/1.1 pools: idle_timeout, "
+       "max_requests_per_connection)"),
     DUR("dns_refresh_rate", .help = "default 5s"),
     UNSUP("dns_failure_refresh_rate"),
     BOOL("respect_dns_ttl"),

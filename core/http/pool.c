@@ -1,0 +1,537 @@
+/* HTTP/1.1 connection pools, one per worker x cluster x host: connections
+ * with the response codec on them, the idle list (most recently used first,
+ * so a few connections stay warm), idle timeouts, max_requests_per_connection,
+ * and the pending requests waiting for a connection. See pool.h. */
+#include "config.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "buffer.h"
+#include "common.h"
+#include "herald/stats.h"
+#include "http/pool.h"
+#include "log.h"
+#include "net/upstream_conn.h"
+#include "upstream/cluster.h"
+#include "worker.h"
+
+/* This worker's pools. */
+struct worker_pools {
+    struct worker *worker;
+    struct http_pool *pools;
+    struct worker_pools *next;         /* in the registry */
+};
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pool_cluster *clusters;  /* never freed: counters outlive reloads */
+static struct worker_pools *registry;
+static __thread struct worker_pools *tls_pools;
+
+/* ------------------------------------------------------------ cluster-wide state */
+
+struct pool_cluster *pool_cluster_get(struct cluster *cl)
+{
+    pthread_mutex_lock(&reg_lock);
+    struct pool_cluster *pc;
+    for (pc = clusters; pc; pc = pc->next)
+        if (pc->cluster == cl)
+            break;
+    if (!pc) {
+        pc = xcalloc(1, sizeof(*pc));
+        pc->cluster = cl;
+        atomic_init(&pc->rq_active, 0);
+        atomic_init(&pc->rq_pending, 0);
+        char *p = xasprintf("cluster.%s", cl->cfg->name);
+        pc->upstream_rq_rx_reset = herald_counter(p, "upstream_rq_rx_reset");
+        pc->upstream_rq_tx_reset = herald_counter(p, "upstream_rq_tx_reset");
+        pc->upstream_rq_cancelled = herald_counter(p, "upstream_rq_cancelled");
+        free(p);
+        pc->next = clusters;
+        clusters = pc;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return pc;
+}
+
+/* ------------------------------------------------------------ connection lists */
+
+static void conn_unlink(struct pool_conn *c)
+{
+    struct http_pool *p = c->pool;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->conns[c->state] = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    p->nconns[c->state]--;
+}
+
+static void conn_link(struct pool_conn *c, enum pconn_state st)
+{
+    struct http_pool *p = c->pool;
+    c->state = st;
+    c->prev = NULL;
+    c->next = p->conns[st];
+    if (c->next)
+        c->next->prev = c;
+    p->conns[st] = c;
+    p->nconns[st]++;
+}
+
+static void conn_move(struct pool_conn *c, enum pconn_state st)
+{
+    conn_unlink(c);
+    conn_link(c, st);
+}
+
+static unsigned pool_nconns(const struct http_pool *p)
+{
+    return p->nconns[PCONN_CONNECTING] + p->nconns[PCONN_IDLE] + p->nconns[PCONN_BUSY];
+}
+
+/* ------------------------------------------------------------ closing */
+
+static void conn_free(struct pool_conn *c)
+{
+    if (c->codec)
+        h1_codec_free(c->codec);
+    evbuffer_free(c->wbuf);
+    event_free(c->idle_ev);
+    free(c);
+}
+
+/* Takes c out of the pool and closes its socket. The struct goes now, or
+ * when the dispatch running on it returns. */
+static void conn_close(struct pool_conn *c, enum herald_close_mode mode)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    conn_unlink(c);
+    evtimer_del(c->idle_ev);
+    if (c->req) {
+        c->req->conn = NULL;
+        c->req = NULL;
+    }
+    if (c->up)
+        herald_upstream_close(c->up, mode);
+    c->up = NULL;
+    if (c->dispatching) {
+        /* inside a codec callback: the codec frees itself when dispatch unwinds */
+        if (c->codec)
+            h1_codec_free(c->codec);
+        c->codec = NULL;
+        return;
+    }
+    conn_free(c);
+}
+
+/* The bound request loses its connection mid-exchange. */
+static void conn_fail_request(struct pool_conn *c, enum herald_upstream_reset why)
+{
+    struct herald_http_upstream *r = c->req;
+    if (!r)
+        return;
+    struct cluster *cl = c->pool->cluster;
+    herald_stat_inc(cl->stats.upstream_cx_destroy_with_active_rq);
+    herald_stat_inc(c->pool->pc->upstream_rq_rx_reset);
+    c->req = NULL;
+    r->conn = NULL;
+    ureq_fail(r, why);
+}
+
+/* Fails every pending request of p (a connect failed: Envoy purges them all,
+ * so that the caller decides, e.g. to retry on another host). */
+static void pool_purge_pending(struct http_pool *p, enum herald_upstream_reset why)
+{
+    while (p->pending_head)
+        ureq_fail(p->pending_head, why);
+}
+
+/* After a connection went away: pending requests may need another. */
+static void pool_refill(struct http_pool *p)
+{
+    enum herald_upstream_reset why;
+    if (p->npending && pool_grow(p, &why) < 0)
+        pool_purge_pending(p, why);
+}
+
+/* ------------------------------------------------------------ idle and reuse */
+
+static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool_conn *c = arg;
+    herald_stat_inc(c->pool->cluster->stats.upstream_cx_idle_timeout);
+    conn_close(c, HERALD_CLOSE_FLUSH);
+}
+
+/* c can take a request: the first pending one, or it waits in the idle list. */
+static void conn_available(struct pool_conn *c)
+{
+    struct http_pool *p = c->pool;
+    c->last = c->resp_complete = c->req_sent_all = c->resp_started = false;
+    if (c->codec && h1_codec_paused(c->codec))
+        h1_codec_resume(c->codec);
+    if (c->up)
+        herald_upstream_resume_reading(c->up, HERALD_PAUSE_PEER); /* a paused owner is gone */
+    if (p->pending_head) {
+        struct herald_http_upstream *r = p->pending_head;
+        ureq_pending_remove(r);
+        if (c->state != PCONN_BUSY)
+            conn_move(c, PCONN_BUSY);
+        ureq_bind(r, c);
+        return;
+    }
+    if (c->state != PCONN_IDLE)
+        conn_move(c, PCONN_IDLE);
+    uint64_t ms = p->cluster->cfg->http_idle_timeout_ms;
+    if (ms) {
+        struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+        evtimer_add(c->idle_ev, &tv);
+    }
+}
+
+bool pool_bind_idle(struct http_pool *p, struct herald_http_upstream *r)
+{
+    struct pool_conn *c = p->conns[PCONN_IDLE];
+    if (!c)
+        return false;
+    evtimer_del(c->idle_ev);
+    conn_move(c, PCONN_BUSY);
+    ureq_bind(r, c);
+    return true;
+}
+
+void pool_conn_bound(struct pool_conn *c)
+{
+    uint32_t max = c->pool->cluster->cfg->max_requests_per_connection;
+    c->nrequests++;
+    c->last = max && c->nrequests >= max;
+    c->resp_complete = c->req_sent_all = c->resp_started = false;
+    if (c->last)
+        herald_stat_inc(c->pool->cluster->stats.upstream_cx_max_requests);
+}
+
+void pool_conn_cancel(struct pool_conn *c, bool written)
+{
+    c->req = NULL;
+    if (!written && !c->resp_started && !c->last && !c->dispatching && c->up) {
+        /* nothing went either way: the connection is as clean as before */
+        c->nrequests--;
+        conn_available(c);
+        return;
+    }
+    herald_stat_inc(c->pool->cluster->stats.upstream_cx_destroy_with_active_rq);
+    struct http_pool *p = c->pool;
+    conn_close(c, HERALD_CLOSE_RESET);
+    pool_refill(p);
+}
+
+void pool_conn_flush(struct pool_conn *c)
+{
+    if (c->up && evbuffer_get_length(c->wbuf))
+        herald_upstream_write(c->up, ev_buf(c->wbuf), false);
+    else
+        evbuffer_drain(c->wbuf, evbuffer_get_length(c->wbuf));
+}
+
+/* A response ended (codec on_complete) and its dispatch returned. */
+static void conn_response_done(struct pool_conn *c, struct evbuffer *in, bool eof)
+{
+    struct http_pool *p = c->pool;
+    bool reuse = c->up && c->codec && !eof && !c->last && c->req_sent_all && h1_codec_keep_alive(c->codec) &&
+                 evbuffer_get_length(in) == 0;
+    if (!reuse) {
+        if (evbuffer_get_length(in) && !c->last)
+            log_debug("http_pool", "%s: bytes after the response; closing", c->pool->host->addr_str);
+        conn_close(c, HERALD_CLOSE_FLUSH);
+        pool_refill(p);
+        return;
+    }
+    conn_available(c);
+}
+
+/* ------------------------------------------------------------ the response codec */
+
+static void on_message_begin(void *arg)
+{
+    struct pool_conn *c = arg;
+    c->resp_started = true;
+    if (c->req)
+        c->req->resp_started = true;
+}
+
+static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream)
+{
+    struct pool_conn *c = arg;
+    struct herald_http_upstream *r = c->req;
+    c->resp_started = true;
+    if (!r) {
+        herald_headers_free(h);
+        return;
+    }
+    r->resp_started = true;
+    if (end_stream)
+        r->end_delivered = true;
+    if (r->cbs->on_headers)
+        r->cbs->on_headers(r->arg, h, end_stream);
+    else
+        herald_headers_free(h);
+}
+
+static void on_resp_data(void *arg, struct evbuffer *chunk, bool end_stream)
+{
+    struct pool_conn *c = arg;
+    struct herald_http_upstream *r = c->req;
+    if (!r || r->end_delivered)
+        return;
+    if (end_stream)
+        r->end_delivered = true;
+    if (r->cbs->on_data)
+        r->cbs->on_data(r->arg, ev_buf(chunk), end_stream);
+}
+
+static void on_resp_trailers(void *arg, struct herald_headers *t)
+{
+    struct pool_conn *c = arg;
+    struct herald_http_upstream *r = c->req;
+    if (!r || r->end_delivered) {
+        herald_headers_free(t);
+        return;
+    }
+    r->end_delivered = true;
+    if (r->cbs->on_trailers) {
+        r->cbs->on_trailers(r->arg, t);
+    } else {
+        herald_headers_free(t);
+        if (r->cbs->on_data) {
+            struct evbuffer *empty = evbuffer_new();
+            r->cbs->on_data(r->arg, ev_buf(empty), true);
+            evbuffer_free(empty);
+        }
+    }
+}
+
+static void on_resp_complete(void *arg)
+{
+    struct pool_conn *c = arg;
+    struct herald_http_upstream *r = c->req;
+    if (r && !r->end_delivered) {
+        r->end_delivered = true;
+        if (r->cbs->on_data) {
+            struct evbuffer *empty = evbuffer_new();
+            r->cbs->on_data(r->arg, ev_buf(empty), true);
+            evbuffer_free(empty);
+        }
+        if (c->dead)
+            return;
+        r = c->req;
+    }
+    c->resp_complete = true;
+    /* one response per request: what follows is looked at after dispatch */
+    if (c->codec)
+        h1_codec_pause(c->codec);
+    if (r) {
+        c->req = NULL;
+        r->conn = NULL;
+        ureq_done(r);
+    }
+}
+
+static void on_resp_error(void *arg, int status, const char *details)
+{
+    struct pool_conn *c = arg;
+    struct http_pool *p = c->pool;
+    bool remote = c->eof || (details && strstr(details, "premature_eof"));
+    log_debug("http_pool", "%s: bad response (%s)", p->host->addr_str, details ? details : "?");
+    if (!remote)
+        herald_stat_inc(p->cluster->stats.upstream_cx_protocol_error);
+    conn_fail_request(c, remote ? HERALD_UPSTREAM_RESET_REMOTE : HERALD_UPSTREAM_RESET_PROTOCOL);
+    conn_close(c, HERALD_CLOSE_RESET);
+    pool_refill(p);
+}
+
+static const struct h1_callbacks codec_cbs = {
+    .on_message_begin = on_message_begin,
+    .on_headers = on_resp_headers,
+    .on_data = on_resp_data,
+    .on_trailers = on_resp_trailers,
+    .on_complete = on_resp_complete,
+    .on_error = on_resp_error,
+};
+
+/* ------------------------------------------------------------ the TCP connection */
+
+static void conn_on_data(void *arg, struct herald_buf *data, bool end_stream)
+{
+    struct pool_conn *c = arg;
+    struct http_pool *p = c->pool;
+    struct evbuffer *in = buf_ev(data);
+    if (c->dead)
+        return;
+    if ((!c->req || !c->req->headers_sent) && evbuffer_get_length(in)) {
+        /* bytes nobody asked for (an idle connection, or a request not sent yet) */
+        log_debug("http_pool", "%s: unexpected bytes on an idle connection", p->host->addr_str);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        herald_stat_inc(p->cluster->stats.upstream_cx_protocol_error);
+        conn_fail_request(c, HERALD_UPSTREAM_RESET_REMOTE);
+        conn_close(c, HERALD_CLOSE_RESET);
+        pool_refill(p);
+        return;
+    }
+    c->dispatching++;
+    if (c->codec && !h1_codec_paused(c->codec))
+        h1_codec_dispatch(c->codec, in);
+    if (end_stream && !c->dead && !c->resp_complete && c->codec) {
+        c->eof = true;
+        h1_codec_dispatch_eof(c->codec);
+    }
+    c->dispatching--;
+    if (c->dead) {
+        conn_free(c);
+        return;
+    }
+    if (c->resp_complete) {
+        conn_response_done(c, in, end_stream);
+        return;
+    }
+    if (end_stream) {
+        /* closed by the server: idle, or before any response to the bound request */
+        conn_fail_request(c, HERALD_UPSTREAM_RESET_REMOTE);
+        conn_close(c, HERALD_CLOSE_FLUSH);
+        pool_refill(p);
+    }
+}
+
+static void conn_on_event(void *arg, enum herald_conn_event ev)
+{
+    struct pool_conn *c = arg;
+    struct http_pool *p = c->pool;
+    switch (ev) {
+    case HERALD_EV_CONNECTED:
+        conn_available(c);
+        break;
+    case HERALD_EV_CONNECT_FAILED:
+    case HERALD_EV_CONNECT_TIMEOUT:
+        c->up = NULL; /* gone already; the TCP layer counted it */
+        conn_close(c, HERALD_CLOSE_RESET);
+        pool_purge_pending(p, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);
+        break;
+    case HERALD_EV_REMOTE_CLOSE:
+    case HERALD_EV_LOCAL_CLOSE:
+        c->up = NULL;
+        conn_fail_request(c, HERALD_UPSTREAM_RESET_REMOTE);
+        conn_close(c, HERALD_CLOSE_RESET);
+        pool_refill(p);
+        break;
+    case HERALD_EV_ABOVE_WRITE_HIGH:
+    case HERALD_EV_BELOW_WRITE_LOW:
+        c->above_high = ev == HERALD_EV_ABOVE_WRITE_HIGH;
+        if (c->req)
+            ureq_watermark(c->req, c->above_high);
+        break;
+    }
+}
+
+static const struct herald_upstream_cbs conn_cbs = {
+    .size = sizeof(struct herald_upstream_cbs),
+    .on_data = conn_on_data,
+    .on_event = conn_on_event,
+};
+
+int pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
+{
+    /* one connection per pending request beyond those already connecting */
+    if (p->npending <= p->nconns[PCONN_CONNECTING])
+        return 0;
+    enum herald_upstream_error err;
+    struct pool_conn *c = xcalloc(1, sizeof(*c));
+    c->pool = p;
+    c->up = herald_upstream_connect(p->view, p->host, &conn_cbs, c, &err);
+    if (!c->up) {
+        free(c);
+        if (err == HERALD_UPSTREAM_OVERFLOW && pool_nconns(p) > 0)
+            return 0; /* wait for one of ours to free up */
+        *why = err == HERALD_UPSTREAM_OVERFLOW ? HERALD_UPSTREAM_RESET_OVERFLOW
+                                               : HERALD_UPSTREAM_RESET_CONNECT_FAILURE;
+        return -1;
+    }
+    const struct cluster_cfg *cfg = p->cluster->cfg;
+    struct h1_limits lim = {.max_headers_count = cfg->max_headers_count};
+    c->codec = h1_codec_new(H1_CLIENT, &lim, &codec_cbs, c);
+    c->wbuf = evbuffer_new();
+    c->idle_ev = evtimer_new(p->wp->worker->base, on_idle_timeout, c);
+    herald_stat_inc(p->cluster->stats.upstream_cx_http1_total);
+    conn_link(c, PCONN_CONNECTING);
+    return 0;
+}
+
+/* ------------------------------------------------------------ pools */
+
+struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
+{
+    struct worker_pools *wp = tls_pools;
+    if (!wp) {
+        wp = xcalloc(1, sizeof(*wp));
+        wp->worker = worker_self();
+        pthread_mutex_lock(&reg_lock);
+        wp->next = registry;
+        registry = wp;
+        pthread_mutex_unlock(&reg_lock);
+        tls_pools = wp;
+    }
+    struct http_pool **pp, *p;
+    for (pp = &wp->pools; (p = *pp); pp = &p->next)
+        if (p->host == h && p->cluster == view->cluster)
+            break;
+    if (p) {
+        /* most recently used first: few hosts per worker are hot */
+        *pp = p->next;
+        p->next = wp->pools;
+        wp->pools = p;
+        p->view = view;
+        return p;
+    }
+    p = xcalloc(1, sizeof(*p));
+    p->wp = wp;
+    p->cluster = view->cluster;
+    p->view = view;
+    p->pc = pool_cluster_get(view->cluster);
+    p->host = h;
+    host_get(h);
+    p->next = wp->pools;
+    wp->pools = p;
+    return p;
+}
+
+void http_pools_worker_close_all(struct worker *w)
+{
+    pthread_mutex_lock(&reg_lock);
+    struct worker_pools **pp, *wp;
+    for (pp = &registry; (wp = *pp); pp = &wp->next)
+        if (wp->worker == w)
+            break;
+    if (wp)
+        *pp = wp->next;
+    pthread_mutex_unlock(&reg_lock);
+    if (!wp)
+        return;
+    ureq_orphan_all(w);
+    while (wp->pools) {
+        struct http_pool *p = wp->pools;
+        wp->pools = p->next;
+        for (int st = 0; st < PCONN_NSTATES; st++)
+            while (p->conns[st])
+                conn_close(p->conns[st], HERALD_CLOSE_RESET);
+        host_put(p->host);
+        free(p);
+    }
+    if (tls_pools == wp)
+        tls_pools = NULL;
+    free(wp);
+}

@@ -1,0 +1,138 @@
+/* HTTP/1.1 upstream connection pools: per worker x cluster x host, one
+ * request at a time per connection (Envoy's HTTP/1 pool). pool.c keeps the
+ * connections (connect, idle list, idle timeout, max_requests_per_connection,
+ * the response codec); upstream_request.c is the SDK's herald_http_upstream_*
+ * on top (circuit breakers, pending queue, request encoding). Everything runs
+ * on the owning worker, without locks. */
+#ifndef HERALD_CORE_HTTP_POOL_H
+#define HERALD_CORE_HTTP_POOL_H
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "herald/http.h"
+#include "http/h1.h"
+
+struct worker;
+struct cluster;
+struct worker_pools;
+
+/* Cluster-wide state the circuit breakers need across workers, and the
+ * request stats struct cluster_stats does not have. One per cluster, made on
+ * first use, kept to the end of the process. */
+struct pool_cluster {
+    struct cluster *cluster;
+    atomic_uint rq_active;             /* max_requests */
+    atomic_uint rq_pending;            /* max_pending_requests */
+    struct herald_stat *upstream_rq_rx_reset, *upstream_rq_tx_reset, *upstream_rq_cancelled;
+    struct pool_cluster *next;
+};
+
+enum pconn_state { PCONN_CONNECTING = 0, PCONN_IDLE, PCONN_BUSY, PCONN_NSTATES };
+
+struct http_pool;
+
+struct pool_conn {
+    struct http_pool *pool;
+    struct herald_upstream *up;        /* NULL once the TCP layer dropped it */
+    struct h1_codec *codec;
+    enum pconn_state state;
+    struct pool_conn *prev, *next;     /* in pool->conns[state] */
+    struct herald_http_upstream *req;  /* bound request (BUSY) */
+    struct evbuffer *wbuf;             /* scratch for encoding */
+    struct event *idle_ev;
+    uint32_t nrequests;                /* requests bound so far */
+    unsigned dispatching;              /* inside h1_codec_dispatch: defer frees */
+    bool dead;                         /* closed while dispatching: free after */
+    bool last;                         /* the bound request is its last (connection: close) */
+    bool resp_complete;                /* the codec finished a response during dispatch */
+    bool resp_started;                 /* a response byte came for the bound request */
+    bool req_sent_all;                 /* the bound request's end was written */
+    bool eof;                          /* the server closed its side */
+    bool above_high;
+};
+
+struct http_pool {
+    struct worker_pools *wp;
+    struct pool_cluster *pc;
+    struct cluster *cluster;
+    struct herald_cluster *view;       /* this worker's view, for herald_upstream_connect */
+    struct herald_host *host;          /* ref held */
+    struct pool_conn *conns[PCONN_NSTATES];
+    unsigned nconns[PCONN_NSTATES];
+    struct herald_http_upstream *pending_head, *pending_tail;
+    unsigned npending;
+    struct http_pool *next;
+};
+
+enum ureq_state {
+    UREQ_PENDING = 0,   /* queued for a connection */
+    UREQ_BOUND,         /* on a connection */
+    UREQ_DONE,          /* response complete (or request detached after it) */
+    UREQ_FAILED,        /* on_reset is due (deferred) or delivered */
+    UREQ_ORPHAN,        /* its worker's pools were closed; only free is left */
+};
+
+struct herald_http_upstream {
+    struct http_pool *pool;
+    struct pool_conn *conn;
+    struct herald_host *host;          /* ref held */
+    const struct herald_http_upstream_cbs *cbs;
+    void *arg;
+    enum ureq_state state;
+    struct herald_http_upstream *prev, *next; /* pending queue */
+    struct event *ev;                  /* deferred on_ready / on_reset */
+    enum herald_upstream_reset reset_why;
+    bool ready_due, reset_due;
+    /* what the caller sent before a connection was bound */
+    struct herald_headers *q_headers, *q_trailers;
+    struct evbuffer *q_body;
+    bool q_end, q_above;
+    struct h1_encoder enc;
+    bool headers_sent, req_done, resp_started, end_delivered, paused, active_counted, wm_above;
+    bool in_cb;                        /* inside on_reset: the core frees it after */
+    bool queued;                       /* in pool->pending_* */
+    bool freed;                        /* the owner freed it while the core held it */
+    unsigned holds;                    /* core frames that touch it after an owner callback */
+    struct pool_cluster *pcl;
+    struct herald_http_upstream *wprev, *wnext; /* every live request of the worker */
+};
+
+/* pool.c */
+struct pool_cluster *pool_cluster_get(struct cluster *cl);
+struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h);
+/* A connection for the pool's pending requests: new ones while max_connections
+ * allows. 0, or -1 with *why (OVERFLOW/CONNECT_FAILURE) when none can come. */
+int pool_grow(struct http_pool *p, enum herald_upstream_reset *why);
+/* Binds r to an idle connection now (on_ready follows from a zero-delay
+ * event); false when there is none. */
+bool pool_bind_idle(struct http_pool *p, struct herald_http_upstream *r);
+/* The request owning conn goes away before its response ended: the
+ * connection's state is unknown, so it closes (or, if nothing was written
+ * yet, goes back to the pool). */
+void pool_conn_cancel(struct pool_conn *pc, bool written);
+/* A request was just bound to pc: counts it against max_requests_per_connection. */
+void pool_conn_bound(struct pool_conn *pc);
+/* Pulls the encoded request bytes in conn->wbuf out to the socket. */
+void pool_conn_flush(struct pool_conn *pc);
+
+/* upstream_request.c, for pool.c */
+void ureq_bind(struct herald_http_upstream *r, struct pool_conn *pc);
+/* on_reset from a zero-delay event (the caller is never re-entered); r is freed after it. */
+void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why);
+void ureq_pending_remove(struct herald_http_upstream *r);
+/* The response ended and r is off its connection. */
+void ureq_done(struct herald_http_upstream *r);
+void ureq_watermark(struct herald_http_upstream *r, bool above);
+/* Detaches every live request of the worker from its pool and connection, for good. */
+void ureq_orphan_all(struct worker *w);
+
+/* The lead calls this on the worker (before upstream_close_all) when it
+ * stops: closes every pooled connection and detaches the requests still
+ * owned by callers (they may only be freed afterwards). */
+void http_pools_worker_close_all(struct worker *w);
+
+#endif

@@ -1,0 +1,1457 @@
+/* The route table (Envoy's RouteMatcher/RouteEntryImpl, simplified): built
+ * once from a checked RouteConfiguration, then only read, so workers share it
+ * without locks. PCRE2 stands in for RE2; patterns are compiled at load and
+ * matched against the whole value (anchored at both ends). */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <ctype.h>
+#include <errno.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common.h"
+#include "config/tree.h"
+#include "http/route.h"
+
+/* ------------------------------------------------------------ types */
+
+enum { ACT_APPEND = 0, ACT_ADD_IF_ABSENT, ACT_OVERWRITE_OR_ADD, ACT_OVERWRITE_IF_EXISTS };
+
+struct hdr_add { char *key, *value; int action; bool keep_empty; };
+
+struct hdr_ops {
+    struct hdr_add *add; size_t nadd, capadd;
+    char **remove; size_t nremove, capremove;
+};
+
+/* One level's header mutations (route config, vhost, route, weighted cluster). */
+struct mutations { struct hdr_ops req, resp; };
+
+enum sm_kind { SM_EXACT = 0, SM_PREFIX, SM_SUFFIX, SM_CONTAINS, SM_REGEX };
+
+struct str_matcher { enum sm_kind kind; char *s; bool icase; pcre2_code *re; };
+
+enum hm_kind { HM_STRING = 0, HM_PRESENT };
+
+struct hdr_matcher {
+    char *name;
+    enum hm_kind kind;
+    bool present;           /* HM_PRESENT */
+    bool any_value;         /* a bare {name}: matches any value (Envoy's empty exact value) */
+    struct str_matcher sm;  /* HM_STRING */
+    bool invert, missing_as_empty;
+};
+
+struct query_matcher { char *name; bool by_presence, present; struct str_matcher sm; };
+
+enum path_kind { PM_PREFIX = 0, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
+
+struct vhost;
+
+struct herald_route {
+    const struct herald_route *parent; /* set on a weighted cluster's entry: the route it belongs to */
+    struct vhost *vh;
+    char *name;                        /* NULL when unnamed */
+    char *desc;                        /* "route 'name'" or "route with prefix \"/x\"", for messages */
+    int line;
+    enum herald_route_kind kind;
+
+    /* match */
+    enum path_kind pk;
+    char *pstr; size_t plen;
+    pcre2_code *pre;
+    bool case_sensitive;
+    struct hdr_matcher *hm; size_t nhm;
+    struct query_matcher *qm; size_t nqm;
+
+    /* FORWARD */
+    char *cluster, *cluster_header;
+    struct herald_route **wc; size_t nwc; /* weighted clusters' entries */
+    uint32_t weight;                      /* on a weighted cluster's entry */
+    uint64_t total_weight;
+    int not_found_code;
+    char *host_literal, *host_header;
+    bool auto_host, append_xfh;
+    uint64_t timeout_ms, idle_ms;
+    struct herald_retry_policy *retry; uint32_t *retry_codes;
+    char **up_types; bool *up_enabled; size_t nup;
+
+    /* FORWARD and REDIRECT path rewrites */
+    char *prefix_rewrite;
+    pcre2_code *rx_rewrite; char *rx_subst;
+
+    /* REDIRECT */
+    char *scheme_redirect, *host_redirect;
+    unsigned port_redirect;
+    char *path_redirect;
+    int redirect_code;
+    bool strip_query;
+
+    /* DIRECT_RESPONSE */
+    int direct_status;
+    char *body; size_t body_len;
+
+    struct mutations mut;
+};
+
+struct vhost {
+    char *name;
+    int line;
+    struct route_table *table;
+    struct herald_route **routes; size_t nroutes, caproutes;
+    struct mutations mut;
+    struct herald_retry_policy *retry; uint32_t *retry_codes;
+};
+
+struct domain { char *s; size_t len; struct vhost *vh; const struct herald_cfg *node; };
+
+struct route_table {
+    char *name;
+    struct vhost **vhosts; size_t nvhosts, capvhosts;
+    struct domain *exact; size_t nexact, capexact;
+    struct domain *suffix; size_t nsuffix, capsuffix; /* "*.foo.com": s = ".foo.com", longest first */
+    struct domain *prefix; size_t nprefix, capprefix; /* "foo.*": s = "foo.", longest first */
+    struct vhost *any;
+    const struct herald_cfg *any_node;
+    bool strip_port;
+    bool most_specific_wins;
+    struct mutations mut;
+};
+
+/* ------------------------------------------------------------ freeing */
+
+static void hdr_ops_free(struct hdr_ops *o)
+{
+    for (size_t i = 0; i < o->nadd; i++) {
+        free(o->add[i].key);
+        free(o->add[i].value);
+    }
+    free(o->add);
+    for (size_t i = 0; i < o->nremove; i++)
+        free(o->remove[i]);
+    free(o->remove);
+}
+
+static void mutations_free(struct mutations *m)
+{
+    hdr_ops_free(&m->req);
+    hdr_ops_free(&m->resp);
+}
+
+static void sm_free(struct str_matcher *sm)
+{
+    free(sm->s);
+    if (sm->re)
+        pcre2_code_free(sm->re);
+}
+
+static void route_free(struct herald_route *r)
+{
+    if (!r)
+        return;
+    free(r->name);
+    free(r->desc);
+    free(r->pstr);
+    if (r->pre)
+        pcre2_code_free(r->pre);
+    for (size_t i = 0; i < r->nhm; i++) {
+        free(r->hm[i].name);
+        sm_free(&r->hm[i].sm);
+    }
+    free(r->hm);
+    for (size_t i = 0; i < r->nqm; i++) {
+        free(r->qm[i].name);
+        sm_free(&r->qm[i].sm);
+    }
+    free(r->qm);
+    free(r->cluster);
+    free(r->cluster_header);
+    for (size_t i = 0; i < r->nwc; i++)
+        route_free(r->wc[i]);
+    free(r->wc);
+    free(r->host_literal);
+    free(r->host_header);
+    free(r->retry);
+    free(r->retry_codes);
+    for (size_t i = 0; i < r->nup; i++)
+        free(r->up_types[i]);
+    free(r->up_types);
+    free(r->up_enabled);
+    free(r->prefix_rewrite);
+    if (r->rx_rewrite)
+        pcre2_code_free(r->rx_rewrite);
+    free(r->rx_subst);
+    free(r->scheme_redirect);
+    free(r->host_redirect);
+    free(r->path_redirect);
+    free(r->body);
+    mutations_free(&r->mut);
+    free(r);
+}
+
+void route_table_free(struct route_table *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nvhosts; i++) {
+        struct vhost *vh = t->vhosts[i];
+        for (size_t j = 0; j < vh->nroutes; j++)
+            route_free(vh->routes[j]);
+        free(vh->routes);
+        mutations_free(&vh->mut);
+        free(vh->retry);
+        free(vh->retry_codes);
+        free(vh->name);
+        free(vh);
+    }
+    free(t->vhosts);
+    for (size_t i = 0; i < t->nexact; i++)
+        free(t->exact[i].s);
+    for (size_t i = 0; i < t->nsuffix; i++)
+        free(t->suffix[i].s);
+    for (size_t i = 0; i < t->nprefix; i++)
+        free(t->prefix[i].s);
+    free(t->exact);
+    free(t->suffix);
+    free(t->prefix);
+    mutations_free(&t->mut);
+    free(t->name);
+    free(t);
+}
+
+/* ------------------------------------------------------------ building */
+
+static char *lower_dup(const char *s)
+{
+    char *o = xstrdup(s);
+    for (char *p = o; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return o;
+}
+
+static pcre2_code *compile_regex(const struct herald_cfg *re_node, struct cfg_diag *d)
+{
+    const char *re = herald_cfg_str(re_node, "");
+    int code;
+    PCRE2_SIZE off;
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code, &off, NULL);
+    if (!c) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        diag_error(d, re_node, "invalid regex '%s': %s at offset %zu", re, (const char *)msg, (size_t)off);
+    }
+    return c;
+}
+
+/* Whole-value match, as RE2's FullMatch. */
+static bool regex_full_match(const pcre2_code *re, const char *s, size_t len)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    int rc = pcre2_match(re, (PCRE2_SPTR)s, len, 0, PCRE2_ANCHORED | PCRE2_ENDANCHORED, md, NULL);
+    pcre2_match_data_free(md);
+    return rc >= 0;
+}
+
+static bool is_unmodifiable(const char *key)
+{
+    return key[0] == ':' || strcasecmp(key, "host") == 0;
+}
+
+static int parse_hdr_ops(const struct herald_cfg *owner, const char *add_key, const char *remove_key,
+                         struct hdr_ops *o, bool request, struct cfg_diag *d)
+{
+    int rc = 0;
+    const struct herald_cfg *adds = herald_cfg_get(owner, add_key);
+    for (size_t i = 0; i < herald_cfg_len(adds); i++) {
+        const struct herald_cfg *hvo = herald_cfg_at(adds, i), *hv = herald_cfg_get(hvo, "header");
+        struct hdr_add *a = VEC_PUSH(o->add, o->nadd, o->capadd);
+        a->key = lower_dup(herald_cfg_str(herald_cfg_get(hv, "key"), ""));
+        a->value = xstrdup(herald_cfg_str(herald_cfg_get(hv, "value"), ""));
+        a->keep_empty = herald_cfg_bool(herald_cfg_get(hvo, "keep_empty_value"), false);
+        const struct herald_cfg *append = herald_cfg_get(hvo, "append");
+        const char *act = herald_cfg_str(herald_cfg_get(hvo, "append_action"), "APPEND_IF_EXISTS_OR_ADD");
+        if (append)
+            a->action = herald_cfg_bool(append, true) ? ACT_APPEND : ACT_OVERWRITE_OR_ADD;
+        else if (strcmp(act, "ADD_IF_ABSENT") == 0)
+            a->action = ACT_ADD_IF_ABSENT;
+        else if (strcmp(act, "OVERWRITE_IF_EXISTS_OR_ADD") == 0)
+            a->action = ACT_OVERWRITE_OR_ADD;
+        else if (strcmp(act, "OVERWRITE_IF_EXISTS") == 0)
+            a->action = ACT_OVERWRITE_IF_EXISTS;
+        else
+            a->action = ACT_APPEND;
+    }
+    const struct herald_cfg *rems = herald_cfg_get(owner, remove_key);
+    for (size_t i = 0; i < herald_cfg_len(rems); i++) {
+        const struct herald_cfg *n = herald_cfg_at(rems, i);
+        const char *key = herald_cfg_str(n, "");
+        if (!*key || (request && is_unmodifiable(key)) || (!request && key[0] == ':')) {
+            diag_error(d, n, "%s may not be removed%s", *key ? key : "an empty header name",
+                       *key ? " (':'-prefixed and host headers are not modifiable)" : "");
+            rc = -1;
+            continue;
+        }
+        *VEC_PUSH(o->remove, o->nremove, o->capremove) = lower_dup(key);
+    }
+    return rc;
+}
+
+static int parse_mutations(const struct herald_cfg *owner, struct mutations *m, struct cfg_diag *d)
+{
+    int a = parse_hdr_ops(owner, "request_headers_to_add", "request_headers_to_remove", &m->req, true, d);
+    int b = parse_hdr_ops(owner, "response_headers_to_add", "response_headers_to_remove", &m->resp, false, d);
+    return a < 0 || b < 0 ? -1 : 0;
+}
+
+static int parse_string_matcher(const struct herald_cfg *n, struct str_matcher *sm, struct cfg_diag *d)
+{
+    static const struct { const char *key; enum sm_kind kind; } kinds[] = {
+        { "exact", SM_EXACT }, { "prefix", SM_PREFIX }, { "suffix", SM_SUFFIX }, { "contains", SM_CONTAINS },
+    };
+    sm->icase = herald_cfg_bool(herald_cfg_get(n, "ignore_case"), false);
+    for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+        const struct herald_cfg *v = herald_cfg_get(n, kinds[i].key);
+        if (v) {
+            sm->kind = kinds[i].kind;
+            sm->s = xstrdup(herald_cfg_str(v, ""));
+            return 0;
+        }
+    }
+    sm->kind = SM_REGEX;
+    sm->re = compile_regex(herald_cfg_get(herald_cfg_get(n, "safe_regex"), "regex"), d);
+    return sm->re ? 0 : -1;
+}
+
+static bool sm_match(const struct str_matcher *sm, const char *v, size_t vlen)
+{
+    size_t slen = sm->s ? strlen(sm->s) : 0;
+    int (*ncmp)(const char *, const char *, size_t) = sm->icase ? strncasecmp : strncmp;
+    switch (sm->kind) {
+    case SM_EXACT:
+        return vlen == slen && ncmp(v, sm->s, slen) == 0;
+    case SM_PREFIX:
+        return vlen >= slen && ncmp(v, sm->s, slen) == 0;
+    case SM_SUFFIX:
+        return vlen >= slen && ncmp(v + vlen - slen, sm->s, slen) == 0;
+    case SM_CONTAINS:
+        for (size_t i = 0; i + slen <= vlen; i++)
+            if (ncmp(v + i, sm->s, slen) == 0)
+                return true;
+        return false;
+    case SM_REGEX:
+        return regex_full_match(sm->re, v, vlen);
+    }
+    return false;
+}
+
+static int parse_header_matcher(const struct herald_cfg *n, struct hdr_matcher *hm, struct cfg_diag *d)
+{
+    static const struct { const char *key; enum sm_kind kind; } legacy[] = {
+        { "exact_match", SM_EXACT }, { "prefix_match", SM_PREFIX }, { "suffix_match", SM_SUFFIX },
+        { "contains_match", SM_CONTAINS },
+    };
+    hm->name = lower_dup(herald_cfg_str(herald_cfg_get(n, "name"), ""));
+    hm->invert = herald_cfg_bool(herald_cfg_get(n, "invert_match"), false);
+    hm->missing_as_empty = herald_cfg_bool(herald_cfg_get(n, "treat_missing_header_as_empty"), false);
+    hm->kind = HM_STRING;
+    const struct herald_cfg *v;
+    if ((v = herald_cfg_get(n, "present_match"))) {
+        hm->kind = HM_PRESENT;
+        hm->present = herald_cfg_bool(v, true);
+        return 0;
+    }
+    if ((v = herald_cfg_get(n, "string_match")))
+        return parse_string_matcher(v, &hm->sm, d);
+    if ((v = herald_cfg_get(n, "safe_regex_match"))) {
+        hm->sm.kind = SM_REGEX;
+        hm->sm.re = compile_regex(herald_cfg_get(v, "regex"), d);
+        return hm->sm.re ? 0 : -1;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(legacy); i++)
+        if ((v = herald_cfg_get(n, legacy[i].key))) {
+            hm->sm.kind = legacy[i].kind;
+            hm->sm.s = xstrdup(herald_cfg_str(v, ""));
+            /* Envoy: an empty exact_match matches any value */
+            hm->any_value = legacy[i].kind == SM_EXACT && !*hm->sm.s;
+            return 0;
+        }
+    hm->any_value = true;
+    return 0;
+}
+
+static int parse_retry(const struct herald_cfg *n, struct herald_retry_policy **out, uint32_t **codes_out,
+                       struct cfg_diag *d)
+{
+    if (!n)
+        return 0;
+    struct herald_retry_policy *p = xcalloc(1, sizeof(*p));
+    char *err = NULL;
+    if (route_parse_retry_on(herald_cfg_get(n, "retry_on"), &p->on, &err) < 0) {
+        diag_error_take(d, err);
+        free(p);
+        return -1;
+    }
+    p->num_retries = (uint32_t)herald_cfg_int(herald_cfg_get(n, "num_retries"), 1);
+    p->per_try_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "per_try_timeout"), 0);
+    const struct herald_cfg *bo = herald_cfg_get(n, "retry_back_off");
+    p->backoff_base_ms = herald_cfg_duration_ms(herald_cfg_get(bo, "base_interval"), 25);
+    p->backoff_max_ms = herald_cfg_duration_ms(herald_cfg_get(bo, "max_interval"), p->backoff_base_ms * 10);
+    const struct herald_cfg *codes = herald_cfg_get(n, "retriable_status_codes");
+    size_t nc = herald_cfg_len(codes);
+    uint32_t *c = nc ? xcalloc(nc, sizeof(*c)) : NULL;
+    for (size_t i = 0; i < nc; i++)
+        c[i] = (uint32_t)herald_cfg_int(herald_cfg_at(codes, i), 0);
+    p->retriable_status_codes = c;
+    p->nretriable_status_codes = nc;
+    *out = p;
+    *codes_out = c;
+    return 0;
+}
+
+static int b64val(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+/* Standard or URL-safe base64, padding optional, whitespace skipped. */
+static char *b64_decode(const char *s, size_t *len)
+{
+    size_t n = strlen(s);
+    char *out = xmalloc(n / 4 * 3 + 4);
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (; *s; s++) {
+        if (*s == '=' || isspace((unsigned char)*s))
+            continue;
+        int v = b64val((unsigned char)*s);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
+}
+
+static int parse_body(const struct herald_cfg *ds, struct herald_route *r, uint64_t max, struct cfg_diag *d)
+{
+    const struct herald_cfg *v;
+    if ((v = herald_cfg_get(ds, "inline_string"))) {
+        r->body = xstrdup(herald_cfg_str(v, ""));
+        r->body_len = strlen(r->body);
+    } else if ((v = herald_cfg_get(ds, "inline_bytes"))) {
+        r->body = b64_decode(herald_cfg_str(v, ""), &r->body_len);
+        if (!r->body) {
+            diag_error(d, v, "inline_bytes is not valid base64");
+            return -1;
+        }
+    } else if ((v = herald_cfg_get(ds, "environment_variable"))) {
+        const char *e = getenv(herald_cfg_str(v, ""));
+        if (!e) {
+            diag_error(d, v, "environment variable '%s' is not set", herald_cfg_str(v, ""));
+            return -1;
+        }
+        r->body = xstrdup(e);
+        r->body_len = strlen(e);
+    } else if ((v = herald_cfg_get(ds, "filename"))) {
+        const char *fn = herald_cfg_str(v, "");
+        FILE *f = fopen(fn, "rb");
+        if (!f) {
+            diag_error(d, v, "cannot read '%s': %s", fn, strerror(errno));
+            return -1;
+        }
+        size_t cap = 4096, n = 0, got;
+        char *buf = xmalloc(cap + 1);
+        while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+            n += got;
+            if (n > max)
+                break;
+            if (n == cap)
+                buf = xrealloc(buf, (cap *= 2) + 1);
+        }
+        fclose(f);
+        buf[n] = '\0';
+        r->body = buf;
+        r->body_len = n;
+    } else {
+        return 0;
+    }
+    if (r->body_len > max) {
+        bool from_file = herald_cfg_get(ds, "filename") != NULL;
+        diag_error(d, v, "the direct response body is %s%zu bytes; the maximum is %llu (raise the route "
+                   "config's max_direct_response_body_size_bytes)", from_file ? "over " : "", r->body_len,
+                   (unsigned long long)max);
+        return -1;
+    }
+    return 0;
+}
+
+static char *describe_match(const struct herald_route *r)
+{
+    static const char *const kinds[] = { "prefix", "path", "safe_regex", "path_separated_prefix" };
+    if (r->name)
+        return xasprintf("route '%s'", r->name);
+    return xasprintf("route with %s \"%s\"", kinds[r->pk], r->pstr);
+}
+
+static int parse_redirect(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
+{
+    static const struct { const char *name; int code; } codes[] = {
+        { "MOVED_PERMANENTLY", 301 }, { "FOUND", 302 }, { "SEE_OTHER", 303 },
+        { "TEMPORARY_REDIRECT", 307 }, { "PERMANENT_REDIRECT", 308 },
+    };
+    r->kind = HERALD_ROUTE_REDIRECT;
+    const struct herald_cfg *v;
+    if ((v = herald_cfg_get(n, "scheme_redirect")))
+        r->scheme_redirect = lower_dup(herald_cfg_str(v, "http"));
+    else if (herald_cfg_bool(herald_cfg_get(n, "https_redirect"), false))
+        r->scheme_redirect = xstrdup("https");
+    if ((v = herald_cfg_get(n, "host_redirect")))
+        r->host_redirect = xstrdup(herald_cfg_str(v, ""));
+    r->port_redirect = (unsigned)herald_cfg_int(herald_cfg_get(n, "port_redirect"), 0);
+    if ((v = herald_cfg_get(n, "path_redirect")))
+        r->path_redirect = xstrdup(herald_cfg_str(v, "/"));
+    if ((v = herald_cfg_get(n, "prefix_rewrite")))
+        r->prefix_rewrite = xstrdup(herald_cfg_str(v, ""));
+    if ((v = herald_cfg_get(n, "regex_rewrite"))) {
+        r->rx_rewrite = compile_regex(herald_cfg_get(herald_cfg_get(v, "pattern"), "regex"), d);
+        r->rx_subst = xstrdup(herald_cfg_str(herald_cfg_get(v, "substitution"), ""));
+        if (!r->rx_rewrite)
+            return -1;
+    }
+    r->strip_query = herald_cfg_bool(herald_cfg_get(n, "strip_query"), false);
+    r->redirect_code = 301;
+    const char *code = herald_cfg_str(herald_cfg_get(n, "response_code"), "MOVED_PERMANENTLY");
+    for (size_t i = 0; i < ARRAY_SIZE(codes); i++)
+        if (strcmp(codes[i].name, code) == 0)
+            r->redirect_code = codes[i].code;
+    return 0;
+}
+
+static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
+{
+    int rc = 0;
+    const struct herald_cfg *v;
+    r->kind = HERALD_ROUTE_FORWARD;
+    if ((v = herald_cfg_get(n, "cluster")))
+        r->cluster = xstrdup(herald_cfg_str(v, ""));
+    if ((v = herald_cfg_get(n, "cluster_header")))
+        r->cluster_header = lower_dup(herald_cfg_str(v, ""));
+    if ((v = herald_cfg_get(n, "weighted_clusters"))) {
+        const struct herald_cfg *cl = herald_cfg_get(v, "clusters");
+        r->nwc = herald_cfg_len(cl);
+        r->wc = xcalloc(r->nwc, sizeof(*r->wc));
+        for (size_t i = 0; i < r->nwc; i++) {
+            const struct herald_cfg *c = herald_cfg_at(cl, i);
+            struct herald_route *w = xcalloc(1, sizeof(*w));
+            r->wc[i] = w;
+            w->parent = r;
+            w->vh = r->vh;
+            w->kind = HERALD_ROUTE_FORWARD;
+            w->cluster = xstrdup(herald_cfg_str(herald_cfg_get(c, "name"), ""));
+            w->weight = (uint32_t)herald_cfg_int(herald_cfg_get(c, "weight"), 0);
+            r->total_weight += w->weight;
+            if ((v = herald_cfg_get(c, "host_rewrite_literal")))
+                w->host_literal = xstrdup(herald_cfg_str(v, ""));
+            if (parse_mutations(c, &w->mut, d) < 0)
+                rc = -1;
+        }
+    }
+    r->not_found_code = 503;
+    const char *nf = herald_cfg_str(herald_cfg_get(n, "cluster_not_found_response_code"), "");
+    if (strcmp(nf, "NOT_FOUND") == 0)
+        r->not_found_code = 404;
+    else if (strcmp(nf, "INTERNAL_SERVER_ERROR") == 0)
+        r->not_found_code = 500;
+    if ((v = herald_cfg_get(n, "prefix_rewrite")))
+        r->prefix_rewrite = xstrdup(herald_cfg_str(v, ""));
+    if ((v = herald_cfg_get(n, "regex_rewrite"))) {
+        r->rx_rewrite = compile_regex(herald_cfg_get(herald_cfg_get(v, "pattern"), "regex"), d);
+        r->rx_subst = xstrdup(herald_cfg_str(herald_cfg_get(v, "substitution"), ""));
+        if (!r->rx_rewrite)
+            rc = -1;
+    }
+    if ((v = herald_cfg_get(n, "host_rewrite_literal")))
+        r->host_literal = xstrdup(herald_cfg_str(v, ""));
+    if ((v = herald_cfg_get(n, "host_rewrite_header")))
+        r->host_header = lower_dup(herald_cfg_str(v, ""));
+    r->auto_host = herald_cfg_bool(herald_cfg_get(n, "auto_host_rewrite"), false);
+    r->append_xfh = herald_cfg_bool(herald_cfg_get(n, "append_x_forwarded_host"), false);
+    r->timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "timeout"), 15000);
+    r->idle_ms = herald_cfg_duration_ms(herald_cfg_get(n, "idle_timeout"), 0);
+    if (parse_retry(herald_cfg_get(n, "retry_policy"), &r->retry, &r->retry_codes, d) < 0)
+        rc = -1;
+    const struct herald_cfg *ups = herald_cfg_get(n, "upgrade_configs");
+    r->nup = herald_cfg_len(ups);
+    if (r->nup) {
+        r->up_types = xcalloc(r->nup, sizeof(*r->up_types));
+        r->up_enabled = xcalloc(r->nup, sizeof(*r->up_enabled));
+    }
+    for (size_t i = 0; i < r->nup; i++) {
+        const struct herald_cfg *u = herald_cfg_at(ups, i);
+        r->up_types[i] = lower_dup(herald_cfg_str(herald_cfg_get(u, "upgrade_type"), ""));
+        r->up_enabled[i] = herald_cfg_bool(herald_cfg_get(u, "enabled"), true);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->up_types[j], r->up_types[i]) == 0) {
+                diag_error(d, u, "upgrade type '%s' is given twice", r->up_types[i]);
+                rc = -1;
+            }
+    }
+    return rc;
+}
+
+static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost *vh, uint64_t max_body,
+                                        struct cfg_diag *d)
+{
+    struct herald_route *r = xcalloc(1, sizeof(*r));
+    int rc = 0;
+    r->vh = vh;
+    r->line = herald_cfg_line(n);
+    const struct herald_cfg *v, *m = herald_cfg_get(n, "match");
+    if ((v = herald_cfg_get(n, "name")))
+        r->name = xstrdup(herald_cfg_str(v, ""));
+    r->case_sensitive = herald_cfg_bool(herald_cfg_get(m, "case_sensitive"), true);
+    if ((v = herald_cfg_get(m, "prefix"))) {
+        r->pk = PM_PREFIX;
+    } else if ((v = herald_cfg_get(m, "path"))) {
+        r->pk = PM_PATH;
+    } else if ((v = herald_cfg_get(m, "path_separated_prefix"))) {
+        r->pk = PM_SEP_PREFIX;
+    } else {
+        r->pk = PM_REGEX;
+        v = herald_cfg_get(herald_cfg_get(m, "safe_regex"), "regex");
+        if (!(r->pre = compile_regex(v, d)))
+            rc = -1;
+    }
+    r->pstr = xstrdup(herald_cfg_str(v, ""));
+    r->plen = strlen(r->pstr);
+    r->desc = describe_match(r);
+
+    const struct herald_cfg *hs = herald_cfg_get(m, "headers");
+    r->nhm = herald_cfg_len(hs);
+    r->hm = r->nhm ? xcalloc(r->nhm, sizeof(*r->hm)) : NULL;
+    for (size_t i = 0; i < r->nhm; i++)
+        if (parse_header_matcher(herald_cfg_at(hs, i), &r->hm[i], d) < 0)
+            rc = -1;
+    const struct herald_cfg *qs = herald_cfg_get(m, "query_parameters");
+    r->nqm = herald_cfg_len(qs);
+    r->qm = r->nqm ? xcalloc(r->nqm, sizeof(*r->qm)) : NULL;
+    for (size_t i = 0; i < r->nqm; i++) {
+        const struct herald_cfg *q = herald_cfg_at(qs, i);
+        struct query_matcher *qm = &r->qm[i];
+        qm->name = xstrdup(herald_cfg_str(herald_cfg_get(q, "name"), ""));
+        if ((v = herald_cfg_get(q, "string_match"))) {
+            if (parse_string_matcher(v, &qm->sm, d) < 0)
+                rc = -1;
+        } else {
+            qm->by_presence = true;
+            qm->present = herald_cfg_bool(herald_cfg_get(q, "present_match"), true);
+        }
+    }
+
+    if ((v = herald_cfg_get(n, "route"))) {
+        if (parse_forward(v, r, d) < 0)
+            rc = -1;
+    } else if ((v = herald_cfg_get(n, "redirect"))) {
+        if (parse_redirect(v, r, d) < 0)
+            rc = -1;
+    } else if ((v = herald_cfg_get(n, "direct_response"))) {
+        r->kind = HERALD_ROUTE_DIRECT_RESPONSE;
+        r->direct_status = (int)herald_cfg_int(herald_cfg_get(v, "status"), 200);
+        if (parse_body(herald_cfg_get(v, "body"), r, max_body, d) < 0)
+            rc = -1;
+    }
+    if (parse_mutations(n, &r->mut, d) < 0)
+        rc = -1;
+    if (rc < 0) {
+        route_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static bool has_alpha(const char *s)
+{
+    for (; *s; s++)
+        if (isalpha((unsigned char)*s))
+            return true;
+    return false;
+}
+
+static bool regex_matches_all(const char *re)
+{
+    return strcmp(re, ".*") == 0 || strcmp(re, "^.*$") == 0 || strcmp(re, "/.*") == 0 ||
+           strcmp(re, "^/.*$") == 0 || strcmp(re, "(.*)") == 0;
+}
+
+/* Whether every request route x matches is also matched by the earlier route
+ * y. Conservative: only the path conditions are compared, and only when y has
+ * no other condition (x's extra headers/query conditions narrow it further). */
+static bool route_covers(const struct herald_route *y, const struct herald_route *x)
+{
+    if (y->nhm || y->nqm)
+        return false;
+    if (y->pk == PM_REGEX)
+        return regex_matches_all(y->pstr);
+    if (y->pk == PM_PREFIX && (y->plen == 0 || strcmp(y->pstr, "/") == 0) && !(x->pk == PM_PATH && !x->plen))
+        return true; /* every path starts with '/' */
+    if (x->pk == PM_REGEX)
+        return false;
+    /* a case-insensitive x matches paths in other cases than a case-sensitive y allows */
+    if (y->case_sensitive && !x->case_sensitive && has_alpha(y->pstr))
+        return false;
+    int (*ncmp)(const char *, const char *, size_t) = y->case_sensitive ? strncmp : strncasecmp;
+    bool starts = x->plen >= y->plen && ncmp(x->pstr, y->pstr, y->plen) == 0;
+    switch (y->pk) {
+    case PM_PREFIX:
+        return starts;
+    case PM_PATH:
+        return x->pk == PM_PATH && x->plen == y->plen && starts;
+    case PM_SEP_PREFIX:
+        /* x's paths are y's prefix itself or below "y/" */
+        if (!starts)
+            return false;
+        if (x->plen == y->plen)
+            return x->pk != PM_PREFIX; /* prefix "/api" also matches "/apix" */
+        return x->pstr[y->plen] == '/';
+    case PM_REGEX:
+        break;
+    }
+    return false;
+}
+
+static int cmp_len_desc(const void *a, const void *b)
+{
+    const struct domain *x = a, *y = b;
+    return x->len < y->len ? 1 : x->len > y->len ? -1 : 0;
+}
+
+/* The ':' before a host's port ("h:80", "[::1]:80"), or NULL. */
+static const char *port_colon(const char *h)
+{
+    const char *c;
+    if (h[0] == '[') {
+        const char *rb = strchr(h, ']');
+        c = rb && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        c = strchr(h, ':');
+        if (c && c != strrchr(h, ':'))
+            c = NULL; /* a bare IPv6 address */
+    }
+    if (c && strspn(c + 1, "0123456789") != strlen(c + 1))
+        c = NULL;
+    return c;
+}
+
+static int add_domain(struct route_table *t, struct vhost *vh, const struct herald_cfg *n, struct cfg_diag *d)
+{
+    const char *raw = herald_cfg_str(n, "");
+    if (!*raw) {
+        diag_error(d, n, "a domain is empty (use \"*\" to match every host)");
+        return -1;
+    }
+    if (strcmp(raw, "*") == 0) {
+        if (t->any) {
+            diag_error(d, n, "only one virtual host may have the domain \"*\": virtual host '%s' (line %d) "
+                       "has it already", t->any->name, herald_cfg_line(t->any_node));
+            return -1;
+        }
+        t->any = vh;
+        t->any_node = n;
+        return 0;
+    }
+    char *low = lower_dup(raw);
+    size_t len = strlen(low);
+    /* duplicates, compared as Envoy does (lower-cased) */
+    const struct domain *all[3] = { t->exact, t->suffix, t->prefix };
+    size_t counts[3] = { t->nexact, t->nsuffix, t->nprefix };
+    for (size_t k = 0; k < 3; k++)
+        for (size_t i = 0; i < counts[k]; i++) {
+            const struct domain *o = &all[k][i];
+            const char *ostr = herald_cfg_str(o->node, "");
+            if (strcasecmp(ostr, raw) == 0) {
+                diag_error(d, n, "domain '%s' is already in virtual host '%s' (line %d): a domain must be "
+                           "unique across the route config", raw, o->vh->name, herald_cfg_line(o->node));
+                free(low);
+                return -1;
+            }
+        }
+    struct domain *dom;
+    if (low[0] == '*') {
+        dom = VEC_PUSH(t->suffix, t->nsuffix, t->capsuffix);
+        dom->s = xstrdup(low + 1);
+    } else if (low[len - 1] == '*') {
+        dom = VEC_PUSH(t->prefix, t->nprefix, t->capprefix);
+        dom->s = xstrndup(low, len - 1);
+    } else {
+        dom = VEC_PUSH(t->exact, t->nexact, t->capexact);
+        dom->s = xstrdup(low);
+    }
+    dom->len = strlen(dom->s);
+    dom->vh = vh;
+    dom->node = n;
+    if (strchr(dom->s, '*'))
+        diag_warn(d, n, "domain '%s' has a '*' in the middle: only a leading \"*.\" or trailing \".*\" "
+                  "wildcard works, so it matches nothing but itself", raw);
+    free(low);
+    return 0;
+}
+
+struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_diag *d)
+{
+    struct route_table *t = xcalloc(1, sizeof(*t));
+    int err = 0;
+    t->name = xstrdup(herald_cfg_str(herald_cfg_get(rc, "name"), ""));
+    t->most_specific_wins = herald_cfg_bool(herald_cfg_get(rc, "most_specific_header_mutations_wins"), false);
+    const struct herald_cfg *mb = herald_cfg_get(rc, "max_direct_response_body_size_bytes");
+    uint64_t max_body = (uint64_t)herald_cfg_int(mb, 4096);
+    if (parse_mutations(rc, &t->mut, d) < 0)
+        err = -1;
+
+    const struct herald_cfg *vhs = herald_cfg_get(rc, "virtual_hosts");
+    bool any_port = false;
+    for (size_t i = 0; i < herald_cfg_len(vhs); i++) {
+        const struct herald_cfg *vn = herald_cfg_at(vhs, i);
+        struct vhost *vh = xcalloc(1, sizeof(*vh));
+        *VEC_PUSH(t->vhosts, t->nvhosts, t->capvhosts) = vh;
+        vh->table = t;
+        vh->line = herald_cfg_line(vn);
+        vh->name = xstrdup(herald_cfg_str(herald_cfg_get(vn, "name"), ""));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(t->vhosts[j]->name, vh->name) == 0)
+                diag_warn(d, herald_cfg_get(vn, "name"), "virtual host name '%s' is also used at line %d: "
+                          "their stats would mix", vh->name, t->vhosts[j]->line);
+        const struct herald_cfg *doms = herald_cfg_get(vn, "domains");
+        for (size_t j = 0; j < herald_cfg_len(doms); j++) {
+            const struct herald_cfg *dn = herald_cfg_at(doms, j);
+            if (add_domain(t, vh, dn, d) < 0)
+                err = -1;
+            if (port_colon(herald_cfg_str(dn, "")))
+                any_port = true;
+        }
+        if (parse_mutations(vn, &vh->mut, d) < 0)
+            err = -1;
+        if (parse_retry(herald_cfg_get(vn, "retry_policy"), &vh->retry, &vh->retry_codes, d) < 0)
+            err = -1;
+        const struct herald_cfg *routes = herald_cfg_get(vn, "routes");
+        if (herald_cfg_len(routes) == 0)
+            diag_warn(d, vn, "virtual host '%s' has no routes: every request to it gets 404", vh->name);
+        for (size_t j = 0; j < herald_cfg_len(routes); j++) {
+            struct herald_route *r = parse_route(herald_cfg_at(routes, j), vh, max_body, d);
+            if (!r) {
+                err = -1;
+                continue;
+            }
+            for (size_t k = 0; k < vh->nroutes; k++) {
+                const struct herald_route *y = vh->routes[k];
+                if (route_covers(y, r)) {
+                    diag_warn(d, herald_cfg_at(routes, j), "%s (line %d) can never match: %s (line %d) "
+                              "before it matches every path it would", r->desc, r->line, y->desc, y->line);
+                    break;
+                }
+            }
+            *VEC_PUSH(vh->routes, vh->nroutes, vh->caproutes) = r;
+        }
+    }
+    t->strip_port = herald_cfg_bool(herald_cfg_get(rc, "ignore_port_in_host_matching"), false) || !any_port;
+    if (t->nsuffix)
+        qsort(t->suffix, t->nsuffix, sizeof(*t->suffix), cmp_len_desc);
+    if (t->nprefix)
+        qsort(t->prefix, t->nprefix, sizeof(*t->prefix), cmp_len_desc);
+    if (err < 0 || d->nerrors) {
+        route_table_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+const char *route_table_name(const struct route_table *t)
+{
+    return t ? t->name : "";
+}
+
+/* ------------------------------------------------------------ matching */
+
+static const struct vhost *find_vhost(const struct route_table *t, const struct herald_headers *req)
+{
+    const char *auth = herald_headers_get(req, ":authority");
+    if (!auth)
+        auth = herald_headers_get(req, "host");
+    if (!auth)
+        auth = "";
+    size_t len = strlen(auth);
+    char stackbuf[256];
+    char *host = len < sizeof(stackbuf) ? stackbuf : xmalloc(len + 1);
+    for (size_t i = 0; i <= len; i++)
+        host[i] = (char)tolower((unsigned char)auth[i]);
+    if (t->strip_port) {
+        const char *colon = port_colon(host);
+        if (colon) {
+            len = (size_t)(colon - host);
+            host[len] = '\0';
+        }
+    }
+    const struct vhost *found = NULL;
+    for (size_t i = 0; i < t->nexact && !found; i++)
+        if (t->exact[i].len == len && memcmp(t->exact[i].s, host, len) == 0)
+            found = t->exact[i].vh;
+    for (size_t i = 0; i < t->nsuffix && !found; i++) /* longest first; "*" must stand for something */
+        if (len > t->suffix[i].len &&
+            memcmp(host + len - t->suffix[i].len, t->suffix[i].s, t->suffix[i].len) == 0)
+            found = t->suffix[i].vh;
+    for (size_t i = 0; i < t->nprefix && !found; i++)
+        if (len > t->prefix[i].len && memcmp(host, t->prefix[i].s, t->prefix[i].len) == 0)
+            found = t->prefix[i].vh;
+    if (!found)
+        found = t->any;
+    if (host != stackbuf)
+        free(host);
+    return found;
+}
+
+bool route_table_vhost_found(const struct route_table *t, const struct herald_headers *req)
+{
+    return t && find_vhost(t, req) != NULL;
+}
+
+/* All values of name joined with ',' (Envoy's getAllOfHeaderAsString); NULL when absent. */
+static char *header_joined(const struct herald_headers *h, const char *name)
+{
+    char *out = NULL;
+    size_t n = herald_headers_count(h);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        if (!herald_headers_at(h, i, &k, &v) || strcasecmp(k, name) != 0)
+            continue;
+        if (!out) {
+            out = xstrdup(v);
+        } else {
+            char *j = xasprintf("%s,%s", out, v);
+            free(out);
+            out = j;
+        }
+    }
+    return out;
+}
+
+static bool header_matches(const struct hdr_matcher *hm, const struct herald_headers *req)
+{
+    char *val = header_joined(req, hm->name);
+    bool match;
+    if (!val && !hm->missing_as_empty) {
+        /* absent: only a present_match can say anything */
+        if (hm->invert)
+            return hm->kind == HM_PRESENT && hm->present;
+        return hm->kind == HM_PRESENT && !hm->present;
+    }
+    const char *v = val ? val : "";
+    if (hm->kind == HM_PRESENT)
+        match = hm->present;
+    else if (hm->any_value)
+        match = true;
+    else
+        match = sm_match(&hm->sm, v, strlen(v));
+    free(val);
+    return match != hm->invert;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes [s, s+n) into a malloc'd string ('+' stays '+', as Envoy). */
+static char *url_decode(const char *s, size_t n)
+{
+    char *o = xmalloc(n + 1), *p = o;
+    for (size_t i = 0; i < n; i++) {
+        int a, b;
+        if (s[i] == '%' && i + 2 < n && (a = hexval((unsigned char)s[i + 1])) >= 0 &&
+            (b = hexval((unsigned char)s[i + 2])) >= 0) {
+            *p++ = (char)(a * 16 + b);
+            i += 2;
+        } else {
+            *p++ = s[i];
+        }
+    }
+    *p = '\0';
+    return o;
+}
+
+/* The first value of query parameter name in path (decoded), or NULL. */
+static char *query_param(const char *path, const char *name)
+{
+    const char *q = strchr(path, '?');
+    if (!q)
+        return NULL;
+    q++;
+    const char *end = q + strcspn(q, "#");
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(pe - q));
+        const char *ke = eq ? eq : pe;
+        char *key = url_decode(q, (size_t)(ke - q));
+        bool hit = strcmp(key, name) == 0;
+        free(key);
+        if (hit)
+            return eq ? url_decode(eq + 1, (size_t)(pe - eq - 1)) : xstrdup("");
+        q = amp ? amp + 1 : end;
+    }
+    return NULL;
+}
+
+static bool route_matches(const struct herald_route *r, const struct herald_headers *req, const char *path,
+                          size_t plen)
+{
+    int (*ncmp)(const char *, const char *, size_t) = r->case_sensitive ? strncmp : strncasecmp;
+    switch (r->pk) {
+    case PM_PREFIX:
+        if (plen < r->plen || ncmp(path, r->pstr, r->plen) != 0)
+            return false;
+        break;
+    case PM_PATH:
+        if (plen != r->plen || ncmp(path, r->pstr, r->plen) != 0)
+            return false;
+        break;
+    case PM_SEP_PREFIX:
+        if (plen < r->plen || ncmp(path, r->pstr, r->plen) != 0 || (plen > r->plen && path[r->plen] != '/'))
+            return false;
+        break;
+    case PM_REGEX:
+        if (!regex_full_match(r->pre, path, plen))
+            return false;
+        break;
+    }
+    for (size_t i = 0; i < r->nhm; i++)
+        if (!header_matches(&r->hm[i], req))
+            return false;
+    if (r->nqm) {
+        const char *full = herald_headers_get(req, ":path");
+        for (size_t i = 0; i < r->nqm; i++) {
+            const struct query_matcher *qm = &r->qm[i];
+            char *v = query_param(full ? full : "", qm->name);
+            bool ok = qm->by_presence ? (v != NULL) == qm->present : v && sm_match(&qm->sm, v, strlen(v));
+            free(v);
+            if (!ok)
+                return false;
+        }
+    }
+    return true;
+}
+
+static const struct herald_route *weighted_pick(const struct herald_route *r, uint64_t random)
+{
+    uint64_t x = random % r->total_weight;
+    for (size_t i = 0; i < r->nwc; i++) {
+        if (x < r->wc[i]->weight)
+            return r->wc[i];
+        x -= r->wc[i]->weight;
+    }
+    return r->wc[r->nwc - 1];
+}
+
+const struct herald_route *route_table_match(const struct route_table *t, const struct herald_headers *req,
+                                             uint64_t random)
+{
+    if (!t)
+        return NULL;
+    const struct vhost *vh = find_vhost(t, req);
+    if (!vh)
+        return NULL;
+    const char *path = herald_headers_get(req, ":path");
+    if (!path)
+        path = "";
+    size_t plen = strcspn(path, "?#");
+    for (size_t i = 0; i < vh->nroutes; i++) {
+        const struct herald_route *r = vh->routes[i];
+        if (route_matches(r, req, path, plen))
+            return r->nwc ? weighted_pick(r, random) : r;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ SDK accessors */
+
+/* the route itself (a weighted cluster's entry shares its route's settings) */
+#define ROUTE(r) ((r)->parent ? (r)->parent : (r))
+
+enum herald_route_kind herald_route_kind(const struct herald_route *r)
+{
+    return ROUTE(r)->kind;
+}
+
+const char *herald_route_name(const struct herald_route *r)
+{
+    return ROUTE(r)->name ? ROUTE(r)->name : "";
+}
+
+const char *herald_route_vhost_name(const struct herald_route *r)
+{
+    return ROUTE(r)->vh->name;
+}
+
+const char *herald_route_cluster(const struct herald_route *r, const struct herald_headers *req,
+                                 uint64_t random)
+{
+    if (r->parent)
+        return r->cluster;
+    if (r->kind != HERALD_ROUTE_FORWARD)
+        return NULL;
+    if (r->cluster_header) {
+        const char *v = herald_headers_get(req, r->cluster_header);
+        return v && *v ? v : NULL;
+    }
+    if (r->nwc)
+        return weighted_pick(r, random)->cluster;
+    return r->cluster;
+}
+
+int herald_route_cluster_not_found_code(const struct herald_route *r)
+{
+    return ROUTE(r)->not_found_code ? ROUTE(r)->not_found_code : 503;
+}
+
+uint64_t herald_route_timeout_ms(const struct herald_route *r)
+{
+    return ROUTE(r)->kind == HERALD_ROUTE_FORWARD ? ROUTE(r)->timeout_ms : 15000;
+}
+
+uint64_t herald_route_idle_timeout_ms(const struct herald_route *r)
+{
+    return ROUTE(r)->idle_ms;
+}
+
+const struct herald_retry_policy *herald_route_retry_policy(const struct herald_route *r)
+{
+    return ROUTE(r)->retry ? ROUTE(r)->retry : ROUTE(r)->vh->retry;
+}
+
+int route_upgrade_override(const struct herald_route *r, const char *upgrade_type)
+{
+    r = ROUTE(r);
+    for (size_t i = 0; i < r->nup; i++)
+        if (strcasecmp(r->up_types[i], upgrade_type) == 0)
+            return r->up_enabled[i];
+    return -1;
+}
+
+bool herald_route_upgrade_allowed(const struct herald_route *r, const char *upgrade_type)
+{
+    return route_upgrade_override(r, upgrade_type) != 0;
+}
+
+int herald_route_redirect_code(const struct herald_route *r)
+{
+    return ROUTE(r)->redirect_code ? ROUTE(r)->redirect_code : 301;
+}
+
+int herald_route_direct_status(const struct herald_route *r)
+{
+    return ROUTE(r)->direct_status;
+}
+
+const char *herald_route_direct_body(const struct herald_route *r, size_t *len)
+{
+    if (len)
+        *len = ROUTE(r)->body_len;
+    return ROUTE(r)->body;
+}
+
+/* ------------------------------------------------------------ rewriting */
+
+struct sbuf { char *s; size_t n, cap; };
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+/* Every match of re in [s, s+n) replaced by subst (\0-\9 = groups, \\ = '\'), as RE2::GlobalReplace. */
+static void regex_replace_all(struct sbuf *out, const pcre2_code *re, const char *subst, const char *s,
+                              size_t n)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    size_t pos = 0;
+    while (pos <= n) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
+        if (rc < 0)
+            break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        sb_add(out, s + pos, ov[0] - pos);
+        for (const char *p = subst; *p; p++) {
+            if (*p == '\\' && isdigit((unsigned char)p[1])) {
+                int g = p[1] - '0';
+                if (g < rc && ov[2 * g] != PCRE2_UNSET)
+                    sb_add(out, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]);
+                p++;
+            } else if (*p == '\\' && p[1] == '\\') {
+                sb_add(out, "\\", 1);
+                p++;
+            } else {
+                sb_add(out, p, 1);
+            }
+        }
+        if (ov[1] == ov[0]) { /* an empty match: step over one character */
+            if (ov[1] < n)
+                sb_add(out, s + ov[1], 1);
+            pos = ov[1] + 1;
+        } else {
+            pos = ov[1];
+        }
+    }
+    if (pos < n)
+        sb_add(out, s + pos, n - pos);
+    pcre2_match_data_free(md);
+}
+
+/* The path after the route's prefix_rewrite / regex_rewrite (malloc'd), or NULL when it has none. */
+static char *rewrite_path(const struct herald_route *r, const char *path)
+{
+    if (!r->prefix_rewrite && !r->rx_rewrite)
+        return NULL;
+    size_t plen = strcspn(path, "?#");
+    struct sbuf b = { 0 };
+    sb_add(&b, "", 0);
+    if (r->prefix_rewrite) {
+        /* the part the route matched: its prefix, or the whole path for path/regex matches */
+        size_t matched = r->pk == PM_PREFIX || r->pk == PM_SEP_PREFIX ? r->plen : plen;
+        if (matched > plen)
+            matched = plen;
+        sb_str(&b, r->prefix_rewrite);
+        sb_add(&b, path + matched, plen - matched);
+    } else {
+        regex_replace_all(&b, r->rx_rewrite, r->rx_subst, path, plen);
+    }
+    sb_str(&b, path + plen);
+    return b.s;
+}
+
+/* Header value formatting: "%%" is '%', %REQ(name)% the request header (when
+ * req is given); other %VARIABLES% are kept literally (not implemented yet). */
+static char *format_value(const char *v, const struct herald_headers *req)
+{
+    if (!strchr(v, '%'))
+        return xstrdup(v);
+    struct sbuf b = { 0 };
+    sb_add(&b, "", 0);
+    while (*v) {
+        if (v[0] == '%' && v[1] == '%') {
+            sb_add(&b, "%", 1);
+            v += 2;
+        } else if (req && strncmp(v, "%REQ(", 5) == 0 && strstr(v + 5, ")%")) {
+            const char *end = strstr(v + 5, ")%");
+            char *name = xstrndup(v + 5, (size_t)(end - v - 5));
+            char *colon = strchr(name, ':'); /* %REQ(x):N% length limits are not taken */
+            if (colon && colon != name)
+                *colon = '\0';
+            const char *hv = herald_headers_get(req, name);
+            if (hv)
+                sb_str(&b, hv);
+            free(name);
+            v = end + 2;
+        } else {
+            sb_add(&b, v, 1);
+            v++;
+        }
+    }
+    return b.s;
+}
+
+static void apply_ops(const struct hdr_ops *o, struct herald_headers *h, const struct herald_headers *req)
+{
+    for (size_t i = 0; i < o->nremove; i++)
+        herald_headers_remove(h, o->remove[i]);
+    for (size_t i = 0; i < o->nadd; i++) {
+        const struct hdr_add *a = &o->add[i];
+        char *v = format_value(a->value, req);
+        bool exists = herald_headers_get(h, a->key) != NULL;
+        if (!*v && !a->keep_empty) {
+            free(v);
+            continue;
+        }
+        switch (a->action) {
+        case ACT_APPEND:
+            herald_headers_add(h, a->key, v);
+            break;
+        case ACT_ADD_IF_ABSENT:
+            if (!exists)
+                herald_headers_add(h, a->key, v);
+            break;
+        case ACT_OVERWRITE_OR_ADD:
+            herald_headers_set(h, a->key, v);
+            break;
+        case ACT_OVERWRITE_IF_EXISTS:
+            if (exists)
+                herald_headers_set(h, a->key, v);
+            break;
+        }
+        free(v);
+    }
+}
+
+/* Envoy's order: weighted cluster, route, vhost, route config, so the more
+ * general level wins; most_specific_header_mutations_wins reverses it. */
+static void apply_levels(const struct herald_route *r, struct herald_headers *h, bool request,
+                         const struct herald_headers *req)
+{
+    const struct herald_route *route = ROUTE(r);
+    const struct mutations *levels[4];
+    size_t n = 0;
+    if (r->parent)
+        levels[n++] = &r->mut;
+    levels[n++] = &route->mut;
+    levels[n++] = &route->vh->mut;
+    levels[n++] = &route->vh->table->mut;
+    bool reverse = route->vh->table->most_specific_wins;
+    for (size_t i = 0; i < n; i++) {
+        const struct mutations *m = levels[reverse ? n - 1 - i : i];
+        apply_ops(request ? &m->req : &m->resp, h, req);
+    }
+}
+
+void herald_route_apply_request(const struct herald_route *r, struct herald_headers *req,
+                                const char *upstream_hostname)
+{
+    const struct herald_route *route = ROUTE(r);
+    const char *path = herald_headers_get(req, ":path");
+    char *np = path ? rewrite_path(route, path) : NULL;
+    if (np) {
+        herald_headers_set(req, ":path", np);
+        free(np);
+    }
+    const char *new_host = NULL;
+    if (r->host_literal)
+        new_host = r->host_literal;
+    else if (route->host_literal)
+        new_host = route->host_literal;
+    else if (route->auto_host && upstream_hostname && *upstream_hostname)
+        new_host = upstream_hostname;
+    else if (route->host_header)
+        new_host = herald_headers_get(req, route->host_header);
+    if (new_host && *new_host) {
+        char *nh = xstrdup(new_host); /* may point into req */
+        const char *old = herald_headers_get(req, ":authority");
+        if (route->append_xfh && old)
+            herald_headers_add(req, "x-forwarded-host", old);
+        herald_headers_set(req, ":authority", nh);
+        free(nh);
+    }
+    /* %REQ()% reads a snapshot-free view: values added earlier in the walk are visible, as in Envoy */
+    apply_levels(r, req, true, req);
+}
+
+void herald_route_apply_response(const struct herald_route *r, struct herald_headers *resp)
+{
+    apply_levels(r, resp, false, NULL);
+}
+
+/* Envoy's processRequestHost: the request's host, without its port when a
+ * new port is given or the scheme changes away from its default port. */
+static void redirect_host(struct sbuf *b, const char *host, const char *new_scheme, const char *req_scheme,
+                          bool new_port)
+{
+    const char *colon = NULL;
+    if (host[0] == '[') {
+        const char *rb = strstr(host, "]:");
+        if (rb)
+            colon = rb + 1;
+    } else {
+        colon = strrchr(host, ':');
+    }
+    if (colon) {
+        bool remove = new_port;
+        if (strcmp(new_scheme, req_scheme) != 0) {
+            remove |= strcmp(req_scheme, "https") == 0 && strcmp(colon, ":443") == 0;
+            remove |= strcmp(req_scheme, "http") == 0 && strcmp(colon, ":80") == 0;
+        }
+        if (remove) {
+            sb_add(b, host, (size_t)(colon - host));
+            return;
+        }
+    }
+    sb_str(b, host);
+}
+
+char *herald_route_redirect_location(const struct herald_route *r, const struct herald_headers *req,
+                                     const char *scheme)
+{
+    r = ROUTE(r);
+    const char *req_scheme = scheme && *scheme ? scheme : herald_headers_get(req, ":scheme");
+    if (!req_scheme || !*req_scheme)
+        req_scheme = "http";
+    const char *final_scheme = r->scheme_redirect ? r->scheme_redirect : req_scheme;
+    struct sbuf b = { 0 };
+    sb_str(&b, final_scheme);
+    sb_str(&b, "://");
+    if (r->host_redirect) {
+        sb_str(&b, r->host_redirect);
+    } else {
+        const char *host = herald_headers_get(req, ":authority");
+        redirect_host(&b, host ? host : "", final_scheme, req_scheme, r->port_redirect != 0);
+    }
+    if (r->port_redirect) {
+        char port[16];
+        snprintf(port, sizeof(port), ":%u", r->port_redirect);
+        sb_str(&b, port);
+    }
+    const char *path = herald_headers_get(req, ":path");
+    if (!path || !*path)
+        path = "/";
+    char *rewritten = rewrite_path(r, path);
+    const char *final_path = rewritten ? rewritten : path;
+    bool redirect_has_query = r->path_redirect && strchr(r->path_redirect, '?');
+    size_t pstart = b.n;
+    if (r->path_redirect) {
+        sb_str(&b, r->path_redirect);
+        /* without its own query, the request's query is kept */
+        const char *q = strchr(final_path, '?');
+        if (!redirect_has_query && q)
+            sb_str(&b, q);
+    } else {
+        sb_str(&b, final_path);
+    }
+    if (!redirect_has_query && r->strip_query) {
+        char *q = strchr(b.s + pstart, '?');
+        if (q) {
+            *q = '\0';
+            b.n = (size_t)(q - b.s);
+        }
+    }
+    free(rewritten);
+    return b.s;
+}

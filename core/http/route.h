@@ -1,0 +1,60 @@
+/* The route table: an envoy.config.route.v3.RouteConfiguration compiled for
+ * matching. Virtual hosts are picked by :authority (exact, longest "*.suffix",
+ * longest "prefix*", then "*"; case-insensitive), routes are tried in order
+ * and the first match wins. The entry a request matched is the SDK's opaque
+ * struct herald_route, read through the herald_route_* accessors of
+ * herald/http.h (implemented in route.c).
+ *
+ * A table is immutable once built and may be shared by every worker. */
+#ifndef HERALD_CORE_HTTP_ROUTE_H
+#define HERALD_CORE_HTTP_ROUTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/diag.h"
+#include "herald/config.h"
+#include "herald/http.h"
+
+/* envoy.config.route.v3.RouteConfiguration and the messages under it
+ * (VirtualHost, Route, RouteMatch, HeaderMatcher, RouteAction, ...). The HCM
+ * schema points its route_config field here. */
+extern const struct herald_message schema_route_configuration;
+
+struct route_table;
+
+/* Builds the table from a RouteConfiguration node already passed through
+ * schema_check(). Semantic errors (bad regex with its position, duplicate
+ * domain, two "*" vhosts, ...) go to d and give NULL; likely mistakes
+ * (a route shadowed by an earlier one in its vhost) are warnings in d. */
+struct route_table *route_table_create(const struct herald_cfg *route_config, struct cfg_diag *d);
+void route_table_free(struct route_table *t);
+
+/* The RouteConfiguration's name ("" when unnamed). */
+const char *route_table_name(const struct route_table *t);
+
+/* The route for a request (:authority, :path, :method and the other headers
+ * are read from req), or NULL: no vhost or no route in it (404). For a route
+ * with weighted_clusters, random picks the cluster here, as Envoy does
+ * (random % total weight; pass a fresh random per request): the entry
+ * returned is that cluster's, so herald_route_cluster() gives it whatever
+ * random it is passed, and herald_route_apply_request() adds the picked
+ * cluster's own header mutations (before the route's, vhost's, config's). */
+const struct herald_route *route_table_match(const struct route_table *t, const struct herald_headers *req,
+                                             uint64_t random);
+
+/* Whether some virtual host takes this request's :authority, so a caller can
+ * tell "no vhost" from "no route in the vhost" (both are 404 "route_not_found"
+ * in Envoy). */
+bool route_table_vhost_found(const struct route_table *t, const struct herald_headers *req);
+
+/* A route's upgrade_configs entry for upgrade_type (case-insensitive):
+ * 1 enabled, 0 disabled, -1 the route does not mention it (the HCM's
+ * upgrade_configs decide). herald_route_upgrade_allowed() is this != 0. */
+int route_upgrade_override(const struct herald_route *r, const char *upgrade_type);
+
+/* Parses a RetryPolicy.retry_on comma list into HERALD_RETRY_* bits; an
+ * unknown or unsupported condition is an error on n. 0 / -1. */
+int route_parse_retry_on(const struct herald_cfg *n, unsigned *bits, char **err);
+
+#endif

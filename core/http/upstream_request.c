@@ -1,0 +1,471 @@
+/* The SDK's HTTP upstream requests (herald_http_upstream_*): circuit
+ * breakers, the pending queue, request encoding with the HTTP/1 encoders,
+ * and the callbacks to the owner. Callbacks that the owner's own calls cause
+ * (on_ready, on_reset) come from a zero-delay event, never from inside the
+ * call. See pool.h. */
+#include "config.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "buffer.h"
+#include "common.h"
+#include "herald/stats.h"
+#include "http/pool.h"
+#include "log.h"
+#include "upstream/cluster.h"
+#include "worker.h"
+
+static __thread struct herald_http_upstream *tls_reqs; /* every live request of this worker */
+static __thread bool tls_closed;                       /* the worker's pools are gone */
+
+/* ------------------------------------------------------------ accounting */
+
+static void activate(struct herald_http_upstream *r)
+{
+    struct cluster *cl = r->pcl->cluster;
+    r->active_counted = true;
+    atomic_fetch_add_explicit(&r->pcl->rq_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->host->rq_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->host->rq_total, 1, memory_order_relaxed);
+    herald_stat_inc(cl->stats.upstream_rq_total);
+    herald_gauge_add(cl->stats.upstream_rq_active, 1);
+}
+
+static void deactivate(struct herald_http_upstream *r)
+{
+    if (!r->active_counted)
+        return;
+    r->active_counted = false;
+    atomic_fetch_sub_explicit(&r->pcl->rq_active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&r->host->rq_active, 1, memory_order_relaxed);
+    herald_gauge_add(r->pcl->cluster->stats.upstream_rq_active, -1);
+}
+
+static void pending_add(struct herald_http_upstream *r)
+{
+    struct http_pool *p = r->pool;
+    r->queued = true;
+    r->state = UREQ_PENDING;
+    r->prev = p->pending_tail;
+    r->next = NULL;
+    if (p->pending_tail)
+        p->pending_tail->next = r;
+    else
+        p->pending_head = r;
+    p->pending_tail = r;
+    p->npending++;
+    atomic_fetch_add_explicit(&r->pcl->rq_pending, 1, memory_order_relaxed);
+    herald_stat_inc(p->cluster->stats.upstream_rq_pending_total);
+    herald_gauge_add(p->cluster->stats.upstream_rq_pending_active, 1);
+}
+
+void ureq_pending_remove(struct herald_http_upstream *r)
+{
+    if (!r->queued)
+        return;
+    struct http_pool *p = r->pool;
+    r->queued = false;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        p->pending_head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        p->pending_tail = r->prev;
+    r->prev = r->next = NULL;
+    p->npending--;
+    atomic_fetch_sub_explicit(&r->pcl->rq_pending, 1, memory_order_relaxed);
+    herald_gauge_add(p->cluster->stats.upstream_rq_pending_active, -1);
+}
+
+static void ureq_destroy(struct herald_http_upstream *r)
+{
+    ureq_pending_remove(r);
+    deactivate(r);
+    if (r->wprev)
+        r->wprev->wnext = r->wnext;
+    else
+        tls_reqs = r->wnext;
+    if (r->wnext)
+        r->wnext->wprev = r->wprev;
+    event_free(r->ev);
+    herald_headers_free(r->q_headers);
+    herald_headers_free(r->q_trailers);
+    if (r->q_body)
+        evbuffer_free(r->q_body);
+    host_put(r->host);
+    free(r);
+}
+
+/* ------------------------------------------------------------ callbacks to the owner */
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct herald_http_upstream *r = arg;
+    if (r->reset_due) {
+        r->reset_due = false;
+        r->in_cb = true;
+        if (r->cbs->on_reset)
+            r->cbs->on_reset(r->arg, r->reset_why);
+        ureq_destroy(r);
+        return;
+    }
+    if (r->ready_due) {
+        r->ready_due = false;
+        if (r->cbs->on_ready)
+            r->cbs->on_ready(r->arg);
+    }
+}
+
+void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
+{
+    if (r->state == UREQ_FAILED || r->state == UREQ_ORPHAN)
+        return;
+    ureq_pending_remove(r);
+    if (r->conn) {
+        r->conn->req = NULL;
+        r->conn = NULL;
+    }
+    deactivate(r);
+    if (why == HERALD_UPSTREAM_RESET_CONNECT_FAILURE || why == HERALD_UPSTREAM_RESET_REMOTE ||
+        why == HERALD_UPSTREAM_RESET_PROTOCOL)
+        atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
+    r->state = UREQ_FAILED;
+    r->reset_why = why;
+    r->reset_due = true;
+    r->ready_due = false;
+    event_active(r->ev, EV_TIMEOUT, 0);
+}
+
+void ureq_done(struct herald_http_upstream *r)
+{
+    r->state = UREQ_DONE;
+    deactivate(r);
+}
+
+void ureq_watermark(struct herald_http_upstream *r, bool above)
+{
+    if (r->wm_above == above)
+        return;
+    r->wm_above = above;
+    if (r->cbs->on_watermark)
+        r->cbs->on_watermark(r->arg, above);
+}
+
+/* Runs an owner callback that may free r; false when it did (r is gone). */
+static bool watermark_held(struct herald_http_upstream *r, bool above)
+{
+    r->holds++;
+    ureq_watermark(r, above);
+    r->holds--;
+    if (r->freed && !r->holds) {
+        ureq_destroy(r);
+        return false;
+    }
+    return !r->freed;
+}
+
+/* ------------------------------------------------------------ encoding */
+
+static void req_end(struct herald_http_upstream *r)
+{
+    r->req_done = true;
+    if (r->conn)
+        r->conn->req_sent_all = true;
+}
+
+/* The request cannot be written as given: it fails, its connection goes. */
+static void encode_failed(struct herald_http_upstream *r, const char *what)
+{
+    struct pool_conn *c = r->conn;
+    log_debug("http_pool", "%s: cannot encode the request %s", r->host->addr_str, what);
+    r->conn = NULL;
+    c->req = NULL;
+    deactivate(r);
+    bool written = r->headers_sent;
+    ureq_fail(r, HERALD_UPSTREAM_RESET_LOCAL);
+    pool_conn_cancel(c, written);
+}
+
+static int encode_headers(struct herald_http_upstream *r, struct herald_headers *h, bool end)
+{
+    struct pool_conn *c = r->conn;
+    if (!herald_headers_get(h, ":authority"))
+        herald_headers_set(h, ":authority", r->host->addr_str);
+    if (c->last)
+        herald_headers_set(h, "connection", "close");
+    int rc = h1_encode_request_headers(&r->enc, c->wbuf, h, end);
+    if (rc == 0)
+        h1_codec_expect_response(c->codec, herald_headers_get(h, ":method"));
+    herald_headers_free(h);
+    if (rc < 0) {
+        evbuffer_drain(c->wbuf, evbuffer_get_length(c->wbuf));
+        encode_failed(r, "headers");
+        return -1;
+    }
+    r->headers_sent = true;
+    if (end)
+        req_end(r);
+    pool_conn_flush(c);
+    return 0;
+}
+
+static int encode_data(struct herald_http_upstream *r, struct evbuffer *data, bool end)
+{
+    struct pool_conn *c = r->conn;
+    if (h1_encode_data(&r->enc, c->wbuf, data, end) < 0) {
+        evbuffer_drain(data, evbuffer_get_length(data));
+        encode_failed(r, "body");
+        return -1;
+    }
+    if (end)
+        req_end(r);
+    pool_conn_flush(c);
+    return 0;
+}
+
+static int encode_trailers(struct herald_http_upstream *r, struct herald_headers *t)
+{
+    struct pool_conn *c = r->conn;
+    int rc = h1_encode_trailers(&r->enc, c->wbuf, t);
+    herald_headers_free(t);
+    if (rc < 0) {
+        encode_failed(r, "trailers");
+        return -1;
+    }
+    req_end(r);
+    pool_conn_flush(c);
+    return 0;
+}
+
+/* Writes what the owner sent before r had a connection. false: r failed. */
+static bool flush_queued(struct herald_http_upstream *r)
+{
+    if (!r->headers_sent) {
+        struct herald_headers *h = r->q_headers;
+        if (!h)
+            return true; /* nothing yet */
+        r->q_headers = NULL;
+        size_t blen = r->q_body ? evbuffer_get_length(r->q_body) : 0;
+        bool end = r->q_end && !blen && !r->q_trailers;
+        if (encode_headers(r, h, end) < 0)
+            return false;
+        if (end)
+            return true;
+    }
+    if (r->q_body && (evbuffer_get_length(r->q_body) || (r->q_end && !r->q_trailers)))
+        if (encode_data(r, r->q_body, r->q_end && !r->q_trailers) < 0)
+            return false;
+    if (r->q_trailers) {
+        struct herald_headers *t = r->q_trailers;
+        r->q_trailers = NULL;
+        if (encode_trailers(r, t) < 0)
+            return false;
+    }
+    if (r->wm_above && r->conn && !r->conn->above_high)
+        return watermark_held(r, false);
+    return true;
+}
+
+static void apply_pause(struct pool_conn *c, bool pause)
+{
+    if (!c->up)
+        return;
+    if (pause) {
+        herald_upstream_pause_reading(c->up, HERALD_PAUSE_PEER);
+        if (c->codec)
+            h1_codec_pause(c->codec);
+        return;
+    }
+    if (c->codec && !c->resp_complete)
+        h1_codec_resume(c->codec);
+    herald_upstream_resume_reading(c->up, HERALD_PAUSE_PEER);
+}
+
+void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)
+{
+    r->conn = c;
+    c->req = r;
+    r->state = UREQ_BOUND;
+    pool_conn_bound(c);
+    activate(r);
+    h1_encoder_init(&r->enc, 0);
+    r->ready_due = true;
+    event_active(r->ev, EV_TIMEOUT, 0);
+    if (r->paused)
+        apply_pause(c, true);
+    flush_queued(r);
+}
+
+void ureq_orphan_all(struct worker *w)
+{
+    tls_closed = true;
+    for (struct herald_http_upstream *r = tls_reqs; r; r = r->wnext) {
+        ureq_pending_remove(r);
+        if (r->conn) {
+            r->conn->req = NULL;
+            r->conn = NULL;
+        }
+        deactivate(r);
+        event_del(r->ev);
+        r->ready_due = r->reset_due = false;
+        r->pool = NULL;
+        if (r->state == UREQ_FAILED && !r->in_cb) {
+            /* its on_reset never comes, so the owner still holds it and frees it */
+        }
+        r->state = UREQ_ORPHAN;
+    }
+}
+
+/* ------------------------------------------------------------ SDK */
+
+struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *view, struct herald_host *h,
+                                                      const struct herald_http_upstream_cbs *cbs, void *arg)
+{
+    struct worker *w = worker_self();
+    if (!w || !view || !h || !cbs || tls_closed)
+        return NULL;
+    struct http_pool *p = pool_get(view, h);
+    struct herald_http_upstream *r = xcalloc(1, sizeof(*r));
+    r->pool = p;
+    r->pcl = p->pc;
+    r->host = h;
+    host_get(h);
+    r->cbs = cbs;
+    r->arg = arg;
+    r->ev = event_new(w->base, -1, 0, on_deferred, r);
+    r->wnext = tls_reqs;
+    if (tls_reqs)
+        tls_reqs->wprev = r;
+    tls_reqs = r;
+
+    struct cluster *cl = p->cluster;
+    const struct thresholds_cfg *t = &cl->cfg->thresholds[0];
+    if (atomic_load_explicit(&p->pc->rq_active, memory_order_relaxed) >= t->max_requests)
+        goto overflow;
+    if (pool_bind_idle(p, r))
+        return r;
+    if (atomic_load_explicit(&p->pc->rq_pending, memory_order_relaxed) >= t->max_pending_requests)
+        goto overflow;
+    pending_add(r);
+    enum herald_upstream_reset why;
+    if (pool_grow(p, &why) < 0)
+        ureq_fail(r, why);
+    return r;
+
+overflow:
+    herald_stat_inc(cl->stats.upstream_rq_pending_overflow);
+    ureq_fail(r, HERALD_UPSTREAM_RESET_OVERFLOW);
+    return r;
+}
+
+void herald_http_upstream_send_headers(struct herald_http_upstream *r, struct herald_headers *headers,
+                                       bool end_stream)
+{
+    if (r->headers_sent || r->q_headers || (r->state != UREQ_PENDING && r->state != UREQ_BOUND)) {
+        herald_headers_free(headers);
+        return;
+    }
+    if (r->state == UREQ_PENDING || r->q_body || r->q_trailers) {
+        r->q_headers = headers;
+        r->q_end = r->q_end || end_stream;
+        if (r->state == UREQ_BOUND)
+            flush_queued(r);
+        return;
+    }
+    encode_headers(r, headers, end_stream);
+}
+
+void herald_http_upstream_send_data(struct herald_http_upstream *r, struct herald_buf *data, bool end_stream)
+{
+    struct evbuffer *in = buf_ev(data);
+    if (r->req_done || r->q_end || (r->state != UREQ_PENDING && r->state != UREQ_BOUND)) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    if (r->state == UREQ_BOUND && r->headers_sent) {
+        encode_data(r, in, end_stream);
+        return;
+    }
+    if (!r->q_body)
+        r->q_body = evbuffer_new();
+    evbuffer_add_buffer(r->q_body, in);
+    r->q_end = end_stream;
+    uint32_t limit = r->pcl->cluster->cfg->buffer_limit;
+    if (!limit)
+        limit = DEFAULT_BUFFER_LIMIT;
+    if (evbuffer_get_length(r->q_body) > limit)
+        ureq_watermark(r, true);
+}
+
+void herald_http_upstream_send_trailers(struct herald_http_upstream *r, struct herald_headers *trailers)
+{
+    if (r->req_done || r->q_end || r->q_trailers || (r->state != UREQ_PENDING && r->state != UREQ_BOUND)) {
+        herald_headers_free(trailers);
+        return;
+    }
+    if (r->state == UREQ_BOUND && r->headers_sent) {
+        encode_trailers(r, trailers);
+        return;
+    }
+    r->q_trailers = trailers;
+    r->q_end = true;
+}
+
+void herald_http_upstream_pause_reading(struct herald_http_upstream *r, bool pause)
+{
+    if (r->paused == pause)
+        return;
+    r->paused = pause;
+    if (r->state == UREQ_BOUND && r->conn)
+        apply_pause(r->conn, pause);
+}
+
+void herald_http_upstream_free(struct herald_http_upstream *r)
+{
+    if (!r)
+        return;
+    switch (r->state) {
+    case UREQ_PENDING:
+        ureq_pending_remove(r);
+        herald_stat_inc(r->pcl->upstream_rq_cancelled);
+        break;
+    case UREQ_BOUND: {
+        struct pool_conn *c = r->conn;
+        deactivate(r);
+        r->state = UREQ_DONE;
+        if (!c)
+            break;
+        c->req = NULL;
+        r->conn = NULL;
+        if (r->end_delivered)
+            break; /* released inside the last callback: the codec's on_complete follows */
+        herald_stat_inc(r->ready_due ? r->pcl->upstream_rq_cancelled : r->pcl->upstream_rq_tx_reset);
+        if (r->paused)
+            apply_pause(c, false);
+        pool_conn_cancel(c, r->headers_sent);
+        break;
+    }
+    case UREQ_FAILED:
+        if (r->in_cb)
+            return; /* inside on_reset: freed right after it */
+        break;      /* its on_reset is not delivered now */
+    case UREQ_DONE:
+    case UREQ_ORPHAN:
+        break;
+    }
+    r->state = UREQ_DONE;
+    r->ready_due = r->reset_due = false;
+    if (r->holds) {
+        r->freed = true;
+        return;
+    }
+    ureq_destroy(r);
+}
+
+const struct herald_host *herald_http_upstream_host(const struct herald_http_upstream *r)
+{
+    return r->host;
+}

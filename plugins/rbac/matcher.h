@@ -1,0 +1,161 @@
+/* rbac: the policy engine shared by envoy.filters.http.rbac and
+ * envoy.filters.network.rbac (envoy.config.rbac.v3.RBAC).
+ *
+ * matcher.c is pure: it builds rule trees and evaluates them against a
+ * struct rbac_ctx that the filter fills from its stream or connection; it
+ * knows nothing of the core (only libc and PCRE2), so t/unit/test_rbac.c
+ * links it alone. config.c turns the config tree into these structures and
+ * holds the schemas of both filters. */
+#ifndef HERALD_PLUGIN_RBAC_MATCHER_H
+#define HERALD_PLUGIN_RBAC_MATCHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "herald/config.h"
+
+/* ---------------------------------------------------------------- strings
+ * envoy.type.matcher.v3.StringMatcher. safe_regex must match the whole value. */
+enum rbac_str_kind { RBAC_STR_EXACT = 0, RBAC_STR_PREFIX, RBAC_STR_SUFFIX, RBAC_STR_CONTAINS, RBAC_STR_REGEX };
+
+struct rbac_str_matcher {
+    enum rbac_str_kind kind;
+    char *value;
+    bool ignore_case;
+    void *re;                          /* pcre2_code * for RBAC_STR_REGEX */
+};
+
+/* 0, or -1 with a malloc'd *err (a regex that does not compile, with the offset). */
+int rbac_str_init(struct rbac_str_matcher *m, enum rbac_str_kind kind, const char *value, bool ignore_case,
+                  char **err);
+void rbac_str_fini(struct rbac_str_matcher *m);
+bool rbac_str_match(const struct rbac_str_matcher *m, const char *s);
+
+/* ---------------------------------------------------------------- headers
+ * envoy.config.route.v3.HeaderMatcher. Several values of one header are
+ * matched joined with ",", as Envoy does. */
+enum rbac_hdr_kind { RBAC_HDR_STRING = 0, RBAC_HDR_PRESENT, RBAC_HDR_RANGE };
+
+struct rbac_header_matcher {
+    char *name;
+    enum rbac_hdr_kind kind;
+    struct rbac_str_matcher str;       /* STRING */
+    bool present;                      /* PRESENT: present_match's value */
+    int64_t range_start, range_end;    /* RANGE: [start, end) */
+    bool invert;
+    bool missing_as_empty;             /* treat_missing_header_as_empty */
+};
+
+/* ---------------------------------------------------------------- addresses */
+struct rbac_ip {
+    int family;                        /* AF_INET, AF_INET6; 0: unknown */
+    uint8_t addr[16];
+    uint16_t port;                     /* host order; 0: unknown */
+};
+
+struct rbac_cidr {
+    int family;
+    uint8_t addr[16];
+    unsigned prefix_len;
+};
+
+/* "1.2.3.4", "::1" (no port). 0 / -1. */
+int rbac_ip_parse(struct rbac_ip *ip, const char *s);
+/* AF_INET/AF_INET6 sockaddrs (v4-mapped v6 becomes v4); 0 / -1. */
+int rbac_ip_from_sockaddr(struct rbac_ip *ip, const struct sockaddr *sa);
+/* CidrRange{address_prefix, prefix_len}; prefix_len < 0: the full length.
+ * Bits past the prefix are ignored, as Envoy does. 0, or -1 with *err. */
+int rbac_cidr_init(struct rbac_cidr *c, const char *address_prefix, int64_t prefix_len, char **err);
+bool rbac_cidr_match(const struct rbac_cidr *c, const struct rbac_ip *ip);
+
+/* ---------------------------------------------------------------- rules
+ * One node type for Permission and Principal: and/or/not, header and
+ * url_path are shared; the rest is the one or the other. */
+enum rbac_rule_kind {
+    RBAC_ANY = 0,
+    RBAC_AND,                  /* and_rules / and_ids */
+    RBAC_OR,                   /* or_rules / or_ids */
+    RBAC_NOT,                  /* not_rule / not_id: subs[0] */
+    RBAC_HEADER,
+    RBAC_URL_PATH,             /* the :path without query and fragment */
+    RBAC_DST_IP,               /* Permission.destination_ip */
+    RBAC_DST_PORT,             /* Permission.destination_port, destination_port_range: [lo, hi] */
+    RBAC_SNI,                  /* Permission.requested_server_name */
+    RBAC_REMOTE_IP,            /* Principal.remote_ip (the client as the HCM decided it) */
+    RBAC_DIRECT_REMOTE_IP,     /* Principal.direct_remote_ip, source_ip (the socket's peer) */
+};
+
+struct rbac_rule {
+    enum rbac_rule_kind kind;
+    struct rbac_rule **subs;
+    size_t nsubs;
+    struct rbac_header_matcher hdr;    /* HEADER */
+    struct rbac_str_matcher str;       /* URL_PATH, SNI */
+    struct rbac_cidr cidr;             /* DST_IP, REMOTE_IP, DIRECT_REMOTE_IP */
+    uint32_t port_lo, port_hi;         /* DST_PORT, inclusive */
+};
+
+struct rbac_rule *rbac_rule_new(enum rbac_rule_kind kind);
+void rbac_rule_add(struct rbac_rule *r, struct rbac_rule *sub); /* takes sub */
+void rbac_rule_free(struct rbac_rule *r);
+
+/* ---------------------------------------------------------------- engines */
+enum rbac_action { RBAC_ALLOW = 0, RBAC_DENY, RBAC_LOG };
+
+struct rbac_policy {
+    char *name;
+    struct rbac_rule **perms;
+    size_t nperms;
+    struct rbac_rule **ids;
+    size_t nids;
+};
+
+struct rbac_engine {
+    enum rbac_action action;
+    struct rbac_policy *policies;      /* sorted by name once finished (Envoy keeps a std::map) */
+    size_t npolicies;
+};
+
+/* What a request or connection offers to the rules. Everything may be
+ * absent (NULL): a rule about it then does not match. */
+struct rbac_ctx {
+    /* the value of a request header (several joined with ","), malloc'd; NULL: absent */
+    char *(*header)(void *arg, const char *name);
+    void *arg;
+    const char *path;                  /* :path, with its query */
+    const struct rbac_ip *remote;      /* remote_ip */
+    const struct rbac_ip *direct_remote;
+    const struct rbac_ip *local;       /* destination_ip / destination_port */
+    const char *sni;
+};
+
+struct rbac_engine *rbac_engine_new(enum rbac_action action);
+struct rbac_policy *rbac_engine_add_policy(struct rbac_engine *e, const char *name);
+void rbac_policy_add_permission(struct rbac_policy *p, struct rbac_rule *r); /* takes r */
+void rbac_policy_add_principal(struct rbac_policy *p, struct rbac_rule *r);  /* takes r */
+/* Sorts the policies; call once after the last add (policy pointers move). */
+void rbac_engine_finish(struct rbac_engine *e);
+void rbac_engine_free(struct rbac_engine *e);
+
+bool rbac_rule_match(const struct rbac_rule *r, const struct rbac_ctx *ctx);
+/* The first policy (by name) whose permissions and principals both match, or NULL. */
+const struct rbac_policy *rbac_engine_match(const struct rbac_engine *e, const struct rbac_ctx *ctx);
+/* ALLOW: allowed iff a policy matched; DENY: allowed iff none did; LOG:
+ * always. *policy: the matched policy's name, or NULL. */
+bool rbac_engine_allowed(const struct rbac_engine *e, const struct rbac_ctx *ctx, const char **policy);
+const char *rbac_action_name(enum rbac_action a);
+
+/* ---------------------------------------------------------------- config.c
+ * The schemas and the config tree -> engine step, shared by both filters. */
+extern const struct herald_message rbac_http_schema;    /* envoy.extensions.filters.http.rbac.v3.RBAC */
+extern const struct herald_message rbac_network_schema; /* envoy.extensions.filters.network.rbac.v3.RBAC */
+
+/* An envoy.config.rbac.v3.RBAC node -> engine; NULL with *err (via
+ * herald_cfg_errorf) on a bad regex or address. */
+struct rbac_engine *rbac_engine_from_cfg(const struct herald_cfg *rules, char **err);
+/* "a.b" + "." + "c" without doubled dots; malloc'd. */
+char *rbac_join_prefix(const char *a, const char *b);
+
+#endif

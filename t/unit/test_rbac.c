@@ -1,0 +1,324 @@
+/* plugins/rbac/matcher.c: every permission and principal kind, and/or/not,
+ * ALLOW/DENY/LOG. Build: cc -I plugins/rbac -I sdk/include t/unit/test_rbac.c
+ * plugins/rbac/matcher.c -lpcre2-8 */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "matcher.h"
+#include "tap.h"
+
+struct req {
+    const char *names[8], *values[8];
+};
+
+static char *get_header(void *arg, const char *name)
+{
+    struct req *r = arg;
+    char *out = NULL;
+    for (size_t i = 0; i < 8 && r->names[i]; i++) {
+        if (strcasecmp(r->names[i], name) != 0)
+            continue;
+        char *n;
+        if (out) {
+            if (asprintf(&n, "%s,%s", out, r->values[i]) < 0)
+                abort();
+            free(out);
+        } else {
+            n = strdup(r->values[i]);
+        }
+        out = n;
+    }
+    return out;
+}
+
+static struct rbac_rule *str_rule(enum rbac_rule_kind k, enum rbac_str_kind sk, const char *v, bool icase)
+{
+    struct rbac_rule *r = rbac_rule_new(k);
+    if (rbac_str_init(&r->str, sk, v, icase, NULL) < 0)
+        abort();
+    return r;
+}
+
+static struct rbac_rule *hdr_rule(const char *name, enum rbac_str_kind sk, const char *v, bool invert)
+{
+    struct rbac_rule *r = rbac_rule_new(RBAC_HEADER);
+    r->hdr.name = strdup(name);
+    r->hdr.kind = RBAC_HDR_STRING;
+    r->hdr.invert = invert;
+    if (rbac_str_init(&r->hdr.str, sk, v, false, NULL) < 0)
+        abort();
+    return r;
+}
+
+static struct rbac_rule *present_rule(const char *name, bool present, bool invert)
+{
+    struct rbac_rule *r = rbac_rule_new(RBAC_HEADER);
+    r->hdr.name = strdup(name);
+    r->hdr.kind = RBAC_HDR_PRESENT;
+    r->hdr.present = present;
+    r->hdr.invert = invert;
+    return r;
+}
+
+static struct rbac_rule *cidr_rule(enum rbac_rule_kind k, const char *addr, int64_t len)
+{
+    struct rbac_rule *r = rbac_rule_new(k);
+    if (rbac_cidr_init(&r->cidr, addr, len, NULL) < 0)
+        abort();
+    return r;
+}
+
+static struct rbac_rule *wrap(enum rbac_rule_kind k, struct rbac_rule *a, struct rbac_rule *b)
+{
+    struct rbac_rule *r = rbac_rule_new(k);
+    rbac_rule_add(r, a);
+    if (b)
+        rbac_rule_add(r, b);
+    return r;
+}
+
+static bool m(struct rbac_rule *r, const struct rbac_ctx *c)
+{
+    bool v = rbac_rule_match(r, c);
+    rbac_rule_free(r);
+    return v;
+}
+
+static void test_strings(void)
+{
+    struct rbac_str_matcher s;
+    char *err = NULL;
+
+    rbac_str_init(&s, RBAC_STR_EXACT, "Abc", false, NULL);
+    ok(rbac_str_match(&s, "Abc") && !rbac_str_match(&s, "abc"), "exact");
+    rbac_str_fini(&s);
+    rbac_str_init(&s, RBAC_STR_EXACT, "Abc", true, NULL);
+    ok(rbac_str_match(&s, "aBC"), "exact ignore_case");
+    rbac_str_fini(&s);
+    rbac_str_init(&s, RBAC_STR_PREFIX, "/api", false, NULL);
+    ok(rbac_str_match(&s, "/api/x") && !rbac_str_match(&s, "/ap"), "prefix");
+    rbac_str_fini(&s);
+    rbac_str_init(&s, RBAC_STR_SUFFIX, ".json", true, NULL);
+    ok(rbac_str_match(&s, "a.JSON") && !rbac_str_match(&s, "json"), "suffix ignore_case");
+    rbac_str_fini(&s);
+    rbac_str_init(&s, RBAC_STR_CONTAINS, "mid", false, NULL);
+    ok(rbac_str_match(&s, "amidb") && !rbac_str_match(&s, "mi"), "contains");
+    rbac_str_fini(&s);
+    rbac_str_init(&s, RBAC_STR_REGEX, "/v[0-9]+/.*", false, NULL);
+    ok(rbac_str_match(&s, "/v12/x") && !rbac_str_match(&s, "/a/v1/x"), "regex is a full match (start)");
+    rbac_str_fini(&s);
+    rbac_str_init(&s, RBAC_STR_REGEX, "ab|cd", false, NULL);
+    ok(rbac_str_match(&s, "cd") && !rbac_str_match(&s, "abcd"), "regex is a full match (alternation)");
+    rbac_str_fini(&s);
+    ok(rbac_str_init(&s, RBAC_STR_REGEX, "a(", false, &err) < 0, "bad regex refused");
+    like(err, "offset", "bad regex: message has the offset");
+    free(err);
+}
+
+static void test_addresses(void)
+{
+    struct rbac_ip ip;
+    struct rbac_cidr c;
+    char *err = NULL;
+
+    ok(rbac_ip_parse(&ip, "10.1.2.3") == 0 && ip.family == AF_INET, "parse v4");
+    ok(rbac_ip_parse(&ip, "[::1]") == 0 && ip.family == AF_INET6, "parse [v6]");
+    ok(rbac_ip_parse(&ip, "nope") < 0, "parse garbage");
+    rbac_cidr_init(&c, "10.0.0.0", 8, NULL);
+    rbac_ip_parse(&ip, "10.200.0.1");
+    ok(rbac_cidr_match(&c, &ip), "10/8 has 10.200.0.1");
+    rbac_ip_parse(&ip, "11.0.0.1");
+    ok(!rbac_cidr_match(&c, &ip), "10/8 lacks 11.0.0.1");
+    rbac_cidr_init(&c, "192.168.1.7", 20, NULL);
+    rbac_ip_parse(&ip, "192.168.15.255");
+    ok(rbac_cidr_match(&c, &ip), "/20 with host bits set in the prefix");
+    rbac_ip_parse(&ip, "192.168.16.0");
+    ok(!rbac_cidr_match(&c, &ip), "/20 boundary");
+    rbac_cidr_init(&c, "1.2.3.4", -1, NULL);
+    ok(c.prefix_len == 32, "missing prefix_len is the full length");
+    rbac_cidr_init(&c, "2001:db8::", 32, NULL);
+    rbac_ip_parse(&ip, "2001:db8:1::5");
+    ok(rbac_cidr_match(&c, &ip), "v6 /32");
+    rbac_ip_parse(&ip, "10.0.0.1");
+    ok(!rbac_cidr_match(&c, &ip), "family mismatch");
+    rbac_cidr_init(&c, "0.0.0.0", 0, NULL);
+    ok(rbac_cidr_match(&c, &ip), "0.0.0.0/0 takes every v4");
+    ok(rbac_cidr_init(&c, "1.2.3.4", 33, &err) < 0, "prefix_len too long");
+    free(err);
+    err = NULL;
+    ok(rbac_cidr_init(&c, "1.2.3", 8, &err) < 0, "bad address");
+    like(err, "not an IP", "bad address message");
+    free(err);
+
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(8443)};
+    inet_pton(AF_INET6, "::ffff:10.9.8.7", &s6.sin6_addr);
+    ok(rbac_ip_from_sockaddr(&ip, (struct sockaddr *)&s6) == 0 && ip.family == AF_INET && ip.port == 8443,
+       "v4-mapped sockaddr becomes v4");
+}
+
+static void test_rules(void)
+{
+    struct req rq = {{"x-user", "x-multi", "x-multi", "content-length", ":path"},
+                     {"alice", "a", "b", "42", "/admin/x?q=1"}};
+    struct rbac_ip remote, direct, local;
+    rbac_ip_parse(&remote, "203.0.113.9");
+    rbac_ip_parse(&direct, "10.0.0.2");
+    rbac_ip_parse(&local, "10.0.0.1");
+    local.port = 8080;
+    struct rbac_ctx c = {.header = get_header, .arg = &rq, .path = "/admin/x?q=1", .remote = &remote,
+                         .direct_remote = &direct, .local = &local, .sni = "api.example.com"};
+    struct rbac_ctx net = {.remote = &direct, .direct_remote = &direct, .local = &local};
+
+    ok(m(rbac_rule_new(RBAC_ANY), &c), "any");
+    /* header */
+    ok(m(hdr_rule("x-user", RBAC_STR_EXACT, "alice", false), &c), "header exact");
+    ok(!m(hdr_rule("x-user", RBAC_STR_EXACT, "bob", false), &c), "header exact mismatch");
+    ok(m(hdr_rule("x-user", RBAC_STR_EXACT, "bob", true), &c), "header invert_match");
+    ok(m(hdr_rule("X-User", RBAC_STR_PREFIX, "al", false), &c), "header name is case-insensitive");
+    ok(m(hdr_rule("x-multi", RBAC_STR_EXACT, "a,b", false), &c), "several values are joined with ,");
+    ok(m(hdr_rule("x-user", RBAC_STR_REGEX, "a.*e", false), &c), "header safe_regex");
+    ok(!m(hdr_rule("x-missing", RBAC_STR_EXACT, "", false), &c), "missing header does not match");
+    ok(!m(hdr_rule("x-missing", RBAC_STR_EXACT, "x", true), &c), "missing header: invert does not match either");
+    {
+        struct rbac_rule *r = hdr_rule("x-missing", RBAC_STR_EXACT, "", false);
+        r->hdr.missing_as_empty = true;
+        ok(m(r, &c), "treat_missing_header_as_empty");
+    }
+    ok(m(present_rule("x-user", true, false), &c), "present_match");
+    ok(!m(present_rule("x-missing", true, false), &c), "present_match on a missing header");
+    ok(m(present_rule("x-missing", true, true), &c), "present_match inverted on a missing header");
+    ok(m(present_rule("x-missing", false, false), &c), "present_match: false on a missing header");
+    {
+        struct rbac_rule *r = rbac_rule_new(RBAC_HEADER);
+        r->hdr.name = strdup("content-length");
+        r->hdr.kind = RBAC_HDR_RANGE;
+        r->hdr.range_start = 0;
+        r->hdr.range_end = 43;
+        ok(m(r, &c), "range_match [0,43) has 42");
+        r = rbac_rule_new(RBAC_HEADER);
+        r->hdr.name = strdup("content-length");
+        r->hdr.kind = RBAC_HDR_RANGE;
+        r->hdr.range_start = 0;
+        r->hdr.range_end = 42;
+        ok(!m(r, &c), "range_match end is exclusive");
+    }
+    ok(!m(hdr_rule("x-user", RBAC_STR_EXACT, "alice", false), &net), "no headers (network): no header match");
+    /* url_path */
+    ok(m(str_rule(RBAC_URL_PATH, RBAC_STR_EXACT, "/admin/x", false), &c), "url_path ignores the query");
+    ok(m(str_rule(RBAC_URL_PATH, RBAC_STR_PREFIX, "/ADMIN", true), &c), "url_path prefix ignore_case");
+    ok(!m(str_rule(RBAC_URL_PATH, RBAC_STR_SUFFIX, "q=1", false), &c), "url_path: no query");
+    ok(!m(str_rule(RBAC_URL_PATH, RBAC_STR_PREFIX, "/", false), &net), "url_path without a path");
+    /* destination */
+    ok(m(cidr_rule(RBAC_DST_IP, "10.0.0.0", 24), &c), "destination_ip");
+    ok(!m(cidr_rule(RBAC_DST_IP, "10.0.1.0", 24), &c), "destination_ip mismatch");
+    {
+        struct rbac_rule *r = rbac_rule_new(RBAC_DST_PORT);
+        r->port_lo = r->port_hi = 8080;
+        ok(m(r, &c), "destination_port");
+        r = rbac_rule_new(RBAC_DST_PORT);
+        r->port_lo = r->port_hi = 80;
+        ok(!m(r, &c), "destination_port mismatch");
+        r = rbac_rule_new(RBAC_DST_PORT);
+        r->port_lo = 8000;
+        r->port_hi = 8079;
+        ok(!m(r, &c), "destination_port_range (end exclusive, stored inclusive)");
+    }
+    ok(m(str_rule(RBAC_SNI, RBAC_STR_SUFFIX, ".example.com", false), &c), "requested_server_name");
+    ok(!m(str_rule(RBAC_SNI, RBAC_STR_SUFFIX, ".example.com", false), &net), "no SNI");
+    ok(m(str_rule(RBAC_SNI, RBAC_STR_EXACT, "", false), &net), "no SNI matches \"\"");
+    /* principals */
+    ok(m(cidr_rule(RBAC_REMOTE_IP, "203.0.113.0", 24), &c), "remote_ip uses the HCM's client address");
+    ok(!m(cidr_rule(RBAC_REMOTE_IP, "10.0.0.0", 8), &c), "remote_ip is not the peer");
+    ok(m(cidr_rule(RBAC_DIRECT_REMOTE_IP, "10.0.0.2", 32), &c), "direct_remote_ip is the peer");
+    ok(!m(cidr_rule(RBAC_DIRECT_REMOTE_IP, "203.0.113.0", 24), &c), "direct_remote_ip is not the XFF client");
+    ok(m(cidr_rule(RBAC_REMOTE_IP, "10.0.0.2", 32), &net), "network: remote_ip is the peer");
+    /* and / or / not */
+    ok(m(wrap(RBAC_AND, rbac_rule_new(RBAC_ANY), hdr_rule("x-user", RBAC_STR_EXACT, "alice", false)), &c),
+       "and: both");
+    ok(!m(wrap(RBAC_AND, rbac_rule_new(RBAC_ANY), hdr_rule("x-user", RBAC_STR_EXACT, "bob", false)), &c),
+       "and: one fails");
+    ok(m(wrap(RBAC_OR, hdr_rule("x-user", RBAC_STR_EXACT, "bob", false),
+              hdr_rule("x-user", RBAC_STR_EXACT, "alice", false)), &c), "or: one");
+    ok(!m(wrap(RBAC_OR, hdr_rule("x-user", RBAC_STR_EXACT, "bob", false),
+               cidr_rule(RBAC_DST_IP, "1.1.1.1", 32)), &c), "or: none");
+    ok(!m(wrap(RBAC_NOT, rbac_rule_new(RBAC_ANY), NULL), &c), "not any");
+    ok(m(wrap(RBAC_NOT, cidr_rule(RBAC_REMOTE_IP, "10.0.0.0", 8), NULL), &c), "not_id");
+    ok(m(wrap(RBAC_NOT, wrap(RBAC_AND, rbac_rule_new(RBAC_ANY),
+                             str_rule(RBAC_URL_PATH, RBAC_STR_PREFIX, "/public", false)), NULL), &c),
+       "not(and(...))");
+    ok(m(rbac_rule_new(RBAC_AND), &c), "empty and matches");
+    ok(!m(rbac_rule_new(RBAC_OR), &c), "empty or does not");
+}
+
+static struct rbac_engine *engine(enum rbac_action a)
+{
+    struct rbac_engine *e = rbac_engine_new(a);
+    /* added out of order: the first match is reported by name order */
+    struct rbac_policy *p = rbac_engine_add_policy(e, "z-admins");
+    rbac_policy_add_permission(p, str_rule(RBAC_URL_PATH, RBAC_STR_PREFIX, "/admin", false));
+    rbac_policy_add_principal(p, hdr_rule("x-user", RBAC_STR_EXACT, "alice", false));
+    p = rbac_engine_add_policy(e, "a-internal");
+    rbac_policy_add_permission(p, str_rule(RBAC_URL_PATH, RBAC_STR_PREFIX, "/nomatch", false));
+    rbac_policy_add_permission(p, rbac_rule_new(RBAC_ANY));
+    rbac_policy_add_principal(p, cidr_rule(RBAC_REMOTE_IP, "10.0.0.0", 8));
+    rbac_engine_finish(e);
+    return e;
+}
+
+static void test_engines(void)
+{
+    struct req alice = {{"x-user"}, {"alice"}}, bob = {{"x-user"}, {"bob"}};
+    struct rbac_ip outside, inside;
+    rbac_ip_parse(&outside, "198.51.100.1");
+    rbac_ip_parse(&inside, "10.1.1.1");
+    struct rbac_ctx a_out = {.header = get_header, .arg = &alice, .path = "/admin/1", .remote = &outside};
+    struct rbac_ctx a_in = {.header = get_header, .arg = &alice, .path = "/admin/1", .remote = &inside};
+    struct rbac_ctx b_out = {.header = get_header, .arg = &bob, .path = "/admin/1", .remote = &outside};
+    struct rbac_ctx a_pub = {.header = get_header, .arg = &alice, .path = "/pub", .remote = &outside};
+    const char *pol;
+
+    struct rbac_engine *e = engine(RBAC_ALLOW);
+    is_str(e->policies[0].name, "a-internal", "policies sorted by name");
+    ok(rbac_engine_allowed(e, &a_out, &pol), "ALLOW: alice on /admin allowed");
+    is_str(pol, "z-admins", "ALLOW: matched policy");
+    ok(rbac_engine_allowed(e, &a_in, &pol), "ALLOW: alice inside allowed");
+    is_str(pol, "a-internal", "both match: the first by name is reported");
+    ok(!rbac_engine_allowed(e, &b_out, &pol), "ALLOW: bob outside denied");
+    ok(pol == NULL, "ALLOW denied: no policy");
+    ok(!rbac_engine_allowed(e, &a_pub, &pol), "ALLOW: permission without principal... denied");
+    rbac_engine_free(e);
+
+    e = engine(RBAC_DENY);
+    ok(!rbac_engine_allowed(e, &a_out, &pol), "DENY: alice on /admin denied");
+    is_str(pol, "z-admins", "DENY: matched policy");
+    ok(rbac_engine_allowed(e, &b_out, &pol), "DENY: bob allowed");
+    ok(pol == NULL, "DENY allowed: no policy");
+    rbac_engine_free(e);
+
+    e = engine(RBAC_LOG);
+    ok(rbac_engine_allowed(e, &a_out, &pol), "LOG: matched, allowed");
+    is_str(pol, "z-admins", "LOG: matched policy reported");
+    ok(rbac_engine_allowed(e, &b_out, &pol) && pol == NULL, "LOG: unmatched, allowed");
+    rbac_engine_free(e);
+
+    e = rbac_engine_new(RBAC_ALLOW);
+    rbac_engine_finish(e);
+    ok(!rbac_engine_allowed(e, &a_out, &pol), "ALLOW with no policies denies everything");
+    rbac_engine_free(e);
+    e = rbac_engine_new(RBAC_DENY);
+    ok(rbac_engine_allowed(e, &a_out, &pol), "DENY with no policies allows everything");
+    rbac_engine_free(e);
+    is_str(rbac_action_name(RBAC_LOG), "LOG", "action name");
+}
+
+int main(void)
+{
+    test_strings();
+    test_addresses();
+    test_rules();
+    test_engines();
+    return done_testing();
+}
