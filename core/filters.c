@@ -12,6 +12,7 @@
 /* ---- the SDK's view of config time */
 const char *herald_env_filter_name(const struct herald_filter_env *e) { return e->filter_name; }
 const char *herald_env_listener_name(const struct herald_filter_env *e) { return e->listener_name; }
+const char *herald_env_stat_prefix(const struct herald_filter_env *e) { return e->stat_prefix; }
 bool herald_env_validate_only(const struct herald_filter_env *e) { return e->validate_only; }
 
 bool herald_env_cluster_exists(const struct herald_filter_env *e, const char *cluster)

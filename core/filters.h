@@ -14,6 +14,7 @@
 struct herald_filter_env {
     const char *filter_name;
     const char *listener_name;
+    const char *stat_prefix;       /* HTTP filters: "http.<hcm stat_prefix>" */
     bool validate_only;
     const struct bootstrap *boot;
     struct cfg_diag *diag;

@@ -57,6 +57,9 @@ static void worker_stop_accepting(struct worker *w, void *arg)
 {
     w->stopping = true;
     listeners_worker_stop(w);
+    /* Idle keep-alive connections would otherwise hold the drain to its end. */
+    http_pools_worker_drain(w);
+    conn_drain_all(w);
 }
 
 static unsigned active_connections(struct server *s)

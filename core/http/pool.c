@@ -163,6 +163,8 @@ static void pool_refill(struct http_pool *p)
 
 /* ------------------------------------------------------------ idle and reuse */
 
+static __thread bool pools_draining; /* this worker is shutting down */
+
 static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct pool_conn *c = arg;
@@ -185,6 +187,10 @@ static void conn_available(struct pool_conn *c)
         if (c->state != PCONN_BUSY)
             conn_move(c, PCONN_BUSY);
         ureq_bind(r, c);
+        return;
+    }
+    if (pools_draining) {
+        conn_close(c, HERALD_CLOSE_FLUSH);
         return;
     }
     if (c->state != PCONN_IDLE)
@@ -429,6 +435,8 @@ static void conn_on_event(void *arg, enum herald_conn_event ev)
         conn_close(c, HERALD_CLOSE_RESET);
         pool_refill(p);
         break;
+    case HERALD_EV_DRAIN: /* only downstream connections hear it */
+        break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
     case HERALD_EV_BELOW_WRITE_LOW:
         c->above_high = ev == HERALD_EV_ABOVE_WRITE_HIGH;
@@ -507,6 +515,17 @@ struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
     p->next = wp->pools;
     wp->pools = p;
     return p;
+}
+
+void http_pools_worker_drain(struct worker *w)
+{
+    pools_draining = true;
+    struct worker_pools *wp = tls_pools;
+    if (!wp || wp->worker != w)
+        return;
+    for (struct http_pool *p = wp->pools; p; p = p->next)
+        while (p->conns[PCONN_IDLE])
+            conn_close(p->conns[PCONN_IDLE], HERALD_CLOSE_FLUSH);
 }
 
 void http_pools_worker_close_all(struct worker *w)

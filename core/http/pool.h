@@ -134,5 +134,8 @@ void ureq_orphan_all(struct worker *w);
  * stops: closes every pooled connection and detaches the requests still
  * owned by callers (they may only be freed afterwards). */
 void http_pools_worker_close_all(struct worker *w);
+/* Shutdown has begun: idle connections close now, busy ones once their
+ * exchange is over (they are not reused). */
+void http_pools_worker_drain(struct worker *w);
 
 #endif

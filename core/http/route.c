@@ -67,6 +67,7 @@ struct herald_route {
     struct query_matcher *qm; size_t nqm;
 
     /* FORWARD */
+    const struct herald_cfg *node;        /* the RouteAction, for messages */
     char *cluster, *cluster_header;
     struct herald_route **wc; size_t nwc; /* weighted clusters' entries */
     uint32_t weight;                      /* on a weighted cluster's entry */
@@ -550,6 +551,7 @@ static int parse_redirect(const struct herald_cfg *n, struct herald_route *r, st
 
 static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
 {
+    r->node = n;
     int rc = 0;
     const struct herald_cfg *v;
     r->kind = HERALD_ROUTE_FORWARD;
@@ -1454,4 +1456,20 @@ char *herald_route_redirect_location(const struct herald_route *r, const struct 
     }
     free(rewritten);
     return b.s;
+}
+
+void route_table_foreach_cluster(const struct route_table *t,
+                                 void (*cb)(const char *cluster, const struct herald_cfg *at, void *arg), void *arg)
+{
+    for (size_t v = 0; v < t->nvhosts; v++)
+        for (size_t i = 0; i < t->vhosts[v]->nroutes; i++) {
+            const struct herald_route *r = t->vhosts[v]->routes[i];
+            if (r->kind != HERALD_ROUTE_FORWARD)
+                continue;
+            if (r->cluster && *r->cluster)
+                cb(r->cluster, r->node, arg);
+            for (size_t w = 0; w < r->nwc; w++)
+                if (r->wc[w]->cluster && *r->wc[w]->cluster)
+                    cb(r->wc[w]->cluster, r->node, arg);
+        }
 }

@@ -57,4 +57,9 @@ int route_upgrade_override(const struct herald_route *r, const char *upgrade_typ
  * unknown or unsupported condition is an error on n. 0 / -1. */
 int route_parse_retry_on(const struct herald_cfg *n, unsigned *bits, char **err);
 
+/* Calls cb for every cluster a route names (cluster and weighted_clusters;
+ * not cluster_header, which is only known per request). */
+void route_table_foreach_cluster(const struct route_table *t,
+                                 void (*cb)(const char *cluster, const struct herald_cfg *at, void *arg), void *arg);
+
 #endif

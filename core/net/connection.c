@@ -315,6 +315,13 @@ void conn_close_all(struct worker *w)
 
 unsigned conn_count(struct worker *w) { return w->active_conns; }
 
+void conn_drain_all(struct worker *w)
+{
+    for (struct herald_conn *c = w->conns; c; c = c->link.next)
+        if (!c->closing)
+            raise_event(c, HERALD_EV_DRAIN);
+}
+
 /* ---------------------------------------------------------------- the SDK */
 
 uint64_t herald_conn_id(const struct herald_conn *c) { return c->id; }

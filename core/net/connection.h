@@ -54,6 +54,8 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
 /* Closes every live connection on this worker (shutdown after the drain time). */
 void conn_close_all(struct worker *w);
 unsigned conn_count(struct worker *w);
+/* Shutdown: tells every connection's filters that the server drains. */
+void conn_drain_all(struct worker *w);
 /* Shutdown: drops every upstream connection of this worker (upstream_conn.c). */
 void upstream_close_all(struct worker *w);
 /* splice.c: ends a splice early (shutdown). */

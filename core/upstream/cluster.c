@@ -778,6 +778,11 @@ struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_
     return h;
 }
 
+const char *herald_host_hostname(const struct herald_host *h)
+{
+    return h && h->hostname && *h->hostname ? h->hostname : NULL;
+}
+
 const char *herald_host_address(const struct herald_host *h)
 {
     return h->addr_str;

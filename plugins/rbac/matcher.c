@@ -50,12 +50,14 @@ int rbac_str_init(struct rbac_str_matcher *m, enum rbac_str_kind kind, const cha
     int code;
     PCRE2_SIZE off;
     /* safe_regex is a full match (RE2::FullMatch) */
-    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (ignore_case ? PCRE2_CASELESS : 0);
+    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF |
+                    (ignore_case ? PCRE2_CASELESS : 0);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)m->value, PCRE2_ZERO_TERMINATED, opts, &code, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof(msg));
-        if (err && asprintf(err, "invalid regex '%s' at offset %zu: %s", m->value, (size_t)off, (char *)msg) < 0)
+        if (err && asprintf(err, "invalid regex '%s' at offset %zu: %s", m->value, (size_t)off,
+                            (char *)msg) < 0)
             *err = NULL;
         free(m->value);
         m->value = NULL;

@@ -18,7 +18,13 @@
 
 /* ---------------------------------------------------------------- strings
  * envoy.type.matcher.v3.StringMatcher. safe_regex must match the whole value. */
-enum rbac_str_kind { RBAC_STR_EXACT = 0, RBAC_STR_PREFIX, RBAC_STR_SUFFIX, RBAC_STR_CONTAINS, RBAC_STR_REGEX };
+enum rbac_str_kind {
+    RBAC_STR_EXACT = 0,
+    RBAC_STR_PREFIX,
+    RBAC_STR_SUFFIX,
+    RBAC_STR_CONTAINS,
+    RBAC_STR_REGEX,
+};
 
 struct rbac_str_matcher {
     enum rbac_str_kind kind;

@@ -356,6 +356,8 @@ static void up_on_event(void *arg, enum herald_conn_event ev)
             herald_stat_inc(s->conf->stats.downstream_flow_control_resumed_reading_total);
         }
         break;
+    default: /* HERALD_EV_DRAIN: the connection finishes its work */
+        break;
     }
 }
 

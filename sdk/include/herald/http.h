@@ -27,6 +27,7 @@
 #include "herald/buffer.h"
 #include "herald/config.h"
 #include "herald/network_filter.h"
+#include "herald/stats.h"
 #include "herald/upstream.h"
 #include "herald/version.h"
 
@@ -116,6 +117,22 @@ HERALD_EXPORT int herald_http_stream_metadata_set(struct herald_http_stream *s, 
                                                   const char *value);
 HERALD_EXPORT const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, const char *ns,
                                                           const char *key);
+/* Added with the connection manager (still SDK 1.1, nothing released yet):
+ * %UPSTREAM_TRANSPORT_FAILURE_REASON% for the access log. */
+HERALD_EXPORT void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason);
+/* The request asks for a protocol upgrade (WebSocket, CONNECT) that the HCM
+ * or the route allows; its upgrade/connection headers are kept for the
+ * upstream. When the terminal filter then encodes a 101 (CONNECT: a 2xx),
+ * the stream carries raw bytes both ways: decode_data delivers what the
+ * client sends, encode_data writes bytes unframed, end_stream on either
+ * side half-closes, and the connection closes once the response side ends.
+ * Any other status cancels the upgrade (the connection closes after it). */
+HERALD_EXPORT bool herald_http_stream_is_upgrade(const struct herald_http_stream *s);
+/* The connection manager's counters the router keeps under
+ * http.<stat_prefix>. (Envoy's router stats there): "no_route", "no_cluster",
+ * "rq_redirect", "rq_direct_response", "rq_total",
+ * "rq_reset_after_downstream_response_started"; NULL for other names. */
+HERALD_EXPORT struct herald_stat *herald_http_stream_counter(struct herald_http_stream *s, const char *name);
 
 struct herald_http_filter_ops {
     size_t size;

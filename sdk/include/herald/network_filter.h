@@ -43,6 +43,7 @@ enum herald_conn_event {
     HERALD_EV_CONNECT_TIMEOUT,   /* upstream: connect_timeout passed (counted by the core) */
     HERALD_EV_ABOVE_WRITE_HIGH,  /* output passed the high watermark: stop feeding it */
     HERALD_EV_BELOW_WRITE_LOW,   /* output drained below the low watermark: feed again */
+    HERALD_EV_DRAIN,             /* (1.1) the server is draining: finish the work in hand, then close */
 };
 
 enum herald_close_mode {
@@ -96,6 +97,9 @@ HERALD_EXPORT const char *herald_env_listener_name(const struct herald_filter_en
 /* true under --mode validate: check, but open no files and start nothing. */
 HERALD_EXPORT bool herald_env_validate_only(const struct herald_filter_env *e);
 HERALD_EXPORT bool herald_env_cluster_exists(const struct herald_filter_env *e, const char *cluster);
+/* (1.1) For HTTP filters: the connection manager's stat prefix, "http.<stat_prefix>",
+ * under which Envoy keeps HTTP filter stats. NULL elsewhere. */
+HERALD_EXPORT const char *herald_env_stat_prefix(const struct herald_filter_env *e);
 /* Emits a config warning (shown by --mode validate and at start-up). */
 HERALD_EXPORT void herald_env_warn(const struct herald_filter_env *e, const struct herald_cfg *at, const char *fmt, ...)
     HERALD_PRINTF(3, 4);

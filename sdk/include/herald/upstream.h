@@ -26,6 +26,9 @@ HERALD_EXPORT const char *herald_cluster_name(const struct herald_cluster *c);
  * 0 when there is none). NULL: no healthy host (counted as upstream_cx_none_healthy). */
 HERALD_EXPORT struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_t hash);
 HERALD_EXPORT const char *herald_host_address(const struct herald_host *h); /* "ip:port" */
+/* (1.1) The endpoint's hostname (endpoint.hostname, or the DNS name it was
+ * resolved from), or NULL: what auto_host_rewrite puts in Host. */
+HERALD_EXPORT const char *herald_host_hostname(const struct herald_host *h);
 
 enum herald_upstream_error {
     HERALD_UPSTREAM_OK = 0,

@@ -1,0 +1,2725 @@
+/* The HTTP connection manager; see conn_manager.h for what it does and
+ * where each header mutation happens.
+ *
+ * Re-entrancy. Filters call back into the stream from inside their own
+ * callbacks (a local reply from decode_headers, the router answering
+ * synchronously, a reset while encoding), and the connection may close
+ * under any write. So:
+ * - every entry (codec callback, SDK call, timer, connection event) counts
+ *   itself in cm_conn.depth; a stream that is over is only marked `over`,
+ *   and is torn down (on_complete, access log, session_destroy, free) once
+ *   the outermost entry unwinds: at once when that entry was the core's own
+ *   (on_read, on_event, a timer), from a zero-delay timer when it was a
+ *   filter's call (the router's upstream callback is still on the stack
+ *   then, with its session);
+ * - each filter walk remembers the direction's generation and stops when it
+ *   changed (a local reply replaced the response, the stream was reset).
+ *
+ * Filter iteration (per direction, positions 0..n-1: decoders in config
+ * order, encoders in reverse). `pos` is how far the headers got. Data flows
+ * through the positions that saw the headers; a filter returning
+ * STOP_AND_BUFFER keeps the chunk in the direction's one buffer (`held`)
+ * until it returns CONTINUE on a later chunk or calls continue_*; STOP on
+ * data means the filter took what it wanted and nothing goes further (its
+ * end_stream is remembered). STOP_AND_BUFFER on headers also holds the data
+ * back from the filter itself (Envoy's StopAllIterationAndBuffer). Trailers
+ * follow the data. One hold point per direction: a second filter stopping
+ * data in front of a hold is treated as CONTINUE (logged at debug). */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "common.h"
+#include "config/schema.h"
+#include "config/tree.h"
+#include "filters.h"
+#include "http/conn_manager.h"
+#include "http/h1.h"
+#include "http/headers.h"
+#include "http/route.h"
+#include "log.h"
+#include "plugin.h"
+#include "herald/access_log.h"
+#include "herald/stats.h"
+#include "herald/timer.h"
+
+#define NONE SIZE_MAX
+
+/* our own reasons to stop reading the downstream connection */
+#define PAUSE_WRITE  (HERALD_PAUSE_USER << 0)  /* our output is over its high watermark */
+#define PAUSE_DECODE (HERALD_PAUSE_USER << 1)  /* herald_http_stream_pause_decoding */
+#define PAUSE_KICK   (HERALD_PAUSE_USER << 2)  /* never set: resuming it re-dispatches buffered input */
+
+/* RESPONSE_FLAGS in Envoy's print order. */
+static const char *const flag_order[] = {
+    "DC", "DI", "DF", "DO", "DPE", "DT", "FI", "IH", "LH", "LR", "NC", "NFCF", "NR", "OM", "RFCF", "RL",
+    "RLSE", "SI", "UAEX", "UC", "UF", "UH", "UMSDR", "UO", "UPE", "URX", "UT", "DTF", "DTLS", NULL,
+};
+#define MAX_FLAGS 30
+
+enum server_transform { SERVER_OVERWRITE = 0, SERVER_APPEND_IF_ABSENT, SERVER_PASS_THROUGH };
+enum underscores { US_ALLOW = 0, US_REJECT, US_DROP };
+enum escaped_slashes { ESC_KEEP = 0, ESC_REJECT, ESC_UNESCAPE_FORWARD };
+
+struct cm_stats {
+    struct herald_stat *cx_total, *cx_active, *cx_destroy, *cx_destroy_remote, *cx_destroy_local,
+        *cx_destroy_active_rq, *cx_destroy_remote_active_rq, *cx_destroy_local_active_rq, *cx_http1_total,
+        *cx_http1_active, *cx_protocol_error, *cx_idle_timeout, *cx_rx_bytes_total, *cx_tx_bytes_total,
+        *cx_length_ms, *cx_upgrades_total, *cx_upgrades_active, *cx_max_duration_reached,
+        *cx_max_requests_reached, *flow_paused, *flow_resumed, *rq_total, *rq_http1_total, *rq_active,
+        *rq_xx[6], *rq_completed, *rq_time, *rq_too_large, *rq_idle_timeout, *rq_timeout, *rq_header_timeout,
+        *rq_max_duration_reached, *rq_rx_reset, *rq_tx_reset, *rq_non_relative_path, *rq_ws_on_non_ws_route,
+        *rq_response_before_rq_complete, *rq_failed_path_normalization, *dropped_underscores,
+        *rejected_underscores;
+    /* kept under http.<prefix>. for the router (herald_http_stream_counter) */
+    struct herald_stat *no_route, *no_cluster, *rq_redirect, *rq_direct_response, *rq_total_router,
+        *rq_reset_after_downstream_response_started;
+};
+
+struct http_filter {
+    const struct plugin *plugin;
+    const struct herald_http_filter_ops *ops;
+    void *conf;
+};
+
+struct herald_http_cm {
+    char *stat_prefix;                    /* "http.<stat_prefix>" */
+    struct cm_stats st;
+    struct route_table *routes;
+    struct http_filter *filters; size_t nfilters;
+    struct herald_access_log **logs; size_t nlogs;
+    char *server_name;
+    enum server_transform server_transform;
+    char *via;
+    bool use_remote_address, skip_xff_append, generate_request_id, preserve_external_request_id,
+        always_set_request_id, keep_xfcc;
+    uint32_t xff_num_trusted_hops;
+    uint64_t idle_timeout_ms, max_connection_duration_ms, max_stream_duration_ms, stream_idle_timeout_ms,
+        request_timeout_ms, request_headers_timeout_ms;
+    uint32_t max_requests_per_connection;
+    enum underscores underscores;
+    struct h1_limits limits;
+    bool allow_absolute_url, accept_http_10, enable_trailers;
+    char *default_host_for_http_10;
+    char **upgrades; size_t nupgrades, capupgrades; /* upgrade_configs types */
+    bool *upgrade_enabled;                /* [nupgrades] */
+    bool normalize_path, merge_slashes;
+    enum escaped_slashes escaped_slashes;
+    bool strip_matching_host_port, strip_any_host_port, strip_trailing_host_dot;
+};
+
+struct cm_conn;
+
+/* One direction of a stream's filter walk. */
+struct fdir {
+    size_t pos;                 /* the headers passed positions [0, pos) */
+    size_t n;                   /* positions in this direction */
+    bool headers_in;            /* headers entered the chain */
+    bool headers_out;           /* ... and left it (terminal / codec) */
+    bool headers_end;           /* the headers end the stream (nothing follows) */
+    bool stop_all;              /* headers stopped with STOP_AND_BUFFER at pos-1 */
+    size_t hold_pos;            /* first position the held data has not reached, or NONE */
+    struct herald_buf *held;
+    bool held_end;              /* the held data ends the body */
+    struct herald_headers *trailers; /* held trailers */
+    size_t trailers_pos;        /* first position the trailers have not reached */
+    bool end_in;                /* the end of the body (or trailers) entered the chain */
+    bool end_out;               /* ... and left it */
+    unsigned gen;               /* bumped to abandon a walk in progress */
+    int in_cb;                  /* filter callbacks of this direction on the stack */
+    bool continue_asked;        /* continue_* called from inside a callback */
+};
+
+struct herald_http_stream {
+    struct cm_conn *cc;
+    uint64_t id;
+    void **sessions;            /* [nfilters]; NULL until the headers came */
+    bool filters_made;
+    struct herald_headers *req; /* the request headers (owned) */
+    struct herald_headers *resp; /* the response headers as encoded (owned), for the log */
+    struct herald_headers *resp_trailers;
+    enum herald_http_protocol proto;
+    bool head;                  /* HEAD request */
+    struct fdir dec, enc;
+    size_t dec_cur;             /* decoder position being called, or NONE */
+    const struct herald_route *route;
+    bool route_valid;
+    char client_addr[64];       /* decided by XFF rules */
+    bool client_from_xff;
+    int status;
+    const char *details;        /* static or owned (details_owned) */
+    char *details_owned;
+    char flags[MAX_FLAGS][6]; size_t nflags;
+    char *upstream_cluster, *upstream_host, *upstream_failure;
+    struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
+    /* progress */
+    bool request_complete;      /* the codec delivered the whole request */
+    bool response_started;      /* response headers went to the codec */
+    bool response_complete;
+    bool local_reply;           /* a local reply is (being) sent */
+    bool local_reply_encoding;  /* ... and its walk is on the stack */
+    bool reset, over;
+    bool upgrade_requested;     /* allowed upgrade: Upgrade kept in the request */
+    char *upgrade_type;
+    bool upgraded;              /* 101 (or CONNECT 2xx) sent: raw bytes both ways */
+    bool expect_continue;
+    struct h1_encoder h1enc;
+    /* timing (herald_now_ms) and counts for the log */
+    uint64_t start_wall_ms, start_mono, last_rx_mono, first_tx_mono, last_tx_mono, last_activity;
+    uint64_t rx_body, tx_body;
+    struct herald_timer *timer;
+    uint64_t deadline_headers, deadline_request, deadline_max; /* 0: none */
+};
+
+struct cm_conn {
+    struct herald_http_cm *cm;
+    struct herald_conn *c;
+    struct h1_codec *codec;
+    struct evbuffer *wbuf;
+    struct herald_buf *in;      /* the connection's read buffer (from on_read) */
+    struct herald_http_stream *stream;
+    struct herald_timer *idle_timer, *duration_timer, *finish_timer, *linger_timer;
+    uint32_t nrequests;
+    uint64_t rx_seen, tx_seen;
+    uint64_t start_mono;
+    int depth;
+    bool codec_dead;            /* on_error came: no more parsing */
+    bool pipeline_paused;       /* the codec paused itself after a request */
+    bool decode_paused;         /* pause_decoding */
+    bool read_eof;
+    bool eof_handled;
+    bool above_high;
+    bool close_after;           /* close once the current response is out */
+    bool draining;              /* max_connection_duration passed */
+    bool closing;               /* herald_conn_close called */
+    bool gone;                  /* the close event came: no more writes */
+    bool remote_closed;
+};
+
+static uint64_t next_stream_id;   /* per process is fine: only for logs */
+
+static void stream_over(struct herald_http_stream *s);
+static void encode_headers_in(struct herald_http_stream *s, struct herald_headers *h, bool end_stream);
+static void leave(struct cm_conn *cc);
+static void reset_stream(struct herald_http_stream *s, bool remote, const char *details);
+static void close_conn(struct cm_conn *cc, enum herald_close_mode mode);
+
+/* ---------------------------------------------------------------- small helpers */
+
+static uint64_t rnd64(void)
+{
+    static __thread uint64_t st;
+    if (!st) {
+        if (getrandom(&st, sizeof(st), 0) != sizeof(st) || !st)
+            st = (uint64_t)mono_ms() * 0x9e3779b97f4a7c15ull + (uint64_t)(uintptr_t)&st;
+        st |= 1;
+    }
+    st ^= st << 13;
+    st ^= st >> 7;
+    st ^= st << 17;
+    return st * 0x2545f4914f6cdd1dull;
+}
+
+static void uuid4(char out[37])
+{
+    uint64_t a = rnd64(), b = rnd64();
+    a = (a & ~0xf000ull) | 0x4000ull;                              /* version 4 */
+    b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);               /* variant 10 */
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
+             (unsigned)a & 0xffff, (unsigned)(b >> 48) & 0xffff, (unsigned long long)(b & 0xffffffffffffull));
+}
+
+/* "ip:port" / "[v6]:port" -> "ip" */
+static void strip_port(const char *addr, char *out, size_t len)
+{
+    if (addr[0] == '[') {
+        const char *e = strchr(addr, ']');
+        snprintf(out, len, "%.*s", e ? (int)(e - addr - 1) : (int)strlen(addr) - 1, addr + 1);
+        return;
+    }
+    const char *colon = strrchr(addr, ':');
+    if (colon && strchr(addr, ':') == colon)
+        snprintf(out, len, "%.*s", (int)(colon - addr), addr);
+    else
+        snprintf(out, len, "%s", addr);
+}
+
+/* RFC 1918, loopback, link-local and unique-local: what Envoy has long called internal. */
+static bool internal_ip(const char *ip)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, ip, &a4) == 1) {
+        uint32_t a = ntohl(a4.s_addr);
+        return (a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) || (a >> 16) == (192u << 8 | 168) ||
+               (a >> 24) == 127;
+    }
+    if (inet_pton(AF_INET6, ip, &a6) == 1) {
+        static const uint8_t loop[16] = {[15] = 1};
+        return !memcmp(a6.s6_addr, loop, 16) || (a6.s6_addr[0] & 0xfe) == 0xfc;
+    }
+    return false;
+}
+
+static void trim(const char **b, const char **e)
+{
+    while (*b < *e && (**b == ' ' || **b == '\t'))
+        (*b)++;
+    while (*e > *b && ((*e)[-1] == ' ' || (*e)[-1] == '\t'))
+        (*e)--;
+}
+
+/* ---------------------------------------------------------------- path normalisation */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* RFC 3986 6.2.2 on the path part: percent-decodes unreserved characters,
+ * upper-cases the other escapes, removes dot segments. */
+static int normalize_path(char **pathp)
+{
+    char *in = *pathp;
+    size_t plen = strcspn(in, "?");
+    char *out = xmalloc(strlen(in) + 2);
+    size_t o = 0;
+    /* pass 1: escapes */
+    char *dec = xmalloc(plen + 1);
+    size_t d = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (in[i] == '%' && i + 2 < plen && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
+            int v = hexval(in[i + 1]) * 16 + hexval(in[i + 2]);
+            if (isalnum(v) || v == '-' || v == '.' || v == '_' || v == '~') {
+                dec[d++] = (char)v;
+            } else {
+                dec[d++] = '%';
+                dec[d++] = (char)toupper((unsigned char)in[i + 1]);
+                dec[d++] = (char)toupper((unsigned char)in[i + 2]);
+            }
+            i += 2;
+        } else {
+            dec[d++] = in[i];
+        }
+    }
+    dec[d] = '\0';
+    /* pass 2: dot segments (RFC 3986 5.2.4) */
+    const char *p = dec;
+    while (*p) {
+        if (!strncmp(p, "/./", 3)) {
+            p += 2;
+        } else if (!strcmp(p, "/.")) {
+            out[o++] = '/';
+            p += 2;
+        } else if (!strncmp(p, "/../", 4) || !strcmp(p, "/..")) {
+            /* above the root stays at the root, as browsers and Envoy resolve it */
+            while (o > 0 && out[--o] != '/')
+                ;
+            if (p[3] == '\0') {
+                out[o++] = '/';
+                p += 3;
+            } else {
+                p += 3;
+            }
+        } else {
+            do
+                out[o++] = *p++;
+            while (*p && *p != '/');
+        }
+    }
+    if (o == 0)
+        out[o++] = '/';
+    strcpy(out + o, in + plen);
+    free(dec);
+    free(*pathp);
+    *pathp = out;
+    return 0;
+}
+
+static void merge_slashes(char *path)
+{
+    size_t plen = strcspn(path, "?"), o = 0;
+    for (size_t i = 0; i < plen; i++)
+        if (!(path[i] == '/' && o > 0 && path[o - 1] == '/'))
+            path[o++] = path[i];
+    memmove(path + o, path + plen, strlen(path + plen) + 1);
+}
+
+static bool has_escaped_slash(const char *path)
+{
+    size_t plen = strcspn(path, "?");
+    for (size_t i = 0; i + 2 < plen; i++)
+        if (path[i] == '%' && (path[i + 1] == '2' && (path[i + 2] == 'f' || path[i + 2] == 'F')))
+            return true;
+        else if (path[i] == '%' && path[i + 1] == '5' && (path[i + 2] == 'c' || path[i + 2] == 'C'))
+            return true;
+    return false;
+}
+
+static void unescape_slashes(char *path)
+{
+    size_t plen = strcspn(path, "?"), o = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (path[i] == '%' && i + 2 < plen && path[i + 1] == '2' &&
+            tolower((unsigned char)path[i + 2]) == 'f') {
+            path[o++] = '/';
+            i += 2;
+        } else if (path[i] == '%' && i + 2 < plen && path[i + 1] == '5' &&
+                   tolower((unsigned char)path[i + 2]) == 'c') {
+            path[o++] = '\\';
+            i += 2;
+        } else {
+            path[o++] = path[i];
+        }
+    }
+    memmove(path + o, path + plen, strlen(path + plen) + 1);
+}
+
+/* ---------------------------------------------------------------- entries and exits */
+
+static void enter(struct cm_conn *cc) { cc->depth++; }
+
+static struct fdir *dir_of(struct herald_http_stream *s, bool enc) { return enc ? &s->enc : &s->dec; }
+
+static size_t filter_index(struct herald_http_stream *s, bool enc, size_t p)
+{
+    return enc ? s->enc.n - 1 - p : p;
+}
+
+/* Counts the bytes the connection moved since the last look into the cx stats. */
+static void account_bytes(struct cm_conn *cc)
+{
+    uint64_t rx, tx;
+    herald_conn_bytes(cc->c, &rx, &tx);
+    if (rx > cc->rx_seen)
+        herald_stat_add(cc->cm->st.cx_rx_bytes_total, rx - cc->rx_seen);
+    if (tx > cc->tx_seen)
+        herald_stat_add(cc->cm->st.cx_tx_bytes_total, tx - cc->tx_seen);
+    cc->rx_seen = rx;
+    cc->tx_seen = tx;
+}
+
+static void write_out(struct cm_conn *cc)
+{
+    if (evbuffer_get_length(cc->wbuf) == 0)
+        return;
+    if (cc->gone || cc->closing) {
+        evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
+        return;
+    }
+    herald_conn_write(cc->c, ev_buf(cc->wbuf), false);
+    evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
+    account_bytes(cc);
+}
+
+static void on_linger_timer(struct herald_timer *t, void *arg)
+{
+    struct cm_conn *cc = arg;
+    if (!cc->gone)
+        herald_conn_close(cc->c, HERALD_CLOSE_FLUSH);
+}
+
+/* FLUSH: a half-close once the output is out, then whatever the client
+ * still sends is read and dropped until it closes or a second passes
+ * (Envoy's delayed_close_timeout): closing with unread input would send an
+ * RST that can destroy the response before the client reads it. */
+static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
+{
+    if (cc->closing || cc->gone)
+        return;
+    cc->closing = true;
+    if (cc->idle_timer)
+        herald_timer_cancel(cc->idle_timer);
+    if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer) {
+        struct evbuffer *empty = evbuffer_new();
+        herald_conn_write(cc->c, ev_buf(empty), true);
+        evbuffer_free(empty);
+        if (!cc->gone)
+            herald_timer_arm(cc->linger_timer, 1000);
+        return;
+    }
+    herald_conn_close(cc->c, mode);
+}
+
+static void touch(struct herald_http_stream *s) { s->last_activity = herald_now_ms(); }
+
+/* ---------------------------------------------------------------- the filter walk */
+
+enum op { OP_HEADERS = 0, OP_DATA, OP_TRAILERS };
+
+static enum herald_http_status call_filter(struct herald_http_stream *s, bool enc, enum op op, size_t p,
+                                           struct herald_headers *h, struct herald_buf *b, bool end)
+{
+    struct fdir *d = dir_of(s, enc);
+    size_t i = filter_index(s, enc, p);
+    const struct herald_http_filter_ops *ops = s->cc->cm->filters[i].ops;
+    void *sess = s->sessions ? s->sessions[i] : NULL;
+    enum herald_http_status st = HERALD_HTTP_CONTINUE;
+
+    if (!sess)
+        return st;
+    d->in_cb++;
+    d->continue_asked = false;
+    size_t saved_cur = s->dec_cur;
+    if (!enc)
+        s->dec_cur = p;
+    switch (op) {
+    case OP_HEADERS:
+        if (enc ? ops->encode_headers : ops->decode_headers)
+            st = (enc ? ops->encode_headers : ops->decode_headers)(sess, h, end);
+        break;
+    case OP_DATA:
+        if (enc ? ops->encode_data : ops->decode_data)
+            st = (enc ? ops->encode_data : ops->decode_data)(sess, b, end);
+        break;
+    case OP_TRAILERS:
+        if (enc ? ops->encode_trailers : ops->decode_trailers)
+            st = (enc ? ops->encode_trailers : ops->decode_trailers)(sess, h);
+        break;
+    }
+    if (!enc)
+        s->dec_cur = saved_cur;
+    d->in_cb--;
+    /* continue_* from inside its own callback: as if it had returned CONTINUE */
+    if (d->continue_asked)
+        st = HERALD_HTTP_CONTINUE;
+    d->continue_asked = false;
+    if (st != HERALD_HTTP_CONTINUE && st != HERALD_HTTP_STOP && st != HERALD_HTTP_STOP_AND_BUFFER)
+        st = HERALD_HTTP_CONTINUE;
+    return st;
+}
+
+static void sink_headers(struct herald_http_stream *s);
+static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bool end);
+static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t);
+static void send_local_reply(struct herald_http_stream *s, int status, const char *body, const char *details,
+                             const char *flags);
+
+static bool walk_dead(struct herald_http_stream *s, struct fdir *d, unsigned gen)
+{
+    return d->gen != gen || s->over || s->reset;
+}
+
+static void run_headers(struct herald_http_stream *s, bool enc, size_t p)
+{
+    struct fdir *d = dir_of(s, enc);
+    unsigned gen = d->gen;
+    struct herald_headers *h = enc ? s->resp : s->req;
+    bool end = d->headers_end;
+
+    for (; p < d->n; p++) {
+        enum herald_http_status st = call_filter(s, enc, OP_HEADERS, p, h, NULL, end);
+        if (walk_dead(s, d, gen))
+            return;
+        d->pos = p + 1;
+        if (st != HERALD_HTTP_CONTINUE) {
+            d->stop_all = st == HERALD_HTTP_STOP_AND_BUFFER;
+            return;
+        }
+    }
+    d->pos = d->n;
+    d->stop_all = false;
+    if (!d->headers_out) {
+        d->headers_out = true;
+        if (enc)
+            sink_headers(s);
+        else if (end)
+            d->end_out = true;
+    }
+}
+
+static uint32_t body_limit(struct herald_http_stream *s)
+{
+    uint32_t l = herald_conn_buffer_limit(s->cc->c);
+    return l ? l : 1024 * 1024;
+}
+
+/* Keeps chunk (moved, no copy) for position p. */
+static void hold_at(struct herald_http_stream *s, bool enc, size_t p, struct herald_buf *chunk, bool end,
+                    bool asked)
+{
+    struct fdir *d = dir_of(s, enc);
+    if (!d->held)
+        d->held = herald_buf_new();
+    if (d->hold_pos == NONE)
+        d->hold_pos = p;
+    herald_buf_move(d->held, chunk, SIZE_MAX);
+    d->held_end = d->held_end || end;
+    if (herald_buf_len(d->held) <= body_limit(s))
+        return;
+    /* a buffering filter past the limit: Envoy's 413 / 500 */
+    if (!enc) {
+        if (asked || d->stop_all) {
+            herald_stat_inc(s->cc->cm->st.rq_too_large);
+            send_local_reply(s, 413, "Payload Too Large", "request_payload_too_large", NULL);
+        } else if (!s->cc->decode_paused) {
+            /* a filter holding the headers: backpressure instead */
+            herald_http_stream_pause_decoding(s, true);
+        }
+    } else {
+        send_local_reply(s, 500, "Internal Server Error", "response_payload_too_large", NULL);
+    }
+}
+
+/* Takes the held data out (into a fresh buffer the caller frees). */
+static struct herald_buf *take_held(struct fdir *d, bool *end)
+{
+    struct herald_buf *b = d->held ? d->held : herald_buf_new();
+    d->held = NULL;
+    *end = d->held_end;
+    d->held_end = false;
+    d->hold_pos = NONE;
+    return b;
+}
+
+static void run_data(struct herald_http_stream *s, bool enc, size_t p, struct herald_buf *chunk, bool end)
+{
+    struct fdir *d = dir_of(s, enc);
+    unsigned gen = d->gen;
+
+    for (; p < d->n; p++) {
+        if (p >= d->pos || (d->stop_all && p == d->pos - 1) || (d->hold_pos != NONE && p == d->hold_pos)) {
+            hold_at(s, enc, p, chunk, end, false);
+            return;
+        }
+        enum herald_http_status st = call_filter(s, enc, OP_DATA, p, NULL, chunk, end);
+        if (walk_dead(s, d, gen))
+            return;
+        if (!enc && p == d->n - 1) {
+            /* the terminal decoder consumes whatever it is given */
+            herald_buf_drain(chunk, herald_buf_len(chunk));
+            if (end)
+                d->end_out = true;
+            return;
+        }
+        if (st == HERALD_HTTP_STOP_AND_BUFFER && (d->hold_pos == NONE || d->hold_pos == p + 1)) {
+            hold_at(s, enc, p + 1, chunk, end, true);
+            return;
+        }
+        if (st == HERALD_HTTP_STOP && (d->hold_pos == NONE || d->hold_pos == p + 1)) {
+            herald_buf_drain(chunk, herald_buf_len(chunk)); /* the filter took what it wanted */
+            if (d->hold_pos == NONE)
+                d->hold_pos = p + 1;
+            d->held_end = d->held_end || end;
+            return;
+        }
+        if (st != HERALD_HTTP_CONTINUE)
+            log_debug("http", "stream %llu: a second filter stopped the data in front of a held body; "
+                      "going on", (unsigned long long)s->id);
+        if (d->hold_pos == p + 1) {
+            /* the holder lets go: what it held goes first */
+            bool hend;
+            struct herald_buf *held = take_held(d, &hend);
+            herald_buf_move(held, chunk, SIZE_MAX);
+            herald_buf_move(chunk, held, SIZE_MAX);
+            herald_buf_free(held);
+            if (!enc && s->cc->decode_paused && !s->upgraded)
+                herald_http_stream_pause_decoding(s, false);
+        }
+        if (p + 1 == d->pos && !d->headers_out) {
+            /* the filter that stopped the headers continues by returning CONTINUE on data */
+            run_headers(s, enc, p + 1);
+            if (walk_dead(s, d, gen))
+                return;
+        }
+    }
+    if (end)
+        d->end_out = true;
+    if (enc)
+        sink_data(s, chunk, end);
+    else
+        herald_buf_drain(chunk, herald_buf_len(chunk));
+}
+
+static void run_trailers(struct herald_http_stream *s, bool enc, size_t p)
+{
+    struct fdir *d = dir_of(s, enc);
+    unsigned gen = d->gen;
+
+    for (; p < d->n; p++) {
+        if (p >= d->pos || (d->stop_all && p == d->pos - 1) || (d->hold_pos != NONE && p >= d->hold_pos)) {
+            d->trailers_pos = p;
+            return;
+        }
+        enum herald_http_status st = call_filter(s, enc, OP_TRAILERS, p, d->trailers, NULL, true);
+        if (walk_dead(s, d, gen))
+            return;
+        if (!enc && p == d->n - 1)
+            break;
+        if (st != HERALD_HTTP_CONTINUE) {
+            d->trailers_pos = p + 1;
+            return;
+        }
+        if (d->hold_pos == p + 1) {
+            bool hend;
+            struct herald_buf *held = take_held(d, &hend);
+            run_data(s, enc, p + 1, held, false);
+            herald_buf_free(held);
+            if (walk_dead(s, d, gen))
+                return;
+        }
+        if (p + 1 == d->pos && !d->headers_out) {
+            run_headers(s, enc, p + 1);
+            if (walk_dead(s, d, gen))
+                return;
+        }
+    }
+    struct herald_headers *t = d->trailers;
+    d->trailers = NULL;
+    d->end_out = true;
+    if (enc) {
+        sink_trailers(s, t);
+    } else {
+        /* kept for %TRAILER%? Envoy's TRAILER() is the response's; drop */
+        herald_headers_free(t);
+    }
+}
+
+/* continue_decoding / continue_encoding: headers, then held data, then trailers. */
+static void continue_dir(struct herald_http_stream *s, bool enc)
+{
+    struct fdir *d = dir_of(s, enc);
+    unsigned gen = d->gen;
+
+    if (d->in_cb) {
+        d->continue_asked = true;
+        return;
+    }
+    if (!d->headers_in)
+        return;
+    if (!d->headers_out && d->pos < d->n) {
+        d->stop_all = false;
+        run_headers(s, enc, d->pos);
+        if (walk_dead(s, d, gen))
+            return;
+    }
+    if (d->hold_pos != NONE) {
+        size_t from = d->hold_pos;
+        bool end;
+        struct herald_buf *held = take_held(d, &end);
+        run_data(s, enc, from, held, end);
+        herald_buf_free(held);
+        if (walk_dead(s, d, gen))
+            return;
+        if (!enc && s->cc->decode_paused && d->hold_pos == NONE && !s->upgraded)
+            herald_http_stream_pause_decoding(s, false);
+    }
+    if (d->trailers && d->hold_pos == NONE)
+        run_trailers(s, enc, d->trailers_pos);
+}
+
+/* ---------------------------------------------------------------- the response side */
+
+static void maybe_over(struct herald_http_stream *s)
+{
+    if (s->over || !s->response_complete)
+        return;
+    struct cm_conn *cc = s->cc;
+    if (!s->request_complete && !s->upgraded) {
+        /* HTTP/1 cannot find the next request behind an unread body */
+        herald_stat_inc(cc->cm->st.rq_response_before_rq_complete);
+        cc->close_after = true;
+    }
+    if (s->upgraded)
+        cc->close_after = true;
+    herald_stat_inc(cc->cm->st.rq_completed);
+    stream_over(s);
+}
+
+static bool closing_after_response(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    struct herald_http_cm *cm = cc->cm;
+    if (cc->close_after || cc->codec_dead || cc->draining || cc->read_eof || !s->request_complete)
+        return true;
+    if (!h1_codec_keep_alive(cc->codec))
+        return true;
+    if (cm->max_requests_per_connection && cc->nrequests >= cm->max_requests_per_connection) {
+        herald_stat_inc(cm->st.cx_max_requests_reached);
+        return true;
+    }
+    return false;
+}
+
+static void sink_headers(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    struct herald_http_cm *cm = cc->cm;
+    struct herald_headers *h = s->resp;
+    int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
+    bool upgrade_ok = s->upgrade_requested &&
+                      (status == 101 || (s->upgrade_type && !strcasecmp(s->upgrade_type, "CONNECT") &&
+                                         status >= 200 && status < 300));
+
+    herald_headers_remove(h, "connection");
+    herald_headers_remove(h, "keep-alive");
+    herald_headers_remove(h, "proxy-connection");
+    herald_headers_remove(h, "transfer-encoding");
+    if (!upgrade_ok)
+        herald_headers_remove(h, "upgrade");
+    switch (cm->server_transform) {
+    case SERVER_OVERWRITE:
+        herald_headers_set(h, "server", cm->server_name);
+        break;
+    case SERVER_APPEND_IF_ABSENT:
+        if (!herald_headers_get(h, "server"))
+            herald_headers_set(h, "server", cm->server_name);
+        break;
+    case SERVER_PASS_THROUGH:
+        break;
+    }
+    if (cm->via) {
+        const char *v = herald_headers_get(h, "via");
+        if (v) {
+            char *nv = xasprintf("%s, %s", v, cm->via);
+            herald_headers_set(h, "via", nv);
+            free(nv);
+        } else {
+            herald_headers_set(h, "via", cm->via);
+        }
+    }
+    if (cm->always_set_request_id && s->req && herald_headers_get(s->req, "x-request-id") &&
+        !herald_headers_get(h, "x-request-id"))
+        herald_headers_set(h, "x-request-id", herald_headers_get(s->req, "x-request-id"));
+
+    if (upgrade_ok && status == 101) {
+        herald_headers_set(h, "connection", "upgrade");
+    } else if (upgrade_ok) {
+        /* CONNECT 2xx: a tunnel, no framing */
+    } else {
+        if (s->upgrade_requested) {
+            /* the upstream refused the upgrade: HTTP again, but this connection is done */
+            h1_codec_cancel_upgrade(cc->codec);
+            s->upgrade_requested = false;
+            s->request_complete = s->request_complete || h1_codec_idle(cc->codec);
+            cc->close_after = true;
+        }
+        if (closing_after_response(s)) {
+            cc->close_after = true;
+            herald_headers_set(h, "connection", "close");
+        } else if (s->proto == HERALD_HTTP10) {
+            herald_headers_set(h, "connection", "keep-alive");
+        }
+    }
+
+    unsigned flags = (s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0) | (s->head ? H1_ENC_HEAD : 0);
+    h1_encoder_init(&s->h1enc, flags);
+    if (h1_encode_response_headers(&s->h1enc, cc->wbuf, h, s->enc.headers_end && !upgrade_ok) < 0) {
+        evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
+        reset_stream(s, false, "invalid_response_headers");
+        return;
+    }
+    s->response_started = true;
+    s->status = status;
+    s->first_tx_mono = herald_now_ms();
+    if (status >= 100 && status < 600)
+        herald_stat_inc(cm->st.rq_xx[status / 100]);
+    if (h1_encoder_close_delimited(&s->h1enc))
+        cc->close_after = true;
+    if (upgrade_ok) {
+        s->upgraded = true;
+        herald_stat_inc(cm->st.cx_upgrades_total);
+        herald_gauge_add(cm->st.cx_upgrades_active, 1);
+        /* the client may already have sent bytes of the new protocol */
+        if (!cc->gone && !cc->closing)
+            herald_conn_resume_reading(cc->c, PAUSE_KICK);
+    }
+    write_out(cc);
+    if (s->enc.headers_end && !upgrade_ok) {
+        s->response_complete = true;
+        s->last_tx_mono = herald_now_ms();
+        maybe_over(s);
+    }
+}
+
+static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bool end)
+{
+    struct cm_conn *cc = s->cc;
+    size_t len = herald_buf_len(chunk);
+
+    if (s->upgraded) {
+        evbuffer_add_buffer(cc->wbuf, buf_ev(chunk));
+    } else if (h1_encode_data(&s->h1enc, cc->wbuf, buf_ev(chunk), end) < 0) {
+        herald_buf_drain(chunk, herald_buf_len(chunk));
+        write_out(cc);
+        reset_stream(s, false, "response_body_over_content_length");
+        return;
+    }
+    s->tx_body += len;
+    write_out(cc);
+    if (end && !s->over) {
+        s->response_complete = true;
+        s->last_tx_mono = herald_now_ms();
+        maybe_over(s);
+    }
+}
+
+static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t)
+{
+    struct cm_conn *cc = s->cc;
+
+    herald_headers_free(s->resp_trailers);
+    s->resp_trailers = t;
+    if (s->upgraded) {
+        /* nothing to frame them in */
+    } else if (cc->cm->enable_trailers && t && herald_headers_count(t)) {
+        h1_encode_trailers(&s->h1enc, cc->wbuf, t);
+    } else {
+        struct evbuffer *empty = evbuffer_new();
+        h1_encode_data(&s->h1enc, cc->wbuf, empty, true);
+        evbuffer_free(empty);
+    }
+    write_out(cc);
+    if (!s->over) {
+        s->response_complete = true;
+        s->last_tx_mono = herald_now_ms();
+        maybe_over(s);
+    }
+}
+
+static const struct herald_route *stream_route(struct herald_http_stream *s)
+{
+    if (!s->route_valid) {
+        s->route = s->req ? route_table_match(s->cc->cm->routes, s->req, rnd64()) : NULL;
+        s->route_valid = true;
+    }
+    return s->route;
+}
+
+static void encode_headers_in(struct herald_http_stream *s, struct herald_headers *h, bool end_stream)
+{
+    struct cm_conn *cc = s->cc;
+    const char *st = herald_headers_get(h, ":status");
+    int status = st ? atoi(st) : 0;
+
+    if (s->over || s->reset || s->enc.headers_in || cc->gone) {
+        herald_headers_free(h);
+        return;
+    }
+    if (status >= 100 && status < 200 && status != 101) {
+        /* informational (100 Continue from upstream): straight to the client; the final answer follows */
+        if (status == 100 && !s->expect_continue) {
+            herald_headers_free(h);
+            return;
+        }
+        struct h1_encoder e;
+        h1_encoder_init(&e, s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0);
+        if (h1_encode_response_headers(&e, cc->wbuf, h, false) == 0)
+            write_out(cc);
+        evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
+        herald_headers_free(h);
+        return;
+    }
+    /* the route's response headers, on responses of streams that were routed
+     * (not on the HCM's own early rejections) */
+    const struct herald_route *r = s->route_valid ? s->route : NULL;
+    if (r)
+        herald_route_apply_response(r, h);
+    s->resp = h;
+    struct fdir *d = &s->enc;
+    if (!s->local_reply)
+        d->n = s->filters_made ? s->dec.pos : 0;
+    d->headers_in = true;
+    d->headers_end = end_stream;
+    d->end_in = end_stream;
+    touch(s);
+    run_headers(s, true, 0);
+}
+
+static void encode_data_in(struct herald_http_stream *s, struct herald_buf *b, bool end)
+{
+    struct fdir *d = &s->enc;
+    if (s->over || s->reset || !d->headers_in || d->end_in || d->trailers) {
+        herald_buf_drain(b, herald_buf_len(b));
+        return;
+    }
+    d->end_in = end;
+    touch(s);
+    run_data(s, true, 0, b, end);
+}
+
+static void encode_trailers_in(struct herald_http_stream *s, struct herald_headers *t)
+{
+    struct fdir *d = &s->enc;
+    if (s->over || s->reset || !d->headers_in || d->end_in || d->trailers) {
+        herald_headers_free(t);
+        return;
+    }
+    d->end_in = true;
+    d->trailers = t ? t : herald_headers_new();
+    d->trailers_pos = 0;
+    touch(s);
+    run_trailers(s, true, 0);
+}
+
+static void add_flag(struct herald_http_stream *s, const char *flag)
+{
+    if (!flag || !*flag)
+        return;
+    for (size_t i = 0; i < s->nflags; i++)
+        if (!strcmp(s->flags[i], flag))
+            return;
+    if (s->nflags < MAX_FLAGS)
+        snprintf(s->flags[s->nflags++], sizeof(s->flags[0]), "%s", flag);
+}
+
+static void set_details(struct herald_http_stream *s, const char *details)
+{
+    if (!details)
+        return;
+    free(s->details_owned);
+    s->details_owned = xstrdup(details);
+    s->details = s->details_owned;
+}
+
+static void drop_encoding(struct herald_http_stream *s)
+{
+    struct fdir *d = &s->enc;
+    d->gen++;
+    if (d->held)
+        herald_buf_free(d->held);
+    herald_headers_free(d->trailers);
+    herald_headers_free(s->resp);
+    s->resp = NULL;
+    unsigned gen = d->gen;
+    int in_cb = d->in_cb;
+    memset(d, 0, sizeof(*d));
+    d->gen = gen;
+    d->in_cb = in_cb;
+    d->hold_pos = NONE;
+}
+
+static void send_local_reply(struct herald_http_stream *s, int status, const char *body, const char *details,
+                             const char *flags)
+{
+    struct cm_conn *cc = s->cc;
+
+    if (s->over || s->reset)
+        return;
+    set_details(s, details);
+    if (flags) {
+        /* "UH" or "UF,URX" */
+        char tmp[64];
+        snprintf(tmp, sizeof(tmp), "%s", flags);
+        for (char *sv = NULL, *f = strtok_r(tmp, ",", &sv); f; f = strtok_r(NULL, ",", &sv))
+            add_flag(s, f);
+    }
+    if (s->response_started || cc->gone) {
+        reset_stream(s, false, details);
+        return;
+    }
+    bool nested = s->local_reply_encoding;
+    s->local_reply = true;
+    s->dec.gen++;               /* no more request processing by the filters */
+    size_t seen = s->dec_cur != NONE ? s->dec_cur + 1 : s->dec.pos;
+    drop_encoding(s);
+    s->enc.n = s->filters_made && !nested ? seen : 0;
+    if (!s->request_complete)
+        cc->close_after = true;
+
+    struct herald_headers *h = herald_headers_new();
+    char num[24];
+    snprintf(num, sizeof(num), "%d", status);
+    herald_headers_add(h, ":status", num);
+    size_t blen = body ? strlen(body) : 0;
+    if (blen)
+        herald_headers_add(h, "content-type", "text/plain");
+    snprintf(num, sizeof(num), "%zu", blen);
+    herald_headers_add(h, "content-length", num);
+    s->local_reply_encoding = true;
+    encode_headers_in(s, h, blen == 0);
+    if (blen && !s->over && !s->reset && s->local_reply) {
+        struct herald_buf *b = herald_buf_new();
+        herald_buf_add(b, body, blen);
+        encode_data_in(s, b, true);
+        herald_buf_free(b);
+    }
+    s->local_reply_encoding = nested;
+}
+
+static void stream_over(struct herald_http_stream *s)
+{
+    if (s->over)
+        return;
+    s->over = true;
+    s->dec.gen++;
+    s->enc.gen++;
+    if (s->timer)
+        herald_timer_cancel(s->timer);
+}
+
+static void reset_stream(struct herald_http_stream *s, bool remote, const char *details)
+{
+    struct cm_conn *cc = s->cc;
+    if (s->over)
+        return;
+    s->reset = true;
+    if (remote) {
+        herald_stat_inc(cc->cm->st.rq_rx_reset);
+        add_flag(s, "DC");
+        if (!s->details)
+            set_details(s, details ? details : "downstream_remote_disconnect");
+    } else {
+        herald_stat_inc(cc->cm->st.rq_tx_reset);
+        if (details)
+            set_details(s, details);
+    }
+    /* an HTTP/1 stream cannot be reset without its connection */
+    cc->close_after = true;
+    stream_over(s);
+}
+
+/* ---------------------------------------------------------------- access log */
+
+static const char *format_time(uint64_t ms, const char *fmt, char *out, size_t len)
+{
+    char expanded[512];
+    size_t o = 0;
+    time_t secs = (time_t)(ms / 1000);
+    unsigned frac = (unsigned)(ms % 1000);
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    if (!fmt || !*fmt)
+        fmt = "%Y-%m-%dT%H:%M:%E3SZ";
+    for (const char *p = fmt; *p && o + 32 < sizeof(expanded); p++) {
+        if (*p != '%' || !p[1]) {
+            expanded[o++] = *p;
+            continue;
+        }
+        const char *q = p + 1;
+        int digits;
+        bool es = false;
+        if (*q == 'E' && (q[1] == 'S' || (q[1] >= '1' && q[1] <= '9' && q[2] == 'S'))) {
+            es = true;
+            digits = q[1] == 'S' ? 9 : q[1] - '0';
+            q += q[1] == 'S' ? 1 : 2;
+        } else if (*q == 'f') {
+            digits = 9;
+        } else if (*q >= '1' && *q <= '9' && q[1] == 'f') {
+            digits = *q - '0';
+            q++;
+        } else if (*q == 's') {
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%lld", (long long)secs);
+            p = q;
+            continue;
+        } else {
+            expanded[o++] = *p++;
+            expanded[o++] = *p;
+            continue;
+        }
+        char f[10];
+        snprintf(f, sizeof(f), "%03u000000", frac);
+        f[digits] = '\0';
+        if (es)
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%02d.%s", tm.tm_sec, f);
+        else
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%s", f);
+        p = q;
+    }
+    expanded[o] = '\0';
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    size_t n = strftime(out, len, expanded, &tm);
+#pragma GCC diagnostic pop
+    return n ? out : NULL;
+}
+
+static const char *num(char *scratch, size_t len, uint64_t v)
+{
+    snprintf(scratch, len, "%llu", (unsigned long long)v);
+    return scratch;
+}
+
+/* REQ(A?B:N) style lookups: the first of the alternatives that is present. */
+static const char *header_alt(const struct herald_headers *h, const char *arg)
+{
+    if (!h || !arg)
+        return NULL;
+    char name[256];
+    const char *q = strchr(arg, '?');
+    size_t n = q ? (size_t)(q - arg) : strlen(arg);
+    snprintf(name, sizeof(name), "%.*s", (int)n, arg);
+    const char *v = herald_headers_get(h, name);
+    if (!v && q)
+        v = herald_headers_get(h, q + 1);
+    return v;
+}
+
+static const char *port_part(const char *addr, char *out, size_t len)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (addr[0] != '[' && strchr(addr, ':') != colon))
+        return NULL;
+    snprintf(out, len, "%s", colon + 1);
+    return out;
+}
+
+static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len)
+{
+    struct herald_http_stream *s = ctx;
+    struct herald_conn *c = s->cc->c;
+    uint64_t end = s->last_tx_mono ? s->last_tx_mono : herald_now_ms();
+
+    switch (op[0]) {
+    case 'B':
+        if (!strcmp(op, "BYTES_RECEIVED"))
+            return num(scratch, len, s->rx_body);
+        if (!strcmp(op, "BYTES_SENT"))
+            return num(scratch, len, s->tx_body);
+        break;
+    case 'C':
+        if (!strcmp(op, "CONNECTION_ID"))
+            return num(scratch, len, herald_conn_id(c));
+        break;
+    case 'D':
+        if (!strcmp(op, "DURATION"))
+            return num(scratch, len, herald_now_ms() - s->start_mono);
+        if (!strcmp(op, "DYNAMIC_METADATA") && arg) {
+            char ns[128];
+            const char *colon = strchr(arg, ':');
+            if (!colon)
+                return NULL;
+            snprintf(ns, sizeof(ns), "%.*s", (int)(colon - arg), arg);
+            return herald_http_stream_metadata_get(s, ns, colon + 1);
+        }
+        if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS")) {
+            snprintf(scratch, len,
+                     s->client_from_xff ? (strchr(s->client_addr, ':') ? "[%s]:0" : "%s:0") : "%s",
+                     s->client_from_xff ? s->client_addr : herald_conn_remote_str(c));
+            return scratch;
+        }
+        if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"))
+            return s->client_addr;
+        if (!strcmp(op, "DOWNSTREAM_REMOTE_PORT"))
+            return s->client_from_xff ? "0" : port_part(herald_conn_remote_str(c), scratch, len);
+        if (!strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS"))
+            return herald_conn_remote_str(c);
+        if (!strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT")) {
+            strip_port(herald_conn_remote_str(c), scratch, len);
+            return scratch;
+        }
+        if (!strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_PORT"))
+            return port_part(herald_conn_remote_str(c), scratch, len);
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS"))
+            return herald_conn_local_str(c);
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT") ||
+            !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT")) {
+            strip_port(herald_conn_local_str(c), scratch, len);
+            return scratch;
+        }
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
+            return port_part(herald_conn_local_str(c), scratch, len);
+        break;
+    case 'P':
+        if (!strcmp(op, "PROTOCOL"))
+            return s->req ? (s->proto == HERALD_HTTP10 ? "HTTP/1.0" : "HTTP/1.1") : NULL;
+        break;
+    case 'R':
+        if (!strcmp(op, "REQ"))
+            return header_alt(s->req, arg);
+        if (!strcmp(op, "RESP"))
+            return header_alt(s->resp, arg);
+        if (!strcmp(op, "RESPONSE_CODE"))
+            return num(scratch, len, (uint64_t)s->status);
+        if (!strcmp(op, "RESPONSE_CODE_DETAILS"))
+            return s->details ? s->details : (s->status ? "via_upstream" : NULL);
+        if (!strcmp(op, "RESPONSE_FLAGS")) {
+            size_t o = 0;
+            scratch[0] = '\0';
+            for (size_t k = 0; flag_order[k]; k++)
+                for (size_t i = 0; i < s->nflags; i++)
+                    if (!strcmp(s->flags[i], flag_order[k]) && o + 8 < len)
+                        o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", s->flags[i]);
+            for (size_t i = 0; i < s->nflags; i++) { /* flags herald does not know, at the end */
+                bool known = false;
+                for (size_t k = 0; flag_order[k]; k++)
+                    known = known || !strcmp(s->flags[i], flag_order[k]);
+                if (!known && o + 8 < len)
+                    o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", s->flags[i]);
+            }
+            return o ? scratch : NULL;
+        }
+        if (!strcmp(op, "REQUEST_DURATION"))
+            return s->request_complete && s->last_rx_mono ? num(scratch, len, s->last_rx_mono - s->start_mono)
+                                                          : NULL;
+        if (!strcmp(op, "RESPONSE_DURATION"))
+            return s->first_tx_mono ? num(scratch, len, s->first_tx_mono - s->start_mono) : NULL;
+        if (!strcmp(op, "RESPONSE_TX_DURATION"))
+            return s->first_tx_mono && s->response_complete ? num(scratch, len, end - s->first_tx_mono)
+                                                            : NULL;
+        if (!strcmp(op, "REQUESTED_SERVER_NAME"))
+            return herald_conn_server_name(c);
+        if (!strcmp(op, "ROUTE_NAME")) {
+            const struct herald_route *r = s->route_valid ? s->route : NULL;
+            const char *n = r ? herald_route_name(r) : NULL;
+            return n && *n ? n : NULL;
+        }
+        break;
+    case 'S':
+        if (!strcmp(op, "START_TIME"))
+            return format_time(s->start_wall_ms, arg, scratch, len);
+        if (!strcmp(op, "STREAM_ID"))
+            return s->req ? herald_headers_get(s->req, "x-request-id") : NULL;
+        break;
+    case 'T':
+        if (!strcmp(op, "TRAILER"))
+            return header_alt(s->resp_trailers, arg);
+        break;
+    case 'U':
+        if (!strcmp(op, "UPSTREAM_HOST") || !strcmp(op, "UPSTREAM_REMOTE_ADDRESS"))
+            return s->upstream_host;
+        if (!strcmp(op, "UPSTREAM_CLUSTER") || !strcmp(op, "UPSTREAM_CLUSTER_RAW"))
+            return s->upstream_cluster;
+        if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
+            return s->upstream_failure;
+        if (!strcmp(op, "UNIQUE_ID"))
+            return s->req ? herald_headers_get(s->req, "x-request-id") : NULL;
+        break;
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- stream life */
+
+static void stream_timer_arm(struct herald_http_stream *s);
+static void on_stream_timer(struct herald_timer *t, void *arg);
+
+static struct herald_http_stream *stream_new(struct cm_conn *cc)
+{
+    struct herald_http_cm *cm = cc->cm;
+    struct herald_http_stream *s = xcalloc(1, sizeof(*s));
+    uint64_t now = herald_now_ms();
+
+    s->cc = cc;
+    s->id = __atomic_add_fetch(&next_stream_id, 1, __ATOMIC_RELAXED);
+    s->dec.hold_pos = s->enc.hold_pos = NONE;
+    s->dec.n = cm->nfilters;
+    s->dec_cur = NONE;
+    s->proto = HERALD_HTTP11;
+    s->start_wall_ms = wall_ms();
+    s->start_mono = s->last_activity = now;
+    strip_port(herald_conn_remote_str(cc->c), s->client_addr, sizeof(s->client_addr));
+    if (cm->request_headers_timeout_ms)
+        s->deadline_headers = now + cm->request_headers_timeout_ms;
+    if (cm->request_timeout_ms)
+        s->deadline_request = now + cm->request_timeout_ms;
+    if (cm->max_stream_duration_ms)
+        s->deadline_max = now + cm->max_stream_duration_ms;
+    s->timer = herald_timer_new(on_stream_timer, s);
+    stream_timer_arm(s);
+    cc->stream = s;
+    cc->nrequests++;
+    herald_stat_inc(cm->st.rq_total);
+    herald_stat_inc(cm->st.rq_http1_total);
+    herald_gauge_add(cm->st.rq_active, 1);
+    if (cc->idle_timer)
+        herald_timer_cancel(cc->idle_timer);
+    return s;
+}
+
+/* on_complete, the access log, the filters' session_destroy, free. Only
+ * with no filter callback of this stream on the stack. */
+static void stream_finish(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    struct herald_http_cm *cm = cc->cm;
+
+    if (s->timer)
+        herald_timer_free(s->timer);
+    s->timer = NULL;
+    if (s->sessions) {
+        for (size_t i = 0; i < cm->nfilters; i++)
+            if (s->sessions[i] && cm->filters[i].ops->on_complete)
+                cm->filters[i].ops->on_complete(s->sessions[i]);
+    }
+    if (!s->response_started && !s->status)
+        s->status = 0;
+    for (size_t i = 0; i < cm->nlogs; i++)
+        herald_access_log_write(cm->logs[i], log_field, s);
+    if (s->sessions) {
+        for (size_t i = cm->nfilters; i-- > 0;)
+            if (s->sessions[i] && cm->filters[i].ops->session_destroy)
+                cm->filters[i].ops->session_destroy(s->sessions[i]);
+        free(s->sessions);
+    }
+    herald_gauge_add(cm->st.rq_active, -1);
+    herald_histogram_record(cm->st.rq_time, herald_now_ms() - s->start_mono);
+    if (s->upgraded)
+        herald_gauge_add(cm->st.cx_upgrades_active, -1);
+    if (cc->decode_paused) {
+        cc->decode_paused = false;
+        if (!cc->gone && !cc->closing)
+            herald_conn_resume_reading(cc->c, PAUSE_DECODE);
+    }
+    for (int k = 0; k < 2; k++) {
+        struct fdir *d = k ? &s->enc : &s->dec;
+        if (d->held)
+            herald_buf_free(d->held);
+        herald_headers_free(d->trailers);
+    }
+    herald_headers_free(s->req);
+    herald_headers_free(s->resp);
+    herald_headers_free(s->resp_trailers);
+    for (size_t i = 0; i < s->nmeta; i++) {
+        free(s->meta[i].ns);
+        free(s->meta[i].key);
+        free(s->meta[i].value);
+    }
+    free(s->meta);
+    free(s->details_owned);
+    free(s->upstream_cluster);
+    free(s->upstream_host);
+    free(s->upstream_failure);
+    free(s->upgrade_type);
+    if (cc->stream == s)
+        cc->stream = NULL;
+    free(s);
+}
+
+/* The outermost entry is unwinding: tear down a finished stream, then
+ * close the connection or go on with the next request. */
+static void settle(struct cm_conn *cc)
+{
+    struct herald_http_stream *s = cc->stream;
+
+    if (!s || !s->over)
+        return;
+    stream_finish(s);
+    if (cc->gone || cc->closing)
+        return;
+    if (cc->close_after || cc->codec_dead) {
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+        return;
+    }
+    if (cc->pipeline_paused) {
+        cc->pipeline_paused = false;
+        if (!cc->decode_paused)
+            h1_codec_resume(cc->codec);
+    }
+    if (cc->idle_timer && cc->cm->idle_timeout_ms)
+        herald_timer_arm(cc->idle_timer, cc->cm->idle_timeout_ms);
+    if (cc->in && evbuffer_get_length(buf_ev(cc->in)) > 0)
+        herald_conn_resume_reading(cc->c, PAUSE_KICK);
+    else if (cc->read_eof)
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+}
+
+static void leave(struct cm_conn *cc)
+{
+    if (--cc->depth == 0 && cc->stream && cc->stream->over)
+        settle(cc);
+}
+
+/* An SDK call by a filter from its own event (an upstream callback): the
+ * filter's frame is still live above us, so the teardown waits a turn. */
+static void leave_sdk(struct cm_conn *cc)
+{
+    if (--cc->depth == 0 && cc->stream && cc->stream->over && cc->finish_timer)
+        herald_timer_arm(cc->finish_timer, 0);
+}
+
+static void on_finish_timer(struct herald_timer *t, void *arg)
+{
+    struct cm_conn *cc = arg;
+    enter(cc);
+    leave(cc);
+}
+
+/* ---------------------------------------------------------------- the request side */
+
+/* Envoy's internal-only request headers, removed from edge requests. */
+static const char *const internal_only[] = {
+    "x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms", "x-envoy-external-address", "x-envoy-force-trace", "x-envoy-ip-tags",
+    "x-envoy-retriable-header-names", "x-envoy-retriable-status-codes", "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on", "x-envoy-upstream-alt-stat-name", "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response", "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-hedge-on-per-try-timeout", "x-envoy-max-retries", "x-envoy-upstream-stream-duration-ms",
+    "x-envoy-original-path", NULL,
+};
+
+/* Envoy: the HCM must list the type; the route's entry for it, if any,
+ * overrides the HCM's `enabled`. */
+static bool upgrade_allowed(struct herald_http_stream *s, const char *type)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    for (size_t i = 0; i < cm->nupgrades; i++) {
+        if (strcasecmp(type, cm->upgrades[i]))
+            continue;
+        const struct herald_route *r = stream_route(s);
+        int o = r ? route_upgrade_override(r, type) : -1;
+        return o < 0 ? cm->upgrade_enabled[i] : o == 1;
+    }
+    return false;
+}
+
+/* x-forwarded-for, x-forwarded-proto, x-envoy-internal, x-request-id as
+ * Envoy's ConnectionManagerUtility::mutateRequestHeaders does them. */
+static void mutate_forwarding(struct herald_http_stream *s)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    struct herald_headers *h = s->req;
+    char peer[64];
+    bool internal;
+
+    strip_port(herald_conn_remote_str(s->cc->c), peer, sizeof(peer));
+    const char *xff = herald_headers_get(h, "x-forwarded-for");
+    if (cm->use_remote_address) {
+        snprintf(s->client_addr, sizeof(s->client_addr), "%s", peer);
+        internal = internal_ip(peer);
+        if (!cm->skip_xff_append) {
+            if (xff && *xff) {
+                char *v = xasprintf("%s,%s", xff, peer);
+                herald_headers_set(h, "x-forwarded-for", v);
+                free(v);
+            } else {
+                herald_headers_set(h, "x-forwarded-for", peer);
+            }
+        }
+    } else {
+        /* the client is the (hops+1)th address from the right */
+        const char *ents[64];
+        size_t lens[64], n = 0;
+        for (const char *p = xff; p && *p && n < 64;) {
+            const char *e = strchr(p, ',');
+            const char *b = p, *ee = e ? e : p + strlen(p);
+            trim(&b, &ee);
+            ents[n] = b;
+            lens[n++] = (size_t)(ee - b);
+            p = e ? e + 1 : NULL;
+        }
+        snprintf(s->client_addr, sizeof(s->client_addr), "%s", peer);
+        if (n > cm->xff_num_trusted_hops) {
+            size_t k = n - 1 - cm->xff_num_trusted_hops;
+            char ip[64];
+            struct in6_addr tmp;
+            snprintf(ip, sizeof(ip), "%.*s", (int)(lens[k] < 63 ? lens[k] : 63), ents[k]);
+            if (inet_pton(AF_INET, ip, &tmp) == 1 || inet_pton(AF_INET6, ip, &tmp) == 1) {
+                snprintf(s->client_addr, sizeof(s->client_addr), "%s", ip);
+                s->client_from_xff = true;
+            }
+        }
+        internal = false;
+        if (n == 1 && s->client_from_xff)
+            internal = internal_ip(s->client_addr);
+    }
+    bool edge = cm->use_remote_address && !internal;
+    if (internal) {
+        herald_headers_set(h, "x-envoy-internal", "true");
+    } else {
+        herald_headers_remove(h, "x-envoy-internal");
+        if (edge)
+            for (size_t i = 0; internal_only[i]; i++)
+                herald_headers_remove(h, internal_only[i]);
+    }
+    if (edge)
+        herald_headers_set(h, "x-envoy-external-address", s->client_addr);
+    if (cm->use_remote_address || !herald_headers_get(h, "x-forwarded-proto"))
+        herald_headers_set(h, "x-forwarded-proto", "http");
+    if (!cm->keep_xfcc)
+        herald_headers_remove(h, "x-forwarded-client-cert");
+    if (cm->generate_request_id &&
+        (!herald_headers_get(h, "x-request-id") || (edge && !cm->preserve_external_request_id))) {
+        char id[37];
+        uuid4(id);
+        herald_headers_set(h, "x-request-id", id);
+    }
+    if (cm->via) {
+        const char *v = herald_headers_get(h, "via");
+        if (v) {
+            char *nv = xasprintf("%s, %s", v, cm->via);
+            herald_headers_set(h, "via", nv);
+            free(nv);
+        } else {
+            herald_headers_set(h, "via", cm->via);
+        }
+    }
+}
+
+static void fix_host(struct herald_http_stream *s)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    const char *a = herald_headers_get(s->req, ":authority");
+    if (!a)
+        return;
+    char *h = xstrdup(a);
+    size_t n = strlen(h);
+    /* host[:port] or [v6][:port] */
+    char *colon = h[0] == '[' ? (strchr(h, ']') ? strchr(h, ']') + 1 : NULL) : strrchr(h, ':');
+    if (colon && *colon != ':')
+        colon = NULL;
+    if (colon && h[0] != '[' && strchr(h, ':') != colon)
+        colon = NULL; /* a bare IPv6 address */
+    if (colon && (cm->strip_any_host_port || cm->strip_matching_host_port)) {
+        char lp[16] = "";
+        port_part(herald_conn_local_str(s->cc->c), lp, sizeof(lp));
+        if (cm->strip_any_host_port || !strcmp(colon + 1, lp)) {
+            *colon = '\0';
+            n = strlen(h);
+        }
+    }
+    if (cm->strip_trailing_host_dot) {
+        char *end = colon && *colon ? colon : h + n;
+        if (end > h && end[-1] == '.')
+            memmove(end - 1, end, strlen(end) + 1);
+    }
+    if (strcmp(h, a))
+        herald_headers_set(s->req, ":authority", h);
+    free(h);
+}
+
+/* Validates and rewrites the request before the filters see it. false: a
+ * local reply was sent. *end_stream may turn false (an upgrade stays open). */
+static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
+{
+    struct cm_conn *cc = s->cc;
+    struct herald_http_cm *cm = cc->cm;
+    struct herald_headers *h = s->req;
+    const char *method = herald_headers_get(h, ":method");
+    bool connect = method && !strcmp(method, "CONNECT");
+
+    s->head = method && !strcmp(method, "HEAD");
+    if (s->proto == HERALD_HTTP10 && !cm->accept_http_10) {
+        cc->close_after = true;
+        send_local_reply(s, 426, "Upgrade Required", "low_version", NULL);
+        return false;
+    }
+    if (!herald_headers_get(h, ":authority")) {
+        if (s->proto == HERALD_HTTP10 && cm->default_host_for_http_10) {
+            herald_headers_set(h, ":authority", cm->default_host_for_http_10);
+        } else {
+            cc->close_after = true;
+            send_local_reply(s, 400, "Bad Request", "missing_host_header", NULL);
+            return false;
+        }
+    }
+    if (!connect) {
+        const char *path = herald_headers_get(h, ":path");
+        if (!path || !*path) {
+            cc->close_after = true;
+            send_local_reply(s, 400, "Bad Request", "missing_path_rejected", NULL);
+            return false;
+        }
+        if (!strncasecmp(path, "http://", 7) || !strncasecmp(path, "https://", 8)) {
+            if (!cm->allow_absolute_url) {
+                cc->close_after = true;
+                send_local_reply(s, 400, "Bad Request", "http1.invalid_url", NULL);
+                return false;
+            }
+            /* absolute-form: the authority came from the URL; route on the path */
+            const char *rest = strstr(path, "://") + 3;
+            const char *slash = rest + strcspn(rest, "/?");
+            char *np = xasprintf("%s%s", *slash == '/' ? "" : "/", slash);
+            herald_headers_set(h, ":path", np);
+            free(np);
+            path = herald_headers_get(h, ":path");
+        }
+        if (path[0] != '/' && !(method && !strcmp(method, "OPTIONS") && !strcmp(path, "*"))) {
+            herald_stat_inc(cm->st.rq_non_relative_path);
+            send_local_reply(s, 404, "", "absolute_path_rejected", NULL);
+            return false;
+        }
+        if (path[0] == '/') {
+            if (cm->escaped_slashes != ESC_KEEP && has_escaped_slash(path)) {
+                if (cm->escaped_slashes == ESC_REJECT) {
+                    herald_stat_inc(cm->st.rq_failed_path_normalization);
+                    send_local_reply(s, 400, "Bad Request", "path_normalization_failed", NULL);
+                    return false;
+                }
+                char *np = xstrdup(path);
+                unescape_slashes(np);
+                herald_headers_set(h, ":path", np);
+                free(np);
+            }
+            if (cm->normalize_path || cm->merge_slashes) {
+                char *np = xstrdup(herald_headers_get(h, ":path"));
+                if (cm->normalize_path && normalize_path(&np) < 0) {
+                    free(np);
+                    herald_stat_inc(cm->st.rq_failed_path_normalization);
+                    send_local_reply(s, 400, "Bad Request", "path_normalization_failed", NULL);
+                    return false;
+                }
+                if (cm->merge_slashes)
+                    merge_slashes(np);
+                herald_headers_set(h, ":path", np);
+                free(np);
+            }
+        }
+    }
+    fix_host(s);
+    if (cm->underscores != US_ALLOW) {
+        for (size_t i = 0; i < herald_headers_count(h);) {
+            const char *name;
+            herald_headers_at(h, i, &name, NULL);
+            if (name[0] != ':' && strchr(name, '_')) {
+                if (cm->underscores == US_REJECT) {
+                    herald_stat_inc(cm->st.rejected_underscores);
+                    cc->close_after = true;
+                    send_local_reply(s, 400, "Bad Request", "http1.invalid_characters", NULL);
+                    return false;
+                }
+                herald_stat_inc(cm->st.dropped_underscores);
+                headers_remove_at(h, i);
+                continue;
+            }
+            i++;
+        }
+    }
+
+    /* hop-by-hop */
+    const char *up = herald_headers_get(h, "upgrade");
+    bool codec_upgrade = h1_codec_is_upgrade(cc->codec);
+    herald_headers_remove(h, "keep-alive");
+    herald_headers_remove(h, "proxy-connection");
+    herald_headers_remove(h, "transfer-encoding");
+    const char *te = herald_headers_get(h, "te");
+    if (te) {
+        if (headers_has_token(h, "te", "trailers"))
+            herald_headers_set(h, "te", "trailers");
+        else
+            herald_headers_remove(h, "te");
+    }
+    mutate_forwarding(s);
+
+    if (codec_upgrade && (connect || up)) {
+        char type[64];
+        snprintf(type, sizeof(type), "%s", connect ? "CONNECT" : up);
+        type[strcspn(type, " ,\t")] = '\0';
+        if (!connect && !strcasecmp(type, "h2c")) {
+            /* Envoy drops an h2c upgrade and answers over HTTP/1.1 */
+            h1_codec_cancel_upgrade(cc->codec);
+            herald_headers_remove(h, "upgrade");
+            herald_headers_remove(h, "http2-settings");
+            herald_headers_remove(h, "connection");
+            return true;
+        }
+        if (!upgrade_allowed(s, type)) {
+            herald_stat_inc(cm->st.rq_ws_on_non_ws_route);
+            h1_codec_cancel_upgrade(cc->codec);
+            cc->close_after = true;
+            send_local_reply(s, 403, "", "upgrade_failed", NULL);
+            return false;
+        }
+        s->upgrade_requested = true;
+        s->upgrade_type = xstrdup(type);
+        if (!connect) {
+            herald_headers_set(h, "upgrade", up);
+            herald_headers_set(h, "connection", "upgrade");
+        }
+        *end_stream = false;
+    } else {
+        herald_headers_remove(h, "connection");
+        herald_headers_remove(h, "upgrade");
+        if (codec_upgrade)
+            h1_codec_cancel_upgrade(cc->codec);
+    }
+    if (!herald_headers_get(h, ":scheme"))
+        herald_headers_set(h, ":scheme", "http");
+    if (h1_codec_expect_continue(cc->codec)) {
+        /* proxy_100_continue is false: answer it here and do not pass it on */
+        herald_headers_remove(h, "expect");
+        s->expect_continue = true;
+        if (!*end_stream) {
+            h1_encode_100_continue(cc->wbuf);
+            write_out(cc);
+        }
+    }
+    return true;
+}
+
+static void make_filters(struct herald_http_stream *s)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    s->sessions = xcalloc(cm->nfilters ? cm->nfilters : 1, sizeof(void *));
+    s->filters_made = true;
+    for (size_t i = 0; i < cm->nfilters; i++) {
+        if (!cm->filters[i].ops->session_new)
+            continue;
+        s->sessions[i] = cm->filters[i].ops->session_new(cm->filters[i].conf, s);
+        if (!s->sessions[i]) {
+            s->dec.pos = i; /* those before it see the reply */
+            send_local_reply(s, 500, "Internal Server Error", "filter_chain_not_created", NULL);
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- codec callbacks */
+
+static void c_message_begin(void *arg)
+{
+    struct cm_conn *cc = arg;
+    if (!cc->stream)
+        stream_new(cc);
+}
+
+static void c_headers(void *arg, struct herald_headers *h, bool end_stream)
+{
+    struct cm_conn *cc = arg;
+    struct herald_http_stream *s = cc->stream ? cc->stream : stream_new(cc);
+
+    if (s->req || s->over) {
+        herald_headers_free(h);
+        return;
+    }
+    s->req = h;
+    s->proto = h1_codec_protocol(cc->codec);
+    s->deadline_headers = 0;
+    touch(s);
+    if (end_stream)
+        s->last_rx_mono = herald_now_ms();
+    /* known before on_complete: the response may be written from decode_headers */
+    s->request_complete = end_stream;
+    if (!prepare_request(s, &end_stream))
+        return;
+    make_filters(s);
+    if (s->local_reply || s->over)
+        return;
+    struct fdir *d = &s->dec;
+    d->headers_in = true;
+    d->headers_end = end_stream;
+    d->end_in = end_stream;
+    run_headers(s, false, 0);
+}
+
+static void c_data(void *arg, struct evbuffer *chunk, bool end_stream)
+{
+    struct cm_conn *cc = arg;
+    struct herald_http_stream *s = cc->stream;
+
+    if (!s)
+        return;
+    s->rx_body += evbuffer_get_length(chunk);
+    s->last_rx_mono = herald_now_ms();
+    touch(s);
+    if (s->local_reply || s->over || s->reset || !s->dec.headers_in || s->dec.end_in)
+        return;
+    if (end_stream)
+        s->request_complete = true;
+    s->dec.end_in = end_stream;
+    run_data(s, false, 0, ev_buf(chunk), end_stream);
+}
+
+static void c_trailers(void *arg, struct herald_headers *t)
+{
+    struct cm_conn *cc = arg;
+    struct herald_http_stream *s = cc->stream;
+
+    if (!s || s->local_reply || s->over || s->reset || !s->dec.headers_in || s->dec.end_in) {
+        herald_headers_free(t);
+        return;
+    }
+    touch(s);
+    s->last_rx_mono = herald_now_ms();
+    s->request_complete = true;
+    s->dec.end_in = true;
+    s->dec.trailers = t;
+    s->dec.trailers_pos = 0;
+    run_trailers(s, false, 0);
+}
+
+static void c_complete(void *arg)
+{
+    struct cm_conn *cc = arg;
+    struct herald_http_stream *s = cc->stream;
+
+    /* the codec paused itself: the next request waits for this one */
+    cc->pipeline_paused = true;
+    if (!s)
+        return;
+    s->request_complete = true;
+    s->deadline_request = 0;
+    if (!s->last_rx_mono)
+        s->last_rx_mono = herald_now_ms();
+    maybe_over(s);
+}
+
+static void c_error(void *arg, int status, const char *details)
+{
+    struct cm_conn *cc = arg;
+    struct herald_http_stream *s = cc->stream ? cc->stream : stream_new(cc);
+
+    cc->codec_dead = true;
+    cc->close_after = true;
+    herald_stat_inc(cc->cm->st.cx_protocol_error);
+    if (status == 413)
+        herald_stat_inc(cc->cm->st.rq_too_large);
+    if (s->over)
+        return;
+    if (s->response_started) {
+        reset_stream(s, false, details);
+        return;
+    }
+    add_flag(s, "DPE");
+    send_local_reply(s, status ? status : 400, h1_reason_phrase(status ? status : 400), details, NULL);
+}
+
+static const struct h1_callbacks h1_cbs = {
+    .on_message_begin = c_message_begin,
+    .on_headers = c_headers,
+    .on_data = c_data,
+    .on_trailers = c_trailers,
+    .on_complete = c_complete,
+    .on_error = c_error,
+};
+
+/* ---------------------------------------------------------------- timers */
+
+static uint64_t idle_ms(struct herald_http_stream *s)
+{
+    const struct herald_route *r = s->route_valid ? s->route : NULL;
+    uint64_t ri = r ? herald_route_idle_timeout_ms(r) : 0;
+    return ri ? ri : s->cc->cm->stream_idle_timeout_ms;
+}
+
+static void stream_timer_arm(struct herald_http_stream *s)
+{
+    uint64_t next = 0, now = herald_now_ms();
+    uint64_t idle = idle_ms(s);
+    if (idle)
+        next = s->last_activity + idle;
+    uint64_t dl[3] = {s->deadline_headers, s->deadline_request, s->deadline_max};
+    for (int i = 0; i < 3; i++)
+        if (dl[i] && (!next || dl[i] < next))
+            next = dl[i];
+    if (next && s->timer)
+        herald_timer_arm(s->timer, next > now ? next - now : 0);
+}
+
+/* 408 while the response has not started, a reset after. */
+static void time_out(struct herald_http_stream *s, struct herald_stat *st, const char *details)
+{
+    herald_stat_inc(st);
+    s->cc->close_after = true;
+    if (s->response_started || s->upgraded)
+        reset_stream(s, false, details);
+    else
+        send_local_reply(s, 408, "Request Timeout", details, NULL);
+}
+
+static void on_stream_timer(struct herald_timer *t, void *arg)
+{
+    struct herald_http_stream *s = arg;
+    struct cm_conn *cc = s->cc;
+    struct herald_http_cm *cm = cc->cm;
+    uint64_t now = herald_now_ms(), idle = idle_ms(s);
+
+    if (s->over)
+        return;
+    enter(cc);
+    if (s->deadline_headers && now >= s->deadline_headers)
+        time_out(s, cm->st.rq_header_timeout, "request_header_timeout");
+    else if (s->deadline_request && now >= s->deadline_request && !s->request_complete)
+        time_out(s, cm->st.rq_timeout, "request_overall_timeout");
+    else if (s->deadline_max && now >= s->deadline_max)
+        time_out(s, cm->st.rq_max_duration_reached, "max_duration_timeout");
+    else if (idle && now >= s->last_activity + idle)
+        time_out(s, cm->st.rq_idle_timeout, "stream_idle_timeout");
+    else
+        stream_timer_arm(s);
+    leave(cc);
+}
+
+static void on_idle_timer(struct herald_timer *t, void *arg)
+{
+    struct cm_conn *cc = arg;
+    if (cc->stream || cc->closing || cc->gone)
+        return;
+    herald_stat_inc(cc->cm->st.cx_idle_timeout);
+    close_conn(cc, HERALD_CLOSE_FLUSH);
+}
+
+static void on_duration_timer(struct herald_timer *t, void *arg)
+{
+    struct cm_conn *cc = arg;
+    herald_stat_inc(cc->cm->st.cx_max_duration_reached);
+    cc->draining = true;
+    if (!cc->stream)
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+}
+
+/* ---------------------------------------------------------------- the connection */
+
+static void handle_eof(struct cm_conn *cc)
+{
+    struct herald_http_stream *s = cc->stream;
+    cc->eof_handled = true;
+    if (!s) {
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+        return;
+    }
+    if (s->upgraded) {
+        if (!s->dec.end_in && !s->over) {
+            struct herald_buf *b = herald_buf_new();
+            s->dec.end_in = true;
+            run_data(s, false, 0, b, true);
+            herald_buf_free(b);
+        }
+        return;
+    }
+    if (!s->request_complete && !s->upgrade_requested) {
+        /* cut short: the client gave up */
+        reset_stream(s, true, "downstream_remote_disconnect");
+        return;
+    }
+    /* a complete request and a half-closed client: answer, then close */
+    cc->close_after = true;
+}
+
+static void process_input(struct cm_conn *cc, struct herald_buf *in)
+{
+    for (int round = 0; round < 2; round++) {
+        struct herald_http_stream *s = cc->stream;
+        if (cc->gone)
+            return;
+        if (cc->closing) {
+            /* half-closed, lingering: read and drop */
+            herald_buf_drain(in, herald_buf_len(in));
+            return;
+        }
+        if (s && s->upgraded) {
+            if (cc->decode_paused || s->over)
+                return;
+            if (herald_buf_len(in) > 0 && !s->dec.end_in) {
+                s->rx_body += herald_buf_len(in);
+                touch(s);
+                run_data(s, false, 0, in, false);
+                herald_buf_drain(in, herald_buf_len(in));
+            }
+            if (cc->read_eof && !cc->eof_handled)
+                handle_eof(cc);
+            return;
+        }
+        if (cc->codec_dead) {
+            herald_buf_drain(in, herald_buf_len(in));
+            return;
+        }
+        if (cc->decode_paused || cc->pipeline_paused)
+            break;
+        if (h1_codec_dispatch(cc->codec, buf_ev(in)) < 0)
+            return;
+        if (cc->stream && cc->stream->upgraded && herald_buf_len(in) > 0)
+            continue; /* answered 101 at once: the rest is the new protocol's */
+        break;
+    }
+    /* the peer's EOF counts once everything before it was parsed */
+    if (cc->read_eof && !cc->eof_handled && !cc->closing && !cc->gone && herald_buf_len(in) == 0)
+        handle_eof(cc);
+}
+
+/* ---------------------------------------------------------------- SDK: the connection manager */
+
+void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *c)
+{
+    struct cm_conn *cc = xcalloc(1, sizeof(*cc));
+    cc->cm = cm;
+    cc->c = c;
+    cc->codec = h1_codec_new(H1_SERVER, &cm->limits, &h1_cbs, cc);
+    cc->wbuf = evbuffer_new();
+    cc->start_mono = herald_now_ms();
+    cc->finish_timer = herald_timer_new(on_finish_timer, cc);
+    cc->linger_timer = herald_timer_new(on_linger_timer, cc);
+    if (cm->idle_timeout_ms) {
+        cc->idle_timer = herald_timer_new(on_idle_timer, cc);
+        if (cc->idle_timer)
+            herald_timer_arm(cc->idle_timer, cm->idle_timeout_ms);
+    }
+    if (cm->max_connection_duration_ms) {
+        cc->duration_timer = herald_timer_new(on_duration_timer, cc);
+        if (cc->duration_timer)
+            herald_timer_arm(cc->duration_timer, cm->max_connection_duration_ms);
+    }
+    herald_stat_inc(cm->st.cx_total);
+    herald_gauge_add(cm->st.cx_active, 1);
+    herald_stat_inc(cm->st.cx_http1_total);
+    herald_gauge_add(cm->st.cx_http1_active, 1);
+    return cc;
+}
+
+void herald_http_cm_session_destroy(void *session)
+{
+    struct cm_conn *cc = session;
+    struct herald_http_cm *cm;
+
+    if (!cc)
+        return;
+    cm = cc->cm;
+    cc->gone = true;
+    if (cc->stream) {
+        herald_stat_inc(cm->st.cx_destroy_active_rq);
+        herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote_active_rq
+                                          : cm->st.cx_destroy_local_active_rq);
+        reset_stream(cc->stream, cc->remote_closed, NULL);
+        stream_finish(cc->stream);
+    }
+    account_bytes(cc);
+    herald_stat_inc(cm->st.cx_destroy);
+    herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote : cm->st.cx_destroy_local);
+    herald_gauge_add(cm->st.cx_active, -1);
+    herald_gauge_add(cm->st.cx_http1_active, -1);
+    herald_histogram_record(cm->st.cx_length_ms, herald_now_ms() - cc->start_mono);
+    if (cc->idle_timer)
+        herald_timer_free(cc->idle_timer);
+    if (cc->duration_timer)
+        herald_timer_free(cc->duration_timer);
+    if (cc->finish_timer)
+        herald_timer_free(cc->finish_timer);
+    if (cc->linger_timer)
+        herald_timer_free(cc->linger_timer);
+    h1_codec_free(cc->codec);
+    evbuffer_free(cc->wbuf);
+    free(cc);
+}
+
+enum herald_status herald_http_cm_on_read(void *session, struct herald_buf *data, bool end_stream)
+{
+    struct cm_conn *cc = session;
+
+    enter(cc);
+    cc->in = data;
+    account_bytes(cc);
+    if (end_stream)
+        cc->read_eof = true;
+    process_input(cc, data);
+    leave(cc);
+    return HERALD_CONTINUE;
+}
+
+void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
+{
+    struct cm_conn *cc = session;
+    struct herald_http_stream *s;
+
+    enter(cc);
+    s = cc->stream;
+    switch (ev) {
+    case HERALD_EV_REMOTE_CLOSE:
+    case HERALD_EV_LOCAL_CLOSE:
+        cc->gone = true;
+        cc->remote_closed = ev == HERALD_EV_REMOTE_CLOSE;
+        if (s && !s->over) {
+            herald_stat_inc(cc->cm->st.cx_destroy_active_rq);
+            herald_stat_inc(cc->remote_closed ? cc->cm->st.cx_destroy_remote_active_rq
+                                              : cc->cm->st.cx_destroy_local_active_rq);
+            reset_stream(s, cc->remote_closed, cc->remote_closed ? "downstream_remote_disconnect"
+                                                                 : "downstream_local_disconnect");
+        }
+        if (cc->idle_timer)
+            herald_timer_cancel(cc->idle_timer);
+        if (cc->duration_timer)
+            herald_timer_cancel(cc->duration_timer);
+        break;
+    case HERALD_EV_DRAIN:
+        /* Envoy's drain: no new requests on this connection; an idle one closes now. */
+        cc->draining = true;
+        if (!s && !cc->closing && !cc->gone)
+            close_conn(cc, HERALD_CLOSE_FLUSH);
+        break;
+    case HERALD_EV_ABOVE_WRITE_HIGH:
+        if (!cc->above_high) {
+            cc->above_high = true;
+            herald_stat_inc(cc->cm->st.flow_paused);
+            herald_conn_pause_reading(cc->c, PAUSE_WRITE);
+            if (s && s->sessions)
+                for (size_t i = 0; i < cc->cm->nfilters && !s->over; i++)
+                    if (s->sessions[i] && cc->cm->filters[i].ops->on_watermark)
+                        cc->cm->filters[i].ops->on_watermark(s->sessions[i], true);
+        }
+        break;
+    case HERALD_EV_BELOW_WRITE_LOW:
+        if (cc->above_high) {
+            cc->above_high = false;
+            herald_stat_inc(cc->cm->st.flow_resumed);
+            if (s && s->sessions)
+                for (size_t i = 0; i < cc->cm->nfilters && !s->over; i++)
+                    if (s->sessions[i] && cc->cm->filters[i].ops->on_watermark)
+                        cc->cm->filters[i].ops->on_watermark(s->sessions[i], false);
+            if (!cc->gone && !cc->closing)
+                herald_conn_resume_reading(cc->c, PAUSE_WRITE);
+        }
+        break;
+    default:
+        break;
+    }
+    leave(cc);
+}
+
+/* ---------------------------------------------------------------- SDK: streams */
+
+struct herald_conn *herald_http_stream_conn(struct herald_http_stream *s) { return s->cc->c; }
+enum herald_http_protocol herald_http_stream_protocol(const struct herald_http_stream *s) { return s->proto; }
+const struct herald_headers *herald_http_stream_request_headers(const struct herald_http_stream *s)
+{
+    return s->req;
+}
+uint64_t herald_http_stream_id(const struct herald_http_stream *s) { return s->id; }
+const char *herald_http_stream_downstream_address(const struct herald_http_stream *s)
+{
+    return s->client_addr;
+}
+
+const struct herald_route *herald_http_stream_route(struct herald_http_stream *s)
+{
+    const struct herald_route *r = stream_route(s);
+    /* a route's idle_timeout replaces the HCM's from now on */
+    if (r && herald_route_idle_timeout_ms(r) && !s->over)
+        stream_timer_arm(s);
+    return r;
+}
+
+void herald_http_stream_clear_route_cache(struct herald_http_stream *s)
+{
+    s->route_valid = false;
+    s->route = NULL;
+}
+
+void herald_http_stream_send_local_reply(struct herald_http_stream *s, int status, const char *body,
+                                         const char *details, const char *flags)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    send_local_reply(s, status, body, details, flags);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_continue_decoding(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    if (s->over || s->local_reply)
+        return;
+    enter(cc);
+    continue_dir(s, false);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_continue_encoding(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    if (s->over)
+        return;
+    enter(cc);
+    continue_dir(s, true);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_encode_headers(struct herald_http_stream *s, struct herald_headers *headers,
+                                       bool end_stream)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    encode_headers_in(s, headers, end_stream);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_encode_data(struct herald_http_stream *s, struct herald_buf *data, bool end_stream)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    encode_data_in(s, data, end_stream);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    encode_trailers_in(s, trailers);
+    leave_sdk(cc);
+}
+
+bool herald_http_stream_encode_blocked(const struct herald_http_stream *s) { return s->cc->above_high; }
+
+void herald_http_stream_pause_decoding(struct herald_http_stream *s, bool pause)
+{
+    struct cm_conn *cc = s->cc;
+    if (cc->decode_paused == pause || cc->gone)
+        return;
+    cc->decode_paused = pause;
+    if (pause) {
+        h1_codec_pause(cc->codec);
+        if (!cc->closing)
+            herald_conn_pause_reading(cc->c, PAUSE_DECODE);
+    } else {
+        if (!cc->pipeline_paused)
+            h1_codec_resume(cc->codec);
+        /* re-dispatches what came meanwhile, from the loop, not from here */
+        if (!cc->closing)
+            herald_conn_resume_reading(cc->c, PAUSE_DECODE);
+    }
+}
+
+void herald_http_stream_reset(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    reset_stream(s, false, NULL);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *cluster, const char *host)
+{
+    if (cluster) {
+        free(s->upstream_cluster);
+        s->upstream_cluster = xstrdup(cluster);
+    }
+    if (host) {
+        free(s->upstream_host);
+        s->upstream_host = xstrdup(host);
+    }
+}
+
+void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason)
+{
+    free(s->upstream_failure);
+    s->upstream_failure = reason ? xstrdup(reason) : NULL;
+}
+
+void herald_http_stream_add_response_flag(struct herald_http_stream *s, const char *flag)
+{
+    add_flag(s, flag);
+}
+
+int herald_http_stream_metadata_set(struct herald_http_stream *s, const char *ns, const char *key,
+                                    const char *value)
+{
+    if (!ns || !key || !value)
+        return -1;
+    for (size_t i = 0; i < s->nmeta; i++)
+        if (!strcmp(s->meta[i].ns, ns) && !strcmp(s->meta[i].key, key)) {
+            free(s->meta[i].value);
+            s->meta[i].value = xstrdup(value);
+            return 0;
+        }
+    struct stream_kv *kv = VEC_PUSH(s->meta, s->nmeta, s->capmeta);
+    kv->ns = xstrdup(ns);
+    kv->key = xstrdup(key);
+    kv->value = xstrdup(value);
+    return 0;
+}
+
+const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, const char *ns,
+                                            const char *key)
+{
+    for (size_t i = 0; i < s->nmeta; i++)
+        if (!strcmp(s->meta[i].ns, ns) && !strcmp(s->meta[i].key, key))
+            return s->meta[i].value;
+    return NULL;
+}
+
+bool herald_http_stream_is_upgrade(const struct herald_http_stream *s) { return s->upgrade_requested; }
+
+struct herald_stat *herald_http_stream_counter(struct herald_http_stream *s, const char *name)
+{
+    const struct cm_stats *st = &s->cc->cm->st;
+    static const struct { const char *name; size_t off; } known[] = {
+        {"no_route", offsetof(struct cm_stats, no_route)},
+        {"no_cluster", offsetof(struct cm_stats, no_cluster)},
+        {"rq_redirect", offsetof(struct cm_stats, rq_redirect)},
+        {"rq_direct_response", offsetof(struct cm_stats, rq_direct_response)},
+        {"rq_total", offsetof(struct cm_stats, rq_total_router)},
+        {"rq_reset_after_downstream_response_started",
+         offsetof(struct cm_stats, rq_reset_after_downstream_response_started)},
+    };
+    for (size_t i = 0; name && i < ARRAY_SIZE(known); i++)
+        if (!strcmp(name, known[i].name))
+            return *(struct herald_stat *const *)((const char *)st + known[i].off);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- config */
+
+static void make_stats(struct cm_stats *st, const char *p)
+{
+#define C(f, n) st->f = herald_counter(p, n)
+#define G(f, n) st->f = herald_gauge(p, n)
+#define H(f, n) st->f = herald_histogram(p, n)
+    C(cx_total, "downstream_cx_total");
+    G(cx_active, "downstream_cx_active");
+    C(cx_destroy, "downstream_cx_destroy");
+    C(cx_destroy_remote, "downstream_cx_destroy_remote");
+    C(cx_destroy_local, "downstream_cx_destroy_local");
+    C(cx_destroy_active_rq, "downstream_cx_destroy_active_rq");
+    C(cx_destroy_remote_active_rq, "downstream_cx_destroy_remote_active_rq");
+    C(cx_destroy_local_active_rq, "downstream_cx_destroy_local_active_rq");
+    C(cx_http1_total, "downstream_cx_http1_total");
+    G(cx_http1_active, "downstream_cx_http1_active");
+    C(cx_protocol_error, "downstream_cx_protocol_error");
+    C(cx_idle_timeout, "downstream_cx_idle_timeout");
+    C(cx_rx_bytes_total, "downstream_cx_rx_bytes_total");
+    C(cx_tx_bytes_total, "downstream_cx_tx_bytes_total");
+    H(cx_length_ms, "downstream_cx_length_ms");
+    C(cx_upgrades_total, "downstream_cx_upgrades_total");
+    G(cx_upgrades_active, "downstream_cx_upgrades_active");
+    C(cx_max_duration_reached, "downstream_cx_max_duration_reached");
+    C(cx_max_requests_reached, "downstream_cx_max_requests_reached");
+    C(flow_paused, "downstream_flow_control_paused_reading_total");
+    C(flow_resumed, "downstream_flow_control_resumed_reading_total");
+    C(rq_total, "downstream_rq_total");
+    C(rq_http1_total, "downstream_rq_http1_total");
+    G(rq_active, "downstream_rq_active");
+    C(rq_xx[1], "downstream_rq_1xx");
+    C(rq_xx[2], "downstream_rq_2xx");
+    C(rq_xx[3], "downstream_rq_3xx");
+    C(rq_xx[4], "downstream_rq_4xx");
+    C(rq_xx[5], "downstream_rq_5xx");
+    C(rq_completed, "downstream_rq_completed");
+    H(rq_time, "downstream_rq_time");
+    C(rq_too_large, "downstream_rq_too_large");
+    C(rq_idle_timeout, "downstream_rq_idle_timeout");
+    C(rq_timeout, "downstream_rq_timeout");
+    C(rq_header_timeout, "downstream_rq_header_timeout");
+    C(rq_max_duration_reached, "downstream_rq_max_duration_reached");
+    C(rq_rx_reset, "downstream_rq_rx_reset");
+    C(rq_tx_reset, "downstream_rq_tx_reset");
+    C(rq_non_relative_path, "downstream_rq_non_relative_path");
+    C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
+    C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
+    C(rq_failed_path_normalization, "downstream_rq_failed_path_normalization");
+    C(no_route, "no_route");
+    C(no_cluster, "no_cluster");
+    C(rq_redirect, "rq_redirect");
+    C(rq_direct_response, "rq_direct_response");
+    C(rq_total_router, "rq_total");
+    C(rq_reset_after_downstream_response_started, "rq_reset_after_downstream_response_started");
+#undef C
+#undef G
+#undef H
+    /* Envoy keeps the codec's under http1.* */
+    st->dropped_underscores = herald_counter("http1", "dropped_headers_with_underscores");
+    st->rejected_underscores = herald_counter("http1", "requests_rejected_with_underscores_in_headers");
+}
+
+/* One entry of http_filters resolved like core/filters.c does network filters. */
+static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *f,
+                            const struct herald_filter_env *env, struct cfg_diag *d, bool last, size_t idx,
+                            size_t total)
+{
+    const char *name = herald_cfg_str(herald_cfg_get(f, "name"), "");
+    const struct herald_cfg *tc0 = herald_cfg_get(f, "typed_config");
+    if (tc0 && herald_cfg_type(tc0) == HERALD_CFG_NULL)
+        tc0 = NULL;
+    const char *url = herald_cfg_str(herald_cfg_get(tc0, "@type"), NULL);
+    char *type_url = NULL;
+    if (url) {
+        const char *slash = strrchr(url, '/');
+        type_url = xstrdup(slash ? slash + 1 : url);
+        if (!strcmp(type_url, "xds.type.v3.TypedStruct") || !strcmp(type_url, "udpa.type.v1.TypedStruct")) {
+            free(type_url);
+            type_url = NULL;
+        }
+    }
+    if (herald_cfg_bool(herald_cfg_get(f, "disabled"), false)) {
+        free(type_url);
+        if (last) {
+            diag_error(d, f, "the last HTTP filter (the router) cannot be disabled");
+            return -1;
+        }
+        return 0;
+    }
+    char *err = NULL;
+    const struct plugin *p = plugin_find(*name ? name : NULL, type_url, HERALD_PLUGIN_HTTP_FILTER, &err);
+    free(type_url);
+    if (!p) {
+        if (herald_cfg_bool(herald_cfg_get(f, "is_optional"), false)) {
+            herald_env_warn(env, f, "optional HTTP filter '%s' is not available: left out (%s)", name, err);
+            free(err);
+            return 0;
+        }
+        const char *hint = *name ? schema_v2_filter_hint(name) : NULL;
+        if (hint)
+            diag_error(d, f, "%s; '%s' is a v2-era name: use '%s'", err, name, hint);
+        else
+            diag_error(d, f, "%s", err);
+        free(err);
+        return -1;
+    }
+    struct herald_cfg *tc = (struct herald_cfg *)tc0, *empty = NULL;
+    if (!tc) {
+        empty = cfg_new(HERALD_CFG_OBJECT, f);
+        tc = empty;
+    }
+    if (p->desc->config_schema && schema_check(tc, p->desc->config_schema, d) < 0) {
+        cfg_free(empty);
+        return -1;
+    }
+    struct herald_filter_env fenv = *env;
+    fenv.filter_name = p->desc->name;
+    const struct herald_http_filter_ops *ops = p->desc->ops;
+    void *conf = NULL;
+    int rc = ops->config_create ? ops->config_create(tc, &fenv, &conf, &err) : 0;
+    if (rc < 0) {
+        if (err)
+            diag_error_take(d, err);
+        else
+            diag_error(d, tc, "HTTP filter '%s' rejected its configuration", p->desc->name);
+        cfg_free(empty);
+        return -1;
+    }
+    if (empty)
+        cfg_set((struct herald_cfg *)f, "typed_config", empty);
+    struct http_filter *hf = &cm->filters[cm->nfilters++];
+    hf->plugin = p;
+    hf->ops = ops;
+    hf->conf = conf;
+    bool terminal = p->desc->flags & HERALD_PLUGIN_TERMINAL;
+    if (terminal && !last) {
+        diag_error(d, f, "'%s' is a terminal HTTP filter and must be the last of http_filters",
+                   p->desc->name);
+        return -1;
+    }
+    if (!terminal && last) {
+        diag_error(d, f, "the last HTTP filter must be a terminal filter (envoy.filters.http.router); "
+                   "'%s' is not", p->desc->name);
+        return -1;
+    }
+    (void)idx;
+    (void)total;
+    return 0;
+}
+
+static const char *enum_str(const struct herald_cfg *n, const char *def) { return herald_cfg_str(n, def); }
+
+void herald_http_cm_destroy(struct herald_http_cm *cm)
+{
+    if (!cm)
+        return;
+    for (size_t i = cm->nfilters; i-- > 0;)
+        if (cm->filters[i].ops->config_destroy)
+            cm->filters[i].ops->config_destroy(cm->filters[i].conf);
+    free(cm->filters);
+    for (size_t i = 0; i < cm->nlogs; i++)
+        herald_access_log_destroy(cm->logs[i]);
+    free(cm->logs);
+    if (cm->routes)
+        route_table_free(cm->routes);
+    for (size_t i = 0; i < cm->nupgrades; i++)
+        free(cm->upgrades[i]);
+    free(cm->upgrades);
+    free(cm->upgrade_enabled);
+    free(cm->stat_prefix);
+    free(cm->server_name);
+    free(cm->via);
+    free(cm->default_host_for_http_10);
+    free(cm);
+}
+
+struct check_clusters {
+    const struct herald_filter_env *env;
+    struct cfg_diag *d;
+    int bad;
+};
+
+static void check_cluster(const char *cluster, const struct herald_cfg *at, void *arg)
+{
+    struct check_clusters *cc = arg;
+    if (herald_env_cluster_exists(cc->env, cluster) || !cc->d)
+        return;
+    diag_error(cc->d, at, "route names unknown cluster '%s' (set validate_clusters: false to allow it)", cluster);
+    cc->bad++;
+}
+
+struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const struct herald_filter_env *env,
+                                             char **err)
+{
+    struct cfg_diag local = {0};
+    struct cfg_diag *d = env->diag ? env->diag : &local;
+    size_t errors_before = d->nerrors;
+    struct herald_http_cm *cm = xcalloc(1, sizeof(*cm));
+
+    const char *sp = herald_cfg_str(herald_cfg_get(n, "stat_prefix"), "");
+    size_t splen = strlen(sp);
+    cm->stat_prefix = xasprintf("http.%.*s", (int)(splen && sp[splen - 1] == '.' ? splen - 1 : splen), sp);
+
+    const char *codec = enum_str(herald_cfg_get(n, "codec_type"), "AUTO");
+    if (strcasecmp(codec, "AUTO") && strcasecmp(codec, "HTTP1")) {
+        herald_cfg_errorf(herald_cfg_get(n, "codec_type"), err, "not supported yet: codec_type %s", codec);
+        goto fail_err;
+    }
+    const struct herald_cfg *rc = herald_cfg_get(n, "route_config");
+    if (!rc) {
+        herald_cfg_errorf(n, err, "route_config is required (rds and scoped_routes are not supported)");
+        goto fail_err;
+    }
+    cm->routes = route_table_create(rc, d);
+    if (!cm->routes)
+        goto fail;
+    /* validate_clusters defaults to true for an inline route_config, as in
+     * Envoy: a typo in a cluster name stops start-up instead of 503s later. */
+    if (herald_cfg_bool(herald_cfg_get(rc, "validate_clusters"), true)) {
+        struct check_clusters cc = {.env = env, .d = d};
+        route_table_foreach_cluster(cm->routes, check_cluster, &cc);
+        if (cc.bad)
+            goto fail;
+    } else {
+        struct check_clusters cc = {.env = env, .d = NULL};
+        route_table_foreach_cluster(cm->routes, check_cluster, &cc); /* only marks them referenced */
+    }
+
+    /* http_filters; none means the router alone, as Envoy does */
+    const struct herald_cfg *hf = herald_cfg_get(n, "http_filters");
+    size_t nf = herald_cfg_len(hf);
+    cm->filters = xcalloc(nf ? nf : 1, sizeof(*cm->filters));
+    int bad = 0;
+    if (nf == 0) {
+        char *e = NULL;
+        const struct plugin *p =
+            plugin_find("envoy.filters.http.router", NULL, HERALD_PLUGIN_HTTP_FILTER, &e);
+        if (!p) {
+            diag_error(d, n, "http_filters is empty and the router is not available: %s", e);
+            free(e);
+            goto fail;
+        }
+        struct herald_cfg *empty = cfg_new(HERALD_CFG_OBJECT, n);
+        struct herald_filter_env fenv = *env;
+        fenv.stat_prefix = cm->stat_prefix;
+        fenv.filter_name = p->desc->name;
+        const struct herald_http_filter_ops *ops = p->desc->ops;
+        void *conf = NULL;
+        if (p->desc->config_schema && schema_check(empty, p->desc->config_schema, d) < 0) {
+            cfg_free(empty);
+            goto fail;
+        }
+        if (ops->config_create && ops->config_create(empty, &fenv, &conf, &e) < 0) {
+            if (e)
+                diag_error_take(d, e);
+            cfg_free(empty);
+            goto fail;
+        }
+        cfg_free(empty); /* the default router keeps nothing of an empty config */
+        cm->filters[0] = (struct http_filter){.plugin = p, .ops = ops, .conf = conf};
+        cm->nfilters = 1;
+    }
+    /* the last one that is not disabled must be terminal */
+    size_t last = nf;
+    for (size_t i = nf; i-- > 0;)
+        if (!herald_cfg_bool(herald_cfg_get(herald_cfg_at(hf, i), "disabled"), false)) {
+            last = i;
+            break;
+        }
+    for (size_t i = 0; i < nf; i++)
+        if (make_http_filter(cm, herald_cfg_at(hf, i), env, d, i == last, i, nf) < 0)
+            bad = 1;
+    if (bad)
+        goto fail;
+    if (nf && (cm->nfilters == 0 ||
+               !(cm->filters[cm->nfilters - 1].plugin->desc->flags & HERALD_PLUGIN_TERMINAL))) {
+        diag_error(d, hf, "http_filters must end with a terminal filter (envoy.filters.http.router)");
+        goto fail;
+    }
+
+    const struct herald_cfg *sn = herald_cfg_get(n, "server_name");
+    cm->server_name = xstrdup(herald_cfg_str(sn, "herald"));
+    const char *sht = enum_str(herald_cfg_get(n, "server_header_transformation"), "OVERWRITE");
+    cm->server_transform = !strcasecmp(sht, "APPEND_IF_ABSENT") ? SERVER_APPEND_IF_ABSENT
+                           : !strcasecmp(sht, "PASS_THROUGH")   ? SERVER_PASS_THROUGH
+                                                                : SERVER_OVERWRITE;
+    const char *via = herald_cfg_str(herald_cfg_get(n, "via"), NULL);
+    cm->via = via && *via ? xstrdup(via) : NULL;
+    cm->use_remote_address = herald_cfg_bool(herald_cfg_get(n, "use_remote_address"), false);
+    cm->skip_xff_append = herald_cfg_bool(herald_cfg_get(n, "skip_xff_append"), false);
+    cm->xff_num_trusted_hops = (uint32_t)herald_cfg_int(herald_cfg_get(n, "xff_num_trusted_hops"), 0);
+    cm->generate_request_id = herald_cfg_bool(herald_cfg_get(n, "generate_request_id"), true);
+    cm->preserve_external_request_id =
+        herald_cfg_bool(herald_cfg_get(n, "preserve_external_request_id"), false);
+    cm->always_set_request_id =
+        herald_cfg_bool(herald_cfg_get(n, "always_set_request_id_in_response"), false);
+    cm->keep_xfcc = !strcasecmp(enum_str(herald_cfg_get(n, "forward_client_cert_details"), "SANITIZE"),
+                                "ALWAYS_FORWARD_ONLY");
+
+    const struct herald_cfg *co = herald_cfg_get(n, "common_http_protocol_options");
+    cm->idle_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(co, "idle_timeout"), 3600 * 1000);
+    cm->max_connection_duration_ms = herald_cfg_duration_ms(herald_cfg_get(co, "max_connection_duration"), 0);
+    cm->max_stream_duration_ms = herald_cfg_duration_ms(herald_cfg_get(co, "max_stream_duration"), 0);
+    cm->max_requests_per_connection =
+        (uint32_t)herald_cfg_int(herald_cfg_get(co, "max_requests_per_connection"), 0);
+    cm->limits.max_headers_count = (uint32_t)herald_cfg_int(herald_cfg_get(co, "max_headers_count"), 100);
+    const char *us = enum_str(herald_cfg_get(co, "headers_with_underscores_action"), "ALLOW");
+    cm->underscores = !strcasecmp(us, "REJECT_REQUEST") ? US_REJECT
+                      : !strcasecmp(us, "DROP_HEADER")  ? US_DROP
+                                                        : US_ALLOW;
+    cm->limits.max_request_headers_kb =
+        (uint32_t)herald_cfg_int(herald_cfg_get(n, "max_request_headers_kb"), 60);
+
+    const struct herald_cfg *h1 = herald_cfg_get(n, "http_protocol_options");
+    cm->allow_absolute_url = herald_cfg_bool(herald_cfg_get(h1, "allow_absolute_url"), true);
+    cm->accept_http_10 = herald_cfg_bool(herald_cfg_get(h1, "accept_http_10"), false);
+    const char *dh = herald_cfg_str(herald_cfg_get(h1, "default_host_for_http_10"), NULL);
+    cm->default_host_for_http_10 = dh && *dh ? xstrdup(dh) : NULL;
+    cm->enable_trailers = herald_cfg_bool(herald_cfg_get(h1, "enable_trailers"), false);
+    const struct herald_cfg *acl = herald_cfg_get(h1, "allow_chunked_length");
+    if (herald_cfg_bool(acl, false)) {
+        herald_cfg_errorf(acl, err,
+                          "not supported: allow_chunked_length: true (herald rejects Content-Length "
+                          "beside Transfer-Encoding, as Envoy does by default)");
+        goto fail_err;
+    }
+
+    cm->stream_idle_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "stream_idle_timeout"), 300 * 1000);
+    cm->request_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "request_timeout"), 0);
+    cm->request_headers_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "request_headers_timeout"), 0);
+
+    const struct herald_cfg *ups = herald_cfg_get(n, "upgrade_configs");
+    for (size_t i = 0; i < herald_cfg_len(ups); i++) {
+        const struct herald_cfg *u = herald_cfg_at(ups, i);
+        if (!cm->upgrade_enabled)
+            cm->upgrade_enabled = xcalloc(herald_cfg_len(ups), sizeof(bool));
+        cm->upgrade_enabled[cm->nupgrades] = herald_cfg_bool(herald_cfg_get(u, "enabled"), true);
+        char **slot = VEC_PUSH(cm->upgrades, cm->nupgrades, cm->capupgrades);
+        *slot = xstrdup(herald_cfg_str(herald_cfg_get(u, "upgrade_type"), ""));
+    }
+    cm->normalize_path = herald_cfg_bool(herald_cfg_get(n, "normalize_path"), false);
+    cm->merge_slashes = herald_cfg_bool(herald_cfg_get(n, "merge_slashes"), false);
+    const char *esc = enum_str(herald_cfg_get(n, "path_with_escaped_slashes_action"), "KEEP_UNCHANGED");
+    cm->escaped_slashes = !strcasecmp(esc, "REJECT_REQUEST")         ? ESC_REJECT
+                          : !strcasecmp(esc, "UNESCAPE_AND_FORWARD") ? ESC_UNESCAPE_FORWARD
+                                                                     : ESC_KEEP;
+    cm->strip_matching_host_port = herald_cfg_bool(herald_cfg_get(n, "strip_matching_host_port"), false);
+    cm->strip_any_host_port = herald_cfg_bool(herald_cfg_get(n, "strip_any_host_port"), false);
+    cm->strip_trailing_host_dot = herald_cfg_bool(herald_cfg_get(n, "strip_trailing_host_dot"), false);
+
+    const struct herald_cfg *logs = herald_cfg_get(n, "access_log");
+    size_t nl = herald_cfg_len(logs);
+    cm->logs = xcalloc(nl ? nl : 1, sizeof(*cm->logs));
+    for (size_t i = 0; i < nl; i++) {
+        struct herald_access_log *l =
+            herald_access_log_create(herald_cfg_at(logs, i), env, HERALD_DEFAULT_ACCESS_LOG_FORMAT, err);
+        if (!l)
+            goto fail_err;
+        cm->logs[cm->nlogs++] = l;
+    }
+
+    make_stats(&cm->st, cm->stat_prefix);
+    diag_free(&local);
+    return cm;
+
+fail:
+    /* the errors are in the diagnostics already: hand the last one back as
+     * ours, so that the caller does not add a vaguer one */
+    if (d->nerrors > errors_before) {
+        *err = d->errors[--d->nerrors];
+    } else if (!*err) {
+        *err = xstrdup("invalid HttpConnectionManager configuration");
+    }
+fail_err:
+    herald_http_cm_destroy(cm);
+    if (d == &local) {
+        if (!*err && local.nerrors)
+            *err = xstrdup(local.errors[0]);
+        diag_free(&local);
+    }
+    return NULL;
+}

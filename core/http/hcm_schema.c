@@ -1,0 +1,236 @@
+/* The HttpConnectionManager (envoy.extensions.filters.network.
+ * http_connection_manager.v3.HttpConnectionManager) as a schema table. It is
+ * exported to the http_connection_manager plugin (herald_ prefix: the
+ * version script lets plugins see it) as its config_schema, so that the core
+ * checks the config before herald_http_cm_create() reads it. Every Envoy
+ * field is here: implemented, or "not supported". */
+#include "config.h"
+
+#include <string.h>
+
+#include "http/conn_manager.h"
+#include "http/route.h"
+
+#define F_(n, k, fl, ...) { .name = (n), .kind = HERALD_FIELD_##k, .flags = (fl), __VA_ARGS__ }
+#define STR(n, ...) F_(n, STRING, 0, __VA_ARGS__)
+#define BOOL(n, ...) F_(n, BOOL, 0, __VA_ARGS__)
+#define UINT(n, ...) F_(n, UINT, 0, __VA_ARGS__)
+#define DUR(n, ...) F_(n, DURATION, 0, __VA_ARGS__)
+#define ENUM(n, vals, ...) F_(n, ENUM, 0, .enum_values = (vals), __VA_ARGS__)
+#define MSG(n, m, ...) F_(n, MESSAGE, 0, .message = &(m), __VA_ARGS__)
+#define LIST(n, m, ...) F_(n, MESSAGE, HERALD_F_REPEATED, .message = &(m), __VA_ARGS__)
+#define TYPED(n, ...) F_(n, TYPED, 0, __VA_ARGS__)
+#define UNSUP(n, ...) F_(n, ANY, HERALD_F_UNSUPPORTED, __VA_ARGS__)
+#define REMOVED(n, h) F_(n, REMOVED, 0, .hint = (h))
+#define END { .name = NULL }
+
+/* ------------------------------------------------------------ HttpFilter */
+
+static const struct herald_field http_filter_fields[] = {
+    F_("name", STRING, HERALD_F_REQUIRED,
+       .help = "the filter's extension name, e.g. envoy.filters.http.router"),
+    TYPED("typed_config", .oneof = "config_type",
+          .help = "the filter's config; may be omitted when the name is canonical (defaults)"),
+    UNSUP("config_discovery", .oneof = "config_type", .help = "extension config discovery (ECDS)"),
+    BOOL("is_optional", .help = "skip the filter when no plugin provides it, instead of failing"),
+    BOOL("disabled", .help = "leave the filter out of the chain (herald has no per-route re-enabling)"),
+    REMOVED("config", "use typed_config with its \"@type\""),
+    END,
+};
+static const struct herald_message http_filter_msg = {
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", http_filter_fields, NULL,
+};
+
+/* ------------------------------------------------------------ access logs */
+
+static const struct herald_field access_log_fields[] = {
+    STR("name",
+        .help = "envoy.access_loggers.file, envoy.access_loggers.stdout or envoy.access_loggers.stderr"),
+    TYPED("typed_config", .oneof = "config_type",
+          .help = "FileAccessLog, StdoutAccessLog or StderrAccessLog"),
+    UNSUP("filter", .help = "access log filters"),
+    REMOVED("config", "use typed_config with \"@type\": type.googleapis.com/"
+                      "envoy.extensions.access_loggers.file.v3.FileAccessLog"),
+    END,
+};
+static const struct herald_message access_log_msg = {
+    "envoy.config.accesslog.v3.AccessLog", access_log_fields, NULL,
+};
+
+/* ------------------------------------------------------------ upgrades */
+
+static const struct herald_field upgrade_fields[] = {
+    F_("upgrade_type", STRING, HERALD_F_REQUIRED,
+       .help = "the Upgrade header value allowed (case-insensitive), e.g. websocket"),
+    UNSUP("filters", .help = "a separate filter chain for upgraded streams"),
+    BOOL("enabled", .help = "default true; false lets routes enable it one by one"),
+    END,
+};
+static const struct herald_message upgrade_msg = {
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
+    upgrade_fields, NULL,
+};
+
+/* ------------------------------------------------------------ protocol options */
+
+static const char *const underscores_values[] = { "ALLOW", "REJECT_REQUEST", "DROP_HEADER", NULL };
+
+static const struct herald_field common_opts_fields[] = {
+    DUR("idle_timeout", .help = "close a connection without streams after this long (default 1h; 0s: never)"),
+    DUR("max_connection_duration", .help = "close connections this long after they opened (default: never)"),
+    UINT("max_headers_count", .help = "request headers allowed (default 100); more is a 431"),
+    DUR("max_stream_duration", .help = "a request/response must finish in this time (default: no limit)"),
+    UINT("max_requests_per_connection",
+         .help = "close the connection after this many requests (default: no limit)"),
+    ENUM("headers_with_underscores_action", underscores_values,
+         .help = "ALLOW (default), REJECT_REQUEST (400) or DROP_HEADER"),
+    UNSUP("max_response_headers_kb"),
+    UNSUP("max_response_headers_count"),
+    END,
+};
+static const struct herald_message common_opts_msg = {
+    "envoy.config.core.v3.HttpProtocolOptions", common_opts_fields, NULL,
+};
+
+static const struct herald_field h1_opts_fields[] = {
+    BOOL("allow_absolute_url", .help = "accept absolute-form request targets (default true)"),
+    BOOL("accept_http_10", .help = "accept HTTP/1.0 requests (default false: 426)"),
+    STR("default_host_for_http_10", .help = "the :authority of HTTP/1.0 requests that have no Host"),
+    UNSUP("header_key_format", .help = "response header name case"),
+    BOOL("enable_trailers", .help = "send response trailers in chunked responses (default false: dropped)"),
+    BOOL("allow_chunked_length", .help = "accept Content-Length beside Transfer-Encoding: chunked "
+                                         "(the length is dropped); default false: 400"),
+    BOOL("override_stream_error_on_invalid_http_message",
+         .help = "HTTP/1 closes the connection after an invalid message either way"),
+    UNSUP("send_fully_qualified_url", .help = "upstream-side only"),
+    UNSUP("use_balsa_parser"),
+    UNSUP("allow_custom_methods"),
+    UNSUP("ignore_http_11_upgrade"),
+    END,
+};
+static const struct herald_message h1_opts_msg = {
+    "envoy.config.core.v3.Http1ProtocolOptions", h1_opts_fields, NULL,
+};
+
+/* ------------------------------------------------------------ HttpConnectionManager */
+
+static const char *const codec_values[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3", NULL };
+static const char *const server_transform_values[] = {"OVERWRITE", "APPEND_IF_ABSENT", "PASS_THROUGH", NULL};
+static const char *const fcc_values[] = {
+    "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY", NULL,
+};
+static const char *const escaped_slashes_values[] = {
+    "IMPLEMENTATION_SPECIFIC_DEFAULT", "KEEP_UNCHANGED", "REJECT_REQUEST", "UNESCAPE_AND_REDIRECT",
+    "UNESCAPE_AND_FORWARD", NULL,
+};
+
+static const struct herald_field hcm_fields[] = {
+    ENUM("codec_type", codec_values,
+         .help = "AUTO (default) or HTTP1; HTTP2 and HTTP3 are not supported yet"),
+    F_("stat_prefix", STRING, HERALD_F_REQUIRED, .help = "stats are named http.<stat_prefix>.*"),
+    MSG("route_config", schema_route_configuration, .oneof = "route_specifier",
+        .help = "the route table, inline"),
+    UNSUP("rds", .oneof = "route_specifier", .help = "routes from a discovery service"),
+    UNSUP("scoped_routes", .oneof = "route_specifier"),
+    LIST("http_filters", http_filter_msg,
+         .help = "decoder filters in order, encoder filters in reverse; the last must be the router "
+                 "(an empty list means the router alone)"),
+    UNSUP("add_user_agent"),
+    UNSUP("tracing"),
+    MSG("common_http_protocol_options", common_opts_msg),
+    MSG("http_protocol_options", h1_opts_msg, .help = "HTTP/1 codec options"),
+    UNSUP("http2_protocol_options", .help = "HTTP/2 is not supported yet"),
+    UNSUP("http3_protocol_options", .help = "HTTP/3 is not supported"),
+    STR("server_name", .help = "the Server header value (default \"herald\"; Envoy says \"envoy\")"),
+    ENUM("server_header_transformation", server_transform_values,
+         .help = "OVERWRITE (default), APPEND_IF_ABSENT or PASS_THROUGH"),
+    UNSUP("scheme_header_transformation"),
+    UINT("max_request_headers_kb", .help = "request header block limit in KiB (default 60, at most 8192); "
+                                           "more is a 431"),
+    DUR("stream_idle_timeout", .help = "a stream without activity this long is ended: 408 before the "
+                                       "response started, a reset after (default 5m; 0s: never)"),
+    DUR("request_timeout", .help = "the whole request must arrive in this time (default: no limit): 408"),
+    DUR("request_headers_timeout",
+        .help = "the request headers must arrive in this time (default: no limit)"),
+    UNSUP("drain_timeout", .help = "herald has no listener draining yet"),
+    UNSUP("delayed_close_timeout", .help = "herald closes once the last response is flushed"),
+    LIST("access_log", access_log_msg, .help = "one line per request, at its end"),
+    UNSUP("access_log_flush_interval"),
+    UNSUP("flush_access_log_on_new_request"),
+    UNSUP("access_log_options"),
+    BOOL("use_remote_address", .help = "the peer address is the client's: it is appended to x-forwarded-for "
+                                       "and decides internal/external (default false)"),
+    UINT("xff_num_trusted_hops", .help = "x-forwarded-for addresses appended by trusted proxies"),
+    UNSUP("original_ip_detection_extensions"),
+    UNSUP("early_header_mutation_extensions"),
+    UNSUP("internal_address_config"),
+    BOOL("skip_xff_append", .help = "do not append the peer to x-forwarded-for"),
+    STR("via", .help = "appended to the Via header of requests and responses"),
+    BOOL("generate_request_id", .help = "set x-request-id (a UUIDv4) when absent (default true)"),
+    BOOL("preserve_external_request_id", .help = "keep an x-request-id from an external client"),
+    BOOL("always_set_request_id_in_response", .help = "copy x-request-id into the response"),
+    ENUM("forward_client_cert_details", fcc_values,
+         .help = "x-forwarded-client-cert handling (default SANITIZE); herald has no client certificates "
+                 "yet, so only ALWAYS_FORWARD_ONLY keeps the header"),
+    UNSUP("set_current_client_cert_details"),
+    BOOL("proxy_100_continue", .help = "only false (herald answers 100 Continue itself)"),
+    UNSUP("represent_ipv4_remote_address_as_ipv4_mapped_ipv6"),
+    LIST("upgrade_configs", upgrade_msg, .help = "upgrades allowed, e.g. [{upgrade_type: websocket}]"),
+    BOOL("normalize_path", .help = "RFC 3986 normalisation of :path before routing (default false)"),
+    BOOL("merge_slashes", .help = "merge adjacent slashes in :path before routing"),
+    ENUM("path_with_escaped_slashes_action", escaped_slashes_values,
+         .help = "%2F and %5C in :path: KEEP_UNCHANGED (default), REJECT_REQUEST (400), "
+                 "UNESCAPE_AND_FORWARD or UNESCAPE_AND_REDIRECT"),
+    UNSUP("request_id_extension"),
+    UNSUP("local_reply_config"),
+    BOOL("strip_matching_host_port", .oneof = "strip_port_mode",
+         .help = "drop the port from Host when it is the listener's port"),
+    BOOL("strip_any_host_port", .oneof = "strip_port_mode", .help = "drop any port from Host"),
+    BOOL("stream_error_on_invalid_http_message",
+         .help = "HTTP/1 closes the connection after an invalid message either way"),
+    BOOL("strip_trailing_host_dot", .help = "drop a trailing dot from Host"),
+    UNSUP("proxy_status_config"),
+    UNSUP("typed_header_validation_config"),
+    UNSUP("append_x_forwarded_port"),
+    UNSUP("append_local_overload"),
+    UNSUP("add_proxy_protocol_connection_state"),
+    UNSUP("http1_safe_max_connection_duration"),
+    UNSUP("hash_policy"),
+    REMOVED("idle_timeout", "use common_http_protocol_options.idle_timeout"),
+    END,
+};
+
+static int check_hcm(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *ct = herald_cfg_get(n, "codec_type");
+    const char *codec = herald_cfg_str(ct, "AUTO");
+    if (!strcmp(codec, "HTTP2") || !strcmp(codec, "HTTP3"))
+        return herald_cfg_errorf(ct, err, "not supported yet: codec_type %s (use AUTO or HTTP1)", codec);
+    const struct herald_cfg *sp = herald_cfg_get(n, "stat_prefix");
+    if (sp && !*herald_cfg_str(sp, ""))
+        return herald_cfg_errorf(sp, err, "stat_prefix must not be empty");
+    if (!herald_cfg_get(n, "route_config"))
+        return herald_cfg_errorf(n, err,
+                                 "route_config is required (rds and scoped_routes are not supported)");
+    const struct herald_cfg *kb = herald_cfg_get(n, "max_request_headers_kb");
+    if (kb && (herald_cfg_int(kb, 0) < 1 || herald_cfg_int(kb, 0) > 8192))
+        return herald_cfg_errorf(kb, err, "max_request_headers_kb must be between 1 and 8192");
+    const struct herald_cfg *c = herald_cfg_get(herald_cfg_get(n, "common_http_protocol_options"),
+                                                "max_headers_count");
+    if (c && herald_cfg_int(c, 0) < 1)
+        return herald_cfg_errorf(c, err, "max_headers_count must be at least 1");
+    const struct herald_cfg *p = herald_cfg_get(n, "proxy_100_continue");
+    if (herald_cfg_bool(p, false))
+        return herald_cfg_errorf(p, err, "not supported yet: proxy_100_continue: true");
+    const struct herald_cfg *esc = herald_cfg_get(n, "path_with_escaped_slashes_action");
+    if (esc && !strcmp(herald_cfg_str(esc, ""), "UNESCAPE_AND_REDIRECT"))
+        return herald_cfg_errorf(esc, err, "not supported yet: UNESCAPE_AND_REDIRECT "
+                                 "(UNESCAPE_AND_FORWARD and REJECT_REQUEST are)");
+    return 0;
+}
+
+const struct herald_message herald_http_cm_schema = {
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    hcm_fields,
+    check_hcm,
+};

@@ -1,0 +1,53 @@
+/* router: Envoy's envoy.filters.http.router, the terminal HTTP filter.
+ * config.c parses the (optional) typed_config into a struct router_conf,
+ * shared by all workers; router.c runs one session per request: it answers
+ * from the route (404, direct responses, redirects) or forwards the request
+ * to a host of the route's cluster, with timeouts, retries and flow control,
+ * and streams the response back. */
+#ifndef HERALD_PLUGIN_ROUTER_H
+#define HERALD_PLUGIN_ROUTER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "herald/herald.h"
+
+/* cluster.<name>.* stats the router counts, made on first use per cluster
+ * (clusters are not known when the router is configured) and kept until the
+ * config goes. The per-code counters are made on first use too; two workers
+ * racing get the same handle from herald_counter(), so a plain atomic store
+ * is enough. */
+struct router_cluster_stats {
+    char *name;
+    char *prefix;                          /* "cluster.<name>" */
+    struct herald_stat *rq_completed, *rq_time, *rq_timeout, *rq_per_try_timeout, *rq_retry,
+        *rq_retry_success, *rq_retry_overflow, *rq_retry_limit_exceeded;
+    struct herald_stat *rq_xx[6];          /* upstream_rq_1xx .. 5xx */
+    _Atomic(struct herald_stat *) rq_code[600];
+    _Atomic(struct herald_stat *) retry_code[600]; /* retry.upstream_rq_<code> */
+    struct router_cluster_stats *next;
+};
+
+struct router_conf {
+    bool dynamic_stats;                    /* upstream_rq_<code>, _<N>xx, _time (default true) */
+    bool suppress_envoy_headers;           /* no x-envoy-upstream-service-time and
+                                              x-envoy-expected-rq-timeout-ms */
+    bool start_child_span;                 /* accepted; herald does no tracing */
+    pthread_mutex_t lock;                  /* guards the clusters list */
+    struct router_cluster_stats *clusters;
+};
+
+/* config.c */
+int router_config_create(const struct herald_cfg *typed_config, const struct herald_filter_env *env,
+                         void **conf, char **err);
+void router_config_destroy(void *conf);
+struct router_cluster_stats *router_cluster_stats(struct router_conf *conf, const char *cluster);
+struct herald_stat *router_code_stat(struct router_cluster_stats *cs, int code, bool retried);
+extern const struct herald_message router_schema;
+
+/* router.c */
+extern const struct herald_http_filter_ops router_ops;
+
+#endif
