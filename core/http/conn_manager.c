@@ -141,6 +141,7 @@ struct fdir {
 };
 
 struct herald_http_stream {
+    struct herald_headers *lr_extra;      /* headers for the next local reply */
     struct cm_conn *cc;
     uint64_t id;
     void **sessions;            /* [nfilters]; NULL until the headers came */
@@ -1039,6 +1040,13 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
         herald_headers_add(h, "content-type", "text/plain");
     snprintf(num, sizeof(num), "%zu", blen);
     herald_headers_add(h, "content-length", num);
+    if (s->lr_extra) {
+        const char *n, *v;
+        for (size_t i = 0; herald_headers_at(s->lr_extra, i, &n, &v); i++)
+            herald_headers_add(h, n, v);
+        herald_headers_free(s->lr_extra);
+        s->lr_extra = NULL;
+    }
     s->local_reply_encoding = true;
     encode_headers_in(s, h, blen == 0);
     if (blen && !s->over && !s->reset && s->local_reply) {
@@ -1372,6 +1380,7 @@ static void stream_finish(struct herald_http_stream *s)
         herald_headers_free(d->trailers);
     }
     herald_headers_free(s->req);
+    herald_headers_free(s->lr_extra);
     herald_headers_free(s->resp);
     herald_headers_free(s->resp_trailers);
     for (size_t i = 0; i < s->nmeta; i++) {
@@ -2194,6 +2203,13 @@ void herald_http_stream_send_local_reply(struct herald_http_stream *s, int statu
     enter(cc);
     send_local_reply(s, status, body, details, flags);
     leave_sdk(cc);
+}
+
+void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name, const char *value)
+{
+    if (!s->lr_extra)
+        s->lr_extra = herald_headers_new();
+    herald_headers_add(s->lr_extra, name, value);
 }
 
 void herald_http_stream_continue_decoding(struct herald_http_stream *s)

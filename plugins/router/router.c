@@ -332,6 +332,8 @@ static void fail_reply(struct session *ss, enum herald_upstream_reset why, bool 
              why == HERALD_UPSTREAM_RESET_REMOTE ? "connection termination" :
              why == HERALD_UPSTREAM_RESET_PROTOCOL ? "protocol error" : "local reset");
     snprintf(flags, sizeof(flags), "%s%s", flag, limit ? ",URX" : "");
+    if (why == HERALD_UPSTREAM_RESET_OVERFLOW && !ss->conf->suppress_envoy_headers)
+        herald_http_stream_add_local_reply_header(ss->s, "x-envoy-overloaded", "true");
     local_reply(ss, 503, body, details, flags);
 }
 

@@ -88,6 +88,10 @@ HERALD_EXPORT void herald_http_stream_clear_route_cache(struct herald_http_strea
  * %RESPONSE_CODE_DETAILS%; flags (e.g. "NR", "UH") to %RESPONSE_FLAGS%. */
 HERALD_EXPORT void herald_http_stream_send_local_reply(struct herald_http_stream *s, int status, const char *body,
                                                        const char *details, const char *flags);
+/* (1.1) Adds a header to the next local reply of this stream (e.g. the
+ * router's x-envoy-overloaded: true on a circuit-breaker 503). */
+HERALD_EXPORT void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name,
+                                                             const char *value);
 /* After HERALD_HTTP_STOP*: resume with the filter after this one. */
 HERALD_EXPORT void herald_http_stream_continue_decoding(struct herald_http_stream *s);
 HERALD_EXPORT void herald_http_stream_continue_encoding(struct herald_http_stream *s);
