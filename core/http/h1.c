@@ -1064,8 +1064,10 @@ int h1_encode_request_headers(struct h1_encoder *e, struct evbuffer *out, const 
         evbuffer_free(b);
         return -1;
     }
-    if (connect) {
+    if (connect || (e->flags & H1_ENC_UPGRADE)) {
         e->framing = H1_FRAME_RAW;
+        if (e->flags & H1_ENC_UPGRADE)
+            end_stream = false; /* the tunnel's end is the caller's half-close, not the head's */
     } else if (cl) {
         e->framing = H1_FRAME_LENGTH;
         e->remaining = len;

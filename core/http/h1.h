@@ -126,6 +126,10 @@ void h1_codec_expect_response(struct h1_codec *c, const char *method);
  * business and are written as given. */
 #define H1_ENC_HTTP10 0x1u /* the peer speaks HTTP/1.0: no chunked, "HTTP/1.0" request line */
 #define H1_ENC_HEAD   0x2u /* response to HEAD: headers as given, no body bytes */
+/* request asking for an Upgrade (herald_http_stream_is_upgrade): the head only,
+ * no body framing and no content-length added; what follows passes unframed
+ * (the new protocol's bytes once the 101 came), as for CONNECT. */
+#define H1_ENC_UPGRADE 0x4u
 
 enum h1_framing {
     H1_FRAME_NONE = 0, /* no body (end_stream on headers, HEAD, 1xx/204/304) */

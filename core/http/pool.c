@@ -177,6 +177,7 @@ static void conn_available(struct pool_conn *c)
 {
     struct http_pool *p = c->pool;
     c->last = c->resp_complete = c->req_sent_all = c->resp_started = false;
+    c->upgrade = c->tunnel = false; /* never set here: an upgraded connection is not reused */
     if (c->codec && h1_codec_paused(c->codec))
         h1_codec_resume(c->codec);
     if (c->up)
@@ -238,10 +239,10 @@ void pool_conn_cancel(struct pool_conn *c, bool written)
     pool_refill(p);
 }
 
-void pool_conn_flush(struct pool_conn *c)
+void pool_conn_flush(struct pool_conn *c, bool end)
 {
-    if (c->up && evbuffer_get_length(c->wbuf))
-        herald_upstream_write(c->up, ev_buf(c->wbuf), false);
+    if (c->up && (evbuffer_get_length(c->wbuf) || end))
+        herald_upstream_write(c->up, ev_buf(c->wbuf), end);
     else
         evbuffer_drain(c->wbuf, evbuffer_get_length(c->wbuf));
 }
@@ -282,6 +283,12 @@ static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream
         return;
     }
     r->resp_started = true;
+    if (c->upgrade && c->codec && h1_codec_is_upgrade(c->codec)) {
+        /* 101 (CONNECT: 2xx) to an upgrade: the codec stops after this head and
+         * the connection's bytes are the new protocol's, for the owner as they come */
+        c->tunnel = true;
+        end_stream = false;
+    }
     if (end_stream)
         r->end_delivered = true;
     if (r->cbs->on_headers)
@@ -327,6 +334,8 @@ static void on_resp_complete(void *arg)
 {
     struct pool_conn *c = arg;
     struct herald_http_upstream *r = c->req;
+    if (c->tunnel)
+        return; /* the end of the 101's head: the exchange goes on unparsed */
     if (r && !r->end_delivered) {
         r->end_delivered = true;
         if (r->cbs->on_data) {
@@ -373,6 +382,41 @@ static const struct h1_callbacks codec_cbs = {
 
 /* ------------------------------------------------------------ the TCP connection */
 
+/* After the switch of protocols: every byte from the upstream goes to the
+ * owner as it is. Bytes already read go even while the owner has paused
+ * reading (at most one read's worth): the TCP layer delivers its EOF once. The
+ * upstream's end (FIN) ends the exchange and closes the connection, which the
+ * owner turns into the downstream's end. */
+static void tunnel_data(struct pool_conn *c, struct evbuffer *in, bool end_stream)
+{
+    struct http_pool *p = c->pool;
+    struct herald_http_upstream *r = c->req;
+    if (r && !r->end_delivered && (evbuffer_get_length(in) || end_stream)) {
+        if (end_stream)
+            r->end_delivered = true;
+        if (r->cbs->on_data) {
+            c->dispatching++;
+            r->cbs->on_data(r->arg, ev_buf(in), end_stream);
+            c->dispatching--;
+        }
+    }
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (c->dead) {
+        conn_free(c);
+        return;
+    }
+    if (!end_stream)
+        return;
+    c->eof = true;
+    if ((r = c->req)) {
+        c->req = NULL;
+        r->conn = NULL;
+        ureq_done(r);
+    }
+    conn_close(c, HERALD_CLOSE_FLUSH);
+    pool_refill(p);
+}
+
 static void conn_on_data(void *arg, struct herald_buf *data, bool end_stream)
 {
     struct pool_conn *c = arg;
@@ -380,6 +424,10 @@ static void conn_on_data(void *arg, struct herald_buf *data, bool end_stream)
     struct evbuffer *in = buf_ev(data);
     if (c->dead)
         return;
+    if (c->tunnel) {
+        tunnel_data(c, in, end_stream);
+        return;
+    }
     if ((!c->req || !c->req->headers_sent) && evbuffer_get_length(in)) {
         /* bytes nobody asked for (an idle connection, or a request not sent yet) */
         log_debug("http_pool", "%s: unexpected bytes on an idle connection", p->host->addr_str);
@@ -393,13 +441,18 @@ static void conn_on_data(void *arg, struct herald_buf *data, bool end_stream)
     c->dispatching++;
     if (c->codec && !h1_codec_paused(c->codec))
         h1_codec_dispatch(c->codec, in);
-    if (end_stream && !c->dead && !c->resp_complete && c->codec) {
+    if (end_stream && !c->dead && !c->resp_complete && !c->tunnel && c->codec) {
         c->eof = true;
         h1_codec_dispatch_eof(c->codec);
     }
     c->dispatching--;
     if (c->dead) {
         conn_free(c);
+        return;
+    }
+    if (c->tunnel) {
+        /* what came behind the 101 in the same read is the new protocol's */
+        tunnel_data(c, in, end_stream);
         return;
     }
     if (c->resp_complete) {

@@ -53,6 +53,14 @@ struct pool_conn {
     bool req_sent_all;                 /* the bound request's end was written */
     bool eof;                          /* the server closed its side */
     bool above_high;
+    /* The bound request asks for an Upgrade (or is a CONNECT): whatever the
+     * answer, this connection never goes back to the idle list. */
+    bool upgrade;
+    /* The upstream accepted it (101, CONNECT 2xx): from then on the codec is
+     * out of the way, the connection's bytes go raw to the owner's on_data,
+     * herald_http_upstream_send_data writes raw bytes and its end_stream
+     * half-closes; the upstream's end ends the exchange and the connection. */
+    bool tunnel;
 };
 
 struct http_pool {
@@ -116,8 +124,9 @@ bool pool_bind_idle(struct http_pool *p, struct herald_http_upstream *r);
 void pool_conn_cancel(struct pool_conn *pc, bool written);
 /* A request was just bound to pc: counts it against max_requests_per_connection. */
 void pool_conn_bound(struct pool_conn *pc);
-/* Pulls the encoded request bytes in conn->wbuf out to the socket. */
-void pool_conn_flush(struct pool_conn *pc);
+/* Pulls the encoded request bytes in conn->wbuf out to the socket; end
+ * (tunnels only) half-closes the connection's write side after them. */
+void pool_conn_flush(struct pool_conn *pc, bool end);
 
 /* upstream_request.c, for pool.c */
 void ureq_bind(struct herald_http_upstream *r, struct pool_conn *pc);

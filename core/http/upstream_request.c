@@ -7,10 +7,12 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <string.h>
 
 #include "buffer.h"
 #include "common.h"
 #include "herald/stats.h"
+#include "http/headers.h"
 #include "http/pool.h"
 #include "log.h"
 #include "upstream/cluster.h"
@@ -192,10 +194,20 @@ static void encode_failed(struct herald_http_upstream *r, const char *what)
 static int encode_headers(struct herald_http_upstream *r, struct herald_headers *h, bool end)
 {
     struct pool_conn *c = r->conn;
+    const char *method = herald_headers_get(h, ":method");
+    bool upgrade = (method && !strcmp(method, "CONNECT")) ||
+                   (herald_headers_get(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
     if (!herald_headers_get(h, ":authority"))
         herald_headers_set(h, ":authority", r->host->addr_str);
-    if (c->last)
+    if (upgrade) {
+        /* the head alone, then raw bytes; the connection is this exchange's for good
+         * (its "connection: upgrade" stays: the close comes anyway) */
+        r->enc.flags |= H1_ENC_UPGRADE;
+        c->upgrade = true;
+        c->last = true;
+    } else if (c->last) {
         herald_headers_set(h, "connection", "close");
+    }
     int rc = h1_encode_request_headers(&r->enc, c->wbuf, h, end);
     if (rc == 0)
         h1_codec_expect_response(c->codec, herald_headers_get(h, ":method"));
@@ -206,9 +218,9 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
         return -1;
     }
     r->headers_sent = true;
-    if (end)
+    if (end && !upgrade) /* an upgrade's end is a later send_data(end_stream): tunnel bytes may follow */
         req_end(r);
-    pool_conn_flush(c);
+    pool_conn_flush(c, false);
     return 0;
 }
 
@@ -222,7 +234,8 @@ static int encode_data(struct herald_http_upstream *r, struct evbuffer *data, bo
     }
     if (end)
         req_end(r);
-    pool_conn_flush(c);
+    /* in a tunnel the client's end is a half-close of the upstream */
+    pool_conn_flush(c, end && c->tunnel);
     return 0;
 }
 
@@ -236,7 +249,7 @@ static int encode_trailers(struct herald_http_upstream *r, struct herald_headers
         return -1;
     }
     req_end(r);
-    pool_conn_flush(c);
+    pool_conn_flush(c, false);
     return 0;
 }
 
@@ -275,11 +288,12 @@ static void apply_pause(struct pool_conn *c, bool pause)
         return;
     if (pause) {
         herald_upstream_pause_reading(c->up, HERALD_PAUSE_PEER);
-        if (c->codec)
+        /* a tunnel's codec must reach the 101's end: reading stops all the same */
+        if (c->codec && !c->tunnel)
             h1_codec_pause(c->codec);
         return;
     }
-    if (c->codec && !c->resp_complete)
+    if (c->codec && !c->resp_complete && !c->tunnel)
         h1_codec_resume(c->codec);
     herald_upstream_resume_reading(c->up, HERALD_PAUSE_PEER);
 }
