@@ -1985,8 +1985,15 @@ static void handle_eof(struct cm_conn *cc)
         reset_stream(s, true, "downstream_remote_disconnect");
         return;
     }
-    /* a complete request and a half-closed client: answer, then close */
-    cc->close_after = true;
+    /* Like Envoy's connection manager, no half-close on HTTP: a client FIN
+     * with a response outstanding ends the exchange (the upstream request is
+     * reset) and is counted as a remote close with an active request. */
+    herald_stat_inc(cc->cm->st.cx_destroy_active_rq);
+    herald_stat_inc(cc->cm->st.cx_destroy_remote_active_rq);
+    cc->remote_closed = true;
+    reset_stream(s, true, "downstream_remote_disconnect");
+    if (!cc->closing && !cc->gone)
+        close_conn(cc, HERALD_CLOSE_RESET);
 }
 
 static void process_input(struct cm_conn *cc, struct herald_buf *in)
