@@ -810,6 +810,12 @@ static bool render_json(struct line *b, const struct jval *v, struct ctx *c, boo
 
 static __thread struct line tls_line;
 
+void access_log_thread_exit(void)
+{
+    free(tls_line.p);
+    memset(&tls_line, 0, sizeof(tls_line));
+}
+
 HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_log_field_cb field, void *arg)
 {
     struct line *b = &tls_line;

@@ -46,7 +46,6 @@ static void worker_finish(struct worker *w, void *arg)
     http_pools_worker_close_all(w);
     upstream_close_all(w);
     listeners_worker_teardown(w);
-    splice_worker_cleanup();
     cluster_worker_free(w);
     struct timeval grace = {0, 50000};
     w->stopping = true;
@@ -231,6 +230,8 @@ int server_run(struct options *o)
         cleanup(s);
         return 1;
     }
+    worker_on_exit(access_log_thread_exit);
+    worker_on_exit(splice_worker_cleanup);
     s->workers = xcalloc(nworkers, sizeof(*s->workers));
     for (unsigned i = 0; i < nworkers; i++) {
         cluster_worker_init(&s->workers[i]);
@@ -262,6 +263,7 @@ int server_run(struct options *o)
         pthread_mutex_destroy(&s->workers[i].lock);
     }
     cleanup(s);
+    access_log_thread_exit();
     stats_thread_exit();
     return s->exit_code;
 }

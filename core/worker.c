@@ -16,6 +16,14 @@ struct worker_msg {
 };
 
 static __thread struct worker *self;
+static void (*exit_hooks[8])(void);
+static unsigned nexit_hooks;
+
+void worker_on_exit(void (*fn)(void))
+{
+    if (nexit_hooks < ARRAY_SIZE(exit_hooks))
+        exit_hooks[nexit_hooks++] = fn;
+}
 static struct event_base *main_base;
 
 struct worker *worker_self(void) { return self; }
@@ -66,6 +74,8 @@ static void *run(void *arg)
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     drain_queue(-1, 0, w); /* run what was posted while stopping (frees) */
     log_debug("worker", "stopped");
+    for (unsigned i = 0; i < nexit_hooks; i++)
+        exit_hooks[i]();
     stats_thread_exit();
     self = NULL;
     return NULL;

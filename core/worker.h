@@ -38,6 +38,9 @@ struct worker *worker_self(void);
 struct event_base *current_base(void);
 void main_thread_set_base(struct event_base *base);
 
+/* Registers fn to run on every worker thread as it exits (thread-local
+ * clean-up); call before the workers start. */
+void worker_on_exit(void (*fn)(void));
 int worker_start(struct worker *w, unsigned index);
 /* Thread-safe; fn runs on w's thread. */
 void worker_post(struct worker *w, worker_fn fn, void *arg);
