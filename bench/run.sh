@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# run.sh -- herald's tcp_proxy benchmark against HAProxy (mode tcp), side by side, one run.
+# run.sh -- herald's tcp_proxy benchmark against HAProxy (mode tcp), side by side, one run,
+#   and (part http) its HTTP/1.1 front proxy against HAProxy and nginx.
 #
-#   bench/run.sh                       # everything, ~2.5 min
+#   bench/run.sh                       # tcp parts, ~2.5 min
 #   PARTS="conn" DUR=3 bench/run.sh    # one part, quick
+#   PARTS=http bench/run.sh            # HTTP/1.1 only, ~3 min
 #
-# PARTS (default "iperf conn idle"), run in this order:
+# PARTS (default "iperf conn idle"; add http for the HTTP part), run in this order:
 #   iperf  ../shared/bench/peers.sh (or $PEERS) with CASES=tcp PROXIES=haproxy and herald as its
 #          PROXY_UNDER_TEST (tcp listener only): iperf3 -t DUR, one stream, direct / haproxy /
 #          herald in the same run, with proxy CPU us per MiB. Note: peers.sh's HAProxy `listen l4`
@@ -15,6 +17,10 @@
 #          alone does not splice iperf3 in HAProxy 2.6) and through herald (the stronger peer).
 #   idle   bench/idle_rss.py: herald's and HAProxy's VmRSS growth per idle proxied connection
 #          (N=10000, fewer if RLIMIT_NOFILE's hard limit does not allow 2 fds per connection).
+#   http   bench/http.sh: wrk HTTP/1.1 keep-alive through herald's http_connection_manager,
+#          HAProxy and nginx (peers.sh, CONNS 50 and 500, 128 B and 16 KiB bodies), proxy CPU us
+#          per request, req/s, p99, peak RSS as ratios to HAProxy and nginx; its summary table
+#          is appended to run.sh's (see http.sh's header).
 # Layout: proxies pinned to PROXY_CPU (1) with one worker / one thread each; load generator and
 #   backend on LOAD_CPU (0). Everything listens on 127.0.0.1 only; each part stops what it
 #   starts, by PID.
@@ -28,8 +34,8 @@
 # KNOBS: PARTS DUR (1..10, 10) CONNS (50) N (10000) LOAD_CPU PROXY_CPU PEERS HERALD
 #   (../build/herald) PLUGIN_DIR (../build/plugins) OUT (directory for the part outputs,
 #   default a new mktemp dir) PEERS_BASE_PORT (28080, +0..+11) TCP_BASE_PORT (28100, +0..+5)
-#   IDLE_BASE_PORT (28120, +0..+2). Ports are away from peers.sh's default 18080 so a
-#   colleague's peers.sh run on the same box does not collide.
+#   IDLE_BASE_PORT (28120, +0..+2) HTTP_BASE_PORT (28140, +0..+11). Ports are away from
+#   peers.sh's default 18080 so a colleague's peers.sh run on the same box does not collide.
 #
 # Internal: `run.sh --start-herald` is the PROXY_UNDER_TEST command: it writes the herald
 #   config from PUT_TCP_PORT / BACKEND_TCP_PORT into BENCH_DIR and execs herald.
@@ -49,6 +55,7 @@ PEERS=${PEERS:-$HERE/../../shared/bench/peers.sh}
 PEERS_BASE_PORT=${PEERS_BASE_PORT:-28080}
 TCP_BASE_PORT=${TCP_BASE_PORT:-28100}
 IDLE_BASE_PORT=${IDLE_BASE_PORT:-28120}
+HTTP_BASE_PORT=${HTTP_BASE_PORT:-28140}
 OUT=${OUT:-$(mktemp -d -t herald-bench.XXXXXX)}
 mkdir -p "$OUT"
 export DUR=${DUR:-10} CONNS=${CONNS:-50} LOAD_CPU=${LOAD_CPU:-0} PROXY_CPU=${PROXY_CPU:-1}
@@ -74,12 +81,18 @@ for part in $PARTS; do
             BASE_PORT=$TCP_BASE_PORT "$HERE/tcp.sh" 2>&1 | tee "$OUT/tcp.txt" ;;
         idle)
             BASE_PORT=$IDLE_BASE_PORT python3 "$HERE/idle_rss.py" 2>&1 | tee "$OUT/idle.txt" ;;
+        http)
+            mkdir -p "$OUT/http"
+            OUT=$OUT/http BASE_PORT=$HTTP_BASE_PORT CONNS_LIST=${CONNS_LIST:-"50 500"} \
+                bash "$HERE/http.sh" 2>&1 | tee "$OUT/http.txt" ;;
         *) echo "run.sh: unknown part '$part'" >&2 ;;
     esac
 done
 
 # ---------------------------------------------------------------- summary
+has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 touch "$OUT/peers.txt" "$OUT/tcp.txt" "$OUT/idle.txt"
+if has_part iperf || has_part conn || has_part idle; then
 echo
 echo "## run.sh summary (herald vs HAProxy mode tcp, one worker each, proxy on CPU $PROXY_CPU)"
 awk -F'\t' '
@@ -124,4 +137,14 @@ awk -F'\t' '
         print "HAProxy reference from the issue: ~585 us of CPU per MiB (peers.sh tcp row)."
         if (i_note != "") print "idle: " i_note
     }' "$OUT/peers.txt" "$OUT/tcp.txt" "$OUT/idle.txt"
+fi
+if has_part http; then
+    echo
+    echo "## run.sh http summary (from bench/http.sh; full output in $OUT/http.txt)"
+    if grep -q '^## http.sh summary' "$OUT/http.txt" 2>/dev/null; then
+        sed -n '/^## http.sh summary/,$p' "$OUT/http.txt" | sed 1d
+    else
+        echo "http part failed: $(tail -3 "$OUT/http.txt" 2>/dev/null)"
+    fi
+fi
 exit 0
