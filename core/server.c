@@ -18,6 +18,7 @@
 #include "log.h"
 #include "net/connection.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "plugin.h"
 #include "server.h"
 #include "stats.h"
@@ -160,6 +161,8 @@ static void cleanup(struct server *s)
         admin_stop(s->admin);
     listeners_destroy();
     cluster_manager_shutdown();
+    tls_watch_stop();
+    tls_clusters_destroy(s->boot);
     if (s->boot)
         bootstrap_free(s->boot);
     plugin_unload_all();
@@ -201,6 +204,7 @@ int server_run(struct options *o)
         main_thread_set_base(s->base);
         if (!o->validate)
             s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        tls_clusters_build(s->boot, o->validate, &d);
         if (cluster_manager_init(s->boot, s->base, s->dns, &d) == 0)
             listeners_build(s->boot, nworkers, o->validate, &d);
         if (d.nerrors == 0)
@@ -243,6 +247,7 @@ int server_run(struct options *o)
             return 1;
         }
     listeners_start(s->workers, nworkers);
+    tls_watch_start(s->base);
     cluster_manager_start();
 
     signal(SIGPIPE, SIG_IGN);

@@ -319,6 +319,8 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
 
     c->node = n;
     c->name = xstrdup(herald_cfg_str(get(n, "name"), ""));
+    const struct herald_cfg *ts = get(n, "transport_socket");
+    c->transport_socket = ts && ts->type == HERALD_CFG_OBJECT ? ts : NULL;
     c->type = (enum cluster_type)enum_index(herald_cfg_str(get(n, "type"), "STATIC"), types,
                                             ARRAY_SIZE(types));
     c->lb_policy = (enum lb_policy)enum_index(herald_cfg_str(get(n, "lb_policy"), "ROUND_ROBIN"), policies,

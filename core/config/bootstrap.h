@@ -63,6 +63,8 @@ struct listener_cfg {
     const struct herald_cfg *node;
 };
 
+struct tls_ctx;
+
 enum cluster_type { CLUSTER_STATIC = 0, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
 enum lb_policy { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
 enum dns_family { DNS_AUTO = 0, DNS_V4_ONLY, DNS_V6_ONLY, DNS_V4_PREFERRED, DNS_ALL };
@@ -100,6 +102,8 @@ struct cluster_cfg {
     uint64_t http_idle_timeout_ms;           /* idle_timeout, default 1h; 0: never */
     uint32_t max_requests_per_connection;    /* 0: no limit (also the deprecated Cluster field) */
     uint32_t max_headers_count;              /* default 100 */
+    const struct herald_cfg *transport_socket; /* NULL: plaintext */
+    struct tls_ctx *tls;                     /* built from it by tls_clusters_build (net/tls.c) */
     const struct herald_cfg *node;
     bool referenced;                         /* set when a filter asked for it (validate warnings) */
 };

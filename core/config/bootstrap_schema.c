@@ -540,7 +540,8 @@ static const struct herald_field cluster_fields[] = {
     MSG("least_request_lb_config", least_request_msg, .oneof = "lb_config"),
     MSG("round_robin_lb_config", round_robin_msg, .oneof = "lb_config"),
     MSG("common_lb_config", common_lb_msg),
-    UNSUP("transport_socket", .hint = "upstream TLS comes later"),
+    TYPED("transport_socket", .help = "{name, typed_config}: TLS to the upstream (envoy.transport_sockets.tls, "
+          "UpstreamTlsContext) or none"),
     STRUCT("metadata"),
     F_("protocol_selection", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
     MSG("upstream_connection_options", upstream_conn_msg),

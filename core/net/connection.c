@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,9 +24,11 @@
 
 #include "buffer.h"
 #include "common.h"
+#include "herald/stats.h"
 #include "log.h"
 #include "net/connection.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "worker.h"
 
 /* One event per connection does all deferred work (fewer allocations per
@@ -114,6 +117,15 @@ static void run_new_connection(struct herald_conn *c)
 
 static bool paused(const struct herald_conn *c) { return c->pause_mask != 0; }
 
+/* Our half-close: TLS says close_notify first, then the TCP FIN. */
+static void shut_wr(struct herald_conn *c)
+{
+    if (c->ssl)
+        tls_shutdown(c->ssl);
+    shutdown(c->fd, SHUT_WR);
+    c->shut_wr_done = true;
+}
+
 static void count_rx(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     ((struct herald_conn *)arg)->rx_bytes += info->n_added;
@@ -143,15 +155,47 @@ static void on_writable(struct bufferevent *bev, void *arg)
         return;
     }
     if (c->shut_wr_pending && !c->shut_wr_done) {
-        shutdown(c->fd, SHUT_WR);
-        c->shut_wr_done = true;
+        shut_wr(c);
         check_done(c);
     }
+}
+
+static void start_filters(struct herald_conn *c);
+
+static void handshake_event(struct herald_conn *c, short what)
+{
+    if (what & BEV_EVENT_CONNECTED) {
+        c->handshaking = false;
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        const unsigned char *p;
+        unsigned len;
+        SSL_get0_alpn_selected(c->ssl, &p, &len);
+        if (len)
+            c->alpn = xstrndup((const char *)p, len);
+        tls_handshake_done(c->tls, c->ssl);
+        log_trace("conn", "C%llu: TLS handshake done (%s, %s)", (unsigned long long)c->id, SSL_get_version(c->ssl),
+                  SSL_get_cipher_name(c->ssl));
+        start_filters(c);
+        return;
+    }
+    char why[256];
+    tls_handshake_failed(c->tls, c->ssl, c->bev, why, sizeof(why));
+    if (what & BEV_EVENT_TIMEOUT) {
+        herald_stat_inc(c->listener->stats.downstream_cx_transport_socket_connect_timeout);
+        snprintf(why, sizeof(why), "timeout (transport_socket_connect_timeout)");
+    }
+    log_debug("conn", "C%llu: TLS handshake with %s failed: %s", (unsigned long long)c->id, c->remote_str, why);
+    c->remote_closed = true;
+    finalize(c, true);
 }
 
 static void on_bev_event(struct bufferevent *bev, short what, void *arg)
 {
     struct herald_conn *c = arg;
+    if (c->handshaking) {
+        handshake_event(c, what);
+        return;
+    }
     if (what & BEV_EVENT_ERROR) {
         log_debug("conn", "C%llu: %s", (unsigned long long)c->id, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         c->remote_closed = true;
@@ -212,6 +256,7 @@ static void free_conn(struct herald_conn *c)
     free(c->meta);
     free(c->sessions);
     free(c->server_name);
+    free(c->alpn);
     free(c);
 }
 
@@ -239,13 +284,15 @@ static void finalize(struct herald_conn *c, bool reset)
     if (reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else if (c->ssl && !c->handshaking) {
+        tls_shutdown(c->ssl);
     }
     raise_event(c, c->remote_closed ? HERALD_EV_REMOTE_CLOSE : HERALD_EV_LOCAL_CLOSE);
     defer(c, DEFER_FREE);
 }
 
-struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, int fd,
-                             const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
+struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, struct tls_ctx *tls,
+                             int fd, const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
                              socklen_t llen, const char *server_name)
 {
     struct conn_alloc *a = xcalloc(1, sizeof(*a));
@@ -274,9 +321,26 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
 
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* The transport socket seam: a TLS chain will get an OpenSSL bufferevent here. */
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    /* The transport socket seam: a TLS chain gets an OpenSSL bufferevent. */
+    SSL *ssl = tls ? tls_ssl_new(tls) : NULL;
+    if (ssl) {
+        c->tls = tls;
+        c->ssl = ssl;
+        c->handshaking = true;
+        c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        /* a peer that closes without close_notify is an EOF, not an error (most clients do) */
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     a->x.deferred = event_new(w->base, -1, 0, run_deferred, c);
+    if (tls && !ssl) {
+        log_warn("conn", "C%llu: cannot make a TLS session (out of memory?)", (unsigned long long)c->id);
+        c->sessions = xcalloc(chain->nfilters ? chain->nfilters : 1, sizeof(void *));
+        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+        finalize(c, true);
+        return c;
+    }
     bufferevent_setcb(c->bev, on_readable, on_writable, on_bev_event, c);
     evbuffer_add_cb(bufferevent_get_input(c->bev), count_rx, c);
     /* libevent's default of 16 KiB per read/write costs a syscall and a
@@ -286,8 +350,26 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);
     bufferevent_enable(c->bev, EV_WRITE);
-
     c->sessions = xcalloc(chain->nfilters ? chain->nfilters : 1, sizeof(void *));
+    if (c->handshaking) {
+        uint64_t ms = tls_handshake_timeout_ms(tls);
+        if (ms) {
+            struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+            bufferevent_set_timeouts(c->bev, &tv, &tv);
+        }
+        log_trace("conn", "C%llu accepted from %s on %s (TLS)", (unsigned long long)c->id, c->remote_str,
+                  c->local_str);
+        return c;
+    }
+    start_filters(c);
+    return c;
+}
+
+/* The filters' sessions and on_new_connection, then reading. */
+static void start_filters(struct herald_conn *c)
+{
+    struct worker *w = c->worker;
+    struct filter_chain *chain = c->chain;
     for (size_t i = 0; i < chain->nfilters; i++) {
         const struct net_filter *nf = &chain->filters[i];
         if (!nf->ops->session_new)
@@ -296,14 +378,13 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
         if (!c->sessions[i]) {
             log_debug("conn", "C%llu refused by %s", (unsigned long long)c->id, nf->plugin->desc->name);
             herald_conn_close(c, HERALD_CLOSE_RESET);
-            return c;
+            return;
         }
     }
     log_trace("conn", "C%llu accepted from %s on %s", (unsigned long long)c->id, c->remote_str, c->local_str);
     run_new_connection(c);
     if (!c->closing && !paused(c))
         bufferevent_enable(c->bev, EV_READ);
-    return c;
 }
 
 void conn_close_all(struct worker *w)
@@ -343,7 +424,15 @@ const struct sockaddr *herald_conn_local_addr(const struct herald_conn *c, sockl
 
 const char *herald_conn_remote_str(const struct herald_conn *c) { return c->remote_str; }
 const char *herald_conn_local_str(const struct herald_conn *c) { return c->local_str; }
-const char *herald_conn_server_name(const struct herald_conn *c) { return c->server_name; }
+const char *herald_conn_server_name(const struct herald_conn *c)
+{
+    if (c->server_name || !c->ssl)
+        return c->server_name;
+    return SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+const char *herald_conn_alpn(const struct herald_conn *c) { return c->alpn; }
+bool herald_conn_is_tls(const struct herald_conn *c) { return c->ssl != NULL; }
 const char *herald_conn_listener_name(const struct herald_conn *c) { return c->listener->name; }
 uint32_t herald_conn_buffer_limit(const struct herald_conn *c) { return c->buffer_limit; }
 uint64_t herald_conn_start_ms(const struct herald_conn *c) { return c->start_wall_ms; }
@@ -375,8 +464,7 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
     if (end_stream) {
         c->shut_wr_pending = true;
         if (len == 0) {
-            shutdown(c->fd, SHUT_WR);
-            c->shut_wr_done = true;
+            shut_wr(c);
             check_done(c);
             return 0;
         }

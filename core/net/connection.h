@@ -14,6 +14,8 @@
 
 struct listener;
 struct worker;
+struct tls_ctx;
+struct ssl_st;
 
 struct metadata_kv { char *ns, *key, *value; };
 
@@ -28,6 +30,10 @@ struct herald_conn {
     socklen_t remote_len, local_len;
     char remote_str[ADDR_STRLEN], local_str[ADDR_STRLEN];
     char *server_name;
+    struct tls_ctx *tls;              /* the chain's DownstreamTlsContext, or NULL (plaintext) */
+    struct ssl_st *ssl;               /* owned by bev */
+    char *alpn;                       /* negotiated, or NULL */
+    bool handshaking;                 /* filters start once the TLS handshake is done */
     void **sessions;                  /* [chain->nfilters] */
     size_t new_conn_done;             /* filters whose on_new_connection ran */
     size_t stopped_at;                /* filter that returned STOP, or SIZE_MAX */
@@ -47,9 +53,11 @@ struct herald_conn {
     struct conn_list_node { struct herald_conn *prev, *next; } link; /* the worker's live connections */
 };
 
-/* Takes the accepted fd (already non-blocking). */
-struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, int fd,
-                             const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
+/* Takes the accepted fd (already non-blocking). With tls, the TLS handshake
+ * runs first and the filters' sessions start when it is done (so they see
+ * the negotiated SNI and ALPN); a failed handshake never reaches them. */
+struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, struct tls_ctx *tls,
+                             int fd, const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
                              socklen_t llen, const char *server_name);
 /* Closes every live connection on this worker (shutdown after the drain time). */
 void conn_close_all(struct worker *w);

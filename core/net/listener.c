@@ -17,6 +17,7 @@
 #include "log.h"
 #include "net/connection.h"
 #include "net/listener.h"
+#include "net/tls.h"
 #include "server.h"
 #include "worker.h"
 
@@ -62,6 +63,8 @@ static void make_stats(struct listener *l, unsigned nworkers)
     s->downstream_pre_cx_active = herald_gauge(p, "downstream_pre_cx_active");
     s->downstream_pre_cx_timeout = herald_counter(p, "downstream_pre_cx_timeout");
     s->downstream_cx_overflow = herald_counter(p, "downstream_cx_overflow");
+    s->downstream_cx_transport_socket_connect_timeout =
+        herald_counter(p, "downstream_cx_transport_socket_connect_timeout");
     s->worker_cx_total = xcalloc(nworkers, sizeof(*s->worker_cx_total));
     s->worker_cx_active = xcalloc(nworkers, sizeof(*s->worker_cx_active));
     for (unsigned i = 0; i < nworkers; i++) {
@@ -71,6 +74,17 @@ static void make_stats(struct listener *l, unsigned nworkers)
         snprintf(name, sizeof(name), "worker_%u.downstream_cx_active", i);
         s->worker_cx_active[i] = herald_gauge(p, name);
     }
+}
+
+static int build_tls(const struct filter_chain_cfg *fcc, const struct listener *l, struct tls_ctx **out,
+                     bool validate_only, struct cfg_diag *d)
+{
+    *out = NULL;
+    if (!fcc->transport_socket)
+        return 0;
+    size_t before = d->nerrors;
+    *out = tls_server_new(fcc->transport_socket, fcc->node, l->stat_prefix, validate_only, d);
+    return d->nerrors > before ? -1 : 0;
 }
 
 int listeners_build(const struct bootstrap *b, unsigned nworkers, bool validate_only, struct cfg_diag *d)
@@ -104,13 +118,11 @@ int listeners_build(const struct bootstrap *b, unsigned nworkers, bool validate_
         l->chains = xcalloc(cfg->nchains ? cfg->nchains : 1, sizeof(*l->chains));
         l->matches = xcalloc(cfg->nchains ? cfg->nchains : 1, sizeof(*l->matches));
         l->nchains = cfg->nchains;
+        l->chain_tls = xcalloc(cfg->nchains ? cfg->nchains : 1, sizeof(*l->chain_tls));
         for (size_t c = 0; c < cfg->nchains; c++) {
             const struct filter_chain_cfg *fcc = &cfg->chains[c];
-            if (fcc->transport_socket) {
-                diag_error(d, fcc->transport_socket,
-                           "not supported: transport_socket on listener filter chains (TLS is not implemented yet)");
+            if (build_tls(fcc, l, &l->chain_tls[c], validate_only, d) < 0)
                 rc = -1;
-            }
             if (filter_chain_build(&l->chains[c], fcc, l->name, b, validate_only, nworkers, d) < 0)
                 rc = -1;
             if (parse_ranges(fcc->match.prefix_ranges, fcc->match.nprefix_ranges, &l->matches[c].prefix_ranges,
@@ -123,11 +135,8 @@ int listeners_build(const struct bootstrap *b, unsigned nworkers, bool validate_
         }
         if (cfg->default_chain) {
             l->default_chain = xcalloc(1, sizeof(*l->default_chain));
-            if (cfg->default_chain->transport_socket) {
-                diag_error(d, cfg->default_chain->transport_socket,
-                           "not supported: transport_socket on listener filter chains (TLS is not implemented yet)");
+            if (build_tls(cfg->default_chain, l, &l->default_tls, validate_only, d) < 0)
                 rc = -1;
-            }
             if (filter_chain_build(l->default_chain, cfg->default_chain, l->name, b, validate_only, nworkers, d) < 0)
                 rc = -1;
         }
@@ -366,7 +375,8 @@ static void socket_finish(struct herald_socket *s)
         return;
     }
     count_accept(l, s->w);
-    conn_new(s->w, l, fc, s->fd, (struct sockaddr *)&s->remote, s->rlen, (struct sockaddr *)&s->local, s->llen,
+    struct tls_ctx *tls = fc == l->default_chain ? l->default_tls : l->chain_tls[fc - l->chains];
+    conn_new(s->w, l, fc, tls, s->fd, (struct sockaddr *)&s->remote, s->rlen, (struct sockaddr *)&s->local, s->llen,
              s->server_name);
     socket_free(s, false);
 }
@@ -551,10 +561,13 @@ void listeners_destroy(void)
     for (size_t i = 0; i < nlisteners; i++) {
         struct listener *l = &listeners[i];
         for (size_t c = 0; c < l->nchains; c++) {
+            if (l->chain_tls)
+                tls_ctx_free(l->chain_tls[c]);
             filter_chain_destroy(&l->chains[c], l->nworkers);
             free(l->matches[c].prefix_ranges);
             free(l->matches[c].source_ranges);
         }
+        tls_ctx_free(l->default_tls);
         if (l->default_chain) {
             filter_chain_destroy(l->default_chain, l->nworkers);
             free(l->default_chain);
@@ -567,6 +580,7 @@ void listeners_destroy(void)
         free(l->fds);
         free(l->lfilters);
         free(l->chains);
+        free(l->chain_tls);
         free(l->matches);
         free(l->stats.worker_cx_total);
         free(l->stats.worker_cx_active);

@@ -16,11 +16,12 @@
 #include "net/address.h"
 
 struct worker;
+struct tls_ctx;
 
 struct listener_stats {
     struct herald_stat *downstream_cx_total, *downstream_cx_destroy, *downstream_cx_active,
         *downstream_cx_length_ms, *no_filter_chain_match, *downstream_pre_cx_active,
-        *downstream_pre_cx_timeout, *downstream_cx_overflow;
+        *downstream_pre_cx_timeout, *downstream_cx_overflow, *downstream_cx_transport_socket_connect_timeout;
     struct herald_stat **worker_cx_total, **worker_cx_active; /* [nworkers] */
 };
 
@@ -36,6 +37,8 @@ struct listener {
     struct filter_chain *chains; size_t nchains;
     struct chain_match *matches;       /* [nchains] */
     struct filter_chain *default_chain;
+    struct tls_ctx **chain_tls;        /* [nchains]: the chain's DownstreamTlsContext or NULL (net/tls.h) */
+    struct tls_ctx *default_tls;
     struct listener_filter *lfilters; size_t nlfilters;
     struct listener_stats stats;
     int *fds; unsigned nfds;           /* one per worker (or one shared) */

@@ -235,6 +235,9 @@ int herald_conn_splice(struct herald_conn *c, struct herald_upstream *u)
 {
     if (c->splice || c->closing || u->gone || !u->connected || c->shut_wr_pending || u->shut_wr_pending)
         return -1;
+    /* TLS: the kernel would move ciphertext; the filters copy instead */
+    if (c->ssl || u->ssl)
+        return -1;
     /* Only when no other filter wants to see the bytes. */
     for (size_t i = 0; i < c->chain->nfilters; i++) {
         const struct herald_network_filter_ops *ops = c->chain->filters[i].ops;

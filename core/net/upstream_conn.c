@@ -5,6 +5,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +19,7 @@
 #include "log.h"
 #include "net/address.h"
 #include "net/connection.h"
+#include "net/tls.h"
 #include "net/upstream_conn.h"
 #include "upstream/cluster.h"
 #include "worker.h"
@@ -58,6 +60,8 @@ static void schedule_free(struct herald_upstream *u, bool reset)
     if (reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(bufferevent_getfd(u->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else if (u->ssl && u->connected) {
+        tls_shutdown(u->ssl);
     }
     defer(u, DEFER_FREE);
 }
@@ -123,6 +127,15 @@ static void check_done(struct herald_upstream *u)
     }
 }
 
+/* Our half-close: TLS says close_notify first, then the TCP FIN. */
+static void shut_wr(struct herald_upstream *u)
+{
+    if (u->ssl)
+        tls_shutdown(u->ssl);
+    shutdown(bufferevent_getfd(u->bev), SHUT_WR);
+    u->shut_wr_done = true;
+}
+
 static void on_readable(struct bufferevent *bev, void *arg)
 {
     struct herald_upstream *u = arg;
@@ -147,8 +160,7 @@ static void on_writable(struct bufferevent *bev, void *arg)
         return;
     }
     if (u->shut_wr_pending && !u->shut_wr_done) {
-        shutdown(bufferevent_getfd(bev), SHUT_WR);
-        u->shut_wr_done = true;
+        shut_wr(u);
         check_done(u);
     }
 }
@@ -158,6 +170,9 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
     struct herald_upstream *u = arg;
     struct cluster_stats *st = &u->cluster->stats;
     if (what & BEV_EVENT_CONNECTED) {
+        /* with TLS this is after the handshake */
+        if (u->ssl)
+            tls_handshake_done(u->cluster->cfg->tls, u->ssl);
         u->connected = true;
         event_free(u->timeout_ev); /* not needed any more: one event less per idle connection */
         u->timeout_ev = NULL;
@@ -175,12 +190,22 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
             u->cbs->on_event(u->arg, HERALD_EV_CONNECTED);
         return;
     }
-    if (what & BEV_EVENT_ERROR) {
+    if ((what & BEV_EVENT_ERROR) || (!u->connected && (what & BEV_EVENT_EOF))) {
         if (!u->connected) {
+            int err = EVUTIL_SOCKET_ERROR();
             herald_stat_inc(st->upstream_cx_connect_fail);
             atomic_fetch_add_explicit(&u->host->cx_connect_fail, 1, memory_order_relaxed);
-            log_debug("upstream", "connect to %s failed: %s", u->host->addr_str,
-                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            /* the TCP connect succeeded when the socket has a peer: then TLS failed */
+            struct sockaddr_storage peer;
+            socklen_t plen = sizeof(peer);
+            if (u->ssl && getpeername(bufferevent_getfd(bev), (struct sockaddr *)&peer, &plen) == 0) {
+                char why[256];
+                tls_handshake_failed(u->cluster->cfg->tls, u->ssl, bev, why, sizeof(why));
+                log_debug("upstream", "TLS handshake with %s failed: %s", u->host->addr_str, why);
+            } else {
+                log_debug("upstream", "connect to %s failed: %s", u->host->addr_str,
+                          evutil_socket_error_to_string(err));
+            }
             end_with(u, HERALD_EV_CONNECT_FAILED, false);
         } else {
             herald_stat_inc(st->upstream_cx_destroy_remote);
@@ -232,7 +257,21 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
         *why = HERALD_UPSTREAM_OVERFLOW;
         return NULL;
     }
-    struct bufferevent *bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    /* The transport socket seam: a cluster with an UpstreamTlsContext gets an OpenSSL bufferevent;
+     * CONNECTED then comes after the handshake. */
+    SSL *ssl = NULL;
+    struct bufferevent *bev;
+    if (cl->cfg->tls) {
+        if (!(ssl = tls_ssl_new(cl->cfg->tls)))
+            return NULL;
+        bev = bufferevent_openssl_socket_new(w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        if (bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        else
+            SSL_free(ssl);
+    } else {
+        bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!bev)
         return NULL;
     struct herald_upstream *u = xcalloc(1, sizeof(*u));
@@ -243,6 +282,7 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
     u->cbs = cbs;
     u->arg = arg;
     u->bev = bev;
+    u->ssl = ssl;
     u->buffer_limit = cl->cfg->buffer_limit ? cl->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
     u->start_mono_ms = mono_ms();
     u->timeout_ev = evtimer_new(w->base, on_connect_timeout, u);
@@ -294,8 +334,7 @@ int herald_upstream_write(struct herald_upstream *u, struct herald_buf *buf, boo
     if (end_stream) {
         u->shut_wr_pending = true;
         if (len == 0 && u->connected) {
-            shutdown(bufferevent_getfd(u->bev), SHUT_WR);
-            u->shut_wr_done = true;
+            shut_wr(u);
             check_done(u);
             return 0;
         }

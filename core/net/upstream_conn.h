@@ -11,6 +11,7 @@
 
 struct worker;
 struct cluster;
+struct ssl_st;
 
 struct herald_upstream {
     struct worker *worker;
@@ -19,6 +20,7 @@ struct herald_upstream {
     const struct herald_upstream_cbs *cbs;
     void *arg;
     struct bufferevent *bev;
+    struct ssl_st *ssl;                /* TLS to the upstream (owned by bev), or NULL */
     struct event *timeout_ev;          /* while connecting only */
     struct event *deferred;            /* deferred free / re-read (upstream_conn.c) */
     unsigned work;

@@ -68,6 +68,10 @@ HERALD_EXPORT const struct sockaddr *herald_conn_local_addr(const struct herald_
 HERALD_EXPORT const char *herald_conn_remote_str(const struct herald_conn *c); /* "ip:port" */
 HERALD_EXPORT const char *herald_conn_local_str(const struct herald_conn *c);
 HERALD_EXPORT const char *herald_conn_server_name(const struct herald_conn *c); /* SNI or NULL */
+/* TLS (transport_socket envoy.transport_sockets.tls on the filter chain): whether
+ * the connection is TLS, and the ALPN protocol the handshake chose (or NULL). */
+HERALD_EXPORT bool herald_conn_is_tls(const struct herald_conn *c);
+HERALD_EXPORT const char *herald_conn_alpn(const struct herald_conn *c);
 HERALD_EXPORT const char *herald_conn_listener_name(const struct herald_conn *c);
 HERALD_EXPORT uint32_t herald_conn_buffer_limit(const struct herald_conn *c); /* per_connection_buffer_limit_bytes */
 HERALD_EXPORT uint64_t herald_conn_start_ms(const struct herald_conn *c); /* wall clock, ms since the epoch */

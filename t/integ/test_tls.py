@@ -1,0 +1,564 @@
+"""TLS: DownstreamTlsContext on filter chains, UpstreamTlsContext on clusters,
+the tls_inspector listener filter, certificate reload. Real peers: openssl
+s_client/s_server and Python's ssl. A throwaway CA and certificates are made
+with the openssl command in the test's tmp dir."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+import helpers
+
+DOWN = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UP = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+INSPECTOR = {"name": "envoy.filters.listener.tls_inspector",
+             "typed_config": {"@type": "type.googleapis.com/"
+                              "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+# ------------------------------------------------------------------ certificates
+
+
+def run(*cmd, cwd=None):
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+class Pki:
+    """A CA and certificates signed by it, in dir."""
+
+    def __init__(self, d, name="ca"):
+        self.dir = d
+        os.makedirs(d, exist_ok=True)
+        self.ca = self.p(name + ".crt")
+        self.ca_key = self.p(name + ".key")
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.ca_key, "-out", self.ca,
+            "-subj", "/CN=herald test " + name, "-days", "2")
+        self.serial = 100
+
+    def p(self, f):
+        return os.path.join(self.dir, f)
+
+    def issue(self, name, cn, kind="rsa", san=None, client=False):
+        """Returns (cert path, key path, serial)."""
+        key, csr, crt, ext = (self.p(name + x) for x in (".key", ".csr", ".crt", ".ext"))
+        if kind == "rsa":
+            run("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
+        else:
+            run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
+        run("openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/CN=" + cn)
+        with open(ext, "w") as f:
+            f.write("subjectAltName=%s\n" % (san or "DNS:" + cn))
+            f.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+        self.serial += 1
+        run("openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-set_serial",
+            str(self.serial), "-days", "2", "-out", crt, "-extfile", ext)
+        return crt, key, self.serial
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    p = Pki(d)
+    p.a_rsa = p.issue("a_rsa", "a.example")
+    p.a_ec = p.issue("a_ec", "a.example", kind="ec")
+    p.b_rsa = p.issue("b_rsa", "b.example")
+    p.client = p.issue("client", "client", san="URI:spiffe://test/client", client=True)
+    p.client_bad = p.issue("client_bad", "client", san="URI:spiffe://test/other", client=True)
+    p.upstream = p.issue("upstream", "backend.internal")
+    other = Pki(os.path.join(d, "other"), "other")
+    p.other_ca = other.ca
+    p.other_client = other.issue("client2", "client", san="URI:spiffe://test/client", client=True)
+    return p
+
+
+def certs(*pairs):
+    return [{"certificate_chain": {"filename": c}, "private_key": {"filename": k}} for c, k, *_ in pairs]
+
+
+def tls_socket(certificates, tls_params=None, **extra):
+    ctx = {"common_tls_context": {"tls_certificates": certificates}}
+    if tls_params:
+        ctx["common_tls_context"]["tls_params"] = tls_params
+    for k, v in extra.items():
+        if k in ("validation_context", "alpn_protocols"):
+            ctx["common_tls_context"][k] = v
+        else:
+            ctx[k] = v
+    ctx["@type"] = DOWN
+    return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def tls_listener(port, cluster, chains, stat_prefix="tls", listener_filters=None):
+    """chains: list of (filter_chain_match or None, transport_socket or None)."""
+    fcs = []
+    for match, ts in chains:
+        fc = {"filters": [helpers.tcp_proxy_filter(cluster, stat_prefix)]}
+        if match:
+            fc["filter_chain_match"] = match
+        if ts:
+            fc["transport_socket"] = ts
+        fcs.append(fc)
+    lst = {"name": "tls_%d" % port, "stat_prefix": stat_prefix, "address": helpers.sock_addr(port),
+           "filter_chains": fcs}
+    if listener_filters:
+        lst["listener_filters"] = listener_filters
+    return lst
+
+
+def client_ctx(pki, cert=None, alpn=None):
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    if cert:
+        ctx.load_cert_chain(cert[0], cert[1])
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def tls_connect(port, ctx, sni, timeout=5):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return ctx.wrap_socket(raw, server_hostname=sni)
+
+
+def echo_roundtrip(s, data=b"hello over tls\n"):
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
+
+
+def s_client(port, *args, stdin=b"", timeout=10):
+    """openssl s_client; returns (rc, stdout+stderr text)."""
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + list(args)
+    p = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+def handshake_ok(out):
+    return "Cipher is (NONE)" not in out and ("Protocol  :" in out or "Protocol version:" in out or
+                                              "New, TLS" in out or "Reused, TLS" in out)
+
+
+# ------------------------------------------------------------------ termination
+
+
+def test_tcp_proxy_over_tls_bytes_intact(herald, upstreams, port, pki):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, tls_socket(certs(pki.a_rsa)))])],
+                                 [helpers.cluster("echo", [echo.addr])]))
+    s = tls_connect(p, client_ctx(pki), "a.example")
+    assert s.version() == "TLSv1.3"
+    payload = os.urandom(3 << 20)
+    got = bytearray()
+    # one thread: an SSL object must not be read and written at once
+    for off in range(0, len(payload), 65536):
+        s.sendall(payload[off:off + 65536])
+        while len(got) < off - (256 << 10):
+            d = s.recv(1 << 20)
+            assert d, "EOF after %d bytes" % len(got)
+            got += d
+    while len(got) < len(payload):
+        d = s.recv(1 << 20)
+        assert d, "EOF after %d bytes" % len(got)
+        got += d
+    assert bytes(got) == payload
+    s.close()
+    assert h.wait_stat("listener.tls.ssl.handshake", lambda v: v >= 1) >= 1
+    st = h.stats()
+    assert st.get("listener.tls.ssl.versions.TLSv1.3", 0) >= 1
+    assert sum(v for k, v in st.items() if k.startswith("listener.tls.ssl.cipher.")) >= 1
+    assert sum(v for k, v in st.items() if k.startswith("listener.tls.ssl.curves.")) >= 1
+
+
+def test_old_versions_refused_by_default(herald, upstreams, port, pki):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, tls_socket(certs(pki.a_rsa)))])],
+                                 [helpers.cluster("echo", [echo.addr])]))
+    for flag in ("-tls1", "-tls1_1"):
+        rc, out = s_client(p, flag, "-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "a.example")
+        assert rc != 0 and not handshake_ok(out), "%s accepted:\n%s" % (flag, out)
+    for flag in ("-tls1_2", "-tls1_3"):
+        rc, out = s_client(p, flag, "-servername", "a.example")
+        assert rc == 0 and handshake_ok(out), "%s refused:\n%s" % (flag, out)
+    # a TLS 1.2 client offering only non-forward-secret or non-AEAD ciphers is refused
+    for cipher in ("AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA", "AES256-SHA256"):
+        rc, out = s_client(p, "-tls1_2", "-cipher", cipher, "-servername", "a.example")
+        assert rc != 0 and not handshake_ok(out), "%s accepted:\n%s" % (cipher, out)
+    assert h.wait_stat("listener.tls.ssl.connection_error", lambda v: v >= 5) >= 5
+
+
+def test_old_versions_accepted_when_configured(herald, upstreams, port, pki):
+    """Proves the refusal test can fail: the same s_client commands succeed
+    against a listener that allows TLS 1.0 and weak ciphers."""
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    ts = tls_socket(certs(pki.a_rsa), tls_params={"tls_minimum_protocol_version": "TLSv1_0",
+                                                  "cipher_suites": ["DEFAULT:@SECLEVEL=0"]})
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, ts)])], [helpers.cluster("echo", [echo.addr])]))
+    for flag in ("-tls1", "-tls1_1"):
+        rc, out = s_client(p, flag, "-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "a.example")
+        assert rc == 0 and handshake_ok(out), "%s refused:\n%s" % (flag, out)
+    rc, out = s_client(p, "-tls1_2", "-cipher", "AES128-GCM-SHA256", "-servername", "a.example")
+    assert rc == 0 and handshake_ok(out), out
+    st = h.stats()
+    assert st.get("listener.tls.ssl.versions.TLSv1", 0) >= 1 and st.get("listener.tls.ssl.versions.TLSv1.1", 0) >= 1
+
+
+def test_validate_warns_about_old_versions(tmp_path, pki):
+    import conftest
+    cfg = helpers.bootstrap([tls_listener(1, "echo", [(None, tls_socket(
+        certs(pki.a_rsa), tls_params={"tls_minimum_protocol_version": "TLSv1_0"}))])],
+        [helpers.cluster("echo", [("127.0.0.1", 1)])])
+    path = tmp_path / "c.json"
+    import json
+    path.write_text(json.dumps(cfg))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+    assert r.returncode == 0, r.stderr
+    assert "older than 1.2" in r.stderr
+
+
+def test_bad_tls_config_errors(tmp_path, pki):
+    import conftest
+    import json
+    cases = [
+        ({"certificate_chain": {"filename": pki.a_rsa[0]}, "private_key": {"filename": pki.b_rsa[1]}},
+         "does not match"),
+        ({"certificate_chain": {"filename": "/nonexistent.crt"}, "private_key": {"filename": pki.a_rsa[1]}},
+         "cannot read"),
+    ]
+    for cert, msg in cases:
+        cfg = helpers.bootstrap([tls_listener(1, "echo", [(None, tls_socket([cert]))])],
+                                [helpers.cluster("echo", [("127.0.0.1", 1)])])
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps(cfg))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+        assert r.returncode == 1 and msg in r.stderr, r.stderr
+    # v2 field and an unknown field
+    lst = tls_listener(1, "echo", [(None, None)])
+    lst["filter_chains"][0]["tls_context"] = {}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(helpers.bootstrap([lst], [helpers.cluster("echo", [("127.0.0.1", 1)])])))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+    assert r.returncode == 1 and "transport_socket" in r.stderr, r.stderr
+    ts = tls_socket(certs(pki.a_rsa))
+    ts["typed_config"]["common_tls_context"]["tls_parms"] = {}
+    path.write_text(json.dumps(helpers.bootstrap([tls_listener(1, "echo", [(None, ts)])],
+                                                 [helpers.cluster("echo", [("127.0.0.1", 1)])])))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+    assert r.returncode == 1 and "tls_params" in r.stderr, r.stderr
+
+
+def test_rsa_or_ecdsa_by_client_sigalgs(herald, upstreams, port, pki):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, tls_socket(certs(pki.a_rsa, pki.a_ec)))])],
+                                 [helpers.cluster("echo", [echo.addr])]))
+    for ver in ("-tls1_2", "-tls1_3"):
+        rc, out = s_client(p, ver, "-sigalgs", "ECDSA+SHA256", "-servername", "a.example")
+        assert rc == 0 and "Peer signature type: ECDSA" in out and "Server public key is 256 bit" in out, out
+        rc, out = s_client(p, ver, "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256", "-servername", "a.example")
+        assert rc == 0 and "Peer signature type: RSA" in out and "Server public key is 2048 bit" in out, out
+    assert h.stat("listener.tls.ssl.handshake") >= 4
+
+
+def test_sni_picks_chain_and_certificate(herald, upstreams, port, pki):
+    ea = upstreams(helpers.EchoServer, tag="A")
+    eb = upstreams(helpers.EchoServer, tag="B")
+    p = port()
+    lst = {"name": "sni", "stat_prefix": "sni", "address": helpers.sock_addr(p),
+           "listener_filters": [INSPECTOR],
+           "filter_chains": [
+               {"filter_chain_match": {"server_names": ["a.example"]}, "transport_socket": tls_socket(certs(pki.a_rsa)),
+                "filters": [helpers.tcp_proxy_filter("ca", "a")]},
+               {"filter_chain_match": {"server_names": ["b.example"]}, "transport_socket": tls_socket(certs(pki.b_rsa)),
+                "filters": [helpers.tcp_proxy_filter("cb", "b")]},
+           ]}
+    h = herald(helpers.bootstrap([lst], [helpers.cluster("ca", [ea.addr]), helpers.cluster("cb", [eb.addr])]))
+    for name, tag in (("a.example", b"A"), ("b.example", b"B")):
+        s = tls_connect(p, client_ctx(pki), name)  # verifies the certificate's name too
+        cert = s.getpeercert()
+        cn = dict(x[0] for x in cert["subject"])["commonName"]
+        assert cn == name
+        assert helpers.recv_line(s) == tag
+        s.close()
+        rc, out = s_client(p, "-servername", name)
+        assert "CN = %s" % name in out or "CN=%s" % name in out, out
+    # an unknown name matches no chain
+    raw = socket.create_connection(("127.0.0.1", p), timeout=5)
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    ctx.check_hostname = False
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        ctx.wrap_socket(raw, server_hostname="c.example")
+    assert h.wait_stat("listener.sni.no_filter_chain_match", lambda v: v >= 1) >= 1
+    assert h.stat("tls_inspector.sni_found") >= 5
+
+
+def test_mtls(herald, upstreams, port, pki):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    ts = tls_socket(certs(pki.a_rsa), require_client_certificate=True,
+                    validation_context={"trusted_ca": {"filename": pki.ca},
+                                        "match_typed_subject_alt_names": [
+                                            {"san_type": "URI", "matcher": {"exact": "spiffe://test/client"}}]})
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, ts)])], [helpers.cluster("echo", [echo.addr])]))
+    s = tls_connect(p, client_ctx(pki, cert=pki.client), "a.example")
+    assert echo_roundtrip(s) == b"hello over tls\n"
+    s.close()
+    # without a certificate: refused
+    rc, out = s_client(p, "-tls1_2", "-servername", "a.example", stdin=b"x\n")
+    assert rc != 0 and "alert" in out, out
+    # TLS 1.3: the client finishes its handshake first and learns it at its first read
+    s = tls_connect(p, client_ctx(pki), "a.example")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        s.sendall(b"x\n")  # the server's alert may already be there
+        assert s.recv(100) == b""
+        raise ConnectionError("closed")
+    assert h.wait_stat("listener.tls.ssl.fail_verify_no_cert", lambda v: v >= 2) >= 2
+    # a certificate from another CA: refused, fail_verify_error
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        s = tls_connect(p, client_ctx(pki, cert=pki.other_client), "a.example")
+        echo_roundtrip(s)
+    assert h.wait_stat("listener.tls.ssl.fail_verify_error", lambda v: v >= 1) >= 1
+    # a good certificate whose SAN does not match: fail_verify_san
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        s = tls_connect(p, client_ctx(pki, cert=pki.client_bad), "a.example")
+        echo_roundtrip(s)
+    assert h.wait_stat("listener.tls.ssl.fail_verify_san", lambda v: v >= 1) >= 1
+
+
+def test_session_resumption(herald, upstreams, port, pki, tmp_path):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, tls_socket(certs(pki.a_rsa)))])],
+                                 [helpers.cluster("echo", [echo.addr])]), concurrency=2)
+    sess = str(tmp_path / "sess")
+    rc, out = s_client(p, "-tls1_2", "-servername", "a.example", "-sess_out", sess, stdin=b"x\n")
+    assert rc == 0 and "New," in out, out
+    reused = 0
+    for _ in range(4):  # lands on both workers: the ticket keys are shared
+        rc, out = s_client(p, "-tls1_2", "-servername", "a.example", "-sess_in", sess, stdin=b"x\n")
+        reused += "Reused," in out
+    assert reused == 4, out
+    # TLS 1.3 (tickets arrive after the handshake: read something first)
+    for ver in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_ctx(pki)
+        ctx.maximum_version = ver
+        s = tls_connect(p, ctx, "a.example")
+        assert echo_roundtrip(s) == b"hello over tls\n"
+        session = s.session
+        s.close()
+        for _ in range(4):
+            raw = socket.create_connection(("127.0.0.1", p), timeout=5)
+            s = ctx.wrap_socket(raw, server_hostname="a.example", session=session)
+            assert echo_roundtrip(s) == b"hello over tls\n"
+            assert s.session_reused, ver
+            session = s.session
+            s.close()
+    assert h.wait_stat("listener.tls.ssl.session_reused", lambda v: v >= 12) >= 12
+
+
+def test_certificate_reload(herald, upstreams, port, pki, tmp_path):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    crt, key = str(tmp_path / "live.crt"), str(tmp_path / "live.key")
+    shutil.copy(pki.a_rsa[0], crt)
+    shutil.copy(pki.a_rsa[1], key)
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, tls_socket(certs((crt, key))))])],
+                                 [helpers.cluster("echo", [echo.addr])]))
+    old = tls_connect(p, client_ctx(pki), "a.example")
+    assert int(old.getpeercert()["serialNumber"], 16) == pki.a_rsa[2]
+    assert echo_roundtrip(old) == b"hello over tls\n"
+    new_crt, new_key, new_serial = pki.issue("a_rsa2", "a.example")
+    # replace by rename, key first (as cert managers do); a half-done pair is kept out
+    shutil.copy(new_key, key + ".tmp")
+    os.rename(key + ".tmp", key)
+    shutil.copy(new_crt, crt + ".tmp")
+    os.rename(crt + ".tmp", crt)
+
+    def serial():
+        s = tls_connect(p, client_ctx(pki), "a.example")
+        n = int(s.getpeercert()["serialNumber"], 16)
+        s.close()
+        return n == new_serial
+    assert helpers.wait_for(serial, timeout=8), "the new certificate was not picked up"
+    assert echo_roundtrip(old, b"still here\n") == b"still here\n"  # the old connection stays up
+    old.close()
+    assert h.stat("listener.tls.server_ssl_socket_factory.ssl_context_update_by_file") >= 1
+    assert "certificate files changed" in h.log()
+
+
+# ------------------------------------------------------------------ tls_inspector
+
+
+def test_inspector_tls_and_plaintext_on_one_port(herald, upstreams, port, pki):
+    etls = upstreams(helpers.EchoServer, tag="TLS")
+    eraw = upstreams(helpers.EchoServer, tag="RAW")
+    p = port()
+    lst = {"name": "mixed", "stat_prefix": "mixed", "address": helpers.sock_addr(p),
+           "listener_filters": [INSPECTOR],
+           "filter_chains": [
+               {"filter_chain_match": {"transport_protocol": "tls"}, "transport_socket": tls_socket(certs(pki.a_rsa)),
+                "filters": [helpers.tcp_proxy_filter("ctls", "t")]},
+               {"filter_chain_match": {"transport_protocol": "raw_buffer"},
+                "filters": [helpers.tcp_proxy_filter("craw", "r")]},
+           ]}
+    h = herald(helpers.bootstrap([lst], [helpers.cluster("ctls", [etls.addr]), helpers.cluster("craw", [eraw.addr])]))
+    s = tls_connect(p, client_ctx(pki, alpn=["h2", "http/1.1"]), "a.example")
+    assert helpers.recv_line(s) == b"TLS"
+    assert echo_roundtrip(s) == b"hello over tls\n"
+    s.close()
+    c = helpers.connect(p)
+    c.sendall(b"plain\n")
+    assert helpers.recv_line(c) == b"RAW"
+    assert helpers.recv_line(c) == b"plain"
+    c.close()
+    # a client that sends nothing first (server-speaks-first protocols) is not TLS... it waits:
+    # the inspector needs the first byte, as in Envoy. One byte is enough for plaintext:
+    c = helpers.connect(p)
+    c.sendall(b"G")
+    assert helpers.recv_line(c) == b"RAW"
+    c.close()
+    st = h.stats()
+    assert st.get("tls_inspector.tls_found", 0) >= 1 and st.get("tls_inspector.tls_not_found", 0) >= 2
+    assert st.get("tls_inspector.alpn_found", 0) >= 1 and st.get("tls_inspector.sni_found", 0) >= 1
+
+
+def test_inspector_oversized_hello(herald, upstreams, port):
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    insp = {"name": "envoy.listener.tls_inspector",
+            "typed_config": {"@type": INSPECTOR["typed_config"]["@type"], "initial_read_buffer_size": 1024}}
+    lst = helpers.tcp_listener(p, "echo", stat_prefix="x")
+    lst["listener_filters"] = [insp]
+    h = herald(helpers.bootstrap([lst], [helpers.cluster("echo", [echo.addr])]))
+    c = helpers.connect(p)
+    # a handshake record announcing a 4000-byte ClientHello
+    body = b"\x01" + (4000).to_bytes(3, "big") + b"\x03\x03" + os.urandom(1100)
+    c.sendall(b"\x16\x03\x01" + len(body).to_bytes(2, "big") + body)
+    assert helpers.closed_by_peer(c)
+    assert h.wait_stat("tls_inspector.client_hello_too_large", lambda v: v >= 1) >= 1
+
+
+def test_sni_passthrough(herald, upstreams, port, pki, tmp_path):
+    """tls_inspector + tcp_proxy without termination: routed by SNI to two TLS backends."""
+    servers = []
+    for name, cert in (("a.example", pki.a_rsa), ("b.example", pki.b_rsa)):
+        srv = TlsEchoServer(cert)
+        upstreams(lambda s=srv: s)
+        servers.append(srv)
+    p = port()
+    lst = {"name": "pt", "stat_prefix": "pt", "address": helpers.sock_addr(p), "listener_filters": [INSPECTOR],
+           "filter_chains": [
+               {"filter_chain_match": {"server_names": ["a.example"]}, "filters": [helpers.tcp_proxy_filter("pa")]},
+               {"filter_chain_match": {"server_names": ["*.example"]}, "filters": [helpers.tcp_proxy_filter("pb")]},
+           ]}
+    herald(helpers.bootstrap([lst], [helpers.cluster("pa", [servers[0].addr]),
+                                     helpers.cluster("pb", [servers[1].addr])]))
+    for name in ("a.example", "b.example"):
+        s = tls_connect(p, client_ctx(pki), name)  # the backend's certificate must match the name
+        assert echo_roundtrip(s) == b"hello over tls\n"
+        s.close()
+
+
+# ------------------------------------------------------------------ upstream TLS
+
+
+class TlsEchoServer(helpers.TcpServer):
+    """Echo over TLS with a given (cert, key); records the SNI it saw; optionally wants a client cert."""
+
+    def __init__(self, cert, client_ca=None):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert[0], cert[1])
+        if client_ca:
+            self.ctx.load_verify_locations(client_ca)
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.snis = []
+        self.ctx.sni_callback = lambda sock, name, ctx: self.snis.append(name)
+        super().__init__()
+
+    def handle(self, c):
+        try:
+            s = self.ctx.wrap_socket(c, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        while True:
+            try:
+                d = s.recv(65536)
+            except (ssl.SSLError, OSError):
+                break
+            if not d:
+                break
+            s.sendall(d)
+
+
+def upstream_tls(ca=None, sni=None, client_cert=None, **extra):
+    ctx = {"@type": UP, "common_tls_context": {}}
+    if ca:
+        ctx["common_tls_context"]["validation_context"] = {"trusted_ca": {"filename": ca}}
+    if client_cert:
+        ctx["common_tls_context"]["tls_certificates"] = certs(client_cert)
+    if sni:
+        ctx["sni"] = sni
+    ctx.update(extra)
+    return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def test_upstream_tls(herald, upstreams, port, pki):
+    srv = upstreams(lambda: TlsEchoServer(pki.upstream, client_ca=pki.ca))
+    p = port()
+    cl = helpers.cluster("up", [srv.addr],
+                         transport_socket=upstream_tls(ca=pki.ca, sni="backend.internal", client_cert=pki.client,
+                                                       auto_sni_san_validation=True))
+    h = herald(helpers.bootstrap([helpers.tcp_listener(p, "up")], [cl]))
+    c = helpers.connect(p)
+    data = os.urandom(1 << 20)
+    threading.Thread(target=c.sendall, args=(data,)).start()
+    got = bytearray()
+    while len(got) < len(data):
+        d = c.recv(1 << 20)
+        assert d
+        got += d
+    assert bytes(got) == data
+    c.close()
+    assert srv.snis and srv.snis[0] == "backend.internal"
+    assert h.wait_stat("cluster.up.ssl.handshake", lambda v: v >= 1) >= 1
+
+
+def test_upstream_tls_wrong_ca_fails(herald, upstreams, port, pki):
+    srv = upstreams(lambda: TlsEchoServer(pki.upstream))
+    p = port()
+    cl = helpers.cluster("up", [srv.addr], transport_socket=upstream_tls(ca=pki.other_ca, sni="backend.internal"))
+    h = herald(helpers.bootstrap([helpers.tcp_listener(p, "up")], [cl]))
+    c = helpers.connect(p)
+    c.sendall(b"x")
+    assert helpers.closed_by_peer(c)
+    assert h.wait_stat("cluster.up.ssl.connection_error", lambda v: v >= 1) >= 1
+    assert h.stat("cluster.up.upstream_cx_connect_fail") >= 1
+    assert h.stat("cluster.up.ssl.handshake") == 0
+
+
+def test_upstream_tls_san_mismatch_fails(herald, upstreams, port, pki):
+    srv = upstreams(lambda: TlsEchoServer(pki.upstream))
+    p = port()
+    ts = upstream_tls(ca=pki.ca, sni="backend.internal")
+    ts["typed_config"]["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] = [
+        {"san_type": "DNS", "matcher": {"exact": "other.internal"}}]
+    h = herald(helpers.bootstrap([helpers.tcp_listener(p, "up")], [helpers.cluster("up", [srv.addr],
+                                                                                   transport_socket=ts)]))
+    c = helpers.connect(p)
+    c.sendall(b"x")
+    assert helpers.closed_by_peer(c)
+    assert h.wait_stat("cluster.up.ssl.fail_verify_san", lambda v: v >= 1) >= 1
