@@ -2481,6 +2481,7 @@ static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *
     }
     struct herald_filter_env fenv = *env;
     fenv.filter_name = p->desc->name;
+    fenv.stat_prefix = cm->stat_prefix;
     const struct herald_http_filter_ops *ops = p->desc->ops;
     void *conf = NULL;
     int rc = ops->config_create ? ops->config_create(tc, &fenv, &conf, &err) : 0;
