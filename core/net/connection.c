@@ -35,6 +35,7 @@
  * connection: idle connections are what a proxy has most of). */
 #define DEFER_FREE 0x1u               /* destruction */
 #define DEFER_READ 0x2u               /* re-read of buffered input after a resume */
+#define DEFER_FLUSH 0x4u              /* write the output (plain sockets) */
 
 struct conn_extra {
     struct event *deferred;
@@ -143,6 +144,8 @@ static void on_writable(struct bufferevent *bev, void *arg)
 {
     struct herald_conn *c = arg;
     size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+    if (len == 0 && !c->tls)
+        bufferevent_disable(bev, EV_WRITE); /* back to flush_output(): no arming per write */
     if (c->above_high && len <= c->buffer_limit / 2) {
         c->above_high = false;
         if (!c->closing)
@@ -260,14 +263,53 @@ static void free_conn(struct herald_conn *c)
     free(c);
 }
 
+/* Plain sockets write from here, once per loop iteration, with whatever
+ * the filters queued meanwhile (the head and body of a response go in one
+ * writev). Only what the socket refuses goes through the bufferevent's
+ * EV_WRITE: arming and disarming it for every write would cost two
+ * epoll_ctl and an epoll_wait each time. */
+int write_out(struct evbuffer *out, int fd)
+{
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write(out, fd);
+    int saved = errno;
+    evbuffer_freeze(out, 1);
+    errno = saved;
+    return n;
+}
+
+static void flush_output(struct herald_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->closing && !c->flush_close)
+        return;
+    if (evbuffer_get_length(out) > 0 && write_out(out, c->fd) < 0 && errno != EAGAIN && errno != EINTR) {
+        c->remote_closed = true;
+        if (c->closing)
+            finalize(c, true);
+        else
+            herald_conn_close(c, HERALD_CLOSE_RESET);
+        return;
+    }
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(c->bev, EV_WRITE); /* the rest when the socket takes it */
+        return;
+    }
+    on_writable(c->bev, c);
+}
+
 static void run_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_conn *c = arg;
     unsigned work = extra(c)->work;
     extra(c)->work &= DEFER_FREE; /* a free stays requested */
-    if (work & DEFER_FREE)
+    if (work & DEFER_FREE) {
         free_conn(c);
-    else if (work & DEFER_READ)
+        return;
+    }
+    if (work & DEFER_FLUSH)
+        flush_output(c);
+    if ((work & DEFER_READ) && !(extra(c)->work & DEFER_FREE))
         redispatch(c);
 }
 
@@ -349,7 +391,10 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     bufferevent_set_max_single_write(c->bev, 256 * 1024);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);
-    bufferevent_enable(c->bev, EV_WRITE);
+    if (tls)
+        bufferevent_enable(c->bev, EV_WRITE);
+    else /* flush_output() writes, and enables EV_WRITE only when the socket is full */
+        bufferevent_disable(c->bev, EV_WRITE);
     c->sessions = xcalloc(chain->nfilters ? chain->nfilters : 1, sizeof(void *));
     if (c->handshaking) {
         uint64_t ms = tls_handshake_timeout_ms(tls);
@@ -460,6 +505,8 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
     struct evbuffer *out = bufferevent_get_output(c->bev);
     c->tx_bytes += evbuffer_get_length(buf_ev(buf));
     evbuffer_add_buffer(out, buf_ev(buf));
+    if (!c->tls && evbuffer_get_length(out) > 0)
+        defer(c, DEFER_FLUSH);
     size_t len = evbuffer_get_length(out);
     if (end_stream) {
         c->shut_wr_pending = true;
@@ -492,6 +539,8 @@ void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
     bufferevent_disable(c->bev, EV_READ);
     if (mode == HERALD_CLOSE_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         c->flush_close = true; /* on_writable finishes it */
+        if (!c->tls)
+            defer(c, DEFER_FLUSH);
         return;
     }
     finalize(c, mode == HERALD_CLOSE_RESET);

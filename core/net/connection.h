@@ -62,6 +62,9 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
 /* Closes every live connection on this worker (shutdown after the drain time). */
 void conn_close_all(struct worker *w);
 unsigned conn_count(struct worker *w);
+/* Writes what out holds to fd (a bufferevent's output buffer, whose start
+ * the bufferevent keeps frozen: this unfreezes it around the write). */
+int write_out(struct evbuffer *out, int fd);
 /* Shutdown: tells every connection's filters that the server drains. */
 void conn_drain_all(struct worker *w);
 /* Shutdown: drops every upstream connection of this worker (upstream_conn.c). */

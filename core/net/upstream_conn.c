@@ -3,6 +3,7 @@
  * cluster.<name>.upstream_cx_*, watermarks and half-close like downstream. */
 #include "config.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -27,6 +28,7 @@
 
 #define DEFER_FREE 0x1u
 #define DEFER_READ 0x2u
+#define DEFER_FLUSH 0x4u /* plain sockets: write what was queued this iteration (see connection.c) */
 
 static void defer(struct herald_upstream *u, unsigned work)
 {
@@ -37,14 +39,20 @@ static void defer(struct herald_upstream *u, unsigned work)
 static void free_upstream(struct herald_upstream *u);
 static void redispatch(struct herald_upstream *u);
 
+static void flush_output(struct herald_upstream *u);
+
 static void run_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_upstream *u = arg;
     unsigned work = u->work;
     u->work &= DEFER_FREE;
-    if (work & DEFER_FREE)
+    if (work & DEFER_FREE) {
         free_upstream(u);
-    else if (work & DEFER_READ)
+        return;
+    }
+    if (work & DEFER_FLUSH)
+        flush_output(u);
+    if ((work & DEFER_READ) && !(u->work & DEFER_FREE))
         redispatch(u);
 }
 
@@ -148,6 +156,8 @@ static void on_writable(struct bufferevent *bev, void *arg)
 {
     struct herald_upstream *u = arg;
     size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+    if (len == 0 && !u->ssl && u->connected)
+        bufferevent_disable(bev, EV_WRITE); /* back to flush_output(): no arming per write */
     if (u->above_high && len <= u->buffer_limit / 2) {
         u->above_high = false;
         if (!u->closing && u->cbs->on_event)
@@ -163,6 +173,27 @@ static void on_writable(struct bufferevent *bev, void *arg)
         shut_wr(u);
         check_done(u);
     }
+}
+
+static void flush_output(struct herald_upstream *u)
+{
+    struct evbuffer *out = bufferevent_get_output(u->bev);
+    if (u->gone || (u->closing && !u->flush_close))
+        return;
+    if (evbuffer_get_length(out) > 0 && write_out(out, bufferevent_getfd(u->bev)) < 0 && errno != EAGAIN &&
+        errno != EINTR) {
+        herald_stat_inc(u->cluster->stats.upstream_cx_destroy_remote);
+        if (u->closing)
+            schedule_free(u, true);
+        else
+            end_with(u, HERALD_EV_REMOTE_CLOSE, true);
+        return;
+    }
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(u->bev, EV_WRITE); /* the rest when the socket takes it */
+        return;
+    }
+    on_writable(u->bev, u);
 }
 
 static void on_bev_event(struct bufferevent *bev, short what, void *arg)
@@ -186,6 +217,12 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (!u->pause_mask)
             bufferevent_enable(bev, EV_READ);
+        if (!u->ssl) {
+            /* from now on flush_output() writes (see connection.c) */
+            bufferevent_disable(bev, EV_WRITE);
+            if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+                defer(u, DEFER_FLUSH);
+        }
         if (u->cbs->on_event)
             u->cbs->on_event(u->arg, HERALD_EV_CONNECTED);
         return;
@@ -330,6 +367,8 @@ int herald_upstream_write(struct herald_upstream *u, struct herald_buf *buf, boo
     if (n)
         herald_stat_add(u->cluster->stats.upstream_cx_tx_bytes_total, n);
     evbuffer_add_buffer(out, buf_ev(buf));
+    if (!u->ssl && u->connected && evbuffer_get_length(out) > 0)
+        defer(u, DEFER_FLUSH);
     size_t len = evbuffer_get_length(out);
     if (end_stream) {
         u->shut_wr_pending = true;
@@ -361,6 +400,8 @@ void herald_upstream_close(struct herald_upstream *u, enum herald_close_mode mod
     bufferevent_disable(u->bev, EV_READ);
     if (mode == HERALD_CLOSE_FLUSH && u->connected && evbuffer_get_length(bufferevent_get_output(u->bev)) > 0) {
         u->flush_close = true; /* on_writable frees it once flushed */
+        if (!u->ssl)
+            defer(u, DEFER_FLUSH);
         return;
     }
     schedule_free(u, mode == HERALD_CLOSE_RESET);
