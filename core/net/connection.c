@@ -187,7 +187,7 @@ static void handshake_event(struct herald_conn *c, short what)
         herald_stat_inc(c->listener->stats.downstream_cx_transport_socket_connect_timeout);
         snprintf(why, sizeof(why), "timeout (transport_socket_connect_timeout)");
     }
-    log_debug("conn", "C%llu: TLS handshake with %s failed: %s", (unsigned long long)c->id, c->remote_str, why);
+    log_debug("conn", "C%llu: TLS handshake with %s failed: %s", (unsigned long long)c->id, herald_conn_remote_str(c), why);
     c->remote_closed = true;
     finalize(c, true);
 }
@@ -260,6 +260,8 @@ static void free_conn(struct herald_conn *c)
     free(c->sessions);
     free(c->server_name);
     free(c->alpn);
+    free(c->remote_str);
+    free(c->local_str);
     free(c);
 }
 
@@ -344,12 +346,10 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     c->listener = l;
     c->chain = chain;
     c->fd = fd;
-    memcpy(&c->remote, remote, rlen);
+    memcpy(&c->remote, remote, rlen < sizeof(c->remote) ? rlen : sizeof(c->remote));
     c->remote_len = rlen;
-    memcpy(&c->local, local, llen);
+    memcpy(&c->local, local, llen < sizeof(c->local) ? llen : sizeof(c->local));
     c->local_len = llen;
-    addr_format((const struct sockaddr *)&c->remote, c->remote_str, sizeof(c->remote_str));
-    addr_format((const struct sockaddr *)&c->local, c->local_str, sizeof(c->local_str));
     c->server_name = server_name ? xstrdup(server_name) : NULL;
     c->stopped_at = SIZE_MAX;
     c->buffer_limit = l->cfg->buffer_limit ? l->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
@@ -402,8 +402,8 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
             struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
             bufferevent_set_timeouts(c->bev, &tv, &tv);
         }
-        log_trace("conn", "C%llu accepted from %s on %s (TLS)", (unsigned long long)c->id, c->remote_str,
-                  c->local_str);
+        log_trace("conn", "C%llu accepted from %s on %s (TLS)", (unsigned long long)c->id,
+                  herald_conn_remote_str(c), herald_conn_local_str(c));
         return c;
     }
     start_filters(c);
@@ -426,7 +426,8 @@ static void start_filters(struct herald_conn *c)
             return;
         }
     }
-    log_trace("conn", "C%llu accepted from %s on %s", (unsigned long long)c->id, c->remote_str, c->local_str);
+    log_trace("conn", "C%llu accepted from %s on %s", (unsigned long long)c->id, herald_conn_remote_str(c),
+              herald_conn_local_str(c));
     run_new_connection(c);
     if (!c->closing && !paused(c))
         bufferevent_enable(c->bev, EV_READ);
@@ -467,8 +468,28 @@ const struct sockaddr *herald_conn_local_addr(const struct herald_conn *c, sockl
     return (const struct sockaddr *)&c->local;
 }
 
-const char *herald_conn_remote_str(const struct herald_conn *c) { return c->remote_str; }
-const char *herald_conn_local_str(const struct herald_conn *c) { return c->local_str; }
+/* Formatted on first use: an idle connection does not pay for the strings. */
+static const char *addr_str(char **slot, const union inet_addr *a)
+{
+    if (!*slot) {
+        char buf[ADDR_STRLEN];
+        addr_format(&a->sa, buf, sizeof(buf));
+        *slot = xstrdup(buf);
+    }
+    return *slot;
+}
+
+const char *herald_conn_remote_str(const struct herald_conn *c)
+{
+    struct herald_conn *m = (struct herald_conn *)c; /* the cache is not part of its value */
+    return addr_str(&m->remote_str, &c->remote);
+}
+
+const char *herald_conn_local_str(const struct herald_conn *c)
+{
+    struct herald_conn *m = (struct herald_conn *)c;
+    return addr_str(&m->local_str, &c->local);
+}
 const char *herald_conn_server_name(const struct herald_conn *c)
 {
     if (c->server_name || !c->ssl)

@@ -6,6 +6,7 @@
 
 #include <event2/bufferevent.h>
 #include <stdbool.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "filters.h"
@@ -26,9 +27,9 @@ struct herald_conn {
     struct filter_chain *chain;
     struct bufferevent *bev;
     int fd;
-    struct sockaddr_storage remote, local;
+    union inet_addr { struct sockaddr sa; struct sockaddr_in in; struct sockaddr_in6 in6; } remote, local;
     socklen_t remote_len, local_len;
-    char remote_str[ADDR_STRLEN], local_str[ADDR_STRLEN];
+    char *remote_str, *local_str;     /* formatted when first asked for */
     char *server_name;
     struct tls_ctx *tls;              /* the chain's DownstreamTlsContext, or NULL (plaintext) */
     struct ssl_st *ssl;               /* owned by bev */

@@ -47,6 +47,12 @@ struct session {
     uint64_t conn_id, start_wall_ms, start_mono_ms;
     const char *failure_reason;
     const char *termination;
+    struct log_strings *ls;             /* only when access logs are configured */
+};
+
+/* What the access log needs after the connection is gone: 512 bytes that
+ * connections without access logs do not carry. */
+struct log_strings {
     char upstream_host[64];
     char upstream_local[64];
     char remote[64], local[64];
@@ -234,7 +240,8 @@ static int connect_next(struct session *s)
             s->flags |= RF_UH; /* the core counted upstream_cx_none_healthy */
             return -1;
         }
-        copy_str(s->upstream_host, sizeof(s->upstream_host), herald_host_address(h));
+        if (s->ls)
+            copy_str(s->ls->upstream_host, sizeof(s->ls->upstream_host), herald_host_address(h));
         s->attempts++;
 
         enum herald_upstream_error why = HERALD_UPSTREAM_OK;
@@ -262,7 +269,8 @@ static int connect_next(struct session *s)
 static void on_connected(struct session *s)
 {
     s->state = ST_OPEN;
-    copy_str(s->upstream_local, sizeof(s->upstream_local), herald_upstream_local_str(s->up));
+    if (s->ls)
+        copy_str(s->ls->upstream_local, sizeof(s->ls->upstream_local), herald_upstream_local_str(s->up));
     touch(s);
     if (s->conf->idle_timeout_ms) {
         s->idle = herald_timer_new(on_idle, s);
@@ -382,9 +390,14 @@ static void *session_new(void *conf, void *wstate, struct herald_conn *c)
     s->start_wall_ms = herald_conn_start_ms(c);
     s->start_mono_ms = herald_now_ms();
     if (tc->nlogs) {
-        copy_str(s->remote, sizeof(s->remote), herald_conn_remote_str(c));
-        copy_str(s->local, sizeof(s->local), herald_conn_local_str(c));
-        copy_str(s->sni, sizeof(s->sni), herald_conn_server_name(c));
+        s->ls = calloc(1, sizeof(*s->ls));
+        if (!s->ls) {
+            free(s);
+            return NULL;
+        }
+        copy_str(s->ls->remote, sizeof(s->ls->remote), herald_conn_remote_str(c));
+        copy_str(s->ls->local, sizeof(s->ls->local), herald_conn_local_str(c));
+        copy_str(s->ls->sni, sizeof(s->ls->sni), herald_conn_server_name(c));
     }
     return s;
 }
@@ -627,19 +640,19 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return scratch;
         }
         if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS"))
-            return empty_null(s->remote);
+            return empty_null(s->ls->remote);
         if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT") ||
             !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT"))
-            return without_port(s->remote, scratch, len);
+            return without_port(s->ls->remote, scratch, len);
         if (!strcmp(op, "DOWNSTREAM_REMOTE_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_PORT"))
-            return port_of(s->remote, scratch, len);
+            return port_of(s->ls->remote, scratch, len);
         if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS"))
-            return empty_null(s->local);
+            return empty_null(s->ls->local);
         if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT") ||
             !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT"))
-            return without_port(s->local, scratch, len);
+            return without_port(s->ls->local, scratch, len);
         if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
-            return port_of(s->local, scratch, len);
+            return port_of(s->ls->local, scratch, len);
         break;
     case 'H':
         if (!strcmp(op, "HOSTNAME")) {
@@ -656,7 +669,7 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         if (!strcmp(op, "RESPONSE_FLAGS"))
             return response_flags(s->flags, scratch, len);
         if (!strcmp(op, "REQUESTED_SERVER_NAME"))
-            return empty_null(s->sni);
+            return empty_null(s->ls->sni);
         break;
     case 'S':
         if (!strcmp(op, "START_TIME"))
@@ -664,19 +677,19 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         break;
     case 'U':
         if (!strcmp(op, "UPSTREAM_HOST") || !strcmp(op, "UPSTREAM_REMOTE_ADDRESS"))
-            return empty_null(s->upstream_host);
+            return empty_null(s->ls->upstream_host);
         if (!strcmp(op, "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"))
-            return without_port(s->upstream_host, scratch, len);
+            return without_port(s->ls->upstream_host, scratch, len);
         if (!strcmp(op, "UPSTREAM_REMOTE_PORT"))
-            return port_of(s->upstream_host, scratch, len);
+            return port_of(s->ls->upstream_host, scratch, len);
         if (!strcmp(op, "UPSTREAM_CLUSTER") || !strcmp(op, "UPSTREAM_CLUSTER_RAW"))
             return s->tc ? s->tc->name : NULL;
         if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS"))
-            return empty_null(s->upstream_local);
+            return empty_null(s->ls->upstream_local);
         if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT"))
-            return without_port(s->upstream_local, scratch, len);
+            return without_port(s->ls->upstream_local, scratch, len);
         if (!strcmp(op, "UPSTREAM_LOCAL_PORT"))
-            return port_of(s->upstream_local, scratch, len);
+            return port_of(s->ls->upstream_local, scratch, len);
         if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
             return s->failure_reason;
         if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT")) {
@@ -707,6 +720,7 @@ static void session_destroy(void *arg)
         herald_timer_free(s->max_duration);
     if (s->pending)
         herald_buf_free(s->pending);
+    free(s->ls);
     free(s);
 }
 
