@@ -311,6 +311,32 @@ static void extract_endpoints(const struct herald_cfg *la, struct cluster_cfg *c
     }
 }
 
+/* explicit_http_config / auto_config of HttpProtocolOptions, and whether TLS brings its own ALPN. */
+static void extract_http_protocol(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    const struct herald_cfg *opts = get(get(n, "typed_extension_protocol_options"),
+                                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    const struct herald_cfg *h2 = get(get(opts, "explicit_http_config"), "http2_protocol_options");
+    const struct herald_cfg *ac = get(opts, "auto_config");
+    c->http_protocol = UPSTREAM_HTTP1;
+    if (h2) {
+        c->http_protocol = UPSTREAM_HTTP2;
+    } else if (ac) {
+        c->http_protocol = UPSTREAM_HTTP_AUTO;
+        h2 = get(ac, "http2_protocol_options");
+    }
+    const uint32_t wmax = 2147483647u;
+    c->http2.hpack_table_size = get_u32(h2, "hpack_table_size", 4096, 0, UINT32_MAX, d);
+    c->http2.max_concurrent_streams = get_u32(h2, "max_concurrent_streams", wmax, 1, wmax, d);
+    c->http2.initial_stream_window_size = get_u32(h2, "initial_stream_window_size", 268435456u, 65535, wmax,
+                                                  d);
+    c->http2.initial_connection_window_size = get_u32(h2, "initial_connection_window_size", 268435456u,
+                                                      65535, wmax, d);
+    const struct herald_cfg *alpn = get(get(get(get(n, "transport_socket"), "typed_config"),
+                                            "common_tls_context"), "alpn_protocols");
+    c->tls_alpn_set = herald_cfg_len(alpn) > 0;
+}
+
 static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
 {
     static const char *const types[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS" };
@@ -354,6 +380,7 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
     uint32_t mrpc = get_u32(n, "max_requests_per_connection", 0, 0, UINT32_MAX, d); /* deprecated place */
     c->max_requests_per_connection = get_u32(hpo, "max_requests_per_connection", mrpc, 0, UINT32_MAX, d);
     c->max_headers_count = get_u32(hpo, "max_headers_count", 100, 1, UINT32_MAX, d);
+    extract_http_protocol(n, c, d);
 
     const struct herald_cfg *la = get(n, "load_assignment");
     extract_endpoints(la, c, d);

@@ -82,6 +82,21 @@ struct locality_cfg {
     struct endpoint_cfg *endpoints; size_t nendpoints;
 };
 
+/* What a cluster's HTTP upstreams speak (HttpProtocolOptions). */
+enum upstream_http_proto {
+    UPSTREAM_HTTP1 = 0,                      /* default, or explicit http_protocol_options */
+    UPSTREAM_HTTP2,                          /* explicit_http_config.http2_protocol_options */
+    UPSTREAM_HTTP_AUTO,                      /* auto_config: TLS ALPN h2 -> HTTP/2, else HTTP/1.1 */
+};
+
+/* Http2ProtocolOptions for the upstream client (Envoy's defaults). */
+struct http2_cfg {
+    uint32_t hpack_table_size;               /* 4096 */
+    uint32_t max_concurrent_streams;         /* 2147483647 */
+    uint32_t initial_stream_window_size;     /* 256 MiB */
+    uint32_t initial_connection_window_size; /* 256 MiB */
+};
+
 struct thresholds_cfg {
     uint32_t max_connections, max_pending_requests, max_requests, max_retries;
 };
@@ -102,6 +117,9 @@ struct cluster_cfg {
     uint64_t http_idle_timeout_ms;           /* idle_timeout, default 1h; 0: never */
     uint32_t max_requests_per_connection;    /* 0: no limit (also the deprecated Cluster field) */
     uint32_t max_headers_count;              /* default 100 */
+    enum upstream_http_proto http_protocol;
+    struct http2_cfg http2;
+    bool tls_alpn_set;                       /* the UpstreamTlsContext names alpn_protocols itself */
     const struct herald_cfg *transport_socket; /* NULL: plaintext */
     struct tls_ctx *tls;                     /* built from it by tls_clusters_build (net/tls.c) */
     const struct herald_cfg *node;

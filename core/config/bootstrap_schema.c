@@ -409,24 +409,54 @@ static const struct herald_message http1_options_msg = {
     "envoy.config.core.v3.Http1ProtocolOptions", http1_options_fields, NULL,
 };
 
-static int explicit_http_check(const struct herald_cfg *n, char **err)
-{
-    const struct herald_cfg *h2 = herald_cfg_get(n, "http2_protocol_options");
-    if (h2)
-        return herald_cfg_errorf(h2, err, "not supported yet: HTTP/2 upstreams (herald speaks HTTP/1.1 to "
-                                 "upstreams; use http_protocol_options: {})");
-    return 0;
-}
+/* envoy.config.core.v3.Http2ProtocolOptions, for the upstream HTTP/2 client. */
+static const struct herald_field http2_options_fields[] = {
+    UINT("hpack_table_size", .help = "the HPACK table the upstream may use for its headers; default 4096"),
+    UINT("max_concurrent_streams", .help = "streams per upstream connection (also bounded by the peer's "
+         "SETTINGS); default 2147483647"),
+    UINT("initial_stream_window_size", .help = "receive window per stream; 65535 to 2147483647, "
+         "default 256 MiB"),
+    UINT("initial_connection_window_size", .help = "receive window per connection; 65535 to 2147483647, "
+         "default 256 MiB"),
+    UNSUP("allow_connect"),
+    UNSUP("allow_metadata"),
+    UNSUP("max_outbound_frames"),
+    UNSUP("max_outbound_control_frames"),
+    UNSUP("max_consecutive_inbound_frames_with_empty_payload"),
+    UNSUP("max_inbound_priority_frames_per_stream"),
+    UNSUP("max_inbound_window_update_frames_per_data_frame_sent"),
+    F_("stream_error_on_invalid_http_messaging", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
+    UNSUP("override_stream_error_on_invalid_http_message"),
+    UNSUP("custom_settings_parameters"),
+    UNSUP("connection_keepalive"),
+    UNSUP("use_oghttp2_codec"),
+    UNSUP("max_metadata_size"),
+    END,
+};
+static const struct herald_message http2_options_msg = {
+    "envoy.config.core.v3.Http2ProtocolOptions", http2_options_fields, NULL,
+};
 
 static const struct herald_field explicit_http_fields[] = {
     MSG("http_protocol_options", http1_options_msg, .oneof = "protocol_config"),
-    ANY("http2_protocol_options", .oneof = "protocol_config"),
+    MSG("http2_protocol_options", http2_options_msg, .oneof = "protocol_config",
+        .help = "speak HTTP/2 to the upstream (h2c prior knowledge, or h2 over TLS)"),
     UNSUP("http3_protocol_options", .oneof = "protocol_config"),
     END,
 };
 static const struct herald_message explicit_http_msg = {
-    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", explicit_http_fields,
-    explicit_http_check,
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", explicit_http_fields, NULL,
+};
+
+static const struct herald_field auto_http_fields[] = {
+    MSG("http_protocol_options", http1_options_msg),
+    MSG("http2_protocol_options", http2_options_msg),
+    UNSUP("http3_protocol_options"),
+    UNSUP("alternate_protocols_cache_options"),
+    END,
+};
+static const struct herald_message auto_http_msg = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig", auto_http_fields, NULL,
 };
 
 static const struct herald_field upstream_http_options_fields[] = {
@@ -457,7 +487,8 @@ static const struct herald_field http_options_fields[] = {
     MSG("common_http_protocol_options", common_http_options_msg),
     MSG("explicit_http_config", explicit_http_msg, .oneof = "upstream_protocol_options"),
     UNSUP("use_downstream_protocol_config", .oneof = "upstream_protocol_options"),
-    UNSUP("auto_config", .oneof = "upstream_protocol_options"),
+    MSG("auto_config", auto_http_msg, .oneof = "upstream_protocol_options",
+        .help = "HTTP/2 when TLS ALPN picks h2, else HTTP/1.1 (needs a TLS transport_socket)"),
     UNSUP("http_filters"),
     UNSUP("header_validation_config"),
     UNSUP("outlier_detection"),
@@ -493,6 +524,11 @@ static int cluster_check(const struct herald_cfg *n, char **err)
         if (strcmp(herald_cfg_key_at(teo, i), HTTP_OPTIONS_KEY) != 0)
             return herald_cfg_errorf(herald_cfg_at(teo, i), err, "not supported: protocol options '%s' "
                                      "(herald reads only " HTTP_OPTIONS_KEY ")", herald_cfg_key_at(teo, i));
+    const struct herald_cfg *ac = herald_cfg_get(herald_cfg_get(teo, HTTP_OPTIONS_KEY), "auto_config");
+    if (ac && !herald_cfg_get(n, "transport_socket"))
+        return herald_cfg_errorf(ac, err, "auto_config picks the protocol by TLS ALPN: the cluster needs a "
+                                 "TLS transport_socket (for plaintext HTTP/2 use explicit_http_config with "
+                                 "http2_protocol_options)");
     return 0;
 }
 
@@ -518,8 +554,8 @@ static const struct herald_field cluster_fields[] = {
     F_("http2_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED,
        .hint = "Envoy wants typed_extension_protocol_options with HttpProtocolOptions now"),
     F_("typed_extension_protocol_options", MAP, 0, .message = &http_options_msg,
-       .help = "by extension name: " HTTP_OPTIONS_KEY " (HTTP/1.1 pools: idle_timeout, "
-       "max_requests_per_connection)"),
+       .help = "by extension name: " HTTP_OPTIONS_KEY " (idle_timeout, "
+       "max_requests_per_connection, HTTP/2 with explicit_http_config or auto_config)"),
     DUR("dns_refresh_rate", .help = "default 5s"),
     UNSUP("dns_failure_refresh_rate"),
     BOOL("respect_dns_ttl"),

@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <event2/buffer.h>
+#include <nghttp2/nghttp2.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +46,7 @@
 #include "filters.h"
 #include "http/conn_manager.h"
 #include "http/h1.h"
+#include "http/h2_server.h"
 #include "http/headers.h"
 #include "http/route.h"
 #include "log.h"
@@ -80,7 +82,8 @@ struct cm_stats {
         *rq_xx[6], *rq_completed, *rq_time, *rq_too_large, *rq_idle_timeout, *rq_timeout, *rq_header_timeout,
         *rq_max_duration_reached, *rq_rx_reset, *rq_tx_reset, *rq_non_relative_path, *rq_ws_on_non_ws_route,
         *rq_response_before_rq_complete, *rq_failed_path_normalization, *dropped_underscores,
-        *rejected_underscores;
+        *rejected_underscores, *cx_http2_total, *cx_http2_active, *rq_http2_total, *h2_dropped_underscores,
+        *h2_rejected_underscores;
     /* kept under http.<prefix>. for the router (herald_http_stream_counter) */
     struct herald_stat *no_route, *no_cluster, *rq_redirect, *rq_direct_response, *rq_total_router,
         *rq_reset_after_downstream_response_started;
@@ -92,9 +95,14 @@ struct http_filter {
     void *conf;
 };
 
+enum codec { CODEC_AUTO = 0, CODEC_HTTP1, CODEC_HTTP2 };
+
 struct herald_http_cm {
     char *stat_prefix;                    /* "http.<stat_prefix>" */
     struct cm_stats st;
+    enum codec codec;
+    struct h2_settings h2set;
+    struct h2_stats h2st;
     struct route_table *routes;
     struct http_filter *filters; size_t nfilters;
     struct herald_access_log **logs; size_t nlogs;
@@ -180,12 +188,25 @@ struct herald_http_stream {
     uint64_t rx_body, tx_body;
     struct herald_timer *timer;
     uint64_t deadline_headers, deadline_request, deadline_max; /* 0: none */
+    /* HTTP/2: many streams per connection */
+    int32_t h2id;               /* 0 once the codec's stream is gone */
+    struct herald_http_stream *prev, *next; /* cm_conn.h2streams */
+    bool dec_paused;            /* pause_decoding, per stream */
+    bool h2_above;              /* its queued response is over the limit */
+    bool h2_unblock;            /* ... and drained under half of it (tell the filters from the kick timer) */
 };
+
+enum proto { PROTO_NONE = 0, PROTO_H1, PROTO_H2 };
 
 struct cm_conn {
     struct herald_http_cm *cm;
     struct herald_conn *c;
+    enum proto proto;           /* NONE until AUTO saw the first bytes (or the ALPN) */
     struct h1_codec *codec;
+    struct h2_server *h2;
+    struct herald_http_stream *h2streams;
+    size_t nh2streams;
+    struct herald_timer *kick_timer; /* h2: deliver held request data, unblock streams */
     struct evbuffer *wbuf;
     struct herald_buf *in;      /* the connection's read buffer (from on_read) */
     struct herald_http_stream *stream;
@@ -441,6 +462,15 @@ static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
 {
     if (cc->closing || cc->gone)
         return;
+    if (cc->h2 && mode == HERALD_CLOSE_FLUSH) {
+        /* the last frames: GOAWAY, so that the client knows what was processed */
+        if (!h2_server_failed(cc->h2))
+            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+        h2_server_flush(cc->h2, cc->wbuf);
+        write_out(cc);
+        if (cc->closing || cc->gone)
+            return;
+    }
     cc->closing = true;
     if (cc->idle_timer)
         herald_timer_cancel(cc->idle_timer);
@@ -456,6 +486,45 @@ static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
 }
 
 static void touch(struct herald_http_stream *s) { s->last_activity = herald_now_ms(); }
+
+static bool decode_paused(const struct herald_http_stream *s)
+{
+    return s->cc->h2 ? s->dec_paused : s->cc->decode_paused;
+}
+
+static void notify_watermark(struct herald_http_stream *s, bool above)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    if (s->sessions)
+        for (size_t i = 0; i < cm->nfilters && !s->over; i++)
+            if (s->sessions[i] && cm->filters[i].ops->on_watermark)
+                cm->filters[i].ops->on_watermark(s->sessions[i], above);
+}
+
+/* HTTP/2: hands nghttp2's frames to the connection (not while the
+ * connection's output is over its high watermark: the frames wait in
+ * nghttp2, where the flood limits count them), and closes a connection the
+ * codec is done with. Only from the outermost entry. */
+static void h2_out(struct cm_conn *cc)
+{
+    if (!cc->h2 || cc->gone || cc->closing)
+        return;
+    bool failed = h2_server_failed(cc->h2);
+    if (!cc->above_high || failed) {
+        if (h2_server_flush(cc->h2, cc->wbuf) < 0)
+            failed = true;
+        write_out(cc);
+    }
+    if (cc->gone || cc->closing)
+        return;
+    if (failed || h2_server_finished(cc->h2)) {
+        cc->codec_dead = true;
+        for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
+            if (!s->over)
+                reset_stream(s, false, "http2.codec_error");
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+    }
+}
 
 /* ---------------------------------------------------------------- the filter walk */
 
@@ -566,7 +635,7 @@ static void hold_at(struct herald_http_stream *s, bool enc, size_t p, struct her
         if (asked || d->stop_all) {
             herald_stat_inc(s->cc->cm->st.rq_too_large);
             send_local_reply(s, 413, "Payload Too Large", "request_payload_too_large", NULL);
-        } else if (!s->cc->decode_paused) {
+        } else if (!decode_paused(s)) {
             /* a filter holding the headers: backpressure instead */
             herald_http_stream_pause_decoding(s, true);
         }
@@ -627,7 +696,7 @@ static void run_data(struct herald_http_stream *s, bool enc, size_t p, struct he
             herald_buf_move(held, chunk, SIZE_MAX);
             herald_buf_move(chunk, held, SIZE_MAX);
             herald_buf_free(held);
-            if (!enc && s->cc->decode_paused && !s->upgraded)
+            if (!enc && decode_paused(s) && !s->upgraded)
                 herald_http_stream_pause_decoding(s, false);
         }
         if (p + 1 == d->pos && !d->headers_out) {
@@ -715,7 +784,7 @@ static void continue_dir(struct herald_http_stream *s, bool enc)
         herald_buf_free(held);
         if (walk_dead(s, d, gen))
             return;
-        if (!enc && s->cc->decode_paused && d->hold_pos == NONE && !s->upgraded)
+        if (!enc && decode_paused(s) && d->hold_pos == NONE && !s->upgraded)
             herald_http_stream_pause_decoding(s, false);
     }
     if (d->trailers && d->hold_pos == NONE)
@@ -732,7 +801,8 @@ static void maybe_over(struct herald_http_stream *s)
     if (!s->request_complete && !s->upgraded) {
         /* HTTP/1 cannot find the next request behind an unread body */
         herald_stat_inc(cc->cm->st.rq_response_before_rq_complete);
-        cc->close_after = true;
+        if (!cc->h2)
+            cc->close_after = true; /* h2: the codec stops the upload with RST_STREAM(NO_ERROR) */
     }
     if (s->upgraded)
         cc->close_after = true;
@@ -755,22 +825,10 @@ static bool closing_after_response(struct herald_http_stream *s)
     return false;
 }
 
-static void sink_headers(struct herald_http_stream *s)
+/* Server, Via and x-request-id on a response, for both protocols. */
+static void response_common(struct herald_http_stream *s, struct herald_headers *h)
 {
-    struct cm_conn *cc = s->cc;
-    struct herald_http_cm *cm = cc->cm;
-    struct herald_headers *h = s->resp;
-    int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
-    bool upgrade_ok = s->upgrade_requested &&
-                      (status == 101 || (s->upgrade_type && !strcasecmp(s->upgrade_type, "CONNECT") &&
-                                         status >= 200 && status < 300));
-
-    herald_headers_remove(h, "connection");
-    herald_headers_remove(h, "keep-alive");
-    herald_headers_remove(h, "proxy-connection");
-    herald_headers_remove(h, "transfer-encoding");
-    if (!upgrade_ok)
-        herald_headers_remove(h, "upgrade");
+    struct herald_http_cm *cm = s->cc->cm;
     switch (cm->server_transform) {
     case SERVER_OVERWRITE:
         herald_headers_set(h, "server", cm->server_name);
@@ -795,6 +853,59 @@ static void sink_headers(struct herald_http_stream *s)
     if (cm->always_set_request_id && s->req && herald_headers_get(s->req, "x-request-id") &&
         !herald_headers_get(h, "x-request-id"))
         herald_headers_set(h, "x-request-id", herald_headers_get(s->req, "x-request-id"));
+}
+
+static void h2_sink_headers(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    struct herald_headers *h = s->resp;
+    int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
+
+    /* connection-specific headers are not HTTP/2's (the codec leaves them out too) */
+    herald_headers_remove(h, "connection");
+    herald_headers_remove(h, "keep-alive");
+    herald_headers_remove(h, "proxy-connection");
+    herald_headers_remove(h, "transfer-encoding");
+    herald_headers_remove(h, "upgrade");
+    response_common(s, h);
+    if (status < 200 || status > 999 || !s->h2id ||
+        h2_server_submit_headers(cc->h2, s->h2id, h, s->enc.headers_end) < 0) {
+        reset_stream(s, false, "invalid_response_headers");
+        return;
+    }
+    s->response_started = true;
+    s->status = status;
+    s->first_tx_mono = herald_now_ms();
+    if (status < 600)
+        herald_stat_inc(cc->cm->st.rq_xx[status / 100]);
+    if (s->enc.headers_end) {
+        s->response_complete = true;
+        s->last_tx_mono = herald_now_ms();
+        maybe_over(s);
+    }
+}
+
+static void sink_headers(struct herald_http_stream *s)
+{
+    struct cm_conn *cc = s->cc;
+    struct herald_http_cm *cm = cc->cm;
+    struct herald_headers *h = s->resp;
+    if (cc->h2) {
+        h2_sink_headers(s);
+        return;
+    }
+    int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
+    bool upgrade_ok = s->upgrade_requested &&
+                      (status == 101 || (s->upgrade_type && !strcasecmp(s->upgrade_type, "CONNECT") &&
+                                         status >= 200 && status < 300));
+
+    herald_headers_remove(h, "connection");
+    herald_headers_remove(h, "keep-alive");
+    herald_headers_remove(h, "proxy-connection");
+    herald_headers_remove(h, "transfer-encoding");
+    if (!upgrade_ok)
+        herald_headers_remove(h, "upgrade");
+    response_common(s, h);
 
     if (upgrade_ok && status == 101) {
         herald_headers_set(h, "connection", "upgrade");
@@ -851,6 +962,26 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
     struct cm_conn *cc = s->cc;
     size_t len = herald_buf_len(chunk);
 
+    if (cc->h2) {
+        if (!s->h2id || h2_server_submit_data(cc->h2, s->h2id, buf_ev(chunk), end) < 0) {
+            herald_buf_drain(chunk, herald_buf_len(chunk));
+            reset_stream(s, false, "http2.stream_gone");
+            return;
+        }
+        s->tx_body += len;
+        if (!s->h2_above && !end && h2_server_queued(cc->h2, s->h2id) > body_limit(s)) {
+            /* this stream's client window is shut: stop its upstream, not the others */
+            s->h2_above = true;
+            s->h2_unblock = false;
+            notify_watermark(s, true);
+        }
+        if (end && !s->over) {
+            s->response_complete = true;
+            s->last_tx_mono = herald_now_ms();
+            maybe_over(s);
+        }
+        return;
+    }
     if (s->upgraded) {
         evbuffer_add_buffer(cc->wbuf, buf_ev(chunk));
     } else if (h1_encode_data(&s->h1enc, cc->wbuf, buf_ev(chunk), end) < 0) {
@@ -874,7 +1005,13 @@ static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t
 
     herald_headers_free(s->resp_trailers);
     s->resp_trailers = t;
-    if (s->upgraded) {
+    if (cc->h2) {
+        /* HTTP/2 carries trailers whatever enable_trailers says (gRPC needs them) */
+        if (!s->h2id || h2_server_submit_trailers(cc->h2, s->h2id, t) < 0) {
+            reset_stream(s, false, "http2.stream_gone");
+            return;
+        }
+    } else if (s->upgraded) {
         /* nothing to frame them in */
     } else if (cc->cm->enable_trailers && t && herald_headers_count(t)) {
         h1_encode_trailers(&s->h1enc, cc->wbuf, t);
@@ -913,6 +1050,12 @@ static void encode_headers_in(struct herald_http_stream *s, struct herald_header
     if (status >= 100 && status < 200 && status != 101) {
         /* informational (100 Continue from upstream): straight to the client; the final answer follows */
         if (status == 100 && !s->expect_continue) {
+            herald_headers_free(h);
+            return;
+        }
+        if (cc->h2) {
+            if (s->h2id)
+                h2_server_submit_headers(cc->h2, s->h2id, h, false);
             herald_headers_free(h);
             return;
         }
@@ -1085,8 +1228,16 @@ static void reset_stream(struct herald_http_stream *s, bool remote, const char *
         if (details)
             set_details(s, details);
     }
-    /* an HTTP/1 stream cannot be reset without its connection */
-    cc->close_after = true;
+    if (cc->h2) {
+        /* RST_STREAM: the connection and its other streams go on */
+        if (s->h2id && !remote && !cc->gone)
+            h2_server_reset(cc->h2, s->h2id, NGHTTP2_INTERNAL_ERROR);
+        if (remote)
+            s->h2id = 0;
+    } else {
+        /* an HTTP/1 stream cannot be reset without its connection */
+        cc->close_after = true;
+    }
     stream_over(s);
 }
 
@@ -1234,7 +1385,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         break;
     case 'P':
         if (!strcmp(op, "PROTOCOL"))
-            return s->req ? (s->proto == HERALD_HTTP10 ? "HTTP/1.0" : "HTTP/1.1") : NULL;
+            return s->req ? (s->proto == HERALD_HTTP2    ? "HTTP/2"
+                             : s->proto == HERALD_HTTP10 ? "HTTP/1.0"
+                                                         : "HTTP/1.1")
+                          : NULL;
         break;
     case 'R':
         if (!strcmp(op, "REQ"))
@@ -1329,10 +1483,26 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
         s->deadline_max = now + cm->max_stream_duration_ms;
     s->timer = herald_timer_new(on_stream_timer, s);
     stream_timer_arm(s);
-    cc->stream = s;
     cc->nrequests++;
     herald_stat_inc(cm->st.rq_total);
-    herald_stat_inc(cm->st.rq_http1_total);
+    if (cc->h2) {
+        s->proto = HERALD_HTTP2;
+        s->next = cc->h2streams;
+        if (s->next)
+            s->next->prev = s;
+        cc->h2streams = s;
+        cc->nh2streams++;
+        herald_stat_inc(cm->st.rq_http2_total);
+        if (cm->max_requests_per_connection && cc->nrequests == cm->max_requests_per_connection) {
+            /* this one is served; GOAWAY tells the client to open another connection */
+            herald_stat_inc(cm->st.cx_max_requests_reached);
+            cc->draining = true;
+            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+        }
+    } else {
+        cc->stream = s;
+        herald_stat_inc(cm->st.rq_http1_total);
+    }
     herald_gauge_add(cm->st.rq_active, 1);
     if (cc->idle_timer)
         herald_timer_cancel(cc->idle_timer);
@@ -1368,7 +1538,17 @@ static void stream_finish(struct herald_http_stream *s)
     herald_histogram_record(cm->st.rq_time, herald_now_ms() - s->start_mono);
     if (s->upgraded)
         herald_gauge_add(cm->st.cx_upgrades_active, -1);
-    if (cc->decode_paused) {
+    if (cc->h2) {
+        if (s->h2id && cc->h2)
+            h2_server_detach(cc->h2, s->h2id);
+        if (s->prev)
+            s->prev->next = s->next;
+        else if (cc->h2streams == s)
+            cc->h2streams = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        cc->nh2streams--;
+    } else if (cc->decode_paused) {
         cc->decode_paused = false;
         if (!cc->gone && !cc->closing)
             herald_conn_resume_reading(cc->c, PAUSE_DECODE);
@@ -1401,10 +1581,45 @@ static void stream_finish(struct herald_http_stream *s)
 
 /* The outermost entry is unwinding: tear down a finished stream, then
  * close the connection or go on with the next request. */
+static void settle_h2(struct cm_conn *cc)
+{
+    bool finished = false;
+    for (struct herald_http_stream *s = cc->h2streams, *nx; s; s = nx) {
+        nx = s->next;
+        if (s->over) {
+            stream_finish(s);
+            finished = true;
+        }
+    }
+    if (cc->gone || cc->closing || cc->h2streams)
+        return;
+    /* HTTP/2 closes for the connection's reasons only (close_after is HTTP/1's) */
+    if (cc->draining || cc->read_eof) {
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+        return;
+    }
+    if (finished && cc->idle_timer && cc->cm->idle_timeout_ms)
+        herald_timer_arm(cc->idle_timer, cc->cm->idle_timeout_ms);
+}
+
+static bool any_over(struct cm_conn *cc)
+{
+    if (cc->stream && cc->stream->over)
+        return true;
+    for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
+        if (s->over)
+            return true;
+    return false;
+}
+
 static void settle(struct cm_conn *cc)
 {
     struct herald_http_stream *s = cc->stream;
 
+    if (cc->h2) {
+        settle_h2(cc);
+        return;
+    }
     if (!s || !s->over)
         return;
     stream_finish(s);
@@ -1429,16 +1644,22 @@ static void settle(struct cm_conn *cc)
 
 static void leave(struct cm_conn *cc)
 {
-    if (--cc->depth == 0 && cc->stream && cc->stream->over)
+    if (--cc->depth != 0)
+        return;
+    if (any_over(cc))
         settle(cc);
+    h2_out(cc);
 }
 
 /* An SDK call by a filter from its own event (an upstream callback): the
  * filter's frame is still live above us, so the teardown waits a turn. */
 static void leave_sdk(struct cm_conn *cc)
 {
-    if (--cc->depth == 0 && cc->stream && cc->stream->over && cc->finish_timer)
+    if (--cc->depth != 0)
+        return;
+    if (any_over(cc) && cc->finish_timer)
         herald_timer_arm(cc->finish_timer, 0);
+    h2_out(cc);
 }
 
 static void on_finish_timer(struct herald_timer *t, void *arg)
@@ -1538,7 +1759,7 @@ static void mutate_forwarding(struct herald_http_stream *s)
     if (edge)
         herald_headers_set(h, "x-envoy-external-address", s->client_addr);
     if (cm->use_remote_address || !herald_headers_get(h, "x-forwarded-proto"))
-        herald_headers_set(h, "x-forwarded-proto", "http");
+        herald_headers_set(h, "x-forwarded-proto", herald_conn_is_tls(s->cc->c) ? "https" : "http");
     if (!cm->keep_xfcc)
         herald_headers_remove(h, "x-forwarded-client-cert");
     if (cm->generate_request_id &&
@@ -1602,6 +1823,11 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     bool connect = method && !strcmp(method, "CONNECT");
 
     s->head = method && !strcmp(method, "HEAD");
+    if (cc->h2 && connect) {
+        /* allow_connect is not supported */
+        send_local_reply(s, 403, "", "upgrade_failed", NULL);
+        return false;
+    }
     if (s->proto == HERALD_HTTP10 && !cm->accept_http_10) {
         cc->close_after = true;
         send_local_reply(s, 426, "Upgrade Required", "low_version", NULL);
@@ -1676,12 +1902,12 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
             herald_headers_at(h, i, &name, NULL);
             if (name[0] != ':' && strchr(name, '_')) {
                 if (cm->underscores == US_REJECT) {
-                    herald_stat_inc(cm->st.rejected_underscores);
+                    herald_stat_inc(cc->h2 ? cm->st.h2_rejected_underscores : cm->st.rejected_underscores);
                     cc->close_after = true;
                     send_local_reply(s, 400, "Bad Request", "http1.invalid_characters", NULL);
                     return false;
                 }
-                herald_stat_inc(cm->st.dropped_underscores);
+                herald_stat_inc(cc->h2 ? cm->st.h2_dropped_underscores : cm->st.dropped_underscores);
                 headers_remove_at(h, i);
                 continue;
             }
@@ -1691,7 +1917,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
 
     /* hop-by-hop */
     const char *up = herald_headers_get(h, "upgrade");
-    bool codec_upgrade = h1_codec_is_upgrade(cc->codec);
+    bool codec_upgrade = !cc->h2 && h1_codec_is_upgrade(cc->codec);
     herald_headers_remove(h, "keep-alive");
     herald_headers_remove(h, "proxy-connection");
     herald_headers_remove(h, "transfer-encoding");
@@ -1736,6 +1962,22 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         if (codec_upgrade)
             h1_codec_cancel_upgrade(cc->codec);
     }
+    if (cc->h2) {
+        if (!herald_headers_get(h, ":scheme"))
+            herald_headers_set(h, ":scheme", herald_conn_is_tls(cc->c) ? "https" : "http");
+        const char *ex = herald_headers_get(h, "expect");
+        if (ex && !strcasecmp(ex, "100-continue")) {
+            herald_headers_remove(h, "expect");
+            s->expect_continue = true;
+            if (!*end_stream && s->h2id) {
+                struct herald_headers *c100 = herald_headers_new();
+                herald_headers_add(c100, ":status", "100");
+                h2_server_submit_headers(cc->h2, s->h2id, c100, false);
+                herald_headers_free(c100);
+            }
+        }
+        return true;
+    }
     if (!herald_headers_get(h, ":scheme"))
         herald_headers_set(h, ":scheme", "http");
     if (h1_codec_expect_continue(cc->codec)) {
@@ -1776,17 +2018,25 @@ static void c_message_begin(void *arg)
         stream_new(cc);
 }
 
-static void c_headers(void *arg, struct herald_headers *h, bool end_stream)
+static void req_complete(struct herald_http_stream *s)
 {
-    struct cm_conn *cc = arg;
-    struct herald_http_stream *s = cc->stream ? cc->stream : stream_new(cc);
+    s->request_complete = true;
+    s->deadline_request = 0;
+    if (!s->last_rx_mono)
+        s->last_rx_mono = herald_now_ms();
+    maybe_over(s);
+}
+
+static void req_headers(struct herald_http_stream *s, struct herald_headers *h, bool end_stream)
+{
+    struct cm_conn *cc = s->cc;
 
     if (s->req || s->over) {
         herald_headers_free(h);
         return;
     }
     s->req = h;
-    s->proto = h1_codec_protocol(cc->codec);
+    s->proto = cc->h2 ? HERALD_HTTP2 : h1_codec_protocol(cc->codec);
     s->deadline_headers = 0;
     touch(s);
     if (end_stream)
@@ -1805,13 +2055,14 @@ static void c_headers(void *arg, struct herald_headers *h, bool end_stream)
     run_headers(s, false, 0);
 }
 
-static void c_data(void *arg, struct evbuffer *chunk, bool end_stream)
+static void c_headers(void *arg, struct herald_headers *h, bool end_stream)
 {
     struct cm_conn *cc = arg;
-    struct herald_http_stream *s = cc->stream;
+    req_headers(cc->stream ? cc->stream : stream_new(cc), h, end_stream);
+}
 
-    if (!s)
-        return;
+static void req_data(struct herald_http_stream *s, struct evbuffer *chunk, bool end_stream)
+{
     s->rx_body += evbuffer_get_length(chunk);
     s->last_rx_mono = herald_now_ms();
     touch(s);
@@ -1823,11 +2074,15 @@ static void c_data(void *arg, struct evbuffer *chunk, bool end_stream)
     run_data(s, false, 0, ev_buf(chunk), end_stream);
 }
 
-static void c_trailers(void *arg, struct herald_headers *t)
+static void c_data(void *arg, struct evbuffer *chunk, bool end_stream)
 {
     struct cm_conn *cc = arg;
-    struct herald_http_stream *s = cc->stream;
+    if (cc->stream)
+        req_data(cc->stream, chunk, end_stream);
+}
 
+static void req_trailers(struct herald_http_stream *s, struct herald_headers *t)
+{
     if (!s || s->local_reply || s->over || s->reset || !s->dec.headers_in || s->dec.end_in) {
         herald_headers_free(t);
         return;
@@ -1841,6 +2096,12 @@ static void c_trailers(void *arg, struct herald_headers *t)
     run_trailers(s, false, 0);
 }
 
+static void c_trailers(void *arg, struct herald_headers *t)
+{
+    struct cm_conn *cc = arg;
+    req_trailers(cc->stream, t);
+}
+
 static void c_complete(void *arg)
 {
     struct cm_conn *cc = arg;
@@ -1850,11 +2111,7 @@ static void c_complete(void *arg)
     cc->pipeline_paused = true;
     if (!s)
         return;
-    s->request_complete = true;
-    s->deadline_request = 0;
-    if (!s->last_rx_mono)
-        s->last_rx_mono = herald_now_ms();
-    maybe_over(s);
+    req_complete(s);
 }
 
 static void c_error(void *arg, int status, const char *details)
@@ -1885,6 +2142,98 @@ static const struct h1_callbacks h1_cbs = {
     .on_complete = c_complete,
     .on_error = c_error,
 };
+
+/* ---------------------------------------------------------------- HTTP/2 codec callbacks */
+
+static void *h2_begin(void *arg, int32_t id)
+{
+    struct cm_conn *cc = arg;
+    struct herald_http_stream *s = stream_new(cc);
+    s->h2id = id;
+    return s;
+}
+
+static void h2_headers(void *arg, void *stream, struct herald_headers *h, bool end_stream)
+{
+    struct herald_http_stream *s = stream;
+    req_headers(s, h, end_stream);
+    if (end_stream && !s->over)
+        req_complete(s);
+}
+
+static void h2_headers_error(void *arg, void *stream, int status, const char *details)
+{
+    struct herald_http_stream *s = stream;
+    add_flag(s, "DPE");
+    send_local_reply(s, status, h1_reason_phrase(status), details, NULL);
+}
+
+static void h2_data(void *arg, void *stream, struct evbuffer *chunk, bool end_stream)
+{
+    struct herald_http_stream *s = stream;
+    if (end_stream && !s->local_reply && !s->over && !s->reset && s->dec.headers_in && !s->dec.end_in) {
+        req_data(s, chunk, true);
+        if (!s->over)
+            req_complete(s);
+        return;
+    }
+    req_data(s, chunk, end_stream);
+}
+
+static void h2_trailers(void *arg, void *stream, struct herald_headers *t)
+{
+    struct herald_http_stream *s = stream;
+    bool live = !s->local_reply && !s->over && !s->reset && s->dec.headers_in && !s->dec.end_in;
+    req_trailers(s, t);
+    if (live && !s->over)
+        req_complete(s);
+}
+
+static void h2_reset(void *arg, void *stream, bool remote)
+{
+    struct herald_http_stream *s = stream;
+    s->h2id = 0; /* the codec's stream is gone */
+    if (!s->over)
+        reset_stream(s, remote, remote ? "http2.remote_reset" : "http2.codec_error");
+}
+
+static void h2_drained(void *arg, void *stream, size_t queued)
+{
+    struct herald_http_stream *s = stream;
+    struct cm_conn *cc = s->cc;
+    if (s->h2_above && queued <= body_limit(s) / 2 && !s->h2_unblock) {
+        s->h2_unblock = true;
+        if (cc->kick_timer)
+            herald_timer_arm(cc->kick_timer, 0);
+    }
+}
+
+static const struct h2_callbacks h2_cbs = {
+    .on_begin = h2_begin,
+    .on_headers = h2_headers,
+    .on_headers_error = h2_headers_error,
+    .on_data = h2_data,
+    .on_trailers = h2_trailers,
+    .on_reset = h2_reset,
+    .on_drained = h2_drained,
+};
+
+/* Backpressure lifted: held request data goes on, blocked streams hear that they may send again. */
+static void on_kick_timer(struct herald_timer *t, void *arg)
+{
+    struct cm_conn *cc = arg;
+    if (!cc->h2 || cc->gone)
+        return;
+    enter(cc);
+    for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
+        if (s->h2_unblock && !s->over) {
+            s->h2_unblock = false;
+            s->h2_above = false;
+            notify_watermark(s, false);
+        }
+    h2_server_deliver(cc->h2);
+    leave(cc);
+}
 
 /* ---------------------------------------------------------------- timers */
 
@@ -1946,7 +2295,7 @@ static void on_stream_timer(struct herald_timer *t, void *arg)
 static void on_idle_timer(struct herald_timer *t, void *arg)
 {
     struct cm_conn *cc = arg;
-    if (cc->stream || cc->closing || cc->gone)
+    if (cc->stream || cc->h2streams || cc->closing || cc->gone)
         return;
     herald_stat_inc(cc->cm->st.cx_idle_timeout);
     close_conn(cc, HERALD_CLOSE_FLUSH);
@@ -1957,8 +2306,12 @@ static void on_duration_timer(struct herald_timer *t, void *arg)
     struct cm_conn *cc = arg;
     herald_stat_inc(cc->cm->st.cx_max_duration_reached);
     cc->draining = true;
-    if (!cc->stream)
+    enter(cc);
+    if (cc->h2 && cc->h2streams)
+        h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+    if (!cc->stream && !cc->h2streams)
         close_conn(cc, HERALD_CLOSE_FLUSH);
+    leave(cc);
 }
 
 /* ---------------------------------------------------------------- the connection */
@@ -1996,8 +2349,92 @@ static void handle_eof(struct cm_conn *cc)
         close_conn(cc, HERALD_CLOSE_RESET);
 }
 
+static void start_h1(struct cm_conn *cc)
+{
+    struct herald_http_cm *cm = cc->cm;
+    cc->proto = PROTO_H1;
+    cc->codec = h1_codec_new(H1_SERVER, &cm->limits, &h1_cbs, cc);
+    herald_stat_inc(cm->st.cx_http1_total);
+    herald_gauge_add(cm->st.cx_http1_active, 1);
+}
+
+static void start_h2(struct cm_conn *cc)
+{
+    struct herald_http_cm *cm = cc->cm;
+    cc->proto = PROTO_H2;
+    cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, &h2_cbs, cc);
+    cc->kick_timer = herald_timer_new(on_kick_timer, cc);
+    herald_stat_inc(cm->st.cx_http2_total);
+    herald_gauge_add(cm->st.cx_http2_active, 1);
+}
+
+/* codec_type AUTO: ALPN when TLS negotiated one, else the client preface
+ * (h2c with prior knowledge) or HTTP/1. false: not enough bytes yet. */
+static bool pick_codec(struct cm_conn *cc, struct herald_buf *in)
+{
+    const char *alpn = herald_conn_alpn(cc->c);
+    if (alpn && !strcmp(alpn, "h2")) {
+        start_h2(cc);
+        return true;
+    }
+    if (alpn && *alpn) {
+        start_h1(cc);
+        return true;
+    }
+    char head[H2_PREFACE_LEN];
+    size_t len = herald_buf_len(in);
+    size_t n = len < H2_PREFACE_LEN ? len : H2_PREFACE_LEN;
+    evbuffer_copyout(buf_ev(in), head, n);
+    if (memcmp(head, H2_PREFACE, n)) {
+        start_h1(cc);
+        return true;
+    }
+    if (n < H2_PREFACE_LEN && !cc->read_eof)
+        return false;
+    if (n < H2_PREFACE_LEN)
+        start_h1(cc);
+    else
+        start_h2(cc);
+    return true;
+}
+
+static void process_h2(struct cm_conn *cc, struct herald_buf *in)
+{
+    if (cc->gone)
+        return;
+    if (cc->closing || cc->codec_dead) {
+        herald_buf_drain(in, herald_buf_len(in));
+        return;
+    }
+    if (h2_server_recv(cc->h2, buf_ev(in)) < 0)
+        cc->codec_dead = true; /* GOAWAY queued: h2_out flushes it and closes */
+    if (cc->read_eof && !cc->eof_handled) {
+        /* no half-close in HTTP/2: the client is gone */
+        cc->eof_handled = true;
+        cc->remote_closed = true;
+        for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
+            if (!s->over) {
+                herald_stat_inc(cc->cm->st.cx_destroy_active_rq);
+                herald_stat_inc(cc->cm->st.cx_destroy_remote_active_rq);
+                reset_stream(s, true, "downstream_remote_disconnect");
+            }
+        if (!cc->closing && !cc->gone)
+            close_conn(cc, HERALD_CLOSE_FLUSH);
+    }
+}
+
 static void process_input(struct cm_conn *cc, struct herald_buf *in)
 {
+    if (cc->proto == PROTO_NONE && !cc->gone && !cc->closing && !pick_codec(cc, in))
+        return;
+    if (cc->proto == PROTO_H2) {
+        process_h2(cc, in);
+        return;
+    }
+    if (cc->proto == PROTO_NONE) {
+        herald_buf_drain(in, herald_buf_len(in));
+        return;
+    }
     for (int round = 0; round < 2; round++) {
         struct herald_http_stream *s = cc->stream;
         if (cc->gone)
@@ -2044,7 +2481,6 @@ void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *
     struct cm_conn *cc = xcalloc(1, sizeof(*cc));
     cc->cm = cm;
     cc->c = c;
-    cc->codec = h1_codec_new(H1_SERVER, &cm->limits, &h1_cbs, cc);
     cc->wbuf = evbuffer_new();
     cc->start_mono = herald_now_ms();
     cc->finish_timer = herald_timer_new(on_finish_timer, cc);
@@ -2061,8 +2497,11 @@ void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *
     }
     herald_stat_inc(cm->st.cx_total);
     herald_gauge_add(cm->st.cx_active, 1);
-    herald_stat_inc(cm->st.cx_http1_total);
-    herald_gauge_add(cm->st.cx_http1_active, 1);
+    /* AUTO decides on the first bytes (pick_codec) */
+    if (cm->codec == CODEC_HTTP1)
+        start_h1(cc);
+    else if (cm->codec == CODEC_HTTP2)
+        start_h2(cc);
     return cc;
 }
 
@@ -2076,17 +2515,33 @@ void herald_http_cm_session_destroy(void *session)
     cm = cc->cm;
     cc->gone = true;
     if (cc->stream) {
-        herald_stat_inc(cm->st.cx_destroy_active_rq);
-        herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote_active_rq
-                                          : cm->st.cx_destroy_local_active_rq);
-        reset_stream(cc->stream, cc->remote_closed, NULL);
+        /* a stream already over (reset by the EOF, or complete) was counted then */
+        if (!cc->stream->over) {
+            herald_stat_inc(cm->st.cx_destroy_active_rq);
+            herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote_active_rq
+                                              : cm->st.cx_destroy_local_active_rq);
+            reset_stream(cc->stream, cc->remote_closed, NULL);
+        }
         stream_finish(cc->stream);
+    }
+    while (cc->h2streams) {
+        struct herald_http_stream *s = cc->h2streams;
+        if (!s->over) {
+            herald_stat_inc(cm->st.cx_destroy_active_rq);
+            herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote_active_rq
+                                              : cm->st.cx_destroy_local_active_rq);
+            reset_stream(s, cc->remote_closed, NULL);
+        }
+        stream_finish(s);
     }
     account_bytes(cc);
     herald_stat_inc(cm->st.cx_destroy);
     herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote : cm->st.cx_destroy_local);
     herald_gauge_add(cm->st.cx_active, -1);
-    herald_gauge_add(cm->st.cx_http1_active, -1);
+    if (cc->proto == PROTO_H1)
+        herald_gauge_add(cm->st.cx_http1_active, -1);
+    else if (cc->proto == PROTO_H2)
+        herald_gauge_add(cm->st.cx_http2_active, -1);
     herald_histogram_record(cm->st.cx_length_ms, herald_now_ms() - cc->start_mono);
     if (cc->idle_timer)
         herald_timer_free(cc->idle_timer);
@@ -2096,6 +2551,9 @@ void herald_http_cm_session_destroy(void *session)
         herald_timer_free(cc->finish_timer);
     if (cc->linger_timer)
         herald_timer_free(cc->linger_timer);
+    if (cc->kick_timer)
+        herald_timer_free(cc->kick_timer);
+    h2_server_free(cc->h2);
     h1_codec_free(cc->codec);
     evbuffer_free(cc->wbuf);
     free(cc);
@@ -2134,6 +2592,14 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
             reset_stream(s, cc->remote_closed, cc->remote_closed ? "downstream_remote_disconnect"
                                                                  : "downstream_local_disconnect");
         }
+        for (struct herald_http_stream *h2s = cc->h2streams; h2s; h2s = h2s->next)
+            if (!h2s->over) {
+                herald_stat_inc(cc->cm->st.cx_destroy_active_rq);
+                herald_stat_inc(cc->remote_closed ? cc->cm->st.cx_destroy_remote_active_rq
+                                                  : cc->cm->st.cx_destroy_local_active_rq);
+                reset_stream(h2s, cc->remote_closed, cc->remote_closed ? "downstream_remote_disconnect"
+                                                                       : "downstream_local_disconnect");
+            }
         if (cc->idle_timer)
             herald_timer_cancel(cc->idle_timer);
         if (cc->duration_timer)
@@ -2142,10 +2608,20 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
     case HERALD_EV_DRAIN:
         /* Envoy's drain: no new requests on this connection; an idle one closes now. */
         cc->draining = true;
-        if (!s && !cc->closing && !cc->gone)
+        if (cc->h2 && !cc->closing && !cc->gone)
+            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR); /* streams in flight finish */
+        if (!s && !cc->h2streams && !cc->closing && !cc->gone)
             close_conn(cc, HERALD_CLOSE_FLUSH);
         break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
+        if (cc->h2) {
+            /* frames wait in nghttp2 (bounded by the flood limits); each stream's own
+             * queue stops its upstream. Reading goes on, so that floods are seen. */
+            if (!cc->above_high)
+                herald_stat_inc(cc->cm->st.flow_paused);
+            cc->above_high = true;
+            break;
+        }
         if (!cc->above_high) {
             cc->above_high = true;
             herald_stat_inc(cc->cm->st.flow_paused);
@@ -2157,6 +2633,12 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
         }
         break;
     case HERALD_EV_BELOW_WRITE_LOW:
+        if (cc->h2) {
+            if (cc->above_high)
+                herald_stat_inc(cc->cm->st.flow_resumed);
+            cc->above_high = false; /* leave() flushes */
+            break;
+        }
         if (cc->above_high) {
             cc->above_high = false;
             herald_stat_inc(cc->cm->st.flow_resumed);
@@ -2264,11 +2746,25 @@ void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct her
     leave_sdk(cc);
 }
 
-bool herald_http_stream_encode_blocked(const struct herald_http_stream *s) { return s->cc->above_high; }
+bool herald_http_stream_encode_blocked(const struct herald_http_stream *s)
+{
+    return s->cc->h2 ? s->h2_above : s->cc->above_high;
+}
 
 void herald_http_stream_pause_decoding(struct herald_http_stream *s, bool pause)
 {
     struct cm_conn *cc = s->cc;
+    if (cc->h2) {
+        /* per stream: its DATA stays unconsumed, holding the client's window */
+        if (s->dec_paused == pause || cc->gone)
+            return;
+        s->dec_paused = pause;
+        if (s->h2id)
+            h2_server_pause(cc->h2, s->h2id, pause);
+        if (!pause && cc->kick_timer)
+            herald_timer_arm(cc->kick_timer, 0);
+        return;
+    }
     if (cc->decode_paused == pause || cc->gone)
         return;
     cc->decode_paused = pause;
@@ -2380,6 +2876,9 @@ static void make_stats(struct cm_stats *st, const char *p)
     C(cx_destroy_local_active_rq, "downstream_cx_destroy_local_active_rq");
     C(cx_http1_total, "downstream_cx_http1_total");
     G(cx_http1_active, "downstream_cx_http1_active");
+    C(cx_http2_total, "downstream_cx_http2_total");
+    G(cx_http2_active, "downstream_cx_http2_active");
+    C(rq_http2_total, "downstream_rq_http2_total");
     C(cx_protocol_error, "downstream_cx_protocol_error");
     C(cx_idle_timeout, "downstream_cx_idle_timeout");
     C(cx_rx_bytes_total, "downstream_cx_rx_bytes_total");
@@ -2424,6 +2923,79 @@ static void make_stats(struct cm_stats *st, const char *p)
     /* Envoy keeps the codec's under http1.* */
     st->dropped_underscores = herald_counter("http1", "dropped_headers_with_underscores");
     st->rejected_underscores = herald_counter("http1", "requests_rejected_with_underscores_in_headers");
+}
+
+/* The HTTP/2 codec's counters, under http.<stat_prefix>.http2. */
+static void make_h2_stats(struct herald_http_cm *cm)
+{
+    char *p = xasprintf("%s.http2", cm->stat_prefix);
+    struct h2_stats *h = &cm->h2st;
+#define C(f, n) h->f = herald_counter(p, n)
+    C(rx_reset, "rx_reset");
+    C(tx_reset, "tx_reset");
+    C(header_overflow, "header_overflow");
+    C(too_many_headers, "too_many_headers");
+    C(outbound_flood, "outbound_flood");
+    C(outbound_control_flood, "outbound_control_flood");
+    C(inbound_empty_frames_flood, "inbound_empty_frames_flood");
+    C(inbound_priority_frames_flood, "inbound_priority_frames_flood");
+    C(inbound_window_update_frames_flood, "inbound_window_update_frames_flood");
+    C(rx_messaging_error, "rx_messaging_error");
+    C(trailers, "trailers");
+    C(goaway_sent, "goaway_sent");
+    C(stream_refused_errors, "stream_refused_errors");
+#undef C
+    cm->st.h2_dropped_underscores = herald_counter(p, "dropped_headers_with_underscores");
+    cm->st.h2_rejected_underscores = herald_counter(p, "requests_rejected_with_underscores_in_headers");
+    /* Envoy's name for its CVE-2023-44487 defence, an HCM counter */
+    h->premature_resets = herald_counter(cm->stat_prefix, "downstream_rq_too_many_premature_resets");
+    free(p);
+}
+
+static uint32_t opt_u32(const struct herald_cfg *o, const char *name, uint32_t def)
+{
+    const struct herald_cfg *v = herald_cfg_get(o, name);
+    return v ? (uint32_t)herald_cfg_int(v, def) : def;
+}
+
+/* http2_protocol_options, with Envoy's edge-hardened defaults (see hcm_schema.c). */
+static int h2_options(struct herald_http_cm *cm, const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *o = herald_cfg_get(n, "http2_protocol_options");
+    struct h2_settings *h = &cm->h2set;
+    h->max_concurrent_streams = opt_u32(o, "max_concurrent_streams", 100);
+    h->initial_stream_window_size = opt_u32(o, "initial_stream_window_size", 65536);
+    h->initial_connection_window_size = opt_u32(o, "initial_connection_window_size", 1024 * 1024);
+    h->hpack_table_size = opt_u32(o, "hpack_table_size", 4096);
+    h->max_outbound_frames = opt_u32(o, "max_outbound_frames", 10000);
+    h->max_outbound_control_frames = opt_u32(o, "max_outbound_control_frames", 1000);
+    h->max_consecutive_inbound_frames_with_empty_payload =
+        opt_u32(o, "max_consecutive_inbound_frames_with_empty_payload", 1);
+    h->max_inbound_priority_frames_per_stream = opt_u32(o, "max_inbound_priority_frames_per_stream", 100);
+    h->max_inbound_window_update_frames_per_data_frame_sent =
+        opt_u32(o, "max_inbound_window_update_frames_per_data_frame_sent", 10);
+    h->stream_error_on_invalid_http_messaging =
+        herald_cfg_bool(herald_cfg_get(o, "stream_error_on_invalid_http_messaging"), false) ||
+        herald_cfg_bool(herald_cfg_get(n, "stream_error_on_invalid_http_message"), false);
+    h->max_header_list_bytes = cm->limits.max_request_headers_kb * 1024;
+    h->max_headers_count = cm->limits.max_headers_count;
+    h->premature_reset_total_stream_count = 500;
+    if (h->initial_stream_window_size < 65535 || h->initial_stream_window_size > 0x7fffffff) {
+        herald_cfg_errorf(herald_cfg_get(o, "initial_stream_window_size"), err,
+                          "initial_stream_window_size must be between 65535 and 2147483647");
+        return -1;
+    }
+    if (h->initial_connection_window_size < 65535 || h->initial_connection_window_size > 0x7fffffff) {
+        herald_cfg_errorf(herald_cfg_get(o, "initial_connection_window_size"), err,
+                          "initial_connection_window_size must be between 65535 and 2147483647");
+        return -1;
+    }
+    if (h->max_concurrent_streams < 1) {
+        herald_cfg_errorf(herald_cfg_get(o, "max_concurrent_streams"), err,
+                          "max_concurrent_streams must be at least 1");
+        return -1;
+    }
+    return 0;
 }
 
 /* One entry of http_filters resolved like core/filters.c does network filters. */
@@ -2569,8 +3141,14 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
     cm->stat_prefix = xasprintf("http.%.*s", (int)(splen && sp[splen - 1] == '.' ? splen - 1 : splen), sp);
 
     const char *codec = enum_str(herald_cfg_get(n, "codec_type"), "AUTO");
-    if (strcasecmp(codec, "AUTO") && strcasecmp(codec, "HTTP1")) {
-        herald_cfg_errorf(herald_cfg_get(n, "codec_type"), err, "not supported yet: codec_type %s", codec);
+    if (!strcasecmp(codec, "HTTP1")) {
+        cm->codec = CODEC_HTTP1;
+    } else if (!strcasecmp(codec, "HTTP2")) {
+        cm->codec = CODEC_HTTP2;
+    } else if (!strcasecmp(codec, "AUTO")) {
+        cm->codec = CODEC_AUTO;
+    } else {
+        herald_cfg_errorf(herald_cfg_get(n, "codec_type"), err, "not supported: codec_type %s", codec);
         goto fail_err;
     }
     const struct herald_cfg *rc = herald_cfg_get(n, "route_config");
@@ -2726,7 +3304,10 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
         cm->logs[cm->nlogs++] = l;
     }
 
+    if (h2_options(cm, n, err) < 0)
+        goto fail_err;
     make_stats(&cm->st, cm->stat_prefix);
+    make_h2_stats(cm);
     diag_free(&local);
     return cm;
 

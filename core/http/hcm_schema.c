@@ -112,6 +112,49 @@ static const struct herald_message h1_opts_msg = {
     "envoy.config.core.v3.Http1ProtocolOptions", h1_opts_fields, NULL,
 };
 
+/* Http2ProtocolOptions (envoy.config.core.v3). herald's defaults are
+ * Envoy's edge guide, not Envoy's own: 100 streams (Envoy: 2^31-1), a 64 KiB
+ * stream window (Envoy: 256 MiB) and a 1 MiB connection window, so that one
+ * client's buffered bytes stay small; the flood limits are Envoy's. */
+static const struct herald_field h2_opts_fields[] = {
+    UINT("hpack_table_size", .help = "HPACK dynamic table size we allow the client (default 4096)"),
+    UINT("max_concurrent_streams",
+         .help = "streams a client may have open at once (default 100, Envoy's edge value; Envoy's "
+                 "default is 2147483647); more are refused with REFUSED_STREAM"),
+    UINT("initial_stream_window_size",
+         .help = "per-stream receive window: request bytes buffered before the upstream takes them "
+                 "(default 65536, Envoy's edge value; 65535..2147483647)"),
+    UINT("initial_connection_window_size", .help = "connection receive window (default 1048576)"),
+    BOOL("allow_connect", .help = "only false: CONNECT over HTTP/2 is answered 403"),
+    UNSUP("allow_metadata"),
+    UINT("max_outbound_frames",
+         .help = "frames queued for a client that does not read before the connection is closed "
+                 "(default 10000; http2.outbound_flood)"),
+    UINT("max_outbound_control_frames",
+         .help = "queued SETTINGS/PING acknowledgements before the connection is closed (default 1000; "
+                 "http2.outbound_control_flood)"),
+    UINT("max_consecutive_inbound_frames_with_empty_payload",
+         .help = "empty DATA/HEADERS/CONTINUATION frames in a row (default 1; "
+                 "http2.inbound_empty_frames_flood)"),
+    UINT("max_inbound_priority_frames_per_stream",
+         .help = "PRIORITY frames per opened stream (default 100; http2.inbound_priority_frames_flood)"),
+    UINT("max_inbound_window_update_frames_per_data_frame_sent",
+         .help = "WINDOW_UPDATE frames per DATA frame sent (default 10; "
+                 "http2.inbound_window_update_frames_flood)"),
+    BOOL("stream_error_on_invalid_http_messaging",
+         .help = "an invalid request resets its stream only (default false: the connection is closed)"),
+    UNSUP("override_stream_error_on_invalid_http_message"),
+    UNSUP("custom_settings_parameters"),
+    UNSUP("connection_keepalive", .help = "PING keepalive"),
+    UNSUP("use_oghttp2_codec"),
+    UNSUP("max_metadata_size"),
+    UNSUP("enable_huffman_encoding_for_headers"),
+    END,
+};
+static const struct herald_message h2_opts_msg = {
+    "envoy.config.core.v3.Http2ProtocolOptions", h2_opts_fields, NULL,
+};
+
 /* ------------------------------------------------------------ HttpConnectionManager */
 
 static const char *const codec_values[] = { "AUTO", "HTTP1", "HTTP2", "HTTP3", NULL };
@@ -126,7 +169,8 @@ static const char *const escaped_slashes_values[] = {
 
 static const struct herald_field hcm_fields[] = {
     ENUM("codec_type", codec_values,
-         .help = "AUTO (default) or HTTP1; HTTP2 and HTTP3 are not supported yet"),
+         .help = "AUTO (default: ALPN h2 on TLS, the client preface on plaintext, else HTTP/1.1), "
+                 "HTTP1 or HTTP2; HTTP3 is not supported"),
     F_("stat_prefix", STRING, HERALD_F_REQUIRED, .help = "stats are named http.<stat_prefix>.*"),
     MSG("route_config", schema_route_configuration, .oneof = "route_specifier",
         .help = "the route table, inline"),
@@ -139,7 +183,7 @@ static const struct herald_field hcm_fields[] = {
     UNSUP("tracing"),
     MSG("common_http_protocol_options", common_opts_msg),
     MSG("http_protocol_options", h1_opts_msg, .help = "HTTP/1 codec options"),
-    UNSUP("http2_protocol_options", .help = "HTTP/2 is not supported yet"),
+    MSG("http2_protocol_options", h2_opts_msg, .help = "HTTP/2 codec options (downstream)"),
     UNSUP("http3_protocol_options", .help = "HTTP/3 is not supported"),
     STR("server_name", .help = "the Server header value (default \"herald\"; Envoy says \"envoy\")"),
     ENUM("server_header_transformation", server_transform_values,
@@ -187,7 +231,8 @@ static const struct herald_field hcm_fields[] = {
          .help = "drop the port from Host when it is the listener's port"),
     BOOL("strip_any_host_port", .oneof = "strip_port_mode", .help = "drop any port from Host"),
     BOOL("stream_error_on_invalid_http_message",
-         .help = "HTTP/1 closes the connection after an invalid message either way"),
+         .help = "HTTP/1 closes the connection after an invalid message either way; HTTP/2 resets "
+                "only the stream when true"),
     BOOL("strip_trailing_host_dot", .help = "drop a trailing dot from Host"),
     UNSUP("proxy_status_config"),
     UNSUP("typed_header_validation_config"),
@@ -204,8 +249,12 @@ static int check_hcm(const struct herald_cfg *n, char **err)
 {
     const struct herald_cfg *ct = herald_cfg_get(n, "codec_type");
     const char *codec = herald_cfg_str(ct, "AUTO");
-    if (!strcmp(codec, "HTTP2") || !strcmp(codec, "HTTP3"))
-        return herald_cfg_errorf(ct, err, "not supported yet: codec_type %s (use AUTO or HTTP1)", codec);
+    if (!strcmp(codec, "HTTP3"))
+        return herald_cfg_errorf(ct, err, "not supported: codec_type HTTP3 (use AUTO, HTTP1 or HTTP2)");
+    const struct herald_cfg *h2 = herald_cfg_get(n, "http2_protocol_options");
+    const struct herald_cfg *ac = herald_cfg_get(h2, "allow_connect");
+    if (herald_cfg_bool(ac, false))
+        return herald_cfg_errorf(ac, err, "not supported: allow_connect: true (CONNECT over HTTP/2)");
     const struct herald_cfg *sp = herald_cfg_get(n, "stat_prefix");
     if (sp && !*herald_cfg_str(sp, ""))
         return herald_cfg_errorf(sp, err, "stat_prefix must not be empty");

@@ -1,17 +1,20 @@
 /* HTTP/1.1 connection pools, one per worker x cluster x host: connections
  * with the response codec on them, the idle list (most recently used first,
  * so a few connections stay warm), idle timeouts, max_requests_per_connection,
- * and the pending requests waiting for a connection. See pool.h. */
+ * and the pending requests waiting for a connection. The pools' HTTP/2
+ * connections are h2_client.c's. See pool.h. */
 #include "config.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <string.h>
 
 #include "buffer.h"
 #include "common.h"
 #include "herald/stats.h"
+#include "http/h2_client.h"
 #include "http/pool.h"
 #include "log.h"
 #include "net/upstream_conn.h"
@@ -48,6 +51,19 @@ struct pool_cluster *pool_cluster_get(struct cluster *cl)
         pc->upstream_rq_rx_reset = herald_counter(p, "upstream_rq_rx_reset");
         pc->upstream_rq_tx_reset = herald_counter(p, "upstream_rq_tx_reset");
         pc->upstream_rq_cancelled = herald_counter(p, "upstream_rq_cancelled");
+        if (cl->cfg->http_protocol != UPSTREAM_HTTP1) {
+            char *h2p = xasprintf("%s.http2", p);
+            struct h2_stats *h = &pc->h2;
+            h->rx_reset = herald_counter(h2p, "rx_reset");
+            h->tx_reset = herald_counter(h2p, "tx_reset");
+            h->goaway_sent = herald_counter(h2p, "goaway_sent");
+            h->trailers = herald_counter(h2p, "trailers");
+            h->stream_refused_errors = herald_counter(h2p, "stream_refused_errors");
+            h->rx_messaging_error = herald_counter(h2p, "rx_messaging_error");
+            h->header_overflow = herald_counter(h2p, "header_overflow");
+            h->streams_active = herald_gauge(h2p, "streams_active");
+            free(h2p);
+        }
         free(p);
         pc->next = clusters;
         clusters = pc;
@@ -164,6 +180,11 @@ static void pool_refill(struct http_pool *p)
 /* ------------------------------------------------------------ idle and reuse */
 
 static __thread bool pools_draining; /* this worker is shutting down */
+
+bool pool_draining(void)
+{
+    return pools_draining;
+}
 
 static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -523,6 +544,11 @@ int pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
         return -1;
     }
     const struct cluster_cfg *cfg = p->cluster->cfg;
+    if (cfg->http_protocol == UPSTREAM_HTTP_AUTO && c->up->ssl && !cfg->tls_alpn_set) {
+        /* auto_config found HTTP/1.1 on this host: say so in the ALPN of the connections after */
+        static const unsigned char h1[] = "\x08http/1.1";
+        SSL_set_alpn_protos(c->up->ssl, h1, sizeof(h1) - 1);
+    }
     struct h1_limits lim = {.max_headers_count = cfg->max_headers_count};
     c->codec = h1_codec_new(H1_CLIENT, &lim, &codec_cbs, c);
     c->wbuf = evbuffer_new();
@@ -530,6 +556,25 @@ int pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     herald_stat_inc(p->cluster->stats.upstream_cx_http1_total);
     conn_link(c, PCONN_CONNECTING);
     return 0;
+}
+
+void pool_adopt_h1(struct http_pool *p, struct herald_upstream *up)
+{
+    const struct cluster_cfg *cfg = p->cluster->cfg;
+    struct pool_conn *c = xcalloc(1, sizeof(*c));
+    struct h1_limits lim = {.max_headers_count = cfg->max_headers_count};
+    p->proto = POOL_H1;
+    c->pool = p;
+    c->up = up;
+    up->cbs = &conn_cbs; /* the connection changes hands: its events are this pool's now */
+    up->arg = c;
+    c->codec = h1_codec_new(H1_CLIENT, &lim, &codec_cbs, c);
+    c->wbuf = evbuffer_new();
+    c->idle_ev = evtimer_new(p->wp->worker->base, on_idle_timeout, c);
+    herald_stat_inc(p->cluster->stats.upstream_cx_http1_total);
+    conn_link(c, PCONN_CONNECTING);
+    conn_available(c);
+    pool_refill(p);
 }
 
 /* ------------------------------------------------------------ pools */
@@ -563,6 +608,11 @@ struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
     p->cluster = view->cluster;
     p->view = view;
     p->pc = pool_cluster_get(view->cluster);
+    switch (view->cluster->cfg->http_protocol) {
+    case UPSTREAM_HTTP1: p->proto = POOL_H1; break;
+    case UPSTREAM_HTTP2: p->proto = POOL_H2; break;
+    case UPSTREAM_HTTP_AUTO: p->proto = POOL_UNDECIDED; break;
+    }
     p->host = h;
     host_get(h);
     p->next = wp->pools;
@@ -576,9 +626,11 @@ void http_pools_worker_drain(struct worker *w)
     struct worker_pools *wp = tls_pools;
     if (!wp || wp->worker != w)
         return;
-    for (struct http_pool *p = wp->pools; p; p = p->next)
+    for (struct http_pool *p = wp->pools; p; p = p->next) {
         while (p->conns[PCONN_IDLE])
             conn_close(p->conns[PCONN_IDLE], HERALD_CLOSE_FLUSH);
+        h2_pool_drain(p);
+    }
 }
 
 void http_pools_worker_close_all(struct worker *w)
@@ -600,6 +652,7 @@ void http_pools_worker_close_all(struct worker *w)
         for (int st = 0; st < PCONN_NSTATES; st++)
             while (p->conns[st])
                 conn_close(p->conns[st], HERALD_CLOSE_RESET);
+        h2_pool_close_all(p);
         host_put(p->host);
         free(p);
     }

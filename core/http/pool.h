@@ -1,9 +1,12 @@
-/* HTTP/1.1 upstream connection pools: per worker x cluster x host, one
- * request at a time per connection (Envoy's HTTP/1 pool). pool.c keeps the
- * connections (connect, idle list, idle timeout, max_requests_per_connection,
- * the response codec); upstream_request.c is the SDK's herald_http_upstream_*
- * on top (circuit breakers, pending queue, request encoding). Everything runs
- * on the owning worker, without locks. */
+/* HTTP upstream connection pools: per worker x cluster x host. HTTP/1.1:
+ * one request at a time per connection (Envoy's HTTP/1 pool); HTTP/2: the
+ * requests are streams multiplexed over (usually) one connection (h2_client.c).
+ * pool.c keeps the HTTP/1 connections (connect, idle list, idle timeout,
+ * max_requests_per_connection, the response codec); upstream_request.c is the
+ * SDK's herald_http_upstream_* on top (circuit breakers, pending queue,
+ * request encoding). A cluster with auto_config starts each pool undecided:
+ * its first connection's TLS ALPN makes the pool HTTP/2 ("h2") or HTTP/1.1.
+ * Everything runs on the owning worker, without locks. */
 #ifndef HERALD_CORE_HTTP_POOL_H
 #define HERALD_CORE_HTTP_POOL_H
 
@@ -19,6 +22,14 @@
 struct worker;
 struct cluster;
 struct worker_pools;
+struct h2_conn;
+
+/* cluster.<name>.http2.* (Envoy's HTTP/2 codec stats, client side) */
+struct h2_stats {
+    struct herald_stat *rx_reset, *tx_reset, *goaway_sent, *trailers, *stream_refused_errors;
+    struct herald_stat *rx_messaging_error, *header_overflow;
+    struct herald_stat *streams_active; /* gauge */
+};
 
 /* Cluster-wide state the circuit breakers need across workers, and the
  * request stats struct cluster_stats does not have. One per cluster, made on
@@ -28,6 +39,7 @@ struct pool_cluster {
     atomic_uint rq_active;             /* max_requests */
     atomic_uint rq_pending;            /* max_pending_requests */
     struct herald_stat *upstream_rq_rx_reset, *upstream_rq_tx_reset, *upstream_rq_cancelled;
+    struct h2_stats h2;
     struct pool_cluster *next;
 };
 
@@ -63,8 +75,12 @@ struct pool_conn {
     bool tunnel;
 };
 
+/* What a pool's connections speak. */
+enum pool_proto { POOL_H1 = 0, POOL_H2, POOL_UNDECIDED /* auto_config before the first ALPN answer */ };
+
 struct http_pool {
     struct worker_pools *wp;
+    enum pool_proto proto;
     struct pool_cluster *pc;
     struct cluster *cluster;
     struct herald_cluster *view;       /* this worker's view, for herald_upstream_connect */
@@ -73,6 +89,8 @@ struct http_pool {
     unsigned nconns[PCONN_NSTATES];
     struct herald_http_upstream *pending_head, *pending_tail;
     unsigned npending;
+    struct h2_conn *h2_conns;          /* HTTP/2 connections (and auto_config's first, undecided) */
+    unsigned nh2, nh2_connecting;
     struct http_pool *next;
 };
 
@@ -95,6 +113,7 @@ struct herald_http_upstream {
     struct event *ev;                  /* deferred on_ready / on_reset */
     enum herald_upstream_reset reset_why;
     bool ready_due, reset_due;
+    bool wm_low_due, resume_due;       /* HTTP/2: deferred on_watermark(false) / held response delivery */
     /* what the caller sent before a connection was bound */
     struct herald_headers *q_headers, *q_trailers;
     struct evbuffer *q_body;
@@ -107,6 +126,20 @@ struct herald_http_upstream {
     unsigned holds;                    /* core frames that touch it after an owner callback */
     struct pool_cluster *pcl;
     struct herald_http_upstream *wprev, *wnext; /* every live request of the worker */
+    /* HTTP/2 (h2_client.c): the stream this request is */
+    struct h2_conn *h2;                /* bound connection, NULL once off it */
+    int32_t stream_id;                 /* 0 until the headers went to nghttp2 */
+    struct herald_http_upstream *h2prev, *h2next; /* in the connection's streams */
+    struct evbuffer *h2_out;           /* request body nghttp2 has not taken yet */
+    struct herald_headers *h2_out_trailers;
+    bool h2_out_end, h2_deferred;      /* the body's end is in h2_out; the data provider waits */
+    struct herald_headers *h2_in_headers; /* the header block being received */
+    struct evbuffer *h2_in;            /* response body not delivered yet (the owner paused) */
+    struct herald_headers *h2_in_trailers;
+    bool h2_in_end;                    /* the response ended behind what h2_in holds */
+    bool h2_final;                     /* the final response head came (later HEADERS: trailers) */
+    bool h2_rx_rst;                    /* the upstream reset the stream */
+    bool h2_overflow;                  /* too many response headers */
 };
 
 /* pool.c */
@@ -128,14 +161,27 @@ void pool_conn_bound(struct pool_conn *pc);
  * (tunnels only) half-closes the connection's write side after them. */
 void pool_conn_flush(struct pool_conn *pc, bool end);
 
-/* upstream_request.c, for pool.c */
+/* pool.c, for h2_client.c */
+bool pool_draining(void);
+/* auto_config: the first connection did not pick h2; it becomes an HTTP/1.1
+ * connection of p (now POOL_H1) and takes the pending requests. */
+void pool_adopt_h1(struct http_pool *p, struct herald_upstream *up);
+
+/* upstream_request.c, for pool.c and h2_client.c */
 void ureq_bind(struct herald_http_upstream *r, struct pool_conn *pc);
+/* h2_client.c linked r to a stream-to-be: bound, counted, on_ready due, what was queued sent. */
+void ureq_bound_h2(struct herald_http_upstream *r);
 /* on_reset from a zero-delay event (the caller is never re-entered); r is freed after it. */
 void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why);
 void ureq_pending_remove(struct herald_http_upstream *r);
 /* The response ended and r is off its connection. */
 void ureq_done(struct herald_http_upstream *r);
 void ureq_watermark(struct herald_http_upstream *r, bool above);
+/* Owner callbacks that may free r: hold it around them; unhold returns false when r is gone. */
+void ureq_hold(struct herald_http_upstream *r);
+bool ureq_unhold(struct herald_http_upstream *r);
+/* Schedules r's deferred event (on_ready, on_reset, HTTP/2 deliveries). */
+void ureq_kick(struct herald_http_upstream *r);
 /* Detaches every live request of the worker from its pool and connection, for good. */
 void ureq_orphan_all(struct worker *w);
 

@@ -1,6 +1,6 @@
 /* The SDK's HTTP upstream requests (herald_http_upstream_*): circuit
- * breakers, the pending queue, request encoding with the HTTP/1 encoders,
- * and the callbacks to the owner. Callbacks that the owner's own calls cause
+ * breakers, the pending queue, request encoding with the HTTP/1 encoders
+ * (HTTP/2 streams: h2_client.c), and the callbacks to the owner. Callbacks that the owner's own calls cause
  * (on_ready, on_reset) come from a zero-delay event, never from inside the
  * call. See pool.h. */
 #include "config.h"
@@ -13,6 +13,7 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "http/headers.h"
+#include "http/h2_client.h"
 #include "http/pool.h"
 #include "log.h"
 #include "upstream/cluster.h"
@@ -97,6 +98,13 @@ static void ureq_destroy(struct herald_http_upstream *r)
     herald_headers_free(r->q_trailers);
     if (r->q_body)
         evbuffer_free(r->q_body);
+    if (r->h2_out)
+        evbuffer_free(r->h2_out);
+    if (r->h2_in)
+        evbuffer_free(r->h2_in);
+    herald_headers_free(r->h2_out_trailers);
+    herald_headers_free(r->h2_in_headers);
+    herald_headers_free(r->h2_in_trailers);
     host_put(r->host);
     free(r);
 }
@@ -114,11 +122,41 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
         ureq_destroy(r);
         return;
     }
+    ureq_hold(r);
     if (r->ready_due) {
         r->ready_due = false;
         if (r->cbs->on_ready)
             r->cbs->on_ready(r->arg);
     }
+    if (r->wm_low_due && !r->freed && r->state == UREQ_BOUND) {
+        r->wm_low_due = false;
+        ureq_watermark(r, false);
+    }
+    if (r->resume_due && !r->freed) {
+        r->resume_due = false;
+        h2_deliver_held(r);
+    }
+    ureq_unhold(r);
+}
+
+void ureq_hold(struct herald_http_upstream *r)
+{
+    r->holds++;
+}
+
+bool ureq_unhold(struct herald_http_upstream *r)
+{
+    r->holds--;
+    if (r->freed && !r->holds) {
+        ureq_destroy(r);
+        return false;
+    }
+    return !r->freed;
+}
+
+void ureq_kick(struct herald_http_upstream *r)
+{
+    event_active(r->ev, EV_TIMEOUT, 0);
 }
 
 void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
@@ -130,6 +168,8 @@ void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
         r->conn->req = NULL;
         r->conn = NULL;
     }
+    if (r->h2)
+        h2_stream_detach(r, true);
     deactivate(r);
     if (why == HERALD_UPSTREAM_RESET_CONNECT_FAILURE || why == HERALD_UPSTREAM_RESET_REMOTE ||
         why == HERALD_UPSTREAM_RESET_PROTOCOL)
@@ -137,7 +177,7 @@ void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
     r->state = UREQ_FAILED;
     r->reset_why = why;
     r->reset_due = true;
-    r->ready_due = false;
+    r->ready_due = r->wm_low_due = r->resume_due = false;
     event_active(r->ev, EV_TIMEOUT, 0);
 }
 
@@ -159,14 +199,9 @@ void ureq_watermark(struct herald_http_upstream *r, bool above)
 /* Runs an owner callback that may free r; false when it did (r is gone). */
 static bool watermark_held(struct herald_http_upstream *r, bool above)
 {
-    r->holds++;
+    ureq_hold(r);
     ureq_watermark(r, above);
-    r->holds--;
-    if (r->freed && !r->holds) {
-        ureq_destroy(r);
-        return false;
-    }
-    return !r->freed;
+    return ureq_unhold(r);
 }
 
 /* ------------------------------------------------------------ encoding */
@@ -193,6 +228,8 @@ static void encode_failed(struct herald_http_upstream *r, const char *what)
 
 static int encode_headers(struct herald_http_upstream *r, struct herald_headers *h, bool end)
 {
+    if (r->h2)
+        return h2_encode_headers(r, h, end);
     struct pool_conn *c = r->conn;
     const char *method = herald_headers_get(h, ":method");
     bool upgrade = (method && !strcmp(method, "CONNECT")) ||
@@ -226,6 +263,8 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
 
 static int encode_data(struct herald_http_upstream *r, struct evbuffer *data, bool end)
 {
+    if (r->h2)
+        return h2_encode_data(r, data, end);
     struct pool_conn *c = r->conn;
     if (h1_encode_data(&r->enc, c->wbuf, data, end) < 0) {
         evbuffer_drain(data, evbuffer_get_length(data));
@@ -241,6 +280,8 @@ static int encode_data(struct herald_http_upstream *r, struct evbuffer *data, bo
 
 static int encode_trailers(struct herald_http_upstream *r, struct herald_headers *t)
 {
+    if (r->h2)
+        return h2_encode_trailers(r, t);
     struct pool_conn *c = r->conn;
     int rc = h1_encode_trailers(&r->enc, c->wbuf, t);
     herald_headers_free(t);
@@ -313,18 +354,31 @@ void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)
     flush_queued(r);
 }
 
+void ureq_bound_h2(struct herald_http_upstream *r)
+{
+    r->state = UREQ_BOUND;
+    activate(r);
+    r->ready_due = true;
+    event_active(r->ev, EV_TIMEOUT, 0);
+    flush_queued(r);
+}
+
 void ureq_orphan_all(struct worker *w)
 {
     tls_closed = true;
-    for (struct herald_http_upstream *r = tls_reqs; r; r = r->wnext) {
+    /* the queues first: an HTTP/2 connection a stream leaves must find nobody to bind */
+    for (struct herald_http_upstream *r = tls_reqs; r; r = r->wnext)
         ureq_pending_remove(r);
+    for (struct herald_http_upstream *r = tls_reqs; r; r = r->wnext) {
         if (r->conn) {
             r->conn->req = NULL;
             r->conn = NULL;
         }
+        if (r->h2)
+            h2_stream_detach(r, false);
         deactivate(r);
         event_del(r->ev);
-        r->ready_due = r->reset_due = false;
+        r->ready_due = r->reset_due = r->wm_low_due = r->resume_due = false;
         r->pool = NULL;
         if (r->state == UREQ_FAILED && !r->in_cb) {
             /* its on_reset never comes, so the owner still holds it and frees it */
@@ -359,13 +413,14 @@ struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *vie
     const struct thresholds_cfg *t = &cl->cfg->thresholds[0];
     if (atomic_load_explicit(&p->pc->rq_active, memory_order_relaxed) >= t->max_requests)
         goto overflow;
-    if (pool_bind_idle(p, r))
+    bool h1 = p->proto == POOL_H1;
+    if (h1 ? pool_bind_idle(p, r) : h2_pool_bind(p, r))
         return r;
     if (atomic_load_explicit(&p->pc->rq_pending, memory_order_relaxed) >= t->max_pending_requests)
         goto overflow;
     pending_add(r);
     enum herald_upstream_reset why;
-    if (pool_grow(p, &why) < 0)
+    if ((h1 ? pool_grow(p, &why) : h2_pool_grow(p, &why)) < 0)
         ureq_fail(r, why);
     return r;
 
@@ -435,6 +490,11 @@ void herald_http_upstream_pause_reading(struct herald_http_upstream *r, bool pau
     r->paused = pause;
     if (r->state == UREQ_BOUND && r->conn)
         apply_pause(r->conn, pause);
+    if (!pause && r->state == UREQ_BOUND && !r->conn &&
+        ((r->h2_in && evbuffer_get_length(r->h2_in)) || r->h2_in_end || r->h2_in_trailers)) {
+        r->resume_due = true; /* HTTP/2: what came while paused goes out from the event loop */
+        ureq_kick(r);
+    }
 }
 
 void herald_http_upstream_free(struct herald_http_upstream *r)
@@ -450,6 +510,12 @@ void herald_http_upstream_free(struct herald_http_upstream *r)
         struct pool_conn *c = r->conn;
         deactivate(r);
         r->state = UREQ_DONE;
+        if (r->h2) {
+            if (!r->end_delivered)
+                herald_stat_inc(r->ready_due ? r->pcl->upstream_rq_cancelled : r->pcl->upstream_rq_tx_reset);
+            h2_stream_detach(r, true);
+            break;
+        }
         if (!c)
             break;
         c->req = NULL;
@@ -471,7 +537,7 @@ void herald_http_upstream_free(struct herald_http_upstream *r)
         break;
     }
     r->state = UREQ_DONE;
-    r->ready_due = r->reset_due = false;
+    r->ready_due = r->reset_due = r->wm_low_due = r->resume_due = false;
     if (r->holds) {
         r->freed = true;
         return;

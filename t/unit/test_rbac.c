@@ -181,7 +181,8 @@ static void test_rules(void)
     ok(m(hdr_rule("x-multi", RBAC_STR_EXACT, "a,b", false), &c), "several values are joined with ,");
     ok(m(hdr_rule("x-user", RBAC_STR_REGEX, "a.*e", false), &c), "header safe_regex");
     ok(!m(hdr_rule("x-missing", RBAC_STR_EXACT, "", false), &c), "missing header does not match");
-    ok(!m(hdr_rule("x-missing", RBAC_STR_EXACT, "x", true), &c), "missing header: invert does not match either");
+    ok(!m(hdr_rule("x-missing", RBAC_STR_EXACT, "x", true), &c),
+       "missing header: invert does not match either");
     {
         struct rbac_rule *r = hdr_rule("x-missing", RBAC_STR_EXACT, "", false);
         r->hdr.missing_as_empty = true;
