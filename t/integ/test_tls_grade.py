@@ -453,10 +453,18 @@ def test_https_front_proxy(front):
     status, headers, _ = https_get(front, "/admin/x")
     # a local reply of a filter before the router does not get the route config's headers, as in Envoy
     assert status == 403
-    # ALPN: http/1.1 only until herald speaks HTTP/2 (see the example's header comment)
+    # ALPN: h2 for clients that offer it, http/1.1 for the others
     s = tls_connect(front, alpn=["h2", "http/1.1"])
+    assert s.selected_alpn_protocol() == "h2"
+    s.close()
+    s = tls_connect(front, alpn=["http/1.1"])
     assert s.selected_alpn_protocol() == "http/1.1"
     s.close()
+    out = subprocess.run(["curl", "-s", "--cacert", front.ca, "--http2", "-o", "/dev/null", "-w",
+                          "%{http_version} %{http_code}", "--resolve", "localhost:%d:127.0.0.1" % front.https,
+                          "https://localhost:%d/app1/x" % front.https],
+                         capture_output=True, text=True, timeout=15).stdout
+    assert out == "2 200", "curl --http2 through the HTTPS front proxy: %r" % out
     # TLS 1.2: forward-secret AEAD ciphers, the ECDSA certificate for clients that take it, else the RSA one
     s = tls_connect(front, maximum_version=ssl.TLSVersion.TLSv1_2)
     assert s.version() == "TLSv1.2"
