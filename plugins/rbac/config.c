@@ -99,6 +99,58 @@ static const struct herald_field cidr_fields[] = {
 static const struct herald_message cidr_msg = {.name = "envoy.config.core.v3.CidrRange",
                                                .fields = cidr_fields};
 
+/* envoy.type.matcher.v3.MetadataMatcher, as far as string metadata goes */
+static const struct herald_field md_segment_fields[] = {
+    {.name = "key", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED, .help = "a key of the struct"},
+    {NULL},
+};
+static const struct herald_message md_segment_msg = {
+    .name = "envoy.type.matcher.v3.MetadataMatcher.PathSegment", .fields = md_segment_fields};
+
+static const struct herald_message value_matcher_msg;
+
+static const struct herald_field list_matcher_fields[] = {
+    {.name = "one_of", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED, .message = &value_matcher_msg,
+     .help = "some element of the list (a comma-separated string value) matches"},
+    {NULL},
+};
+static const struct herald_message list_matcher_msg = {
+    .name = "envoy.type.matcher.v3.ListMatcher", .fields = list_matcher_fields};
+
+#define VM "match_pattern"
+static const struct herald_field value_matcher_fields[] = {
+    {.name = "string_match", .kind = HERALD_FIELD_MESSAGE, .oneof = VM, .message = &string_matcher_msg,
+     .help = "the string value matches"},
+    {.name = "list_match", .kind = HERALD_FIELD_MESSAGE, .oneof = VM, .message = &list_matcher_msg,
+     .help = "an element of the list matches (lists are comma-separated strings here)"},
+    {.name = "present_match", .kind = HERALD_FIELD_BOOL, .oneof = VM, .help = "the key is set (non-empty)"},
+    {.name = "null_match", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = VM,
+     .help = "metadata values are strings"},
+    {.name = "double_match", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = VM,
+     .help = "metadata values are strings"},
+    {.name = "bool_match", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = VM,
+     .help = "metadata values are strings"},
+    {.name = "or_match", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = VM,
+     .help = "alternatives"},
+    {NULL},
+};
+#undef VM
+static const struct herald_message value_matcher_msg = {
+    .name = "envoy.type.matcher.v3.ValueMatcher", .fields = value_matcher_fields};
+
+static const struct herald_field metadata_matcher_fields[] = {
+    {.name = "filter", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
+     .help = "the metadata namespace, e.g. envoy.filters.network.mysql_proxy"},
+    {.name = "path", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED | HERALD_F_REQUIRED,
+     .message = &md_segment_msg, .help = "exactly one key (values are strings)"},
+    {.name = "value", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED, .message = &value_matcher_msg,
+     .help = "how the value must match"},
+    {.name = "invert", .kind = HERALD_FIELD_BOOL, .help = "negate the result"},
+    {NULL},
+};
+static const struct herald_message metadata_matcher_msg = {
+    .name = "envoy.type.matcher.v3.MetadataMatcher", .fields = metadata_matcher_fields};
+
 static const struct herald_field perm_set_fields[] = {
     {.name = "rules", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED | HERALD_F_REQUIRED,
      .message = &permission_msg, .help = "the permissions"},
@@ -129,8 +181,8 @@ static const struct herald_field permission_fields[] = {
     {.name = "requested_server_name", .kind = HERALD_FIELD_MESSAGE, .oneof = R,
      .message = &string_matcher_msg,
      .help = "the TLS SNI (\"\" without one)"},
-    {.name = "metadata", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = R,
-     .help = "dynamic metadata (e.g. set by mysql_proxy)"},
+    {.name = "metadata", .kind = HERALD_FIELD_MESSAGE, .oneof = R, .message = &metadata_matcher_msg,
+     .help = "dynamic metadata (e.g. mysql_proxy's {\"<table>.<db>\": \"select,delete\"}; network filter)"},
     {.name = "matcher", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = R,
      .help = "extension matchers"},
     {.name = "uri_template", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = R,
@@ -372,6 +424,37 @@ static int cidr_from_cfg(struct rbac_cidr *c, const struct herald_cfg *n, char *
     return 0;
 }
 
+static int md_from_cfg(struct rbac_md_matcher *m, const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *path = herald_cfg_get(n, "path");
+    const struct herald_cfg *val = herald_cfg_get(n, "value");
+    const struct herald_cfg *v;
+
+    if (herald_cfg_len(path) != 1)
+        return herald_cfg_errorf(path ? path : n, err,
+                                 "only a one-key path is supported (metadata values are strings)");
+    m->filter = strdup(herald_cfg_str(herald_cfg_get(n, "filter"), ""));
+    m->key = strdup(herald_cfg_str(herald_cfg_get(herald_cfg_at(path, 0), "key"), ""));
+    if (!m->filter || !m->key)
+        abort();
+    m->invert = herald_cfg_bool(herald_cfg_get(n, "invert"), false);
+    if ((v = herald_cfg_get(val, "string_match"))) {
+        m->kind = RBAC_MD_STRING;
+        return str_from_cfg(&m->str, v, err);
+    }
+    if ((v = herald_cfg_get(herald_cfg_get(herald_cfg_get(val, "list_match"), "one_of"), "string_match"))) {
+        m->kind = RBAC_MD_LIST;
+        return str_from_cfg(&m->str, v, err);
+    }
+    if ((v = herald_cfg_get(val, "present_match"))) {
+        m->kind = RBAC_MD_PRESENT;
+        m->present = herald_cfg_bool(v, true);
+        return 0;
+    }
+    return herald_cfg_errorf(val ? val : n, err,
+                             "value needs string_match, list_match {one_of {string_match}} or present_match");
+}
+
 static int set_from_cfg(struct rbac_rule *r, const struct herald_cfg *list, bool principal, char **err)
 {
     for (size_t i = 0; i < herald_cfg_len(list); i++) {
@@ -445,6 +528,9 @@ static struct rbac_rule *rule_from_cfg(const struct herald_cfg *n, bool principa
     } else if (!principal && (v = herald_cfg_get(n, "requested_server_name"))) {
         r = rbac_rule_new(RBAC_SNI);
         rc = str_from_cfg(&r->str, v, err);
+    } else if (!principal && (v = herald_cfg_get(n, "metadata"))) {
+        r = rbac_rule_new(RBAC_METADATA);
+        rc = md_from_cfg(&r->md, v, err);
     } else if (principal && (v = herald_cfg_get(n, "remote_ip"))) {
         r = rbac_rule_new(RBAC_REMOTE_IP);
         rc = cidr_from_cfg(&r->cidr, v, err);

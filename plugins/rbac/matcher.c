@@ -228,6 +228,9 @@ void rbac_rule_free(struct rbac_rule *r)
         rbac_rule_free(r->subs[i]);
     free(r->subs);
     free(r->hdr.name);
+    free(r->md.filter);
+    free(r->md.key);
+    rbac_str_fini(&r->md.str);
     rbac_str_fini(&r->hdr.str);
     rbac_str_fini(&r->str);
     free(r);
@@ -289,6 +292,37 @@ static bool path_match(const struct rbac_str_matcher *m, const char *path)
     return r;
 }
 
+bool rbac_md_match(const struct rbac_md_matcher *m, const struct rbac_ctx *ctx)
+{
+    const char *v = ctx->metadata ? ctx->metadata(ctx->md_arg, m->filter, m->key) : NULL;
+    bool hit = false;
+
+    /* "" is how a publisher withdraws a key: absent */
+    if (v && !*v)
+        v = NULL;
+    switch (m->kind) {
+    case RBAC_MD_PRESENT:
+        hit = (v != NULL) == m->present;
+        break;
+    case RBAC_MD_STRING:
+        hit = v && rbac_str_match(&m->str, v);
+        break;
+    case RBAC_MD_LIST:
+        for (const char *p = v; p && !hit;) {
+            size_t n = strcspn(p, ",");
+            char item[256];
+            if (n < sizeof(item)) {
+                memcpy(item, p, n);
+                item[n] = 0;
+                hit = rbac_str_match(&m->str, item);
+            }
+            p = p[n] ? p + n + 1 : NULL;
+        }
+        break;
+    }
+    return hit != m->invert;
+}
+
 bool rbac_rule_match(const struct rbac_rule *r, const struct rbac_ctx *ctx)
 {
     switch (r->kind) {
@@ -322,6 +356,8 @@ bool rbac_rule_match(const struct rbac_rule *r, const struct rbac_ctx *ctx)
         return rbac_cidr_match(&r->cidr, ctx->remote);
     case RBAC_DIRECT_REMOTE_IP:
         return rbac_cidr_match(&r->cidr, ctx->direct_remote);
+    case RBAC_METADATA:
+        return rbac_md_match(&r->md, ctx);
     }
     return false;
 }

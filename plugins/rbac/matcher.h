@@ -91,6 +91,21 @@ enum rbac_rule_kind {
     RBAC_SNI,                  /* Permission.requested_server_name */
     RBAC_REMOTE_IP,            /* Principal.remote_ip (the client as the HCM decided it) */
     RBAC_DIRECT_REMOTE_IP,     /* Principal.direct_remote_ip, source_ip (the socket's peer) */
+    RBAC_METADATA,             /* Permission.metadata: envoy.type.matcher.v3.MetadataMatcher */
+};
+
+/* MetadataMatcher over the SDK's string metadata: filter = namespace, a
+ * one-key path, and a value matcher. A value is a string; list_match treats
+ * it as a comma-separated list (how mysql_proxy publishes {table: [ops]}). */
+enum rbac_md_kind { RBAC_MD_STRING = 0, RBAC_MD_LIST, RBAC_MD_PRESENT };
+
+struct rbac_md_matcher {
+    char *filter;
+    char *key;
+    enum rbac_md_kind kind;
+    struct rbac_str_matcher str;       /* STRING, LIST (one_of.string_match) */
+    bool present;                      /* PRESENT */
+    bool invert;
 };
 
 struct rbac_rule {
@@ -101,6 +116,7 @@ struct rbac_rule {
     struct rbac_str_matcher str;       /* URL_PATH, SNI */
     struct rbac_cidr cidr;             /* DST_IP, REMOTE_IP, DIRECT_REMOTE_IP */
     uint32_t port_lo, port_hi;         /* DST_PORT, inclusive */
+    struct rbac_md_matcher md;         /* METADATA */
 };
 
 struct rbac_rule *rbac_rule_new(enum rbac_rule_kind kind);
@@ -135,7 +151,12 @@ struct rbac_ctx {
     const struct rbac_ip *direct_remote;
     const struct rbac_ip *local;       /* destination_ip / destination_port */
     const char *sni;
+    /* dynamic metadata: the string under ns/key, or NULL */
+    const char *(*metadata)(void *md_arg, const char *ns, const char *key);
+    void *md_arg;
 };
+
+bool rbac_md_match(const struct rbac_md_matcher *m, const struct rbac_ctx *ctx);
 
 struct rbac_engine *rbac_engine_new(enum rbac_action action);
 struct rbac_policy *rbac_engine_add_policy(struct rbac_engine *e, const char *name);

@@ -1,5 +1,5 @@
 /* rbac (network): envoy.filters.network.rbac. Checks the connection (peer,
- * local address and port, SNI) against the enforced rules on its first bytes
+ * local address and port, SNI, dynamic metadata such as mysql_proxy's) against the enforced rules on its first bytes
  * (ONE_TIME_ON_FIRST_BYTE) or on every read (CONTINUOUS) and closes it when
  * denied; shadow rules are evaluated once, counted and put in metadata. */
 #include <stdio.h>
@@ -107,6 +107,11 @@ static void session_destroy(void *p)
     free(p);
 }
 
+static const char *get_md(void *arg, const char *ns, const char *key)
+{
+    return herald_conn_metadata_get(arg, ns, key);
+}
+
 static void fill_ctx(struct session *s, struct rbac_ctx *ctx, struct rbac_ip *peer, struct rbac_ip *local)
 {
     socklen_t len;
@@ -118,6 +123,8 @@ static void fill_ctx(struct session *s, struct rbac_ctx *ctx, struct rbac_ip *pe
     if (rbac_ip_from_sockaddr(local, herald_conn_local_addr(s->c, &len)) == 0)
         ctx->local = local;
     ctx->sni = herald_conn_server_name(s->c);
+    ctx->metadata = get_md;
+    ctx->md_arg = s->c;
 }
 
 static enum herald_status on_read(void *p, struct herald_buf *data, bool end_stream)
