@@ -151,6 +151,52 @@ static void decode_query_doc(const uint8_t *q, size_t avail, struct mongo_msg *m
     m->max_time = bson_find(q, avail, "$maxTimeMS", &e) == 1;
 }
 
+/* Finds key's document or array among the top-level elements, also when it is
+ * the element a cut document ends in (*vavail is then the part held). */
+static int find_container(const uint8_t *doc, size_t avail, const char *key, const uint8_t **val,
+                          size_t *vavail)
+{
+    struct bson_iter it;
+    struct bson_elem e;
+    int r;
+
+    if (bson_iter_init(&it, doc, avail) < 0)
+        return 0;
+    while ((r = bson_iter_next(&it, &e)) == 1)
+        if (!strcmp(e.key, key)) {
+            if (e.type != BSON_DOC && e.type != BSON_ARRAY)
+                return 0;
+            *val = e.val;
+            *vavail = e.len;
+            return 1;
+        }
+    if (r < 0 || !it.cut || it.end - it.off < 2)
+        return 0;
+    const uint8_t *q = it.p + it.off;
+    size_t room = it.end - it.off, kl = strnlen((const char *)q + 1, room - 1);
+    if (kl == room - 1 || (q[0] != BSON_DOC && q[0] != BSON_ARRAY) || strcmp((const char *)q + 1, key))
+        return 0;
+    *val = q + 2 + kl;
+    *vavail = room - 2 - kl;
+    return 1;
+}
+
+/* Elements of an array held whole, plus one it is cut in the middle of. */
+static int32_t count_elems(const uint8_t *p, size_t avail)
+{
+    struct bson_iter it;
+    struct bson_elem e;
+    int32_t n = 0;
+
+    if (bson_iter_init(&it, p, avail) < 0)
+        return 0;
+    while (bson_iter_next(&it, &e) == 1)
+        n++;
+    if (it.cut && avail + 1 < bson_doc_len(p, avail))
+        n++;
+    return n;
+}
+
 static int decode_msg_body(const uint8_t *doc, size_t avail, bool request, struct mongo_msg *m)
 {
     struct bson_iter it;
@@ -180,9 +226,16 @@ static int decode_msg_body(const uint8_t *doc, size_t avail, bool request, struc
         m->ok = bson_elem_int(&e, 0) != 0;
     if (m->ok == 0 && bson_find(doc, avail, "code", &e) == 1)
         m->error_code = (int32_t)bson_elem_int(&e, 0);
-    if (bson_find(doc, avail, "cursor", &e) == 1 && e.type == BSON_DOC &&
-        bson_find(e.val, e.len, "id", &c) == 1)
-        m->cursor_id = bson_elem_int(&c, 0);
+    m->reply_docs = 1;
+    const uint8_t *cur, *batch;
+    size_t cur_avail, batch_avail;
+    if (find_container(doc, avail, "cursor", &cur, &cur_avail)) {
+        if (bson_find(cur, cur_avail, "id", &c) == 1)
+            m->cursor_id = bson_elem_int(&c, 0);
+        if (find_container(cur, cur_avail, "firstBatch", &batch, &batch_avail) ||
+            find_container(cur, cur_avail, "nextBatch", &batch, &batch_avail))
+            m->reply_docs = count_elems(batch, batch_avail);
+    }
     return 0;
 }
 
@@ -258,6 +311,8 @@ int mongo_decode(const uint8_t hdr[MONGO_HDR_LEN], const uint8_t *body, size_t k
             goto short_body;
         m->flags = (uint32_t)i;
         m->cursor_id = l;
+        m->reply_docs = m->number;
+        m->reply_bytes = (uint32_t)m->length - MONGO_HDR_LEN - 20;
         for (int32_t k = 0; k < m->number && r.off < r.len; k++) /* check the documents we hold */
             if ((rc = rd_doc(&r, &doc, &avail, true)) < 0)
                 goto bad_doc;
@@ -320,6 +375,8 @@ int mongo_decode(const uint8_t hdr[MONGO_HDR_LEN], const uint8_t *body, size_t k
             *why = "malformed OP_MSG";
             return -1;
         }
+        if (m->response_to != 0)
+            m->reply_bytes = (uint32_t)m->length - MONGO_HDR_LEN - 4 - (m->flags & MONGO_MF_CHECKSUM ? 4 : 0);
         break;
     default:
         *why = "unknown opcode";
@@ -421,4 +478,90 @@ void mongo_decoder_feed(struct mongo_decoder *d, const uint8_t *p, size_t n)
         if (d->body_have == d->body_len)
             finish_message(d);
     }
+}
+
+void mongo_pending_init(struct mongo_pending *p, uint32_t max)
+{
+    memset(p, 0, sizeof(*p));
+    p->max = max ? max : MONGO_PENDING_MAX;
+}
+
+void mongo_pending_free(struct mongo_pending *p)
+{
+    free(p->v);
+    mongo_pending_init(p, p->max);
+}
+
+/* Copies the live entries, oldest first, into a fresh ring of cap slots. */
+static int pending_relayout(struct mongo_pending *p, uint32_t cap)
+{
+    struct mongo_pending_entry *v = calloc(cap, sizeof(*v));
+    uint32_t k = 0;
+
+    if (!v)
+        return -1;
+    for (uint32_t i = 0; i < p->n; i++) {
+        struct mongo_pending_entry *e = &p->v[(p->head + i) % p->cap];
+        if (e->used)
+            v[k++] = *e;
+    }
+    free(p->v);
+    p->v = v;
+    p->cap = cap;
+    p->head = 0;
+    p->n = p->live = k;
+    return 0;
+}
+
+/* Keeps head on a live entry so that a full ring drops a request, not a hole. */
+static void pending_skip_holes(struct mongo_pending *p)
+{
+    while (p->n && !p->v[p->head].used) {
+        p->head = (p->head + 1) % p->cap;
+        p->n--;
+    }
+}
+
+int mongo_pending_add(struct mongo_pending *p, int32_t request_id, uint64_t start_ms,
+                      void *const tag[MONGO_PENDING_TAGS])
+{
+    if (p->n == p->cap) {
+        if (p->live < p->n) {
+            if (pending_relayout(p, p->cap) < 0)
+                return -1;
+        } else if (p->cap < p->max) {
+            uint32_t cap = p->cap ? p->cap * 2 : 8;
+            if (pending_relayout(p, cap < p->max ? cap : p->max) < 0)
+                return -1;
+        } else {
+            p->v[p->head].used = false; /* full of live requests: the oldest goes */
+            p->live--;
+            p->dropped++;
+            pending_skip_holes(p);
+        }
+    }
+    struct mongo_pending_entry *e = &p->v[(p->head + p->n) % p->cap];
+    e->request_id = request_id;
+    e->used = true;
+    e->start_ms = start_ms;
+    memcpy(e->tag, tag, sizeof(e->tag));
+    p->n++;
+    p->live++;
+    return 0;
+}
+
+int mongo_pending_take(struct mongo_pending *p, int32_t response_to, struct mongo_pending_entry *out)
+{
+    /* replies mostly come in order: the oldest first */
+    for (uint32_t i = 0; i < p->n; i++) {
+        struct mongo_pending_entry *e = &p->v[(p->head + i) % p->cap];
+        if (e->used && e->request_id == response_to) {
+            *out = *e;
+            e->used = false;
+            p->live--;
+            pending_skip_holes(p);
+            return 1;
+        }
+    }
+    return 0;
 }

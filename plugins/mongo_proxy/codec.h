@@ -58,6 +58,9 @@ struct mongo_msg {
     bool max_time;           /* $maxTimeMS / maxTimeMS present */
     int ok;                  /* OP_MSG reply: 1 ok, 0 failed, -1 unknown */
     int32_t error_code;      /* OP_MSG reply with ok 0: code */
+    int32_t reply_docs;      /* reply: numberReturned, or an OP_MSG reply's cursor batch length
+                              * (elements held, when cut), or 1 for its body document */
+    uint32_t reply_bytes;    /* reply: bytes of its documents (OP_REPLY) or sections (OP_MSG) */
 };
 
 typedef void (*mongo_msg_cb)(void *arg, const struct mongo_msg *m);
@@ -87,5 +90,32 @@ void mongo_decoder_feed(struct mongo_decoder *d, const uint8_t *p, size_t n);
 int mongo_decode(const uint8_t hdr[MONGO_HDR_LEN], const uint8_t *body, size_t keep, bool cut,
                  struct mongo_msg *m, const char **why);
 const char *mongo_opcode_name(int32_t opcode);
+
+/* Requests waiting for their reply, matched by requestID/responseTo. A
+ * bounded table: when full the oldest entry is dropped. tag[] carries what the
+ * caller wants back with the reply (stat handles); the codec never reads it. */
+#define MONGO_PENDING_MAX 1024
+#define MONGO_PENDING_TAGS 6
+
+struct mongo_pending_entry {
+    int32_t request_id;
+    bool used;
+    uint64_t start_ms;
+    void *tag[MONGO_PENDING_TAGS];
+};
+
+struct mongo_pending {
+    struct mongo_pending_entry *v; /* a ring of cap slots from head; taken ones leave holes */
+    uint32_t cap, max, head, n, live;
+    uint64_t dropped;              /* entries pushed out unanswered (tests only) */
+};
+
+void mongo_pending_init(struct mongo_pending *p, uint32_t max);
+void mongo_pending_free(struct mongo_pending *p);
+/* Remembers a request; 0, or -1 when out of memory (nothing remembered). */
+int mongo_pending_add(struct mongo_pending *p, int32_t request_id, uint64_t start_ms,
+                      void *const tag[MONGO_PENDING_TAGS]);
+/* Takes the request that response_to answers into *out: 1 found, 0 not. */
+int mongo_pending_take(struct mongo_pending *p, int32_t response_to, struct mongo_pending_entry *out);
 
 #endif

@@ -14,6 +14,8 @@ struct session {
     struct mongo_proxy_conf *conf;
     struct herald_conn *c;
     struct mongo_decoder down, up;   /* requests, replies */
+    struct mongo_pending pending;    /* requests whose reply feeds reply_* histograms */
+    void *tag[MONGO_PENDING_TAGS];   /* the histograms the request being decoded wants */
     int64_t active;                  /* requests waiting for a reply */
     bool delay_wanted;               /* a request of this read drew a delay */
     bool delaying;
@@ -122,6 +124,14 @@ static void add_metadata(struct session *s, const struct mongo_msg *m, const cha
                 herald_conn_metadata_get(s->c, MONGO_METADATA_NS, key));
 }
 
+/* Envoy's reply histograms under prefix, into tag[0..2]. */
+static void reply_histograms(void **tag, const char *prefix)
+{
+    tag[0] = herald_histogram(prefix, "reply_num_docs");
+    tag[1] = herald_histogram(prefix, "reply_size");
+    tag[2] = herald_histogram(prefix, "reply_time_ms");
+}
+
 static void collection_stats(struct session *s, const struct mongo_msg *m)
 {
     char name[160], prefix[512];
@@ -133,6 +143,7 @@ static void collection_stats(struct session *s, const struct mongo_msg *m)
         return; /* bounded: a client cannot make us create stats without end */
     snprintf(prefix, sizeof(prefix), "%s.collection.%s.query", s->conf->stat_prefix, name);
     herald_stat_inc(herald_counter(prefix, "total"));
+    reply_histograms(s->tag + 3, prefix);
     if (m->query_type == MONGO_Q_SCATTER_GET)
         herald_stat_inc(herald_counter(prefix, "scatter_get"));
     else if (m->query_type == MONGO_Q_MULTI_GET)
@@ -147,6 +158,44 @@ static void command_stats(struct session *s, const char *cmd)
         return;
     snprintf(prefix, sizeof(prefix), "%s.cmd.%s", s->conf->stat_prefix, cmd);
     herald_stat_inc(herald_counter(prefix, "total"));
+    reply_histograms(s->tag, prefix);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Remembers a request that drew cmd or collection stats, so that its reply
+ * can be charged to the same names. */
+static void track_request(struct session *s, const struct mongo_msg *m)
+{
+    for (int i = 0; i < MONGO_PENDING_TAGS; i++)
+        if (s->tag[i]) {
+            if (mongo_pending_add(&s->pending, m->request_id, now_ms(), s->tag) < 0)
+                HERALD_LOGF(HERALD_LOG_DEBUG, "mongo_proxy", "out of memory tracking a request");
+            return;
+        }
+}
+
+static void charge_reply(struct session *s, const struct mongo_msg *m)
+{
+    struct mongo_pending_entry e;
+
+    if (!s->pending.n || mongo_pending_take(&s->pending, m->response_to, &e) != 1)
+        return;
+    if (m->opcode != MONGO_OP_REPLY && m->opcode != MONGO_OP_MSG)
+        return; /* compressed: its documents are not visible */
+    uint64_t ms = now_ms(), took = ms > e.start_ms ? ms - e.start_ms : 0;
+    for (int i = 0; i < MONGO_PENDING_TAGS; i += 3) {
+        if (!e.tag[i])
+            continue;
+        herald_histogram_record(e.tag[i], m->reply_docs > 0 ? (uint64_t)m->reply_docs : 0);
+        herald_histogram_record(e.tag[i + 1], m->reply_bytes);
+        herald_histogram_record(e.tag[i + 2], took);
+    }
 }
 
 static void request_started(struct session *s)
@@ -178,6 +227,7 @@ static void on_request(void *arg, const struct mongo_msg *m)
     const struct mongo_proxy_stats *st = &s->conf->stats;
     const char *md = NULL;
 
+    memset(s->tag, 0, sizeof(s->tag));
     switch (m->opcode) {
     case MONGO_OP_QUERY:
         herald_stat_inc(st->op_query);
@@ -196,6 +246,7 @@ static void on_request(void *arg, const struct mongo_msg *m)
             md = "query";
         }
         request_started(s);
+        track_request(s, m);
         maybe_delay(s);
         break;
     case MONGO_OP_MSG:
@@ -204,8 +255,10 @@ static void on_request(void *arg, const struct mongo_msg *m)
         if (!strcmp(m->command, "find"))
             collection_stats(s, m);
         md = metadata_op(m->command);
-        if (!(m->flags & MONGO_MF_MORE_TO_COME))
+        if (!(m->flags & MONGO_MF_MORE_TO_COME)) {
             request_started(s);
+            track_request(s, m);
+        }
         maybe_delay(s);
         break;
     case MONGO_OP_GET_MORE:
@@ -285,6 +338,7 @@ static void on_reply(void *arg, const struct mongo_msg *m)
     default:
         break;
     }
+    charge_reply(s, m);
     if (s->active > 0 && !(m->opcode == MONGO_OP_MSG && (m->flags & MONGO_MF_MORE_TO_COME))) {
         s->active--;
         herald_gauge_add(st->op_query_active, -1);
@@ -408,6 +462,7 @@ static void *session_new(void *conf, void *wstate, struct herald_conn *c)
     s->c = c;
     mongo_decoder_init(&s->down, on_request, on_decode_error, s);
     mongo_decoder_init(&s->up, on_reply, on_decode_error, s);
+    mongo_pending_init(&s->pending, MONGO_PENDING_MAX);
     clock_gettime(CLOCK_MONOTONIC, &ts);
     s->rnd = (herald_conn_id(c) + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec;
     if (!s->rnd)
@@ -425,6 +480,7 @@ static void session_destroy(void *arg)
         herald_timer_free(s->delay_timer);
     mongo_decoder_free(&s->down);
     mongo_decoder_free(&s->up);
+    mongo_pending_free(&s->pending);
     free(s);
 }
 

@@ -69,6 +69,40 @@ def crud(db):
     assert db.big.find_one({"_id": "big"})["blob"] == blob
 
 
+REPLY_HISTOGRAMS = ("reply_num_docs", "reply_size", "reply_time_ms")
+
+
+def check_reply_histograms(h, p):
+    """Envoy's per command and per collection reply histograms, recorded once
+    replies are matched to their requests by responseTo."""
+    names = [p + "cmd.%s.%s" % (cmd, n) for cmd in ("find", "getMore", "insert") for n in REPLY_HISTOGRAMS]
+    names += [p + "collection.c.query." + n for n in REPLY_HISTOGRAMS]
+    status, text = h.admin_get("/stats")
+    assert status == 200
+    lines = dict(x.split(": ", 1) for x in text.splitlines() if ": " in x)
+    for n in names:
+        assert n in lines, n
+        assert "No recorded values" not in lines[n], (n, lines[n])
+        assert "P100(" in lines[n], (n, lines[n])
+    status, body = h.admin_get("/stats?format=json")
+    assert status == 200
+    hist = [x["histograms"] for x in json.loads(body)["stats"] if "histograms" in x]
+    assert hist, body[:500]
+    computed = {x["name"]: x["values"] for x in hist[0]["computed_quantiles"]}
+    for n in names:
+        assert n in computed, n
+        # a histogram with no values has null quantiles; the max (P100) is set once counted
+        assert computed[n][-1]["cumulative"] is not None, (n, computed[n])
+    p100 = {n: computed[n][-1]["cumulative"] for n in names}
+    # find of {x: 1} returns 83 documents (in its first batch of 101), the whole-collection find 101
+    assert p100[p + "cmd.find.reply_num_docs"] >= 83, p100
+    assert p100[p + "collection.c.query.reply_num_docs"] >= 83, p100
+    # the 8 MiB document comes back in one find reply
+    assert p100[p + "cmd.find.reply_size"] >= (8 << 20), p100
+    # only unmatched names are absent: insert replies carry one body document
+    assert p100[p + "cmd.insert.reply_num_docs"] >= 1, p100
+
+
 def test_mongo_crud_stats_log_metadata(herald, port, double, tmp_path):
     d = double()
     log = str(tmp_path / "mongo.log")
@@ -93,6 +127,7 @@ def test_mongo_crud_stats_log_metadata(herald, port, double, tmp_path):
     assert st[p + "collection.c.query.scatter_get"] == 2
     assert st[p + "op_reply_valid_cursor"] >= 4
     assert st[p + "op_query_active"] == 0
+    check_reply_histograms(h, p)
     lines = [json.loads(x) for x in open(log).read().splitlines()]
     cmds = [x["message"]["command"] for x in lines]
     assert cmds.count("insert") == 2 and cmds.count("getMore") == 4

@@ -262,6 +262,10 @@ int main(void)
     is_int(g.m[7].number, 1, "OP_KILL_CURSORS count");
     is_int(g.m[8].orig_opcode, MONGO_OP_MSG, "OP_COMPRESSED original opcode");
     is_int(g.m[8].compressor, 2, "OP_COMPRESSED zlib");
+    is_int(g.m[3].reply_docs, 0, "OP_MSG reply: empty firstBatch, no documents");
+    is_int((int)g.m[3].reply_bytes, g.m[3].length - 20, "OP_MSG reply: bytes of its sections");
+    is_int(g.m[4].reply_docs, 0, "OP_REPLY: numberReturned documents");
+    is_int((int)g.m[4].reply_bytes, 0, "OP_REPLY: no document bytes");
 
     /* a 2 MiB OP_MSG (an insert of a big document in the body): decoded from its start */
     struct bb big = {0};
@@ -348,6 +352,91 @@ int main(void)
     doc_end(&sb, d);
     is_int(bson_validate(sb.p, sb.n, BSON_MAX_DEPTH), -1, "string length beyond the document");
 
+    /* reply sizes: an OP_MSG nextBatch of 3, an OP_REPLY with 2 documents, a command reply */
+    struct bb r = {0};
+    m = msg_begin(&r, 20, 11, MONGO_OP_MSG);
+    put32(&r, 0);
+    put(&r, "", 1);
+    d = doc_begin(&r);
+    d2 = e_doc(&r, "cursor");
+    key(&r, BSON_ARRAY, "nextBatch");
+    arr = doc_begin(&r);
+    for (int i = 0; i < 3; i++) {
+        char k[2] = {(char)('0' + i), 0};
+        size_t x = e_doc(&r, k);
+        e_i32(&r, "v", i);
+        doc_end(&r, x);
+    }
+    doc_end(&r, arr);
+    e_i64(&r, "id", 0);
+    doc_end(&r, d2);
+    e_i32(&r, "ok", 1);
+    doc_end(&r, d);
+    msg_end(&r, m);
+    m = msg_begin(&r, 21, 12, MONGO_OP_REPLY);
+    put32(&r, 0);
+    put64(&r, 0);
+    put32(&r, 0);
+    put32(&r, 2);
+    size_t docs_at = r.n;
+    for (int i = 0; i < 2; i++) {
+        d = doc_begin(&r);
+        e_i32(&r, "n", i);
+        doc_end(&r, d);
+    }
+    size_t docs_len = r.n - docs_at;
+    msg_end(&r, m);
+    m = msg_begin(&r, 22, 13, MONGO_OP_MSG);
+    put32(&r, 0);
+    put(&r, "", 1);
+    d = doc_begin(&r);
+    e_i32(&r, "n", 1);
+    e_i32(&r, "ok", 1);
+    doc_end(&r, d);
+    msg_end(&r, m);
+    decode_all(&r, 5, &g);
+    is_int(g.n, 3, "reply sizes: three messages");
+    is_int(g.m[0].reply_docs, 3, "OP_MSG nextBatch: 3 documents");
+    is_int(g.m[1].reply_docs, 2, "OP_REPLY: 2 documents");
+    is_int((int)g.m[1].reply_bytes, (int)docs_len, "OP_REPLY: bytes of its documents");
+    is_int(g.m[2].reply_docs, 1, "OP_MSG command reply: its body document");
+
+    /* the in-flight table: matching, out of order, unknown ids, the bound */
+    struct mongo_pending pd;
+    struct mongo_pending_entry pe;
+    void *tags[MONGO_PENDING_TAGS] = {&pd, NULL, NULL, NULL, NULL, &pe};
+    mongo_pending_init(&pd, 4);
+    is_int(mongo_pending_take(&pd, 1, &pe), 0, "pending: empty table finds nothing");
+    for (int32_t i = 1; i <= 3; i++)
+        mongo_pending_add(&pd, i, 100 + (uint64_t)i, tags);
+    is_int(mongo_pending_take(&pd, 2, &pe), 1, "pending: a reply out of order matches");
+    is_int((int)pe.start_ms, 102, "pending: its start time");
+    ok(pe.tag[0] == &pd && pe.tag[1] == NULL && pe.tag[5] == &pe, "pending: its tags");
+    is_int(mongo_pending_take(&pd, 2, &pe), 0, "pending: a second reply to it matches nothing");
+    is_int(mongo_pending_take(&pd, 99, &pe), 0, "pending: an unknown responseTo matches nothing");
+    for (int32_t i = 4; i <= 6; i++) /* 1 3 4 5 fill the 4 slots; 6 pushes out 1 */
+        mongo_pending_add(&pd, i, 0, tags);
+    is_int((int)pd.live, 4, "pending: bounded");
+    is_int((int)pd.dropped, 1, "pending: the oldest dropped");
+    is_int(mongo_pending_take(&pd, 1, &pe), 0, "pending: the dropped request is gone");
+    int found = 0;
+    for (int32_t i = 3; i <= 6; i++)
+        found += mongo_pending_take(&pd, i, &pe);
+    is_int(found, 4, "pending: the others still match");
+    is_int((int)pd.live, 0, "pending: empty again");
+    for (int32_t i = 0; i < 1000; i++) /* long runs wrap the ring */
+        mongo_pending_add(&pd, i, 0, tags);
+    is_int(mongo_pending_take(&pd, 996, &pe), 1, "pending: after wrapping, a recent one matches");
+    is_int(mongo_pending_take(&pd, 995, &pe), 0, "pending: after wrapping, an old one is gone");
+    mongo_pending_free(&pd);
+    mongo_pending_init(&pd, MONGO_PENDING_MAX);
+    for (int32_t i = 0; i < 2000; i++)
+        mongo_pending_add(&pd, i, 0, tags);
+    is_int((int)pd.live, MONGO_PENDING_MAX, "pending: at most MONGO_PENDING_MAX in flight");
+    is_int(mongo_pending_take(&pd, 2000 - MONGO_PENDING_MAX, &pe), 1, "pending: the oldest kept matches");
+    mongo_pending_free(&pd);
+
+    free(r.p);
     free(b.p);
     free(big.p);
     free(h.p);
