@@ -180,6 +180,9 @@ static void client_command(struct mysql_codec *c, struct mysql_dir *d)
         c->phase = MYSQL_PH_AUTH;
         c->last_auth_seq = 0;
     }
+    c->await_reply = b[0] != MYSQL_COM_QUIT && b[0] != MYSQL_COM_STMT_CLOSE &&
+                     b[0] != MYSQL_COM_STMT_SEND_LONG_DATA && b[0] != MYSQL_COM_CHANGE_USER;
+    c->reply_cmd = b[0];
     if (c->cb)
         c->cb(c->arg, &ev);
 }
@@ -284,8 +287,19 @@ static void on_server_msg(struct mysql_codec *c, struct mysql_dir *d)
     case MYSQL_PH_AUTH:
         server_auth(c, d);
         break;
+    case MYSQL_PH_COMMAND:
+        /* only the reply's first packet says OK / ERR / result set; the rest is framed, not read */
+        if (c->await_reply && d->seq == 1) {
+            c->await_reply = false;
+            struct mysql_ev ev = {.type = MYSQL_EV_RESULT, .cmd = c->reply_cmd, .seq = d->seq,
+                                  .payload_len = d->total};
+            if (d->have >= 3 && d->buf[0] == 0xff)
+                ev.code = (uint16_t)le16(d->buf + 1);
+            if (c->cb)
+                c->cb(c->arg, &ev);
+        }
+        break;
     default:
-        /* result sets, OK/ERR/EOF of commands: framed, not interpreted */
         break;
     }
 }

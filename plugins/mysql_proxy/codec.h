@@ -29,6 +29,8 @@
 #define MYSQL_COM_QUERY 0x03
 #define MYSQL_COM_CHANGE_USER 0x11
 #define MYSQL_COM_STMT_PREPARE 0x16
+#define MYSQL_COM_STMT_SEND_LONG_DATA 0x18
+#define MYSQL_COM_STMT_CLOSE 0x19
 
 enum mysql_phase {
     MYSQL_PH_INIT = 0,      /* waiting for the server greeting */
@@ -49,6 +51,7 @@ enum mysql_event {
     MYSQL_EV_LOGIN_OK,      /* server: OK ending the login */
     MYSQL_EV_LOGIN_FAIL,    /* server: ERR ending the login (.code) */
     MYSQL_EV_COMMAND,       /* client: a command (.cmd); COM_QUERY/INIT_DB/STMT_PREPARE text in .text */
+    MYSQL_EV_RESULT,        /* server: first reply to the last command (.cmd); .code: ERR's code or 0 */
     MYSQL_EV_DECODER_ERROR, /* a packet that does not decode (.text: why) */
     MYSQL_EV_PROTOCOL_ERROR,/* a packet out of sequence (.text: why) */
 };
@@ -57,7 +60,7 @@ struct mysql_ev {
     enum mysql_event type;
     uint8_t cmd;            /* COMMAND */
     uint8_t seq;
-    uint16_t code;          /* LOGIN_FAIL: the error code */
+    uint16_t code;          /* LOGIN_FAIL, RESULT: the error code */
     const char *text;       /* see above; NUL-terminated; may be truncated */
     size_t text_len;
     bool truncated;         /* the payload was longer than what is kept */
@@ -86,6 +89,8 @@ struct mysql_codec {
     struct mysql_dir c2s, s2c;
     uint32_t server_caps, client_caps;
     uint8_t last_auth_seq;  /* sequence of the last auth packet, either side */
+    bool await_reply;       /* a command was sent that the server answers */
+    uint8_t reply_cmd;
     mysql_ev_fn cb;
     void *arg;
     uint64_t packets;

@@ -1,8 +1,11 @@
 /* mysql_proxy: the config schema (envoy.extensions.filters.network.mysql_proxy.v3.MySQLProxy),
  * the factory and the plugin descriptor. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mysql_proxy.h"
 
@@ -18,7 +21,7 @@ static const struct herald_field mysql_proxy_fields[] = {
     {.name = "stat_prefix", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
      .help = "stats are named mysql.<stat_prefix>.*"},
     {.name = "access_log", .kind = HERALD_FIELD_STRING,
-     .help = "accepted and ignored, as in Envoy (not implemented there either); use tcp_proxy's access_log"},
+     .help = "file to append one JSON line per login result and COM_QUERY to (not reopened on SIGUSR1)"},
     {.name = "downstream_ssl", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
      .help = "terminating the client's TLS in the proxy"},
     {NULL},
@@ -35,6 +38,9 @@ void mysql_proxy_config_destroy(void *p)
     struct mysql_proxy_conf *conf = p;
     if (!conf)
         return;
+    if (conf->log_fd >= 0)
+        close(conf->log_fd);
+    free(conf->access_log);
     free(conf->stat_prefix);
     free(conf);
 }
@@ -52,9 +58,23 @@ int mysql_proxy_config_create(const struct herald_cfg *n, const struct herald_fi
     int keep = (int)(splen && sp[splen - 1] == '.' ? splen - 1 : splen);
     if (asprintf(&conf->stat_prefix, "mysql.%.*s", keep, sp) < 0)
         abort();
-    if (herald_cfg_get(n, "access_log"))
-        herald_env_warn(env, herald_cfg_get(n, "access_log"),
-                        "mysql_proxy access_log is not implemented (as in Envoy): use tcp_proxy's access_log");
+    conf->log_fd = -1;
+    /* a plain path, not an AccessLog entry: the SDK's loggers do not apply, the plugin owns the file */
+    const struct herald_cfg *al = herald_cfg_get(n, "access_log");
+    const char *path = herald_cfg_str(al, "");
+    if (*path) {
+        conf->access_log = strdup(path);
+        if (!conf->access_log)
+            abort();
+        if (!herald_env_validate_only(env)) {
+            conf->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (conf->log_fd < 0) {
+                int e = errno;
+                mysql_proxy_config_destroy(conf);
+                return herald_cfg_errorf(al, err, "cannot open access_log %s: %s", path, strerror(e));
+            }
+        }
+    }
     const char *p = conf->stat_prefix;
     struct mysql_proxy_stats *st = &conf->stats;
     st->sessions = herald_counter(p, "sessions");

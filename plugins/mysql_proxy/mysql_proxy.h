@@ -15,6 +15,8 @@ struct mysql_proxy_stats {
 
 struct mysql_proxy_conf {
     char *stat_prefix;                 /* "mysql.<stat_prefix>" */
+    char *access_log;                  /* path, or NULL */
+    int log_fd;                        /* O_APPEND; -1 when none (or validate-only) */
     struct mysql_proxy_stats stats;
 };
 

@@ -1,7 +1,7 @@
 /* libFuzzer target for the mysql_proxy codec and SQL scanner. Byte 0 picks
  * the split size; the input is then a sequence of records [dir|len16|bytes]
  * (dir bit 0: 0 client, 1 server) — the seed corpus holds real sessions
- * recorded this way (t/integ/test_mysql.py's relay). */
+ * recorded this way by t/fuzz/capture_mysql.py. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,9 +3,8 @@ mariadb CLI and pymysql: logins, queries, big payloads, TLS, concurrency,
 exact stats, and rbac denying DELETE on one table by mysql_proxy's metadata.
 Skipped when mariadbd or pymysql is missing."""
 
+import json
 import os
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -15,85 +14,29 @@ import pytest
 import helpers
 
 pymysql = pytest.importorskip("pymysql")
-MARIADBD = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
-INSTALL_DB = shutil.which("mariadb-install-db")
-if not MARIADBD or not INSTALL_DB:
+import mysql_server  # noqa: E402 -- after the importorskip
+if not mysql_server.available():
     pytest.skip("mariadb-server is not installed", allow_module_level=True)
-CLI = shutil.which("mariadb")
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def _certs(d):
-    def run(*a):
-        subprocess.run(a, check=True, capture_output=True, cwd=d)
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=herald test CA")
-    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
-    with open(os.path.join(d, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+CLI = mysql_server.CLI
 
 
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("mariadb"))
-    data, sock, port = os.path.join(d, "data"), os.path.join(d, "mysqld.sock"), _free_port()
-    _certs(d)
-    subprocess.run([INSTALL_DB, "--no-defaults", "--datadir=" + data, "--user=root",
-                    "--auth-root-authentication-method=normal", "--skip-test-db"],
-                   check=True, capture_output=True, timeout=120)
-    log = open(os.path.join(d, "mariadbd.log"), "wb")
-    proc = subprocess.Popen([MARIADBD, "--no-defaults", "--datadir=" + data, "--socket=" + sock,
-                             "--port=%d" % port, "--bind-address=127.0.0.1", "--user=root",
-                             "--max-allowed-packet=64M", "--skip-log-bin", "--innodb-buffer-pool-size=32M",
-                             "--ssl-ca=" + os.path.join(d, "ca.pem"),
-                             "--ssl-cert=" + os.path.join(d, "server.pem"),
-                             "--ssl-key=" + os.path.join(d, "server.key"),
-                             "--pid-file=" + os.path.join(d, "m.pid"), "--max-connections=200"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            c = pymysql.connect(unix_socket=sock, user="root", password="")
-            break
-        except pymysql.err.OperationalError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("mariadbd did not start:\n" + open(os.path.join(d, "mariadbd.log")).read()[-3000:])
-            time.sleep(0.2)
-    with c.cursor() as cur:
-        for q in ("CREATE DATABASE shop",
-                  "CREATE USER 'app'@'%' IDENTIFIED BY 'secret'",
-                  "GRANT ALL ON shop.* TO 'app'@'%'",
-                  "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(64))",
-                  "CREATE TABLE shop.items (id INT PRIMARY KEY AUTO_INCREMENT, v INT)",
-                  "CREATE TABLE shop.blobs (id INT PRIMARY KEY AUTO_INCREMENT, b LONGBLOB)",
-                  "INSERT INTO shop.orders VALUES (1, 'book'), (2, 'pen')",
-                  "FLUSH PRIVILEGES"):
-            cur.execute(q)
-    c.close()
-    yield {"port": port, "sock": sock, "dir": d}
-    proc.terminate()
+    m = mysql_server.MariaDB(str(tmp_path_factory.mktemp("mariadb")))
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        m.start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield {"port": m.port, "sock": m.sock, "dir": m.dir}
+    m.stop()
 
 
-def config(db_port, listen, rbac=False):
-    filters = [{"name": "envoy.filters.network.mysql_proxy",
-                "typed_config": {"@type": "type.googleapis.com/"
-                                 "envoy.extensions.filters.network.mysql_proxy.v3.MySQLProxy",
-                                 "stat_prefix": "db"}}]
+def config(db_port, listen, rbac=False, access_log=None):
+    mp = {"@type": "type.googleapis.com/envoy.extensions.filters.network.mysql_proxy.v3.MySQLProxy",
+          "stat_prefix": "db"}
+    if access_log:
+        mp["access_log"] = access_log
+    filters = [{"name": "envoy.filters.network.mysql_proxy", "typed_config": mp}]
     if rbac:
         filters.append({"name": "envoy.filters.network.rbac", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
@@ -122,9 +65,10 @@ def connect(port, **kw):
     return pymysql.connect(**args)
 
 
-def test_mysql_sessions_stats_and_payloads(mariadb, herald, port):
+def test_mysql_sessions_stats_and_payloads(mariadb, herald, port, tmp_path):
     lp = port()
-    h = herald(config(mariadb["port"], lp))
+    alog = str(tmp_path / "mysql_access.log")
+    h = herald(config(mariadb["port"], lp, access_log=alog))
     # a known sequence: 1 good login with 3 queries, 1 failed login
     c = connect(lp, autocommit=True)
     with c.cursor() as cur:
@@ -144,6 +88,30 @@ def test_mysql_sessions_stats_and_payloads(mariadb, herald, port):
     assert h.stat("mysql.db.queries_parse_error") == 0
     assert h.stat("mysql.db.decoder_errors") == 0
     assert h.stat("mysql.db.protocol_errors") == 0
+    # access_log: one JSON line per login result and per query, with the server's answer
+    lines = [json.loads(x) for x in open(alog)]
+    assert [(x["event"], x["result"]) for x in lines] == [
+        ("login", "ok"), ("query", "ok"), ("query", "ok"), ("query", "ok"), ("login", "error")]
+    assert lines[4]["error_code"] == 1045 and lines[4]["user"] == "app"
+    q = lines[1]
+    assert q["query"] == "SELECT item FROM orders WHERE id = 1" and q["user"] == "app"
+    assert q["database"] == "shop" and q["tables"] == {"orders.shop": "select"}
+    assert lines[2]["tables"] == {"items.shop": "insert"}
+    assert all(x["connection_id"] == lines[0]["connection_id"] for x in lines[:4])
+    assert lines[0]["time"].endswith("Z") and lines[0]["time"][10] == "T"
+    c = connect(lp, autocommit=True)
+    with c.cursor() as cur:
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT * FROM nosuch WHERE note = 'a\"b\\\\c\u00e9'")
+    c.close()
+    h.wait_stat("mysql.db.sessions", lambda v: v == 3)
+    deadline = time.monotonic() + 5
+    while len(open(alog).readlines()) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    last = json.loads(open(alog).readlines()[-1])
+    assert last["result"] == "error" and last["error_code"] == 1146
+    assert last["query"] == "SELECT * FROM nosuch WHERE note = 'a\"b\\\\c\u00e9'"
+    assert h.stat("mysql.db.queries_parsed") == 4
 
     c = connect(lp, autocommit=True, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
     with c.cursor() as cur:

@@ -9,6 +9,7 @@
 
 struct rec {
     int n[16];
+    int last_code;
     char last_text[256];
     uint8_t last_cmd;
     uint64_t last_len;
@@ -19,6 +20,8 @@ static void cb(void *arg, const struct mysql_ev *ev)
 {
     struct rec *r = arg;
     r->n[ev->type]++;
+    if (ev->type == MYSQL_EV_RESULT || ev->type == MYSQL_EV_LOGIN_FAIL)
+        r->last_code = ev->code;
     if (ev->type == MYSQL_EV_COMMAND) {
         r->last_cmd = ev->cmd;
         r->last_len = ev->payload_len;
@@ -121,6 +124,25 @@ static void test_session(size_t step)
     is_int(r.n[MYSQL_EV_COMMAND], 1, "step %zu: command", step);
     is_str(r.last_text, "SELECT * FROM orders", "step %zu: query text", step);
     is_int(r.n[MYSQL_EV_DECODER_ERROR] + r.n[MYSQL_EV_PROTOCOL_ERROR], 0, "step %zu: no errors", step);
+    /* command replies: ERR's code; OK / result set as 0; only the first packet of a reply counts */
+    const char err[] = "\xff\x7a\x04#42S02Table 'shop.orders' doesn't exist";
+    n = pkt(b, 1, err, sizeof(err) - 1);
+    feed(&c, false, b, n, step);
+    is_int(r.n[MYSQL_EV_RESULT], 1, "step %zu: error result", step);
+    is_int(r.last_code, 1146, "step %zu: error code", step);
+    n = pkt(b, 0, q, sizeof(q) - 1);
+    feed(&c, true, b, n, step);
+    n = pkt(b, 1, "\x01", 1);
+    feed(&c, false, b, n, step);
+    n = pkt(b, 2, "\x03" "def", 4);
+    feed(&c, false, b, n, step);
+    is_int(r.n[MYSQL_EV_RESULT], 2, "step %zu: one result per command", step);
+    is_int(r.last_code, 0, "step %zu: result set is ok", step);
+    n = pkt(b, 0, "\x19\x01\x00\x00\x00", 5); /* COM_STMT_CLOSE: no reply */
+    feed(&c, true, b, n, step);
+    n = pkt(b, 1, "\xff\x01\x00", 3);         /* not taken as its answer */
+    feed(&c, false, b, n, step);
+    is_int(r.n[MYSQL_EV_RESULT], 2, "step %zu: COM_STMT_CLOSE has no result", step);
     mysql_codec_fini(&c);
 }
 
