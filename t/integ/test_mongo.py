@@ -291,3 +291,59 @@ def test_mongo_config_errors(tmp_path):
     r = run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", PLUGIN_DIR])
     assert r.returncode == 1
     assert "did you mean 'stat_prefix'" in r.stderr + r.stdout
+
+
+NODE_CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mongo_node_client.js")
+
+
+@pytest.fixture(scope="module")
+def node_mongodb(tmp_path_factory):
+    """node_modules with the npm `mongodb` driver (6.x), or a skip: a missing
+    Node.js or a registry outage is not herald's failure."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("needs node and npm for the npm mongodb driver")
+    d = tmp_path_factory.mktemp("node_mongodb")
+    try:
+        r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
+                            "mongodb@6"], cwd=str(d), capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.skip("npm install mongodb@6 took longer than 90 s (registry unreachable?)")
+    mods = d / "node_modules"
+    if r.returncode != 0 or not (mods / "mongodb").is_dir():
+        pytest.skip("npm install mongodb@6 failed (registry unreachable?): " + (r.stderr or r.stdout)[-500:])
+    return node, str(mods)
+
+
+def test_mongo_node_driver(herald, port, double, node_mongodb):
+    """The real npm `mongodb` driver (the client the issue names) through
+    mongo_proxy + tcp_proxy: handshake, insertOne, find with a filter,
+    updateOne, aggregate with $match, a batchSize 4 cursor needing getMore."""
+    node, mods = node_mongodb
+    d = double()
+    h, lp = start(herald, port, d.port, commands=["insert", "update", "find", "getMore", "aggregate"])
+    r = subprocess.run([node, NODE_CLIENT, str(lp)], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, NODE_PATH=mods))
+    assert r.returncode == 0, r.stderr[-3000:] + h.log_tail()
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["insert"] is True
+    assert out["find"] == [{"_id": "a", "x": 1}]
+    assert out["update"] == {"matched": 1, "modified": 1}
+    assert out["after"] == [{"_id": "a", "x": 1, "y": 2}]
+    assert sorted(x["_id"] for x in out["agg"] if x["_id"] != "a") == list(range(1, 30, 2))
+    assert {"_id": "a", "x": 1, "y": 2} in out["agg"] and len(out["agg"]) == 16
+    assert [x["_id"] for x in out["batched"]] == list(range(0, 30, 2))   # 4 + 4 + 4 + 3
+    assert d.ops.count("getMore") == 3
+    p = "mongo.mp."
+    h.wait_stat(p + "cmd.getMore.total", lambda v: v >= 3)
+    st = h.stats()
+    assert st[p + "decoding_error"] == 0
+    # insertOne + insertMany, 3 finds, updateOne, aggregate, 3 getMores (+ handshakes, endSessions)
+    assert st[p + "op_msg"] >= 10 and st[p + "op_msg_reply"] >= 10
+    assert st[p + "cmd.insert.total"] == 2
+    assert st[p + "cmd.find.total"] == 3
+    assert st[p + "cmd.update.total"] == 1
+    assert st[p + "cmd.aggregate.total"] == 1
+    assert st[p + "cmd.getMore.total"] == 3
+    assert st[p + "op_query_active"] == 0
+    assert h.alive()
