@@ -11,6 +11,10 @@
 #include "http/headers.h"
 #include "log.h"
 
+/* Request bytes read and dropped after the response ended before a stream
+ * is reset with NO_ERROR. */
+#define DISCARD_LIMIT (1024 * 1024)
+
 struct h2s {
     struct h2_server *h;
     struct h2s *prev, *next;
@@ -26,6 +30,8 @@ struct h2s {
     const char *reject_details;
     bool headers_delivered;
     bool req_ended;                 /* END_STREAM came */
+    size_t discarded;               /* request body bytes dropped after the response ended */
+    bool discard_rst;               /* RST_STREAM(NO_ERROR) sent to stop an upload nobody reads */
     bool rst_received;
     bool paused;
     struct evbuffer *in;            /* received, not delivered, not consumed */
@@ -340,6 +346,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 
     if (!st || !st->user || st->reject) {
         consume(h, id, len);
+        /* The response is out: the rest of the upload is read and dropped
+         * (nghttp2 still checks the stream's frames), up to a bound. */
+        if (st && !st->user && !st->discard_rst && (st->discarded += len) > DISCARD_LIMIT) {
+            st->discard_rst = true;
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+        }
         return 0;
     }
     if (st->paused || evbuffer_get_length(st->in)) {
@@ -411,9 +423,11 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && (st = stream_of(h, frame->hd.stream_id))) {
         st->resp_ended = true;
-        /* the response is out before the request ended: stop the upload (RFC 9113 8.1) */
-        if (!st->user && !st->req_ended)
-            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        /* The response is out before the request ended. RFC 9113 8.1 allows
+         * RST_STREAM(NO_ERROR) at once, but then nghttp2 ignores whatever the
+         * client sends next, invalid frames included (h2spec 5.1/8, 6.9.1/3,
+         * 8.1.2.6/1...). The stream stays half-closed instead and the upload
+         * is dropped as it comes, up to DISCARD_LIMIT (on_data_chunk). */
     }
     return 0;
 }
