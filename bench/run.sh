@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # run.sh -- herald's tcp_proxy benchmark against HAProxy (mode tcp), side by side, one run,
-#   and (part http) its HTTP/1.1 front proxy against HAProxy and nginx.
+#   and (parts http, tls) its HTTP/1.1 and TLS front proxy against HAProxy and nginx.
 #
 #   bench/run.sh                       # tcp parts, ~2.5 min
 #   PARTS="conn" DUR=3 bench/run.sh    # one part, quick
 #   PARTS=http bench/run.sh            # HTTP/1.1 only, ~3 min
+#   PARTS=tls bench/run.sh             # TLS (h2, handshakes) only, ~4 min
 #
-# PARTS (default "iperf conn idle"; add http for the HTTP part), run in this order:
+# PARTS (default "iperf conn idle"; add http / tls for the HTTP / TLS parts), run in this order:
 #   iperf  ../shared/bench/peers.sh (or $PEERS) with CASES=tcp PROXIES=haproxy and herald as its
 #          PROXY_UNDER_TEST (tcp listener only): iperf3 -t DUR, one stream, direct / haproxy /
 #          herald in the same run, with proxy CPU us per MiB. Note: peers.sh's HAProxy `listen l4`
@@ -21,6 +22,10 @@
 #          HAProxy and nginx (peers.sh, CONNS 50 and 500, 128 B and 16 KiB bodies), proxy CPU us
 #          per request, req/s, p99, peak RSS as ratios to HAProxy and nginx; its summary table
 #          is appended to run.sh's (see http.sh's header).
+#   tls    bench/tls.sh: h2 multiplexed req/s (h2load -c10 -m10, 128 B and 16 KiB), full TLS 1.3
+#          handshakes/s and resumed connections/s through herald, HAProxy and nginx (peers.sh),
+#          proxy CPU us per request / handshake, req/s, p99 as ratios, plus `openssl speed
+#          ecdhp256 ecdsap256`; its summary table is appended to run.sh's (see tls.sh's header).
 # Layout: proxies pinned to PROXY_CPU (1) with one worker / one thread each; load generator and
 #   backend on LOAD_CPU (0). Everything listens on 127.0.0.1 only; each part stops what it
 #   starts, by PID.
@@ -34,7 +39,8 @@
 # KNOBS: PARTS DUR (1..10, 10) CONNS (50) N (10000) LOAD_CPU PROXY_CPU PEERS HERALD
 #   (../build/herald) PLUGIN_DIR (../build/plugins) OUT (directory for the part outputs,
 #   default a new mktemp dir) PEERS_BASE_PORT (28080, +0..+11) TCP_BASE_PORT (28100, +0..+5)
-#   IDLE_BASE_PORT (28120, +0..+2) HTTP_BASE_PORT (28140, +0..+11). Ports are away from
+#   IDLE_BASE_PORT (28120, +0..+2) HTTP_BASE_PORT (28140, +0..+11) TLS_BASE_PORT (28160,
+#   +0..+11). Ports are away from
 #   peers.sh's default 18080 so a colleague's peers.sh run on the same box does not collide.
 #
 # Internal: `run.sh --start-herald` is the PROXY_UNDER_TEST command: it writes the herald
@@ -56,6 +62,7 @@ PEERS_BASE_PORT=${PEERS_BASE_PORT:-28080}
 TCP_BASE_PORT=${TCP_BASE_PORT:-28100}
 IDLE_BASE_PORT=${IDLE_BASE_PORT:-28120}
 HTTP_BASE_PORT=${HTTP_BASE_PORT:-28140}
+TLS_BASE_PORT=${TLS_BASE_PORT:-28160}
 OUT=${OUT:-$(mktemp -d -t herald-bench.XXXXXX)}
 mkdir -p "$OUT"
 export DUR=${DUR:-10} CONNS=${CONNS:-50} LOAD_CPU=${LOAD_CPU:-0} PROXY_CPU=${PROXY_CPU:-1}
@@ -85,6 +92,9 @@ for part in $PARTS; do
             mkdir -p "$OUT/http"
             OUT=$OUT/http BASE_PORT=$HTTP_BASE_PORT CONNS_LIST=${CONNS_LIST:-"50 500"} \
                 bash "$HERE/http.sh" 2>&1 | tee "$OUT/http.txt" ;;
+        tls)
+            mkdir -p "$OUT/tls"
+            OUT=$OUT/tls BASE_PORT=$TLS_BASE_PORT bash "$HERE/tls.sh" 2>&1 | tee "$OUT/tls.txt" ;;
         *) echo "run.sh: unknown part '$part'" >&2 ;;
     esac
 done
@@ -145,6 +155,15 @@ if has_part http; then
         sed -n '/^## http.sh summary/,$p' "$OUT/http.txt" | sed 1d
     else
         echo "http part failed: $(tail -3 "$OUT/http.txt" 2>/dev/null)"
+    fi
+fi
+if has_part tls; then
+    echo
+    echo "## run.sh tls summary (from bench/tls.sh; full output in $OUT/tls.txt)"
+    if grep -q '^## tls.sh summary' "$OUT/tls.txt" 2>/dev/null; then
+        sed -n '/^## tls.sh summary/,$p' "$OUT/tls.txt" | sed 1d
+    else
+        echo "tls part failed: $(tail -3 "$OUT/tls.txt" 2>/dev/null)"
     fi
 fi
 exit 0
