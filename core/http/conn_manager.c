@@ -2320,7 +2320,8 @@ static void handle_eof(struct cm_conn *cc)
 {
     struct herald_http_stream *s = cc->stream;
     cc->eof_handled = true;
-    if (!s) {
+    if (!s || (s->over && !s->upgraded)) {
+        /* nothing outstanding (a stream just over is not an active request) */
         close_conn(cc, HERALD_CLOSE_FLUSH);
         return;
     }
