@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "access_log.h"
@@ -847,4 +848,61 @@ HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_l
         free(b->p);
         memset(b, 0, sizeof(*b));
     }
+}
+
+/* strftime with Envoy's extras: %f / %1f..%9f (fractions of a second), %E3S-style
+ * seconds with fractions (%ES, %E1S..%E9S) and %s (epoch seconds). UTC. */
+const char *herald_access_log_format_time(uint64_t ms, const char *fmt, char *out, size_t len)
+{
+    char expanded[512];
+    size_t o = 0;
+    time_t secs = (time_t)(ms / 1000);
+    unsigned frac = (unsigned)(ms % 1000); /* ms precision: more digits are zero padded */
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    if (!fmt || !*fmt)
+        fmt = "%Y-%m-%dT%H:%M:%E3SZ";
+    for (const char *p = fmt; *p && o + 32 < sizeof(expanded); p++) {
+        if (*p != '%' || !p[1]) {
+            expanded[o++] = *p;
+            continue;
+        }
+        const char *q = p + 1;
+        int digits = -1;
+        bool es = false;
+        if (*q == 'E' && (q[1] == 'S' || (q[1] >= '1' && q[1] <= '9' && q[2] == 'S'))) {
+            es = true;
+            digits = q[1] == 'S' ? 9 : q[1] - '0';
+            q += q[1] == 'S' ? 1 : 2;
+        } else if (*q == 'f') {
+            digits = 9;
+        } else if (*q >= '1' && *q <= '9' && q[1] == 'f') {
+            digits = *q - '0';
+            q++;
+        } else if (*q == 's') {
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%lld", (long long)secs);
+            p = q;
+            continue;
+        } else {
+            expanded[o++] = *p++;
+            expanded[o++] = *p;
+            continue;
+        }
+        char f[10];
+        snprintf(f, sizeof(f), "%03u000000", frac);
+        f[digits] = '\0';
+        if (es)
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%02d.%s", tm.tm_sec, f);
+        else
+            o += (size_t)snprintf(expanded + o, sizeof(expanded) - o, "%s", f);
+        p = q;
+    }
+    expanded[o] = '\0';
+    /* the format is the operator's argument, from the config */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    size_t n = strftime(out, len, expanded, &tm);
+#pragma GCC diagnostic pop
+    return n ? out : NULL;
 }

@@ -10,6 +10,7 @@
 #define HERALD_ACCESS_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "herald/config.h"
 #include "herald/network_filter.h"
@@ -34,6 +35,11 @@ HERALD_EXPORT struct herald_access_log *herald_access_log_create(const struct he
                                                                 const char *default_format, char **err);
 HERALD_EXPORT void herald_access_log_destroy(struct herald_access_log *l);
 HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_log_field_cb field, void *ctx);
+
+/* (1.1) %START_TIME(fmt)% for a field callback: strftime in UTC with
+ * Envoy's extras (%f, %1f..%9f, %ES, %E1S..%E9S, %s); fmt NULL or "" means
+ * Envoy's default. Returns out, or NULL when it does not fit. */
+HERALD_EXPORT const char *herald_access_log_format_time(uint64_t wall_ms, const char *fmt, char *out, size_t len);
 
 /* Envoy's default format for TCP and HTTP. */
 #define HERALD_DEFAULT_ACCESS_LOG_FORMAT                                                              \
