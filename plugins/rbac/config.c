@@ -600,3 +600,13 @@ char *rbac_join_prefix(const char *a, const char *b)
         abort();
     return out;
 }
+
+struct herald_stat *rbac_counter(const char *prefix, const char *a, const char *b)
+{
+    char *name;
+    if (asprintf(&name, "%s%s", a, b) < 0)
+        abort();
+    struct herald_stat *st = herald_counter(prefix, name);
+    free(name);
+    return st;
+}

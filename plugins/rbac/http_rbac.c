@@ -41,16 +41,6 @@ static void conf_destroy(void *p)
     free(c);
 }
 
-static struct herald_stat *counter2(const char *prefix, const char *a, const char *b)
-{
-    char *name;
-    if (asprintf(&name, "%s%s", a, b) < 0)
-        abort();
-    struct herald_stat *st = herald_counter(prefix, name);
-    free(name);
-    return st;
-}
-
 static int conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out,
                        char **err)
 {
@@ -78,12 +68,12 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     char *base = NULL;
     if (asprintf(&base, "%s.rbac", hp) < 0)
         abort();
-    c->allowed = counter2(base, rp, "allowed");
-    c->denied = counter2(base, rp, "denied");
-    c->logged = counter2(base, rp, "logged");
-    c->not_logged = counter2(base, rp, "not_logged");
-    c->shadow_allowed = counter2(base, sp, "shadow_allowed");
-    c->shadow_denied = counter2(base, sp, "shadow_denied");
+    c->allowed = rbac_counter(base, rp, "allowed");
+    c->denied = rbac_counter(base, rp, "denied");
+    c->logged = rbac_counter(base, rp, "logged");
+    c->not_logged = rbac_counter(base, rp, "not_logged");
+    c->shadow_allowed = rbac_counter(base, sp, "shadow_allowed");
+    c->shadow_denied = rbac_counter(base, sp, "shadow_denied");
     free(base);
     if (c->rules && c->rules->action == RBAC_ALLOW && c->rules->npolicies == 0)
         herald_env_warn(env, rules, "rules with action ALLOW and no policies deny every request");

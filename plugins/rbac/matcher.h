@@ -182,6 +182,9 @@ extern const struct herald_message rbac_network_schema; /* envoy.extensions.filt
 /* An envoy.config.rbac.v3.RBAC node -> engine; NULL with *err (via
  * herald_cfg_errorf) on a bad regex or address. */
 struct rbac_engine *rbac_engine_from_cfg(const struct herald_cfg *rules, char **err);
+/* The counter prefix.(a + b): Envoy's rbac stats put the rules' own prefix
+ * before the name (rules_stat_prefix + "allowed"). */
+struct herald_stat *rbac_counter(const char *prefix, const char *a, const char *b);
 /* "a.b" + "." + "c" without doubled dots; malloc'd. */
 char *rbac_join_prefix(const char *a, const char *b);
 

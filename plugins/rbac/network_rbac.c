@@ -39,16 +39,6 @@ static void conf_destroy(void *p)
     free(c);
 }
 
-static struct herald_stat *counter2(const char *prefix, const char *a, const char *b)
-{
-    char *name;
-    if (asprintf(&name, "%s%s", a, b) < 0)
-        abort();
-    struct herald_stat *st = herald_counter(prefix, name);
-    free(name);
-    return st;
-}
-
 static int conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out,
                        char **err)
 {
@@ -79,8 +69,8 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     c->denied = herald_counter(prefix, "denied");
     c->logged = herald_counter(prefix, "logged");
     c->not_logged = herald_counter(prefix, "not_logged");
-    c->shadow_allowed = counter2(prefix, ssp, "shadow_allowed");
-    c->shadow_denied = counter2(prefix, ssp, "shadow_denied");
+    c->shadow_allowed = rbac_counter(prefix, ssp, "shadow_allowed");
+    c->shadow_denied = rbac_counter(prefix, ssp, "shadow_denied");
     free(prefix);
     if (c->rules && c->rules->action == RBAC_ALLOW && c->rules->npolicies == 0)
         herald_env_warn(env, rules, "rules with action ALLOW and no policies close every connection");
