@@ -159,7 +159,7 @@ static void on_cluster_changed(struct worker *w, void *arg);
 
 /* Makes a new host set from the targets (by priority, then config order) and
  * hands it to the workers. */
-static void publish(struct cluster *cl)
+static void publish(struct cluster *cl, bool membership)
 {
     struct herald_host **hosts = NULL;
     size_t n = 0, cap = 0;
@@ -189,11 +189,13 @@ static void publish(struct cluster *cl)
     was_empty = !old || old->nhosts == 0;
     host_set_put(old);
 
-    int64_t shown_healthy = cl->shown_total;   /* every host is healthy until health checking exists */
-    gauge_set(cl->stats.membership_healthy, &shown_healthy, (int64_t)n);
+    int64_t healthy = 0;
+    for (size_t i = 0; i < n; i++)
+        healthy += host_healthy(hosts[i]);
+    gauge_set(cl->stats.membership_healthy, &cl->shown_healthy, healthy);
     gauge_set(cl->stats.membership_total, &cl->shown_total, (int64_t)n);
     gauge_set(cl->stats.max_host_weight, &cl->shown_max_weight, max_weight);
-    if (n || !was_empty)
+    if (membership && (n || !was_empty))
         herald_stat_inc(cl->stats.membership_change);
 
     pthread_mutex_lock(&cm.reg_lock);
@@ -309,7 +311,7 @@ static void on_resolved(void *arg, int err, const struct dns_addr *addrs, size_t
         if (target_set_addrs(t, addrs, n)) {
             log_debug("upstream", "cluster '%s': %s now has %zu addresses", cl->cfg->name, t->name,
                       t->nhosts);
-            publish(cl);
+            publish(cl, true);
         } else {
             herald_stat_inc(cl->stats.update_no_rebuild);
         }
@@ -434,7 +436,7 @@ static int cluster_setup(struct cluster *cl, struct cluster_cfg *cfg, unsigned i
                 return -1;
             }
         }
-    publish(cl);   /* the literal hosts, or an empty set until DNS answers */
+    publish(cl, true);   /* the literal hosts, or an empty set until DNS answers */
     update_waiting(cl);
     return 0;
 }
@@ -504,6 +506,16 @@ void cluster_manager_shutdown(void)
     cm.n = 0;
     cm.workers = NULL;
     cm.nworkers = cm.capworkers = 0;
+}
+
+void cluster_health_changed(struct cluster *cl)
+{
+    publish(cl, false);
+}
+
+struct cluster *cluster_manager_at(size_t i)
+{
+    return i < cm.n ? &cm.clusters[i] : NULL;
 }
 
 size_t cluster_manager_count(void)

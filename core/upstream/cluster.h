@@ -33,7 +33,23 @@ struct herald_host {
     struct cluster *cluster;
     atomic_uint_fast64_t cx_total, cx_active, cx_connect_fail, rq_total, rq_error, rq_active;
     atomic_uint_fast64_t rq_success, rq_timeout;  /* shown by /clusters */
+    /* HOST_* health bits. Written on the main thread (health checker, outlier
+     * detector), read anywhere; a change is followed by cluster_health_changed()
+     * so that workers rebuild their load balancers over the usable hosts. */
+    atomic_uint health;
+    void *hc;                          /* health_check.c's per-host state (main thread) */
+    void *outlier;                     /* outlier.c's per-host state */
 };
+
+#define HOST_FAILED_ACTIVE_HC  0x1u    /* /failed_active_hc */
+#define HOST_FAILED_OUTLIER    0x2u    /* /failed_outlier_check (ejected) */
+#define HOST_PENDING_ACTIVE_HC 0x4u    /* /pending_active_hc: not checked yet (still used) */
+#define HOST_UNUSABLE (HOST_FAILED_ACTIVE_HC | HOST_FAILED_OUTLIER)
+
+static inline bool host_healthy(const struct herald_host *h)
+{
+    return (atomic_load_explicit(&h->health, memory_order_relaxed) & HOST_UNUSABLE) == 0;
+}
 
 /* Per-cluster stats handles (cluster.<name>.*), shared by all threads. */
 struct cluster_stats {
@@ -71,7 +87,7 @@ struct cluster {
     char *waiting_for;                 /* what /ready reports while not initialized */
     /* discovery state, private to cluster.c: one target per endpoint to resolve */
     struct cluster_target *targets; size_t ntargets;
-    int64_t shown_total, shown_max_weight;  /* last values put in the membership gauges */
+    int64_t shown_total, shown_healthy, shown_max_weight;  /* last values put in the membership gauges */
 };
 
 /* A worker's view of one cluster (the SDK's struct herald_cluster). */
@@ -100,6 +116,12 @@ struct cluster *cluster_manager_find(const char *name);
 int cluster_manager_pending(struct evbuffer *why);
 /* /clusters, Envoy's text format or JSON. */
 void cluster_manager_dump(struct evbuffer *out, bool json);
+/* Main thread: some host's health bits changed. Publishes a new host set (same
+ * hosts) so every worker rebuilds its load balancer, and updates the
+ * membership_healthy gauge. */
+void cluster_health_changed(struct cluster *cl);
+/* Main thread: iterate the clusters (health checker, outlier detector setup). */
+struct cluster *cluster_manager_at(size_t i);
 
 /* Worker side: build the view when a worker starts (main thread, before the
  * worker runs; worker_start may come before or after), and drop it (main

@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "upstream/cluster.h"
+#include "upstream/lb_hash.h"
 
 struct lb {
     enum lb_policy policy;
@@ -26,6 +27,7 @@ struct lb {
     uint64_t rng;
     uint32_t choices;                      /* LEAST_REQUEST candidates */
     size_t *cand;
+    struct lb_hash *hash;                  /* RING_HASH, MAGLEV */
 };
 
 /* splitmix64, to turn a small seed into a well-mixed xorshift state */
@@ -174,8 +176,6 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
     struct lb *lb = xcalloc(1, sizeof(*lb));
 
     lb->policy = cfg->lb_policy;
-    if (lb->policy != LB_LEAST_REQUEST && lb->policy != LB_RANDOM)
-        lb->policy = LB_ROUND_ROBIN;   /* hashing policies are refused by the schema */
     lb->choices = cfg->least_request_choice_count >= 2 ? cfg->least_request_choice_count : 2;
     lb->rng = mix64(((uint64_t)seed << 32) ^ mono_ms() ^ (uintptr_t)lb);
     if (!lb->rng)
@@ -183,6 +183,10 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
     pick_level(lb, hs);
     if (lb->n == 0)
         return lb;
+    if (lb->policy == LB_RING_HASH || lb->policy == LB_MAGLEV) {
+        lb->hash = lb_hash_new(cfg, lb->hosts, lb->n);
+        return lb;
+    }
     lb->weight = xcalloc(lb->n, sizeof(*lb->weight));
     for (size_t i = 0; i < lb->n; i++) {
         lb->weight[i] = lb->hosts[i]->weight ? lb->hosts[i]->weight : 1;
@@ -213,6 +217,7 @@ void lb_free(void *p)
     free(lb->cur);
     free(lb->dcur);
     free(lb->cand);
+    lb_hash_free(lb->hash);
     free(lb);
 }
 
@@ -225,6 +230,8 @@ struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const stru
         return NULL;
     if (lb->n == 1)
         return lb->hosts[0];
+    if (lb->hash)
+        return lb_hash_choose(lb->hash, hash ? hash : next_rand(lb));
     switch (lb->policy) {
     case LB_RANDOM: return pick_random(lb);
     case LB_LEAST_REQUEST: return lb->weighted ? pick_weighted_least(lb) : pick_p2c(lb);
