@@ -2,15 +2,18 @@
 #include "config.h"
 
 #include <event2/event.h>
+#include <stddef.h>
 
 #include "common.h"
 #include "herald/timer.h"
 #include "worker.h"
 
+/* One allocation: the libevent event lives right after the struct. */
 struct herald_timer {
     struct event *ev;
     herald_timer_cb cb;
     void *arg;
+    _Alignas(max_align_t) unsigned char ev_storage[];
 };
 
 static void fire(evutil_socket_t fd, short what, void *arg)
@@ -24,10 +27,11 @@ struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
     struct event_base *base = current_base();
     if (!base)
         return NULL;
-    struct herald_timer *t = xcalloc(1, sizeof(*t));
+    struct herald_timer *t = xcalloc(1, sizeof(*t) + event_get_struct_event_size());
     t->cb = cb;
     t->arg = arg;
-    t->ev = evtimer_new(base, fire, t);
+    t->ev = (struct event *)t->ev_storage;
+    evtimer_assign(t->ev, base, fire, t);
     return t;
 }
 
@@ -47,7 +51,7 @@ void herald_timer_free(struct herald_timer *t)
 {
     if (!t)
         return;
-    event_free(t->ev);
+    event_del(t->ev);
     free(t);
 }
 

@@ -66,11 +66,10 @@ struct h1_codec {
     struct scan sc;
     /* message being parsed */
     struct herald_headers *hdrs; /* headers, then trailers */
-    char *url;
-    size_t url_len;
-    char *field, *value;
-    size_t field_len, value_len;
-    bool in_value;
+    /* scratch for the pieces http-parser hands over; kept across messages */
+    char *url, *field, *value;
+    size_t url_len, field_len, value_len, url_cap, field_cap, value_cap;
+    bool have_field, in_value;
     size_t head_bytes, nheaders;
     struct evbuffer *body;
     bool in_message, saw_te, close_delimited, chunked_body, has_trailers, headers_end_stream, informational;
@@ -90,9 +89,23 @@ struct h1_codec {
 
 enum { EXP_OTHER = 0, EXP_HEAD = 1, EXP_CONNECT = 2 };
 
-static bool is_tchar(unsigned char ch)
+/* RFC 9110 token characters */
+static const bool tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+    ['9'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+    ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+};
+
+static inline bool is_tchar(unsigned char ch)
 {
-    return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+    return tchar[ch];
 }
 
 static bool is_ctl(unsigned char ch)
@@ -295,22 +308,25 @@ static void reset_message(struct h1_codec *c)
 {
     herald_headers_free(c->hdrs);
     c->hdrs = NULL;
-    free(c->url);
-    free(c->field);
-    free(c->value);
-    c->url = c->field = c->value = NULL;
     c->url_len = c->field_len = c->value_len = 0;
-    c->in_value = false;
+    c->have_field = c->in_value = false;
     c->head_bytes = c->nheaders = 0;
     c->has_trailers = false;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
 }
 
-static void append(char **buf, size_t *len, const char *at, size_t n, bool lower)
+static void append(char **buf, size_t *len, size_t *cap, const char *at, size_t n, bool lower)
 {
-    *buf = xrealloc(*buf, *len + n + 1);
-    for (size_t i = 0; i < n; i++)
-        (*buf)[*len + i] = lower ? (char)tolower((unsigned char)at[i]) : at[i];
+    if (*len + n + 1 > *cap) {
+        *cap = (*len + n + 1) * 2 > 64 ? (*len + n + 1) * 2 : 64;
+        *buf = xrealloc(*buf, *cap);
+    }
+    char *d = *buf + *len;
+    if (lower)
+        for (size_t i = 0; i < n; i++)
+            d[i] = (char)tolower((unsigned char)at[i]);
+    else
+        memcpy(d, at, n);
     *len += n;
     (*buf)[*len] = '\0';
 }
@@ -325,18 +341,17 @@ static int count_bytes(struct h1_codec *c, size_t n)
 
 static void commit_header(struct h1_codec *c)
 {
-    if (!c->field)
+    if (!c->have_field)
         return;
-    char *v = c->value ? c->value : xstrdup("");
+    const char *v = c->value_len ? c->value : "";
     size_t vl = c->value_len;
     while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-        v[--vl] = '\0';
+        vl--;
     if (!c->hdrs)
         c->hdrs = herald_headers_new();
-    headers_add_owned(c->hdrs, c->field, v);
-    c->field = c->value = NULL;
+    headers_add_n(c->hdrs, c->field, c->field_len, v, vl);
     c->field_len = c->value_len = 0;
-    c->in_value = false;
+    c->have_field = c->in_value = false;
 }
 
 static int cb_message_begin(http_parser *p)
@@ -356,7 +371,7 @@ static int cb_message_begin(http_parser *p)
 static int cb_url(http_parser *p, const char *at, size_t n)
 {
     struct h1_codec *c = p->data;
-    append(&c->url, &c->url_len, at, n, false);
+    append(&c->url, &c->url_len, &c->url_cap, at, n, false);
     return count_bytes(c, n);
 }
 
@@ -371,11 +386,12 @@ static int cb_header_field(http_parser *p, const char *at, size_t n)
     struct h1_codec *c = p->data;
     if (c->in_value)
         commit_header(c);
-    if (!c->field) {
+    if (!c->have_field) {
         if (++c->nheaders > c->max_count)
             return fail_cb(c, 431, "http1.too_many_headers");
+        c->have_field = true;
     }
-    append(&c->field, &c->field_len, at, n, true);
+    append(&c->field, &c->field_len, &c->field_cap, at, n, true);
     return count_bytes(c, n);
 }
 
@@ -387,10 +403,10 @@ static int cb_header_value(http_parser *p, const char *at, size_t n)
      * ("transfer-encoding2: x" counts), then refuses a Content-Length next to
      * it or reads the body to EOF. Framing is judged on exact names here
      * (check_framing), so correct the flag once the name is complete. */
-    if (c->field && strcmp(c->field, "transfer-encoding") == 0)
+    if (c->have_field && c->field_len == 17 && memcmp(c->field, "transfer-encoding", 17) == 0)
         c->saw_te = true;
     p->uses_transfer_encoding = c->saw_te;
-    append(&c->value, &c->value_len, at, n, false);
+    append(&c->value, &c->value_len, &c->value_cap, at, n, false);
     return count_bytes(c, n);
 }
 
@@ -445,11 +461,12 @@ static int check_framing(struct h1_codec *c, struct herald_headers *h)
 }
 
 /* Builds the request's pseudo-headers from the request-target and Host. */
-static int request_pseudo(struct h1_codec *c, struct herald_headers *out, struct herald_headers *h)
+static int request_pseudo(struct h1_codec *c, struct herald_headers *h)
 {
+    size_t pos = 0;
     const char *method = http_method_str((enum http_method)c->p.method);
-    const char *url = c->url ? c->url : "";
-    herald_headers_add(out, ":method", method);
+    const char *url = c->url_len ? c->url : "";
+    headers_insert_n(h, pos++, ":method", 7, method, strlen(method));
     if (headers_count_name(h, "host") > 1)
         return fail_cb(c, 400, "http1.duplicate_host");
     char *authority = NULL, *path = NULL;
@@ -458,7 +475,7 @@ static int request_pseudo(struct h1_codec *c, struct herald_headers *out, struct
             return fail_cb(c, 400, "http1.invalid_url");
         authority = xstrdup(url);
     } else if (url[0] == '/' || strcmp(url, "*") == 0) {
-        path = xstrdup(url);
+        headers_insert_n(h, pos++, ":path", 5, url, c->url_len);   /* the common case: no copy of our own */
     } else {
         struct http_parser_url u;
         http_parser_url_init(&u);
@@ -485,13 +502,17 @@ static int request_pseudo(struct h1_codec *c, struct herald_headers *out, struct
         else
             path = xstrndup(url + p_off, p_end - p_off);
     }
-    if (path)
-        headers_add_owned(out, xstrdup(":path"), path);
+    if (path) {
+        headers_insert_n(h, pos++, ":path", 5, path, strlen(path));
+        free(path);
+    }
     const char *host = herald_headers_get(h, "host");
-    if (!authority && host)
-        authority = xstrdup(host);
-    if (authority)
-        headers_add_owned(out, xstrdup(":authority"), authority);
+    if (authority) {
+        headers_insert_n(h, pos++, ":authority", 10, authority, strlen(authority));
+        free(authority);
+    } else if (host) {
+        headers_insert_n(h, pos++, ":authority", 10, host, strlen(host));
+    }
     herald_headers_remove(h, "host");
     return 0;
 }
@@ -518,12 +539,10 @@ static int cb_headers_complete(http_parser *p)
     bool chunked = herald_headers_get(h, "transfer-encoding") != NULL;
     bool has_cl = herald_headers_get(h, "content-length") != NULL;
     int ret = 0;
-    struct herald_headers *out = herald_headers_new();
+    struct herald_headers *out = h;   /* pseudo-headers go in front */
     if (c->role == H1_SERVER) {
-        if (request_pseudo(c, out, h) != 0) {
-            herald_headers_free(out);
+        if (request_pseudo(c, h) != 0)
             return -1;
-        }
         if (c->http10)
             c->keep_alive = headers_has_token(h, "connection", "keep-alive");
         else
@@ -536,8 +555,8 @@ static int cb_headers_complete(http_parser *p)
     } else {
         int status = p->status_code;
         char sbuf[8];
-        snprintf(sbuf, sizeof(sbuf), "%d", status);
-        herald_headers_add(out, ":status", sbuf);
+        int sl = snprintf(sbuf, sizeof(sbuf), "%d", status);
+        headers_insert_n(h, 0, ":status", 7, sbuf, (size_t)sl);
         uint8_t exp = expected_method(c);
         bool skip = false;
         if (status == 101 || (exp == EXP_CONNECT && status / 100 == 2)) {
@@ -563,8 +582,6 @@ static int cb_headers_complete(http_parser *p)
         if (close_delimited || c->is_upgrade)
             c->keep_alive = false;
     }
-    headers_append_move(out, h);
-    herald_headers_free(h);
     c->hdrs = NULL;
     c->head_bytes = c->nheaders = 0; /* trailers count on their own */
 
@@ -692,6 +709,9 @@ struct h1_codec *h1_codec_new(enum h1_role role, const struct h1_limits *lim, co
 static void codec_destroy(struct h1_codec *c)
 {
     reset_message(c);
+    free(c->url);
+    free(c->field);
+    free(c->value);
     evbuffer_free(c->body);
     free(c->expect);
     free(c);
@@ -740,7 +760,7 @@ static void map_parser_error(struct h1_codec *c, enum http_errno e)
         break;
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         /* http-parser 2.9.4 refuses a second Content-Length and CL with TE */
-        if (c->field && strcmp(c->field, "content-length") == 0 && c->hdrs &&
+        if (c->have_field && strcmp(c->field, "content-length") == 0 && c->hdrs &&
             herald_headers_get(c->hdrs, "content-length"))
             d = "http1.duplicate_content_length";
         else
@@ -788,11 +808,14 @@ static ssize_t execute(struct h1_codec *c, const char *data, size_t len)
 }
 
 /* After n validated bytes were consumed: the validator's state for them. */
-static void scan_commit(struct h1_codec *c, struct scan *before, const unsigned char *data, size_t n)
+static void scan_commit(struct h1_codec *c, const struct scan *before, const struct scan *after,
+                        size_t scanned, const unsigned char *data, size_t n)
 {
     const char *d;
     struct scan s = *before;
-    if (n)
+    if (n == scanned)
+        s = *after;   /* http-parser took all that was validated: no second pass */
+    else if (n)
         scan(&s, data, n, UINT64_MAX, &d);
     c->sc = s;
     if (c->msg_done) {
@@ -841,6 +864,7 @@ int h1_codec_dispatch(struct h1_codec *c, struct evbuffer *in)
             rc = -1;
             break;
         }
+        size_t scanned = (size_t)k;   /* s is the state after exactly these bytes */
         if (k == 0) {
             /* the validator is at a boundary http-parser has not reached yet
              * (a pause before the last byte of a head) */
@@ -855,7 +879,7 @@ int h1_codec_dispatch(struct h1_codec *c, struct evbuffer *in)
             rc = -1;
             break;
         }
-        scan_commit(c, &before, data, (size_t)n);
+        scan_commit(c, &before, &s, scanned ? scanned : SIZE_MAX, data, (size_t)n);
         evbuffer_drain(in, (size_t)n);
         if (c->in_message && !c->headers_end_stream && c->sc.st != SC_PRE)
             deliver_body(c, false);
@@ -1003,16 +1027,75 @@ static bool safe_name(const char *s)
 /* Writes the regular (non-pseudo) headers; skips transfer-encoding (framing
  * is the encoder's) and host when :authority gave it. -1 on a name or value
  * that would break the framing (CR/LF injection). */
-static int write_fields(struct evbuffer *b, const struct herald_headers *h, bool skip_host)
+/* A response or request head is assembled here and added to the output in
+ * one piece: no evbuffer of its own and no printf per line. */
+struct headbuf {
+    char *p;
+    size_t len, cap;
+    char small[1536];
+};
+
+static void hb_init(struct headbuf *b)
+{
+    b->p = b->small;
+    b->len = 0;
+    b->cap = sizeof(b->small);
+}
+
+static void hb_add(struct headbuf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = (b->len + n) * 2;
+        char *p = xmalloc(cap);
+        memcpy(p, b->p, b->len);
+        if (b->p != b->small)
+            free(b->p);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define HB_LIT(b, lit) hb_add((b), (lit), sizeof(lit) - 1)
+
+static void hb_str(struct headbuf *b, const char *s)
+{
+    hb_add(b, s, strlen(s));
+}
+
+static void hb_done(struct headbuf *b, struct evbuffer *out)
+{
+    evbuffer_add(out, b->p, b->len);
+    if (b->p != b->small)
+        free(b->p);
+}
+
+static void hb_drop(struct headbuf *b)
+{
+    if (b->p != b->small)
+        free(b->p);
+}
+
+static bool safe_value_n(const char *s, size_t n)
+{
+    return !memchr(s, '\r', n) && !memchr(s, '\n', n);
+}
+
+static int write_fields(struct headbuf *b, const struct herald_headers *h, bool skip_host)
 {
     const char *name, *value;
-    for (size_t i = 0; herald_headers_at(h, i, &name, &value); i++) {
-        if (name[0] == ':' || strcmp(name, "transfer-encoding") == 0 ||
-            (skip_host && strcmp(name, "host") == 0))
+    size_t nlen, vlen;
+    for (size_t i = 0; headers_at_n(h, i, &name, &nlen, &value, &vlen); i++) {
+        if (name[0] == ':' || (nlen == 17 && memcmp(name, "transfer-encoding", 17) == 0) ||
+            (skip_host && nlen == 4 && memcmp(name, "host", 4) == 0))
             continue;
-        if (!safe_name(name) || !safe_str(value))
+        if (!safe_name(name) || !safe_value_n(value, vlen))
             return -1;
-        evbuffer_add_printf(b, "%s: %s\r\n", name, value);
+        hb_add(b, name, nlen);
+        HB_LIT(b, ": ");
+        hb_add(b, value, vlen);
+        HB_LIT(b, "\r\n");
     }
     return 0;
 }
@@ -1056,12 +1139,22 @@ int h1_encode_request_headers(struct h1_encoder *e, struct evbuffer *out, const 
     uint64_t len = 0;
     if (cl && parse_cl(cl, &len) != 0)
         return -1;
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "%s %s HTTP/1.%d\r\n", method, target, (e->flags & H1_ENC_HTTP10) ? 0 : 1);
-    if (authority)
-        evbuffer_add_printf(b, "host: %s\r\n", authority);
+    struct headbuf hb, *b = &hb;
+    hb_init(b);
+    hb_str(b, method);
+    HB_LIT(b, " ");
+    hb_str(b, target);
+    if (e->flags & H1_ENC_HTTP10)
+        HB_LIT(b, " HTTP/1.0\r\n");
+    else
+        HB_LIT(b, " HTTP/1.1\r\n");
+    if (authority) {
+        HB_LIT(b, "host: ");
+        hb_str(b, authority);
+        HB_LIT(b, "\r\n");
+    }
     if (write_fields(b, h, authority != NULL) != 0) {
-        evbuffer_free(b);
+        hb_drop(b);
         return -1;
     }
     if (connect || (e->flags & H1_ENC_UPGRADE)) {
@@ -1074,17 +1167,16 @@ int h1_encode_request_headers(struct h1_encoder *e, struct evbuffer *out, const 
     } else if (end_stream) {
         e->framing = H1_FRAME_NONE;
         if (method_has_body_meaning(method))
-            evbuffer_add_printf(b, "content-length: 0\r\n");
+            HB_LIT(b, "content-length: 0\r\n");
     } else if (!(e->flags & H1_ENC_HTTP10)) {
         e->framing = H1_FRAME_CHUNKED;
-        evbuffer_add_printf(b, "transfer-encoding: chunked\r\n");
+        HB_LIT(b, "transfer-encoding: chunked\r\n");
     } else {
-        evbuffer_free(b);
+        hb_drop(b);
         return -1; /* an HTTP/1.0 request body needs a length */
     }
-    evbuffer_add(b, "\r\n", 2);
-    evbuffer_add_buffer(out, b);
-    evbuffer_free(b);
+    HB_LIT(b, "\r\n");
+    hb_done(b, out);
     e->headers_done = true;
     e->done = end_stream || (e->framing == H1_FRAME_LENGTH && len == 0);
     return 0;
@@ -1103,10 +1195,15 @@ int h1_encode_response_headers(struct h1_encoder *e, struct evbuffer *out, const
     bool no_body = status / 100 == 1 || status == 204 || status == 304;
     if (cl && !no_body && parse_cl(cl, &len) != 0)
         return -1;
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "HTTP/1.1 %d %s\r\n", status, h1_reason_phrase(status));
+    struct headbuf hb, *b = &hb;
+    hb_init(b);
+    HB_LIT(b, "HTTP/1.1 ");
+    hb_add(b, st, 3);
+    HB_LIT(b, " ");
+    hb_str(b, h1_reason_phrase(status));
+    HB_LIT(b, "\r\n");
     if (write_fields(b, h, false) != 0) {
-        evbuffer_free(b);
+        hb_drop(b);
         return -1;
     }
     bool informational = status / 100 == 1 && status != 101;
@@ -1119,16 +1216,15 @@ int h1_encode_response_headers(struct h1_encoder *e, struct evbuffer *out, const
         e->remaining = len;
     } else if (end_stream) {
         e->framing = H1_FRAME_NONE;
-        evbuffer_add_printf(b, "content-length: 0\r\n");
+        HB_LIT(b, "content-length: 0\r\n");
     } else if (e->flags & H1_ENC_HTTP10) {
         e->framing = H1_FRAME_CLOSE;
     } else {
         e->framing = H1_FRAME_CHUNKED;
-        evbuffer_add_printf(b, "transfer-encoding: chunked\r\n");
+        HB_LIT(b, "transfer-encoding: chunked\r\n");
     }
-    evbuffer_add(b, "\r\n", 2);
-    evbuffer_add_buffer(out, b);
-    evbuffer_free(b);
+    HB_LIT(b, "\r\n");
+    hb_done(b, out);
     if (informational) {
         e->framing = H1_FRAME_NONE; /* the final response follows */
         return 0;
@@ -1193,15 +1289,15 @@ int h1_encode_trailers(struct h1_encoder *e, struct evbuffer *out, const struct 
         return e->done ? 0 : -1;
     }
     if (e->framing == H1_FRAME_CHUNKED) {
-        struct evbuffer *b = evbuffer_new();
-        evbuffer_add(b, "0\r\n", 3);
-        if (write_fields(b, t, false) != 0) {
-            evbuffer_free(b);
+        struct headbuf hb;
+        hb_init(&hb);
+        HB_LIT(&hb, "0\r\n");
+        if (write_fields(&hb, t, false) != 0) {
+            hb_drop(&hb);
             return -1;
         }
-        evbuffer_add(b, "\r\n", 2);
-        evbuffer_add_buffer(out, b);
-        evbuffer_free(b);
+        HB_LIT(&hb, "\r\n");
+        hb_done(&hb, out);
     } else {
         log_debug("http1", "dropping %zu trailers: the body is not chunked", herald_headers_count(t));
         if (e->framing == H1_FRAME_LENGTH && e->remaining > 0)

@@ -227,8 +227,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         st->reject_details = "http2.too_many_headers";
         return 0;
     }
-    headers_add_owned(st->hdrs, xstrndup((const char *)name, namelen),
-                      xstrndup((const char *)value, valuelen));
+    headers_add_n(st->hdrs, (const char *)name, namelen, (const char *)value, valuelen);
     return 0;
 }
 
@@ -465,24 +464,16 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
         if (st->out_trailers) {
             size_t cnt = herald_headers_count(st->out_trailers);
             nghttp2_nv *nva = xcalloc(cnt ? cnt : 1, sizeof(*nva));
-            size_t k = 0;
-            char **low = xcalloc(cnt ? cnt : 1, sizeof(char *));
+            size_t k = 0, nl, vl;
             const char *nm, *v;
-            for (size_t i = 0; herald_headers_at(st->out_trailers, i, &nm, &v); i++) {
+            /* names in a header map are lower-case already; nghttp2 copies them */
+            for (size_t i = 0; headers_at_n(st->out_trailers, i, &nm, &nl, &v, &vl); i++) {
                 if (nm[0] == ':')
                     continue;
-                low[k] = xstrdup(nm);
-                for (char *p = low[k]; *p; p++)
-                    *p = (char)tolower((unsigned char)*p);
-                nva[k] = (nghttp2_nv){(uint8_t *)low[k], (uint8_t *)v, strlen(low[k]), strlen(v),
-                                      NGHTTP2_NV_FLAG_NONE};
-                k++;
+                nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
             }
             if (k && nghttp2_submit_trailer(session, id, nva, k) == 0)
                 *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            for (size_t i = 0; i < k; i++)
-                free(low[i]);
-            free(low);
             free(nva);
         }
     }
@@ -643,20 +634,15 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
     if (!st || !status || st->resp_end_queued)
         return -1;
     size_t cnt = herald_headers_count(resp);
-    nghttp2_nv *nva = xcalloc(cnt + 1, sizeof(*nva));
-    char **low = xcalloc(cnt + 1, sizeof(char *));
-    size_t k = 0;
+    nghttp2_nv small[32], *nva = cnt + 1 <= 32 ? small : xcalloc(cnt + 1, sizeof(*nva));
+    size_t k = 0, nl, vl;
     nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE};
     const char *nm, *v;
-    for (size_t i = 0; herald_headers_at(resp, i, &nm, &v); i++) {
+    /* names in a header map are lower-case already; nghttp2 copies them */
+    for (size_t i = 0; headers_at_n(resp, i, &nm, &nl, &v, &vl); i++) {
         if (nm[0] == ':' || connection_specific(nm))
             continue;
-        low[k] = xstrdup(nm);
-        for (char *p = low[k]; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        nva[k] = (nghttp2_nv){(uint8_t *)low[k], (uint8_t *)v, strlen(low[k]), strlen(v),
-                              NGHTTP2_NV_FLAG_NONE};
-        k++;
+        nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
     }
     int code = atoi(status);
     int rc;
@@ -668,10 +654,8 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
         st->resp_submitted = true;
         st->resp_end_queued = end_stream;
     }
-    for (size_t i = 0; i <= cnt; i++)
-        free(low[i]);
-    free(low);
-    free(nva);
+    if (nva != small)
+        free(nva);
     return rc == 0 ? 0 : -1;
 }
 

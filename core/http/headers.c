@@ -1,46 +1,138 @@
 /* The header map: an ordered vector of (name, value) pairs. Names are stored
- * lower-case, so lookups compare bytes after lower-casing the key once; a
- * linear scan beats hashing for the ~20 entries of a typical request. */
-#include <ctype.h>
+ * lower-case, so lookups compare lengths first and then bytes against the
+ * lower-cased key; a linear scan beats hashing for the ~20 entries of a
+ * typical request.
+ *
+ * Strings live in the map's own arena: an inline block, then chunks that are
+ * never moved or freed before the map, so a typical map costs one malloc and a
+ * copy (the router clones request headers for retries) costs one more. Values
+ * handed out stay valid until the map is freed, even across later edits. */
 #include <string.h>
 #include <strings.h>
 
 #include "common.h"
 #include "http/headers.h"
 
+#define INLINE_ENTRIES 16
+#define INLINE_BYTES 1024
+#define CHUNK_MIN 2048
+
 struct header_entry {
-    char *name, *value;
+    const char *name, *value;
+    uint32_t nlen, vlen;
+};
+
+struct chunk {
+    struct chunk *next;
+    char data[];
 };
 
 struct herald_headers {
     struct header_entry *e;
     size_t n, cap;
+    char *cur;                 /* free space in the current block */
+    size_t left;
+    struct chunk *chunks;      /* blocks allocated after the inline one */
+    struct header_entry inline_e[INLINE_ENTRIES];
+    char inline_data[INLINE_BYTES];
 };
 
-static char *lower_dup(const char *s)
+static const unsigned char lower[256] = {
+#define L(c) [c] = (unsigned char)((c) >= 'A' && (c) <= 'Z' ? (c) + 32 : (c))
+#define L8(b) L(b), L(b + 1), L(b + 2), L(b + 3), L(b + 4), L(b + 5), L(b + 6), L(b + 7)
+#define L64(b) L8(b), L8(b + 8), L8(b + 16), L8(b + 24), L8(b + 32), L8(b + 40), L8(b + 48), L8(b + 56)
+    L64(0), L64(64), L64(128), L64(192),
+#undef L64
+#undef L8
+#undef L
+};
+
+/* Room for n bytes that will never move. */
+static char *reserve(struct herald_headers *h, size_t n)
 {
-    size_t len = strlen(s);
-    char *d = xmalloc(len + 1);
-    for (size_t i = 0; i < len; i++)
-        d[i] = (char)tolower((unsigned char)s[i]);
-    d[len] = '\0';
-    return d;
+    if (n > h->left) {
+        size_t size = n > CHUNK_MIN ? n : CHUNK_MIN;
+        struct chunk *c = xmalloc(sizeof(*c) + size);
+        c->next = h->chunks;
+        h->chunks = c;
+        h->cur = c->data;
+        h->left = size;
+    }
+    char *p = h->cur;
+    h->cur += n;
+    h->left -= n;
+    return p;
+}
+
+static const char *store(struct herald_headers *h, const char *s, size_t len, bool lowercase)
+{
+    char *p = reserve(h, len + 1);
+    if (lowercase)
+        for (size_t i = 0; i < len; i++)
+            p[i] = (char)lower[(unsigned char)s[i]];
+    else
+        memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+static struct header_entry *push(struct herald_headers *h)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap * 2;
+        struct header_entry *e = xmalloc(cap * sizeof(*e));
+        memcpy(e, h->e, h->n * sizeof(*e));
+        if (h->e != h->inline_e)
+            free(h->e);
+        h->e = e;
+        h->cap = cap;
+    }
+    return &h->e[h->n++];
+}
+
+/* name (already lower-case when lowercase is false) and value copied in */
+static void add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
+                  bool lowercase)
+{
+    struct header_entry *e = push(h);
+    e->name = store(h, name, nlen, lowercase);
+    e->value = store(h, value, vlen, false);
+    e->nlen = (uint32_t)nlen;
+    e->vlen = (uint32_t)vlen;
+}
+
+static bool name_is(const struct header_entry *e, const char *key, size_t klen)
+{
+    if (e->nlen != klen)
+        return false;
+    for (size_t i = 0; i < klen; i++)
+        if (e->name[i] != (char)lower[(unsigned char)key[i]])
+            return false;
+    return true;
 }
 
 struct herald_headers *herald_headers_new(void)
 {
-    return xcalloc(1, sizeof(struct herald_headers));
+    struct herald_headers *h = xmalloc(sizeof(*h));
+    h->e = h->inline_e;
+    h->n = 0;
+    h->cap = INLINE_ENTRIES;
+    h->cur = h->inline_data;
+    h->left = INLINE_BYTES;
+    h->chunks = NULL;
+    return h;
 }
 
 void herald_headers_free(struct herald_headers *h)
 {
     if (!h)
         return;
-    for (size_t i = 0; i < h->n; i++) {
-        free(h->e[i].name);
-        free(h->e[i].value);
+    for (struct chunk *c = h->chunks, *next; c; c = next) {
+        next = c->next;
+        free(c);
     }
-    free(h->e);
+    if (h->e != h->inline_e)
+        free(h->e);
     free(h);
 }
 
@@ -60,34 +152,65 @@ bool herald_headers_at(const struct herald_headers *h, size_t i, const char **na
     return true;
 }
 
+bool headers_at_n(const struct herald_headers *h, size_t i, const char **name, size_t *nlen,
+                  const char **value, size_t *vlen)
+{
+    if (!h || i >= h->n)
+        return false;
+    *name = h->e[i].name;
+    *nlen = h->e[i].nlen;
+    *value = h->e[i].value;
+    *vlen = h->e[i].vlen;
+    return true;
+}
+
 const char *herald_headers_get(const struct herald_headers *h, const char *name)
 {
     if (!h || !name)
         return NULL;
+    size_t klen = strlen(name);
     for (size_t i = 0; i < h->n; i++)
-        if (strcasecmp(h->e[i].name, name) == 0)
+        if (name_is(&h->e[i], name, klen))
             return h->e[i].value;
     return NULL;
 }
 
+void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    add_n(h, name, nlen, value, vlen, false);
+}
+
+void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
+                      size_t vlen)
+{
+    add_n(h, name, nlen, value, vlen, false);
+    if (pos >= h->n - 1)
+        return;
+    struct header_entry e = h->e[h->n - 1];
+    memmove(&h->e[pos + 1], &h->e[pos], (h->n - 1 - pos) * sizeof(e));
+    h->e[pos] = e;
+}
+
 void headers_add_owned(struct herald_headers *h, char *name, char *value)
 {
-    struct header_entry *e = VEC_PUSH(h->e, h->n, h->cap);
-    e->name = name;
-    e->value = value;
+    add_n(h, name, strlen(name), value, strlen(value), false);
+    free(name);
+    free(value);
 }
 
 void herald_headers_add(struct herald_headers *h, const char *name, const char *value)
 {
     if (!h || !name)
         return;
-    headers_add_owned(h, lower_dup(name), xstrdup(value ? value : ""));
+    if (!value)
+        value = "";
+    add_n(h, name, strlen(name), value, strlen(value), true);
 }
 
 void headers_append_move(struct herald_headers *dst, struct herald_headers *src)
 {
     for (size_t i = 0; i < src->n; i++)
-        *VEC_PUSH(dst->e, dst->n, dst->cap) = src->e[i];
+        add_n(dst, src->e[i].name, src->e[i].nlen, src->e[i].value, src->e[i].vlen, false);
     src->n = 0;
 }
 
@@ -95,8 +218,6 @@ bool headers_remove_at(struct herald_headers *h, size_t i)
 {
     if (!h || i >= h->n)
         return false;
-    free(h->e[i].name);
-    free(h->e[i].value);
     memmove(&h->e[i], &h->e[i + 1], (h->n - i - 1) * sizeof(h->e[0]));
     h->n--;
     return true;
@@ -107,8 +228,9 @@ size_t herald_headers_remove(struct herald_headers *h, const char *name)
     size_t removed = 0;
     if (!h || !name)
         return 0;
+    size_t klen = strlen(name);
     for (size_t i = 0; i < h->n;) {
-        if (strcasecmp(h->e[i].name, name) == 0) {
+        if (name_is(&h->e[i], name, klen)) {
             headers_remove_at(h, i);
             removed++;
         } else {
@@ -122,15 +244,18 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
 {
     if (!h || !name)
         return;
+    if (!value)
+        value = "";
+    size_t klen = strlen(name);
     /* Keep the position of the first entry so a rewritten header does not
      * jump to the end (order matters for :pseudo-headers and for diffs). */
     for (size_t i = 0; i < h->n; i++) {
-        if (strcasecmp(h->e[i].name, name) == 0) {
-            char *v = xstrdup(value ? value : "");
-            free(h->e[i].value);
-            h->e[i].value = v;
+        if (name_is(&h->e[i], name, klen)) {
+            size_t vlen = strlen(value);
+            h->e[i].value = store(h, value, vlen, false);
+            h->e[i].vlen = (uint32_t)vlen;
             for (size_t j = i + 1; j < h->n;) {
-                if (strcasecmp(h->e[j].name, name) == 0)
+                if (name_is(&h->e[j], name, klen))
                     headers_remove_at(h, j);
                 else
                     j++;
@@ -138,14 +263,14 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
             return;
         }
     }
-    herald_headers_add(h, name, value);
+    add_n(h, name, klen, value, strlen(value), true);
 }
 
 size_t headers_byte_size(const struct herald_headers *h)
 {
     size_t n = 0;
     for (size_t i = 0; h && i < h->n; i++)
-        n += strlen(h->e[i].name) + strlen(h->e[i].value);
+        n += h->e[i].nlen + h->e[i].vlen;
     return n;
 }
 
@@ -153,24 +278,29 @@ struct herald_headers *headers_clone(const struct herald_headers *h)
 {
     struct herald_headers *c = herald_headers_new();
     for (size_t i = 0; h && i < h->n; i++)
-        headers_add_owned(c, xstrdup(h->e[i].name), xstrdup(h->e[i].value));
+        add_n(c, h->e[i].name, h->e[i].nlen, h->e[i].value, h->e[i].vlen, false);
     return c;
+}
+
+struct herald_headers *herald_headers_copy(const struct herald_headers *h)
+{
+    return headers_clone(h);
 }
 
 size_t headers_count_name(const struct herald_headers *h, const char *name)
 {
-    size_t n = 0;
+    size_t n = 0, klen = strlen(name);
     for (size_t i = 0; h && i < h->n; i++)
-        if (strcasecmp(h->e[i].name, name) == 0)
+        if (name_is(&h->e[i], name, klen))
             n++;
     return n;
 }
 
 bool headers_has_token(const struct herald_headers *h, const char *name, const char *tok)
 {
-    size_t tlen = strlen(tok);
+    size_t tlen = strlen(tok), klen = strlen(name);
     for (size_t i = 0; h && i < h->n; i++) {
-        if (strcasecmp(h->e[i].name, name) != 0)
+        if (!name_is(&h->e[i], name, klen))
             continue;
         const char *p = h->e[i].value;
         while (*p) {

@@ -242,6 +242,8 @@ static void free_conn(struct herald_conn *c)
         if (c->sessions[i] && c->chain->filters[i].ops->session_destroy)
             c->chain->filters[i].ops->session_destroy(c->sessions[i]);
     bufferevent_free(c->bev);
+    if (c->tls_stage)
+        evbuffer_free(c->tls_stage);
     event_free(extra(c)->deferred);
     if (c->link.prev)
         c->link.prev->link.next = c->link.next;
@@ -280,8 +282,40 @@ int write_out(struct evbuffer *out, int fd)
     return n;
 }
 
+/* TLS: what the filters wrote during this loop iteration goes to OpenSSL in
+ * contiguous pieces of one record each. bufferevent_openssl makes an
+ * SSL_write (a record and a write(2)) per buffer chain as soon as data is
+ * added, so an HTTP/2 HEADERS and DATA frame would otherwise cost two
+ * records and two syscalls per response. */
+#define TLS_RECORD 16384
+
+static void tls_unstage(struct herald_conn *c)
+{
+    struct evbuffer *stage = c->tls_stage;
+    if (!stage)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len;
+    while ((len = evbuffer_get_length(stage)) > 0) {
+        size_t n = len < TLS_RECORD ? len : TLS_RECORD;
+        evbuffer_pullup(stage, (ssize_t)n);
+        evbuffer_remove_buffer(stage, out, n);
+    }
+}
+
+static size_t output_len(const struct herald_conn *c)
+{
+    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+    return c->tls_stage ? n + evbuffer_get_length(c->tls_stage) : n;
+}
+
 static void flush_output(struct herald_conn *c)
 {
+    if (c->tls_stage) {
+        if (!c->closing || c->flush_close)
+            tls_unstage(c);
+        return;
+    }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->closing && !c->flush_close)
         return;
@@ -372,6 +406,7 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
         c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
         /* a peer that closes without close_notify is an EOF, not an error (most clients do) */
         bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        c->tls_stage = evbuffer_new();
     } else {
         c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -523,12 +558,14 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
         if (c->closing)
             return -1;
     }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->tls_stage ? c->tls_stage : bufferevent_get_output(c->bev);
     c->tx_bytes += evbuffer_get_length(buf_ev(buf));
     evbuffer_add_buffer(out, buf_ev(buf));
-    if (!c->tls && evbuffer_get_length(out) > 0)
+    if (evbuffer_get_length(out) > 0)
         defer(c, DEFER_FLUSH);
-    size_t len = evbuffer_get_length(out);
+    if (end_stream)
+        tls_unstage(c);   /* the half-close waits for the output, which must be in the bufferevent */
+    size_t len = output_len(c);
     if (end_stream) {
         c->shut_wr_pending = true;
         if (len == 0) {
@@ -546,7 +583,7 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
 
 size_t herald_conn_output_len(const struct herald_conn *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return output_len(c);
 }
 
 void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
@@ -558,6 +595,8 @@ void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
     }
     c->closing = true;
     bufferevent_disable(c->bev, EV_READ);
+    if (mode == HERALD_CLOSE_FLUSH)
+        tls_unstage(c);
     if (mode == HERALD_CLOSE_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         c->flush_close = true; /* on_writable finishes it */
         if (!c->tls)

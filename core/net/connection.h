@@ -33,6 +33,7 @@ struct herald_conn {
     char *server_name;
     struct tls_ctx *tls;              /* the chain's DownstreamTlsContext, or NULL (plaintext) */
     struct ssl_st *ssl;               /* owned by bev */
+    struct evbuffer *tls_stage;       /* TLS output of this loop iteration, written as whole records */
     char *alpn;                       /* negotiated, or NULL */
     bool handshaking;                 /* filters start once the TLS handshake is done */
     void **sessions;                  /* [chain->nfilters] */
