@@ -1,4 +1,45 @@
-/* placeholder: being written */
-#ifndef HERALD_OVERLOAD_H
-#define HERALD_OVERLOAD_H
+/* Overload protection, the part of Envoy's overload manager herald has:
+ * limits on active downstream connections. A global limit (the
+ * envoy.resource_monitors.global_downstream_max_connections resource
+ * monitor, or else the runtime key overload.global_downstream_max_connections)
+ * and a per-listener one (runtime key
+ * envoy.resource_limits.listener.<listener name>.connection_limit). A socket
+ * counts from accept (listener filters included) until it is closed; the
+ * admin listener is never limited. */
+#ifndef HERALD_CORE_OVERLOAD_H
+#define HERALD_CORE_OVERLOAD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/diag.h"
+#include "config/tree.h"
+
+#define OVERLOAD_MONITOR_DOWNSTREAM_CX "envoy.resource_monitors.global_downstream_max_connections"
+#define OVERLOAD_RUNTIME_GLOBAL_CX "overload.global_downstream_max_connections"
+
+/* Main thread, at start-up: node is the bootstrap's overload_manager (may be NULL). */
+int overload_init(const struct herald_cfg *overload_manager, struct cfg_diag *d);
+void overload_shutdown(void);
+
+enum overload_cx {
+    OVERLOAD_CX_OK = 0,
+    OVERLOAD_CX_GLOBAL,       /* over the global limit: downstream_global_cx_overflow */
+    OVERLOAD_CX_LISTENER,     /* over the listener's limit: downstream_cx_overflow */
+};
+
+/* Worker, for each accepted socket: counts it in (globally unless
+ * ignore_global, and in *listener_open) and returns OK, or refuses it
+ * without counting. listener_name picks the per-listener runtime key. */
+enum overload_cx overload_cx_acquire(const char *listener_name, atomic_uint_least64_t *listener_open,
+                                     bool ignore_global);
+/* Worker, when a socket counted by overload_cx_acquire is closed. */
+void overload_cx_release(atomic_uint_least64_t *listener_open, bool ignore_global);
+
+/* Downstream sockets counted against the global limit (any thread). */
+uint64_t overload_global_active(void);
+/* The global limit in force now: the monitor's, else the runtime key's; UINT64_MAX: none. */
+uint64_t overload_global_limit(void);
+
 #endif

@@ -18,6 +18,8 @@
 #include "net/connection.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "reload.h"
+#include "overload.h"
 #include "server.h"
 #include "worker.h"
 
@@ -63,6 +65,9 @@ static void make_stats(struct listener *l, unsigned nworkers)
     s->downstream_pre_cx_active = herald_gauge(p, "downstream_pre_cx_active");
     s->downstream_pre_cx_timeout = herald_counter(p, "downstream_pre_cx_timeout");
     s->downstream_cx_overflow = herald_counter(p, "downstream_cx_overflow");
+    s->downstream_global_cx_overflow = herald_counter(p, "downstream_global_cx_overflow");
+    const struct herald_cfg *igl = herald_cfg_get(l->cfg->node, "ignore_global_conn_limit");
+    l->ignore_global_conn_limit = herald_cfg_bool(igl, false);
     s->downstream_cx_transport_socket_connect_timeout =
         herald_counter(p, "downstream_cx_transport_socket_connect_timeout");
     s->worker_cx_total = xcalloc(nworkers, sizeof(*s->worker_cx_total));
@@ -185,12 +190,30 @@ int listeners_bind(char **err)
         l->nfds = l->nworkers;
         l->fds = xcalloc(l->nfds, sizeof(int));
         uint16_t port = l->cfg->address.port;
+        /* After a reload, the old process's sockets for this address: their
+         * accept queues carry over. Keyed by the configured address. */
+        char *key = reload_key("tcp", l->cfg->address.host, l->cfg->address.port);
+        unsigned adopted = 0;
         for (unsigned w = 0; w < l->nfds; w++) {
             char *e = NULL;
-            int fd = (w == 0 || l->cfg->reuse_port) ? bind_one(l->cfg, port, &e) : dup(l->fds[0]);
+            int fd;
+            if (w == 0 || l->cfg->reuse_port) {
+                fd = reload_take_socket(key);
+                if (fd >= 0) {
+                    adopted++;
+                    listen(fd, (int)(l->cfg->backlog ? l->cfg->backlog : 1024)); /* a changed backlog */
+                } else {
+                    fd = bind_one(l->cfg, port, &e);
+                }
+                if (fd >= 0)
+                    reload_add_socket(key, fd);
+            } else {
+                fd = dup(l->fds[0]);
+            }
             if (fd < 0) {
                 *err = xasprintf("listener '%s': %s", l->name, e ? e : strerror(errno));
                 free(e);
+                free(key);
                 return -1;
             }
             l->fds[w] = fd;
@@ -203,7 +226,9 @@ int listeners_bind(char **err)
                 addr_format((struct sockaddr *)&ss, l->bound, sizeof(l->bound));
             }
         }
-        log_info("listener", "'%s' listening on %s (%u socket%s)", l->name, l->bound, l->nfds, l->nfds == 1 ? "" : "s");
+        free(key);
+        log_info("listener", "'%s' listening on %s (%u socket%s, %u inherited)", l->name, l->bound, l->nfds,
+                 l->nfds == 1 ? "" : "s", adopted);
     }
     return 0;
 }
@@ -343,8 +368,10 @@ static void socket_free(struct herald_socket *s, bool close_fd)
         event_free(s->read_ev);
     if (s->timeout_ev)
         event_free(s->timeout_ev);
-    if (close_fd)
+    if (close_fd) {
         close(s->fd);
+        overload_cx_release(&l->cx_open, l->ignore_global_conn_limit);
+    }
     free(s->sessions);
     free(s->peek);
     free(s->server_name);
@@ -465,6 +492,14 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
         close(fd);
         return;
     }
+    /* Connection limits (overload.h): refused sockets are closed at once, and counted. */
+    enum overload_cx ov = overload_cx_acquire(l->name, &l->cx_open, l->ignore_global_conn_limit);
+    if (ov != OVERLOAD_CX_OK) {
+        herald_stat_inc(ov == OVERLOAD_CX_GLOBAL ? l->stats.downstream_global_cx_overflow
+                                                 : l->stats.downstream_cx_overflow);
+        close(fd);
+        return;
+    }
     struct herald_socket *s = xcalloc(1, sizeof(*s));
     s->w = w;
     s->l = l;
@@ -550,6 +585,7 @@ void listeners_worker_teardown(struct worker *w)
 
 void listener_conn_closed(struct listener *l, struct worker *w, uint64_t start_mono_ms)
 {
+    overload_cx_release(&l->cx_open, l->ignore_global_conn_limit);
     herald_stat_inc(l->stats.downstream_cx_destroy);
     herald_gauge_add(l->stats.downstream_cx_active, -1);
     herald_gauge_add(l->stats.worker_cx_active[w->index], -1);

@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <event2/listener.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config/bootstrap.h"
@@ -21,7 +22,8 @@ struct tls_ctx;
 struct listener_stats {
     struct herald_stat *downstream_cx_total, *downstream_cx_destroy, *downstream_cx_active,
         *downstream_cx_length_ms, *no_filter_chain_match, *downstream_pre_cx_active,
-        *downstream_pre_cx_timeout, *downstream_cx_overflow, *downstream_cx_transport_socket_connect_timeout;
+        *downstream_pre_cx_timeout, *downstream_cx_overflow, *downstream_cx_transport_socket_connect_timeout,
+        *downstream_global_cx_overflow;
     struct herald_stat **worker_cx_total, **worker_cx_active; /* [nworkers] */
 };
 
@@ -44,6 +46,8 @@ struct listener {
     int *fds; unsigned nfds;           /* one per worker (or one shared) */
     char bound[ADDR_STRLEN];           /* the address actually bound */
     unsigned nworkers;
+    atomic_uint_least64_t cx_open;     /* sockets accepted and not closed, all workers (overload.c) */
+    bool ignore_global_conn_limit;
 };
 
 /* Main thread: builds every listener's filters (validate_only: no sockets). */

@@ -1,0 +1,204 @@
+"""Overload protection against the real binary: the global limit of the
+global_downstream_max_connections resource monitor (N connections held, the
+next one closed at once and counted, room again after closes and resets,
+sockets still in listener filters counted too), the per-listener limit
+from the runtime, the global runtime key, and the admin listener never
+limited."""
+
+import socket
+import struct
+
+from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_for
+
+MONITOR = "envoy.resource_monitors.global_downstream_max_connections"
+MONITOR_TYPE = ("type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                "DownstreamConnectionsConfig")
+INSPECTOR = {"name": "envoy.filters.listener.tls_inspector",
+             "typed_config": {"@type": "type.googleapis.com/"
+                              "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}
+
+
+def overload_manager(n):
+    return {"refresh_interval": "0.25s", "resource_monitors": [{
+        "name": MONITOR, "typed_config": {"@type": MONITOR_TYPE, "max_active_downstream_connections": n}}]}
+
+
+def stat_of(h, suffix, lport):
+    """listener.<address>.<suffix> for the listener on lport."""
+    st = h.stats()
+    vals = [v for k, v in st.items() if k.startswith("listener.") and k.endswith("_%d.%s" % (lport, suffix))]
+    assert len(vals) == 1, "listener.*_%d.%s: %r" % (lport, suffix, vals)
+    return vals[0]
+
+
+def served(lport):
+    """A connection that got through to the echo backend (it sends its tag)."""
+    s = connect(lport, timeout=3)
+    assert recv_line(s) == b"echo", "connection through the proxy did not reach the backend"
+    return s
+
+
+def refused(lport):
+    s = connect(lport, timeout=3)
+    try:
+        return closed_by_peer(s, timeout=2)
+    finally:
+        s.close()
+
+
+def reset(s):
+    """Closes with an RST (SO_LINGER 0), as a crashing peer would."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def wait_active(h, lport, n):
+    v = wait_for(lambda: stat_of(h, "downstream_cx_active", lport) == n, timeout=5)
+    assert v, "downstream_cx_active did not reach %d: %s" % (n, stat_of(h, "downstream_cx_active", lport))
+
+
+def start(herald, upstreams, port, n_listeners=1, concurrency=2, listener_filters=(), **extra):
+    echo = upstreams(EchoServer, tag="echo")
+    ports = [port() for _ in range(n_listeners)]
+    listeners = []
+    for i, p in enumerate(ports):
+        lst = tcp_listener(p, "echo", stat_prefix="tcp%d" % i, name="l%d" % i)
+        if listener_filters:
+            lst["listener_filters"] = list(listener_filters)
+        listeners.append(lst)
+    cfg = bootstrap(listeners, [cluster("echo", [echo.addr])])
+    cfg.update(extra)
+    return herald(cfg, concurrency=concurrency), ports
+
+
+def test_global_limit_from_resource_monitor(herald, upstreams, port):
+    h, (lp, lp2) = start(herald, upstreams, port, n_listeners=2, overload_manager=overload_manager(3))
+    held = [served(lp), served(lp), served(lp2)]
+    assert refused(lp), "the 4th connection must be closed at once"
+    assert refused(lp2), "the limit is global: the other listener refuses too"
+    assert stat_of(h, "downstream_global_cx_overflow", lp) == 1
+    assert stat_of(h, "downstream_global_cx_overflow", lp2) == 1
+    # the admin listener is never limited
+    assert h.admin_get("/ready")[0] == 200
+    # a normal close and a reset both give the slot back
+    held.pop().close()
+    reset(held.pop())
+    wait_for(lambda: stat_of(h, "downstream_cx_active", lp2) == 0 and stat_of(h, "downstream_cx_active", lp) == 1)
+    held += [served(lp2), served(lp)]
+    assert refused(lp)
+    assert stat_of(h, "downstream_global_cx_overflow", lp) == 2
+    # many rounds of open/reset leave no leaked count behind
+    for s in held:
+        reset(s)
+    wait_active(h, lp, 0)
+    for _ in range(5):
+        batch = [served(lp) for _ in range(3)]
+        assert refused(lp2)
+        for s in batch:
+            reset(s)
+        wait_active(h, lp, 0)
+    for s in [served(lp), served(lp), served(lp)]:
+        s.close()
+
+
+def test_sockets_in_listener_filters_count(herald, upstreams, port):
+    """tls_inspector holds a silent client in the listener filter: it counts,
+    and gives its slot back when the peer goes away."""
+    h, (lp,) = start(herald, upstreams, port, listener_filters=[INSPECTOR], overload_manager=overload_manager(2))
+    silent = [connect(lp), connect(lp)]
+    wait_for(lambda: stat_of(h, "downstream_pre_cx_active", lp) == 2)
+    assert refused(lp)
+    assert stat_of(h, "downstream_global_cx_overflow", lp) == 1
+    reset(silent.pop())
+    silent.pop().close()
+    wait_for(lambda: stat_of(h, "downstream_pre_cx_active", lp) == 0)
+    # plain text passes the inspector: these are real connections again
+    a = connect(lp)
+    a.sendall(b"hi\n")
+    assert recv_line(a) == b"echo"
+    b = connect(lp)
+    b.sendall(b"hi\n")
+    assert recv_line(b) == b"echo"
+    assert refused(lp)
+    a.close()
+    b.close()
+
+
+def test_per_listener_limit_from_runtime(herald, upstreams, port):
+    layers = {"layers": [
+        {"name": "static", "static_layer": {"envoy.resource_limits.listener.l0.connection_limit": 2}},
+        {"name": "admin", "admin_layer": {}}]}
+    h, (lp, lp2) = start(herald, upstreams, port, n_listeners=2, layered_runtime=layers)
+    held = [served(lp), served(lp)]
+    assert refused(lp)
+    assert stat_of(h, "downstream_cx_overflow", lp) == 1
+    assert stat_of(h, "downstream_global_cx_overflow", lp) == 0
+    held += [served(lp2) for _ in range(4)]   # the other listener has no limit
+    # raise the limit live
+    assert h.admin_post("/runtime_modify?envoy.resource_limits.listener.l0.connection_limit=3")[0] == 200
+    held.append(served(lp))
+    assert refused(lp)
+    assert stat_of(h, "downstream_cx_overflow", lp) == 2
+    # the global runtime key (Envoy's older knob) caps everything: 7 are open
+    assert h.admin_post("/runtime_modify?overload.global_downstream_max_connections=7")[0] == 200
+    assert refused(lp2)
+    assert stat_of(h, "downstream_global_cx_overflow", lp2) == 1
+    reset(held.pop(0))
+    wait_active(h, lp, 2)
+    held.append(served(lp2))
+    for s in held:
+        s.close()
+
+
+def test_unsupported_monitor_is_refused(herald, tmp_path):
+    from conftest import run_herald
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("overload_manager:\n  resource_monitors:\n  - name: envoy.resource_monitors.fixed_heap\n"
+                   "    typed_config: {'@type': type.googleapis.com/envoy.extensions.resource_monitors."
+                   "fixed_heap.v3.FixedHeapConfig, max_heap_size_bytes: 1000}\n")
+    r = run_herald(["--mode", "validate", "-c", str(cfg)])
+    assert r.returncode == 1
+    assert "not supported" in r.stderr and "fixed_heap" in r.stderr
+    cfg.write_text("overload_manager:\n  actions:\n  - name: envoy.overload_actions.stop_accepting_requests\n")
+    r = run_herald(["--mode", "validate", "-c", str(cfg)])
+    assert r.returncode == 1 and "not supported" in r.stderr
+
+
+def test_no_count_leak_under_churn(herald, upstreams, port):
+    """Many clients on 2 workers open, get refused, close and reset at once;
+    afterwards exactly the limit can be open again."""
+    import threading
+    h, (lp,) = start(herald, upstreams, port, listener_filters=[INSPECTOR], overload_manager=overload_manager(4))
+    errors = []
+
+    def client(i):
+        try:
+            for k in range(25):
+                s = socket.create_connection(("127.0.0.1", lp), timeout=3)
+                if (i + k) % 3 == 0:
+                    s.sendall(b"x\n")          # through the inspector to tcp_proxy
+                if (i + k) % 2 == 0:
+                    reset(s)
+                else:
+                    s.close()
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:3]
+    ok = wait_for(lambda: stat_of(h, "downstream_cx_active", lp) == 0
+                  and stat_of(h, "downstream_pre_cx_active", lp) == 0, timeout=10)
+    assert ok, "connections still counted active after all clients left"
+    held = []
+    for _ in range(4):
+        s = connect(lp)
+        s.sendall(b"hi\n")
+        assert recv_line(s) == b"echo"
+        held.append(s)
+    assert refused(lp)
+    for s in held:
+        s.close()
