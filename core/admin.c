@@ -24,9 +24,12 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "herald/http.h"
 #include "common.h"
 #include "config/tree.h"
 #include "log.h"
+#include "reload.h"
+#include "runtime.h"
 #include "server.h"
 #include "stats.h"
 #include "upstream/cluster.h"
@@ -40,6 +43,7 @@ struct admin {
     struct server *srv;
     struct evhttp *http;
     char *address;                 /* "ip:port" or the pipe path */
+    struct evhttp_bound_socket *bound;
     struct event *quit_ev;
     bool quit_done;
     struct herald_stat *rq_total, *rq_xx[5], *cx_total;
@@ -50,6 +54,13 @@ static atomic_bool health_failed;
 bool admin_health_failed(void)
 {
     return atomic_load_explicit(&health_failed, memory_order_relaxed);
+}
+
+/* SDK 1.2, for the health_check filter: failed by /healthcheck/fail, or draining. */
+bool herald_server_health_failed(void)
+{
+    struct server *srv = the_server;
+    return admin_health_failed() || (srv && srv->state == SERVER_DRAINING);
 }
 
 const char *admin_address(const struct admin *a)
@@ -377,7 +388,35 @@ static void h_server_info(struct ctx *c)
 
 static void h_runtime(struct ctx *c)
 {
-    json_reply(c, json_pack("{s:[], s:{}}", "layers", "entries"), JSON_INDENT(1));
+    c->code = 200;
+    c->ctype = CT_JSON;
+    runtime_dump(c->out);
+}
+
+/* Envoy's answers: 400 with usage when nothing is given, 503 without an admin layer. */
+static void h_runtime_modify(struct ctx *c)
+{
+    struct evbuffer *body = evhttp_request_get_input_buffer(c->req);
+    size_t blen = body ? evbuffer_get_length(body) : 0;
+    if (c->nparams == 0 && blen > 0 && blen < 65536) {
+        /* the parameters as form values */
+        char *form = xstrndup((const char *)evbuffer_pullup(body, -1), blen);
+        parse_query(c, form);
+        free(form);
+    }
+    if (c->nparams == 0) {
+        text(c, 400, "usage: /runtime_modify?key1=value1&key2=value2&keyN=valueN\n"
+             "use an empty value to remove a previously added override\n");
+        return;
+    }
+    char *err = NULL;
+    const char *const *keys = (const char *const *)c->keys, *const *vals = (const char *const *)c->vals;
+    if (runtime_admin_set_many(keys, vals, c->nparams, &err) < 0) {
+        text(c, 503, "%s\n", err ? err : "error");
+        free(err);
+        return;
+    }
+    text(c, 200, "OK\n");
 }
 
 static void h_hot_restart_version(struct ctx *c)
@@ -445,6 +484,8 @@ static const struct endpoint endpoints[] = {
     {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready},
     {"/reset_counters", "reset all counters to zero", true, h_reset_counters},
     {"/runtime", "print runtime values", false, h_runtime},
+    {"/runtime_modify", "modify runtime values; ?key1=value1&key2=value2 (an empty value removes)", true,
+     h_runtime_modify},
     {"/server_info", "print server version/status information", false, h_server_info},
     {"/stats", "print server stats; ?format=json|prometheus, ?filter=<regex>, ?usedonly", false, h_stats},
     {"/stats/prometheus", "print server stats in prometheus format; ?filter=<regex>, ?usedonly", false,
@@ -531,16 +572,25 @@ static int bind_pipe(struct admin *a, const char *path, char **err)
         return -1;
     }
     strcpy(sun.sun_path, path);
-    unlink(path);
-    struct evconnlistener *l = evconnlistener_new_bind(a->srv->base, NULL, NULL,
-                                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
-                                                       (struct sockaddr *)&sun, (int)sizeof(sun));
-    if (!l || !evhttp_bind_listener(a->http, l)) {
+    char *key = reload_key("admin", path, 0);
+    int fd = reload_take_socket(key); /* a reload: the old process's socket */
+    struct evconnlistener *l;
+    if (fd >= 0) {
+        l = evconnlistener_new(a->srv->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    } else {
+        unlink(path);
+        l = evconnlistener_new_bind(a->srv->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
+                                    (struct sockaddr *)&sun, (int)sizeof(sun));
+    }
+    if (!l || !(a->bound = evhttp_bind_listener(a->http, l))) {
         *err = xasprintf("admin: cannot listen on pipe %s: %s", path, strerror(errno));
         if (l)
             evconnlistener_free(l);
+        free(key);
         return -1;
     }
+    reload_add_socket(key, evconnlistener_get_fd(l));
+    free(key);
     a->address = xstrdup(path);
     return 0;
 }
@@ -548,11 +598,18 @@ static int bind_pipe(struct admin *a, const char *path, char **err)
 static int bind_tcp(struct admin *a, const struct address_cfg *ac, char **err)
 {
     const char *host = ac->host && *ac->host ? ac->host : "127.0.0.1";
-    struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(a->http, host, ac->port);
+    char *key = reload_key("admin", host, ac->port);
+    int fd = reload_take_socket(key); /* a reload: the old process's socket */
+    struct evhttp_bound_socket *bs = fd >= 0 ? evhttp_accept_socket_with_handle(a->http, fd)
+                                             : evhttp_bind_socket_with_handle(a->http, host, ac->port);
     if (!bs) {
         *err = xasprintf("admin: cannot listen on %s:%u: %s", host, ac->port, strerror(errno));
+        free(key);
         return -1;
     }
+    a->bound = bs;
+    reload_add_socket(key, evhttp_bound_socket_get_fd(bs));
+    free(key);
     a->address = sockname(evhttp_bound_socket_get_fd(bs));
     if (!a->address)
         a->address = xasprintf("%s:%u", host, ac->port);
@@ -606,6 +663,14 @@ struct admin *admin_start(struct server *s, char **err)
     }
     log_info("admin", "admin address: %s", a->address);
     return a;
+}
+
+void admin_stop_accepting(struct admin *a)
+{
+    if (a && a->http && a->bound)
+        evhttp_del_accept_socket(a->http, a->bound);
+    if (a)
+        a->bound = NULL;
 }
 
 void admin_stop(struct admin *a)

@@ -25,6 +25,7 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "log.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
 #include "upstream/dns.h"
 #include "worker.h"
@@ -55,6 +56,7 @@ static struct {
     pthread_mutex_t reg_lock;
     struct worker **workers; size_t nworkers, capworkers;
     struct herald_stat *cm_cluster_added, *cm_active_clusters, *cm_warming_clusters;
+    void (*membership_cb)(struct cluster *cl);   /* health checker */
 } cm = { .lock = PTHREAD_MUTEX_INITIALIZER, .reg_lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* ------------------------------------------------------------------ hosts */
@@ -70,6 +72,7 @@ void host_put(struct herald_host *h)
         return;
     free(h->addr_str);
     free(h->hostname);
+    free(h->outlier);                  /* outlier.c's per-host counters: plain memory */
     free(h);
 }
 
@@ -99,6 +102,8 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t size)
     }
 }
 
+static bool literal_addr(const struct address_cfg *a, struct sockaddr_storage *ss, socklen_t *len);
+
 static struct herald_host *host_new(struct cluster_target *t, const struct sockaddr *sa, socklen_t len)
 {
     struct herald_host *h = xcalloc(1, sizeof(*h));
@@ -116,6 +121,12 @@ static struct herald_host *host_new(struct cluster_target *t, const struct socka
     h->weight = t->ep->weight ? t->ep->weight : 1;
     h->priority = t->priority;
     h->cluster = t->cl;
+    h->hc_port = t->ep->hc_port;
+    if (t->ep->hc_address.host)
+        literal_addr(&t->ep->hc_address, &h->hc_addr, &h->hc_addrlen);
+    /* as Envoy: a host of a health-checked cluster is unusable until its first check passes */
+    if (t->cl->cfg->nhealth_checks)
+        atomic_init(&h->health, HOST_FAILED_ACTIVE_HC | HOST_PENDING_ACTIVE_HC);
     return h;
 }
 
@@ -208,6 +219,13 @@ static void publish(struct cluster *cl, bool membership)
             on_cluster_changed(w, (void *)(uintptr_t)cl->index);
     }
     pthread_mutex_unlock(&cm.reg_lock);
+    if (membership && cm.membership_cb)
+        cm.membership_cb(cl);
+}
+
+void cluster_set_membership_cb(void (*cb)(struct cluster *cl))
+{
+    cm.membership_cb = cb;
 }
 
 static void update_waiting(struct cluster *cl)
@@ -399,6 +417,7 @@ static int cluster_setup(struct cluster *cl, struct cluster_cfg *cfg, unsigned i
     cl->index = index;
     atomic_init(&cl->cx_active, 0);
     stats_init_cluster(cl);
+    cl->cb = cb_new(cfg);
     if (cfg->respect_dns_ttl && cfg->type != CLUSTER_STATIC)
         diag_warn(d, cfg->node, "cluster '%s': respect_dns_ttl is not supported (the resolver does not "
                   "report TTLs); names are re-resolved every dns_refresh_rate (%llu ms)", cfg->name,
@@ -494,6 +513,7 @@ void cluster_manager_shutdown(void)
         free(cl->targets);
         host_set_put(cl->current);
         free(cl->waiting_for);
+        cb_free(cl->cb);
     }
     /* libevent hands cancelled lookups back on its next turn; without one
      * their memory (ours and libevent's) would be left behind */
@@ -585,6 +605,24 @@ static uint64_t host_stat_value(const struct herald_host *h, const struct host_s
     return atomic_load_explicit(v, memory_order_relaxed);
 }
 
+/* Envoy's HostUtility::healthFlagsToString order. */
+void host_health_flags_str(unsigned flags, char *out, size_t size)
+{
+    static const struct { unsigned bit; const char *name; } names[] = {
+        { HOST_FAILED_ACTIVE_HC, "/failed_active_hc" },
+        { HOST_FAILED_OUTLIER, "/failed_outlier_check" },
+        { HOST_PENDING_ACTIVE_HC, "/pending_active_hc" },
+    };
+    size_t len = 0;
+
+    out[0] = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (flags & names[i].bit && len < size)
+            len += (size_t)snprintf(out + len, size - len, "%s", names[i].name);
+    if (!len)
+        snprintf(out, size, "healthy");
+}
+
 static void dump_text(struct evbuffer *out)
 {
     static const char *const prio_names[2] = { "default_priority", "high_priority" };
@@ -610,7 +648,9 @@ static void dump_text(struct evbuffer *out)
                 evbuffer_add_printf(out, "%s::%s::%s::%llu\n", name, a, host_stats[k].name,
                                     (unsigned long long)host_stat_value(h, &host_stats[k]));
             evbuffer_add_printf(out, "%s::%s::hostname::%s\n", name, a, h->hostname ? h->hostname : "");
-            evbuffer_add_printf(out, "%s::%s::health_flags::healthy\n", name, a);
+            char flags[256];
+            host_health_flags_str(atomic_load(&h->health), flags, sizeof(flags));
+            evbuffer_add_printf(out, "%s::%s::health_flags::%s\n", name, a, flags);
             evbuffer_add_printf(out, "%s::%s::weight::%u\n", name, a, h->weight);
             evbuffer_add_printf(out, "%s::%s::region::\n", name, a);
             evbuffer_add_printf(out, "%s::%s::zone::\n", name, a);
@@ -656,8 +696,17 @@ static void dump_json(struct evbuffer *out)
                 json_array_append_new(stats, json_pack("{s:s, s:I, s:s}", "name", host_stats[k].name,
                     "value", (json_int_t)host_stat_value(h, &host_stats[k]),
                     "type", host_stats[k].gauge ? "GAUGE" : "COUNTER"));
-            json_array_append_new(hosts, json_pack("{s:o, s:o, s:{s:s}, s:I, s:I, s:s, s:{}}",
-                "address", address, "stats", stats, "health_status", "eds_health_status", "HEALTHY",
+            unsigned hf = atomic_load(&h->health);
+            /* Envoy's HostHealthStatus; every field present (Envoy's proto JSON drops false ones) */
+            json_t *health = json_pack("{s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:s}",
+                "failed_active_health_check", (hf & HOST_FAILED_ACTIVE_HC) != 0,
+                "failed_outlier_check", (hf & HOST_FAILED_OUTLIER) != 0,
+                "failed_active_degraded_check", 0, "pending_dynamic_removal", 0,
+                "pending_active_hc", (hf & HOST_PENDING_ACTIVE_HC) != 0,
+                "excluded_via_immediate_hc_fail", 0, "active_hc_timeout", 0,
+                "eds_health_status", "HEALTHY");
+            json_array_append_new(hosts, json_pack("{s:o, s:o, s:o, s:I, s:I, s:s, s:{}}",
+                "address", address, "stats", stats, "health_status", health,
                 "weight", (json_int_t)h->weight, "priority", (json_int_t)h->priority,
                 "hostname", h->hostname ? h->hostname : "", "locality"));
         }

@@ -39,6 +39,9 @@ struct herald_host {
     atomic_uint health;
     void *hc;                          /* health_check.c's per-host state (main thread) */
     void *outlier;                     /* outlier.c's per-host state */
+    uint16_t hc_port;                  /* active health checks go to this port (0: the host's) */
+    struct sockaddr_storage hc_addr;   /* ... and this address (hc_addrlen 0: the host's) */
+    socklen_t hc_addrlen;
 };
 
 #define HOST_FAILED_ACTIVE_HC  0x1u    /* /failed_active_hc */
@@ -82,7 +85,8 @@ struct cluster {
     unsigned index;                    /* slot in every worker's view */
     struct cluster_stats stats;
     struct host_set *current;          /* main thread's latest */
-    atomic_uint cx_active;             /* circuit breaker max_connections, across workers */
+    atomic_uint cx_active;             /* connections, across workers (all priorities) */
+    struct circuit_breakers *cb;       /* circuit_breaker.c: per-priority limits, across workers */
     bool initialized;                  /* every endpoint answered once (or static) */
     char *waiting_for;                 /* what /ready reports while not initialized */
     /* discovery state, private to cluster.c: one target per endpoint to resolve */
@@ -122,6 +126,12 @@ void cluster_manager_dump(struct evbuffer *out, bool json);
 void cluster_health_changed(struct cluster *cl);
 /* Main thread: iterate the clusters (health checker, outlier detector setup). */
 struct cluster *cluster_manager_at(size_t i);
+/* Main thread: cb runs after a cluster's membership changed (hosts added or
+ * removed; cl->current is the new set). The health checker hooks it; cluster.c
+ * knows nothing of health_check.c. NULL unregisters. */
+void cluster_set_membership_cb(void (*cb)(struct cluster *cl));
+/* Envoy's health_flags for /clusters: "healthy" or "/failed_active_hc/..." */
+void host_health_flags_str(unsigned flags, char *out, size_t size);
 
 /* Worker side: build the view when a worker starts (main thread, before the
  * worker runs; worker_start may come before or after), and drop it (main

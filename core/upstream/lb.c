@@ -1,17 +1,24 @@
 /* Load balancing over one worker's snapshot of a cluster. The state here is
- * per worker and rebuilt whenever the worker swaps in a new host set, so it
- * needs no locking; host load (rq_active + cx_active) is read with relaxed
- * atomic loads from the upstream code's counters.
+ * per worker and rebuilt whenever the worker swaps in a new host set (also
+ * when a host's health changes), so it needs no locking; host load
+ * (rq_active + cx_active) is read with relaxed atomic loads from the upstream
+ * code's counters.
  *
- * Hosts used: those of the lowest priority level that has any. There is no
- * health checking yet, so every host is healthy and a level is never spilled
- * over; health, panic thresholds and overprovisioning (Envoy's 1.4 factor
- * spreading load across levels) belong in pick_level() when they come.
+ * Hosts used (pick_level): the healthy hosts of the lowest priority level
+ * that has any. Envoy's panic mode: when that level's healthy share is below
+ * healthy_panic_threshold (default 50%) and the levels together are not 100%
+ * available (Envoy's normalized total availability, with its overprovisioning
+ * factor 1.4), every host of the level is used and each pick counts
+ * cluster.<name>.lb_healthy_panic; with no healthy host anywhere, all hosts of
+ * the lowest level, in panic. Envoy would also spill part of the load of a
+ * partly healthy level to the next one (by overprovisioned health); herald
+ * keeps to one level.
  * Locality weights only matter for locality-weighted LB, which herald does
  * not do: a host's weight is its lb_endpoint's load_balancing_weight. */
 #include <string.h>
 
 #include "common.h"
+#include "herald/stats.h"
 #include "upstream/cluster.h"
 #include "upstream/lb_hash.h"
 
@@ -28,6 +35,7 @@ struct lb {
     uint32_t choices;                      /* LEAST_REQUEST candidates */
     size_t *cand;
     struct lb_hash *hash;                  /* RING_HASH, MAGLEV */
+    struct herald_stat *panic;             /* lb_healthy_panic while in panic mode, else NULL */
 };
 
 /* splitmix64, to turn a small seed into a well-mixed xorshift state */
@@ -62,19 +70,52 @@ static uint64_t host_load(const struct herald_host *h)
            atomic_load_explicit(&h->cx_active, memory_order_relaxed);
 }
 
-/* Lowest priority level with any host. Later: skip levels without healthy
- * hosts and spread by overprovisioned health. */
-static void pick_level(struct lb *lb, const struct host_set *hs)
+#define OVERPROVISIONING 140   /* Envoy's default factor, percent */
+
+/* The level in use and its hosts; see the top of the file. */
+static void pick_level(struct lb *lb, const struct host_set *hs, double panic_threshold)
 {
-    uint32_t level = UINT32_MAX;
+    uint32_t nlevels = 1, level = UINT32_MAX;
 
     for (size_t i = 0; i < hs->nhosts; i++)
-        if (hs->hosts[i]->priority < level)
-            level = hs->hosts[i]->priority;
+        if (hs->hosts[i]->priority >= nlevels)
+            nlevels = hs->hosts[i]->priority + 1;
+    size_t *total = xcalloc(nlevels, sizeof(*total)), *healthy = xcalloc(nlevels, sizeof(*healthy));
+    uint64_t availability = 0;
+    bool panic;
+
+    for (size_t i = 0; i < hs->nhosts; i++) {
+        uint32_t p = hs->hosts[i]->priority;
+        total[p]++;
+        healthy[p] += host_healthy(hs->hosts[i]);
+    }
+    for (uint32_t p = 0; p < nlevels; p++) {
+        if (total[p])
+            availability += healthy[p] * OVERPROVISIONING / total[p] < 100
+                                ? healthy[p] * OVERPROVISIONING / total[p] : 100;
+        if (level == UINT32_MAX && healthy[p])
+            level = p;
+    }
+    if (level == UINT32_MAX && panic_threshold <= 0) {
+        panic = false;           /* panic mode disabled: nothing healthy, nothing chosen (503) */
+    } else if (level == UINT32_MAX) {   /* nothing healthy: the lowest level with hosts, all of them */
+        for (uint32_t p = 0; p < nlevels && level == UINT32_MAX; p++)
+            if (total[p])
+                level = p;
+        panic = level != UINT32_MAX;
+    } else {
+        panic = availability < 100 && 100.0 * (double)healthy[level] / (double)total[level] < panic_threshold;
+    }
     lb->hosts = xcalloc(hs->nhosts ? hs->nhosts : 1, sizeof(*lb->hosts));
-    for (size_t i = 0; i < hs->nhosts; i++)
-        if (hs->hosts[i]->priority == level)
-            lb->hosts[lb->n++] = hs->hosts[i];
+    for (size_t i = 0; i < hs->nhosts; i++) {
+        struct herald_host *h = hs->hosts[i];
+        if (h->priority == level && (panic || host_healthy(h)))
+            lb->hosts[lb->n++] = h;
+    }
+    if (panic && lb->n && lb->hosts[0]->cluster)
+        lb->panic = lb->hosts[0]->cluster->stats.lb_healthy_panic;
+    free(total);
+    free(healthy);
 }
 
 /* nginx's smooth weighted round robin: everyone gains its weight, the
@@ -180,11 +221,11 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
     lb->rng = mix64(((uint64_t)seed << 32) ^ mono_ms() ^ (uintptr_t)lb);
     if (!lb->rng)
         lb->rng = 1;
-    pick_level(lb, hs);
+    pick_level(lb, hs, cfg->healthy_panic_threshold);
     if (lb->n == 0)
         return lb;
     if (lb->policy == LB_RING_HASH || lb->policy == LB_MAGLEV) {
-        lb->hash = lb_hash_new(cfg, lb->hosts, lb->n);
+        lb->hash = lb_hash_new(cfg, lb->hosts, lb->n, hs);
         return lb;
     }
     lb->weight = xcalloc(lb->n, sizeof(*lb->weight));
@@ -228,6 +269,8 @@ struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const stru
 
     if (!lb || lb->n == 0)
         return NULL;
+    if (lb->panic)
+        herald_stat_inc(lb->panic);
     if (lb->n == 1)
         return lb->hosts[0];
     if (lb->hash)
