@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -25,6 +26,7 @@
 #include "log.h"
 #include "net/upstream_conn.h"
 #include "upstream/cluster.h"
+#include "upstream/outlier.h"
 #include "worker.h"
 
 /* nghttp2 assumes this many streams until the peer's SETTINGS say otherwise */
@@ -352,16 +354,10 @@ static void nv_add_fields(struct nv_list *l, const struct herald_headers *h)
     for (size_t i = 0; herald_headers_at(h, i, &name, &value); i++) {
         if (name[0] == ':')
             continue;
-        char *lc = xstrdup(name);
-        for (char *c = lc; *c; c++)
-            if (*c >= 'A' && *c <= 'Z')
-                *c = (char)(*c - 'A' + 'a');
-        if (hop_by_hop(lc) || (!strcmp(lc, "te") && strcasecmp(value, "trailers") != 0)) {
-            free(lc);
+        /* names in a header map are lower-case already (headers.c) */
+        if (hop_by_hop(name) || (!strcmp(name, "te") && strcasecmp(value, "trailers") != 0))
             continue;
-        }
-        l->names[l->nnames++] = lc;
-        nv_add(l, lc, !strcmp(lc, "te") ? "trailers" : value);
+        nv_add(l, name, !strcmp(name, "te") ? "trailers" : value);
     }
 }
 
@@ -642,6 +638,8 @@ static void on_headers_frame(struct h2_conn *hc, struct herald_http_upstream *r,
     }
     r->h2_final = true;
     r->resp_started = true;
+    if (r->host->cluster->cfg->outlier.enabled)
+        outlier_report_status(r->host, st ? atoi(st) : 0);
     if (end)
         r->h2_in_end = r->end_delivered = true;
     ureq_hold(r);
@@ -944,7 +942,7 @@ int h2_pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     enum herald_upstream_error err;
     struct h2_conn *hc = xcalloc(1, sizeof(*hc));
     hc->pool = p;
-    hc->up = herald_upstream_connect(p->view, p->host, &conn_cbs, hc, &err);
+    hc->up = upstream_connect(p->view, p->host, &conn_cbs, hc, &err, pool_grow_priority(p), true);
     if (!hc->up) {
         free(hc);
         if (err == HERALD_UPSTREAM_OVERFLOW && p->nh2 > 0)

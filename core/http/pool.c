@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "buffer.h"
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "net/upstream_conn.h"
 #include "upstream/cluster.h"
+#include "upstream/outlier.h"
 #include "worker.h"
 
 /* This worker's pools. */
@@ -35,6 +37,11 @@ static __thread struct worker_pools *tls_pools;
 
 /* ------------------------------------------------------------ cluster-wide state */
 
+int pool_grow_priority(const struct http_pool *p)
+{
+    return p->pending_head ? p->pending_head->priority : 0;
+}
+
 struct pool_cluster *pool_cluster_get(struct cluster *cl)
 {
     pthread_mutex_lock(&reg_lock);
@@ -45,8 +52,6 @@ struct pool_cluster *pool_cluster_get(struct cluster *cl)
     if (!pc) {
         pc = xcalloc(1, sizeof(*pc));
         pc->cluster = cl;
-        atomic_init(&pc->rq_active, 0);
-        atomic_init(&pc->rq_pending, 0);
         char *p = xasprintf("cluster.%s", cl->cfg->name);
         pc->upstream_rq_rx_reset = herald_counter(p, "upstream_rq_rx_reset");
         pc->upstream_rq_tx_reset = herald_counter(p, "upstream_rq_tx_reset");
@@ -304,6 +309,10 @@ static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream
         return;
     }
     r->resp_started = true;
+    if (r->host->cluster->cfg->outlier.enabled) {
+        const char *st = herald_headers_get(h, ":status");
+        outlier_report_status(r->host, st ? atoi(st) : 0);
+    }
     if (c->upgrade && c->codec && h1_codec_is_upgrade(c->codec)) {
         /* 101 (CONNECT: 2xx) to an upgrade: the codec stops after this head and
          * the connection's bytes are the new protocol's, for the owner as they come */
@@ -534,7 +543,7 @@ int pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     enum herald_upstream_error err;
     struct pool_conn *c = xcalloc(1, sizeof(*c));
     c->pool = p;
-    c->up = herald_upstream_connect(p->view, p->host, &conn_cbs, c, &err);
+    c->up = upstream_connect(p->view, p->host, &conn_cbs, c, &err, pool_grow_priority(p), true);
     if (!c->up) {
         free(c);
         if (err == HERALD_UPSTREAM_OVERFLOW && pool_nconns(p) > 0)

@@ -31,13 +31,11 @@ struct h2_stats {
     struct herald_stat *streams_active; /* gauge */
 };
 
-/* Cluster-wide state the circuit breakers need across workers, and the
- * request stats struct cluster_stats does not have. One per cluster, made on
- * first use, kept to the end of the process. */
+/* The request stats struct cluster_stats does not have (the circuit
+ * breakers' counts are in cluster->cb). One per cluster, made on first use,
+ * kept to the end of the process. */
 struct pool_cluster {
     struct cluster *cluster;
-    atomic_uint rq_active;             /* max_requests */
-    atomic_uint rq_pending;            /* max_pending_requests */
     struct herald_stat *upstream_rq_rx_reset, *upstream_rq_tx_reset, *upstream_rq_cancelled;
     struct h2_stats h2;
     struct pool_cluster *next;
@@ -125,6 +123,7 @@ struct herald_http_upstream {
     bool freed;                        /* the owner freed it while the core held it */
     unsigned holds;                    /* core frames that touch it after an owner callback */
     struct pool_cluster *pcl;
+    int priority;                      /* circuit-breaker priority (0 DEFAULT, 1 HIGH) */
     struct herald_http_upstream *wprev, *wnext; /* every live request of the worker */
     /* HTTP/2 (h2_client.c): the stream this request is */
     struct h2_conn *h2;                /* bound connection, NULL once off it */
@@ -144,6 +143,8 @@ struct herald_http_upstream {
 
 /* pool.c */
 struct pool_cluster *pool_cluster_get(struct cluster *cl);
+/* The priority a new connection of p counts under: its first pending request's. */
+int pool_grow_priority(const struct http_pool *p);
 struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h);
 /* A connection for the pool's pending requests: new ones while max_connections
  * allows. 0, or -1 with *why (OVERFLOW/CONNECT_FAILURE) when none can come. */

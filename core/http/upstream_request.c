@@ -16,7 +16,9 @@
 #include "http/h2_client.h"
 #include "http/pool.h"
 #include "log.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
+#include "upstream/outlier.h"
 #include "worker.h"
 
 static __thread struct herald_http_upstream *tls_reqs; /* every live request of this worker */
@@ -28,7 +30,7 @@ static void activate(struct herald_http_upstream *r)
 {
     struct cluster *cl = r->pcl->cluster;
     r->active_counted = true;
-    atomic_fetch_add_explicit(&r->pcl->rq_active, 1, memory_order_relaxed);
+    cb_take(cl->cb, r->priority, CB_RQ);
     atomic_fetch_add_explicit(&r->host->rq_active, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->host->rq_total, 1, memory_order_relaxed);
     herald_stat_inc(cl->stats.upstream_rq_total);
@@ -40,7 +42,7 @@ static void deactivate(struct herald_http_upstream *r)
     if (!r->active_counted)
         return;
     r->active_counted = false;
-    atomic_fetch_sub_explicit(&r->pcl->rq_active, 1, memory_order_relaxed);
+    cb_release(r->pcl->cluster->cb, r->priority, CB_RQ);
     atomic_fetch_sub_explicit(&r->host->rq_active, 1, memory_order_relaxed);
     herald_gauge_add(r->pcl->cluster->stats.upstream_rq_active, -1);
 }
@@ -58,7 +60,7 @@ static void pending_add(struct herald_http_upstream *r)
         p->pending_head = r;
     p->pending_tail = r;
     p->npending++;
-    atomic_fetch_add_explicit(&r->pcl->rq_pending, 1, memory_order_relaxed);
+    cb_take(p->cluster->cb, r->priority, CB_PENDING);
     herald_stat_inc(p->cluster->stats.upstream_rq_pending_total);
     herald_gauge_add(p->cluster->stats.upstream_rq_pending_active, 1);
 }
@@ -79,7 +81,7 @@ void ureq_pending_remove(struct herald_http_upstream *r)
         p->pending_tail = r->prev;
     r->prev = r->next = NULL;
     p->npending--;
-    atomic_fetch_sub_explicit(&r->pcl->rq_pending, 1, memory_order_relaxed);
+    cb_release(p->cluster->cb, r->priority, CB_PENDING);
     herald_gauge_add(p->cluster->stats.upstream_rq_pending_active, -1);
 }
 
@@ -172,8 +174,11 @@ void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
         h2_stream_detach(r, true);
     deactivate(r);
     if (why == HERALD_UPSTREAM_RESET_CONNECT_FAILURE || why == HERALD_UPSTREAM_RESET_REMOTE ||
-        why == HERALD_UPSTREAM_RESET_PROTOCOL)
+        why == HERALD_UPSTREAM_RESET_PROTOCOL) {
         atomic_fetch_add_explicit(&r->host->rq_error, 1, memory_order_relaxed);
+        /* Envoy's router reports every reset but overflow as a local-origin connect failure */
+        outlier_report_local(r->host, OUTLIER_CONNECT_FAILED);
+    }
     r->state = UREQ_FAILED;
     r->reset_why = why;
     r->reset_due = true;
@@ -392,6 +397,14 @@ void ureq_orphan_all(struct worker *w)
 struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *view, struct herald_host *h,
                                                       const struct herald_http_upstream_cbs *cbs, void *arg)
 {
+    return herald_http_upstream_new_priority(view, h, cbs, arg, HERALD_PRIORITY_DEFAULT);
+}
+
+struct herald_http_upstream *herald_http_upstream_new_priority(struct herald_cluster *view,
+                                                               struct herald_host *h,
+                                                               const struct herald_http_upstream_cbs *cbs,
+                                                               void *arg, enum herald_priority priority)
+{
     struct worker *w = worker_self();
     if (!w || !view || !h || !cbs || tls_closed)
         return NULL;
@@ -399,6 +412,7 @@ struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *vie
     struct herald_http_upstream *r = xcalloc(1, sizeof(*r));
     r->pool = p;
     r->pcl = p->pc;
+    r->priority = cb_prio((int)priority);
     r->host = h;
     host_get(h);
     r->cbs = cbs;
@@ -410,13 +424,12 @@ struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *vie
     tls_reqs = r;
 
     struct cluster *cl = p->cluster;
-    const struct thresholds_cfg *t = &cl->cfg->thresholds[0];
-    if (atomic_load_explicit(&p->pc->rq_active, memory_order_relaxed) >= t->max_requests)
+    if (!cb_can_create(cl->cb, r->priority, CB_RQ))
         goto overflow;
     bool h1 = p->proto == POOL_H1;
     if (h1 ? pool_bind_idle(p, r) : h2_pool_bind(p, r))
         return r;
-    if (atomic_load_explicit(&p->pc->rq_pending, memory_order_relaxed) >= t->max_pending_requests)
+    if (!cb_can_create(cl->cb, r->priority, CB_PENDING))
         goto overflow;
     pending_add(r);
     enum herald_upstream_reset why;
@@ -548,4 +561,15 @@ void herald_http_upstream_free(struct herald_http_upstream *r)
 const struct herald_host *herald_http_upstream_host(const struct herald_http_upstream *r)
 {
     return r->host;
+}
+
+bool herald_cluster_retry_begin(struct herald_cluster *view, enum herald_priority priority)
+{
+    return view && view->cluster && cb_acquire(view->cluster->cb, (int)priority, CB_RETRY);
+}
+
+void herald_cluster_retry_end(struct herald_cluster *view, enum herald_priority priority)
+{
+    if (view && view->cluster)
+        cb_release(view->cluster->cb, (int)priority, CB_RETRY);
 }

@@ -22,7 +22,9 @@
 #include "net/connection.h"
 #include "net/tls.h"
 #include "net/upstream_conn.h"
+#include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
+#include "upstream/outlier.h"
 #include "worker.h"
 
 
@@ -90,6 +92,7 @@ static void free_upstream(struct herald_upstream *u)
     herald_gauge_add(st->upstream_cx_active, -1);
     herald_histogram_record(st->upstream_cx_length_ms, mono_ms() - u->start_mono_ms);
     atomic_fetch_sub_explicit(&u->cluster->cx_active, 1, memory_order_relaxed);
+    cb_release(u->cluster->cb, u->priority, CB_CX);
     atomic_fetch_sub_explicit(&u->host->cx_active, 1, memory_order_relaxed);
     if (u->prev)
         u->prev->next = u->next;
@@ -223,6 +226,7 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
             if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
                 defer(u, DEFER_FLUSH);
         }
+        outlier_report_local(u->host, u->http ? OUTLIER_CONNECT_SUCCESS : OUTLIER_CONNECT_SUCCESS_FINAL);
         if (u->cbs->on_event)
             u->cbs->on_event(u->arg, HERALD_EV_CONNECTED);
         return;
@@ -243,6 +247,8 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
                 log_debug("upstream", "connect to %s failed: %s", u->host->addr_str,
                           evutil_socket_error_to_string(err));
             }
+            if (!u->http)
+                outlier_report_local(u->host, OUTLIER_CONNECT_FAILED);
             end_with(u, HERALD_EV_CONNECT_FAILED, false);
         } else {
             herald_stat_inc(st->upstream_cx_destroy_remote);
@@ -263,6 +269,8 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     struct herald_upstream *u = arg;
     herald_stat_inc(u->cluster->stats.upstream_cx_connect_timeout);
     atomic_fetch_add_explicit(&u->host->cx_connect_fail, 1, memory_order_relaxed);
+    if (!u->http)
+        outlier_report_local(u->host, OUTLIER_TIMEOUT);
     end_with(u, HERALD_EV_CONNECT_TIMEOUT, true);
 }
 
@@ -280,6 +288,13 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
                                                 const struct herald_upstream_cbs *cbs, void *arg,
                                                 enum herald_upstream_error *why)
 {
+    return upstream_connect(view, h, cbs, arg, why, 0, false);
+}
+
+struct herald_upstream *upstream_connect(struct herald_cluster *view, struct herald_host *h,
+                                         const struct herald_upstream_cbs *cbs, void *arg,
+                                         enum herald_upstream_error *why, int priority, bool http)
+{
     struct worker *w = worker_self();
     struct cluster *cl = view ? view->cluster : NULL;
     enum herald_upstream_error dummy;
@@ -288,8 +303,8 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
     *why = HERALD_UPSTREAM_FAILED;
     if (!w || !cl || !h || !cbs || !cbs->on_data)
         return NULL;
-    uint32_t max = cl->cfg->thresholds[0].max_connections;
-    if (atomic_load_explicit(&cl->cx_active, memory_order_relaxed) >= max) {
+    priority = cb_prio(priority);
+    if (!cb_acquire(cl->cb, priority, CB_CX)) {
         herald_stat_inc(cl->stats.upstream_cx_overflow);
         *why = HERALD_UPSTREAM_OVERFLOW;
         return NULL;
@@ -299,8 +314,10 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
     SSL *ssl = NULL;
     struct bufferevent *bev;
     if (cl->cfg->tls) {
-        if (!(ssl = tls_ssl_new(cl->cfg->tls)))
+        if (!(ssl = tls_ssl_new(cl->cfg->tls))) {
+            cb_release(cl->cb, priority, CB_CX);
             return NULL;
+        }
         bev = bufferevent_openssl_socket_new(w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
         if (bev)
             bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
@@ -309,9 +326,13 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
     } else {
         bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
-    if (!bev)
+    if (!bev) {
+        cb_release(cl->cb, priority, CB_CX);
         return NULL;
+    }
     struct herald_upstream *u = xcalloc(1, sizeof(*u));
+    u->priority = priority;
+    u->http = http;
     u->worker = w;
     u->cluster = cl;
     u->host = h;
@@ -348,6 +369,8 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
         herald_stat_inc(cl->stats.upstream_cx_connect_fail);
         atomic_fetch_add_explicit(&h->cx_connect_fail, 1, memory_order_relaxed);
+        if (!http)
+            outlier_report_local(h, OUTLIER_CONNECT_FAILED);
         schedule_free(u, false);
         return NULL;
     }

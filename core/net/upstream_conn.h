@@ -29,10 +29,19 @@ struct herald_upstream {
     bool connected, read_eof, eof_delivered, shut_wr_pending, shut_wr_done, above_high;
     bool closing, flush_close, gone;
     uint64_t start_mono_ms;
+    int priority;                      /* circuit-breaker priority its max_connections slot is under */
+    bool http;                         /* an HTTP pool's: its requests report to outlier detection */
     uint64_t rx_bytes, tx_bytes;       /* moved by the splice engine (counted at release) */
     char local_str[ADDR_STRLEN];
     struct herald_upstream *prev, *next;
 };
+
+/* herald_upstream_connect with the circuit-breaker priority (0 DEFAULT, 1 HIGH)
+ * whose max_connections it counts against; http: for an HTTP pool (outlier
+ * detection then hears about its requests, not about this connect). */
+struct herald_upstream *upstream_connect(struct herald_cluster *view, struct herald_host *h,
+                                         const struct herald_upstream_cbs *cbs, void *arg,
+                                         enum herald_upstream_error *why, int priority, bool http);
 
 /* The splice engine takes the socket over; counted as a local close. */
 void upstream_release(struct herald_upstream *u, bool reset);
