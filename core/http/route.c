@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <xxhash.h>
 
 #include "common.h"
 #include "config/tree.h"
 #include "http/route.h"
+#include "runtime.h"
 
 /* ------------------------------------------------------------ types */
 
@@ -48,6 +50,19 @@ struct query_matcher { char *name; bool by_presence, present; struct str_matcher
 
 enum path_kind { PM_PREFIX = 0, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
 
+/* RouteAction.hash_policy entries (herald_route_hash). */
+enum hp_kind { HP_HEADER = 0, HP_COOKIE, HP_SOURCE_IP, HP_QUERY };
+
+struct hash_policy {
+    enum hp_kind kind;
+    char *name;                        /* header (lower-case), cookie or query parameter */
+    pcre2_code *rx; char *rx_subst;    /* header regex_rewrite */
+    bool has_ttl; uint64_t ttl_s;      /* cookie: generate one when absent */
+    char *path;                        /* cookie Path */
+    bool source_ip;                    /* connection_properties.source_ip */
+    bool terminal;
+};
+
 struct vhost;
 
 struct herald_route {
@@ -63,6 +78,9 @@ struct herald_route {
     char *pstr; size_t plen;
     pcre2_code *pre;
     bool case_sensitive;
+    bool has_fraction;                 /* runtime_fraction */
+    uint32_t fraction_num, fraction_den;
+    char *fraction_key;                /* NULL: the default_value only */
     struct hdr_matcher *hm; size_t nhm;
     struct query_matcher *qm; size_t nqm;
 
@@ -71,13 +89,16 @@ struct herald_route {
     char *cluster, *cluster_header;
     struct herald_route **wc; size_t nwc; /* weighted clusters' entries */
     uint32_t weight;                      /* on a weighted cluster's entry */
+    char *weight_key;                     /* runtime_key_prefix + "." + cluster: the weight's runtime key */
     uint64_t total_weight;
     int not_found_code;
     char *host_literal, *host_header;
     bool auto_host, append_xfh;
     uint64_t timeout_ms, idle_ms;
+    enum herald_priority priority;        /* circuit-breaker thresholds (DEFAULT, HIGH) */
     struct herald_retry_policy *retry; uint32_t *retry_codes;
     char **up_types; bool *up_enabled; size_t nup;
+    struct hash_policy *hp; size_t nhp;
 
     /* FORWARD and REDIRECT path rewrites */
     char *prefix_rewrite;
@@ -155,6 +176,8 @@ static void route_free(struct herald_route *r)
     free(r->name);
     free(r->desc);
     free(r->pstr);
+    free(r->fraction_key);
+    free(r->weight_key);
     if (r->pre)
         pcre2_code_free(r->pre);
     for (size_t i = 0; i < r->nhm; i++) {
@@ -180,6 +203,14 @@ static void route_free(struct herald_route *r)
         free(r->up_types[i]);
     free(r->up_types);
     free(r->up_enabled);
+    for (size_t i = 0; i < r->nhp; i++) {
+        free(r->hp[i].name);
+        if (r->hp[i].rx)
+            pcre2_code_free(r->hp[i].rx);
+        free(r->hp[i].rx_subst);
+        free(r->hp[i].path);
+    }
+    free(r->hp);
     free(r->prefix_rewrite);
     if (r->rx_rewrite)
         pcre2_code_free(r->rx_rewrite);
@@ -549,6 +580,54 @@ static int parse_redirect(const struct herald_cfg *n, struct herald_route *r, st
     return 0;
 }
 
+static int parse_hash_policies(const struct herald_cfg *list, struct herald_route *r, struct cfg_diag *d)
+{
+    int rc = 0;
+    r->nhp = herald_cfg_len(list);
+    r->hp = r->nhp ? xcalloc(r->nhp, sizeof(*r->hp)) : NULL;
+    for (size_t i = 0; i < r->nhp; i++) {
+        const struct herald_cfg *n = herald_cfg_at(list, i), *v;
+        struct hash_policy *hp = &r->hp[i];
+        hp->terminal = herald_cfg_bool(herald_cfg_get(n, "terminal"), false);
+        if ((v = herald_cfg_get(n, "header"))) {
+            hp->kind = HP_HEADER;
+            hp->name = lower_dup(herald_cfg_str(herald_cfg_get(v, "header_name"), ""));
+            if (strcmp(hp->name, "host") == 0) {
+                /* Host is :authority by now (Envoy maps the name the same way) */
+                free(hp->name);
+                hp->name = xstrdup(":authority");
+            }
+            const struct herald_cfg *rw = herald_cfg_get(v, "regex_rewrite");
+            if (rw) {
+                hp->rx = compile_regex(herald_cfg_get(herald_cfg_get(rw, "pattern"), "regex"), d);
+                hp->rx_subst = xstrdup(herald_cfg_str(herald_cfg_get(rw, "substitution"), ""));
+                if (!hp->rx)
+                    rc = -1;
+            }
+        } else if ((v = herald_cfg_get(n, "cookie"))) {
+            hp->kind = HP_COOKIE;
+            hp->name = xstrdup(herald_cfg_str(herald_cfg_get(v, "name"), ""));
+            const struct herald_cfg *ttl = herald_cfg_get(v, "ttl");
+            hp->has_ttl = ttl != NULL;
+            hp->ttl_s = herald_cfg_duration_ms(ttl, 0) / 1000;
+            if ((ttl = herald_cfg_get(v, "path")))
+                hp->path = xstrdup(herald_cfg_str(ttl, ""));
+        } else if ((v = herald_cfg_get(n, "query_parameter"))) {
+            hp->kind = HP_QUERY;
+            hp->name = xstrdup(herald_cfg_str(herald_cfg_get(v, "name"), ""));
+        } else {
+            /* connection_properties; without source_ip: true it never hashes anything */
+            hp->kind = HP_SOURCE_IP;
+            hp->source_ip = herald_cfg_bool(herald_cfg_get(herald_cfg_get(n, "connection_properties"),
+                                                           "source_ip"), false);
+            if (!hp->source_ip)
+                diag_warn(d, n, "this hash policy hashes nothing (connection_properties without source_ip: "
+                          "true)");
+        }
+    }
+    return rc;
+}
+
 static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
 {
     r->node = n;
@@ -561,6 +640,7 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
         r->cluster_header = lower_dup(herald_cfg_str(v, ""));
     if ((v = herald_cfg_get(n, "weighted_clusters"))) {
         const struct herald_cfg *cl = herald_cfg_get(v, "clusters");
+        const char *wprefix = herald_cfg_str(herald_cfg_get(v, "runtime_key_prefix"), "");
         r->nwc = herald_cfg_len(cl);
         r->wc = xcalloc(r->nwc, sizeof(*r->wc));
         for (size_t i = 0; i < r->nwc; i++) {
@@ -573,6 +653,8 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
             w->cluster = xstrdup(herald_cfg_str(herald_cfg_get(c, "name"), ""));
             w->weight = (uint32_t)herald_cfg_int(herald_cfg_get(c, "weight"), 0);
             r->total_weight += w->weight;
+            if (*wprefix)
+                w->weight_key = xasprintf("%s.%s", wprefix, w->cluster);
             if ((v = herald_cfg_get(c, "host_rewrite_literal")))
                 w->host_literal = xstrdup(herald_cfg_str(v, ""));
             if (parse_mutations(c, &w->mut, d) < 0)
@@ -601,7 +683,11 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
     r->append_xfh = herald_cfg_bool(herald_cfg_get(n, "append_x_forwarded_host"), false);
     r->timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "timeout"), 15000);
     r->idle_ms = herald_cfg_duration_ms(herald_cfg_get(n, "idle_timeout"), 0);
+    r->priority = strcasecmp(herald_cfg_str(herald_cfg_get(n, "priority"), "DEFAULT"), "HIGH") == 0
+                  ? HERALD_PRIORITY_HIGH : HERALD_PRIORITY_DEFAULT;
     if (parse_retry(herald_cfg_get(n, "retry_policy"), &r->retry, &r->retry_codes, d) < 0)
+        rc = -1;
+    if (parse_hash_policies(herald_cfg_get(n, "hash_policy"), r, d) < 0)
         rc = -1;
     const struct herald_cfg *ups = herald_cfg_get(n, "upgrade_configs");
     r->nup = herald_cfg_len(ups);
@@ -633,6 +719,17 @@ static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost
     if ((v = herald_cfg_get(n, "name")))
         r->name = xstrdup(herald_cfg_str(v, ""));
     r->case_sensitive = herald_cfg_bool(herald_cfg_get(m, "case_sensitive"), true);
+    if ((v = herald_cfg_get(m, "runtime_fraction"))) {
+        const struct herald_cfg *dv = herald_cfg_get(v, "default_value");
+        const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
+        r->has_fraction = true;
+        r->fraction_num = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
+        r->fraction_den = strcmp(den, "MILLION") == 0        ? 1000000
+                          : strcmp(den, "TEN_THOUSAND") == 0 ? 10000
+                                                             : 100;
+        const char *key = herald_cfg_str(herald_cfg_get(v, "runtime_key"), "");
+        r->fraction_key = *key ? xstrdup(key) : NULL;
+    }
     if ((v = herald_cfg_get(m, "prefix"))) {
         r->pk = PM_PREFIX;
     } else if ((v = herald_cfg_get(m, "path"))) {
@@ -1065,13 +1162,31 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
     return true;
 }
 
+/* runtime_key_prefix: each weight may come from the runtime (Envoy's clusterWeight()) */
+static uint64_t wc_weight(const struct herald_route *w, bool rt)
+{
+    return rt ? runtime_get_uint(w->weight_key, w->weight) : w->weight;
+}
+
 static const struct herald_route *weighted_pick(const struct herald_route *r, uint64_t random)
 {
-    uint64_t x = random % r->total_weight;
+    bool rt = r->wc[0]->weight_key != NULL;
+    uint64_t total = r->total_weight;
+    if (rt) {
+        total = 0;
+        for (size_t i = 0; i < r->nwc; i++)
+            total += wc_weight(r->wc[i], true);
+        if (total == 0) {          /* runtime weights all 0: the configured ones */
+            rt = false;
+            total = r->total_weight;
+        }
+    }
+    uint64_t x = random % total;
     for (size_t i = 0; i < r->nwc; i++) {
-        if (x < r->wc[i]->weight)
+        uint64_t wt = wc_weight(r->wc[i], rt);
+        if (x < wt)
             return r->wc[i];
-        x -= r->wc[i]->weight;
+        x -= wt;
     }
     return r->wc[r->nwc - 1];
 }
@@ -1090,7 +1205,10 @@ const struct herald_route *route_table_match(const struct route_table *t, const 
     size_t plen = strcspn(path, "?#");
     for (size_t i = 0; i < vh->nroutes; i++) {
         const struct herald_route *r = vh->routes[i];
-        if (route_matches(r, req, path, plen))
+        /* runtime_fraction: Envoy's featureEnabled with the request's random */
+        if (route_matches(r, req, path, plen) &&
+            (!r->has_fraction ||
+             runtime_fraction_enabled(r->fraction_key, r->fraction_num, r->fraction_den, random)))
             return r->nwc ? weighted_pick(r, random) : r;
     }
     return NULL;
@@ -1140,6 +1258,11 @@ int herald_route_cluster_not_found_code(const struct herald_route *r)
 uint64_t herald_route_timeout_ms(const struct herald_route *r)
 {
     return ROUTE(r)->kind == HERALD_ROUTE_FORWARD ? ROUTE(r)->timeout_ms : 15000;
+}
+
+enum herald_priority herald_route_priority(const struct herald_route *r)
+{
+    return ROUTE(r)->priority;
 }
 
 uint64_t herald_route_idle_timeout_ms(const struct herald_route *r)
@@ -1261,6 +1384,156 @@ static char *rewrite_path(const struct herald_route *r, const char *path)
     }
     sb_str(&b, path + plen);
     return b.s;
+}
+
+/* ------------------------------------------------------------ hash policy */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Envoy's header hash: every value of the header (each after regex_rewrite),
+ * sorted so that their order does not count, hashed as one string. */
+static bool hash_header(const struct hash_policy *hp, const struct herald_headers *req, uint64_t *out)
+{
+    size_t n = herald_headers_count(req), nv = 0;
+    char **vals = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        if (!herald_headers_at(req, i, &k, &v) || strcasecmp(k, hp->name) != 0)
+            continue;
+        vals = xrealloc(vals, (nv + 1) * sizeof(*vals));
+        if (hp->rx) {
+            struct sbuf b = { 0 };
+            sb_add(&b, "", 0);
+            regex_replace_all(&b, hp->rx, hp->rx_subst, v, strlen(v));
+            vals[nv++] = b.s;
+        } else {
+            vals[nv++] = xstrdup(v);
+        }
+    }
+    if (!nv)
+        return false;
+    qsort(vals, nv, sizeof(*vals), cmp_str);
+    struct sbuf all = { 0 };
+    sb_add(&all, "", 0);
+    for (size_t i = 0; i < nv; i++) {
+        sb_str(&all, vals[i]);
+        free(vals[i]);
+    }
+    free(vals);
+    *out = XXH64(all.s, all.n, 0);
+    free(all.s);
+    return true;
+}
+
+/* The value of cookie `name` in the request's Cookie headers, without
+ * surrounding double quotes (malloc'd); NULL when absent or empty. */
+static char *cookie_value(const struct herald_headers *req, const char *name)
+{
+    size_t n = herald_headers_count(req), nlen = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        if (!herald_headers_at(req, i, &k, &v) || strcasecmp(k, "cookie") != 0)
+            continue;
+        for (const char *p = v; *p;) {
+            p += strspn(p, " \t;");
+            const char *end = p + strcspn(p, ";");
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            if (eq && (size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0) {
+                const char *vs = eq + 1, *ve = end;
+                while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'))
+                    ve--;
+                if (ve - vs >= 2 && *vs == '"' && ve[-1] == '"') {
+                    vs++;
+                    ve--;
+                }
+                return ve > vs ? strndup(vs, (size_t)(ve - vs)) : NULL;
+            }
+            p = end;
+        }
+    }
+    return NULL;
+}
+
+/* Envoy's generated cookie: the hex of a hash of the connection's addresses,
+ * sent back as name="value"; Max-Age=ttl; Path=path; HttpOnly. */
+static char *generate_cookie(const struct hash_policy *hp, const char *seed, char **set_cookie)
+{
+    char *value = xasprintf("%016llx", (unsigned long long)XXH64(seed, strlen(seed), 0));
+    struct sbuf b = { 0 };
+    sb_add(&b, "", 0);
+    sb_str(&b, hp->name);
+    sb_str(&b, "=\"");
+    sb_str(&b, value);
+    sb_str(&b, "\"");
+    if (hp->ttl_s) {
+        char age[32];
+        snprintf(age, sizeof(age), "; Max-Age=%llu", (unsigned long long)hp->ttl_s);
+        sb_str(&b, age);
+    }
+    if (hp->path && *hp->path) {
+        sb_str(&b, "; Path=");
+        sb_str(&b, hp->path);
+    }
+    sb_str(&b, "; HttpOnly");
+    *set_cookie = b.s;
+    return value;
+}
+
+bool herald_route_hash(const struct herald_route *r, const struct herald_headers *req, const char *client_ip,
+                       const char *cookie_seed, uint64_t *hash, char **set_cookie)
+{
+    uint64_t h = 0;
+    bool have = false;
+
+    r = ROUTE(r);
+    if (set_cookie)
+        *set_cookie = NULL;
+    for (size_t i = 0; i < r->nhp; i++) {
+        const struct hash_policy *hp = &r->hp[i];
+        uint64_t v = 0;
+        bool got = false;
+        char *s = NULL;
+        switch (hp->kind) {
+        case HP_HEADER:
+            got = hash_header(hp, req, &v);
+            break;
+        case HP_COOKIE:
+            s = cookie_value(req, hp->name);
+            /* one generated cookie per response: a second ttl policy gives no hash */
+            if (!s && hp->has_ttl && set_cookie && !*set_cookie)
+                s = generate_cookie(hp, cookie_seed ? cookie_seed : client_ip ? client_ip : "", set_cookie);
+            break;
+        case HP_SOURCE_IP:
+            if (hp->source_ip && client_ip && *client_ip) {
+                v = XXH64(client_ip, strlen(client_ip), 0);
+                got = true;
+            }
+            break;
+        case HP_QUERY: {
+            const char *path = herald_headers_get(req, ":path");
+            s = path ? query_param(path, hp->name) : NULL;
+            break;
+        }
+        }
+        if (s) {
+            v = XXH64(s, strlen(s), 0);
+            got = true;
+            free(s);
+        }
+        if (got) {
+            /* rotating keeps two equal policies from cancelling out */
+            h = (have ? (h << 1) | (h >> 63) : 0) ^ v;
+            have = true;
+        }
+        if (hp->terminal && have)
+            break;
+    }
+    if (have && hash)
+        *hash = h;
+    return have;
 }
 
 /* Header value formatting: "%%" is '%', %REQ(name)% the request header (when

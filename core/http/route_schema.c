@@ -181,6 +181,24 @@ static const struct herald_message query_matcher_msg = {
     "envoy.config.route.v3.QueryParameterMatcher", query_matcher_fields, NULL,
 };
 
+static const char *const denominator_values[] = { "HUNDRED", "TEN_THOUSAND", "MILLION", NULL };
+static const struct herald_field fractional_percent_fields[] = {
+    UINT("numerator"),
+    ENUM("denominator", denominator_values, .help = "default HUNDRED"),
+    END,
+};
+static const struct herald_message fractional_percent_msg = {
+    "envoy.type.v3.FractionalPercent", fractional_percent_fields, NULL,
+};
+static const struct herald_field runtime_fraction_fields[] = {
+    F_("default_value", MESSAGE, HERALD_F_REQUIRED, .message = &fractional_percent_msg),
+    STR("runtime_key", .help = "an integer value: a percentage; a FractionalPercent: replaces default_value"),
+    END,
+};
+static const struct herald_message runtime_fraction_msg = {
+    "envoy.config.core.v3.RuntimeFractionalPercent", runtime_fraction_fields, NULL,
+};
+
 static int route_match_check(const struct herald_cfg *n, char **err)
 {
     if (!herald_cfg_get(n, "prefix") && !herald_cfg_get(n, "path") && !herald_cfg_get(n, "safe_regex") &&
@@ -208,7 +226,7 @@ static const struct herald_field route_match_fields[] = {
         .help = "the path is it, or starts with it followed by '/'"),
     UNSUP("path_match_policy", .oneof = "path_specifier"),
     BOOL("case_sensitive", .help = "default true; for prefix, path and path_separated_prefix"),
-    UNSUP("runtime_fraction"),
+    MSG("runtime_fraction", runtime_fraction_msg, .help = "match only this fraction of requests"),
     LIST("headers", header_matcher_msg),
     LIST("query_parameters", query_matcher_msg),
     UNSUP("grpc"),
@@ -271,7 +289,7 @@ static int weighted_cluster_check(const struct herald_cfg *n, char **err)
 static const struct herald_field weighted_cluster_fields[] = {
     F_("clusters", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &cluster_weight_msg),
     F_("total_weight", UINT, HERALD_F_DEPRECATED, .hint = "the weights are relative; remove it"),
-    UNSUP("runtime_key_prefix"),
+    STR("runtime_key_prefix", .help = "each weight is read from the runtime key <prefix>.<cluster name>"),
     UNSUP("header_name", .oneof = "random_value_specifier"),
     UNSUP("use_hash_policy", .oneof = "random_value_specifier"),
     END,
@@ -402,6 +420,68 @@ static const struct herald_message upgrade_config_msg = {
     "envoy.config.route.v3.RouteAction.UpgradeConfig", upgrade_config_fields, NULL,
 };
 
+/* RouteAction.HashPolicy (evaluated by herald_route_hash in route.c). */
+static const struct herald_field hash_header_fields[] = {
+    F_("header_name", STRING, HERALD_F_REQUIRED, .help = "its value(s) are hashed (absent: no hash)"),
+    MSG("regex_rewrite", regex_subst_msg, .help = "rewrites each value before hashing"),
+    END,
+};
+static const struct herald_message hash_header_msg = {
+    "envoy.config.route.v3.RouteAction.HashPolicy.Header", hash_header_fields, NULL,
+};
+
+static const struct herald_field hash_cookie_fields[] = {
+    F_("name", STRING, HERALD_F_REQUIRED, .help = "the cookie whose value is hashed"),
+    DUR("ttl", .help = "when set and the cookie is absent, one is generated and set on the response"),
+    STR("path", .help = "Path of a generated cookie"),
+    UNSUP("attributes"),
+    END,
+};
+static const struct herald_message hash_cookie_msg = {
+    "envoy.config.route.v3.RouteAction.HashPolicy.Cookie", hash_cookie_fields, NULL,
+};
+
+static const struct herald_field hash_conn_fields[] = {
+    BOOL("source_ip", .help = "hash the client's IP address"),
+    END,
+};
+static const struct herald_message hash_conn_msg = {
+    "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties", hash_conn_fields, NULL,
+};
+
+static const struct herald_field hash_query_fields[] = {
+    F_("name", STRING, HERALD_F_REQUIRED, .help = "the query parameter whose (first) value is hashed"),
+    END,
+};
+static const struct herald_message hash_query_msg = {
+    "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter", hash_query_fields, NULL,
+};
+
+static int hash_policy_check(const struct herald_cfg *n, char **err)
+{
+    static const char *const kinds[] = { "header", "cookie", "connection_properties", "query_parameter",
+                                         "filter_state" };
+    for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
+        if (herald_cfg_get(n, kinds[i]))
+            return 0;
+    return herald_cfg_errorf(n, err, "a hash policy needs one of header, cookie, connection_properties or "
+                             "query_parameter");
+}
+
+static const struct herald_field hash_policy_fields[] = {
+    MSG("header", hash_header_msg, .oneof = "policy_specifier"),
+    MSG("cookie", hash_cookie_msg, .oneof = "policy_specifier"),
+    MSG("connection_properties", hash_conn_msg, .oneof = "policy_specifier"),
+    MSG("query_parameter", hash_query_msg, .oneof = "policy_specifier"),
+    UNSUP("filter_state", .oneof = "policy_specifier", .hint = "herald has no filter state to hash"),
+    BOOL("terminal", .help = "once this policy produced a hash, the later ones are skipped"),
+    END,
+};
+static const struct herald_message hash_policy_msg = {
+    "envoy.config.route.v3.RouteAction.HashPolicy", hash_policy_fields, hash_policy_check,
+};
+
+static const char *const route_priority_values[] = { "DEFAULT", "HIGH", NULL };
 static const char *const cluster_not_found_values[] = {
     "SERVICE_UNAVAILABLE", "NOT_FOUND", "INTERNAL_SERVER_ERROR", NULL,
 };
@@ -447,10 +527,12 @@ static const struct herald_field route_action_fields[] = {
     MSG("retry_policy", retry_policy_msg),
     UNSUP("retry_policy_typed_config"),
     UNSUP("request_mirror_policies"),
-    UNSUP("priority"),
+    ENUM("priority", route_priority_values,
+         .help = "DEFAULT or HIGH: which circuit_breakers thresholds apply"),
     UNSUP("rate_limits"),
     UNSUP("include_vh_rate_limits"),
-    UNSUP("hash_policy", .hint = "only matters for ring_hash/maglev load balancing"),
+    LIST("hash_policy", hash_policy_msg, .help = "what RING_HASH and MAGLEV clusters hash: header, cookie, "
+         "connection_properties, query_parameter"),
     UNSUP("cors"),
     UNSUP("max_grpc_timeout"),
     UNSUP("grpc_timeout_offset"),

@@ -5,6 +5,7 @@
 #ifndef HERALD_CORE_UPSTREAM_LB_HASH_H
 #define HERALD_CORE_UPSTREAM_LB_HASH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,11 +14,24 @@
 struct herald_host;
 struct lb_hash;
 
-/* cfg->lb_policy is LB_RING_HASH or LB_MAGLEV; n > 0. */
-struct lb_hash *lb_hash_new(const struct cluster_cfg *cfg, struct herald_host *const *hosts, size_t n);
+struct host_set;
+
+/* cfg->lb_policy is LB_RING_HASH or LB_MAGLEV; hosts: the usable hosts of one
+ * priority level. all (may be NULL): the whole host set, so that RING_HASH
+ * scales its ring over every host of that level, usable or not, and a host
+ * that fails moves only its own keys (see lb_hash.c). */
+struct lb_hash *lb_hash_new(const struct cluster_cfg *cfg, struct herald_host *const *hosts, size_t n,
+                            const struct host_set *all);
 /* The host for a request hash (the caller passes a random value when the
  * request had no hash key, as Envoy does). */
 struct herald_host *lb_hash_choose(const struct lb_hash *h, uint64_t hash);
 void lb_hash_free(struct lb_hash *h);
+/* Ring points or table slots (for tests and /clusters). */
+size_t lb_hash_size(const struct lb_hash *h);
+
+/* libstdc++'s 64-bit MurmurHash2 (std::_Hash_bytes), Envoy's MURMUR_HASH_2;
+ * Envoy seeds it with 0xc70f6907. */
+uint64_t lb_hash_murmur2_64(const void *data, size_t len, uint64_t seed);
+bool lb_hash_is_prime(uint64_t n);
 
 #endif

@@ -44,9 +44,13 @@ struct session {
     bool upgrade;                          /* Upgrade (or CONNECT) kept by the connection manager */
     bool upgraded;                         /* 101 passed on: raw bytes both ways */
 
+    uint64_t hash;                         /* the route's hash_policy result, 0: none (random) */
+    char *set_cookie;                      /* a cookie hash_policy generated: goes on the response */
+
     struct herald_http_upstream *u;
     char host[80];
     uint32_t attempts, retries_left;
+    bool retry_held;                       /* counts against the cluster's max_retries */
     uint64_t try_start_ms;
     bool response_started;                 /* headers went to the downstream */
     bool replied;                          /* answered (local reply or response over): drop request bytes */
@@ -80,11 +84,7 @@ static uint64_t next_random(void)
 
 static struct herald_headers *headers_copy(const struct herald_headers *h)
 {
-    struct herald_headers *c = herald_headers_new();
-    const char *k, *v;
-    for (size_t i = 0; herald_headers_at(h, i, &k, &v); i++)
-        herald_headers_add(c, k, v);
-    return c;
+    return herald_headers_copy(h);
 }
 
 static void buf_append_copy(struct herald_buf *dst, const struct herald_buf *src)
@@ -158,10 +158,29 @@ static void count_http(struct session *ss, const char *name)
 
 /* ---------------------------------------------------------------- retries */
 
-static bool retry_possible(const struct session *ss)
+static void retry_release(struct session *ss)
 {
-    return ss->rp && ss->retries_left > 0 && !ss->response_started && !ss->upgrade && !ss->body_overflow &&
-           !ss->done && !ss->replied;
+    if (!ss->retry_held)
+        return;
+    ss->retry_held = false;
+    herald_cluster_retry_end(herald_cluster_get(ss->cluster), herald_route_priority(ss->route));
+}
+
+/* The retry circuit breaker comes last, as in Envoy: a retry over the
+ * cluster's max_retries is not made (upstream_rq_retry_overflow) and the
+ * failure at hand stands. A retry counts until the next decision or the end. */
+static bool retry_possible(struct session *ss)
+{
+    if (!(ss->rp && ss->retries_left > 0 && !ss->response_started && !ss->upgrade && !ss->body_overflow &&
+          !ss->done && !ss->replied))
+        return false;
+    retry_release(ss);
+    if (!herald_cluster_retry_begin(herald_cluster_get(ss->cluster), herald_route_priority(ss->route))) {
+        herald_stat_inc(ss->cs->rq_retry_overflow);
+        return false;
+    }
+    ss->retry_held = true;
+    return true;
 }
 
 static bool status_retriable(const struct session *ss, int status)
@@ -212,6 +231,9 @@ static uint64_t backoff_ms(const struct session *ss)
     return upper ? next_random() % upper : 0;
 }
 
+static void on_backoff(struct herald_timer *t, void *arg);
+static void on_per_try_timeout(struct herald_timer *t, void *arg);
+
 static void schedule_retry(struct session *ss)
 {
     free_upstream(ss);
@@ -221,17 +243,27 @@ static void schedule_retry(struct session *ss)
     uint64_t ms = backoff_ms(ss);
     HERALD_LOGF(HERALD_LOG_DEBUG, COMPONENT, "[S%llu] retrying in %llu ms (%u left)",
                 (unsigned long long)herald_http_stream_id(ss->s), (unsigned long long)ms, ss->retries_left);
+    if (!ss->backoff)
+        ss->backoff = herald_timer_new(on_backoff, ss);
     herald_timer_arm(ss->backoff, ms);
 }
 
 /* ---------------------------------------------------------------- tries */
+
+/* per_try and backoff timers exist only for routes that retry */
+static void arm_per_try(struct session *ss)
+{
+    if (!ss->per_try)
+        ss->per_try = herald_timer_new(on_per_try_timeout, ss);
+    herald_timer_arm(ss->per_try, ss->per_try_ms);
+}
 
 static void arm_request_timers(struct session *ss)
 {
     if (ss->timeout_ms && !ss->upgraded)
         herald_timer_arm(ss->global, ss->timeout_ms);
     if (ss->u && ss->per_try_ms && !ss->response_started)
-        herald_timer_arm(ss->per_try, ss->per_try_ms);
+        arm_per_try(ss);
 }
 
 static void upstream_failed(struct session *ss, enum herald_upstream_reset why);
@@ -244,7 +276,7 @@ static void start_try(struct session *ss)
         local_reply(ss, herald_route_cluster_not_found_code(ss->route), "", "cluster_not_found", "NC");
         return;
     }
-    struct herald_host *h = herald_cluster_choose_host(c, 0);
+    struct herald_host *h = herald_cluster_choose_host(c, ss->hash);
     if (!h) {
         herald_http_stream_set_upstream(ss->s, ss->cluster, NULL);
         local_reply(ss, 503, "no healthy upstream", "no_healthy_upstream", "UH");
@@ -263,7 +295,7 @@ static void start_try(struct session *ss)
     }
     ss->attempts++;
     ss->try_start_ms = herald_now_ms();
-    ss->u = herald_http_upstream_new(c, h, &upstream_cbs, ss);
+    ss->u = herald_http_upstream_new_priority(c, h, &upstream_cbs, ss, herald_route_priority(ss->route));
     if (!ss->u) {
         herald_headers_free(hdrs);
         upstream_failed(ss, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);
@@ -292,7 +324,7 @@ static void start_try(struct session *ss)
             herald_http_stream_pause_decoding(ss->s, false);
     }
     if (ss->down_end && ss->per_try_ms)
-        herald_timer_arm(ss->per_try, ss->per_try_ms);
+        arm_per_try(ss);
 }
 
 static void on_backoff(struct herald_timer *t, void *arg)
@@ -478,6 +510,8 @@ static void up_headers(void *arg, struct herald_headers *h, bool end_stream)
         ss->upgraded = true;
         timer_stop(ss->global);
     }
+    if (ss->set_cookie)
+        herald_headers_add(h, "set-cookie", ss->set_cookie);
     if (end_stream)
         response_over(ss);
     /* the route's response_headers_to_add/remove are the connection manager's */
@@ -570,6 +604,7 @@ static void on_complete(void *p)
         herald_timer_free(ss->backoff);
     ss->global = ss->per_try = ss->backoff = NULL;
     free_upstream(ss);
+    retry_release(ss);
 }
 
 static void session_destroy(void *p)
@@ -582,6 +617,7 @@ static void session_destroy(void *p)
     if (ss->body)
         herald_buf_free(ss->body);
     free(ss->cluster);
+    free(ss->set_cookie);
     free(ss);
 }
 
@@ -675,6 +711,18 @@ static void apply_envoy_headers(struct session *ss)
     herald_headers_remove(ss->req, "x-envoy-max-retries");
 }
 
+/* Once per request, so that retries and the generated cookie agree. */
+static void compute_hash(struct session *ss, const struct herald_headers *headers)
+{
+    struct herald_conn *c = herald_http_stream_conn(ss->s);
+    char seed[160];
+    const char *remote = c ? herald_conn_remote_str(c) : NULL, *local = c ? herald_conn_local_str(c) : NULL;
+    snprintf(seed, sizeof(seed), "%s%s", remote ? remote : "", local ? local : "");
+    if (!herald_route_hash(ss->route, headers, herald_http_stream_downstream_address(ss->s), seed, &ss->hash,
+                           &ss->set_cookie))
+        ss->hash = 0;
+}
+
 static enum herald_http_status decode_headers(void *p, struct herald_headers *headers, bool end_stream)
 {
     struct session *ss = p;
@@ -716,6 +764,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         abort();
     ss->cs = router_cluster_stats(ss->conf, cluster);
     ss->req = headers_copy(headers);
+    compute_hash(ss, headers);
     const char *method = herald_headers_get(headers, ":method");
     ss->upgrade = herald_headers_get(headers, "upgrade") != NULL || (method && !strcmp(method, "CONNECT"));
     ss->rp = herald_route_retry_policy(ss->route);
@@ -726,8 +775,6 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     if (ss->per_try_ms && ss->timeout_ms && ss->per_try_ms >= ss->timeout_ms)
         ss->per_try_ms = 0; /* the route timeout comes first anyway */
     ss->global = herald_timer_new(on_global_timeout, ss);
-    ss->per_try = herald_timer_new(on_per_try_timeout, ss);
-    ss->backoff = herald_timer_new(on_backoff, ss);
     ss->down_end = end_stream;
     count_http(ss, "rq_total");
 

@@ -12,7 +12,9 @@
 #include "common.h"
 #include "stats.h"
 #include "tap.h"
+#include "config/tree.h"
 #include "upstream/cluster.h"
+#include "upstream/lb_hash.h"
 #include "worker.h"
 
 #define MAXH 8
@@ -513,6 +515,366 @@ static void test_dns_failure(void)
     diag_free(&d);
 }
 
+/* ------------------------------------------------------------ RING_HASH and MAGLEV */
+
+#define NKEYS 10000
+
+/* well-spread request hashes, never 0 (0 means "no hash": random) */
+static uint64_t key_hash(int k)
+{
+    uint64_t x = (uint64_t)k * 0x9e3779b97f4a7c15ull + 1;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x ? x : 1;
+}
+
+static const char *hash_name(const struct cluster_cfg *c)
+{
+    return c->lb_policy == LB_MAGLEV ? "maglev" : c->ring_murmur2 ? "ring hash (murmur2)" : "ring hash";
+}
+
+/* Where each key goes over the usable hosts[0..n) of f, as host indexes;
+ * all: the cluster's host set (NULL: just those hosts). */
+static void map_keys(struct fixture *f, struct herald_host **hosts, size_t n, const struct host_set *all,
+                     int *owner)
+{
+    struct host_set hs = { .hosts = hosts, .nhosts = n };
+    ref_init(&hs.ref);
+    struct lb_hash *h = lb_hash_new(&f->cfg, hosts, n, all ? all : &hs);
+    for (int k = 0; k < NKEYS; k++)
+        owner[k] = index_of(f, lb_hash_choose(h, key_hash(k)));
+    lb_hash_free(h);
+}
+
+/* Keys that changed host between before and after: how many, and how many
+ * of those were not on host `gone` (should stay put) or went to it. */
+static void count_moves(const int *before, const int *after, int gone, int *moved, int *stray, int *to_gone)
+{
+    *moved = *stray = *to_gone = 0;
+    for (int k = 0; k < NKEYS; k++) {
+        if (after[k] == gone)
+            (*to_gone)++;
+        if (after[k] == before[k])
+            continue;
+        (*moved)++;
+        if (before[k] != gone)
+            (*stray)++;
+    }
+}
+
+/* One of 4 hosts fails (it stays in the host set, lb.c leaves it out): only
+ * its keys move (about a quarter), the rest stay put. Then the host is
+ * removed from the cluster: the ring or table is rebuilt over the 3 left as
+ * Envoy does, which also moves some keys of the others (RING_HASH: the ring
+ * is rescaled; MAGLEV: a few, the table being refilled). */
+static void test_hash_stability(enum lb_policy policy, bool murmur)
+{
+    static int before[NKEYS], again[NKEYS], after[NKEYS];
+    struct fixture f;
+
+    fixture_init(&f, 4, NULL, NULL, policy);
+    f.cfg.ring_murmur2 = murmur;
+    const char *name = hash_name(&f.cfg);
+    map_keys(&f, f.ptrs, 4, &f.hs, before);
+    map_keys(&f, f.ptrs, 4, &f.hs, again);
+    int counts[4] = { 0 }, same = 1;
+    for (int k = 0; k < NKEYS; k++) {
+        same &= before[k] == again[k];
+        if (before[k] >= 0 && before[k] < 4)
+            counts[before[k]]++;
+    }
+    ok(same, "%s: the same key always goes to the same host", name);
+    for (int i = 0; i < 4; i++)
+        ok(counts[i] > NKEYS / 8 && counts[i] < NKEYS * 3 / 8, "%s: host %d has a fair share (%d of %d)",
+           name, i, counts[i], NKEYS);
+
+    for (int gone = 0; gone < 4; gone++) {
+        struct herald_host *rest[3];
+        size_t n = 0;
+        for (int i = 0; i < 4; i++)
+            if (i != gone)
+                rest[n++] = f.ptrs[i];
+        int moved, stray, to_gone;
+        map_keys(&f, rest, 3, &f.hs, after);
+        count_moves(before, after, gone, &moved, &stray, &to_gone);
+        ok((double)moved / NKEYS <= 0.34, "%s: host %d of 4 fails: %.3f of the keys move (<= 0.34)", name,
+           gone, (double)moved / NKEYS);
+        is_int(stray, 0, "%s: host %d fails: only its keys move, the rest stay put", name, gone);
+        is_int(to_gone, 0, "%s: no key goes to the failed host %d", name, gone);
+
+        map_keys(&f, rest, 3, NULL, after);
+        count_moves(before, after, gone, &moved, &stray, &to_gone);
+        ok((double)moved / NKEYS <= 0.40 && stray <= NKEYS * 15 / 100,
+           "%s: host %d removed from the cluster: %.3f of the keys move, %d of them from other hosts "
+           "(Envoy rebuilds over the hosts left)", name, gone,
+           (double)moved / NKEYS, stray);
+        is_int(to_gone, 0, "%s: no key goes to the removed host %d", name, gone);
+    }
+    fixture_free(&f);
+}
+
+/* The same through lb.c: a host whose health check fails leaves the
+ * balancer, and only its keys move. */
+static void test_hash_unhealthy_host(enum lb_policy policy)
+{
+    static int before[NKEYS], after[NKEYS];
+    struct fixture f;
+    int moved, stray, to_gone;
+
+    fixture_init(&f, 4, NULL, NULL, policy);
+    f.cfg.healthy_panic_threshold = 50;
+    const char *name = hash_name(&f.cfg);
+    void *lb = lb_new(&f.cfg, &f.hs, 0);
+    for (int k = 0; k < NKEYS; k++)
+        before[k] = index_of(&f, lb_choose(lb, &f.cfg, &f.hs, key_hash(k)));
+    lb_free(lb);
+    atomic_store(&f.hosts[1].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 1);
+    for (int k = 0; k < NKEYS; k++)
+        after[k] = index_of(&f, lb_choose(lb, &f.cfg, &f.hs, key_hash(k)));
+    lb_free(lb);
+    count_moves(before, after, 1, &moved, &stray, &to_gone);
+    ok((double)moved / NKEYS <= 0.34 && to_gone == 0, "%s via lb.c: host 1 fails its health check: %.3f of "
+       "the keys move, none to it", name, (double)moved / NKEYS);
+    is_int(stray, 0, "%s via lb.c: the keys of the other hosts stay put", name);
+    int share[4] = { 0 };
+    for (int k = 0; k < NKEYS; k++)
+        if (after[k] >= 0 && after[k] < 4)
+            share[after[k]]++;
+    ok(share[0] > NKEYS / 4 && share[2] > NKEYS / 4 && share[3] > NKEYS / 4 && share[0] < NKEYS * 42 / 100 &&
+       share[2] < NKEYS * 42 / 100 && share[3] < NKEYS * 42 / 100,
+       "%s via lb.c: the failed host's keys spread over the 3 others (%d %d %d)", name, share[0], share[2],
+       share[3]);
+    fixture_free(&f);
+}
+
+/* Weights 1:1:1:3 give the heavy host about half of the keys. */
+static void test_hash_weights(enum lb_policy policy)
+{
+    static const uint32_t w[4] = { 1, 1, 1, 3 };
+    static int owner[NKEYS];
+    struct fixture f;
+    int counts[4] = { 0 };
+
+    fixture_init(&f, 4, w, NULL, policy);
+    const char *name = hash_name(&f.cfg);
+    map_keys(&f, f.ptrs, 4, NULL, owner);
+    for (int k = 0; k < NKEYS; k++)
+        if (owner[k] >= 0 && owner[k] < 4)
+            counts[owner[k]]++;
+    ok(counts[3] > NKEYS * 40 / 100 && counts[3] < NKEYS * 60 / 100,
+       "%s: weight 3 of 6 takes about half the keys (%d of %d)", name, counts[3], NKEYS);
+    for (int i = 0; i < 3; i++)
+        ok(counts[i] > NKEYS * 10 / 100 && counts[i] < NKEYS * 25 / 100,
+           "%s: weight 1 of 6 takes about a sixth (host %d: %d)", name, i, counts[i]);
+    fixture_free(&f);
+}
+
+static void test_hash_tables(void)
+{
+    struct fixture f;
+    static const uint32_t w[4] = { 1, 2, 3, 4 };
+
+    fixture_init(&f, 4, NULL, NULL, LB_RING_HASH);
+    struct lb_hash *h = lb_hash_new(&f.cfg, f.ptrs, 4, NULL);
+    is_int((long long)lb_hash_size(h), 1024, "ring hash: 4 equal hosts, default minimum_ring_size: 1024");
+    lb_hash_free(h);
+    f.cfg.ring_min_size = 1000;
+    f.cfg.ring_max_size = 100;
+    h = lb_hash_new(&f.cfg, f.ptrs, 4, NULL);
+    is_int((long long)lb_hash_size(h), 100, "ring hash: maximum_ring_size caps the ring");
+    lb_hash_free(h);
+    fixture_free(&f);
+
+    /* weights 1:2:3:4: the lightest host's 0.1 of 100 points is already whole */
+    fixture_init(&f, 4, w, NULL, LB_RING_HASH);
+    f.cfg.ring_min_size = 100;
+    h = lb_hash_new(&f.cfg, f.ptrs, 4, NULL);
+    is_int((long long)lb_hash_size(h), 100, "ring hash: weights 1:2:3:4, minimum 100: 100 points");
+    int pts[4] = { 0 };
+    for (int k = 0; k < 20000; k++) {
+        int i = index_of(&f, lb_hash_choose(h, key_hash(k)));
+        if (i >= 0 && i < 4)
+            pts[i]++;
+    }
+    ok(pts[0] < pts[1] && pts[1] < pts[2] && pts[2] < pts[3], "ring hash: shares follow weights 1:2:3:4 "
+       "(%d %d %d %d)", pts[0], pts[1], pts[2], pts[3]);
+    lb_hash_free(h);
+    fixture_free(&f);
+
+    fixture_init(&f, 4, NULL, NULL, LB_MAGLEV);
+    h = lb_hash_new(&f.cfg, f.ptrs, 4, NULL);
+    is_int((long long)lb_hash_size(h), 65537, "maglev: default table_size 65537");
+    lb_hash_free(h);
+    f.cfg.maglev_table_size = 13;
+    h = lb_hash_new(&f.cfg, f.ptrs, 4, NULL);
+    int slots[4] = { 0 };
+    for (uint64_t k = 0; k < 13; k++) {
+        int i = index_of(&f, lb_hash_choose(h, k));
+        if (i >= 0 && i < 4)
+            slots[i]++;
+    }
+    ok(slots[0] >= 3 && slots[1] >= 3 && slots[2] >= 3 && slots[3] >= 3,
+       "maglev: table_size 13 over 4 equal hosts: 3 or 4 slots each (%d %d %d %d)", slots[0], slots[1],
+       slots[2], slots[3]);
+    lb_hash_free(h);
+    fixture_free(&f);
+
+    ok(lb_hash_is_prime(65537) && lb_hash_is_prime(5000011) && lb_hash_is_prime(2) && lb_hash_is_prime(13),
+       "primes: 2, 13, 65537, 5000011");
+    ok(!lb_hash_is_prime(65536) && !lb_hash_is_prime(1) && !lb_hash_is_prime(0) &&
+       !lb_hash_is_prime(65539 * 3ull),
+       "not primes: 0, 1, 65536, 196617");
+
+    /* libstdc++'s std::_Hash_bytes(s, len, 0xc70f6907), which Envoy's MURMUR_HASH_2 is */
+    const uint64_t seed = 0xc70f6907;
+    is_int((long long)lb_hash_murmur2_64("", 0, seed), (long long)0x553e93901e462a6eull, "murmur2 of \"\"");
+    is_int((long long)lb_hash_murmur2_64("a", 1, seed), (long long)0x454ddee488c1ed6bull, "murmur2 of a");
+    is_int((long long)lb_hash_murmur2_64("10.0.0.1:80_0", 13, seed), (long long)0xbd8f6461ecffb28cull,
+           "murmur2 of 10.0.0.1:80_0");
+    is_int((long long)lb_hash_murmur2_64("hello world, murmur", 19, seed), (long long)0x4fa263ebd02a97eaull,
+           "murmur2 of 19 bytes");
+}
+
+static char *load_error(const char *yaml)
+{
+    char *err = NULL;
+    struct cfg_diag d = { 0 };
+    struct cfg_doc *doc = cfg_load_string(yaml, strlen(yaml), "hash.yaml", &err);
+    if (!doc)
+        return err;
+    struct bootstrap *b = bootstrap_load(doc, &d);
+    char *first = d.nerrors ? xstrdup(d.errors[0]) : NULL;
+    if (b)
+        bootstrap_free(b);
+    diag_free(&d);
+    return first;
+}
+
+static void test_hash_config(void)
+{
+    static const char *const base =
+        "static_resources:\n"
+        "  clusters:\n"
+        "  - name: c\n"
+        "    lb_policy: %s\n"
+        "%s"
+        "    load_assignment:\n"
+        "      cluster_name: c\n"
+        "      endpoints:\n"
+        "      - lb_endpoints:\n"
+        "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}\n";
+    char *y = xasprintf(base, "MAGLEV", "    maglev_lb_config: {table_size: 65536}\n");
+    char *e = load_error(y);
+    like(e ? e : "", "table_size 65536 is not a prime number", "non-prime table_size rejected");
+    ok(e && strncmp(e, "hash.yaml:5:", 12) == 0, "... at its file:line (%s)", e ? e : "");
+    free(e);
+    free(y);
+    y = xasprintf(base, "MAGLEV", "    maglev_lb_config: {table_size: 5000011}\n");
+    e = load_error(y);
+    ok(e == NULL, "table_size 5000011 accepted");
+    free(e);
+    free(y);
+    y = xasprintf(base, "RING_HASH",
+                  "    ring_hash_lb_config: {minimum_ring_size: 2000, maximum_ring_size: 1000}\n");
+    e = load_error(y);
+    like(e ? e : "", "minimum_ring_size (2000) is more than maximum_ring_size", "minimum > maximum rejected");
+    free(e);
+    free(y);
+    y = xasprintf(base, "RING_HASH",
+                  "    ring_hash_lb_config: {minimum_ring_size: 16, hash_function: MURMUR_HASH_2}\n"
+                  "    common_lb_config: {consistent_hashing_lb_config: {use_hostname_for_hashing: true}}\n");
+    e = load_error(y);
+    ok(e == NULL, "RING_HASH, ring_hash_lb_config and consistent_hashing_lb_config accepted (%s)",
+       e ? e : "");
+    free(e);
+    free(y);
+}
+
+/* Host health (active health checks, outlier ejection) and Envoy's panic mode. */
+static unsigned picked_set(void *lb, struct fixture *f, int n)
+{
+    unsigned set = 0;
+
+    for (int i = 0; i < n; i++) {
+        int k = index_of(f, lb_choose(lb, &f->cfg, &f->hs, 0));
+        if (k >= 0)
+            set |= 1u << k;
+    }
+    return set;
+}
+
+static void test_health_panic(void)
+{
+    static const uint32_t prios[4] = { 0, 0, 1, 1 };
+    struct fixture f;
+    struct cluster cl;
+    void *lb;
+
+    memset(&cl, 0, sizeof(cl));
+    cl.stats.lb_healthy_panic = herald_counter("cluster.hc_test", "lb_healthy_panic");
+    fixture_init(&f, 4, NULL, NULL, LB_ROUND_ROBIN);
+    f.cfg.healthy_panic_threshold = 50;
+    for (int i = 0; i < 4; i++)
+        f.hosts[i].cluster = &cl;
+
+    atomic_store(&f.hosts[1].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0xd, "health: a failed host gets no traffic");
+    lb_free(lb);
+    is_int((int)stat_of("cluster.hc_test.lb_healthy_panic"), 0, "health: 3 of 4 healthy is no panic");
+
+    atomic_store(&f.hosts[2].health, HOST_FAILED_OUTLIER);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0x9, "health: 2 of 4 healthy (50%%) is no panic either");
+    lb_free(lb);
+
+    atomic_store(&f.hosts[3].health, HOST_FAILED_ACTIVE_HC | HOST_PENDING_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0xf, "panic: 1 of 4 healthy (< 50%%) uses every host");
+    lb_free(lb);
+    is_int((int)stat_of("cluster.hc_test.lb_healthy_panic"), 40,
+           "panic: every pick counted in lb_healthy_panic");
+
+    atomic_store(&f.hosts[0].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0xf, "panic: no healthy host uses every host");
+    lb_free(lb);
+    f.cfg.healthy_panic_threshold = 0;
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    ok(lb_choose(lb, &f.cfg, &f.hs, 0) == NULL, "panic threshold 0: no healthy host, no host");
+    lb_free(lb);
+    fixture_free(&f);
+
+    /* priorities: level 0 = hosts 0,1; level 1 = hosts 2,3 */
+    fixture_init(&f, 4, NULL, prios, LB_ROUND_ROBIN);
+    f.cfg.healthy_panic_threshold = 50;
+    for (int i = 0; i < 4; i++)
+        f.hosts[i].cluster = &cl;
+    atomic_store(&f.hosts[0].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0x2, "priorities: the healthy host of level 0");
+    lb_free(lb);
+    atomic_store(&f.hosts[1].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0xc, "priorities: level 0 all failed, level 1 takes over");
+    lb_free(lb);
+    int64_t before = stat_of("cluster.hc_test.lb_healthy_panic");
+    atomic_store(&f.hosts[2].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0x8, "priorities: level 1 half healthy: its healthy host "
+           "(50%% is not below the threshold)");
+    lb_free(lb);
+    is_int((int)(stat_of("cluster.hc_test.lb_healthy_panic") - before), 0,
+           "priorities: 50%% healthy, no panic count");
+    atomic_store(&f.hosts[3].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 0);
+    is_int((int)picked_set(lb, &f, 40), 0x3, "priorities: nothing healthy: all of level 0, in panic");
+    lb_free(lb);
+    fixture_free(&f);
+}
+
 int main(void)
 {
     evthread_use_pthreads();   /* worker_post wakes another thread's loop */
@@ -524,8 +886,18 @@ int main(void)
     test_least_request();
     test_priorities();
     test_empty();
+    test_health_panic();
     test_cluster_manager();
     test_dns();
     test_dns_failure();
+    test_hash_stability(LB_RING_HASH, false);
+    test_hash_stability(LB_RING_HASH, true);
+    test_hash_stability(LB_MAGLEV, false);
+    test_hash_unhealthy_host(LB_RING_HASH);
+    test_hash_unhealthy_host(LB_MAGLEV);
+    test_hash_weights(LB_RING_HASH);
+    test_hash_weights(LB_MAGLEV);
+    test_hash_tables();
+    test_hash_config();
     return done_testing();
 }

@@ -2,10 +2,12 @@
  * route_table_create), virtual host and route selection, the SDK accessors
  * (clusters, rewrites, header mutations, redirects, direct responses, retry
  * policies), and the errors and warnings --mode validate shows. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "config/schema.h"
 #include "config/tree.h"
@@ -866,14 +868,14 @@ static void test_errors(void)
           "    route: {cluster: c}\n",
           "5:13:", "'regex' is no longer a field of envoy.config.route.v3.RouteMatch (v2 field: use "
           "safe_regex");
-    fails("unsupported hash_policy",
+    fails("unsupported hash_policy filter_state",
           "virtual_hosts:\n"
           "- name: vh\n"
           "  domains: ['*']\n"
           "  routes:\n"
           "  - match: {prefix: /}\n"
-          "    route: {cluster: c, hash_policy: [{header: {header_name: x}}]}\n",
-          "6:25:", "not supported: envoy.config.route.v3.RouteAction.hash_policy");
+          "    route: {cluster: c, hash_policy: [{filter_state: {key: x}}]}\n",
+          "6:40:", "not supported: envoy.config.route.v3.RouteAction.HashPolicy.filter_state");
     fails("bad path_separated_prefix",
           "virtual_hosts:\n"
           "- name: vh\n"
@@ -892,6 +894,152 @@ static void test_errors(void)
           "6:", "unknown value 'MOVED'");
 }
 
+/* ------------------------------------------------------------ hash_policy */
+
+static uint64_t xx(const char *s)
+{
+    return XXH64(s, strlen(s), 0);
+}
+
+static uint64_t rotl1(uint64_t h)
+{
+    return (h << 1) | (h >> 63);
+}
+
+/* The hash of a GET / with the extra headers (name, value, ..., NULL) on the
+ * route's policies, or 0 when there is none; *cookie gets a generated one. */
+static uint64_t route_hash(const struct route_table *t, const char *path, const char *ip, char **cookie, ...)
+{
+    struct herald_headers *h = req3("x", path, NULL);
+    va_list ap;
+    va_start(ap, cookie);
+    const char *n;
+    while ((n = va_arg(ap, const char *))) {
+        const char *v = va_arg(ap, const char *);
+        herald_headers_add(h, n, v);
+    }
+    va_end(ap);
+    const struct herald_route *r = route_table_match(t, h, 0);
+    uint64_t out = 0;
+    if (!r || !herald_route_hash(r, h, ip, "10.0.0.1:5555127.0.0.1:80", &out, cookie))
+        out = 0;
+    herald_headers_free(h);
+    return out;
+}
+
+static void test_hash_policy(void)
+{
+    struct built b;
+    char *cookie = NULL;
+
+    build(&b, "virtual_hosts:\n"
+              "- name: vh\n"
+              "  domains: ['*']\n"
+              "  routes:\n"
+              "  - match: {prefix: /two}\n"
+              "    route:\n"
+              "      cluster: c\n"
+              "      hash_policy:\n"
+              "      - header: {header_name: x-a}\n"
+              "      - header:\n"
+              "          header_name: X-B\n"
+              "          regex_rewrite: {pattern: {regex: '-.*'}, substitution: ''}\n"
+              "  - match: {prefix: /term}\n"
+              "    route:\n"
+              "      weighted_clusters: {clusters: [{name: c, weight: 1}, {name: d, weight: 1}]}\n"
+              "      hash_policy:\n"
+              "      - header: {header_name: x-a}\n"
+              "        terminal: true\n"
+              "      - connection_properties: {source_ip: true}\n"
+              "  - match: {prefix: /}\n"
+              "    route:\n"
+              "      cluster: c\n"
+              "      hash_policy:\n"
+              "      - cookie: {name: sess, ttl: 3600s, path: /app}\n"
+              "      - query_parameter: {name: u}\n");
+    ok(b.t != NULL, "hash_policy: built");
+    if (!b.t) {
+        unbuild(&b);
+        return;
+    }
+    is_int(route_hash(b.t, "/two", NULL, NULL, NULL), 0, "no header: no hash");
+    ok(route_hash(b.t, "/two", NULL, NULL, "x-a", "v", NULL) == xx("v"), "one header: xxHash64 of its value");
+    ok(route_hash(b.t, "/two", NULL, NULL, "x-a", "v", "x-b", "w", NULL) == (rotl1(xx("v")) ^ xx("w")),
+       "two: rotate left 1, then xor");
+    ok(route_hash(b.t, "/two", NULL, NULL, "x-a", "v", "x-b", "v", NULL) != 0,
+       "equal values do not cancel out");
+    ok(route_hash(b.t, "/two", NULL, NULL, "x-a", "b", "x-a", "a", NULL) == xx("ab"),
+       "several values: sorted and hashed together");
+    ok(route_hash(b.t, "/two", NULL, NULL, "x-b", "w-1", NULL) == xx("w"), "regex_rewrite applied first");
+    unbuild(&b);
+
+    build(&b, "virtual_hosts:\n"
+              "- name: vh\n"
+              "  domains: ['*']\n"
+              "  routes:\n"
+              "  - match: {prefix: /}\n"
+              "    route: {cluster: c, hash_policy: [{header: {header_name: Host}}]}\n");
+    ok(b.t && route_hash(b.t, "/", NULL, NULL, NULL) == xx("x"), "header_name host hashes :authority");
+    unbuild(&b);
+    build(&b, "virtual_hosts:\n"
+              "- name: vh\n"
+              "  domains: ['*']\n"
+              "  routes:\n"
+              "  - match: {prefix: /two}\n"
+              "    route: {cluster: c}\n"
+              "  - match: {prefix: /term}\n"
+              "    route:\n"
+              "      weighted_clusters: {clusters: [{name: c, weight: 1}, {name: d, weight: 1}]}\n"
+              "      hash_policy:\n"
+              "      - header: {header_name: x-a}\n"
+              "        terminal: true\n"
+              "      - connection_properties: {source_ip: true}\n"
+              "  - match: {prefix: /}\n"
+              "    route:\n"
+              "      cluster: c\n"
+              "      hash_policy:\n"
+              "      - cookie: {name: sess, ttl: 3600s, path: /app}\n"
+              "      - query_parameter: {name: u}\n");
+    if (!b.t) {
+        unbuild(&b);
+        return;
+    }
+    is_int(route_hash(b.t, "/two", NULL, NULL, "x-a", "v", NULL), 0, "a route without hash_policy: no hash");
+
+    ok(route_hash(b.t, "/term", "192.0.2.1", NULL, "x-a", "v", NULL) == xx("v"),
+       "terminal: a hash ends the list");
+    ok(route_hash(b.t, "/term", "192.0.2.1", NULL, NULL) == xx("192.0.2.1"), "source_ip: xxHash64 of the ip");
+    is_int(route_hash(b.t, "/term", NULL, NULL, NULL), 0, "no ip: no hash");
+
+    ok(route_hash(b.t, "/p", NULL, &cookie, "cookie", "a=1; sess=\"abc\" ; b=2", NULL) == xx("abc"),
+       "cookie: its value, unquoted");
+    ok(cookie == NULL, "an existing cookie is not set again");
+    ok(route_hash(b.t, "/p?x=1&u=me", NULL, &cookie, "cookie", "sess=abc", NULL) ==
+       (rotl1(xx("abc")) ^ xx("me")),
+       "cookie and query_parameter combined");
+    uint64_t h = route_hash(b.t, "/p", NULL, &cookie, NULL);
+    char want[128];
+    snprintf(want, sizeof(want), "sess=\"%016llx\"; Max-Age=3600; Path=/app; HttpOnly",
+             (unsigned long long)xx("10.0.0.1:5555127.0.0.1:80"));
+    is_str(cookie, want, "ttl and no cookie: one is generated");
+    char value[17];
+    snprintf(value, sizeof(value), "%016llx", (unsigned long long)xx("10.0.0.1:5555127.0.0.1:80"));
+    ok(h == xx(value), "and its value is what is hashed");
+    free(cookie);
+    cookie = NULL;
+    is_int(route_hash(b.t, "/p", NULL, NULL, NULL), 0, "no way to set a cookie: no hash");
+    unbuild(&b);
+
+    fails("hash_policy without a policy",
+          "virtual_hosts:\n"
+          "- name: vh\n"
+          "  domains: ['*']\n"
+          "  routes:\n"
+          "  - match: {prefix: /}\n"
+          "    route: {cluster: c, hash_policy: [{terminal: true}]}\n",
+          "6:39:", "a hash policy needs one of header, cookie, connection_properties or query_parameter");
+}
+
 int main(void)
 {
     test_vhosts();
@@ -905,5 +1053,6 @@ int main(void)
     test_direct_response();
     test_route_action_fields();
     test_errors();
+    test_hash_policy();
     return done_testing();
 }
