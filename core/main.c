@@ -30,17 +30,20 @@ static void usage(FILE *out)
             "      --list-plugins          list the plugins found and exit\n"
             "      --describe NAME         print a filter's config fields and exit\n"
             "      --drain-time-s N        how long shutdown waits for connections (default 5)\n"
+            "      --parent-shutdown-time-s N  after a reload, how long the old process may drain\n"
+            "                              before it closes what is left and exits (default 900)\n"
             "      --admin-address-path F  write the admin listener's bound address to F\n"
             "      --version               print the version and exit\n"
             "  -h, --help                  this help\n\n"
-            "Signals: SIGTERM/SIGINT drain and exit 0; SIGUSR1 reopens log files.\n"
+            "Signals: SIGTERM/SIGINT drain and exit 0; SIGUSR1 reopens log files;\n"
+            "SIGHUP reloads the configuration (a new process takes the sockets over).\n"
             "See herald(8), herald.yaml(5) and herald-sdk(3).\n",
             HERALD_PLUGIN_DIR);
 }
 
 enum {
     OPT_CONFIG_YAML = 256, OPT_MODE, OPT_CONCURRENCY, OPT_PLUGIN_DIR, OPT_LIST_PLUGINS, OPT_DESCRIBE,
-    OPT_VERSION, OPT_LOG_PATH, OPT_DRAIN_TIME, OPT_ADMIN_PATH,
+    OPT_VERSION, OPT_LOG_PATH, OPT_DRAIN_TIME, OPT_ADMIN_PATH, OPT_PARENT_SHUTDOWN_TIME,
 };
 
 static const struct option long_opts[] = {
@@ -54,6 +57,7 @@ static const struct option long_opts[] = {
     {"list-plugins", no_argument, NULL, OPT_LIST_PLUGINS},
     {"describe", required_argument, NULL, OPT_DESCRIBE},
     {"drain-time-s", required_argument, NULL, OPT_DRAIN_TIME},
+    {"parent-shutdown-time-s", required_argument, NULL, OPT_PARENT_SHUTDOWN_TIME},
     {"admin-address-path", required_argument, NULL, OPT_ADMIN_PATH},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, 'h'},
@@ -84,7 +88,7 @@ static void libevent_log(int severity, const char *msg)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.drain_time_ms = 5000, .argc = argc, .argv = argv};
+    struct options o = {.drain_time_ms = 5000, .parent_shutdown_time_ms = 900000, .argc = argc, .argv = argv};
     const char *describe = NULL;
     bool list = false;
     unsigned long v;
@@ -124,6 +128,11 @@ int main(int argc, char **argv)
             if (parse_uint("--drain-time-s", optarg, 86400, &v) < 0)
                 return 1;
             o.drain_time_ms = v * 1000;
+            break;
+        case OPT_PARENT_SHUTDOWN_TIME:
+            if (parse_uint("--parent-shutdown-time-s", optarg, 86400 * 7, &v) < 0)
+                return 1;
+            o.parent_shutdown_time_ms = v * 1000;
             break;
         case OPT_ADMIN_PATH: o.admin_address_path = optarg; break;
         case OPT_VERSION:

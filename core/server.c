@@ -19,10 +19,16 @@
 #include "net/connection.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "overload.h"
 #include "plugin.h"
+#include "reload.h"
+#include "runtime.h"
+#include "sd_notify.h"
 #include "server.h"
 #include "stats.h"
 #include "upstream/cluster.h"
+#include "upstream/health_check.h"
+#include "upstream/outlier.h"
 #include "worker.h"
 
 struct server *the_server;
@@ -90,18 +96,43 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(s->base, NULL);
 }
 
-void server_shutdown(struct server *s, const char *why)
+static void begin_drain(struct server *s, uint64_t max_ms)
 {
-    if (s->state == SERVER_DRAINING)
-        return;
-    log_info("main", "shutting down (%s): draining for up to %llu ms", why, (unsigned long long)s->opt.drain_time_ms);
     s->state = SERVER_DRAINING;
     for (unsigned i = 0; i < s->nworkers; i++)
         worker_post(&s->workers[i], worker_stop_accepting, NULL);
-    drain_deadline = mono_ms() + s->opt.drain_time_ms;
+    drain_deadline = mono_ms() + max_ms;
     drain_timer = evtimer_new(s->base, drain_tick, s);
     struct timeval tv = {0, 0};
     evtimer_add(drain_timer, &tv);
+}
+
+void server_shutdown(struct server *s, const char *why)
+{
+    if (s->state == SERVER_DRAINING) {
+        /* draining after a reload handover: a SIGTERM cuts it to --drain-time-s */
+        uint64_t d = mono_ms() + s->opt.drain_time_ms;
+        if (reload_handed_over() && d < drain_deadline) {
+            log_info("main", "%s: draining for up to %llu ms more", why,
+                     (unsigned long long)s->opt.drain_time_ms);
+            drain_deadline = d;
+        }
+        return;
+    }
+    log_info("main", "shutting down (%s): draining for up to %llu ms", why, (unsigned long long)s->opt.drain_time_ms);
+    sd_notify_stopping();
+    reload_abort();
+    begin_drain(s, s->opt.drain_time_ms);
+}
+
+void server_handover(struct server *s)
+{
+    if (s->state == SERVER_DRAINING)
+        return;
+    admin_stop_accepting(s->admin);
+    log_info("main", "handed over to the new process: draining for up to %llu s (--parent-shutdown-time-s)",
+             (unsigned long long)(s->opt.parent_shutdown_time_ms / 1000));
+    begin_drain(s, s->opt.parent_shutdown_time_ms);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -115,7 +146,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_reopen();
         access_log_reopen_all();
         break;
-    case SIGHUP: log_warn("main", "SIGHUP: configuration reload is not implemented yet; ignored"); break;
+    case SIGHUP: reload_begin(s); break;
     }
 }
 
@@ -160,17 +191,22 @@ static void cleanup(struct server *s)
     if (s->admin)
         admin_stop(s->admin);
     listeners_destroy();
+    health_check_shutdown();
+    outlier_shutdown();
     cluster_manager_shutdown();
     tls_watch_stop();
     tls_clusters_destroy(s->boot);
     if (s->boot)
         bootstrap_free(s->boot);
     plugin_unload_all();
+    overload_shutdown();
+    runtime_shutdown();
     if (s->dns)
         evdns_base_free(s->dns, 0);
     if (drain_timer)
         event_free(drain_timer);
     drain_timer = NULL;
+    reload_free();
     for (struct event **e = &s->sigterm; e <= &s->sighup; e++)
         if (*e)
             event_free(*e);
@@ -190,6 +226,7 @@ int server_run(struct options *o)
     s->start_wall_ms = wall_ms();
     stats_init();
     plugin_set_dirs(o->plugin_dirs);
+    reload_init();
 
     unsigned nworkers = o->concurrency ? o->concurrency : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     if (nworkers == 0)
@@ -202,6 +239,10 @@ int server_run(struct options *o)
     if (s->boot) {
         s->base = event_base_new();
         main_thread_set_base(s->base);
+        /* before clusters and listeners: both read runtime keys */
+        const struct herald_cfg *root = s->boot->doc->root;
+        runtime_init(herald_cfg_get(root, "layered_runtime"), o->validate ? NULL : s->base, &d);
+        overload_init(herald_cfg_get(root, "overload_manager"), &d);
         if (!o->validate)
             s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         tls_clusters_build(s->boot, o->validate, &d);
@@ -235,6 +276,7 @@ int server_run(struct options *o)
         return 1;
     }
     worker_on_exit(access_log_thread_exit);
+    worker_on_exit(runtime_thread_exit);
     worker_on_exit(splice_worker_cleanup);
     s->workers = xcalloc(nworkers, sizeof(*s->workers));
     for (unsigned i = 0; i < nworkers; i++) {
@@ -249,6 +291,8 @@ int server_run(struct options *o)
     listeners_start(s->workers, nworkers);
     tls_watch_start(s->base);
     cluster_manager_start();
+    health_check_start(s->base);
+    outlier_init(s->base);
 
     signal(SIGPIPE, SIG_IGN);
     s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);
@@ -260,6 +304,7 @@ int server_run(struct options *o)
 
     s->state = SERVER_LIVE;
     log_info("main", "herald %s started: %u worker%s", PACKAGE_VERSION, nworkers, nworkers == 1 ? "" : "s");
+    reload_started(s);
     event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
     log_info("main", "exiting");
     for (unsigned i = 0; i < nworkers; i++) {

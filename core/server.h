@@ -22,6 +22,7 @@ struct options {
     const char *log_path;
     const char *plugin_dirs;       /* colon-separated */
     uint64_t drain_time_ms;        /* --drain-time-s */
+    uint64_t parent_shutdown_time_ms; /* --parent-shutdown-time-s: an old process's drain after a reload */
     const char *admin_address_path;
     int argc; char **argv;         /* for /server_info */
 };
@@ -46,6 +47,9 @@ int server_run(struct options *o);
 const char *server_state_name(enum server_state s);
 /* Stops accepting, drains for up to drain_time_ms, then leaves the loop. */
 void server_shutdown(struct server *s, const char *why);
+/* After a reload, once the new process is ready: stop accepting (admin too),
+ * drain for up to parent_shutdown_time_ms, then leave the loop. */
+void server_handover(struct server *s);
 /* /listeners: name and bound address of each listener. */
 void server_listeners_dump(struct evbuffer *out, bool json);
 

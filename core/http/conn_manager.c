@@ -257,8 +257,20 @@ static void uuid4(char out[37])
     uint64_t a = rnd64(), b = rnd64();
     a = (a & ~0xf000ull) | 0x4000ull;                              /* version 4 */
     b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);               /* variant 10 */
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
-             (unsigned)a & 0xffff, (unsigned)(b >> 48) & 0xffff, (unsigned long long)(b & 0xffffffffffffull));
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 60; i >= 0; i -= 4) {   /* 8-4-4 from a, then 4-12 from b */
+        *o++ = hex[(a >> i) & 0xf];
+        if (i == 32 || i == 16)
+            *o++ = '-';
+    }
+    *o++ = '-';
+    for (int i = 60; i >= 0; i -= 4) {
+        *o++ = hex[(b >> i) & 0xf];
+        if (i == 48)
+            *o++ = '-';
+    }
+    *o = '\0';
 }
 
 /* "ip:port" / "[v6]:port" -> "ip" */
@@ -446,6 +458,9 @@ static void write_out(struct cm_conn *cc)
     evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
     account_bytes(cc);
 }
+
+#define DRAIN_IDLE_GRACE_MS 250
+static void on_idle_timer(struct herald_timer *t, void *arg);
 
 static void on_linger_timer(struct herald_timer *t, void *arg)
 {
@@ -2243,7 +2258,8 @@ static void on_idle_timer(struct herald_timer *t, void *arg)
     struct cm_conn *cc = arg;
     if (cc->stream || cc->h2streams || cc->closing || cc->gone)
         return;
-    herald_stat_inc(cc->cm->st.cx_idle_timeout);
+    if (!cc->draining)
+        herald_stat_inc(cc->cm->st.cx_idle_timeout);
     close_conn(cc, HERALD_CLOSE_FLUSH);
 }
 
@@ -2553,12 +2569,22 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
             herald_timer_cancel(cc->duration_timer);
         break;
     case HERALD_EV_DRAIN:
-        /* Envoy's drain: no new requests on this connection; an idle one closes now. */
+        /* Envoy's drain: no new requests on this connection; an idle HTTP/1
+         * one closes after a short grace (below). */
         cc->draining = true;
         if (cc->h2 && !cc->closing && !cc->gone)
             h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR); /* streams in flight finish */
-        if (!s && !cc->h2streams && !cc->closing && !cc->gone)
-            close_conn(cc, HERALD_CLOSE_FLUSH);
+        if (!s && !cc->h2streams && !cc->closing && !cc->gone) {
+            /* An idle HTTP/1 connection may have a request on the wire: closing
+             * now would reset it. It gets a grace in which that request is
+             * answered with Connection: close; still idle then, it closes. */
+            if (!cc->h2 && !cc->idle_timer)
+                cc->idle_timer = herald_timer_new(on_idle_timer, cc);
+            if (!cc->h2 && cc->idle_timer)
+                herald_timer_arm(cc->idle_timer, DRAIN_IDLE_GRACE_MS);
+            else
+                close_conn(cc, HERALD_CLOSE_FLUSH);
+        }
         break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
         if (cc->h2) {

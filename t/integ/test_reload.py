@@ -1,0 +1,190 @@
+"""Reload without a restart (issue 6 item 6): SIGHUP validates the config
+and, when it is valid, a new herald takes the listening sockets over while
+the old one drains. Every process a test starts is killed by PID at the end
+(reload_util.Reloads.cleanup); the original one by the herald fixture."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from helpers import EchoServer, bootstrap, cluster, closed_by_peer, connect, recv_line, tcp_listener
+from http_backends import HttpBackend, hcm, http_cluster, http_listener, request, route
+from reload_util import Reloads, set_subreaper, wait_gone
+
+
+@pytest.fixture(autouse=True, scope="module")
+def subreaper():
+    """Reloaded heralds are re-parented to pytest when the old one exits."""
+    assert set_subreaper(True)
+    yield
+    set_subreaper(False)
+
+
+@pytest.fixture
+def reloads():
+    made = []
+
+    def make(h):
+        r = Reloads(h)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.cleanup()
+
+
+def http_config(lp, routes, clusters):
+    return {"static_resources": {
+        "listeners": [http_listener(lp, hcm("ingress", routes), "front")],
+        "clusters": clusters}}
+
+
+def test_reload_under_load_loses_nothing(herald, upstreams, port, reloads, report):
+    one = upstreams(HttpBackend, "one")
+    two = upstreams(HttpBackend, "two")
+    lp = port()
+    old = http_config(lp, [route("/", "one")], [http_cluster("one", [one.port])])
+    new = http_config(lp, [route("/new", "two"), route("/", "one")],
+                      [http_cluster("one", [one.port]), http_cluster("two", [two.port])])
+    h = herald(old, concurrency=2, drain_time=2, args=["--parent-shutdown-time-s", "10"])
+    r = reloads(h)
+    assert request(lp, "/new")[1]["x-backend"] == "one"
+
+    wrk = subprocess.Popen(["wrk", "-t2", "-c8", "-d4s", "http://127.0.0.1:%d/" % lp],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.5)
+        h.write_config(new)
+        newpid = r.sighup()
+        assert newpid, "reload failed:\n" + h.log_tail()
+        out, _ = wrk.communicate(timeout=20)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+            wrk.wait(5)
+    assert wrk.returncode == 0, out
+    m = re.search(r"(\d+) requests in", out)
+    assert m and int(m.group(1)) > 100, out
+    assert "Socket errors" not in out, "wrk saw socket errors across the reload:\n" + out
+    assert "Non-2xx" not in out, "wrk saw failed responses across the reload:\n" + out
+    report("reload under wrk load: %s requests, no errors" % m.group(1))
+
+    status, headers, _ = request(lp, "/new")
+    assert status == 200 and headers["x-backend"] == "two"
+    assert request(lp, "/other")[1]["x-backend"] == "one"
+    # /config_dump (on the new process: the old one closed its admin socket) shows the new route
+    status, body = h.admin_get("/config_dump")
+    assert status == 200 and '"/new"' in body.replace(" ", "")
+    # the old process drains (wrk is gone) and exits 0; SIGTERM drains the new one, exit 0
+    assert r.wait_old_exit(10) == 0
+    assert r.stop_new() == 0
+
+
+def test_invalid_config_is_rejected(herald, upstreams, port, reloads):
+    one = upstreams(HttpBackend, "one")
+    lp = port()
+    good = http_config(lp, [route("/", "one")], [http_cluster("one", [one.port])])
+    h = herald(good)
+    r = reloads(h)
+    path = h.config_path
+    text = open(path).read()
+
+    # a YAML syntax error
+    with open(path, "w") as f:
+        f.write(text + "\nstatic_resources: [\n  - : :\n")
+    assert r.sighup() is None
+    log = h.log()
+    assert re.search(re.escape(path) + r":\d+:\d+: ", log), h.log_tail()
+    assert "still serving the old configuration" in log
+    assert h.alive() and r.pid == h.pid
+    assert request(lp, "/")[0] == 200
+
+    # a semantic error; and a second SIGHUP while the first is in progress is refused
+    with open(path, "w") as f:
+        f.write(text.replace("ROUND_ROBIN", "ROUND_ROBBIN"))
+    refused = "SIGHUP ignored: a reload is already in progress"
+    for attempt in range(3):  # the second must land while the validation (~20 ms) runs
+        before = r.started()
+        os.kill(h.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while r.started() == before and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(h.pid, signal.SIGHUP)
+        r.settle(before)
+        if refused in h.log():
+            break
+    log = h.log()
+    assert re.search(re.escape(path) + r":\d+:\d+: .*lb_policy: unknown value 'ROUND_ROBBIN'", log), h.log_tail()
+    assert refused in log, h.log_tail()
+    assert h.alive()
+    assert request(lp, "/")[0] == 200
+    status, body = h.admin_get("/config_dump")
+    assert "ROUND_ROBBIN" not in body
+
+    # valid, but the new process cannot bind a new listener: it fails, the old one serves on
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        bad = http_config(lp, [route("/", "one")], [http_cluster("one", [one.port])])
+        bad["static_resources"]["listeners"].append(
+            http_listener(busy.getsockname()[1], hcm("busy", [route("/", "one")]), "busy"))
+        h.write_config(bad)
+        assert r.sighup() is None
+    finally:
+        busy.close()
+    assert re.search(r"reload failed: the new process \d+ stopped before it was ready \(exit status 1\)", h.log())
+    assert h.alive() and request(lp, "/")[0] == 200
+
+    # a valid config afterwards reloads
+    with open(path, "w") as f:
+        f.write(text)
+    assert r.sighup()
+    assert r.wait_old_exit(10) == 0
+    assert request(lp, "/")[0] == 200
+    assert r.stop_new() == 0
+
+
+def test_listeners_and_clusters_change(herald, upstreams, port, reloads):
+    e1 = upstreams(EchoServer, tag="one")
+    e2 = upstreams(EchoServer, tag="two")
+    p1, p2, p3 = port(), port(), port()
+    old = bootstrap([tcp_listener(p1, "c"), tcp_listener(p2, "c")], [cluster("c", [e1.addr])])
+    new = bootstrap([tcp_listener(p1, "c"), tcp_listener(p3, "c")], [cluster("c", [e2.addr])])
+    h = herald(old, concurrency=2, drain_time=1, args=["--parent-shutdown-time-s", "3"])
+    r = reloads(h)
+
+    long_lived = connect(p1)
+    assert recv_line(long_lived) == b"one"
+    h.write_config(new)
+    t0 = time.monotonic()
+    assert r.sighup()
+
+    # the new config: the cluster change and the added listener
+    s = connect(p1)
+    assert recv_line(s) == b"two"
+    s.close()
+    s = connect(p3)
+    assert recv_line(s) == b"two"
+    s.close()
+    # the old process's tcp_proxy connection keeps flowing while it drains
+    for i in range(6):
+        long_lived.sendall(b"ping %d\n" % i)
+        assert recv_line(long_lived) == b"ping %d" % i
+        time.sleep(0.2)
+    assert h.alive(), "the old process left before --parent-shutdown-time-s with a connection open"
+    # ... until --parent-shutdown-time-s: then it is closed and the old process exits 0
+    assert closed_by_peer(long_lived, timeout=5)
+    long_lived.close()
+    assert r.wait_old_exit(5) == 0
+    assert time.monotonic() - t0 >= 2.5
+    # the removed listener's port refuses connections
+    with pytest.raises(ConnectionRefusedError):
+        connect(p2)
+    assert r.stop_new() == 0
