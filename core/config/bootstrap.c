@@ -291,6 +291,13 @@ static void extract_endpoints(const struct herald_cfg *la, struct cluster_cfg *c
             e->node = lb;
             e->weight = get_u32(lb, "load_balancing_weight", 1, 1, UINT32_MAX, d);
             e->hostname = dup_or_null(herald_cfg_str(get(ep, "hostname"), NULL));
+            e->hc_port = (uint16_t)get_u32(get(ep, "health_check_config"), "port_value", 0, 0, 65535, d);
+            const struct herald_cfg *hca = get(get(ep, "health_check_config"), "address");
+            if (hca) {
+                extract_address(hca, &e->hc_address);
+                if (!e->hc_address.host || !is_ip(e->hc_address.host))
+                    diag_error(d, hca, "health_check_config.address must be an IP address and port");
+            }
             const struct herald_cfg *addr = get(ep, "address");
             if (!addr || addr->type != HERALD_CFG_OBJECT) {
                 diag_error(d, ep ? ep : lb, "an endpoint needs an address (socket_address: {address, "
@@ -337,6 +344,267 @@ static void extract_http_protocol(const struct herald_cfg *n, struct cluster_cfg
     c->tls_alpn_set = herald_cfg_len(alpn) > 0;
 }
 
+/* ---- active health checking (health_checks, common_lb_config.healthy_panic_threshold) ---- */
+
+static int hex_val(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static int b64_val(char ch)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = ch ? strchr(tab, ch) : NULL;
+    if (ch == '-')
+        return 62;
+    if (ch == '_')
+        return 63;
+    return p ? (int)(p - tab) : -1;
+}
+
+/* Payload {text (hex) | binary (base64)} */
+static void extract_payload(const struct herald_cfg *n, struct hc_payload *p, struct cfg_diag *d)
+{
+    const struct herald_cfg *t = get(n, "text"), *b = get(n, "binary");
+    const char *s = herald_cfg_str(t ? t : b, "");
+    size_t len = strlen(s);
+
+    p->data = xmalloc(len + 1);
+    p->len = 0;
+    if (t) {
+        if (len % 2) {
+            diag_error(d, t, "hex payload '%s' has an odd number of digits", s);
+            return;
+        }
+        for (size_t i = 0; i < len; i += 2) {
+            int hi = hex_val(s[i]), lo = hex_val(s[i + 1]);
+            if (hi < 0 || lo < 0) {
+                diag_error(d, t, "'%s' is not hex (expected digits 0-9 and a-f, e.g. \"50494E47\")", s);
+                p->len = 0;
+                return;
+            }
+            p->data[p->len++] = (unsigned char)(hi << 4 | lo);
+        }
+    } else if (b) {
+        uint32_t acc = 0;
+        int bits = 0;
+        for (size_t i = 0; i < len && s[i] != '='; i++) {
+            int v = b64_val(s[i]);
+            if (v < 0) {
+                diag_error(d, b, "'%s' is not base64", s);
+                p->len = 0;
+                return;
+            }
+            acc = acc << 6 | (uint32_t)v;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                p->data[p->len++] = (unsigned char)(acc >> bits);
+            }
+        }
+    }
+}
+
+static struct hc_range *extract_ranges(const struct herald_cfg *l, size_t *n, struct cfg_diag *d)
+{
+    size_t len = herald_cfg_len(l);
+    struct hc_range *r = xcalloc(len ? len : 1, sizeof(*r));
+
+    *n = 0;
+    for (size_t i = 0; i < len; i++) {
+        const struct herald_cfg *e = herald_cfg_at(l, i);
+        int64_t start = herald_cfg_int(get(e, "start"), 0), end = herald_cfg_int(get(e, "end"), 0);
+        if (start < 100 || end > 600 || start >= end) {
+            diag_error(d, e, "status range [%" PRId64 ", %" PRId64 ") must lie within [100, 600) and not "
+                       "be empty", start, end);
+            continue;
+        }
+        r[(*n)++] = (struct hc_range){ (uint32_t)start, (uint32_t)end };
+    }
+    return r;
+}
+
+static void extract_health_check(const struct herald_cfg *n, struct health_check_cfg *h, struct cfg_diag *d)
+{
+    h->node = n;
+    h->timeout_ms = get_ms(n, "timeout", 1000);
+    h->interval_ms = get_ms(n, "interval", 1000);
+    h->initial_jitter_ms = get_ms(n, "initial_jitter", 0);
+    h->interval_jitter_ms = get_ms(n, "interval_jitter", 0);
+    h->interval_jitter_percent = get_u32(n, "interval_jitter_percent", 0, 0, UINT32_MAX, d);
+    h->unhealthy_threshold = get_u32(n, "unhealthy_threshold", 1, 0, UINT32_MAX, d);
+    h->healthy_threshold = get_u32(n, "healthy_threshold", 1, 0, UINT32_MAX, d);
+    /* Envoy treats 0 as 1 (the first result decides) */
+    if (!h->unhealthy_threshold)
+        h->unhealthy_threshold = 1;
+    if (!h->healthy_threshold)
+        h->healthy_threshold = 1;
+    h->reuse_connection = herald_cfg_bool(get(n, "reuse_connection"), true);
+    h->no_traffic_interval_ms = get_ms(n, "no_traffic_interval", 60000);
+    h->no_traffic_healthy_interval_ms = get_ms(n, "no_traffic_healthy_interval", h->no_traffic_interval_ms);
+    h->unhealthy_interval_ms = get_ms(n, "unhealthy_interval", h->interval_ms);
+    h->unhealthy_edge_interval_ms = get_ms(n, "unhealthy_edge_interval", h->unhealthy_interval_ms);
+    h->healthy_edge_interval_ms = get_ms(n, "healthy_edge_interval", h->interval_ms);
+    h->always_log_failures = herald_cfg_bool(get(n, "always_log_health_check_failures"), false);
+
+    const struct herald_cfg *http = get(n, "http_health_check"), *tcp = get(n, "tcp_health_check");
+    if (http) {
+        h->kind = HC_HTTP;
+        const char *host = herald_cfg_str(get(http, "host"), "");
+        h->host = *host ? xstrdup(host) : NULL;
+        h->path = xstrdup(herald_cfg_str(get(http, "path"), "/"));
+        const char *m = herald_cfg_str(get(http, "method"), "GET");
+        h->method = xstrdup(strcmp(m, "METHOD_UNSPECIFIED") == 0 ? "GET" : m);
+        h->http2 = strcmp(herald_cfg_str(get(http, "codec_client_type"), "HTTP1"), "HTTP2") == 0;
+        const struct herald_cfg *es = get(http, "expected_statuses");
+        if (herald_cfg_len(es)) {
+            h->expected = extract_ranges(es, &h->nexpected, d);
+        } else {
+            h->expected = xcalloc(1, sizeof(*h->expected));
+            h->expected[h->nexpected++] = (struct hc_range){ 200, 201 };
+        }
+        h->retriable = extract_ranges(get(http, "retriable_statuses"), &h->nretriable, d);
+        const struct herald_cfg *add = get(http, "request_headers_to_add");
+        h->headers_add = xcalloc(herald_cfg_len(add) + 1, sizeof(*h->headers_add));
+        for (size_t i = 0; i < herald_cfg_len(add); i++) {
+            const struct herald_cfg *o = herald_cfg_at(add, i), *hv = get(o, "header");
+            /* as Envoy: an empty value is not sent unless keep_empty_value */
+            if (!*herald_cfg_str(get(hv, "value"), "") && !herald_cfg_bool(get(o, "keep_empty_value"), false))
+                continue;
+            struct hc_header *x = &h->headers_add[h->nheaders_add++];
+            const char *action = herald_cfg_str(get(o, "append_action"), NULL);
+            x->key = xstrdup(herald_cfg_str(get(hv, "key"), ""));
+            x->value = xstrdup(herald_cfg_str(get(hv, "value"), ""));
+            static const char *const actions[] = { "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
+                                                   "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS" };
+            if (action)
+                x->action = (enum hc_header_action)enum_index(action, actions, ARRAY_SIZE(actions));
+            else
+                x->action = herald_cfg_bool(get(o, "append"), true) ? HC_HDR_APPEND : HC_HDR_OVERWRITE_OR_ADD;
+        }
+        const struct herald_cfg *rm = get(http, "request_headers_to_remove");
+        h->headers_remove = xcalloc(herald_cfg_len(rm) + 1, sizeof(char *));
+        for (size_t i = 0; i < herald_cfg_len(rm); i++)
+            h->headers_remove[h->nheaders_remove++] = xstrdup(herald_cfg_str(herald_cfg_at(rm, i), ""));
+    } else if (tcp) {
+        h->kind = HC_TCP;
+        if (get(tcp, "send"))
+            extract_payload(get(tcp, "send"), &h->send, d);
+        const struct herald_cfg *rcv = get(tcp, "receive");
+        h->receive = xcalloc(herald_cfg_len(rcv) + 1, sizeof(*h->receive));
+        for (size_t i = 0; i < herald_cfg_len(rcv); i++)
+            extract_payload(herald_cfg_at(rcv, i), &h->receive[h->nreceive++], d);
+    }
+}
+
+static void extract_health_checks(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    const struct herald_cfg *hcs = get(n, "health_checks");
+    size_t len = herald_cfg_len(hcs);
+
+    c->healthy_panic_threshold = 50;
+    const struct herald_cfg *pt = get(get(get(n, "common_lb_config"), "healthy_panic_threshold"), "value");
+    if (pt) {
+        c->healthy_panic_threshold = herald_cfg_real(pt, 50);
+        if (c->healthy_panic_threshold < 0 || c->healthy_panic_threshold > 100)
+            diag_error(d, pt, "healthy_panic_threshold must be between 0 and 100");
+    }
+    if (!len)
+        return;
+    if (len > 1)
+        diag_error(d, hcs, "Multiple health checks not supported (a cluster takes one, as in Envoy)");
+    c->health_checks = xcalloc(len, sizeof(*c->health_checks));
+    for (size_t i = 0; i < len; i++)
+        extract_health_check(herald_cfg_at(hcs, i), &c->health_checks[c->nhealth_checks++], d);
+}
+
+static void free_health_checks(struct cluster_cfg *c)
+{
+    for (size_t i = 0; i < c->nhealth_checks; i++) {
+        struct health_check_cfg *h = &c->health_checks[i];
+        free(h->host);
+        free(h->path);
+        free(h->method);
+        free(h->expected);
+        free(h->retriable);
+        for (size_t j = 0; j < h->nheaders_add; j++) {
+            free(h->headers_add[j].key);
+            free(h->headers_add[j].value);
+        }
+        free(h->headers_add);
+        free_str_list(h->headers_remove, h->nheaders_remove);
+        free(h->send.data);
+        for (size_t j = 0; j < h->nreceive; j++)
+            free(h->receive[j].data);
+        free(h->receive);
+    }
+    free(c->health_checks);
+}
+
+/* ---- outlier_detection (outlier.c): Envoy's defaults ---- */
+static void extract_outlier(const struct herald_cfg *n, struct outlier_cfg *o, struct cfg_diag *d)
+{
+    o->enabled = n && n->type == HERALD_CFG_OBJECT;
+    o->consecutive_5xx = get_u32(n, "consecutive_5xx", 5, 0, UINT32_MAX, d);
+    o->consecutive_gateway_failure = get_u32(n, "consecutive_gateway_failure", 5, 0, UINT32_MAX, d);
+    o->consecutive_local_origin_failure = get_u32(n, "consecutive_local_origin_failure", 5, 0, UINT32_MAX, d);
+    o->split_external_local_origin_errors =
+        herald_cfg_bool(get(n, "split_external_local_origin_errors"), false);
+    o->interval_ms = get_ms(n, "interval", 10000);
+    o->base_ejection_time_ms = get_ms(n, "base_ejection_time", 30000);
+    o->max_ejection_time_ms = get_ms(n, "max_ejection_time", 300000);
+    o->max_ejection_time_jitter_ms = get_ms(n, "max_ejection_time_jitter", 0);
+    if (get(n, "interval") && o->interval_ms == 0)
+        diag_error(d, get(n, "interval"), "interval must be more than 0s");
+    if (get(n, "base_ejection_time") && o->base_ejection_time_ms == 0)
+        diag_error(d, get(n, "base_ejection_time"), "base_ejection_time must be more than 0s");
+    /* Envoy: max_ejection_time defaults to the larger of 300s and base_ejection_time,
+     * but an explicit one below base_ejection_time is an error */
+    if (get(n, "max_ejection_time") && o->max_ejection_time_ms < o->base_ejection_time_ms)
+        diag_error(d, get(n, "max_ejection_time"), "max_ejection_time must not be less than "
+                   "base_ejection_time");
+    else if (o->max_ejection_time_ms < o->base_ejection_time_ms)
+        o->max_ejection_time_ms = o->base_ejection_time_ms;
+    o->max_ejection_percent = get_u32(n, "max_ejection_percent", 10, 0, 100, d);
+    o->enforcing_consecutive_5xx = get_u32(n, "enforcing_consecutive_5xx", 100, 0, 100, d);
+    o->enforcing_consecutive_gateway_failure =
+        get_u32(n, "enforcing_consecutive_gateway_failure", 0, 0, 100, d);
+    o->enforcing_consecutive_local_origin_failure =
+        get_u32(n, "enforcing_consecutive_local_origin_failure", 100, 0, 100, d);
+    o->enforcing_success_rate = get_u32(n, "enforcing_success_rate", 100, 0, 100, d);
+    o->success_rate_minimum_hosts = get_u32(n, "success_rate_minimum_hosts", 5, 0, UINT32_MAX, d);
+    o->success_rate_request_volume = get_u32(n, "success_rate_request_volume", 100, 0, UINT32_MAX, d);
+    o->success_rate_stdev_factor = get_u32(n, "success_rate_stdev_factor", 1900, 0, UINT32_MAX, d);
+    o->failure_percentage_threshold = get_u32(n, "failure_percentage_threshold", 85, 0, 100, d);
+    o->enforcing_failure_percentage = get_u32(n, "enforcing_failure_percentage", 0, 0, 100, d);
+    o->failure_percentage_minimum_hosts = get_u32(n, "failure_percentage_minimum_hosts", 5, 0, UINT32_MAX, d);
+    o->failure_percentage_request_volume =
+        get_u32(n, "failure_percentage_request_volume", 50, 0, UINT32_MAX, d);
+    o->always_eject_one_host = herald_cfg_bool(get(n, "always_eject_one_host"), false);
+}
+
+/* RING_HASH / MAGLEV settings (ranges and the prime table size are checked by the schema). */
+static void extract_hash_lb(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    const struct herald_cfg *rh = get(n, "ring_hash_lb_config"), *mg = get(n, "maglev_lb_config");
+    c->ring_min_size = (uint64_t)herald_cfg_int(get(rh, "minimum_ring_size"), 1024);
+    c->ring_max_size = (uint64_t)herald_cfg_int(get(rh, "maximum_ring_size"), 8388608);
+    c->ring_murmur2 = strcmp(herald_cfg_str(get(rh, "hash_function"), "XX_HASH"), "MURMUR_HASH_2") == 0;
+    c->maglev_table_size = (uint64_t)herald_cfg_int(get(mg, "table_size"), 65537);
+    const struct herald_cfg *chc = get(get(n, "common_lb_config"), "consistent_hashing_lb_config");
+    c->hash_use_hostname = herald_cfg_bool(get(chc, "use_hostname_for_hashing"), false);
+    if (rh && c->lb_policy != LB_RING_HASH)
+        diag_warn(d, rh, "ring_hash_lb_config has no effect: lb_policy is not RING_HASH");
+    if (mg && c->lb_policy != LB_MAGLEV)
+        diag_warn(d, mg, "maglev_lb_config has no effect: lb_policy is not MAGLEV");
+}
+
 static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
 {
     static const char *const types[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS" };
@@ -371,8 +639,11 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
         tc->max_pending_requests = get_u32(t, "max_pending_requests", 1024, 0, UINT32_MAX, d);
         tc->max_requests = get_u32(t, "max_requests", 1024, 0, UINT32_MAX, d);
         tc->max_retries = get_u32(t, "max_retries", 3, 0, UINT32_MAX, d);
+        c->track_remaining[p] = herald_cfg_bool(get(t, "track_remaining"), false);
     }
+    extract_outlier(get(n, "outlier_detection"), &c->outlier, d);
     c->least_request_choice_count = get_u32(get(n, "least_request_lb_config"), "choice_count", 2, 2, 1000, d);
+    extract_hash_lb(n, c, d);
     const struct herald_cfg *hpo = get(get(get(n, "typed_extension_protocol_options"),
                                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
                                        "common_http_protocol_options");
@@ -382,6 +653,7 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
     c->max_headers_count = get_u32(hpo, "max_headers_count", 100, 1, UINT32_MAX, d);
     extract_http_protocol(n, c, d);
 
+    extract_health_checks(n, c, d);
     const struct herald_cfg *la = get(n, "load_assignment");
     extract_endpoints(la, c, d);
     if (c->type == CLUSTER_LOGICAL_DNS) {
@@ -397,11 +669,13 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
 static void free_cluster(struct cluster_cfg *c)
 {
     free(c->name);
+    free_health_checks(c);
     for (size_t i = 0; i < c->nlocalities; i++) {
         struct locality_cfg *l = &c->localities[i];
         for (size_t j = 0; j < l->nendpoints; j++) {
             free_address(&l->endpoints[j].address);
             free(l->endpoints[j].hostname);
+            free_address(&l->endpoints[j].hc_address);
         }
         free(l->endpoints);
     }

@@ -73,6 +73,8 @@ struct endpoint_cfg {
     struct address_cfg address;
     uint32_t weight;                         /* load_balancing_weight, default 1 */
     char *hostname;
+    uint16_t hc_port;                        /* health_check_config.port_value; 0: the address's port */
+    struct address_cfg hc_address;           /* health_check_config.address (an IP); host NULL: unset */
     const struct herald_cfg *node;
 };
 
@@ -101,6 +103,70 @@ struct thresholds_cfg {
     uint32_t max_connections, max_pending_requests, max_requests, max_retries;
 };
 
+/* ---- outlier detection (cluster.v3.OutlierDetection; upstream/outlier.c) ----
+ * Envoy's defaults; enforcing_* and max_ejection_percent are percents. */
+struct outlier_cfg {
+    bool enabled;                            /* the cluster has outlier_detection */
+    uint32_t consecutive_5xx;                /* 5 */
+    uint32_t consecutive_gateway_failure;    /* 5 */
+    uint32_t consecutive_local_origin_failure; /* 5 (only with split_external_local_origin_errors) */
+    bool split_external_local_origin_errors; /* false */
+    uint64_t interval_ms;                    /* 10 s */
+    uint64_t base_ejection_time_ms;          /* 30 s */
+    uint64_t max_ejection_time_ms;           /* 300 s, or base_ejection_time when that is larger */
+    uint64_t max_ejection_time_jitter_ms;    /* 0 */
+    uint32_t max_ejection_percent;           /* 10 */
+    uint32_t enforcing_consecutive_5xx;      /* 100 */
+    uint32_t enforcing_consecutive_gateway_failure;      /* 0 */
+    uint32_t enforcing_consecutive_local_origin_failure; /* 100 */
+    uint32_t enforcing_success_rate;         /* 100 */
+    uint32_t success_rate_minimum_hosts;     /* 5 */
+    uint32_t success_rate_request_volume;    /* 100 */
+    uint32_t success_rate_stdev_factor;      /* 1900 (divided by 1000) */
+    uint32_t failure_percentage_threshold;   /* 85 */
+    uint32_t enforcing_failure_percentage;   /* 0 */
+    uint32_t failure_percentage_minimum_hosts; /* 5 */
+    uint32_t failure_percentage_request_volume; /* 50 */
+    bool always_eject_one_host;              /* false */
+};
+
+/* ---- active health checking (core.v3.HealthCheck; health_check.c) ---- */
+struct hc_range { uint32_t start, end; };          /* [start, end) */
+/* HeaderValueOption.append_action (append: true = APPEND, false = OVERWRITE_OR_ADD) */
+enum hc_header_action { HC_HDR_APPEND = 0, HC_HDR_ADD_IF_ABSENT, HC_HDR_OVERWRITE_OR_ADD, HC_HDR_OVERWRITE };
+struct hc_header { char *key, *value; enum hc_header_action action; };
+struct hc_payload { unsigned char *data; size_t len; };  /* from hex text */
+
+enum hc_kind { HC_HTTP = 0, HC_TCP };
+
+struct health_check_cfg {
+    enum hc_kind kind;
+    uint64_t timeout_ms, interval_ms;                 /* required, > 0 */
+    uint64_t initial_jitter_ms, interval_jitter_ms;
+    uint32_t interval_jitter_percent;
+    uint32_t unhealthy_threshold, healthy_threshold;  /* required */
+    bool reuse_connection;                            /* default true */
+    uint64_t no_traffic_interval_ms;                  /* default 60 s */
+    uint64_t no_traffic_healthy_interval_ms;          /* default no_traffic_interval */
+    uint64_t unhealthy_interval_ms;                   /* default interval */
+    uint64_t unhealthy_edge_interval_ms;              /* default unhealthy_interval */
+    uint64_t healthy_edge_interval_ms;                /* default interval */
+    bool always_log_failures;
+    /* http_health_check */
+    char *host;                                       /* NULL: the cluster's name */
+    char *path;
+    char *method;                                     /* default GET */
+    struct hc_range *expected; size_t nexpected;      /* default [200, 201) */
+    struct hc_range *retriable; size_t nretriable;
+    struct hc_header *headers_add; size_t nheaders_add;
+    char **headers_remove; size_t nheaders_remove;
+    bool http2;                                       /* codec_client_type HTTP2 */
+    /* tcp_health_check */
+    struct hc_payload send;                           /* len 0: send nothing */
+    struct hc_payload *receive; size_t nreceive;      /* none: connecting is success */
+    const struct herald_cfg *node;
+};
+
 struct cluster_cfg {
     char *name;
     enum cluster_type type;
@@ -112,7 +178,15 @@ struct cluster_cfg {
     enum dns_family dns_lookup_family;
     struct locality_cfg *localities; size_t nlocalities;
     struct thresholds_cfg thresholds[2];     /* [0] DEFAULT, [1] HIGH; defaults 1024/1024/1024/3 */
+    bool track_remaining[2];                 /* circuit_breakers.<prio>.remaining_* gauges */
     uint32_t least_request_choice_count;     /* default 2 */
+    /* RING_HASH / MAGLEV (upstream/lb_hash.c): ring_hash_lb_config, maglev_lb_config and
+     * common_lb_config.consistent_hashing_lb_config; 0 in a size means its default. */
+    uint64_t ring_min_size;                  /* minimum_ring_size, default 1024 */
+    uint64_t ring_max_size;                  /* maximum_ring_size, default 8M */
+    bool ring_murmur2;                       /* hash_function MURMUR_HASH_2 (default XX_HASH) */
+    uint64_t maglev_table_size;              /* table_size, default 65537, prime */
+    bool hash_use_hostname;                  /* use_hostname_for_hashing */
     /* HttpProtocolOptions.common_http_protocol_options (typed_extension_protocol_options) */
     uint64_t http_idle_timeout_ms;           /* idle_timeout, default 1h; 0: never */
     uint32_t max_requests_per_connection;    /* 0: no limit (also the deprecated Cluster field) */
@@ -122,6 +196,10 @@ struct cluster_cfg {
     bool tls_alpn_set;                       /* the UpstreamTlsContext names alpn_protocols itself */
     const struct herald_cfg *transport_socket; /* NULL: plaintext */
     struct tls_ctx *tls;                     /* built from it by tls_clusters_build (net/tls.c) */
+    /* active health checking (health_check.c) and the LB's panic threshold */
+    struct health_check_cfg *health_checks; size_t nhealth_checks;  /* at most one, as Envoy */
+    double healthy_panic_threshold;          /* common_lb_config, percent, default 50 */
+    struct outlier_cfg outlier;              /* outlier_detection (outlier.c) */
     const struct herald_cfg *node;
     bool referenced;                         /* set when a filter asked for it (validate warnings) */
 };

@@ -210,9 +210,22 @@ static const struct herald_message listener_msg = {
 
 /* ------------------------------------------------------------ endpoint.v3 */
 
+/* Endpoint.HealthCheckConfig (active health checking, health_check.c) */
+static const struct herald_field endpoint_hc_fields[] = {
+    UINT("port_value", .help = "health checks go to this port instead of the endpoint's"),
+    UNSUP("hostname", .hint = "set http_health_check.host"),
+    MSG("address", address_msg, .help = "health checks go to this IP address (port_value overrides "
+        "its port)"),
+    UNSUP("disable_active_health_check"),
+    END,
+};
+static const struct herald_message endpoint_hc_msg = {
+    "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig", endpoint_hc_fields, NULL,
+};
+
 static const struct herald_field endpoint_fields[] = {
     MSG("address", address_msg),
-    ANY("health_check_config", .help = "used by active health checks"),
+    MSG("health_check_config", endpoint_hc_msg, .help = "where active health checks go (port_value)"),
     STR("hostname"),
     UNSUP("additional_addresses"),
     END,
@@ -286,6 +299,158 @@ static const struct herald_message cla_msg = {
     "envoy.config.endpoint.v3.ClusterLoadAssignment", cla_fields, NULL,
 };
 
+/* ------------------------------------------------------------ core.v3.HealthCheck
+ * Active health checking (core/upstream/health_check.c): HTTP (HTTP/1.1 or
+ * HTTP/2) and TCP checkers; gRPC, custom checkers and event logs are not. */
+
+static const struct herald_field hc_payload_fields[] = {
+    STR("text", .oneof = "payload", .help = "hex-encoded bytes, e.g. \"000000FF\""),
+    STR("binary", .oneof = "payload", .help = "bytes, base64 in YAML/JSON"),
+    END,
+};
+static const struct herald_message hc_payload_msg = {
+    "envoy.config.core.v3.HealthCheck.Payload", hc_payload_fields, NULL,
+};
+
+/* type.v3.Percent, for common_lb_config.healthy_panic_threshold */
+static const struct herald_field hc_percent_fields[] = {
+    F_("value", DOUBLE, 0, .help = "0 to 100"),
+    END,
+};
+static const struct herald_message hc_percent_msg = { "envoy.type.v3.Percent", hc_percent_fields, NULL };
+
+static const struct herald_field hc_range_fields[] = {
+    F_("start", INT, 0, .help = "inclusive"),
+    F_("end", INT, 0, .help = "exclusive"),
+    END,
+};
+static const struct herald_message hc_range_msg = { "envoy.type.v3.Int64Range", hc_range_fields, NULL };
+
+static const struct herald_field hc_header_value_fields[] = {
+    F_("key", STRING, HERALD_F_REQUIRED),
+    STR("value"),
+    UNSUP("raw_value"),
+    END,
+};
+static const struct herald_message hc_header_value_msg = {
+    "envoy.config.core.v3.HeaderValue", hc_header_value_fields, NULL,
+};
+
+static const char *const hc_append_action_values[] = {
+    "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS", NULL,
+};
+
+static const struct herald_field hc_header_option_fields[] = {
+    F_("header", MESSAGE, HERALD_F_REQUIRED, .message = &hc_header_value_msg),
+    BOOL("append", .help = "default true here (HeaderValueOption.append)"),
+    ENUM("append_action", hc_append_action_values),
+    BOOL("keep_empty_value"),
+    END,
+};
+static const struct herald_message hc_header_option_msg = {
+    "envoy.config.core.v3.HeaderValueOption", hc_header_option_fields, NULL,
+};
+
+static const char *const hc_codec_values[] = { "HTTP1", "HTTP2", "HTTP3", NULL };
+static const char *const hc_method_values[] = {
+    "METHOD_UNSPECIFIED", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    NULL,
+};
+
+static int hc_http_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *c = herald_cfg_get(n, "codec_client_type");
+    if (strcmp(herald_cfg_str(c, "HTTP1"), "HTTP3") == 0)
+        return herald_cfg_errorf(c, err, "not supported: codec_client_type HTTP3 (use HTTP1 or HTTP2)");
+    const struct herald_cfg *m = herald_cfg_get(n, "method");
+    if (strcmp(herald_cfg_str(m, "GET"), "CONNECT") == 0)
+        return herald_cfg_errorf(m, err, "method CONNECT is not allowed for health checks");
+    if (!*herald_cfg_str(herald_cfg_get(n, "path"), ""))
+        return herald_cfg_errorf(n, err, "missing required field 'path'");
+    return 0;
+}
+
+static const struct herald_field hc_http_fields[] = {
+    STR("host", .help = "the :authority of the checks; default the cluster's name"),
+    F_("path", STRING, HERALD_F_REQUIRED, .help = "the request path, e.g. /healthz"),
+    UNSUP("send", .help = "HTTP health checks send no body in herald"),
+    UNSUP("receive", .help = "herald checks the status only"),
+    UNSUP("response_buffer_size"),
+    LIST("request_headers_to_add", hc_header_option_msg),
+    STRS("request_headers_to_remove"),
+    LIST("expected_statuses", hc_range_msg, .help = "[start, end) ranges; default 200 only"),
+    LIST("retriable_statuses", hc_range_msg, .help = "count toward unhealthy_threshold instead of "
+         "failing at once"),
+    ENUM("codec_client_type", hc_codec_values, .help = "HTTP1 (default) or HTTP2 (h2c prior knowledge)"),
+    UNSUP("service_name_matcher"),
+    ENUM("method", hc_method_values, .help = "default GET"),
+    REMOVED("service_name", "v2 field: use service_name_matcher"),
+    REMOVED("use_http2", "v2 field: use codec_client_type: HTTP2"),
+    END,
+};
+static const struct herald_message hc_http_msg = {
+    "envoy.config.core.v3.HealthCheck.HttpHealthCheck", hc_http_fields, hc_http_check,
+};
+
+static const struct herald_field hc_tcp_fields[] = {
+    MSG("send", hc_payload_msg, .help = "written after connecting; empty: a connect-only check"),
+    LIST("receive", hc_payload_msg, .help = "each must appear in the response, in order"),
+    UNSUP("proxy_protocol_config"),
+    END,
+};
+static const struct herald_message hc_tcp_msg = {
+    "envoy.config.core.v3.HealthCheck.TcpHealthCheck", hc_tcp_fields, NULL,
+};
+
+static int health_check_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "http_health_check") && !herald_cfg_get(n, "tcp_health_check"))
+        return herald_cfg_errorf(n, err, "a health check needs one of http_health_check or tcp_health_check "
+                                 "(grpc_health_check and custom_health_check are not supported)");
+    static const char *const positive[] = { "timeout", "interval" };
+    for (size_t i = 0; i < ARRAY_SIZE(positive); i++) {
+        const struct herald_cfg *d = herald_cfg_get(n, positive[i]);
+        if (d && herald_cfg_duration_ms(d, 0) == 0)
+            return herald_cfg_errorf(d, err, "%s must be more than 0s", positive[i]);
+    }
+    return 0;
+}
+
+static const struct herald_field health_check_fields[] = {
+    F_("timeout", DURATION, HERALD_F_REQUIRED, .help = "how long a check may take; then it fails"),
+    F_("interval", DURATION, HERALD_F_REQUIRED, .help = "between checks of a host"),
+    DUR("initial_jitter", .help = "random delay up to this before the first check"),
+    DUR("interval_jitter", .help = "random extra delay up to this on every interval"),
+    UINT("interval_jitter_percent", .help = "random extra delay up to this percent of the interval"),
+    F_("unhealthy_threshold", UINT, HERALD_F_REQUIRED, .help = "failures before a host is unhealthy"),
+    F_("healthy_threshold", UINT, HERALD_F_REQUIRED, .help = "successes before a host is healthy again"),
+    UNSUP("alt_port"),
+    BOOL("reuse_connection", .help = "keep the connection between checks; default true"),
+    MSG("http_health_check", hc_http_msg, .oneof = "health_checker"),
+    MSG("tcp_health_check", hc_tcp_msg, .oneof = "health_checker"),
+    UNSUP("grpc_health_check", .oneof = "health_checker",
+          .hint = "use http_health_check or tcp_health_check"),
+    UNSUP("custom_health_check", .oneof = "health_checker",
+          .hint = "use http_health_check or tcp_health_check"),
+    DUR("no_traffic_interval", .help = "interval while the cluster has had no traffic; default 60s"),
+    DUR("no_traffic_healthy_interval", .help = "the same for healthy hosts; default no_traffic_interval"),
+    DUR("unhealthy_interval", .help = "interval for unhealthy hosts; default interval"),
+    DUR("unhealthy_edge_interval",
+        .help = "after a failure on the way to unhealthy; default unhealthy_interval"),
+    DUR("healthy_edge_interval", .help = "after a success on the way to healthy; default interval"),
+    UNSUP("event_log_path", .hint = "herald has no health check event log; failures are logged"),
+    UNSUP("event_logger"),
+    UNSUP("event_service"),
+    BOOL("always_log_health_check_failures", .help = "log every failed check, not only transitions"),
+    UNSUP("always_log_health_check_success"),
+    UNSUP("tls_options"),
+    UNSUP("transport_socket_match_criteria"),
+    END,
+};
+static const struct herald_message health_check_msg = {
+    "envoy.config.core.v3.HealthCheck", health_check_fields, health_check_check,
+};
+
 /* ------------------------------------------------------------ cluster.v3 */
 
 static const char *const priority_values[] = { "DEFAULT", "HIGH", NULL };
@@ -314,6 +479,44 @@ static const struct herald_message circuit_breakers_msg = {
     "envoy.config.cluster.v3.CircuitBreakers", circuit_breakers_fields, NULL,
 };
 
+/* outlier.c implements the external-origin detectors (consecutive 5xx and
+ * gateway failures, success rate, failure percentage) and, with
+ * split_external_local_origin_errors, consecutive local-origin failures. */
+static const struct herald_field outlier_detection_fields[] = {
+    UINT("consecutive_5xx", .help = "default 5"),
+    DUR("interval", .help = "default 10s: success-rate sweep and un-ejection check"),
+    DUR("base_ejection_time", .help = "default 30s, times the number of ejections"),
+    UINT("max_ejection_percent", .help = "default 10"),
+    UINT("enforcing_consecutive_5xx", .help = "default 100"),
+    UINT("enforcing_success_rate", .help = "default 100"),
+    UINT("success_rate_minimum_hosts", .help = "default 5"),
+    UINT("success_rate_request_volume", .help = "default 100"),
+    UINT("success_rate_stdev_factor", .help = "default 1900 (1.9 standard deviations)"),
+    UINT("consecutive_gateway_failure", .help = "default 5"),
+    UINT("enforcing_consecutive_gateway_failure", .help = "default 0"),
+    BOOL("split_external_local_origin_errors"),
+    UINT("consecutive_local_origin_failure", .help = "default 5"),
+    UINT("enforcing_consecutive_local_origin_failure", .help = "default 100"),
+    UNSUP("enforcing_local_origin_success_rate",
+          .hint = "herald has no local-origin success-rate detector"),
+    UINT("failure_percentage_threshold", .help = "default 85"),
+    UINT("enforcing_failure_percentage", .help = "default 0"),
+    UNSUP("enforcing_failure_percentage_local_origin",
+          .hint = "herald has no local-origin failure-percentage detector"),
+    UINT("failure_percentage_minimum_hosts", .help = "default 5"),
+    UINT("failure_percentage_request_volume", .help = "default 50"),
+    DUR("max_ejection_time", .help = "default 300s"),
+    DUR("max_ejection_time_jitter", .help = "default 0s"),
+    UNSUP("successful_active_health_check_uneject_host"),
+    UNSUP("monitors"),
+    BOOL("always_eject_one_host"),
+    UNSUP("detect_degraded_hosts"),
+    END,
+};
+static const struct herald_message outlier_detection_msg = {
+    "envoy.config.cluster.v3.OutlierDetection", outlier_detection_fields, NULL,
+};
+
 static const struct herald_field least_request_fields[] = {
     UINT("choice_count", .help = "default 2"),
     UNSUP("active_request_bias"),
@@ -334,14 +537,84 @@ static const struct herald_message round_robin_msg = {
     "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig", round_robin_fields, NULL,
 };
 
+/* RING_HASH and MAGLEV settings (upstream/lb_hash.c). */
+#define RING_SIZE_LIMIT 8388608
+#define MAGLEV_SIZE_LIMIT 5000011
+
+static const char *const ring_hash_function_values[] = { "XX_HASH", "MURMUR_HASH_2", NULL };
+
+static int ring_hash_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *mn = herald_cfg_get(n, "minimum_ring_size");
+    const struct herald_cfg *mx = herald_cfg_get(n, "maximum_ring_size");
+    long long lo = herald_cfg_int(mn, 1024), hi = herald_cfg_int(mx, RING_SIZE_LIMIT);
+    if (mn && (lo < 1 || lo > RING_SIZE_LIMIT))
+        return herald_cfg_errorf(mn, err, "minimum_ring_size %lld is out of range (1 to %d)", lo,
+                                 RING_SIZE_LIMIT);
+    if (mx && (hi < 1 || hi > RING_SIZE_LIMIT))
+        return herald_cfg_errorf(mx, err, "maximum_ring_size %lld is out of range (1 to %d)", hi,
+                                 RING_SIZE_LIMIT);
+    if (lo > hi)
+        return herald_cfg_errorf(mn ? mn : mx, err, "minimum_ring_size (%lld) is more than maximum_ring_size "
+                                 "(%lld)", lo, hi);
+    return 0;
+}
+
+static const struct herald_field ring_hash_fields[] = {
+    UINT("minimum_ring_size", .help = "default 1024; the lightest host gets a whole number of points"),
+    ENUM("hash_function", ring_hash_function_values, .help = "XX_HASH (default) or MURMUR_HASH_2"),
+    UINT("maximum_ring_size", .help = "default 8388608 (8M), also the most allowed"),
+    END,
+};
+static const struct herald_message ring_hash_msg = {
+    "envoy.config.cluster.v3.Cluster.RingHashLbConfig", ring_hash_fields, ring_hash_check,
+};
+
+static int maglev_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *ts = herald_cfg_get(n, "table_size");
+    long long size = herald_cfg_int(ts, 65537);
+    if (ts && (size < 2 || size > MAGLEV_SIZE_LIMIT))
+        return herald_cfg_errorf(ts, err, "table_size %lld is out of range (2 to %d)", size,
+                                 MAGLEV_SIZE_LIMIT);
+    if (ts) {
+        bool prime = size % 2 != 0 || size == 2;
+        for (long long d = 3; prime && d * d <= size; d += 2)
+            prime = size % d != 0;
+        if (!prime)
+            return herald_cfg_errorf(ts, err, "table_size %lld is not a prime number (Maglev needs a prime "
+                                     "table size, e.g. 65537 or 5000011)", size);
+    }
+    return 0;
+}
+
+static const struct herald_field maglev_fields[] = {
+    UINT("table_size", .help = "default 65537; must be prime, at most 5000011"),
+    END,
+};
+static const struct herald_message maglev_msg = {
+    "envoy.config.cluster.v3.Cluster.MaglevLbConfig", maglev_fields, maglev_check,
+};
+
+static const struct herald_field consistent_hashing_fields[] = {
+    BOOL("use_hostname_for_hashing", .help = "hash hosts by hostname instead of ip:port"),
+    UNSUP("hash_balance_factor", .hint = "bounded-load consistent hashing is not implemented"),
+    END,
+};
+static const struct herald_message consistent_hashing_msg = {
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig.ConsistentHashingLbConfig", consistent_hashing_fields,
+    NULL,
+};
+
 static const struct herald_field common_lb_fields[] = {
-    UNSUP("healthy_panic_threshold"),
+    MSG("healthy_panic_threshold", hc_percent_msg,
+        .help = "percent; below it, hosts are used whatever their health; default 50"),
     UNSUP("zone_aware_lb_config", .oneof = "locality_config_specifier"),
     UNSUP("locality_weighted_lb_config", .oneof = "locality_config_specifier"),
     UNSUP("update_merge_window"),
     UNSUP("ignore_new_hosts_until_first_hc"),
     UNSUP("close_connections_on_host_set_change"),
-    UNSUP("consistent_hashing_lb_config"),
+    MSG("consistent_hashing_lb_config", consistent_hashing_msg, .help = "RING_HASH and MAGLEV"),
     UNSUP("override_host_status"),
     END,
 };
@@ -502,9 +775,9 @@ static int cluster_check(const struct herald_cfg *n, char **err)
                                  "STRICT_DNS and LOGICAL_DNS)", type);
     const struct herald_cfg *lb = herald_cfg_get(n, "lb_policy");
     const char *pol = herald_cfg_str(lb, "ROUND_ROBIN");
-    if (strcmp(pol, "ROUND_ROBIN") != 0 && strcmp(pol, "LEAST_REQUEST") != 0 && strcmp(pol, "RANDOM") != 0)
+    if (strcmp(pol, "CLUSTER_PROVIDED") == 0 || strcmp(pol, "LOAD_BALANCING_POLICY_CONFIG") == 0)
         return herald_cfg_errorf(lb, err, "not supported: lb_policy %s (herald does not implement it yet; "
-                                 "use ROUND_ROBIN, LEAST_REQUEST or RANDOM)", pol);
+                                 "use ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", pol);
     const struct herald_cfg *teo = herald_cfg_get(n, "typed_extension_protocol_options");
     for (size_t i = 0; i < herald_cfg_len(teo) && herald_cfg_type(teo) == HERALD_CFG_OBJECT; i++)
         if (strcmp(herald_cfg_key_at(teo, i), HTTP_OPTIONS_KEY) != 0)
@@ -528,9 +801,10 @@ static const struct herald_field cluster_fields[] = {
     UNSUP("eds_cluster_config"),
     DUR("connect_timeout", .help = "default 5s"),
     UINT("per_connection_buffer_limit_bytes", .help = "default 1 MiB"),
-    ENUM("lb_policy", lb_policy_values, .help = "ROUND_ROBIN (default), LEAST_REQUEST or RANDOM"),
+    ENUM("lb_policy", lb_policy_values,
+         .help = "ROUND_ROBIN (default), LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV"),
     MSG("load_assignment", cla_msg),
-    UNSUP("health_checks", .hint = "active health checking comes later"),
+    LIST("health_checks", health_check_msg, .help = "active health checking (one per cluster)"),
     F_("max_requests_per_connection", UINT, HERALD_F_DEPRECATED,
        .hint = "use typed_extension_protocol_options with common_http_protocol_options"),
     MSG("circuit_breakers", circuit_breakers_msg),
@@ -552,12 +826,12 @@ static const struct herald_field cluster_fields[] = {
     UNSUP("typed_dns_resolver_config"),
     UNSUP("dns_jitter"),
     BOOL("wait_for_warm_on_init"),
-    UNSUP("outlier_detection"),
+    MSG("outlier_detection", outlier_detection_msg),
     DUR("cleanup_interval"),
     UNSUP("upstream_bind_config"),
     UNSUP("lb_subset_config"),
-    UNSUP("ring_hash_lb_config", .oneof = "lb_config"),
-    UNSUP("maglev_lb_config", .oneof = "lb_config"),
+    MSG("ring_hash_lb_config", ring_hash_msg, .oneof = "lb_config"),
+    MSG("maglev_lb_config", maglev_msg, .oneof = "lb_config"),
     UNSUP("original_dst_lb_config", .oneof = "lb_config"),
     MSG("least_request_lb_config", least_request_msg, .oneof = "lb_config"),
     MSG("round_robin_lb_config", round_robin_msg, .oneof = "lb_config"),
@@ -589,6 +863,60 @@ static const struct herald_message cluster_msg = {
 };
 
 /* ------------------------------------------------------------ bootstrap.v3 */
+
+/* layered_runtime: the layers' contents are checked by runtime_init(). */
+static const struct herald_field disk_layer_fields[] = {
+    REQ("symlink_root", STRING, .help = "a symlink to the tree of runtime files; swap it to reload"),
+    STR("subdirectory", .help = "read below symlink_root/subdirectory"),
+    BOOL("append_service_cluster", .help = "append node.cluster to the path"),
+    END,
+};
+static const struct herald_message disk_layer_msg = {
+    "envoy.config.bootstrap.v3.RuntimeLayer.DiskLayer", disk_layer_fields, NULL,
+};
+static const struct herald_field admin_layer_fields[] = { END };
+static const struct herald_message admin_layer_msg = {
+    "envoy.config.bootstrap.v3.RuntimeLayer.AdminLayer", admin_layer_fields, NULL,
+};
+static const struct herald_field runtime_layer_fields[] = {
+    REQ("name", STRING),
+    STRUCT("static_layer", .oneof = "layer_specifier", .help = "keys and values; nested keys join with '.'"),
+    MSG("disk_layer", disk_layer_msg, .oneof = "layer_specifier"),
+    MSG("admin_layer", admin_layer_msg, .oneof = "layer_specifier", .help = "set by POST /runtime_modify"),
+    UNSUP("rtds_layer", .oneof = "layer_specifier", .hint = "xDS; use a disk_layer or the admin_layer"),
+    END,
+};
+static const struct herald_message runtime_layer_msg = {
+    "envoy.config.bootstrap.v3.RuntimeLayer", runtime_layer_fields, NULL,
+};
+static const struct herald_field layered_runtime_fields[] = {
+    LIST("layers", runtime_layer_msg),
+    END,
+};
+static const struct herald_message layered_runtime_msg = {
+    "envoy.config.bootstrap.v3.LayeredRuntime", layered_runtime_fields, NULL,
+};
+
+/* overload_manager: the monitors' typed_config is checked by overload_init(). */
+static const struct herald_field resource_monitor_fields[] = {
+    REQ("name", STRING, .help = "envoy.resource_monitors.global_downstream_max_connections"),
+    TYPED("typed_config", .help = "DownstreamConnectionsConfig {max_active_downstream_connections}"),
+    END,
+};
+static const struct herald_message resource_monitor_msg = {
+    "envoy.config.overload.v3.ResourceMonitor", resource_monitor_fields, NULL,
+};
+static const struct herald_field overload_manager_fields[] = {
+    DUR("refresh_interval", .help = "accepted; the connection limit is enforced at every accept"),
+    LIST("resource_monitors", resource_monitor_msg),
+    UNSUP("actions", .hint = "only the global_downstream_max_connections monitor is supported"),
+    UNSUP("loadshed_points"),
+    UNSUP("buffer_factory_config"),
+    END,
+};
+static const struct herald_message overload_manager_msg = {
+    "envoy.config.overload.v3.OverloadManager", overload_manager_fields, NULL,
+};
 
 static const struct herald_field static_resources_fields[] = {
     LIST("listeners", listener_msg),
@@ -643,9 +971,9 @@ static const struct herald_field bootstrap_fields[] = {
     F_("watchdog", ANY, HERALD_F_DEPRECATED, .hint = "use watchdogs"),
     ANY("watchdogs"),
     UNSUP("tracing"),
-    ANY("layered_runtime", .help = "runtime layers (accepted; herald has no runtime keys yet)"),
+    MSG("layered_runtime", layered_runtime_msg),
     MSG("admin", admin_msg),
-    UNSUP("overload_manager"),
+    MSG("overload_manager", overload_manager_msg),
     BOOL("enable_dispatcher_stats"),
     UNSUP("header_prefix"),
     UINT("stats_server_version_override"),

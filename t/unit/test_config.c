@@ -423,14 +423,43 @@ static void test_errors(void)
           "h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
           "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n",
           "6:36: ", "expands to more than 1000000 nodes");
-    fails("unsupported field", "e.yaml", CL "    health_checks: []\n",
-          "4:5: static_resources.clusters[0].health_checks: ",
-          "not supported: envoy.config.cluster.v3.Cluster.health_checks (herald does not implement it yet");
+    fails("unsupported field", "e.yaml", CL "    lb_subset_config: {}\n",
+          "4:5: static_resources.clusters[0].lb_subset_config: ",
+          "not supported: envoy.config.cluster.v3.Cluster.lb_subset_config (herald does not implement it "
+          "yet");
+    /* health_checks (core.v3.HealthCheck) */
+    fails("health check without a checker", "e.yaml",
+          CL "    health_checks:\n"
+          "    - { timeout: 1s, interval: 1s, unhealthy_threshold: 2, healthy_threshold: 2 }\n",
+          "5:7: static_resources.clusters[0].health_checks[0]: ",
+          "needs one of http_health_check or tcp_health_check");
+    fails("grpc health check", "e.yaml",
+          CL "    health_checks:\n    - timeout: 1s\n      interval: 1s\n      unhealthy_threshold: 2\n"
+          "      healthy_threshold: 2\n      grpc_health_check: {}\n",
+          "9:7: static_resources.clusters[0].health_checks[0].grpc_health_check: ", "not supported");
+    fails("health check without a timeout", "e.yaml",
+          CL "    health_checks:\n    - interval: 1s\n      unhealthy_threshold: 2\n"
+          "      healthy_threshold: 2\n"
+          "      http_health_check: { path: /healthz }\n",
+          "5:7: static_resources.clusters[0].health_checks[0]: ", "timeout");
+    fails("health check http without path", "e.yaml",
+          CL "    health_checks:\n    - timeout: 1s\n      interval: 1s\n      unhealthy_threshold: 2\n"
+          "      healthy_threshold: 2\n      http_health_check: { host: x }\n",
+          "9:7: static_resources.clusters[0].health_checks[0].http_health_check: ", "path");
+    fails("health check bad hex", "e.yaml",
+          CL "    health_checks:\n    - timeout: 1s\n      interval: 1s\n      unhealthy_threshold: 2\n"
+          "      healthy_threshold: 2\n      tcp_health_check: { send: { text: 5Z } }\n",
+          "9:", "is not hex");
+    fails("health check bad status range", "e.yaml",
+          CL "    health_checks:\n    - timeout: 1s\n      interval: 1s\n      unhealthy_threshold: 2\n"
+          "      healthy_threshold: 2\n      http_health_check:\n        path: /h\n"
+          "        expected_statuses: [{ start: 200, end: 700 }]\n",
+          "11:29: ", "must lie within [100, 600)");
     fails("unsupported cluster type EDS", "e.yaml", CL "    type: eds\n",
           "4:5: static_resources.clusters[0].type: ",
           "not supported: cluster type EDS");
-    fails("unsupported lb_policy", "e.yaml", CL "    lb_policy: maglev\n", "4:5:",
-          "not supported: lb_policy MAGLEV");
+    fails("unsupported lb_policy", "e.yaml", CL "    lb_policy: cluster_provided\n", "4:5:",
+          "not supported: lb_policy CLUSTER_PROVIDED");
     fails("LOGICAL_DNS with two endpoints", "e.yaml",
           CL "    type: LOGICAL_DNS\n" LA EP("a.example", "80") EP("b.example", "80"),
           "7:7: static_resources.clusters[0].load_assignment.endpoints: ",

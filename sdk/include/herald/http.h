@@ -1,4 +1,4 @@
-/* herald SDK 1.1: HTTP. Header maps, HTTP filters and the stream they sit
+/* herald SDK 1.1 (additions in 1.2): HTTP. Header maps, HTTP filters and the stream they sit
  * on, the route a request matched, and HTTP requests to upstream clusters
  * through the core's connection pools.
  *
@@ -55,6 +55,8 @@ HERALD_EXPORT void herald_headers_add(struct herald_headers *h, const char *name
 HERALD_EXPORT void herald_headers_set(struct herald_headers *h, const char *name, const char *value);
 /* Removes every value of name; returns how many. */
 HERALD_EXPORT size_t herald_headers_remove(struct herald_headers *h, const char *name);
+/* A copy of h (one allocation for a typical map; since ABI 1.2). */
+HERALD_EXPORT struct herald_headers *herald_headers_copy(const struct herald_headers *h);
 
 /* ------------------------------------------------------------ streams */
 struct herald_http_stream; /* one request/response exchange on a downstream connection */
@@ -92,6 +94,9 @@ HERALD_EXPORT void herald_http_stream_send_local_reply(struct herald_http_stream
  * router's x-envoy-overloaded: true on a circuit-breaker 503). */
 HERALD_EXPORT void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name,
                                                              const char *value);
+/* (1.2) The server is failing health checks: admin POST /healthcheck/fail
+ * (until /healthcheck/ok), or it is draining. Any thread. */
+HERALD_EXPORT bool herald_server_health_failed(void);
 /* After HERALD_HTTP_STOP*: resume with the filter after this one. */
 HERALD_EXPORT void herald_http_stream_continue_decoding(struct herald_http_stream *s);
 HERALD_EXPORT void herald_http_stream_continue_encoding(struct herald_http_stream *s);
@@ -208,6 +213,23 @@ HERALD_EXPORT int herald_route_direct_status(const struct herald_route *r);
 HERALD_EXPORT const char *herald_route_direct_body(const struct herald_route *r, size_t *len);
 /* upgrade_configs: whether this route allows `upgrade_type` (e.g. "websocket"). */
 HERALD_EXPORT bool herald_route_upgrade_allowed(const struct herald_route *r, const char *upgrade_type);
+/* (1.2) The route's hash_policy for this request, for RING_HASH and MAGLEV
+ * clusters (pass it to herald_cluster_choose_host). Envoy's rules: each
+ * policy hashes its input with xxHash64 (header: all values sorted; cookie;
+ * connection_properties.source_ip: client_ip; query_parameter: first value),
+ * results combine as rotate-left-1 then xor, and a terminal policy that
+ * produced a hash ends the list. false: nothing produced a hash. A cookie
+ * policy with a ttl whose cookie is absent generates one from cookie_seed
+ * (Envoy: the connection's remote and local address; NULL: client_ip) when
+ * set_cookie is given: *set_cookie is then the Set-Cookie value to add to the
+ * response (malloc'd), else NULL. hash and set_cookie may be NULL. */
+HERALD_EXPORT bool herald_route_hash(const struct herald_route *r, const struct herald_headers *req,
+                                     const char *client_ip, const char *cookie_seed, uint64_t *hash,
+                                     char **set_cookie);
+/* (1.2) Routing priority (RouteAction priority): which of the cluster's
+ * circuit_breakers thresholds its upstream requests and retries count under. */
+enum herald_priority { HERALD_PRIORITY_DEFAULT = 0, HERALD_PRIORITY_HIGH = 1 };
+HERALD_EXPORT enum herald_priority herald_route_priority(const struct herald_route *r);
 
 /* ------------------------------------------------------------ upstream requests
  * An HTTP request to a host of a cluster, over a connection from the
@@ -255,6 +277,18 @@ HERALD_EXPORT void herald_http_upstream_pause_reading(struct herald_http_upstrea
  * connection to the pool. */
 HERALD_EXPORT void herald_http_upstream_free(struct herald_http_upstream *u);
 HERALD_EXPORT const struct herald_host *herald_http_upstream_host(const struct herald_http_upstream *u);
+/* (1.2) herald_http_upstream_new under the circuit_breakers thresholds of a
+ * priority (herald_http_upstream_new: DEFAULT). */
+HERALD_EXPORT struct herald_http_upstream *
+herald_http_upstream_new_priority(struct herald_cluster *c, struct herald_host *h,
+                                  const struct herald_http_upstream_cbs *cbs, void *arg,
+                                  enum herald_priority priority);
+/* (1.2) The retry circuit breaker (max_retries): true when a retry may be
+ * made; it then counts as a retry in flight until herald_cluster_retry_end.
+ * false: over budget (count it as upstream_rq_retry_overflow and return the
+ * original failure, as Envoy does). */
+HERALD_EXPORT bool herald_cluster_retry_begin(struct herald_cluster *c, enum herald_priority priority);
+HERALD_EXPORT void herald_cluster_retry_end(struct herald_cluster *c, enum herald_priority priority);
 
 /* ------------------------------------------------------------ the connection manager
  * For the http_connection_manager plugin: the core's HTTP connection

@@ -8,12 +8,17 @@
  *   1.1  2026-11-27  HTTP: header maps, HTTP filters and streams, routes,
  *                    upstream HTTP requests, the connection manager service
  *                    (herald/http.h); zero-copy forwarding (herald_conn_splice).
+ *   1.2  2026-11-27  herald_headers_copy; herald_server_health_failed (the
+ *                    health_check filter); circuit-breaker priorities:
+ *                    herald_route_priority, herald_http_upstream_new_priority,
+ *                    herald_cluster_retry_begin/end; herald_route_hash
+ *                    (hash_policy for RING_HASH and MAGLEV).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 1
+#define HERALD_ABI_MINOR 2
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
