@@ -28,6 +28,7 @@
 #include "log.h"
 #include "net/connection.h"
 #include "net/listener.h"
+#include "net/sock_reader.h"
 #include "net/tls.h"
 #include "worker.h"
 
@@ -39,6 +40,7 @@
 
 struct conn_extra {
     struct event *deferred;
+    struct sock_reader *reader;       /* plain sockets */
     unsigned work;                    /* DEFER_* */
 };
 
@@ -235,12 +237,36 @@ static void defer(struct herald_conn *c, unsigned work)
     event_active(extra(c)->deferred, EV_READ, 0);
 }
 
+/* Plain sockets are read by sock_reader (see there why), TLS by OpenSSL's bufferevent. */
+static void read_on(struct herald_conn *c)
+{
+    if (c->splice)
+        return;
+    if (extra(c)->reader)
+        sock_reader_enable(extra(c)->reader);
+    else
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+static void read_off(struct herald_conn *c)
+{
+    if (extra(c)->reader)
+        sock_reader_disable(extra(c)->reader);
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void conn_read_stop(struct herald_conn *c)
+{
+    read_off(c);
+}
+
 static void free_conn(struct herald_conn *c)
 {
     struct worker *w = c->worker;
     for (size_t i = c->chain->nfilters; i-- > 0;)
         if (c->sessions[i] && c->chain->filters[i].ops->session_destroy)
             c->chain->filters[i].ops->session_destroy(c->sessions[i]);
+    sock_reader_free(extra(c)->reader);
     bufferevent_free(c->bev);
     if (c->tls_stage)
         evbuffer_free(c->tls_stage);
@@ -357,7 +383,8 @@ static void finalize(struct herald_conn *c, bool reset)
     c->flush_close = false;
     if (c->splice)
         splice_abort(c->splice);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    read_off(c);
+    bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
     if (reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -420,6 +447,8 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     }
     bufferevent_setcb(c->bev, on_readable, on_writable, on_bev_event, c);
     evbuffer_add_cb(bufferevent_get_input(c->bev), count_rx, c);
+    if (!tls)
+        a->x.reader = sock_reader_new(w->base, c->bev, fd, c->buffer_limit, on_readable, on_bev_event, c);
     /* libevent's default of 16 KiB per read/write costs a syscall and a
      * filter pass per 16 KiB; bulk transfers want bigger bites. */
     bufferevent_set_max_single_read(c->bev, 256 * 1024);
@@ -465,7 +494,7 @@ static void start_filters(struct herald_conn *c)
               herald_conn_local_str(c));
     run_new_connection(c);
     if (!c->closing && !paused(c))
-        bufferevent_enable(c->bev, EV_READ);
+        read_on(c);
 }
 
 void conn_close_all(struct worker *w)
@@ -594,7 +623,7 @@ void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
         return;
     }
     c->closing = true;
-    bufferevent_disable(c->bev, EV_READ);
+    read_off(c);
     if (mode == HERALD_CLOSE_FLUSH)
         tls_unstage(c);
     if (mode == HERALD_CLOSE_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
@@ -609,7 +638,7 @@ void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
 void herald_conn_pause_reading(struct herald_conn *c, unsigned reason)
 {
     c->pause_mask |= reason;
-    bufferevent_disable(c->bev, EV_READ);
+    read_off(c);
 }
 
 void herald_conn_resume_reading(struct herald_conn *c, unsigned reason)
@@ -618,7 +647,7 @@ void herald_conn_resume_reading(struct herald_conn *c, unsigned reason)
     if (c->pause_mask || c->closing)
         return;
     if (!c->read_eof)
-        bufferevent_enable(c->bev, EV_READ);
+        read_on(c);
     /* Bytes (or an EOF) that arrived while paused get dispatched now. */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || (c->read_eof && !c->eof_delivered))
         defer(c, DEFER_READ);

@@ -67,6 +67,8 @@ unsigned conn_count(struct worker *w);
 /* Writes what out holds to fd (a bufferevent's output buffer, whose start
  * the bufferevent keeps frozen: this unfreezes it around the write). */
 int write_out(struct evbuffer *out, int fd);
+/* Stops reading the socket for good (splice.c takes the socket over). */
+void conn_read_stop(struct herald_conn *c);
 /* Shutdown: tells every connection's filters that the server drains. */
 void conn_drain_all(struct worker *w);
 /* Shutdown: drops every upstream connection of this worker (upstream_conn.c). */

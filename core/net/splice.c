@@ -268,8 +268,10 @@ int herald_conn_splice(struct herald_conn *c, struct herald_upstream *u)
         sp->s[i].ev = event_new(base, sp->s[i].fd, EV_READ | EV_PERSIST, on_socket, sp);
     }
     /* The bufferevents stay (they own the sockets) but go quiet. */
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+    conn_read_stop(c);
+    upstream_read_stop(u);
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_disable(u->bev, EV_WRITE);
     bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
     c->splice = sp;
     update_events(sp);

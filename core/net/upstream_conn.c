@@ -22,6 +22,7 @@
 #include "net/connection.h"
 #include "net/tls.h"
 #include "net/upstream_conn.h"
+#include "net/sock_reader.h"
 #include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
@@ -43,6 +44,27 @@ static void redispatch(struct herald_upstream *u);
 
 static void flush_output(struct herald_upstream *u);
 
+/* Plain sockets are read by sock_reader once connected (see there why). */
+static void read_on(struct herald_upstream *u)
+{
+    if (u->reader)
+        sock_reader_enable(u->reader);
+    else
+        bufferevent_enable(u->bev, EV_READ);
+}
+
+static void read_off(struct herald_upstream *u)
+{
+    if (u->reader)
+        sock_reader_disable(u->reader);
+    bufferevent_disable(u->bev, EV_READ);
+}
+
+void upstream_read_stop(struct herald_upstream *u)
+{
+    read_off(u);
+}
+
 static void run_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_upstream *u = arg;
@@ -63,7 +85,8 @@ static void schedule_free(struct herald_upstream *u, bool reset)
     if (u->gone)
         return;
     u->gone = u->closing = true;
-    bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+    read_off(u);
+    bufferevent_disable(u->bev, EV_WRITE);
     bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
     if (u->timeout_ev)
         evtimer_del(u->timeout_ev);
@@ -100,6 +123,7 @@ static void free_upstream(struct herald_upstream *u)
         u->worker->upstreams = u->next;
     if (u->next)
         u->next->prev = u->prev;
+    sock_reader_free(u->reader);
     bufferevent_free(u->bev);
     if (u->timeout_ev)
         event_free(u->timeout_ev);
@@ -218,8 +242,10 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
             addr_format((struct sockaddr *)&ss, u->local_str, sizeof(u->local_str));
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (!u->ssl)
+            u->reader = sock_reader_new(u->worker->base, bev, fd, u->buffer_limit, on_readable, on_bev_event, u);
         if (!u->pause_mask)
-            bufferevent_enable(bev, EV_READ);
+            read_on(u);
         if (!u->ssl) {
             /* from now on flush_output() writes (see connection.c) */
             bufferevent_disable(bev, EV_WRITE);
@@ -420,7 +446,7 @@ void herald_upstream_close(struct herald_upstream *u, enum herald_close_mode mod
         return;
     herald_stat_inc(u->cluster->stats.upstream_cx_destroy_local);
     u->closing = true;
-    bufferevent_disable(u->bev, EV_READ);
+    read_off(u);
     if (mode == HERALD_CLOSE_FLUSH && u->connected && evbuffer_get_length(bufferevent_get_output(u->bev)) > 0) {
         u->flush_close = true; /* on_writable frees it once flushed */
         if (!u->ssl)
@@ -433,7 +459,7 @@ void herald_upstream_close(struct herald_upstream *u, enum herald_close_mode mod
 void herald_upstream_pause_reading(struct herald_upstream *u, unsigned reason)
 {
     u->pause_mask |= reason;
-    bufferevent_disable(u->bev, EV_READ);
+    read_off(u);
 }
 
 void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason)
@@ -442,7 +468,7 @@ void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason)
     if (u->pause_mask || u->closing)
         return;
     if (u->connected && !u->read_eof)
-        bufferevent_enable(u->bev, EV_READ);
+        read_on(u);
     if (evbuffer_get_length(bufferevent_get_input(u->bev)) > 0 || (u->read_eof && !u->eof_delivered))
         defer(u, DEFER_READ);
 }

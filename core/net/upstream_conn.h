@@ -13,6 +13,8 @@ struct worker;
 struct cluster;
 struct ssl_st;
 
+struct sock_reader;
+
 struct herald_upstream {
     struct worker *worker;
     struct cluster *cluster;
@@ -23,6 +25,7 @@ struct herald_upstream {
     struct ssl_st *ssl;                /* TLS to the upstream (owned by bev), or NULL */
     struct event *timeout_ev;          /* while connecting only */
     struct event *deferred;            /* deferred free / re-read (upstream_conn.c) */
+    struct sock_reader *reader;        /* plain sockets, once connected (net/sock_reader.h) */
     unsigned work;
     uint32_t buffer_limit;
     unsigned pause_mask;
@@ -45,5 +48,8 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
 
 /* The splice engine takes the socket over; counted as a local close. */
 void upstream_release(struct herald_upstream *u, bool reset);
+
+/* Stops reading the socket for good (splice.c takes the socket over). */
+void upstream_read_stop(struct herald_upstream *u);
 
 #endif

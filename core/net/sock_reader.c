@@ -1,0 +1,145 @@
+/* See sock_reader.h for why herald reads plain sockets itself. */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <sys/uio.h>
+
+#include "common.h"
+#include "net/sock_reader.h"
+
+#define READ_MIN (16u * 1024u)    /* first read of a wake-up after a short one */
+#define READ_MAX (256u * 1024u)   /* bulk transfers: as bufferevent_set_max_single_read */
+
+struct sock_reader {
+    struct event *ev;
+    struct bufferevent *bev;
+    size_t high;
+    size_t next;                  /* bytes to offer the next readv */
+    bool enabled;                 /* wanted by the owner */
+    bool wm_held;                 /* stopped by the high watermark */
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *arg;
+};
+
+static void arm(struct sock_reader *r)
+{
+    if (r->enabled && !r->wm_held)
+        event_add(r->ev, NULL);
+    else
+        event_del(r->ev);
+}
+
+/* The owner drained the input: reading resumes below the high watermark. */
+static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sock_reader *r = arg;
+    if (r->wm_held && info->n_deleted && evbuffer_get_length(in) < r->high) {
+        r->wm_held = false;
+        arm(r);
+    }
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct sock_reader *r = arg;
+    struct evbuffer *in = bufferevent_get_input(r->bev);
+    size_t len = evbuffer_get_length(in), want = r->next;
+
+    if (r->high) {
+        if (len >= r->high) {
+            r->wm_held = true;
+            arm(r);
+            return;
+        }
+        if (r->high - len < want)
+            want = r->high - len;
+    }
+    struct evbuffer_iovec v[2];
+    /* bufferevent_socket keeps the input's end frozen except while it reads */
+    evbuffer_unfreeze(in, 0);
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        return;
+    }
+    size_t offered = 0;
+    for (int i = 0; i < nv; i++)
+        offered += v[i].iov_len;
+    /* struct evbuffer_iovec has struct iovec's layout on Unix (libevent's promise) */
+    ssize_t n = readv(fd, (struct iovec *)v, nv);
+    if (n > 0) {
+        size_t left = (size_t)n;
+        int used = 0;
+        for (; used < nv && left > 0; used++) {
+            if (v[used].iov_len > left)
+                v[used].iov_len = left;
+            left -= v[used].iov_len;
+        }
+        evbuffer_commit_space(in, v, used);
+        evbuffer_freeze(in, 0);
+        /* a full read means more is waiting: offer more next time */
+        if ((size_t)n == offered && r->next < READ_MAX)
+            r->next *= 2;
+        else if ((size_t)n < offered / 2 && r->next > READ_MIN)
+            r->next /= 2;
+        if (r->high && evbuffer_get_length(in) >= r->high) {
+            r->wm_held = true;
+            arm(r);
+        }
+        r->readcb(r->bev, r->arg);
+        return;
+    }
+    int err = errno;
+    evbuffer_freeze(in, 0);
+    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+        return;
+    /* EOF or a socket error: reading stops, as bufferevent_socket does */
+    r->enabled = false;
+    arm(r);
+    r->eventcb(r->bev, (short)(BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR)), r->arg);
+}
+
+struct sock_reader *sock_reader_new(struct event_base *base, struct bufferevent *bev, int fd, size_t high,
+                                    bufferevent_data_cb readcb, bufferevent_event_cb eventcb, void *arg)
+{
+    struct sock_reader *r = xcalloc(1, sizeof(*r));
+    r->bev = bev;
+    r->high = high;
+    r->next = READ_MIN;
+    r->readcb = readcb;
+    r->eventcb = eventcb;
+    r->arg = arg;
+    r->ev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, r);
+    bufferevent_disable(bev, EV_READ);
+    if (high)
+        evbuffer_add_cb(bufferevent_get_input(bev), on_input_drained, r);
+    return r;
+}
+
+void sock_reader_enable(struct sock_reader *r)
+{
+    if (r && !r->enabled) {
+        r->enabled = true;
+        arm(r);
+    }
+}
+
+void sock_reader_disable(struct sock_reader *r)
+{
+    if (r && r->enabled) {
+        r->enabled = false;
+        arm(r);
+    }
+}
+
+void sock_reader_free(struct sock_reader *r)
+{
+    if (!r)
+        return;
+    if (r->high)
+        evbuffer_remove_cb(bufferevent_get_input(r->bev), on_input_drained, r);
+    event_free(r->ev);
+    free(r);
+}
