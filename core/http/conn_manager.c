@@ -273,19 +273,27 @@ static void uuid4(char out[37])
     *o = '\0';
 }
 
-/* "ip:port" / "[v6]:port" -> "ip" */
+static void copy_n(char *out, size_t len, const char *s, size_t n)
+{
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+/* "ip:port" / "[v6]:port" -> "ip" (once per request: no printf) */
 static void strip_port(const char *addr, char *out, size_t len)
 {
     if (addr[0] == '[') {
         const char *e = strchr(addr, ']');
-        snprintf(out, len, "%.*s", e ? (int)(e - addr - 1) : (int)strlen(addr) - 1, addr + 1);
+        copy_n(out, len, addr + 1, e ? (size_t)(e - addr - 1) : strlen(addr) - 1);
         return;
     }
     const char *colon = strrchr(addr, ':');
     if (colon && strchr(addr, ':') == colon)
-        snprintf(out, len, "%.*s", (int)(colon - addr), addr);
+        copy_n(out, len, addr, (size_t)(colon - addr));
     else
-        snprintf(out, len, "%s", addr);
+        copy_n(out, len, addr, strlen(addr));
 }
 
 /* RFC 1918, loopback, link-local and unique-local: what Envoy has long called internal. */
@@ -1670,7 +1678,7 @@ static void mutate_forwarding(struct herald_http_stream *s)
     strip_port(herald_conn_remote_str(s->cc->c), peer, sizeof(peer));
     const char *xff = herald_headers_get(h, "x-forwarded-for");
     if (cm->use_remote_address) {
-        snprintf(s->client_addr, sizeof(s->client_addr), "%s", peer);
+        copy_n(s->client_addr, sizeof(s->client_addr), peer, strlen(peer));
         internal = internal_ip(peer);
         if (!cm->skip_xff_append) {
             if (xff && *xff) {
@@ -1693,7 +1701,7 @@ static void mutate_forwarding(struct herald_http_stream *s)
             lens[n++] = (size_t)(ee - b);
             p = e ? e + 1 : NULL;
         }
-        snprintf(s->client_addr, sizeof(s->client_addr), "%s", peer);
+        copy_n(s->client_addr, sizeof(s->client_addr), peer, strlen(peer));
         if (n > cm->xff_num_trusted_hops) {
             size_t k = n - 1 - cm->xff_num_trusted_hops;
             char ip[64];

@@ -555,8 +555,15 @@ static int cb_headers_complete(http_parser *p)
     } else {
         int status = p->status_code;
         char sbuf[8];
-        int sl = snprintf(sbuf, sizeof(sbuf), "%d", status);
-        headers_insert_n(h, 0, ":status", 7, sbuf, (size_t)sl);
+        size_t sl = 3;
+        if (status >= 100 && status <= 999) {   /* every valid one: no printf */
+            sbuf[0] = (char)('0' + status / 100);
+            sbuf[1] = (char)('0' + status / 10 % 10);
+            sbuf[2] = (char)('0' + status % 10);
+        } else {
+            sl = (size_t)snprintf(sbuf, sizeof(sbuf), "%d", status);
+        }
+        headers_insert_n(h, 0, ":status", 7, sbuf, sl);
         uint8_t exp = expected_method(c);
         bool skip = false;
         if (status == 101 || (exp == EXP_CONNECT && status / 100 == 2)) {

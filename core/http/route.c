@@ -1482,6 +1482,11 @@ static char *generate_cookie(const struct hash_policy *hp, const char *seed, cha
     return value;
 }
 
+size_t herald_route_hash_policy_count(const struct herald_route *r)
+{
+    return r ? ROUTE(r)->nhp : 0;
+}
+
 bool herald_route_hash(const struct herald_route *r, const struct herald_headers *req, const char *client_ip,
                        const char *cookie_seed, uint64_t *hash, char **set_cookie)
 {

@@ -714,6 +714,8 @@ static void apply_envoy_headers(struct session *ss)
 /* Once per request, so that retries and the generated cookie agree. */
 static void compute_hash(struct session *ss, const struct herald_headers *headers)
 {
+    if (herald_route_hash_policy_count(ss->route) == 0)
+        return;   /* the common case: no hash, and no seed to format */
     struct herald_conn *c = herald_http_stream_conn(ss->s);
     char seed[160];
     const char *remote = c ? herald_conn_remote_str(c) : NULL, *local = c ? herald_conn_local_str(c) : NULL;

@@ -226,6 +226,8 @@ HERALD_EXPORT bool herald_route_upgrade_allowed(const struct herald_route *r, co
 HERALD_EXPORT bool herald_route_hash(const struct herald_route *r, const struct herald_headers *req,
                                      const char *client_ip, const char *cookie_seed, uint64_t *hash,
                                      char **set_cookie);
+/* (1.2) How many hash_policy entries the route has (0: herald_route_hash has nothing to do). */
+HERALD_EXPORT size_t herald_route_hash_policy_count(const struct herald_route *r);
 /* (1.2) Routing priority (RouteAction priority): which of the cluster's
  * circuit_breakers thresholds its upstream requests and retries count under. */
 enum herald_priority { HERALD_PRIORITY_DEFAULT = 0, HERALD_PRIORITY_HIGH = 1 };
