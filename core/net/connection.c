@@ -451,7 +451,9 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
         a->x.reader = sock_reader_new(w->base, c->bev, fd, c->buffer_limit, on_readable, on_bev_event, c);
     /* libevent's default of 16 KiB per read/write costs a syscall and a
      * filter pass per 16 KiB; bulk transfers want bigger bites. */
-    bufferevent_set_max_single_read(c->bev, 256 * 1024);
+    /* TLS: bufferevent_openssl reserves twice this for every read, whatever
+     * arrives (a 512 KiB mmap and munmap per request at 256 KiB): one record. */
+    bufferevent_set_max_single_read(c->bev, tls ? 16 * 1024 : 256 * 1024);
     bufferevent_set_max_single_write(c->bev, 256 * 1024);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);

@@ -384,7 +384,8 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
     bufferevent_setcb(bev, on_readable, on_writable, on_bev_event, u);
     /* libevent's default of 16 KiB per read/write costs a syscall and a
      * filter pass per 16 KiB; bulk transfers want bigger bites. */
-    bufferevent_set_max_single_read(bev, 256 * 1024);
+    /* TLS: bufferevent_openssl reserves twice this for every read (see connection.c) */
+    bufferevent_set_max_single_read(bev, ssl ? 16 * 1024 : 256 * 1024);
     bufferevent_set_max_single_write(bev, 256 * 1024);
     bufferevent_setwatermark(bev, EV_READ, 0, u->buffer_limit);
     bufferevent_setwatermark(bev, EV_WRITE, u->buffer_limit / 2, 0);
