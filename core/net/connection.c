@@ -258,6 +258,9 @@ static void read_off(struct herald_conn *c)
 void conn_read_stop(struct herald_conn *c)
 {
     read_off(c);
+    /* spliced for good: the reader's memory goes (idle proxied connections are many) */
+    sock_reader_free(extra(c)->reader);
+    extra(c)->reader = NULL;
 }
 
 static void free_conn(struct herald_conn *c)
@@ -455,7 +458,8 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
      * arrives (a 512 KiB mmap and munmap per request at 256 KiB): one record. */
     bufferevent_set_max_single_read(c->bev, tls ? 16 * 1024 : 256 * 1024);
     bufferevent_set_max_single_write(c->bev, 256 * 1024);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
+    if (tls)   /* plain sockets: sock_reader keeps the input under the limit itself */
+        bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);
     if (tls)
         bufferevent_enable(c->bev, EV_WRITE);

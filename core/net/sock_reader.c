@@ -8,7 +8,7 @@
 #include "common.h"
 #include "net/sock_reader.h"
 
-#define READ_MIN (16u * 1024u)    /* first read of a wake-up after a short one */
+#define READ_MIN (4u * 1024u)     /* small reads touch one page: RSS stays low with many connections */
 #define READ_MAX (256u * 1024u)   /* bulk transfers: as bufferevent_set_max_single_read */
 
 struct sock_reader {
@@ -18,6 +18,7 @@ struct sock_reader {
     size_t next;                  /* bytes to offer the next readv */
     bool enabled;                 /* wanted by the owner */
     bool wm_held;                 /* stopped by the high watermark */
+    short pending;                /* BEV_EVENT_EOF/ERROR seen after data, not told yet */
     bufferevent_data_cb readcb;
     bufferevent_event_cb eventcb;
     void *arg;
@@ -41,64 +42,90 @@ static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info 
     }
 }
 
+/* Reading stops, as bufferevent_socket does, and the owner hears why. */
+static void finish(struct sock_reader *r, short why)
+{
+    r->enabled = false;
+    r->pending = 0;
+    arm(r);
+    r->eventcb(r->bev, (short)(BEV_EVENT_READING | why), r->arg);
+}
+
+/* One wake-up: read until the socket is empty, the offer is used up or the
+ * input is at its high watermark, then one callback for all of it. A full
+ * read means more is waiting, so the next wake-up offers more. */
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct sock_reader *r = arg;
     struct evbuffer *in = bufferevent_get_input(r->bev);
-    size_t len = evbuffer_get_length(in), want = r->next;
+    size_t total = 0;
+    short why = 0;
 
-    if (r->high) {
-        if (len >= r->high) {
-            r->wm_held = true;
-            arm(r);
-            return;
-        }
-        if (r->high - len < want)
-            want = r->high - len;
-    }
-    struct evbuffer_iovec v[2];
-    /* bufferevent_socket keeps the input's end frozen except while it reads */
-    evbuffer_unfreeze(in, 0);
-    int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
-    if (nv <= 0) {
-        evbuffer_freeze(in, 0);
+    if (r->pending) {   /* the end seen right after data, in the last wake-up */
+        finish(r, r->pending);
         return;
     }
-    size_t offered = 0;
-    for (int i = 0; i < nv; i++)
-        offered += v[i].iov_len;
-    /* struct evbuffer_iovec has struct iovec's layout on Unix (libevent's promise) */
-    ssize_t n = readv(fd, (struct iovec *)v, nv);
-    if (n > 0) {
-        size_t left = (size_t)n;
-        int used = 0;
-        for (; used < nv && left > 0; used++) {
-            if (v[used].iov_len > left)
-                v[used].iov_len = left;
-            left -= v[used].iov_len;
+    size_t offer = r->next;
+    evbuffer_unfreeze(in, 0);   /* bufferevent_socket keeps the end frozen except while it reads */
+    for (;;) {
+        size_t len = evbuffer_get_length(in), want = offer;
+        if (r->high) {
+            if (len >= r->high) {
+                r->wm_held = true;
+                arm(r);
+                break;
+            }
+            if (r->high - len < want)
+                want = r->high - len;
         }
-        evbuffer_commit_space(in, v, used);
-        evbuffer_freeze(in, 0);
-        /* a full read means more is waiting: offer more next time */
-        if ((size_t)n == offered && r->next < READ_MAX)
-            r->next *= 2;
-        else if ((size_t)n < offered / 2 && r->next > READ_MIN)
-            r->next /= 2;
-        if (r->high && evbuffer_get_length(in) >= r->high) {
-            r->wm_held = true;
-            arm(r);
+        struct evbuffer_iovec v[2];
+        int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+        if (nv <= 0)
+            break;
+        size_t offered = 0;
+        for (int i = 0; i < nv; i++)
+            offered += v[i].iov_len;
+        /* struct evbuffer_iovec has struct iovec's layout on Unix (libevent's promise) */
+        ssize_t n = readv(fd, (struct iovec *)v, nv);
+        if (n > 0) {
+            size_t left = (size_t)n;
+            int used = 0;
+            for (; used < nv && left > 0; used++) {
+                if (v[used].iov_len > left)
+                    v[used].iov_len = left;
+                left -= v[used].iov_len;
+            }
+            evbuffer_commit_space(in, v, used);
+            total += (size_t)n;
+            if ((size_t)n == offered && total < READ_MAX) {
+                if (offer < READ_MAX)
+                    offer *= 2;
+                continue;   /* full: more may be waiting */
+            }
+            break;
         }
-        r->readcb(r->bev, r->arg);
-        return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        why = n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+        break;
     }
-    int err = errno;
     evbuffer_freeze(in, 0);
-    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+    if (total > r->next && r->next < READ_MAX)
+        r->next *= 2;
+    else if (total < r->next / 8 && r->next > READ_MIN)
+        r->next /= 2;   /* slowly: responses vary */
+    if (total == 0) {
+        if (why)
+            finish(r, why);
         return;
-    /* EOF or a socket error: reading stops, as bufferevent_socket does */
-    r->enabled = false;
-    arm(r);
-    r->eventcb(r->bev, (short)(BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR)), r->arg);
+    }
+    if (why) {
+        /* data first; the end in the next loop turn (the callback may free us,
+         * and event_free drops the activation with us) */
+        r->pending = why;
+        event_active(r->ev, EV_READ, 1);
+    }
+    r->readcb(r->bev, r->arg);
 }
 
 struct sock_reader *sock_reader_new(struct event_base *base, struct bufferevent *bev, int fd, size_t high,

@@ -47,6 +47,8 @@ static void flush_output(struct herald_upstream *u);
 /* Plain sockets are read by sock_reader once connected (see there why). */
 static void read_on(struct herald_upstream *u)
 {
+    if (u->read_stopped)
+        return;
     if (u->reader)
         sock_reader_enable(u->reader);
     else
@@ -63,6 +65,9 @@ static void read_off(struct herald_upstream *u)
 void upstream_read_stop(struct herald_upstream *u)
 {
     read_off(u);
+    u->read_stopped = true;
+    sock_reader_free(u->reader);   /* spliced for good (see connection.c) */
+    u->reader = NULL;
 }
 
 static void run_deferred(evutil_socket_t fd, short what, void *arg)
@@ -387,7 +392,8 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
     /* TLS: bufferevent_openssl reserves twice this for every read (see connection.c) */
     bufferevent_set_max_single_read(bev, ssl ? 16 * 1024 : 256 * 1024);
     bufferevent_set_max_single_write(bev, 256 * 1024);
-    bufferevent_setwatermark(bev, EV_READ, 0, u->buffer_limit);
+    if (ssl)   /* plain sockets: sock_reader keeps the input under the limit itself */
+        bufferevent_setwatermark(bev, EV_READ, 0, u->buffer_limit);
     bufferevent_setwatermark(bev, EV_WRITE, u->buffer_limit / 2, 0);
     uint64_t ms = cl->cfg->connect_timeout_ms ? cl->cfg->connect_timeout_ms : 5000;
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};

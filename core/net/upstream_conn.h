@@ -26,6 +26,7 @@ struct herald_upstream {
     struct event *timeout_ev;          /* while connecting only */
     struct event *deferred;            /* deferred free / re-read (upstream_conn.c) */
     struct sock_reader *reader;        /* plain sockets, once connected (net/sock_reader.h) */
+    bool read_stopped;                 /* spliced: never reads through the bufferevent again */
     unsigned work;
     uint32_t buffer_limit;
     unsigned pause_mask;
