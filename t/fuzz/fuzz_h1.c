@@ -81,7 +81,10 @@ static void check_reencode(struct herald_headers *h, bool end_stream)
     if (h1_encode_request_headers(&e, out, copy, true) == 0) {
         struct fz g = {0};
         g.server = true;
-        struct h1_codec *c = h1_codec_new(H1_SERVER, NULL, &cbs, &g);
+        /* the encoder may add a header (content-length: 0) to a request that
+         * was at the count limit: the re-parse gets one more, and room for it */
+        struct h1_limits lim = {.max_request_headers_kb = 61, .max_headers_count = 101};
+        struct h1_codec *c = h1_codec_new(H1_SERVER, &lim, &cbs, &g);
         g.c = c;
         h1_codec_dispatch(c, out);
         if (g.errors)
