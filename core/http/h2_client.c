@@ -189,18 +189,12 @@ static void serve_pending(struct h2_conn *hc)
     }
 }
 
-static void purge_pending(struct http_pool *p, enum herald_upstream_reset why)
-{
-    while (p->pending_head)
-        ureq_fail(p->pending_head, why);
-}
-
 /* After a connection went away or filled up: pending requests may need another. */
 static void refill(struct http_pool *p)
 {
     enum herald_upstream_reset why;
     if (p->npending && p->proto != POOL_H1 && h2_pool_grow(p, &why) < 0)
-        purge_pending(p, why);
+        pool_purge_pending(p, why);
 }
 
 /* ------------------------------------------------------------ writing */
@@ -337,8 +331,7 @@ static bool hop_by_hop(const char *name)
 
 struct nv_list {
     nghttp2_nv *nv;
-    char **names;                      /* lower-cased copies */
-    size_t n, nnames;
+    size_t n;
 };
 
 static void nv_add(struct nv_list *l, const char *name, const char *value)
@@ -347,14 +340,14 @@ static void nv_add(struct nv_list *l, const char *name, const char *value)
                                  .valuelen = strlen(value), .flags = NGHTTP2_NV_FLAG_NONE};
 }
 
-/* The regular fields of h, lower-cased, without hop-by-hop ones (te: only "trailers"). */
+/* The regular fields of h (names are lower-case in a header map), without
+ * hop-by-hop ones (te: only "trailers"). */
 static void nv_add_fields(struct nv_list *l, const struct herald_headers *h)
 {
     const char *name, *value;
     for (size_t i = 0; herald_headers_at(h, i, &name, &value); i++) {
         if (name[0] == ':')
             continue;
-        /* names in a header map are lower-case already (headers.c) */
         if (hop_by_hop(name) || (!strcmp(name, "te") && strcasecmp(value, "trailers") != 0))
             continue;
         nv_add(l, name, !strcmp(name, "te") ? "trailers" : value);
@@ -365,15 +358,11 @@ static void nv_init(struct nv_list *l, const struct herald_headers *h, size_t ex
 {
     size_t n = herald_headers_count(h) + extra;
     l->nv = xcalloc(n ? n : 1, sizeof(*l->nv));
-    l->names = xcalloc(n ? n : 1, sizeof(*l->names));
-    l->n = l->nnames = 0;
+    l->n = 0;
 }
 
 static void nv_free(struct nv_list *l)
 {
-    for (size_t i = 0; i < l->nnames; i++)
-        free(l->names[i]);
-    free(l->names);
     free(l->nv);
 }
 
@@ -885,7 +874,7 @@ static void conn_on_event(void *arg, enum herald_conn_event ev)
         hc->up = NULL;
         h2c_close(hc, HERALD_CLOSE_RESET, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);
         if (!p->h2_conns)
-            purge_pending(p, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);
+            pool_purge_pending(p, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);
         else
             refill(p);
         break;

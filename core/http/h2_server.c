@@ -686,7 +686,7 @@ int h2_server_submit_trailers(struct h2_server *h, int32_t id, const struct hera
     if (!st || !st->resp_submitted || st->resp_end_queued || st->out_end)
         return -1;
     if (t && herald_headers_count(t))
-        st->out_trailers = headers_clone(t);
+        st->out_trailers = herald_headers_copy(t);
     st->out_end = true;
     resume(h, st);
     return 0;

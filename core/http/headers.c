@@ -191,13 +191,6 @@ void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, si
     h->e[pos] = e;
 }
 
-void headers_add_owned(struct herald_headers *h, char *name, char *value)
-{
-    add_n(h, name, strlen(name), value, strlen(value), false);
-    free(name);
-    free(value);
-}
-
 void herald_headers_add(struct herald_headers *h, const char *name, const char *value)
 {
     if (!h || !name)
@@ -205,13 +198,6 @@ void herald_headers_add(struct herald_headers *h, const char *name, const char *
     if (!value)
         value = "";
     add_n(h, name, strlen(name), value, strlen(value), true);
-}
-
-void headers_append_move(struct herald_headers *dst, struct herald_headers *src)
-{
-    for (size_t i = 0; i < src->n; i++)
-        add_n(dst, src->e[i].name, src->e[i].nlen, src->e[i].value, src->e[i].vlen, false);
-    src->n = 0;
 }
 
 bool headers_remove_at(struct herald_headers *h, size_t i)
@@ -274,17 +260,12 @@ size_t headers_byte_size(const struct herald_headers *h)
     return n;
 }
 
-struct herald_headers *headers_clone(const struct herald_headers *h)
+struct herald_headers *herald_headers_copy(const struct herald_headers *h)
 {
     struct herald_headers *c = herald_headers_new();
     for (size_t i = 0; h && i < h->n; i++)
         add_n(c, h->e[i].name, h->e[i].nlen, h->e[i].value, h->e[i].vlen, false);
     return c;
-}
-
-struct herald_headers *herald_headers_copy(const struct herald_headers *h)
-{
-    return headers_clone(h);
 }
 
 size_t headers_count_name(const struct herald_headers *h, const char *name)

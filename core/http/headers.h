@@ -9,19 +9,14 @@
 
 /* Sum of name and value lengths (what max_request_headers_kb counts). */
 size_t headers_byte_size(const struct herald_headers *h);
-struct herald_headers *headers_clone(const struct herald_headers *h);
 /* Adds name (already lower-case) and value, both copied. For codecs. */
 void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
 /* As headers_add_n, at position pos (entries from pos on move back). */
 void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
                       size_t vlen);
-/* As headers_add_n, then frees name and value (malloc'd by the caller). */
-void headers_add_owned(struct herald_headers *h, char *name, char *value);
 /* Entry i with its lengths; false past the end. */
 bool headers_at_n(const struct herald_headers *h, size_t i, const char **name, size_t *nlen,
                   const char **value, size_t *vlen);
-/* Moves every entry of src to the end of dst (src is left empty). */
-void headers_append_move(struct herald_headers *dst, struct herald_headers *src);
 /* Removes entry i (order kept); false past the end. */
 bool headers_remove_at(struct herald_headers *h, size_t i);
 /* Number of entries named name. */

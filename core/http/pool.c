@@ -166,9 +166,7 @@ static void conn_fail_request(struct pool_conn *c, enum herald_upstream_reset wh
     ureq_fail(r, why);
 }
 
-/* Fails every pending request of p (a connect failed: Envoy purges them all,
- * so that the caller decides, e.g. to retry on another host). */
-static void pool_purge_pending(struct http_pool *p, enum herald_upstream_reset why)
+void pool_purge_pending(struct http_pool *p, enum herald_upstream_reset why)
 {
     while (p->pending_head)
         ureq_fail(p->pending_head, why);

@@ -174,6 +174,9 @@ void ureq_bind(struct herald_http_upstream *r, struct pool_conn *pc);
 void ureq_bound_h2(struct herald_http_upstream *r);
 /* on_reset from a zero-delay event (the caller is never re-entered); r is freed after it. */
 void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why);
+/* Fails every pending request of p (a connect failed: Envoy purges them all,
+ * so that the caller decides, e.g. to retry on another host). HTTP/1 and h2 pools. */
+void pool_purge_pending(struct http_pool *p, enum herald_upstream_reset why);
 void ureq_pending_remove(struct herald_http_upstream *r);
 /* The response ended and r is off its connection. */
 void ureq_done(struct herald_http_upstream *r);

@@ -76,7 +76,7 @@ static void check_reencode(struct herald_headers *h, bool end_stream)
     struct evbuffer *out = evbuffer_new();
     h1_encoder_init(&e, 0);
     /* a body becomes an empty chunked one: framing headers must go */
-    struct herald_headers *copy = headers_clone(h);
+    struct herald_headers *copy = herald_headers_copy(h);
     herald_headers_remove(copy, "content-length");
     if (h1_encode_request_headers(&e, out, copy, true) == 0) {
         struct fz g = {0};

@@ -850,7 +850,7 @@ static void test_headers_map(void)
     herald_headers_add(h, "connection", "keep-alive, Upgrade");
     ok(headers_has_token(h, "Connection", "upgrade"), "token match");
     ok(!headers_has_token(h, "Connection", "close"), "token mismatch");
-    struct herald_headers *c = headers_clone(h);
+    struct herald_headers *c = herald_headers_copy(h);
     is_int(herald_headers_count(c), 2, "clone");
     is_int((long long)headers_byte_size(c), 3 + 1 + 10 + 19, "byte size");
     herald_headers_free(c);
