@@ -47,6 +47,17 @@ uint16_t addr_port(const struct sockaddr *sa)
     return 0;
 }
 
+bool addr_is_wildcard(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_V4MAPPED(a);
+    }
+    return true;
+}
+
 void addr_format(const struct sockaddr *sa, char *out, size_t size)
 {
     char ip[INET6_ADDRSTRLEN];

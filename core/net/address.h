@@ -16,6 +16,8 @@ void addr_format(const struct sockaddr *sa, char *out, size_t size);
 /* "ip" alone. */
 void addr_format_ip(const struct sockaddr *sa, char *out, size_t size);
 uint16_t addr_port(const struct sockaddr *sa);
+/* 0.0.0.0 or [::] (any other family: true, so callers ask the socket). */
+bool addr_is_wildcard(const struct sockaddr *sa);
 
 struct cidr {
     int family;           /* AF_INET or AF_INET6 */

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,6 +29,7 @@
 #include "net/listener.h"
 #include "net/sock_reader.h"
 #include "net/tls.h"
+#include "net/tls_stream.h"
 #include "worker.h"
 
 /* One event per connection does all deferred work (fewer allocations per
@@ -41,6 +41,7 @@
 struct conn_extra {
     struct event *deferred;
     struct sock_reader *reader;       /* plain sockets */
+    struct tls_stream *tls;           /* TLS sockets */
     unsigned work;                    /* DEFER_* */
 };
 
@@ -146,7 +147,7 @@ static void on_writable(struct bufferevent *bev, void *arg)
 {
     struct herald_conn *c = arg;
     size_t len = evbuffer_get_length(bufferevent_get_output(bev));
-    if (len == 0 && !c->tls)
+    if (len == 0)
         bufferevent_disable(bev, EV_WRITE); /* back to flush_output(): no arming per write */
     if (c->above_high && len <= c->buffer_limit / 2) {
         c->above_high = false;
@@ -171,7 +172,6 @@ static void handshake_event(struct herald_conn *c, short what)
 {
     if (what & BEV_EVENT_CONNECTED) {
         c->handshaking = false;
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
         const unsigned char *p;
         unsigned len;
         SSL_get0_alpn_selected(c->ssl, &p, &len);
@@ -184,7 +184,7 @@ static void handshake_event(struct herald_conn *c, short what)
         return;
     }
     char why[256];
-    tls_handshake_failed(c->tls, c->ssl, c->bev, why, sizeof(why));
+    tls_handshake_failed(c->tls, c->ssl, tls_stream_error(extra(c)->tls), why, sizeof(why));
     if (what & BEV_EVENT_TIMEOUT) {
         herald_stat_inc(c->listener->stats.downstream_cx_transport_socket_connect_timeout);
         snprintf(why, sizeof(why), "timeout (transport_socket_connect_timeout)");
@@ -237,22 +237,23 @@ static void defer(struct herald_conn *c, unsigned work)
     event_active(extra(c)->deferred, EV_READ, 0);
 }
 
-/* Plain sockets are read by sock_reader (see there why), TLS by OpenSSL's bufferevent. */
+/* Plain sockets are read by sock_reader, TLS ones by tls_stream (see there why). */
 static void read_on(struct herald_conn *c)
 {
     if (c->splice)
         return;
     if (extra(c)->reader)
         sock_reader_enable(extra(c)->reader);
-    else
-        bufferevent_enable(c->bev, EV_READ);
+    else if (extra(c)->tls)
+        tls_stream_read_enable(extra(c)->tls);
 }
 
 static void read_off(struct herald_conn *c)
 {
     if (extra(c)->reader)
         sock_reader_disable(extra(c)->reader);
-    bufferevent_disable(c->bev, EV_READ);
+    else if (extra(c)->tls)
+        tls_stream_read_disable(extra(c)->tls);
 }
 
 void conn_read_stop(struct herald_conn *c)
@@ -270,9 +271,8 @@ static void free_conn(struct herald_conn *c)
         if (c->sessions[i] && c->chain->filters[i].ops->session_destroy)
             c->chain->filters[i].ops->session_destroy(c->sessions[i]);
     sock_reader_free(extra(c)->reader);
+    tls_stream_free(extra(c)->tls);   /* before the bufferevent: it hooks the input */
     bufferevent_free(c->bev);
-    if (c->tls_stage)
-        evbuffer_free(c->tls_stage);
     event_free(extra(c)->deferred);
     if (c->link.prev)
         c->link.prev->link.next = c->link.next;
@@ -296,11 +296,12 @@ static void free_conn(struct herald_conn *c)
     free(c);
 }
 
-/* Plain sockets write from here, once per loop iteration, with whatever
+/* Connections write from here, once per loop iteration, with whatever
  * the filters queued meanwhile (the head and body of a response go in one
- * writev). Only what the socket refuses goes through the bufferevent's
- * EV_WRITE: arming and disarming it for every write would cost two
- * epoll_ctl and an epoll_wait each time. */
+ * writev; over TLS, in whole records: an HTTP/2 HEADERS and DATA frame in
+ * one). Only what the socket refuses waits for EV_WRITE: arming and
+ * disarming it for every write would cost two epoll_ctl and an epoll_wait
+ * each time. */
 int write_out(struct evbuffer *out, int fd)
 {
     evbuffer_unfreeze(out, 1);
@@ -311,44 +312,24 @@ int write_out(struct evbuffer *out, int fd)
     return n;
 }
 
-/* TLS: what the filters wrote during this loop iteration goes to OpenSSL in
- * contiguous pieces of one record each. bufferevent_openssl makes an
- * SSL_write (a record and a write(2)) per buffer chain as soon as data is
- * added, so an HTTP/2 HEADERS and DATA frame would otherwise cost two
- * records and two syscalls per response. */
-#define TLS_RECORD 16384
-
-static void tls_unstage(struct herald_conn *c)
-{
-    struct evbuffer *stage = c->tls_stage;
-    if (!stage)
-        return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t len;
-    while ((len = evbuffer_get_length(stage)) > 0) {
-        size_t n = len < TLS_RECORD ? len : TLS_RECORD;
-        evbuffer_pullup(stage, (ssize_t)n);
-        evbuffer_remove_buffer(stage, out, n);
-    }
-}
-
 static size_t output_len(const struct herald_conn *c)
 {
-    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
-    return c->tls_stage ? n + evbuffer_get_length(c->tls_stage) : n;
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
 static void flush_output(struct herald_conn *c)
 {
-    if (c->tls_stage) {
-        if (!c->closing || c->flush_close)
-            tls_unstage(c);
-        return;
-    }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->closing && !c->flush_close)
         return;
-    if (evbuffer_get_length(out) > 0 && write_out(out, c->fd) < 0 && errno != EAGAIN && errno != EINTR) {
+    int rc = 0;
+    if (evbuffer_get_length(out) > 0) {
+        if (extra(c)->tls)
+            rc = tls_stream_flush(extra(c)->tls);   /* the rest, if any, when the socket takes it */
+        else if (write_out(out, c->fd) < 0 && errno != EAGAIN && errno != EINTR)
+            rc = -1;
+    }
+    if (rc < 0) {
         c->remote_closed = true;
         if (c->closing)
             finalize(c, true);
@@ -357,7 +338,8 @@ static void flush_output(struct herald_conn *c)
         return;
     }
     if (evbuffer_get_length(out) > 0) {
-        bufferevent_enable(c->bev, EV_WRITE); /* the rest when the socket takes it */
+        if (!extra(c)->tls)
+            bufferevent_enable(c->bev, EV_WRITE); /* the rest when the socket takes it */
         return;
     }
     on_writable(c->bev, c);
@@ -389,6 +371,8 @@ static void finalize(struct herald_conn *c, bool reset)
     read_off(c);
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    if (extra(c)->tls)
+        tls_stream_stop(extra(c)->tls);
     if (reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -427,20 +411,25 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
 
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* The transport socket seam: a TLS chain gets an OpenSSL bufferevent. */
+    /* The transport socket seam: the bufferevent holds the plaintext both
+     * ways; sock_reader or tls_stream moves it (its own events stay off). */
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_disable(c->bev, EV_WRITE);   /* flush_output() writes; EV_WRITE only when the socket is full */
+    a->x.deferred = event_new(w->base, -1, 0, run_deferred, c);
     SSL *ssl = tls ? tls_ssl_new(tls) : NULL;
+    if (ssl) {
+        a->x.tls = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, tls_handshake_timeout_ms(tls), on_readable,
+                                  on_writable, on_bev_event, c);
+        if (!a->x.tls) {
+            SSL_free(ssl);
+            ssl = NULL;
+        }
+    }
     if (ssl) {
         c->tls = tls;
         c->ssl = ssl;
         c->handshaking = true;
-        c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-        /* a peer that closes without close_notify is an EOF, not an error (most clients do) */
-        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-        c->tls_stage = evbuffer_new();
-    } else {
-        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
-    a->x.deferred = event_new(w->base, -1, 0, run_deferred, c);
     if (tls && !ssl) {
         log_warn("conn", "C%llu: cannot make a TLS session (out of memory?)", (unsigned long long)c->id);
         c->sessions = xcalloc(chain->nfilters ? chain->nfilters : 1, sizeof(void *));
@@ -452,26 +441,12 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     evbuffer_add_cb(bufferevent_get_input(c->bev), count_rx, c);
     if (!tls)
         a->x.reader = sock_reader_new(w->base, c->bev, fd, c->buffer_limit, on_readable, on_bev_event, c);
-    /* libevent's default of 16 KiB per read/write costs a syscall and a
-     * filter pass per 16 KiB; bulk transfers want bigger bites. */
-    /* TLS: bufferevent_openssl reserves twice this for every read, whatever
-     * arrives (a 512 KiB mmap and munmap per request at 256 KiB): one record. */
-    bufferevent_set_max_single_read(c->bev, tls ? 16 * 1024 : 256 * 1024);
+    /* libevent's default of 16 KiB per write costs a syscall per 16 KiB;
+     * bulk transfers want bigger bites (plain sockets; TLS writes records). */
     bufferevent_set_max_single_write(c->bev, 256 * 1024);
-    if (tls)   /* plain sockets: sock_reader keeps the input under the limit itself */
-        bufferevent_setwatermark(c->bev, EV_READ, 0, c->buffer_limit);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->buffer_limit / 2, 0);
-    if (tls)
-        bufferevent_enable(c->bev, EV_WRITE);
-    else /* flush_output() writes, and enables EV_WRITE only when the socket is full */
-        bufferevent_disable(c->bev, EV_WRITE);
     c->sessions = xcalloc(chain->nfilters ? chain->nfilters : 1, sizeof(void *));
     if (c->handshaking) {
-        uint64_t ms = tls_handshake_timeout_ms(tls);
-        if (ms) {
-            struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-            bufferevent_set_timeouts(c->bev, &tv, &tv);
-        }
         log_trace("conn", "C%llu accepted from %s on %s (TLS)", (unsigned long long)c->id,
                   herald_conn_remote_str(c), herald_conn_local_str(c));
         return c;
@@ -593,13 +568,11 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
         if (c->closing)
             return -1;
     }
-    struct evbuffer *out = c->tls_stage ? c->tls_stage : bufferevent_get_output(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     c->tx_bytes += evbuffer_get_length(buf_ev(buf));
     evbuffer_add_buffer(out, buf_ev(buf));
     if (evbuffer_get_length(out) > 0)
         defer(c, DEFER_FLUSH);
-    if (end_stream)
-        tls_unstage(c);   /* the half-close waits for the output, which must be in the bufferevent */
     size_t len = output_len(c);
     if (end_stream) {
         c->shut_wr_pending = true;
@@ -630,12 +603,9 @@ void herald_conn_close(struct herald_conn *c, enum herald_close_mode mode)
     }
     c->closing = true;
     read_off(c);
-    if (mode == HERALD_CLOSE_FLUSH)
-        tls_unstage(c);
     if (mode == HERALD_CLOSE_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         c->flush_close = true; /* on_writable finishes it */
-        if (!c->tls)
-            defer(c, DEFER_FLUSH);
+        defer(c, DEFER_FLUSH);
         return;
     }
     finalize(c, mode == HERALD_CLOSE_RESET);

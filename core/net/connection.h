@@ -1,6 +1,6 @@
 /* Downstream connections and the network filter chain running on them. The
- * bytes live in a bufferevent; the transport socket decides which kind
- * (plain socket now; OpenSSL later), so filters never see ciphertext. */
+ * bytes live in a bufferevent's buffers; sock_reader (plain sockets) or
+ * tls_stream (TLS) moves them, so filters never see ciphertext. */
 #ifndef HERALD_CORE_NET_CONNECTION_H
 #define HERALD_CORE_NET_CONNECTION_H
 
@@ -32,8 +32,7 @@ struct herald_conn {
     char *remote_str, *local_str;     /* formatted when first asked for */
     char *server_name;
     struct tls_ctx *tls;              /* the chain's DownstreamTlsContext, or NULL (plaintext) */
-    struct ssl_st *ssl;               /* owned by bev */
-    struct evbuffer *tls_stage;       /* TLS output of this loop iteration, written as whole records */
+    struct ssl_st *ssl;               /* owned by the connection's tls_stream */
     char *alpn;                       /* negotiated, or NULL */
     bool handshaking;                 /* filters start once the TLS handshake is done */
     void **sessions;                  /* [chain->nfilters] */

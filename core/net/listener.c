@@ -224,6 +224,9 @@ int listeners_bind(char **err)
                 getsockname(fd, (struct sockaddr *)&ss, &len);
                 port = addr_port((struct sockaddr *)&ss);
                 addr_format((struct sockaddr *)&ss, l->bound, sizeof(l->bound));
+                l->bound_sa = ss;
+                l->bound_len = len;
+                l->bound_wildcard = addr_is_wildcard((struct sockaddr *)&ss);
             }
         }
         free(key);
@@ -506,9 +509,15 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
     s->fd = fd;
     memcpy(&s->remote, sa, (size_t)salen);
     s->rlen = (socklen_t)salen;
-    s->llen = sizeof(s->local);
-    getsockname(fd, (struct sockaddr *)&s->local, &s->llen);
-    evutil_make_socket_nonblocking(fd);
+    /* A socket bound to one address accepts only connections to it: no
+     * getsockname(2) per connection. evconnlistener made fd non-blocking. */
+    if (l->bound_wildcard) {
+        s->llen = sizeof(s->local);
+        getsockname(fd, (struct sockaddr *)&s->local, &s->llen);
+    } else {
+        memcpy(&s->local, &l->bound_sa, l->bound_len);
+        s->llen = l->bound_len;
+    }
     if (l->nlfilters == 0) {
         socket_finish(s);
         return;

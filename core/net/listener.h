@@ -45,6 +45,9 @@ struct listener {
     struct listener_stats stats;
     int *fds; unsigned nfds;           /* one per worker (or one shared) */
     char bound[ADDR_STRLEN];           /* the address actually bound */
+    struct sockaddr_storage bound_sa;  /* the same, as a sockaddr */
+    socklen_t bound_len;
+    bool bound_wildcard;               /* 0.0.0.0 or [::]: each connection's local address is asked for */
     unsigned nworkers;
     atomic_uint_least64_t cx_open;     /* sockets accepted and not closed, all workers (overload.c) */
     bool ignore_global_conn_limit;

@@ -384,6 +384,19 @@ static void rotate_keys(struct tls_ctx *t)
     t->keys_born_ms = now;
 }
 
+/* Fetched once: EVP_aes_256_cbc() makes OpenSSL 3 look the cipher up in
+ * its provider tables on every use (locks and a name lookup per ticket). */
+static EVP_CIPHER *ticket_cipher_fetched;
+static pthread_once_t ticket_cipher_once = PTHREAD_ONCE_INIT;
+
+static void ticket_cipher_fetch(void) { ticket_cipher_fetched = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL); }
+
+static const EVP_CIPHER *ticket_cipher(void)
+{
+    pthread_once(&ticket_cipher_once, ticket_cipher_fetch);
+    return ticket_cipher_fetched ? ticket_cipher_fetched : EVP_aes_256_cbc();
+}
+
 /* Envoy's ticket format: 16 bytes of key name, AES-256-CBC, HMAC-SHA256. */
 static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx,
                      int enc)
@@ -415,9 +428,9 @@ static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
     };
     if (enc) {
         memcpy(name, k.name, 16);
-        if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
+        if (RAND_bytes(iv, 16) <= 0 || !EVP_EncryptInit_ex(ectx, ticket_cipher(), NULL, k.aes, iv))
             rc = -1;
-    } else if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv)) {
+    } else if (!EVP_DecryptInit_ex(ectx, ticket_cipher(), NULL, k.aes, iv)) {
         rc = -1;
     }
     if (rc > 0 && !EVP_MAC_CTX_set_params(hctx, params))
@@ -1295,13 +1308,10 @@ int tls_handshake_done(struct tls_ctx *t, SSL *ssl)
     return 0;
 }
 
-void tls_handshake_failed(struct tls_ctx *t, SSL *ssl, struct bufferevent *bev, char *buf, size_t size)
+void tls_handshake_failed(struct tls_ctx *t, SSL *ssl, unsigned long err, char *buf, size_t size)
 {
     enum verify_reason r = get_reason(ssl);
-    unsigned long e = 0, x;
-    while (bev && (x = bufferevent_get_openssl_error(bev)))
-        if (!e)
-            e = x;
+    unsigned long e = err;
     if (!r && e && ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
         r = R_NO_CERT;
     if (e) {

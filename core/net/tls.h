@@ -49,9 +49,10 @@ uint64_t tls_handshake_timeout_ms(const struct tls_ctx *t);
  * Returns 0, or -1 when the peer must be refused after all (a check OpenSSL
  * could not make during the handshake). */
 int tls_handshake_done(struct tls_ctx *t, SSL *ssl);
-/* The handshake failed (error, EOF or timeout): counts ssl.connection_error and
- * the fail_verify_* reason; writes a short reason into buf for the logs. */
-void tls_handshake_failed(struct tls_ctx *t, SSL *ssl, struct bufferevent *bev, char *buf, size_t size);
+/* The handshake failed (error, EOF or timeout; err: the first OpenSSL error,
+ * or 0): counts ssl.connection_error and the fail_verify_* reason; writes a
+ * short reason into buf for the logs. */
+void tls_handshake_failed(struct tls_ctx *t, SSL *ssl, unsigned long err, char *buf, size_t size);
 
 /* Sends close_notify (best effort: the socket is non-blocking). */
 void tls_shutdown(SSL *ssl);

@@ -272,7 +272,11 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
             socklen_t plen = sizeof(peer);
             if (u->ssl && getpeername(bufferevent_getfd(bev), (struct sockaddr *)&peer, &plen) == 0) {
                 char why[256];
-                tls_handshake_failed(u->cluster->cfg->tls, u->ssl, bev, why, sizeof(why));
+                unsigned long e = 0, x;
+                while ((x = bufferevent_get_openssl_error(bev)))
+                    if (!e)
+                        e = x;
+                tls_handshake_failed(u->cluster->cfg->tls, u->ssl, e, why, sizeof(why));
                 log_debug("upstream", "TLS handshake with %s failed: %s", u->host->addr_str, why);
             } else {
                 log_debug("upstream", "connect to %s failed: %s", u->host->addr_str,

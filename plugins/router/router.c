@@ -268,6 +268,17 @@ static void arm_request_timers(struct session *ss)
 
 static void upstream_failed(struct session *ss, enum herald_upstream_reset why);
 
+/* Decimal digits of v into buf (>= 21 bytes); per request, so no printf. */
+static const char *u64_str(char *buf, uint64_t v)
+{
+    char *p = buf + 20;
+    *p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    return p;
+}
+
 static void start_try(struct session *ss)
 {
     struct herald_cluster *c = herald_cluster_get(ss->cluster);
@@ -282,7 +293,12 @@ static void start_try(struct session *ss)
         local_reply(ss, 503, "no healthy upstream", "no_healthy_upstream", "UH");
         return;
     }
-    snprintf(ss->host, sizeof(ss->host), "%s", herald_host_address(h));
+    const char *addr = herald_host_address(h);
+    size_t alen = strlen(addr);
+    if (alen >= sizeof(ss->host))
+        alen = sizeof(ss->host) - 1;
+    memcpy(ss->host, addr, alen);
+    ss->host[alen] = '\0';
     herald_http_stream_set_upstream(ss->s, ss->cluster, ss->host);
 
     struct herald_headers *hdrs = headers_copy(ss->req);
@@ -290,8 +306,7 @@ static void start_try(struct session *ss)
     uint64_t expected = ss->per_try_ms ? ss->per_try_ms : ss->timeout_ms;
     if (!ss->conf->suppress_envoy_headers && expected && !ss->upgrade) {
         char num[24];
-        snprintf(num, sizeof(num), "%llu", (unsigned long long)expected);
-        herald_headers_set(hdrs, "x-envoy-expected-rq-timeout-ms", num);
+        herald_headers_set(hdrs, "x-envoy-expected-rq-timeout-ms", u64_str(num, expected));
     }
     ss->attempts++;
     ss->try_start_ms = herald_now_ms();
@@ -502,8 +517,7 @@ static void up_headers(void *arg, struct herald_headers *h, bool end_stream)
     timer_stop(ss->per_try);
     if (!ss->conf->suppress_envoy_headers) {
         char num[24];
-        snprintf(num, sizeof(num), "%llu", (unsigned long long)(herald_now_ms() - ss->try_start_ms));
-        herald_headers_set(h, "x-envoy-upstream-service-time", num);
+        herald_headers_set(h, "x-envoy-upstream-service-time", u64_str(num, herald_now_ms() - ss->try_start_ms));
     }
     ss->response_started = true;
     if (status == 101) {

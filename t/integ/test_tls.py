@@ -182,6 +182,31 @@ def test_tcp_proxy_over_tls_bytes_intact(herald, upstreams, port, pki):
     assert sum(v for k, v in st.items() if k.startswith("listener.tls.ssl.curves.")) >= 1
 
 
+def test_tls_backpressure_both_ways_bytes_intact(herald, upstreams, port, pki):
+    """herald's TLS transport under backpressure: the client uploads 16 MiB
+    without reading while the upstream sends 48 MiB (herald's TLS writes to the
+    client block, the upstream is paused), then reads it all. Small buffers
+    (64 KiB) so the watermarks work all the time. Both hashes must match and
+    the upstream's half-close must reach the client as the end of the stream."""
+    server = upstreams(helpers.HashServer, send_bytes=48 << 20)
+    p = port()
+    lst = tls_listener(p, "src", [(None, tls_socket(certs(pki.a_ec)))])
+    lst["per_connection_buffer_limit_bytes"] = 65536
+    h = herald(helpers.bootstrap([lst], [helpers.cluster("src", [server.addr],
+                                                         per_connection_buffer_limit_bytes=65536)]))
+    s = tls_connect(p, client_ctx(pki), "a.example", timeout=60)
+    sent, sent_sha = helpers.send_pattern(s, 16 << 20)
+    time.sleep(0.5)   # herald's output to us is full now: its writes wait for the socket
+    got, got_sha = helpers.recv_all(s)
+    s.close()
+    assert helpers.wait_for(lambda: server.results, 10), "the upstream never saw the end of the upload"
+    res = server.results[0]
+    assert res["recv"] == sent and res["recv_sha"] == sent_sha, "upload damaged: %d of %d bytes" % (res["recv"], sent)
+    assert got == res["sent"] == 48 << 20, "download: %d of %d bytes" % (got, res["sent"])
+    assert got_sha == res["sent_sha"], "download damaged"
+    assert h.stats().get("listener.tls.ssl.handshake") == 1
+
+
 def test_old_versions_refused_by_default(herald, upstreams, port, pki):
     echo = upstreams(helpers.EchoServer)
     p = port()
