@@ -13,6 +13,16 @@
 #define UNUSED(x) (void)(x)
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
+/* ASan builds: memory is never recycled by herald itself (free lists would
+ * hide a use-after-free from ASan). */
+#if defined(__SANITIZE_ADDRESS__)
+#define HERALD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HERALD_ASAN 1
+#endif
+#endif
+
 /* Allocation failures at boot or on the data path abort: herald does not
  * limp on without memory. */
 void *xmalloc(size_t n);

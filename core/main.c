@@ -12,6 +12,7 @@
 
 #include "herald/version.h"
 #include "log.h"
+#include "mem_cache.h"
 #include "plugin.h"
 #include "server.h"
 
@@ -110,6 +111,7 @@ int main(int argc, char **argv)
     int c;
 
     tune_malloc();
+    mem_cache_init();
     evthread_use_pthreads();
     event_set_log_callback(libevent_log);
     while ((c = getopt_long(argc, argv, "c:l:h", long_opts, NULL)) != -1) {

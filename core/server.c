@@ -16,6 +16,7 @@
 #include "config/schema.h"
 #include "http/pool.h"
 #include "log.h"
+#include "mem_cache.h"
 #include "net/connection.h"
 #include "net/listener.h"
 #include "net/tls.h"
@@ -278,6 +279,7 @@ int server_run(struct options *o)
     worker_on_exit(access_log_thread_exit);
     worker_on_exit(runtime_thread_exit);
     worker_on_exit(splice_worker_cleanup);
+    worker_on_exit(mem_cache_thread_exit);
     s->workers = xcalloc(nworkers, sizeof(*s->workers));
     for (unsigned i = 0; i < nworkers; i++) {
         cluster_worker_init(&s->workers[i]);
@@ -309,6 +311,7 @@ int server_run(struct options *o)
     log_info("main", "exiting");
     for (unsigned i = 0; i < nworkers; i++) {
         event_free(s->workers[i].wakeup);
+        close(s->workers[i].wake_fd);
         event_base_free(s->workers[i].base);
         pthread_mutex_destroy(&s->workers[i].lock);
     }

@@ -20,11 +20,23 @@ void *xmalloc(size_t n)
     return p;
 }
 
+/* Small blocks: malloc and memset. glibc's calloc skips the per-thread
+ * cache and always takes malloc's slow path, and the proxy makes a few small
+ * zeroed objects per request; big ones keep calloc (fresh pages are zero). */
 void *xcalloc(size_t n, size_t size)
 {
-    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!n)
+        n = 1;
+    if (!size)
+        size = 1;
+    if (n > SIZE_MAX / size)
+        oom(SIZE_MAX);
+    size_t total = n * size;
+    void *p = total <= 4096 ? malloc(total) : calloc(n, size);
     if (!p)
-        oom(n * size);
+        oom(total);
+    if (total <= 4096)
+        memset(p, 0, total);
     return p;
 }
 

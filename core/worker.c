@@ -1,8 +1,12 @@
 /* Worker threads and the main -> worker message queue. */
 #include "config.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "log.h"
@@ -35,6 +39,10 @@ void main_thread_set_base(struct event_base *base) { main_base = base; }
 static void drain_queue(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
+    uint64_t rung;
+    if (fd >= 0 && read(fd, &rung, sizeof(rung)) < 0) {
+        /* EAGAIN: a spurious wake-up; the queue says what there is */
+    }
     pthread_mutex_lock(&w->lock);
     struct worker_msg *m = w->head;
     w->head = w->tail = NULL;
@@ -54,13 +62,16 @@ void worker_post(struct worker *w, worker_fn fn, void *arg)
     m->fn = fn;
     m->arg = arg;
     pthread_mutex_lock(&w->lock);
+    bool ring = !w->head;   /* else the bell rang already and the worker will take this too */
     if (w->tail)
         w->tail->next = m;
     else
         w->head = m;
     w->tail = m;
     pthread_mutex_unlock(&w->lock);
-    event_active(w->wakeup, EV_READ, 0);
+    uint64_t one = 1;
+    if (ring && write(w->wake_fd, &one, sizeof(one)) < 0)
+        log_error("worker", "cannot wake worker %u: %s", w->index, strerror(errno));
 }
 
 static void *run(void *arg)
@@ -85,11 +96,20 @@ int worker_start(struct worker *w, unsigned index)
 {
     w->index = index;
     pthread_mutex_init(&w->lock, NULL);
-    w->base = event_base_new();
-    if (!w->base)
+    /* Only this worker's thread touches its event base (others post to the
+     * queue and ring an eventfd), so the base needs no lock: libevent would
+     * otherwise take a mutex on every event_add, event_del and event_active. */
+    struct event_config *cfg = event_config_new();
+    if (!cfg)
         return -1;
-    /* A persistent event with no fd, only ever activated: the queue's doorbell. */
-    w->wakeup = event_new(w->base, -1, 0, drain_queue, w);
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!w->base || w->wake_fd < 0)
+        return -1;
+    w->wakeup = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, drain_queue, w);
+    event_add(w->wakeup, NULL);
     if (pthread_create(&w->thread, NULL, run, w) != 0)
         return -1;
     return 0;
@@ -110,6 +130,7 @@ void worker_stop_and_join(struct worker *w)
     worker_post(w, stop_loop, NULL);
     pthread_join(w->thread, NULL);
     event_free(w->wakeup);
+    close(w->wake_fd);
     event_base_free(w->base);
     w->base = NULL;
     pthread_mutex_destroy(&w->lock);

@@ -1,5 +1,6 @@
 /* Workers: one thread and one event loop each. The main thread talks to a
- * worker only by posting closures to its queue (a locked list plus an event);
+ * worker only by posting closures to its queue (a locked list plus an
+ * eventfd as its doorbell; the worker's event base has no lock of its own);
  * the worker runs them between events. Nothing on the data path is shared
  * and mutable. */
 #ifndef HERALD_CORE_WORKER_H
@@ -18,7 +19,8 @@ struct worker {
     unsigned index;
     pthread_t thread;
     struct event_base *base;
-    struct event *wakeup;         /* activated by worker_post */
+    struct event *wakeup;         /* reads wake_fd: worker_post rang */
+    int wake_fd;                  /* eventfd */
     pthread_mutex_t lock;
     struct worker_msg *head, *tail;
     struct cluster_worker *clusters;

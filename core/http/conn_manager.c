@@ -885,11 +885,8 @@ static void h2_sink_headers(struct herald_http_stream *s)
     int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
 
     /* connection-specific headers are not HTTP/2's (the codec leaves them out too) */
-    herald_headers_remove(h, "connection");
-    herald_headers_remove(h, "keep-alive");
-    herald_headers_remove(h, "proxy-connection");
-    herald_headers_remove(h, "transfer-encoding");
-    herald_headers_remove(h, "upgrade");
+    headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
+                                     HOP_UPGRADE);
     response_common(s, h);
     if (status < 200 || status > 999 || !s->h2id ||
         h2_server_submit_headers(cc->h2, s->h2id, h, s->enc.headers_end) < 0) {
@@ -922,12 +919,8 @@ static void sink_headers(struct herald_http_stream *s)
                       (status == 101 || (s->upgrade_type && !strcasecmp(s->upgrade_type, "CONNECT") &&
                                          status >= 200 && status < 300));
 
-    herald_headers_remove(h, "connection");
-    herald_headers_remove(h, "keep-alive");
-    herald_headers_remove(h, "proxy-connection");
-    herald_headers_remove(h, "transfer-encoding");
-    if (!upgrade_ok)
-        herald_headers_remove(h, "upgrade");
+    headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
+                                     (upgrade_ok ? 0 : HOP_UPGRADE));
     response_common(s, h);
 
     if (upgrade_ok && status == 101) {
@@ -1887,9 +1880,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     /* hop-by-hop */
     const char *up = herald_headers_get(h, "upgrade");
     bool codec_upgrade = !cc->h2 && h1_codec_is_upgrade(cc->codec);
-    herald_headers_remove(h, "keep-alive");
-    herald_headers_remove(h, "proxy-connection");
-    herald_headers_remove(h, "transfer-encoding");
+    headers_remove_hop_by_hop(h, HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING);
     const char *te = herald_headers_get(h, "te");
     if (te) {
         if (headers_has_token(h, "te", "trailers"))
@@ -1926,8 +1917,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         }
         *end_stream = false;
     } else {
-        herald_headers_remove(h, "connection");
-        herald_headers_remove(h, "upgrade");
+        headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_UPGRADE);
         if (codec_upgrade)
             h1_codec_cancel_upgrade(cc->codec);
     }

@@ -113,6 +113,34 @@ static bool is_ctl(unsigned char ch)
     return ch < 0x20 || ch == 0x7f;
 }
 
+/* Bytes a request/status line or a field value may hold as they are: all but
+ * the controls (CR, LF and the rest), with HTAB allowed. */
+static const bool field_ok[256] = {
+#define F(c) [c] = ((c) >= 0x20 && (c) != 0x7f) || (c) == '\t'
+#define F8(b) F(b), F(b + 1), F(b + 2), F(b + 3), F(b + 4), F(b + 5), F(b + 6), F(b + 7)
+#define F64(b) F8(b), F8(b + 8), F8(b + 16), F8(b + 24), F8(b + 32), F8(b + 40), F8(b + 48), F8(b + 56)
+    F64(0), F64(64), F64(128), F64(192),
+#undef F64
+#undef F8
+#undef F
+};
+
+/* The run of bytes from data[i] that table accepts: lines and names are
+ * checked a run at a time, not a state-machine step per byte. The head-size
+ * guard counted data[i] already; the rest of the run is added here. */
+#define SKIP_RUN(table)                                             \
+    do {                                                            \
+        size_t j_ = i + 1;                                          \
+        while (j_ < len && table[data[j_]])                         \
+            j_++;                                                   \
+        s->raw += j_ - i - 1;                                       \
+        if (s->raw > max_raw) {                                     \
+            *details = "http1.headers_too_large";                   \
+            return -1;                                              \
+        }                                                           \
+        i = j_;                                                     \
+    } while (0)
+
 /* Validates data[0..len) from state *s. Returns how many bytes may be fed to
  * http-parser: all of them, or up to and including the byte that ended a
  * head (SC_HEAD_DONE) or a chunked message (SC_MSG_DONE). On a bad byte,
@@ -145,11 +173,15 @@ static ssize_t scan(struct scan *s, const unsigned char *data, size_t len, uint6
             s->st = SC_PRE;
             break;
         case SC_FIRST:
+            if (field_ok[ch]) {
+                SKIP_RUN(field_ok);
+                continue;
+            }
             if (ch == '\r')
                 s->st = SC_FIRST_LF;
             else if (ch == '\n')
                 goto bare_lf;
-            else if (is_ctl(ch) && ch != '\t')
+            else
                 goto bad_char;
             break;
         case SC_FIRST_LF:
@@ -171,17 +203,25 @@ static ssize_t scan(struct scan *s, const unsigned char *data, size_t len, uint6
                 goto bad_name;
             break;
         case SC_NAME:
+            if (is_tchar(ch)) {
+                SKIP_RUN(tchar);
+                continue;
+            }
             if (ch == ':')
                 s->st = SC_VALUE;
-            else if (!is_tchar(ch))
+            else
                 goto bad_name;
             break;
         case SC_VALUE:
+            if (field_ok[ch]) {
+                SKIP_RUN(field_ok);
+                continue;
+            }
             if (ch == '\r')
                 s->st = SC_LINE_LF;
             else if (ch == '\n')
                 goto bare_lf;
-            else if (is_ctl(ch) && ch != '\t')
+            else
                 goto bad_char;
             break;
         case SC_LINE_LF:
@@ -1049,17 +1089,22 @@ static void hb_init(struct headbuf *b)
     b->cap = sizeof(b->small);
 }
 
-static void hb_add(struct headbuf *b, const char *s, size_t n)
+static void hb_grow(struct headbuf *b, size_t n)
 {
-    if (b->len + n > b->cap) {
-        size_t cap = (b->len + n) * 2;
-        char *p = xmalloc(cap);
-        memcpy(p, b->p, b->len);
-        if (b->p != b->small)
-            free(b->p);
-        b->p = p;
-        b->cap = cap;
-    }
+    size_t cap = (b->len + n) * 2;
+    char *p = xmalloc(cap);
+    memcpy(p, b->p, b->len);
+    if (b->p != b->small)
+        free(b->p);
+    b->p = p;
+    b->cap = cap;
+}
+
+/* inline: most pieces are two-byte literals (": ", "\r\n") */
+static inline void hb_add(struct headbuf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap)
+        hb_grow(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }

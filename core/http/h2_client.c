@@ -24,6 +24,7 @@
 #include "http/h2_client.h"
 #include "http/headers.h"
 #include "log.h"
+#include "mem_cache.h"
 #include "net/upstream_conn.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
@@ -757,7 +758,7 @@ static int session_start(struct h2_conn *hc)
     }
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(opt, PEER_STREAMS_BEFORE_SETTINGS);
-    int rc = nghttp2_session_client_new2(&hc->sess, cbs, hc, opt);
+    int rc = nghttp2_session_client_new3(&hc->sess, cbs, hc, opt, mem_cache_nghttp2());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rc != 0)

@@ -10,6 +10,7 @@
 #include "http/h2_server.h"
 #include "http/headers.h"
 #include "log.h"
+#include "mem_cache.h"
 
 /* Request bytes read and dropped after the response ended before a stream
  * is reset with NO_ERROR. */
@@ -509,7 +510,7 @@ struct h2_server *h2_server_new(const struct h2_settings *set, const struct h2_s
     nghttp2_option_set_max_outbound_ack(opt, set->max_outbound_control_frames);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    nghttp2_session_server_new2(&h->s, cb, h, opt);
+    nghttp2_session_server_new3(&h->s, cb, h, opt, mem_cache_nghttp2());
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
 
@@ -619,11 +620,16 @@ void h2_server_goaway(struct h2_server *h, uint32_t error_code)
                           NGHTTP2_NO_ERROR, NULL, 0);
 }
 
-static bool connection_specific(const char *n)
+/* n: a header map's name, lower-case already */
+static bool connection_specific(const char *n, size_t len)
 {
-    return !strcasecmp(n, "connection") || !strcasecmp(n, "keep-alive") ||
-           !strcasecmp(n, "proxy-connection") || !strcasecmp(n, "transfer-encoding") ||
-           !strcasecmp(n, "upgrade");
+    switch (len) {
+    case 7: return memcmp(n, "upgrade", 7) == 0;
+    case 10: return memcmp(n, "connection", 10) == 0 || memcmp(n, "keep-alive", 10) == 0;
+    case 16: return memcmp(n, "proxy-connection", 16) == 0;
+    case 17: return memcmp(n, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
 }
 
 int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct herald_headers *resp,
@@ -640,7 +646,7 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
     const char *nm, *v;
     /* names in a header map are lower-case already; nghttp2 copies them */
     for (size_t i = 0; headers_at_n(resp, i, &nm, &nl, &v, &vl); i++) {
-        if (nm[0] == ':' || connection_specific(nm))
+        if (nm[0] == ':' || connection_specific(nm, nl))
             continue;
         nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
     }

@@ -7,6 +7,7 @@
  * never moved or freed before the map, so a typical map costs one malloc and a
  * copy (the router clones request headers for retries) costs one more. Values
  * handed out stay valid until the map is freed, even across later edits. */
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -101,19 +102,60 @@ static void add_n(struct herald_headers *h, const char *name, size_t nlen, const
     e->vlen = (uint32_t)vlen;
 }
 
-static bool name_is(const struct header_entry *e, const char *key, size_t klen)
+/* A lookup key: its length and lower-cased first byte, computed once per
+ * lookup; entries are compared on those before any other byte. */
+struct key {
+    const char *s;
+    size_t len;
+    char first;
+};
+
+static inline struct key key_of(const char *name)
 {
-    if (e->nlen != klen)
+    size_t len = strlen(name);
+    return (struct key){name, len, len ? (char)lower[(unsigned char)name[0]] : 0};
+}
+
+static inline __attribute__((always_inline)) bool name_is(const struct header_entry *e, const struct key *k)
+{
+    if (e->nlen != k->len || (k->len && e->name[0] != k->first))
         return false;
-    for (size_t i = 0; i < klen; i++)
-        if (e->name[i] != (char)lower[(unsigned char)key[i]])
+    for (size_t i = 1; i < k->len; i++)
+        if (e->name[i] != (char)lower[(unsigned char)k->s[i]])
             return false;
     return true;
 }
 
+/* Maps freed on a thread wait here for its next request: a map is larger
+ * than what malloc serves from its per-thread cache, and a request makes
+ * three or four. The list goes with its thread. */
+#define SPARE_MAX 64
+
+static __thread struct herald_headers *spare;   /* linked through ->chunks */
+static __thread unsigned nspare;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_drop(void *head)
+{
+    for (struct herald_headers *h = head, *next; h; h = next) {
+        next = (struct herald_headers *)h->chunks;
+        free(h);
+    }
+}
+
+static void spare_key_make(void) { pthread_key_create(&spare_key, spare_drop); }
+
 struct herald_headers *herald_headers_new(void)
 {
-    struct herald_headers *h = xmalloc(sizeof(*h));
+    struct herald_headers *h = spare;
+    if (h) {
+        spare = (struct herald_headers *)h->chunks;
+        nspare--;
+        pthread_setspecific(spare_key, spare);
+    } else {
+        h = xmalloc(sizeof(*h));
+    }
     h->e = h->inline_e;
     h->n = 0;
     h->cap = INLINE_ENTRIES;
@@ -133,7 +175,19 @@ void herald_headers_free(struct herald_headers *h)
     }
     if (h->e != h->inline_e)
         free(h->e);
+#ifdef HERALD_ASAN
     free(h);
+    return;
+#endif
+    if (nspare >= SPARE_MAX) {
+        free(h);
+        return;
+    }
+    pthread_once(&spare_once, spare_key_make);
+    h->chunks = (struct chunk *)spare;
+    spare = h;
+    nspare++;
+    pthread_setspecific(spare_key, spare);   /* freed with the thread */
 }
 
 size_t herald_headers_count(const struct herald_headers *h)
@@ -168,9 +222,9 @@ const char *herald_headers_get(const struct herald_headers *h, const char *name)
 {
     if (!h || !name)
         return NULL;
-    size_t klen = strlen(name);
+    struct key k = key_of(name);
     for (size_t i = 0; i < h->n; i++)
-        if (name_is(&h->e[i], name, klen))
+        if (name_is(&h->e[i], &k))
             return h->e[i].value;
     return NULL;
 }
@@ -214,9 +268,9 @@ size_t herald_headers_remove(struct herald_headers *h, const char *name)
     size_t removed = 0;
     if (!h || !name)
         return 0;
-    size_t klen = strlen(name);
+    struct key k = key_of(name);
     for (size_t i = 0; i < h->n;) {
-        if (name_is(&h->e[i], name, klen)) {
+        if (name_is(&h->e[i], &k)) {
             headers_remove_at(h, i);
             removed++;
         } else {
@@ -226,22 +280,48 @@ size_t herald_headers_remove(struct herald_headers *h, const char *name)
     return removed;
 }
 
+/* Which HOP_* an entry's (lower-case) name is, or 0. */
+static unsigned hop_of(const struct header_entry *e)
+{
+    switch (e->nlen) {
+    case 7: return memcmp(e->name, "upgrade", 7) == 0 ? HOP_UPGRADE : 0;
+    case 10:
+        if (memcmp(e->name, "connection", 10) == 0)
+            return HOP_CONNECTION;
+        return memcmp(e->name, "keep-alive", 10) == 0 ? HOP_KEEP_ALIVE : 0;
+    case 16: return memcmp(e->name, "proxy-connection", 16) == 0 ? HOP_PROXY_CONNECTION : 0;
+    case 17: return memcmp(e->name, "transfer-encoding", 17) == 0 ? HOP_TRANSFER_ENCODING : 0;
+    default: return 0;
+    }
+}
+
+void headers_remove_hop_by_hop(struct herald_headers *h, unsigned mask)
+{
+    if (!h)
+        return;
+    size_t out = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (!(hop_of(&h->e[i]) & mask))
+            h->e[out++] = h->e[i];
+    h->n = out;
+}
+
 void herald_headers_set(struct herald_headers *h, const char *name, const char *value)
 {
     if (!h || !name)
         return;
     if (!value)
         value = "";
-    size_t klen = strlen(name);
+    struct key k = key_of(name);
     /* Keep the position of the first entry so a rewritten header does not
      * jump to the end (order matters for :pseudo-headers and for diffs). */
     for (size_t i = 0; i < h->n; i++) {
-        if (name_is(&h->e[i], name, klen)) {
+        if (name_is(&h->e[i], &k)) {
             size_t vlen = strlen(value);
             h->e[i].value = store(h, value, vlen, false);
             h->e[i].vlen = (uint32_t)vlen;
             for (size_t j = i + 1; j < h->n;) {
-                if (name_is(&h->e[j], name, klen))
+                if (name_is(&h->e[j], &k))
                     headers_remove_at(h, j);
                 else
                     j++;
@@ -249,7 +329,7 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
             return;
         }
     }
-    add_n(h, name, klen, value, strlen(value), true);
+    add_n(h, name, k.len, value, strlen(value), true);
 }
 
 size_t headers_byte_size(const struct herald_headers *h)
@@ -260,28 +340,58 @@ size_t headers_byte_size(const struct herald_headers *h)
     return n;
 }
 
+/* A string of the copy: where it sat in the original's inline block, else
+ * copied into the copy's arena. */
+static const char *copy_str(struct herald_headers *c, const struct herald_headers *h, size_t used, const char *p,
+                            size_t len)
+{
+    if (p >= h->inline_data && p < h->inline_data + used)
+        return c->inline_data + (p - h->inline_data);
+    return store(c, p, len, false);
+}
+
+/* The router copies every request (retries need the original): the inline
+ * block goes across in one memcpy, and entries are rebased onto it. */
 struct herald_headers *herald_headers_copy(const struct herald_headers *h)
 {
     struct herald_headers *c = herald_headers_new();
-    for (size_t i = 0; h && i < h->n; i++)
-        add_n(c, h->e[i].name, h->e[i].nlen, h->e[i].value, h->e[i].vlen, false);
+    if (!h || h->n == 0)
+        return c;
+    size_t used = h->chunks ? INLINE_BYTES : (size_t)(h->cur - h->inline_data);
+    memcpy(c->inline_data, h->inline_data, used);
+    c->cur = c->inline_data + used;
+    c->left = INLINE_BYTES - used;
+    if (h->n > c->cap) {
+        c->e = xmalloc(h->cap * sizeof(*c->e));
+        c->cap = h->cap;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        const struct header_entry *e = &h->e[i];
+        c->e[i].name = copy_str(c, h, used, e->name, e->nlen);
+        c->e[i].value = copy_str(c, h, used, e->value, e->vlen);
+        c->e[i].nlen = e->nlen;
+        c->e[i].vlen = e->vlen;
+    }
+    c->n = h->n;
     return c;
 }
 
 size_t headers_count_name(const struct herald_headers *h, const char *name)
 {
-    size_t n = 0, klen = strlen(name);
+    size_t n = 0;
+    struct key k = key_of(name);
     for (size_t i = 0; h && i < h->n; i++)
-        if (name_is(&h->e[i], name, klen))
+        if (name_is(&h->e[i], &k))
             n++;
     return n;
 }
 
 bool headers_has_token(const struct herald_headers *h, const char *name, const char *tok)
 {
-    size_t tlen = strlen(tok), klen = strlen(name);
+    size_t tlen = strlen(tok);
+    struct key k = key_of(name);
     for (size_t i = 0; h && i < h->n; i++) {
-        if (!name_is(&h->e[i], name, klen))
+        if (!name_is(&h->e[i], &k))
             continue;
         const char *p = h->e[i].value;
         while (*p) {

@@ -19,6 +19,15 @@ bool headers_at_n(const struct herald_headers *h, size_t i, const char **name, s
                   const char **value, size_t *vlen);
 /* Removes entry i (order kept); false past the end. */
 bool headers_remove_at(struct herald_headers *h, size_t i);
+/* The hop-by-hop headers named in mask, in one pass over the map. */
+enum {
+    HOP_CONNECTION = 1u << 0,
+    HOP_KEEP_ALIVE = 1u << 1,
+    HOP_PROXY_CONNECTION = 1u << 2,
+    HOP_TRANSFER_ENCODING = 1u << 3,
+    HOP_UPGRADE = 1u << 4,
+};
+void headers_remove_hop_by_hop(struct herald_headers *h, unsigned mask);
 /* Number of entries named name. */
 size_t headers_count_name(const struct herald_headers *h, const char *name);
 /* True when the value of name, split at commas, has token tok (case-insensitive),

@@ -1,0 +1,140 @@
+/* See mem_cache.h. */
+#include "config.h"
+
+#include <event2/event.h>
+#include <malloc.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "mem_cache.h"
+
+#ifndef HERALD_ASAN
+
+#define MIN_SHIFT 9u                  /* 512 B: smaller blocks are glibc's tcache's business */
+#define MAX_SHIFT 17u                 /* 128 KiB: beyond, malloc maps pages anyway */
+#define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
+#define CLASS_MAX_BLOCKS 1024u
+#define THREAD_MAX_BYTES (4u << 20)   /* what one thread may keep idle */
+
+struct block { struct block *next; };
+
+static __thread struct block *lists[NCLASS];
+static __thread unsigned counts[NCLASS];
+static __thread size_t kept_bytes;
+
+/* The class whose size holds n bytes, or NCLASS when none does. */
+static unsigned class_for(size_t n)
+{
+    if (n <= (1u << MIN_SHIFT))
+        return 0;
+    if (n > (1u << MAX_SHIFT))
+        return NCLASS;
+    unsigned shift = 64u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
+    return shift - MIN_SHIFT;
+}
+
+static void *mc_malloc(size_t n)
+{
+    unsigned c = class_for(n);
+    if (c == NCLASS || n < (1u << MIN_SHIFT) / 2)
+        return malloc(n);
+    struct block *b = lists[c];
+    if (b) {
+        lists[c] = b->next;
+        counts[c]--;
+        kept_bytes -= (size_t)1 << (c + MIN_SHIFT);
+        return b;
+    }
+    return malloc((size_t)1 << (c + MIN_SHIFT));
+}
+
+/* Any block may come here (also one libevent got from realloc): what malloc
+ * says it holds decides its class, so nothing is trusted but malloc itself. */
+static void mc_free(void *p)
+{
+    if (!p)
+        return;
+    size_t usable = malloc_usable_size(p);
+    if (usable < (1u << MIN_SHIFT) || usable > ((size_t)2 << MAX_SHIFT)) {
+        free(p);
+        return;
+    }
+    /* the largest class that fits in the block */
+    unsigned shift = 63u - (unsigned)__builtin_clzll((unsigned long long)usable);
+    if (shift > MAX_SHIFT)
+        shift = MAX_SHIFT;
+    unsigned c = shift - MIN_SHIFT;
+    size_t size = (size_t)1 << shift;
+    if (counts[c] >= CLASS_MAX_BLOCKS || kept_bytes + size > THREAD_MAX_BYTES) {
+        free(p);
+        return;
+    }
+    struct block *b = p;
+    b->next = lists[c];
+    lists[c] = b;
+    counts[c]++;
+    kept_bytes += size;
+}
+
+static void *mc_realloc(void *p, size_t n)
+{
+    if (p && malloc_usable_size(p) >= n)
+        return p;
+    return realloc(p, n);
+}
+
+static void *mc_calloc(size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = mc_malloc(n * size);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
+/* OpenSSL's and nghttp2's signatures */
+static void *crypto_malloc(size_t n, const char *file, int line) { (void)file; (void)line; return mc_malloc(n); }
+static void *crypto_realloc(void *p, size_t n, const char *file, int line) { (void)file; (void)line; return mc_realloc(p, n); }
+static void crypto_free(void *p, const char *file, int line) { (void)file; (void)line; mc_free(p); }
+static void *ng_malloc(size_t n, void *ud) { (void)ud; return mc_malloc(n); }
+static void ng_free(void *p, void *ud) { (void)ud; mc_free(p); }
+static void *ng_calloc(size_t n, size_t size, void *ud) { (void)ud; return mc_calloc(n, size); }
+static void *ng_realloc(void *p, size_t n, void *ud) { (void)ud; return mc_realloc(p, n); }
+
+static nghttp2_mem ng_mem = {NULL, ng_malloc, ng_free, ng_calloc, ng_realloc};
+
+void mem_cache_init(void)
+{
+    event_set_mem_functions(mc_malloc, mc_realloc, mc_free);
+    /* record buffers (SSL_MODE_RELEASE_BUFFERS gives them back after each
+     * record) and handshake state come and go per request and connection */
+    CRYPTO_set_mem_functions(crypto_malloc, crypto_realloc, crypto_free);
+}
+
+nghttp2_mem *mem_cache_nghttp2(void) { return &ng_mem; }
+
+void mem_cache_thread_exit(void)
+{
+    for (unsigned c = 0; c < NCLASS; c++) {
+        for (struct block *b = lists[c], *next; b; b = next) {
+            next = b->next;
+            free(b);
+        }
+        lists[c] = NULL;
+        counts[c] = 0;
+    }
+    kept_bytes = 0;
+}
+
+#else /* HERALD_ASAN: plain malloc everywhere */
+
+void mem_cache_init(void) {}
+nghttp2_mem *mem_cache_nghttp2(void) { return NULL; }   /* nghttp2's default */
+void mem_cache_thread_exit(void) {}
+
+#endif

@@ -1,0 +1,25 @@
+/* Per-thread free lists for the memory of libevent (event_set_mem_functions),
+ * OpenSSL (CRYPTO_set_mem_functions) and nghttp2 (nghttp2_mem).
+ *
+ * libevent allocates a buffer chain when data lands in an empty evbuffer and
+ * frees it when the buffer drains: several times per proxied request, blocks
+ * of 1-16 KiB, sizes glibc's per-thread cache does not keep (it stops at
+ * 1 KiB), so each one took malloc's slow path (bin searches, coalescing).
+ * Chains come in power-of-two sizes; freed blocks of 512 B..128 KiB wait on a
+ * list of their thread, at most 4 MiB per thread, for the next
+ * chain. The allocator behind stays glibc's; a block freed with free() or
+ * through these lists is equally fine (the size comes from
+ * malloc_usable_size, never from a header of ours). Off in ASan builds. */
+#ifndef HERALD_CORE_MEM_CACHE_H
+#define HERALD_CORE_MEM_CACHE_H
+
+#include <nghttp2/nghttp2.h>
+
+/* Before any other libevent or OpenSSL call. */
+void mem_cache_init(void);
+/* For nghttp2_session_*_new3: NULL when the cache is off (ASan builds). */
+nghttp2_mem *mem_cache_nghttp2(void);
+/* A thread that ends gives its kept blocks back. */
+void mem_cache_thread_exit(void);
+
+#endif
