@@ -18,7 +18,7 @@
 #define MAX_SHIFT 17u                 /* 128 KiB: beyond, malloc maps pages anyway */
 #define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
 #define CLASS_MAX_BLOCKS 1024u
-#define THREAD_MAX_BYTES (4u << 20)   /* what one thread may keep idle */
+#define THREAD_MAX_BYTES (2u << 20)   /* what one thread may keep idle */
 
 struct block { struct block *next; };
 
@@ -37,10 +37,13 @@ static unsigned class_for(size_t n)
     return shift - MIN_SHIFT;
 }
 
+/* Rounded up to a class: power-of-two sizes (libevent's chains) and big
+ * buffers (8 KiB and more: record and frame buffers, short-lived). A
+ * long-lived struct of 600 bytes stays 600 bytes: idle connections are many. */
 static void *mc_malloc(size_t n)
 {
     unsigned c = class_for(n);
-    if (c == NCLASS || n < (1u << MIN_SHIFT) / 2)
+    if (c == NCLASS || n < (1u << MIN_SHIFT) || ((n & (n - 1)) != 0 && n < 8192))
         return malloc(n);
     struct block *b = lists[c];
     if (b) {

@@ -5,9 +5,10 @@
  * frees it when the buffer drains: several times per proxied request, blocks
  * of 1-16 KiB, sizes glibc's per-thread cache does not keep (it stops at
  * 1 KiB), so each one took malloc's slow path (bin searches, coalescing).
- * Chains come in power-of-two sizes; freed blocks of 512 B..128 KiB wait on a
- * list of their thread, at most 4 MiB per thread, for the next
- * chain. The allocator behind stays glibc's; a block freed with free() or
+ * Chains come in power-of-two sizes; blocks of those sizes (and buffers of
+ * 8 KiB or more, rounded up to one) wait on a list of their thread when
+ * freed, at most 2 MiB per thread, for the next one; other sizes are plain
+ * malloc. The allocator behind stays glibc's; a block freed with free() or
  * through these lists is equally fine (the size comes from
  * malloc_usable_size, never from a header of ours). Off in ASan builds. */
 #ifndef HERALD_CORE_MEM_CACHE_H

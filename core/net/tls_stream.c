@@ -238,24 +238,40 @@ static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info 
     }
 }
 
+/* Both socket events: nothing after the end, and the handshake first.
+ * true: the event was for those. */
+static bool ended_or_handshake(struct tls_stream *ts)
+{
+    if (ts->ended)
+        return true;
+    if (ts->handshaking) {
+        handshake(ts);
+        return true;
+    }
+    return false;
+}
+
+/* Output that waited for the socket: written now, and the owner told.
+ * false: the connection broke. */
+static bool retry_write(struct tls_stream *ts)
+{
+    if (tls_stream_flush(ts) < 0) {
+        end(ts, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+        return false;
+    }
+    ts->writecb(ts->bev, ts->arg);
+    return true;
+}
+
 static void on_socket_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct tls_stream *ts = arg;
     (void)fd; (void)what;
-    if (ts->ended)
+    if (ended_or_handshake(ts))
         return;
-    if (ts->handshaking) {
-        handshake(ts);
-        return;
-    }
     if (ts->write_wants_read) {
         ts->write_wants_read = false;
-        if (tls_stream_flush(ts) < 0) {
-            end(ts, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
-            return;
-        }
-        ts->writecb(ts->bev, ts->arg);
-        if (ts->ended || !ts->read_enabled)
+        if (!retry_write(ts) || ts->ended || !ts->read_enabled)
             return;
     }
     if (ts->pending || (ts->read_enabled && !ts->wm_held))
@@ -266,24 +282,15 @@ static void on_socket_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct tls_stream *ts = arg;
     (void)fd; (void)what;
-    if (ts->ended)
+    if (ended_or_handshake(ts))
         return;
-    if (ts->handshaking) {
-        handshake(ts);
-        return;
-    }
     if (ts->read_wants_write) {
         do_read(ts);
         if (ts->ended)
             return;
     }
-    if (ts->write_wants_write) {
-        if (tls_stream_flush(ts) < 0) {
-            end(ts, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
-            return;
-        }
-        ts->writecb(ts->bev, ts->arg);
-    }
+    if (ts->write_wants_write)
+        retry_write(ts);
 }
 
 static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg)
