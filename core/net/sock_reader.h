@@ -9,7 +9,8 @@
  * fill it, so an idle connection never holds a big buffer), keeps the input
  * under its high watermark as bufferevent does, and reports through the
  * bufferevent's own read and event callbacks, so the code above it does not
- * change. TLS connections keep bufferevent_openssl. */
+ * change. Downstream TLS connections are read by tls_stream.c; upstream TLS
+ * connections still use bufferevent_openssl. */
 #ifndef HERALD_CORE_NET_SOCK_READER_H
 #define HERALD_CORE_NET_SOCK_READER_H
 

@@ -393,7 +393,7 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
     bufferevent_setcb(bev, on_readable, on_writable, on_bev_event, u);
     /* libevent's default of 16 KiB per read/write costs a syscall and a
      * filter pass per 16 KiB; bulk transfers want bigger bites. */
-    /* TLS: bufferevent_openssl reserves twice this for every read (see connection.c) */
+    /* TLS (bufferevent_openssl, upstream only): it reserves twice this for every read */
     bufferevent_set_max_single_read(bev, ssl ? 16 * 1024 : 256 * 1024);
     bufferevent_set_max_single_write(bev, 256 * 1024);
     if (ssl)   /* plain sockets: sock_reader keeps the input under the limit itself */
