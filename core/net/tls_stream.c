@@ -13,7 +13,10 @@
 #include "net/tls_stream.h"
 
 #define TLS_RECORD 16384u   /* plaintext per SSL_write: one full record */
-#define TLS_READ 16384u     /* plaintext offered per SSL_read */
+/* plaintext offered per SSL_read: a record's worth, less room for the
+ * header of libevent's chain, which is one power-of-two block (16 KiB of
+ * data alone would take a 32 KiB block) */
+#define TLS_READ (16384u - 128u)
 
 struct tls_stream {
     struct event *rev, *wev, *timer;
