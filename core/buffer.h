@@ -10,4 +10,9 @@
 static inline struct evbuffer *buf_ev(struct herald_buf *b) { return (struct evbuffer *)b; }
 static inline struct herald_buf *ev_buf(struct evbuffer *e) { return (struct herald_buf *)e; }
 
+/* libevent allocates a chain as one power-of-two block holding its header
+ * and the data, so reserving exactly 4 KiB allocates 8 KiB: readers reserve
+ * a power of two less this (the header's size is libevent's; this bounds it). */
+#define EV_CHAIN_SLACK 128u
+
 #endif

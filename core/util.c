@@ -32,12 +32,11 @@ void *xcalloc(size_t n, size_t size)
     if (n > SIZE_MAX / size)
         oom(SIZE_MAX);
     size_t total = n * size;
-    void *p = total <= 4096 ? malloc(total) : calloc(n, size);
+    bool small = total <= 4096;
+    void *p = small ? malloc(total) : calloc(n, size);
     if (!p)
         oom(total);
-    if (total <= 4096)
-        memset(p, 0, total);
-    return p;
+    return small ? memset(p, 0, total) : p;
 }
 
 void *xrealloc(void *p, size_t n)

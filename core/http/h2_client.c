@@ -319,15 +319,10 @@ static void h2c_close(struct h2_conn *hc, enum herald_close_mode mode, enum hera
 
 /* ------------------------------------------------------------ headers */
 
+/* connection-specific fields, and host (:authority says it in HTTP/2) */
 static bool hop_by_hop(const char *name)
 {
-    static const char *const names[] = {
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", NULL,
-    };
-    for (int i = 0; names[i]; i++)
-        if (!strcmp(name, names[i]))
-            return true;
-    return false;
+    return headers_hop_of(name, strlen(name)) || !strcmp(name, "host");
 }
 
 struct nv_list {

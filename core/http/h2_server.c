@@ -620,18 +620,6 @@ void h2_server_goaway(struct h2_server *h, uint32_t error_code)
                           NGHTTP2_NO_ERROR, NULL, 0);
 }
 
-/* n: a header map's name, lower-case already */
-static bool connection_specific(const char *n, size_t len)
-{
-    switch (len) {
-    case 7: return memcmp(n, "upgrade", 7) == 0;
-    case 10: return memcmp(n, "connection", 10) == 0 || memcmp(n, "keep-alive", 10) == 0;
-    case 16: return memcmp(n, "proxy-connection", 16) == 0;
-    case 17: return memcmp(n, "transfer-encoding", 17) == 0;
-    default: return false;
-    }
-}
-
 int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct herald_headers *resp,
                              bool end_stream)
 {
@@ -646,7 +634,7 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
     const char *nm, *v;
     /* names in a header map are lower-case already; nghttp2 copies them */
     for (size_t i = 0; headers_at_n(resp, i, &nm, &nl, &v, &vl); i++) {
-        if (nm[0] == ':' || connection_specific(nm, nl))
+        if (nm[0] == ':' || headers_hop_of(nm, nl))   /* connection-specific: not HTTP/2's */
             continue;
         nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
     }

@@ -33,7 +33,10 @@ struct herald_headers {
     size_t n, cap;
     char *cur;                 /* free space in the current block */
     size_t left;
-    struct chunk *chunks;      /* blocks allocated after the inline one */
+    union {
+        struct chunk *chunks;  /* blocks allocated after the inline one */
+        struct herald_headers *next_spare;   /* while on its thread's spare list */
+    };
     struct header_entry inline_e[INLINE_ENTRIES];
     char inline_data[INLINE_BYTES];
 };
@@ -131,17 +134,23 @@ static inline __attribute__((always_inline)) bool name_is(const struct header_en
  * three or four. The list goes with its thread. */
 #define SPARE_MAX 64
 
-static __thread struct herald_headers *spare;   /* linked through ->chunks */
+static __thread struct herald_headers *spare;
 static __thread unsigned nspare;
+static __thread bool spare_registered;   /* this thread's exit frees its list */
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 
-static void spare_drop(void *head)
+/* At thread exit (a key destructor runs on the exiting thread, its own
+ * spare list still in reach). */
+static void spare_drop(void *unused)
 {
-    for (struct herald_headers *h = head, *next; h; h = next) {
-        next = (struct herald_headers *)h->chunks;
+    (void)unused;
+    for (struct herald_headers *h = spare, *next; h; h = next) {
+        next = h->next_spare;
         free(h);
     }
+    spare = NULL;
+    nspare = 0;
 }
 
 static void spare_key_make(void) { pthread_key_create(&spare_key, spare_drop); }
@@ -150,9 +159,8 @@ struct herald_headers *herald_headers_new(void)
 {
     struct herald_headers *h = spare;
     if (h) {
-        spare = (struct herald_headers *)h->chunks;
+        spare = h->next_spare;
         nspare--;
-        pthread_setspecific(spare_key, spare);
     } else {
         h = xmalloc(sizeof(*h));
     }
@@ -183,11 +191,14 @@ void herald_headers_free(struct herald_headers *h)
         free(h);
         return;
     }
-    pthread_once(&spare_once, spare_key_make);
-    h->chunks = (struct chunk *)spare;
+    if (!spare_registered) {
+        pthread_once(&spare_once, spare_key_make);
+        pthread_setspecific(spare_key, (void *)1);   /* non-NULL: the destructor runs */
+        spare_registered = true;
+    }
+    h->next_spare = spare;
     spare = h;
     nspare++;
-    pthread_setspecific(spare_key, spare);   /* freed with the thread */
 }
 
 size_t herald_headers_count(const struct herald_headers *h)
@@ -280,17 +291,16 @@ size_t herald_headers_remove(struct herald_headers *h, const char *name)
     return removed;
 }
 
-/* Which HOP_* an entry's (lower-case) name is, or 0. */
-static unsigned hop_of(const struct header_entry *e)
+unsigned headers_hop_of(const char *name, size_t len)
 {
-    switch (e->nlen) {
-    case 7: return memcmp(e->name, "upgrade", 7) == 0 ? HOP_UPGRADE : 0;
+    switch (len) {
+    case 7: return memcmp(name, "upgrade", 7) == 0 ? HOP_UPGRADE : 0;
     case 10:
-        if (memcmp(e->name, "connection", 10) == 0)
+        if (memcmp(name, "connection", 10) == 0)
             return HOP_CONNECTION;
-        return memcmp(e->name, "keep-alive", 10) == 0 ? HOP_KEEP_ALIVE : 0;
-    case 16: return memcmp(e->name, "proxy-connection", 16) == 0 ? HOP_PROXY_CONNECTION : 0;
-    case 17: return memcmp(e->name, "transfer-encoding", 17) == 0 ? HOP_TRANSFER_ENCODING : 0;
+        return memcmp(name, "keep-alive", 10) == 0 ? HOP_KEEP_ALIVE : 0;
+    case 16: return memcmp(name, "proxy-connection", 16) == 0 ? HOP_PROXY_CONNECTION : 0;
+    case 17: return memcmp(name, "transfer-encoding", 17) == 0 ? HOP_TRANSFER_ENCODING : 0;
     default: return 0;
     }
 }
@@ -301,7 +311,7 @@ void headers_remove_hop_by_hop(struct herald_headers *h, unsigned mask)
         return;
     size_t out = 0;
     for (size_t i = 0; i < h->n; i++)
-        if (!(hop_of(&h->e[i]) & mask))
+        if (!(headers_hop_of(h->e[i].name, h->e[i].nlen) & mask))
             h->e[out++] = h->e[i];
     h->n = out;
 }

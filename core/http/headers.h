@@ -28,6 +28,8 @@ enum {
     HOP_UPGRADE = 1u << 4,
 };
 void headers_remove_hop_by_hop(struct herald_headers *h, unsigned mask);
+/* Which HOP_* a lower-case name is, or 0 (HTTP/2 forbids all five). */
+unsigned headers_hop_of(const char *name, size_t len);
 /* Number of entries named name. */
 size_t headers_count_name(const struct herald_headers *h, const char *name);
 /* True when the value of name, split at commas, has token tok (case-insensitive),

@@ -41,7 +41,7 @@
 struct conn_extra {
     struct event *deferred;
     struct sock_reader *reader;       /* plain sockets */
-    struct tls_stream *tls;           /* TLS sockets */
+    struct tls_stream *tls_io;        /* TLS sockets (c->tls is their context) */
     unsigned work;                    /* DEFER_* */
 };
 
@@ -184,7 +184,7 @@ static void handshake_event(struct herald_conn *c, short what)
         return;
     }
     char why[256];
-    tls_handshake_failed(c->tls, c->ssl, tls_stream_error(extra(c)->tls), why, sizeof(why));
+    tls_handshake_failed(c->tls, c->ssl, tls_stream_error(extra(c)->tls_io), why, sizeof(why));
     if (what & BEV_EVENT_TIMEOUT) {
         herald_stat_inc(c->listener->stats.downstream_cx_transport_socket_connect_timeout);
         snprintf(why, sizeof(why), "timeout (transport_socket_connect_timeout)");
@@ -244,16 +244,16 @@ static void read_on(struct herald_conn *c)
         return;
     if (extra(c)->reader)
         sock_reader_enable(extra(c)->reader);
-    else if (extra(c)->tls)
-        tls_stream_read_enable(extra(c)->tls);
+    else if (extra(c)->tls_io)
+        tls_stream_read_enable(extra(c)->tls_io);
 }
 
 static void read_off(struct herald_conn *c)
 {
     if (extra(c)->reader)
         sock_reader_disable(extra(c)->reader);
-    else if (extra(c)->tls)
-        tls_stream_read_disable(extra(c)->tls);
+    else if (extra(c)->tls_io)
+        tls_stream_read_disable(extra(c)->tls_io);
 }
 
 void conn_read_stop(struct herald_conn *c)
@@ -271,7 +271,7 @@ static void free_conn(struct herald_conn *c)
         if (c->sessions[i] && c->chain->filters[i].ops->session_destroy)
             c->chain->filters[i].ops->session_destroy(c->sessions[i]);
     sock_reader_free(extra(c)->reader);
-    tls_stream_free(extra(c)->tls);   /* before the bufferevent: it hooks the input */
+    tls_stream_free(extra(c)->tls_io);   /* before the bufferevent: it hooks the input */
     bufferevent_free(c->bev);
     event_free(extra(c)->deferred);
     if (c->link.prev)
@@ -324,8 +324,8 @@ static void flush_output(struct herald_conn *c)
         return;
     int rc = 0;
     if (evbuffer_get_length(out) > 0) {
-        if (extra(c)->tls)
-            rc = tls_stream_flush(extra(c)->tls);   /* the rest, if any, when the socket takes it */
+        if (extra(c)->tls_io)
+            rc = tls_stream_flush(extra(c)->tls_io);   /* the rest, if any, when the socket takes it */
         else if (write_out(out, c->fd) < 0 && errno != EAGAIN && errno != EINTR)
             rc = -1;
     }
@@ -338,7 +338,7 @@ static void flush_output(struct herald_conn *c)
         return;
     }
     if (evbuffer_get_length(out) > 0) {
-        if (!extra(c)->tls)
+        if (!extra(c)->tls_io)
             bufferevent_enable(c->bev, EV_WRITE); /* the rest when the socket takes it */
         return;
     }
@@ -371,8 +371,8 @@ static void finalize(struct herald_conn *c, bool reset)
     read_off(c);
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-    if (extra(c)->tls)
-        tls_stream_stop(extra(c)->tls);
+    if (extra(c)->tls_io)
+        tls_stream_stop(extra(c)->tls_io);
     if (reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -418,9 +418,9 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     a->x.deferred = event_new(w->base, -1, 0, run_deferred, c);
     SSL *ssl = tls ? tls_ssl_new(tls) : NULL;
     if (ssl) {
-        a->x.tls = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, tls_handshake_timeout_ms(tls), on_readable,
-                                  on_writable, on_bev_event, c);
-        if (!a->x.tls) {
+        a->x.tls_io = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, tls_handshake_timeout_ms(tls),
+                                     on_readable, on_writable, on_bev_event, c);
+        if (!a->x.tls_io) {
             SSL_free(ssl);
             ssl = NULL;
         }

@@ -5,15 +5,12 @@
 #include <event2/buffer.h>
 #include <sys/uio.h>
 
+#include "buffer.h"
 #include "common.h"
 #include "net/sock_reader.h"
 
 #define READ_MIN (4u * 1024u)     /* small reads touch one page: RSS stays low with many connections */
 #define READ_MAX (256u * 1024u)   /* bulk transfers: as bufferevent_set_max_single_read */
-/* libevent allocates a chain as one power-of-two block holding its header
- * and the data, so asking for exactly 4 KiB would allocate 8 KiB: offers
- * leave room for the header (its size is libevent's; this bounds it). */
-#define CHAIN_SLACK 128u
 
 struct sock_reader {
     struct event *ev;
@@ -72,7 +69,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     size_t offer = r->next;
     evbuffer_unfreeze(in, 0);   /* bufferevent_socket keeps the end frozen except while it reads */
     for (;;) {
-        size_t len = evbuffer_get_length(in), want = offer - CHAIN_SLACK;
+        size_t len = evbuffer_get_length(in), want = offer - EV_CHAIN_SLACK;   /* see buffer.h */
         if (r->high) {
             if (len >= r->high) {
                 r->wm_held = true;

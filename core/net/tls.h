@@ -9,7 +9,6 @@
 #ifndef HERALD_CORE_NET_TLS_H
 #define HERALD_CORE_NET_TLS_H
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>

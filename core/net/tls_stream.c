@@ -9,14 +9,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "buffer.h"
 #include "common.h"
 #include "net/tls_stream.h"
 
 #define TLS_RECORD 16384u   /* plaintext per SSL_write: one full record */
-/* plaintext offered per SSL_read: a record's worth, less room for the
- * header of libevent's chain, which is one power-of-two block (16 KiB of
- * data alone would take a 32 KiB block) */
-#define TLS_READ (16384u - 128u)
+#define TLS_READ (16384u - EV_CHAIN_SLACK)   /* plaintext per SSL_read: a record, in a 16 KiB chain */
 
 struct tls_stream {
     struct event *rev, *wev, *timer;
