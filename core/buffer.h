@@ -15,4 +15,8 @@ static inline struct herald_buf *ev_buf(struct evbuffer *e) { return (struct her
  * a power of two less this (the header's size is libevent's; this bounds it). */
 #define EV_CHAIN_SLACK 128u
 
+/* Output of at least this much is written when queued, not at the end of
+ * the loop iteration (see write_now() in net/connection.c). */
+#define WRITE_NOW_BYTES (16u * 1024u)
+
 #endif

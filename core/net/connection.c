@@ -130,11 +130,6 @@ static void shut_wr(struct herald_conn *c)
     c->shut_wr_done = true;
 }
 
-static void count_rx(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
-{
-    ((struct herald_conn *)arg)->rx_bytes += info->n_added;
-}
-
 static void on_readable(struct bufferevent *bev, void *arg)
 {
     struct herald_conn *c = arg;
@@ -345,6 +340,22 @@ static void flush_output(struct herald_conn *c)
     on_writable(c->bev, c);
 }
 
+/* A whole buffer's worth goes out now rather than at the end of the loop
+ * iteration: with hundreds of connections served in one iteration, holding
+ * every response until then made the peak memory one response per ready
+ * connection; written at once, the block goes back to the free list and the
+ * next read reuses it, still in cache. Errors and the rest of the output
+ * are flush_output()'s, which still runs (the caller defers it). */
+static void write_now(struct herald_conn *c)
+{
+    if (c->closing || c->handshaking)
+        return;
+    if (extra(c)->tls_io)
+        (void)tls_stream_flush(extra(c)->tls_io);
+    else
+        (void)write_out(bufferevent_get_output(c->bev), c->fd);
+}
+
 static void run_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_conn *c = arg;
@@ -423,6 +434,8 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
         if (!a->x.tls_io) {
             SSL_free(ssl);
             ssl = NULL;
+        } else {
+            tls_stream_count(a->x.tls_io, &c->rx_bytes);
         }
     }
     if (ssl) {
@@ -438,9 +451,10 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
         return c;
     }
     bufferevent_setcb(c->bev, on_readable, on_writable, on_bev_event, c);
-    evbuffer_add_cb(bufferevent_get_input(c->bev), count_rx, c);
-    if (!tls)
+    if (!tls) {
         a->x.reader = sock_reader_new(w->base, c->bev, fd, c->buffer_limit, on_readable, on_bev_event, c);
+        sock_reader_count(a->x.reader, &c->rx_bytes);
+    }
     /* libevent's default of 16 KiB per write costs a syscall per 16 KiB;
      * bulk transfers want bigger bites (plain sockets; TLS writes records). */
     bufferevent_set_max_single_write(c->bev, 256 * 1024);
@@ -571,8 +585,11 @@ int herald_conn_write(struct herald_conn *c, struct herald_buf *buf, bool end_st
     struct evbuffer *out = bufferevent_get_output(c->bev);
     c->tx_bytes += evbuffer_get_length(buf_ev(buf));
     evbuffer_add_buffer(out, buf_ev(buf));
-    if (evbuffer_get_length(out) > 0)
-        defer(c, DEFER_FLUSH);
+    size_t queued = evbuffer_get_length(out);
+    if (queued >= WRITE_NOW_BYTES)
+        write_now(c);
+    if (queued > 0)
+        defer(c, DEFER_FLUSH);   /* also after write_now(): flush_output() tells who waits for the drain */
     size_t len = output_len(c);
     if (end_stream) {
         c->shut_wr_pending = true;

@@ -19,6 +19,8 @@ struct sock_reader {
     size_t next;                  /* bytes to offer the next readv */
     bool enabled;                 /* wanted by the owner */
     bool wm_held;                 /* stopped by the high watermark */
+    struct evbuffer_cb_entry *wm_cb;   /* on the input only while held: every add and drain runs its callbacks */
+    uint64_t *rx;                 /* where bytes read are counted, or NULL */
     short pending;                /* BEV_EVENT_EOF/ERROR seen after data, not told yet */
     bufferevent_data_cb readcb;
     bufferevent_event_cb eventcb;
@@ -39,6 +41,8 @@ static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info 
     struct sock_reader *r = arg;
     if (r->wm_held && info->n_deleted && evbuffer_get_length(in) < r->high) {
         r->wm_held = false;
+        evbuffer_remove_cb_entry(in, r->wm_cb);   /* libevent saved its next entry before calling us */
+        r->wm_cb = NULL;
         arm(r);
     }
 }
@@ -73,6 +77,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         if (r->high) {
             if (len >= r->high) {
                 r->wm_held = true;
+                if (!r->wm_cb)
+                    r->wm_cb = evbuffer_add_cb(in, on_input_drained, r);
                 arm(r);
                 break;
             }
@@ -111,6 +117,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         break;
     }
     evbuffer_freeze(in, 0);
+    if (r->rx)
+        *r->rx += total;
     if (total > r->next && r->next < READ_MAX)
         r->next *= 2;
     else if (total < r->next / 8 && r->next > READ_MIN)
@@ -141,8 +149,6 @@ struct sock_reader *sock_reader_new(struct event_base *base, struct bufferevent 
     r->arg = arg;
     r->ev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, r);
     bufferevent_disable(bev, EV_READ);
-    if (high)
-        evbuffer_add_cb(bufferevent_get_input(bev), on_input_drained, r);
     return r;
 }
 
@@ -162,12 +168,14 @@ void sock_reader_disable(struct sock_reader *r)
     }
 }
 
+void sock_reader_count(struct sock_reader *r, uint64_t *rx) { r->rx = rx; }
+
 void sock_reader_free(struct sock_reader *r)
 {
     if (!r)
         return;
-    if (r->high)
-        evbuffer_remove_cb(bufferevent_get_input(r->bev), on_input_drained, r);
+    if (r->wm_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_input(r->bev), r->wm_cb);
     event_free(r->ev);
     free(r);
 }

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct sock_reader;
 
@@ -27,6 +28,8 @@ struct sock_reader *sock_reader_new(struct event_base *base, struct bufferevent 
                                     bufferevent_data_cb readcb, bufferevent_event_cb eventcb, void *arg);
 void sock_reader_enable(struct sock_reader *r);
 void sock_reader_disable(struct sock_reader *r);
+/* Bytes read are added to *rx from now on (NULL: not counted). */
+void sock_reader_count(struct sock_reader *r, uint64_t *rx);
 void sock_reader_free(struct sock_reader *r);
 
 #endif

@@ -26,6 +26,8 @@ struct tls_stream {
     bool handshaking;
     bool read_enabled;        /* wanted by the owner */
     bool wm_held;             /* input at its high mark */
+    struct evbuffer_cb_entry *wm_cb;   /* on the input only while held (see sock_reader.c) */
+    uint64_t *rx;             /* where plaintext bytes read are counted, or NULL */
     bool ended;               /* the peer's stream ended or broke: no more reading */
     bool socket_drained;      /* the last read(2) came back short: nothing more is waiting */
     bool handshake_wants_write, write_wants_write;
@@ -166,6 +168,8 @@ static void handshake(struct tls_stream *ts)
 }
 
 /* Everything that arrived, decrypted into the input, then one callback. */
+static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg);
+
 static void do_read(struct tls_stream *ts)
 {
     struct evbuffer *in = bufferevent_get_input(ts->bev);
@@ -183,6 +187,8 @@ static void do_read(struct tls_stream *ts)
         if (ts->high) {
             if (len >= ts->high) {
                 ts->wm_held = true;
+                if (!ts->wm_cb)
+                    ts->wm_cb = evbuffer_add_cb(in, on_input_drained, ts);
                 break;
             }
             if (ts->high - len < want)
@@ -212,6 +218,8 @@ static void do_read(struct tls_stream *ts)
         break;
     }
     evbuffer_freeze(in, 0);
+    if (ts->rx)
+        *ts->rx += total;
     update_events(ts);
     if (total == 0) {
         if (why)
@@ -233,6 +241,8 @@ static void on_input_drained(struct evbuffer *in, const struct evbuffer_cb_info 
     struct tls_stream *ts = arg;
     if (ts->wm_held && info->n_deleted && evbuffer_get_length(in) < ts->high) {
         ts->wm_held = false;
+        evbuffer_remove_cb_entry(in, ts->wm_cb);   /* libevent saved its next entry before calling us */
+        ts->wm_cb = NULL;
         update_events(ts);
         if (ts->read_enabled && !ts->ended && SSL_has_pending(ts->ssl))
             event_active(ts->rev, EV_READ, 1);
@@ -336,8 +346,6 @@ struct tls_stream *tls_stream_new(struct event_base *base, struct bufferevent *b
         ts->timer = evtimer_new(base, on_handshake_timeout, ts);
         evtimer_add(ts->timer, &tv);
     }
-    if (high)
-        evbuffer_add_cb(bufferevent_get_input(bev), on_input_drained, ts);
     update_events(ts);   /* the ClientHello comes when the socket is readable */
     return ts;
 }
@@ -408,12 +416,14 @@ void tls_stream_stop(struct tls_stream *ts)
 
 unsigned long tls_stream_error(const struct tls_stream *ts) { return ts->err; }
 
+void tls_stream_count(struct tls_stream *ts, uint64_t *rx) { ts->rx = rx; }
+
 void tls_stream_free(struct tls_stream *ts)
 {
     if (!ts)
         return;
-    if (ts->high)
-        evbuffer_remove_cb(bufferevent_get_input(ts->bev), on_input_drained, ts);
+    if (ts->wm_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_input(ts->bev), ts->wm_cb);
     event_free(ts->rev);
     event_free(ts->wev);
     if (ts->timer)

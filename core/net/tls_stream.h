@@ -44,6 +44,8 @@ int tls_stream_flush(struct tls_stream *ts);
 void tls_stream_stop(struct tls_stream *ts);
 /* The first OpenSSL error seen (0: none), for the logs and ssl.* stats. */
 unsigned long tls_stream_error(const struct tls_stream *ts);
+/* Plaintext bytes read are added to *rx from now on (NULL: not counted). */
+void tls_stream_count(struct tls_stream *ts, uint64_t *rx);
 void tls_stream_free(struct tls_stream *ts);
 
 #endif

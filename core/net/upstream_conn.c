@@ -427,8 +427,12 @@ int herald_upstream_write(struct herald_upstream *u, struct herald_buf *buf, boo
     if (n)
         herald_stat_add(u->cluster->stats.upstream_cx_tx_bytes_total, n);
     evbuffer_add_buffer(out, buf_ev(buf));
-    if (!u->ssl && u->connected && evbuffer_get_length(out) > 0)
-        defer(u, DEFER_FLUSH);
+    if (!u->ssl && u->connected && evbuffer_get_length(out) > 0) {
+        /* a whole buffer's worth now, as connection.c's write_now() (errors: flush_output's) */
+        if (evbuffer_get_length(out) >= WRITE_NOW_BYTES && !u->closing)
+            (void)write_out(out, bufferevent_getfd(u->bev));
+        defer(u, DEFER_FLUSH);   /* also when written: flush_output() tells who waits for the drain */
+    }
     size_t len = evbuffer_get_length(out);
     if (end_stream) {
         u->shut_wr_pending = true;
