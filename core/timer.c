@@ -2,10 +2,12 @@
 #include "config.h"
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common.h"
 #include "herald/timer.h"
+#include "timer.h"
 #include "worker.h"
 
 /* One allocation: the libevent event lives right after the struct. */
@@ -13,23 +15,40 @@ struct herald_timer {
     struct event *ev;
     herald_timer_cb cb;
     void *arg;
+    bool activated;             /* armed with 0: in the active queue, not the heap */
     _Alignas(max_align_t) unsigned char ev_storage[];
 };
 
 static void fire(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_timer *t = arg;
+    t->activated = false;
     t->cb(t, t->arg);
 }
+
+/* Freed timers wait here for the next one made on their thread: streams
+ * and upstream tries make and free one per request. */
+#define SPARE_MAX 64
+struct spare { struct spare *next; };
+static __thread struct spare *spares;
+static __thread unsigned nspares;
 
 struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
 {
     struct event_base *base = current_base();
     if (!base)
         return NULL;
-    struct herald_timer *t = xcalloc(1, sizeof(*t) + event_get_struct_event_size());
+    struct herald_timer *t;
+    if (spares) {
+        t = (struct herald_timer *)(void *)spares;
+        spares = spares->next;
+        nspares--;
+    } else {
+        t = xmalloc(sizeof(*t) + event_get_struct_event_size());   /* evtimer_assign sets up the event */
+    }
     t->cb = cb;
     t->arg = arg;
+    t->activated = false;
     t->ev = (struct event *)t->ev_storage;
     evtimer_assign(t->ev, base, fire, t);
     return t;
@@ -37,14 +56,30 @@ struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
 
 void herald_timer_arm(struct herald_timer *t, uint64_t ms)
 {
+    if (ms == 0) {
+        /* "as soon as the stack unwinds" (the connection manager's teardown
+         * after a filter's call): the active queue, not the timer heap */
+        if (t->activated)
+            return;
+        event_del(t->ev);   /* re-arming moves it: no second firing */
+        t->activated = true;
+        event_active(t->ev, EV_TIMEOUT, 1);
+        return;
+    }
+    if (t->activated) {
+        event_del(t->ev);   /* out of the active queue */
+        t->activated = false;
+    }
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(t->ev, &tv);
 }
 
 void herald_timer_cancel(struct herald_timer *t)
 {
-    if (t)
+    if (t) {
         evtimer_del(t->ev);
+        t->activated = false;
+    }
 }
 
 void herald_timer_free(struct herald_timer *t)
@@ -52,7 +87,26 @@ void herald_timer_free(struct herald_timer *t)
     if (!t)
         return;
     event_del(t->ev);
+#ifndef HERALD_ASAN
+    if (nspares < SPARE_MAX) {
+        struct spare *sp = (struct spare *)(void *)t;
+        sp->next = spares;
+        spares = sp;
+        nspares++;
+        return;
+    }
+#endif
     free(t);
+}
+
+void timer_thread_exit(void)
+{
+    for (struct spare *sp = spares, *next; sp; sp = next) {
+        next = sp->next;
+        free(sp);
+    }
+    spares = NULL;
+    nspares = 0;
 }
 
 uint64_t herald_now_ms(void)

@@ -188,6 +188,7 @@ struct herald_http_stream {
     uint64_t rx_body, tx_body;
     struct herald_timer *timer;
     uint64_t deadline_headers, deadline_request, deadline_max; /* 0: none */
+    uint64_t timer_due;         /* when the armed timer fires, 0: not armed */
     /* HTTP/2: many streams per connection */
     int32_t h2id;               /* 0 once the codec's stream is gone */
     struct herald_http_stream *prev, *next; /* cm_conn.h2streams */
@@ -211,6 +212,8 @@ struct cm_conn {
     struct herald_buf *in;      /* the connection's read buffer (from on_read) */
     struct herald_http_stream *stream;
     struct herald_timer *idle_timer, *duration_timer, *finish_timer, *linger_timer;
+    uint64_t idle_deadline;     /* idle since then + the timeout: closes then; 0: not idle */
+    uint64_t idle_due;          /* when idle_timer fires, 0: not armed (see idle_arm()) */
     uint32_t nrequests;
     uint64_t rx_seen, tx_seen;
     uint64_t start_mono;
@@ -470,6 +473,32 @@ static void write_out(struct cm_conn *cc)
 #define DRAIN_IDLE_GRACE_MS 250
 static void on_idle_timer(struct herald_timer *t, void *arg);
 
+/* The idle timer, lazily: a keep-alive connection goes idle after every
+ * request, and moving a timer in libevent's heap twice per request (stop
+ * on the request, start after it) showed in profiles. The deadline moves;
+ * the timer is re-armed only to fire earlier, and on_idle_timer() arms
+ * again for what is left when it comes early. */
+static void idle_arm(struct cm_conn *cc, uint64_t ms)
+{
+    if (!cc->idle_timer)
+        return;
+    uint64_t due = herald_now_ms() + ms;
+    cc->idle_deadline = due;
+    if (!cc->idle_due || due < cc->idle_due) {
+        cc->idle_due = due;
+        herald_timer_arm(cc->idle_timer, ms);
+    }
+}
+
+static void idle_stop(struct cm_conn *cc, bool for_good)
+{
+    cc->idle_deadline = 0;
+    if (for_good && cc->idle_timer) {
+        herald_timer_cancel(cc->idle_timer);
+        cc->idle_due = 0;
+    }
+}
+
 static void on_linger_timer(struct herald_timer *t, void *arg)
 {
     struct cm_conn *cc = arg;
@@ -495,8 +524,7 @@ static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
             return;
     }
     cc->closing = true;
-    if (cc->idle_timer)
-        herald_timer_cancel(cc->idle_timer);
+    idle_stop(cc, true);
     if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer) {
         struct evbuffer *empty = evbuffer_new();
         herald_conn_write(cc->c, ev_buf(empty), true);
@@ -882,7 +910,7 @@ static void h2_sink_headers(struct herald_http_stream *s)
 {
     struct cm_conn *cc = s->cc;
     struct herald_headers *h = s->resp;
-    int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
+    int status = status_code(herald_headers_get(h, ":status"));
 
     /* connection-specific headers are not HTTP/2's (the codec leaves them out too) */
     headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
@@ -914,7 +942,7 @@ static void sink_headers(struct herald_http_stream *s)
         h2_sink_headers(s);
         return;
     }
-    int status = atoi(herald_headers_get(h, ":status") ? herald_headers_get(h, ":status") : "0");
+    int status = status_code(herald_headers_get(h, ":status"));
     bool upgrade_ok = s->upgrade_requested &&
                       (status == 101 || (s->upgrade_type && !strcasecmp(s->upgrade_type, "CONNECT") &&
                                          status >= 200 && status < 300));
@@ -1057,7 +1085,7 @@ static void encode_headers_in(struct herald_http_stream *s, struct herald_header
 {
     struct cm_conn *cc = s->cc;
     const char *st = herald_headers_get(h, ":status");
-    int status = st ? atoi(st) : 0;
+    int status = status_code(st);
 
     if (s->over || s->reset || s->enc.headers_in || cc->gone) {
         herald_headers_free(h);
@@ -1226,6 +1254,7 @@ static void stream_over(struct herald_http_stream *s)
     s->enc.gen++;
     if (s->timer)
         herald_timer_cancel(s->timer);
+    s->timer_due = 0;
 }
 
 static void reset_stream(struct herald_http_stream *s, bool remote, const char *details)
@@ -1466,8 +1495,7 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
         herald_stat_inc(cm->st.rq_http1_total);
     }
     herald_gauge_add(cm->st.rq_active, 1);
-    if (cc->idle_timer)
-        herald_timer_cancel(cc->idle_timer);
+    idle_stop(cc, false);   /* the timer may still fire: on_idle_timer() finds a stream */
     return s;
 }
 
@@ -1560,8 +1588,8 @@ static void settle_h2(struct cm_conn *cc)
         close_conn(cc, HERALD_CLOSE_FLUSH);
         return;
     }
-    if (finished && cc->idle_timer && cc->cm->idle_timeout_ms)
-        herald_timer_arm(cc->idle_timer, cc->cm->idle_timeout_ms);
+    if (finished && cc->cm->idle_timeout_ms)
+        idle_arm(cc, cc->cm->idle_timeout_ms);
 }
 
 static bool any_over(struct cm_conn *cc)
@@ -1596,8 +1624,8 @@ static void settle(struct cm_conn *cc)
         if (!cc->decode_paused)
             h1_codec_resume(cc->codec);
     }
-    if (cc->idle_timer && cc->cm->idle_timeout_ms)
-        herald_timer_arm(cc->idle_timer, cc->cm->idle_timeout_ms);
+    if (cc->cm->idle_timeout_ms)
+        idle_arm(cc, cc->cm->idle_timeout_ms);
     if (cc->in && evbuffer_get_length(buf_ev(cc->in)) > 0)
         herald_conn_resume_reading(cc->c, PAUSE_KICK);
     else if (cc->read_eof)
@@ -2213,8 +2241,13 @@ static void stream_timer_arm(struct herald_http_stream *s)
     for (int i = 0; i < 3; i++)
         if (dl[i] && (!next || dl[i] < next))
             next = dl[i];
-    if (next && s->timer)
+    /* Lazily: activity only moves the deadline later, so a timer armed for
+     * an earlier time stays; on_stream_timer() finds nothing due and arms
+     * again. Saves a timer re-insertion per read and write. */
+    if (next && s->timer && (!s->timer_due || next < s->timer_due)) {
+        s->timer_due = next;
         herald_timer_arm(s->timer, next > now ? next - now : 0);
+    }
 }
 
 /* 408 while the response has not started, a reset after. */
@@ -2235,6 +2268,7 @@ static void on_stream_timer(struct herald_timer *t, void *arg)
     struct herald_http_cm *cm = cc->cm;
     uint64_t now = herald_now_ms(), idle = idle_ms(s);
 
+    s->timer_due = 0;
     if (s->over)
         return;
     enter(cc);
@@ -2254,8 +2288,16 @@ static void on_stream_timer(struct herald_timer *t, void *arg)
 static void on_idle_timer(struct herald_timer *t, void *arg)
 {
     struct cm_conn *cc = arg;
-    if (cc->stream || cc->h2streams || cc->closing || cc->gone)
+    cc->idle_due = 0;
+    if (cc->stream || cc->h2streams || cc->closing || cc->gone || !cc->idle_deadline)
         return;
+    uint64_t now = herald_now_ms();
+    if (now < cc->idle_deadline) {
+        /* early: the connection was busy after the timer was set */
+        cc->idle_due = cc->idle_deadline;
+        herald_timer_arm(t, cc->idle_deadline - now);
+        return;
+    }
     if (!cc->draining)
         herald_stat_inc(cc->cm->st.cx_idle_timeout);
     close_conn(cc, HERALD_CLOSE_FLUSH);
@@ -2448,8 +2490,7 @@ void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *
     cc->linger_timer = herald_timer_new(on_linger_timer, cc);
     if (cm->idle_timeout_ms) {
         cc->idle_timer = herald_timer_new(on_idle_timer, cc);
-        if (cc->idle_timer)
-            herald_timer_arm(cc->idle_timer, cm->idle_timeout_ms);
+        idle_arm(cc, cm->idle_timeout_ms);
     }
     if (cm->max_connection_duration_ms) {
         cc->duration_timer = herald_timer_new(on_duration_timer, cc);
@@ -2561,8 +2602,7 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
                 reset_stream(h2s, cc->remote_closed, cc->remote_closed ? "downstream_remote_disconnect"
                                                                        : "downstream_local_disconnect");
             }
-        if (cc->idle_timer)
-            herald_timer_cancel(cc->idle_timer);
+        idle_stop(cc, true);
         if (cc->duration_timer)
             herald_timer_cancel(cc->duration_timer);
         break;
@@ -2579,7 +2619,7 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
             if (!cc->h2 && !cc->idle_timer)
                 cc->idle_timer = herald_timer_new(on_idle_timer, cc);
             if (!cc->h2 && cc->idle_timer)
-                herald_timer_arm(cc->idle_timer, DRAIN_IDLE_GRACE_MS);
+                idle_arm(cc, DRAIN_IDLE_GRACE_MS);
             else
                 close_conn(cc, HERALD_CLOSE_FLUSH);
         }

@@ -1242,7 +1242,7 @@ int h1_encode_response_headers(struct h1_encoder *e, struct evbuffer *out, const
     if (e->headers_done || !st || strlen(st) != 3 || !isdigit((unsigned char)st[0]) ||
         !isdigit((unsigned char)st[1]) || !isdigit((unsigned char)st[2]) || st[0] == '0')
         return -1;
-    int status = atoi(st);
+    int status = status_code(st);
     uint64_t len = 0;
     bool no_body = status / 100 == 1 || status == 204 || status == 304;
     if (cl && !no_body && parse_cl(cl, &len) != 0)

@@ -624,7 +624,7 @@ static void on_headers_frame(struct h2_conn *hc, struct herald_http_upstream *r,
     r->h2_final = true;
     r->resp_started = true;
     if (r->host->cluster->cfg->outlier.enabled)
-        outlier_report_status(r->host, st ? atoi(st) : 0);
+        outlier_report_status(r->host, status_code(st));
     if (end)
         r->h2_in_end = r->end_delivered = true;
     ureq_hold(r);

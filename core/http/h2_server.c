@@ -638,7 +638,7 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
             continue;
         nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
     }
-    int code = atoi(status);
+    int code = status_code(status);
     int rc;
     if (code >= 100 && code < 200) {
         rc = nghttp2_submit_headers(h->s, NGHTTP2_FLAG_NONE, id, NULL, nva, k, NULL);

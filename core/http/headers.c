@@ -31,6 +31,7 @@ struct chunk {
 struct herald_headers {
     struct header_entry *e;
     size_t n, cap;
+    uint64_t names;            /* name_bit() of every name added: most lookups are for absent names */
     char *cur;                 /* free space in the current block */
     size_t left;
     union {
@@ -94,6 +95,15 @@ static struct header_entry *push(struct herald_headers *h)
     return &h->e[h->n++];
 }
 
+/* One of 64 bits for a lower-case name, from its length and end bytes. A
+ * map ORs in the bit of each name it gets (removals leave it: a stale bit
+ * only costs a scan), so a lookup whose bit is clear is a miss without
+ * touching an entry. */
+static inline uint64_t name_bit(size_t len, unsigned char first, unsigned char last)
+{
+    return (uint64_t)1 << ((len * 7u + first * 3u + last) & 63u);
+}
+
 /* name (already lower-case when lowercase is false) and value copied in */
 static void add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
                   bool lowercase)
@@ -103,6 +113,7 @@ static void add_n(struct herald_headers *h, const char *name, size_t nlen, const
     e->value = store(h, value, vlen, false);
     e->nlen = (uint32_t)nlen;
     e->vlen = (uint32_t)vlen;
+    h->names |= nlen ? name_bit(nlen, (unsigned char)e->name[0], (unsigned char)e->name[nlen - 1]) : name_bit(0, 0, 0);
 }
 
 /* A lookup key: its length and lower-cased first byte, computed once per
@@ -111,13 +122,19 @@ struct key {
     const char *s;
     size_t len;
     char first;
+    uint64_t bit;              /* name_bit() */
 };
 
 static inline struct key key_of(const char *name)
 {
     size_t len = strlen(name);
-    return (struct key){name, len, len ? (char)lower[(unsigned char)name[0]] : 0};
+    if (!len)
+        return (struct key){name, 0, 0, name_bit(0, 0, 0)};
+    unsigned char first = lower[(unsigned char)name[0]], last = lower[(unsigned char)name[len - 1]];
+    return (struct key){name, len, (char)first, name_bit(len, first, last)};
 }
+
+static inline bool may_have(const struct herald_headers *h, const struct key *k) { return (h->names & k->bit) != 0; }
 
 static inline __attribute__((always_inline)) bool name_is(const struct header_entry *e, const struct key *k)
 {
@@ -166,6 +183,7 @@ struct herald_headers *herald_headers_new(void)
     }
     h->e = h->inline_e;
     h->n = 0;
+    h->names = 0;
     h->cap = INLINE_ENTRIES;
     h->cur = h->inline_data;
     h->left = INLINE_BYTES;
@@ -234,6 +252,8 @@ const char *herald_headers_get(const struct herald_headers *h, const char *name)
     if (!h || !name)
         return NULL;
     struct key k = key_of(name);
+    if (!may_have(h, &k))
+        return NULL;
     for (size_t i = 0; i < h->n; i++)
         if (name_is(&h->e[i], &k))
             return h->e[i].value;
@@ -280,6 +300,8 @@ size_t herald_headers_remove(struct herald_headers *h, const char *name)
     if (!h || !name)
         return 0;
     struct key k = key_of(name);
+    if (!may_have(h, &k))
+        return 0;
     for (size_t i = 0; i < h->n;) {
         if (name_is(&h->e[i], &k)) {
             headers_remove_at(h, i);
@@ -325,7 +347,7 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
     struct key k = key_of(name);
     /* Keep the position of the first entry so a rewritten header does not
      * jump to the end (order matters for :pseudo-headers and for diffs). */
-    for (size_t i = 0; i < h->n; i++) {
+    for (size_t i = 0; may_have(h, &k) && i < h->n; i++) {
         if (name_is(&h->e[i], &k)) {
             size_t vlen = strlen(value);
             h->e[i].value = store(h, value, vlen, false);
@@ -383,6 +405,7 @@ struct herald_headers *herald_headers_copy(const struct herald_headers *h)
         c->e[i].vlen = e->vlen;
     }
     c->n = h->n;
+    c->names = h->names;
     return c;
 }
 
@@ -390,7 +413,9 @@ size_t headers_count_name(const struct herald_headers *h, const char *name)
 {
     size_t n = 0;
     struct key k = key_of(name);
-    for (size_t i = 0; h && i < h->n; i++)
+    if (!h || !may_have(h, &k))
+        return 0;
+    for (size_t i = 0; i < h->n; i++)
         if (name_is(&h->e[i], &k))
             n++;
     return n;
@@ -398,9 +423,11 @@ size_t headers_count_name(const struct herald_headers *h, const char *name)
 
 bool headers_has_token(const struct herald_headers *h, const char *name, const char *tok)
 {
-    size_t tlen = strlen(tok);
     struct key k = key_of(name);
-    for (size_t i = 0; h && i < h->n; i++) {
+    if (!h || !may_have(h, &k))
+        return false;
+    size_t tlen = strlen(tok);
+    for (size_t i = 0; i < h->n; i++) {
         if (!name_is(&h->e[i], &k))
             continue;
         const char *p = h->e[i].value;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "herald/http.h"
 
@@ -35,5 +36,14 @@ size_t headers_count_name(const struct herald_headers *h, const char *name);
 /* True when the value of name, split at commas, has token tok (case-insensitive),
  * e.g. headers_has_token(h, "connection", "close"). */
 bool headers_has_token(const struct herald_headers *h, const char *name, const char *tok);
+
+/* A :status value as a number, 0 when absent: the usual three digits
+ * without atoi's locale-aware strtol (several calls per response). */
+static inline int status_code(const char *s)
+{
+    if (s && s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9' && !s[3])
+        return (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    return s ? atoi(s) : 0;
+}
 
 #endif

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "http/h2_client.h"
+#include "http/headers.h"
 #include "http/pool.h"
 #include "log.h"
 #include "net/upstream_conn.h"
@@ -309,7 +310,7 @@ static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream
     r->resp_started = true;
     if (r->host->cluster->cfg->outlier.enabled) {
         const char *st = herald_headers_get(h, ":status");
-        outlier_report_status(r->host, st ? atoi(st) : 0);
+        outlier_report_status(r->host, status_code(st));
     }
     if (c->upgrade && c->codec && h1_codec_is_upgrade(c->codec)) {
         /* 101 (CONNECT: 2xx) to an upgrade: the codec stops after this head and

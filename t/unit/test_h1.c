@@ -858,9 +858,63 @@ static void test_headers_map(void)
     ok(herald_headers_get(NULL, "x") == NULL, "NULL map");
 }
 
+/* Lookups skip maps whose name summary rules a name out: every name added,
+ * through every path, must still be found (200 names share 64 bits). */
+static void test_headers_map_lookup_summary(void)
+{
+    struct herald_headers *h = herald_headers_new();
+    char name[32], val[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "X-Name-%d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        if (i % 3 == 0)
+            herald_headers_add(h, name, val);
+        else if (i % 3 == 1)
+            herald_headers_set(h, name, val);
+        else {
+            for (char *p = name; *p; p++)
+                *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+            headers_add_n(h, name, strlen(name), val, strlen(val));
+        }
+    }
+    int found = 0;
+    for (int i = 0; i < 200; i++) {
+        snprintf(name, sizeof(name), "x-NAME-%d", i);
+        snprintf(val, sizeof(val), "v%d", i);
+        const char *v = herald_headers_get(h, name);
+        found += v && strcmp(v, val) == 0 && headers_count_name(h, name) == 1;
+    }
+    is_int(found, 200, "every name added by add, set and add_n is found");
+    ok(herald_headers_get(h, "x-name-200") == NULL && herald_headers_get(h, "absent") == NULL, "misses");
+    struct herald_headers *c = herald_headers_copy(h);
+    ok(herald_headers_get(c, "X-Name-199") && strcmp(herald_headers_get(c, "X-Name-199"), "v199") == 0,
+       "a copy finds names");
+    is_int(herald_headers_remove(c, "x-name-7"), 1, "remove from the copy");
+    ok(herald_headers_get(c, "x-name-7") == NULL, "removed name gone");
+    herald_headers_add(c, "X-Name-7", "again");
+    is_str(herald_headers_get(c, "x-name-7"), "again", "re-added after removal");
+    herald_headers_free(c);
+    herald_headers_free(h);
+
+    /* a map reused from the spare list starts empty: no name from its last life */
+    h = herald_headers_new();
+    herald_headers_add(h, "Upgrade", "websocket");
+    herald_headers_add(h, "", "empty name");
+    herald_headers_free(h);
+    h = herald_headers_new();
+    ok(herald_headers_get(h, "upgrade") == NULL && !headers_has_token(h, "upgrade", "websocket"),
+       "reused map forgets names");
+    herald_headers_add(h, "", "e");
+    is_str(herald_headers_get(h, ""), "e", "empty name found");
+    herald_headers_set(h, "Te", "trailers");
+    ok(headers_has_token(h, "TE", "trailers"), "set adds when absent");
+    herald_headers_free(h);
+}
+
 int main(void)
 {
     test_headers_map();
+    test_headers_map_lookup_summary();
     test_requests();
     test_split_equivalence();
     test_keepalive_pipelining();
