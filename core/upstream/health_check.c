@@ -16,10 +16,13 @@
  *     clamped by the runtime keys health_check.min_interval/max_interval.
  * HTTP checks speak HTTP/1.1 through the core codec (h1.h) or HTTP/2 (h2c,
  * prior knowledge) through a small nghttp2 client session of their own: the
- * pool's h2 client lives on workers. Checks are plaintext (a cluster's TLS
- * transport socket is not used by the checker: a warning says so). */
+ * pool's h2 client lives on workers. A cluster with an UpstreamTlsContext
+ * is checked over TLS with that context, as Envoy's checker uses the
+ * cluster's transport socket: a connect-only check then passes only when
+ * the handshake (and the peer's verification) does. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <nghttp2/nghttp2.h>
@@ -32,6 +35,7 @@
 #include "herald/stats.h"
 #include "http/h1.h"
 #include "log.h"
+#include "net/tls.h"
 #include "runtime.h"
 #include "upstream/cluster.h"
 #include "upstream/health_check.h"
@@ -139,7 +143,9 @@ static void close_conn(struct session *s)
         s->h2 = NULL;
     }
     if (s->bev) {
-        bufferevent_free(s->bev);
+        if (s->connected && s->ck->cl->cfg->tls)
+            tls_shutdown(bufferevent_openssl_get_ssl(s->bev));
+        bufferevent_free(s->bev);   /* with the SSL, if any */
         s->bev = NULL;
     }
     s->connected = false;
@@ -526,6 +532,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         s->connected = true;
+        struct tls_ctx *tls = s->ck->cl->cfg->tls;
+        if (tls && tls_handshake_done(tls, bufferevent_openssl_get_ssl(bev)) < 0) {
+            close_conn(s);
+            handle_failure(s, FAIL_NETWORK, false, "TLS peer refused");
+            return;
+        }
         if (c->kind == HC_TCP && c->nreceive == 0) {
             /* a connect-only check: done, and the connection is of no more use (as Envoy) */
             close_conn(s);
@@ -543,6 +555,20 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (!s->connected) {
+        struct tls_ctx *tls = s->ck->cl->cfg->tls;
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        if (tls && getpeername(bufferevent_getfd(bev), (struct sockaddr *)&peer, &plen) == 0) {
+            /* TCP connected: the handshake failed (counted in the cluster's ssl.* stats) */
+            char why[256];
+            unsigned long e = 0, x;
+            while ((x = bufferevent_get_openssl_error(bev)))
+                if (!e)
+                    e = x;
+            tls_handshake_failed(tls, bufferevent_openssl_get_ssl(bev), e, why, sizeof(why));
+            log_debug(LOGC, "cluster '%s': TLS handshake with %s failed: %s", s->ck->cl->cfg->name,
+                      s->host->addr_str, why);
+        }
         close_conn(s);
         handle_failure(s, FAIL_NETWORK, false, "connection failure");
         return;
@@ -573,7 +599,21 @@ static int connect_host(struct session *s)
         ((struct sockaddr_in *)&ss)->sin_port = htons(s->host->hc_port);
     else if (s->host->hc_port && ss.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->host->hc_port);
-    s->bev = bufferevent_socket_new(hc.base, -1, BEV_OPT_CLOSE_ON_FREE);
+    struct tls_ctx *tls = s->ck->cl->cfg->tls;
+    if (tls) {
+        SSL *ssl = tls_ssl_new(tls);
+        if (!ssl)
+            return -1;
+        /* CONNECTED comes after the handshake; the bufferevent frees the SSL */
+        s->bev = bufferevent_openssl_socket_new(hc.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+        if (!s->bev) {
+            SSL_free(ssl);
+            return -1;
+        }
+        bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+    } else {
+        s->bev = bufferevent_socket_new(hc.base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!s->bev)
         return -1;
     bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
@@ -699,9 +739,6 @@ static struct checker *checker_new(struct cluster *cl, const struct health_check
     ck->healthy = herald_gauge(p, "healthy");
     ck->degraded = herald_gauge(p, "degraded");
     free(p);
-    if (cl->cfg->transport_socket)
-        log_warn(LOGC, "cluster '%s': health checks are sent in plaintext (the checker does not use the "
-                 "cluster's transport_socket)", cl->cfg->name);
     return ck;
 }
 

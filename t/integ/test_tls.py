@@ -548,6 +548,37 @@ class TlsEchoServer(helpers.TcpServer):
             s.sendall(d)
 
 
+class TlsHttpServer(helpers.TcpServer):
+    """HTTP/1.1 over TLS: answers every request 200 "ok" on a kept connection;
+    records the request lines it read."""
+
+    def __init__(self, cert):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert[0], cert[1])
+        self.requests = []
+        super().__init__()
+
+    def handle(self, c):
+        try:
+            s = self.ctx.wrap_socket(c, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                try:
+                    d = s.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return
+                if not d:
+                    return
+                buf += d
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            with self.lock:
+                self.requests.append(head.split(b"\r\n")[0].decode())
+            s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
 def upstream_tls(ca=None, sni=None, client_cert=None, **extra):
     ctx = {"@type": UP, "common_tls_context": {}}
     if ca:
@@ -606,3 +637,29 @@ def test_upstream_tls_san_mismatch_fails(herald, upstreams, port, pki):
     c.sendall(b"x")
     assert helpers.closed_by_peer(c)
     assert h.wait_stat("cluster.up.ssl.fail_verify_san", lambda v: v >= 1) >= 1
+
+
+def test_health_check_over_tls(herald, upstreams, port, pki):
+    """A cluster with an UpstreamTlsContext is health-checked over TLS with it
+    (Envoy's checker uses the cluster's transport socket): the check request
+    reaches a TLS-only backend; a backend the context does not trust fails
+    the check on the handshake and never sees a request."""
+    good = upstreams(lambda: TlsHttpServer(pki.upstream))
+    bad = upstreams(lambda: TlsHttpServer(pki.upstream))
+    hc = {"timeout": "1s", "interval": "0.1s", "no_traffic_interval": "0.1s", "unhealthy_threshold": 1,
+          "healthy_threshold": 1, "http_health_check": {"path": "/healthz"}}
+    up = helpers.cluster("up", [good.addr], transport_socket=upstream_tls(ca=pki.ca, sni="backend.internal"),
+                         health_checks=[hc])
+    untrusted = helpers.cluster("untrusted", [bad.addr],
+                                transport_socket=upstream_tls(ca=pki.other_ca, sni="backend.internal"),
+                                health_checks=[hc])
+    h = herald(helpers.bootstrap([helpers.tcp_listener(port(), "up")], [up, untrusted]))
+    assert h.wait_stat("cluster.up.health_check.success", lambda v: v >= 2) >= 2
+    assert good.requests and good.requests[0] == "GET /healthz HTTP/1.1", good.requests
+    assert h.stat("cluster.up.ssl.handshake") >= 1
+    assert h.stat("cluster.up.health_check.healthy") == 1
+    assert h.wait_stat("cluster.untrusted.health_check.network_failure", lambda v: v >= 2) >= 2
+    assert h.stat("cluster.untrusted.ssl.connection_error") >= 2
+    assert h.stat("cluster.untrusted.health_check.success") == 0
+    assert h.stat("cluster.untrusted.health_check.healthy") == 0
+    assert bad.requests == []
