@@ -885,14 +885,14 @@ static void response_common(struct herald_http_stream *s, struct herald_headers 
         herald_headers_set(h, "server", cm->server_name);
         break;
     case SERVER_APPEND_IF_ABSENT:
-        if (!herald_headers_get(h, "server"))
+        if (!HEADERS_GET(h, "server"))
             herald_headers_set(h, "server", cm->server_name);
         break;
     case SERVER_PASS_THROUGH:
         break;
     }
     if (cm->via) {
-        const char *v = herald_headers_get(h, "via");
+        const char *v = HEADERS_GET(h, "via");
         if (v) {
             char *nv = xasprintf("%s, %s", v, cm->via);
             herald_headers_set(h, "via", nv);
@@ -901,16 +901,16 @@ static void response_common(struct herald_http_stream *s, struct herald_headers 
             herald_headers_set(h, "via", cm->via);
         }
     }
-    if (cm->always_set_request_id && s->req && herald_headers_get(s->req, "x-request-id") &&
-        !herald_headers_get(h, "x-request-id"))
-        herald_headers_set(h, "x-request-id", herald_headers_get(s->req, "x-request-id"));
+    if (cm->always_set_request_id && s->req && HEADERS_GET(s->req, "x-request-id") &&
+        !HEADERS_GET(h, "x-request-id"))
+        herald_headers_set(h, "x-request-id", HEADERS_GET(s->req, "x-request-id"));
 }
 
 static void h2_sink_headers(struct herald_http_stream *s)
 {
     struct cm_conn *cc = s->cc;
     struct herald_headers *h = s->resp;
-    int status = status_code(herald_headers_get(h, ":status"));
+    int status = status_code(HEADERS_GET(h, ":status"));
 
     /* connection-specific headers are not HTTP/2's (the codec leaves them out too) */
     headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
@@ -942,7 +942,7 @@ static void sink_headers(struct herald_http_stream *s)
         h2_sink_headers(s);
         return;
     }
-    int status = status_code(herald_headers_get(h, ":status"));
+    int status = status_code(HEADERS_GET(h, ":status"));
     bool upgrade_ok = s->upgrade_requested &&
                       (status == 101 || (s->upgrade_type && !strcasecmp(s->upgrade_type, "CONNECT") &&
                                          status >= 200 && status < 300));
@@ -1084,7 +1084,7 @@ static const struct herald_route *stream_route(struct herald_http_stream *s)
 static void encode_headers_in(struct herald_http_stream *s, struct herald_headers *h, bool end_stream)
 {
     struct cm_conn *cc = s->cc;
-    const char *st = herald_headers_get(h, ":status");
+    const char *st = HEADERS_GET(h, ":status");
     int status = status_code(st);
 
     if (s->over || s->reset || s->enc.headers_in || cc->gone) {
@@ -1426,7 +1426,7 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         if (!strcmp(op, "START_TIME"))
             return herald_access_log_format_time(s->start_wall_ms, arg, scratch, len);
         if (!strcmp(op, "STREAM_ID"))
-            return s->req ? herald_headers_get(s->req, "x-request-id") : NULL;
+            return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
         break;
     case 'T':
         if (!strcmp(op, "TRAILER"))
@@ -1440,7 +1440,7 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
             return s->upstream_failure;
         if (!strcmp(op, "UNIQUE_ID"))
-            return s->req ? herald_headers_get(s->req, "x-request-id") : NULL;
+            return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
         break;
     }
     return NULL;
@@ -1697,7 +1697,7 @@ static void mutate_forwarding(struct herald_http_stream *s)
     bool internal;
 
     strip_port(herald_conn_remote_str(s->cc->c), peer, sizeof(peer));
-    const char *xff = herald_headers_get(h, "x-forwarded-for");
+    const char *xff = HEADERS_GET(h, "x-forwarded-for");
     if (cm->use_remote_address) {
         copy_n(s->client_addr, sizeof(s->client_addr), peer, strlen(peer));
         internal = internal_ip(peer);
@@ -1748,18 +1748,18 @@ static void mutate_forwarding(struct herald_http_stream *s)
     }
     if (edge)
         herald_headers_set(h, "x-envoy-external-address", s->client_addr);
-    if (cm->use_remote_address || !herald_headers_get(h, "x-forwarded-proto"))
+    if (cm->use_remote_address || !HEADERS_GET(h, "x-forwarded-proto"))
         herald_headers_set(h, "x-forwarded-proto", herald_conn_is_tls(s->cc->c) ? "https" : "http");
     if (!cm->keep_xfcc)
         herald_headers_remove(h, "x-forwarded-client-cert");
     if (cm->generate_request_id &&
-        (!herald_headers_get(h, "x-request-id") || (edge && !cm->preserve_external_request_id))) {
+        (!HEADERS_GET(h, "x-request-id") || (edge && !cm->preserve_external_request_id))) {
         char id[37];
         uuid4(id);
         herald_headers_set(h, "x-request-id", id);
     }
     if (cm->via) {
-        const char *v = herald_headers_get(h, "via");
+        const char *v = HEADERS_GET(h, "via");
         if (v) {
             char *nv = xasprintf("%s, %s", v, cm->via);
             herald_headers_set(h, "via", nv);
@@ -1773,7 +1773,7 @@ static void mutate_forwarding(struct herald_http_stream *s)
 static void fix_host(struct herald_http_stream *s)
 {
     struct herald_http_cm *cm = s->cc->cm;
-    const char *a = herald_headers_get(s->req, ":authority");
+    const char *a = HEADERS_GET(s->req, ":authority");
     if (!a)
         return;
     char *h = xstrdup(a);
@@ -1809,7 +1809,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     struct cm_conn *cc = s->cc;
     struct herald_http_cm *cm = cc->cm;
     struct herald_headers *h = s->req;
-    const char *method = herald_headers_get(h, ":method");
+    const char *method = HEADERS_GET(h, ":method");
     bool connect = method && !strcmp(method, "CONNECT");
 
     s->head = method && !strcmp(method, "HEAD");
@@ -1823,7 +1823,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         send_local_reply(s, 426, "Upgrade Required", "low_version", NULL);
         return false;
     }
-    if (!herald_headers_get(h, ":authority")) {
+    if (!HEADERS_GET(h, ":authority")) {
         if (s->proto == HERALD_HTTP10 && cm->default_host_for_http_10) {
             herald_headers_set(h, ":authority", cm->default_host_for_http_10);
         } else {
@@ -1833,7 +1833,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         }
     }
     if (!connect) {
-        const char *path = herald_headers_get(h, ":path");
+        const char *path = HEADERS_GET(h, ":path");
         if (!path || !*path) {
             cc->close_after = true;
             send_local_reply(s, 400, "Bad Request", "missing_path_rejected", NULL);
@@ -1851,7 +1851,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
             char *np = xasprintf("%s%s", *slash == '/' ? "" : "/", slash);
             herald_headers_set(h, ":path", np);
             free(np);
-            path = herald_headers_get(h, ":path");
+            path = HEADERS_GET(h, ":path");
         }
         if (path[0] != '/' && !(method && !strcmp(method, "OPTIONS") && !strcmp(path, "*"))) {
             herald_stat_inc(cm->st.rq_non_relative_path);
@@ -1871,7 +1871,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
                 free(np);
             }
             if (cm->normalize_path || cm->merge_slashes) {
-                char *np = xstrdup(herald_headers_get(h, ":path"));
+                char *np = xstrdup(HEADERS_GET(h, ":path"));
                 if (cm->normalize_path && normalize_path(&np) < 0) {
                     free(np);
                     herald_stat_inc(cm->st.rq_failed_path_normalization);
@@ -1906,10 +1906,10 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     }
 
     /* hop-by-hop */
-    const char *up = herald_headers_get(h, "upgrade");
+    const char *up = HEADERS_GET(h, "upgrade");
     bool codec_upgrade = !cc->h2 && h1_codec_is_upgrade(cc->codec);
     headers_remove_hop_by_hop(h, HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING);
-    const char *te = herald_headers_get(h, "te");
+    const char *te = HEADERS_GET(h, "te");
     if (te) {
         if (headers_has_token(h, "te", "trailers"))
             herald_headers_set(h, "te", "trailers");
@@ -1950,9 +1950,9 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
             h1_codec_cancel_upgrade(cc->codec);
     }
     if (cc->h2) {
-        if (!herald_headers_get(h, ":scheme"))
+        if (!HEADERS_GET(h, ":scheme"))
             herald_headers_set(h, ":scheme", herald_conn_is_tls(cc->c) ? "https" : "http");
-        const char *ex = herald_headers_get(h, "expect");
+        const char *ex = HEADERS_GET(h, "expect");
         if (ex && !strcasecmp(ex, "100-continue")) {
             herald_headers_remove(h, "expect");
             s->expect_continue = true;
@@ -1965,7 +1965,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         }
         return true;
     }
-    if (!herald_headers_get(h, ":scheme"))
+    if (!HEADERS_GET(h, ":scheme"))
         herald_headers_set(h, ":scheme", "http");
     if (h1_codec_expect_continue(cc->codec)) {
         /* proxy_100_continue is false: answer it here and do not pass it on */

@@ -546,7 +546,7 @@ static int request_pseudo(struct h1_codec *c, struct herald_headers *h)
         headers_insert_n(h, pos++, ":path", 5, path, strlen(path));
         free(path);
     }
-    const char *host = herald_headers_get(h, "host");
+    const char *host = HEADERS_GET(h, "host");
     if (authority) {
         headers_insert_n(h, pos++, ":authority", 10, authority, strlen(authority));
         free(authority);
@@ -576,8 +576,8 @@ static int cb_headers_complete(http_parser *p)
     if (check_framing(c, h) != 0)
         return -1;
 
-    bool chunked = herald_headers_get(h, "transfer-encoding") != NULL;
-    bool has_cl = herald_headers_get(h, "content-length") != NULL;
+    bool chunked = HEADERS_GET(h, "transfer-encoding") != NULL;
+    bool has_cl = HEADERS_GET(h, "content-length") != NULL;
     int ret = 0;
     struct herald_headers *out = h;   /* pseudo-headers go in front */
     if (c->role == H1_SERVER) {
@@ -589,7 +589,7 @@ static int cb_headers_complete(http_parser *p)
             c->keep_alive = !headers_has_token(h, "connection", "close");
         c->expect_continue = !c->http10 && headers_has_token(h, "expect", "100-continue");
         c->is_upgrade = p->method == HTTP_CONNECT ||
-                        (herald_headers_get(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
+                        (HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
         c->chunked_body = chunked;
         c->headers_end_stream = !chunked && (!has_cl || p->content_length == 0);
     } else {
@@ -808,7 +808,7 @@ static void map_parser_error(struct h1_codec *c, enum http_errno e)
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         /* http-parser 2.9.4 refuses a second Content-Length and CL with TE */
         if (c->have_field && strcmp(c->field, "content-length") == 0 && c->hdrs &&
-            herald_headers_get(c->hdrs, "content-length"))
+            HEADERS_GET(c->hdrs, "content-length"))
             d = "http1.duplicate_content_length";
         else
             d = "http1.content_length_and_chunked_not_allowed";
@@ -1178,10 +1178,10 @@ static bool method_has_body_meaning(const char *m)
 int h1_encode_request_headers(struct h1_encoder *e, struct evbuffer *out, const struct herald_headers *h,
                               bool end_stream)
 {
-    const char *method = herald_headers_get(h, ":method");
-    const char *path = herald_headers_get(h, ":path");
-    const char *authority = herald_headers_get(h, ":authority");
-    const char *cl = herald_headers_get(h, "content-length");
+    const char *method = HEADERS_GET(h, ":method");
+    const char *path = HEADERS_GET(h, ":path");
+    const char *authority = HEADERS_GET(h, ":authority");
+    const char *cl = HEADERS_GET(h, "content-length");
     bool connect = method && strcmp(method, "CONNECT") == 0;
     if (e->headers_done || !method || !safe_name(method) || (!connect && !path) || (connect && !authority))
         return -1;
@@ -1237,8 +1237,8 @@ int h1_encode_request_headers(struct h1_encoder *e, struct evbuffer *out, const 
 int h1_encode_response_headers(struct h1_encoder *e, struct evbuffer *out, const struct herald_headers *h,
                                bool end_stream)
 {
-    const char *st = herald_headers_get(h, ":status");
-    const char *cl = herald_headers_get(h, "content-length");
+    const char *st = HEADERS_GET(h, ":status");
+    const char *cl = HEADERS_GET(h, "content-length");
     if (e->headers_done || !st || strlen(st) != 3 || !isdigit((unsigned char)st[0]) ||
         !isdigit((unsigned char)st[1]) || !isdigit((unsigned char)st[2]) || st[0] == '0')
         return -1;

@@ -418,15 +418,15 @@ static int encode_failed(struct herald_http_upstream *r, const char *what)
 int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, bool end)
 {
     struct h2_conn *hc = r->h2;
-    const char *method = herald_headers_get(h, ":method");
+    const char *method = HEADERS_GET(h, ":method");
     if (!method || !strcmp(method, "CONNECT") ||
-        (herald_headers_get(h, "upgrade") && headers_has_token(h, "connection", "upgrade"))) {
+        (HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade"))) {
         /* extended CONNECT (RFC 8441) is not spoken to upstreams */
         herald_headers_free(h);
         return encode_failed(r, "(an upgrade or CONNECT over HTTP/2)");
     }
-    const char *authority = herald_headers_get(h, ":authority");
-    const char *path = herald_headers_get(h, ":path");
+    const char *authority = HEADERS_GET(h, ":authority");
+    const char *path = HEADERS_GET(h, ":path");
     struct nv_list l;
     nv_init(&l, h, 4);
     nv_add(&l, ":method", method);
@@ -616,7 +616,7 @@ static void on_headers_frame(struct h2_conn *hc, struct herald_http_upstream *r,
         deliver(r);
         return;
     }
-    const char *st = herald_headers_get(h, ":status");
+    const char *st = HEADERS_GET(h, ":status");
     if (st && st[0] == '1' && !end) {
         herald_headers_free(h); /* informational: Expect is answered downstream */
         return;

@@ -235,9 +235,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 /* Host into :authority, the cookie crumbs back into one header (RFC 9113 8.2.3). */
 static void fix_request(struct herald_headers *hd)
 {
-    const char *host = herald_headers_get(hd, "host");
+    const char *host = HEADERS_GET(hd, "host");
     if (host) {
-        if (!herald_headers_get(hd, ":authority"))
+        if (!HEADERS_GET(hd, ":authority"))
             herald_headers_set(hd, ":authority", host);
         herald_headers_remove(hd, "host");
     }
@@ -624,7 +624,7 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
                              bool end_stream)
 {
     struct h2s *st = stream_of(h, id);
-    const char *status = herald_headers_get(resp, ":status");
+    const char *status = HEADERS_GET(resp, ":status");
     if (!st || !status || st->resp_end_queued)
         return -1;
     size_t cnt = herald_headers_count(resp);

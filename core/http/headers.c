@@ -260,6 +260,19 @@ const char *herald_headers_get(const struct herald_headers *h, const char *name)
     return NULL;
 }
 
+const char *headers_get_lc(const struct herald_headers *h, const char *lc, size_t len)
+{
+    if (!h)
+        return NULL;
+    uint64_t bit = len ? name_bit(len, (unsigned char)lc[0], (unsigned char)lc[len - 1]) : name_bit(0, 0, 0);
+    if (!(h->names & bit))
+        return NULL;
+    for (size_t i = 0; i < h->n; i++)
+        if (h->e[i].nlen == len && memcmp(h->e[i].name, lc, len) == 0)
+            return h->e[i].value;
+    return NULL;
+}
+
 void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     add_n(h, name, nlen, value, vlen, false);

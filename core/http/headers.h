@@ -31,6 +31,11 @@ enum {
 void headers_remove_hop_by_hop(struct herald_headers *h, unsigned mask);
 /* Which HOP_* a lower-case name is, or 0 (HTTP/2 forbids all five). */
 unsigned headers_hop_of(const char *name, size_t len);
+/* herald_headers_get for a name already in lower case, with its length:
+ * HEADERS_GET(h, "content-length") for the core's many literal lookups
+ * (no strlen, no case folding). */
+const char *headers_get_lc(const struct herald_headers *h, const char *lc, size_t len);
+#define HEADERS_GET(h, lit) headers_get_lc((h), "" lit "", sizeof(lit) - 1)
 /* Number of entries named name. */
 size_t headers_count_name(const struct herald_headers *h, const char *name);
 /* True when the value of name, split at commas, has token tok (case-insensitive),

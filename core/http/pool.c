@@ -309,7 +309,7 @@ static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream
     }
     r->resp_started = true;
     if (r->host->cluster->cfg->outlier.enabled) {
-        const char *st = herald_headers_get(h, ":status");
+        const char *st = HEADERS_GET(h, ":status");
         outlier_report_status(r->host, status_code(st));
     }
     if (c->upgrade && c->codec && h1_codec_is_upgrade(c->codec)) {

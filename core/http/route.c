@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "config/tree.h"
+#include "http/headers.h"
 #include "http/route.h"
 #include "runtime.h"
 
@@ -993,9 +994,9 @@ const char *route_table_name(const struct route_table *t)
 
 static const struct vhost *find_vhost(const struct route_table *t, const struct herald_headers *req)
 {
-    const char *auth = herald_headers_get(req, ":authority");
+    const char *auth = HEADERS_GET(req, ":authority");
     if (!auth)
-        auth = herald_headers_get(req, "host");
+        auth = HEADERS_GET(req, "host");
     if (!auth)
         auth = "";
     size_t len = strlen(auth);
@@ -1149,7 +1150,7 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
         if (!header_matches(&r->hm[i], req))
             return false;
     if (r->nqm) {
-        const char *full = herald_headers_get(req, ":path");
+        const char *full = HEADERS_GET(req, ":path");
         for (size_t i = 0; i < r->nqm; i++) {
             const struct query_matcher *qm = &r->qm[i];
             char *v = query_param(full ? full : "", qm->name);
@@ -1199,7 +1200,7 @@ const struct herald_route *route_table_match(const struct route_table *t, const 
     const struct vhost *vh = find_vhost(t, req);
     if (!vh)
         return NULL;
-    const char *path = herald_headers_get(req, ":path");
+    const char *path = HEADERS_GET(req, ":path");
     if (!path)
         path = "";
     size_t plen = strcspn(path, "?#");
@@ -1518,7 +1519,7 @@ bool herald_route_hash(const struct herald_route *r, const struct herald_headers
             }
             break;
         case HP_QUERY: {
-            const char *path = herald_headers_get(req, ":path");
+            const char *path = HEADERS_GET(req, ":path");
             s = path ? query_param(path, hp->name) : NULL;
             break;
         }
@@ -1628,7 +1629,7 @@ void herald_route_apply_request(const struct herald_route *r, struct herald_head
                                 const char *upstream_hostname)
 {
     const struct herald_route *route = ROUTE(r);
-    const char *path = herald_headers_get(req, ":path");
+    const char *path = HEADERS_GET(req, ":path");
     char *np = path ? rewrite_path(route, path) : NULL;
     if (np) {
         herald_headers_set(req, ":path", np);
@@ -1645,7 +1646,7 @@ void herald_route_apply_request(const struct herald_route *r, struct herald_head
         new_host = herald_headers_get(req, route->host_header);
     if (new_host && *new_host) {
         char *nh = xstrdup(new_host); /* may point into req */
-        const char *old = herald_headers_get(req, ":authority");
+        const char *old = HEADERS_GET(req, ":authority");
         if (route->append_xfh && old)
             herald_headers_add(req, "x-forwarded-host", old);
         herald_headers_set(req, ":authority", nh);
@@ -1691,7 +1692,7 @@ char *herald_route_redirect_location(const struct herald_route *r, const struct 
                                      const char *scheme)
 {
     r = ROUTE(r);
-    const char *req_scheme = scheme && *scheme ? scheme : herald_headers_get(req, ":scheme");
+    const char *req_scheme = scheme && *scheme ? scheme : HEADERS_GET(req, ":scheme");
     if (!req_scheme || !*req_scheme)
         req_scheme = "http";
     const char *final_scheme = r->scheme_redirect ? r->scheme_redirect : req_scheme;
@@ -1701,7 +1702,7 @@ char *herald_route_redirect_location(const struct herald_route *r, const struct 
     if (r->host_redirect) {
         sb_str(&b, r->host_redirect);
     } else {
-        const char *host = herald_headers_get(req, ":authority");
+        const char *host = HEADERS_GET(req, ":authority");
         redirect_host(&b, host ? host : "", final_scheme, req_scheme, r->port_redirect != 0);
     }
     if (r->port_redirect) {
@@ -1709,7 +1710,7 @@ char *herald_route_redirect_location(const struct herald_route *r, const struct 
         snprintf(port, sizeof(port), ":%u", r->port_redirect);
         sb_str(&b, port);
     }
-    const char *path = herald_headers_get(req, ":path");
+    const char *path = HEADERS_GET(req, ":path");
     if (!path || !*path)
         path = "/";
     char *rewritten = rewrite_path(r, path);

@@ -236,10 +236,10 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
     if (r->h2)
         return h2_encode_headers(r, h, end);
     struct pool_conn *c = r->conn;
-    const char *method = herald_headers_get(h, ":method");
+    const char *method = HEADERS_GET(h, ":method");
     bool upgrade = (method && !strcmp(method, "CONNECT")) ||
-                   (herald_headers_get(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
-    if (!herald_headers_get(h, ":authority"))
+                   (HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
+    if (!HEADERS_GET(h, ":authority"))
         herald_headers_set(h, ":authority", r->host->addr_str);
     if (upgrade) {
         /* the head alone, then raw bytes; the connection is this exchange's for good
@@ -252,7 +252,7 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
     }
     int rc = h1_encode_request_headers(&r->enc, c->wbuf, h, end);
     if (rc == 0)
-        h1_codec_expect_response(c->codec, herald_headers_get(h, ":method"));
+        h1_codec_expect_response(c->codec, HEADERS_GET(h, ":method"));
     herald_headers_free(h);
     if (rc < 0) {
         evbuffer_drain(c->wbuf, evbuffer_get_length(c->wbuf));

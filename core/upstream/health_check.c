@@ -34,6 +34,7 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "http/h1.h"
+#include "http/headers.h"
 #include "log.h"
 #include "net/tls.h"
 #include "runtime.h"
@@ -286,7 +287,7 @@ static struct herald_headers *request_headers(const struct session *s)
 static void h1_on_headers(void *arg, struct herald_headers *h, bool end_stream)
 {
     struct session *s = arg;
-    const char *st = herald_headers_get(h, ":status");
+    const char *st = HEADERS_GET(h, ":status");
 
     s->status = st ? atoi(st) : 0;
     herald_headers_free(h);
