@@ -538,6 +538,9 @@ class TlsEchoServer(helpers.TcpServer):
             s = self.ctx.wrap_socket(c, server_side=True)
         except (ssl.SSLError, OSError):
             return
+        self.serve(s)
+
+    def serve(self, s):
         while True:
             try:
                 d = s.recv(65536)
@@ -548,21 +551,15 @@ class TlsEchoServer(helpers.TcpServer):
             s.sendall(d)
 
 
-class TlsHttpServer(helpers.TcpServer):
+class TlsHttpServer(TlsEchoServer):
     """HTTP/1.1 over TLS: answers every request 200 "ok" on a kept connection;
     records the request lines it read."""
 
     def __init__(self, cert):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert[0], cert[1])
         self.requests = []
-        super().__init__()
+        super().__init__(cert)
 
-    def handle(self, c):
-        try:
-            s = self.ctx.wrap_socket(c, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
+    def serve(self, s):
         buf = b""
         while True:
             while b"\r\n\r\n" not in buf:
