@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "reload.h"
 #include "sd_notify.h"
 #include "server.h"
+#include "stats.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -31,6 +33,8 @@
 #define ENV_READY_FD "HERALD_RELOAD_FD"
 #define VALIDATE_TIMEOUT_S 30
 #define READY_TIMEOUT_S 30
+#define STATS_SEND_MS 2000   /* the old process gives the new one this long to take its counters */
+#define STATS_TAKE_S 5
 
 extern char **environ;
 
@@ -41,14 +45,16 @@ struct sockset {
 
 static struct sockset *mine; static size_t nmine, capmine;           /* ours, for the next reload */
 static struct sockset *inherited; static size_t ninherited, capinherited;
-static int ready_fd = -1;        /* to the process we replace */
+static int ready_fd = -1;        /* to the process we replace (a socketpair: its counters come back) */
+static struct event *stats_ev;   /* reading those counters */
+static struct evbuffer *stats_in;
 static char self_exe[PATH_MAX];
 
 enum rstate { R_IDLE, R_VALIDATING, R_STARTING, R_HANDED_OVER };
 static enum rstate state;
 static struct server *srv;
 static pid_t child = -1;
-static int child_fd = -1;        /* the validator's stderr, or the new process's readiness pipe */
+static int child_fd = -1;        /* the validator's stderr, or the new process's readiness socket */
 static struct event *child_ev, *child_timer;
 static struct evbuffer *child_out;
 
@@ -147,6 +153,98 @@ void reload_add_socket(const char *key, int fd)
     *VEC_PUSH(s->fds, s->nfds, s->cap) = fd;
 }
 
+/* ------------------------------------------------- counters across a reload */
+
+/* Counters go on where the old process left them, as across Envoy's hot
+ * restart: once told "ready", the old process sends every non-zero counter
+ * ("name\tvalue\n") and closes; the new one adds them to its own. What the
+ * old process counts while it drains is not sent; gauges and histograms
+ * describe the process they are in and start afresh. */
+static void stats_stop(void)
+{
+    if (stats_ev)
+        event_free(stats_ev);
+    stats_ev = NULL;
+    if (stats_in)
+        evbuffer_free(stats_in);
+    stats_in = NULL;
+    if (ready_fd >= 0)
+        close(ready_fd);
+    ready_fd = -1;
+}
+
+static void import_counters(void)
+{
+    char *line;
+    size_t len, n = 0;
+    while ((line = evbuffer_readln(stats_in, &len, EVBUFFER_EOL_LF)) != NULL) {
+        char *tab = strrchr(line, '\t'), *end;
+        if (tab && tab != line) {
+            *tab = '\0';
+            unsigned long long v = strtoull(tab + 1, &end, 10);
+            if (*end == '\0' && end != tab + 1) {
+                stats_import_counter(line, v);
+                n++;
+            }
+        }
+        free(line);
+    }
+    log_info("reload", "took %zu counter%s over from the old process", n, n == 1 ? "" : "s");
+}
+
+static void on_counters(evutil_socket_t fd, short what, void *arg)
+{
+    (void)arg;
+    if (what & EV_TIMEOUT) {
+        log_warn("reload", "the old process sent no counters within %d s: they start at zero", STATS_TAKE_S);
+        stats_stop();
+        return;
+    }
+    for (;;) {
+        int n = evbuffer_read(stats_in, fd, 65536);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        break;   /* EOF (all sent) or an error: what came is what we have */
+    }
+    import_counters();
+    stats_stop();
+}
+
+static void take_counters(void)
+{
+    fcntl(ready_fd, F_SETFL, fcntl(ready_fd, F_GETFL) | O_NONBLOCK);
+    stats_in = evbuffer_new();
+    stats_ev = event_new(srv->base, ready_fd, EV_READ | EV_PERSIST, on_counters, NULL);
+    struct timeval tv = {STATS_TAKE_S, 0};
+    event_add(stats_ev, &tv);
+}
+
+/* The old process's side: bounded, it must not hang on a new process that
+ * does not read. */
+static void send_counters(int fd)
+{
+    struct evbuffer *b = evbuffer_new();
+    stats_export_counters(b);
+    uint64_t deadline = mono_ms() + STATS_SEND_MS;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (evbuffer_get_length(b) > 0) {
+        int n = evbuffer_write(b, fd);
+        if (n >= 0 || errno == EINTR)
+            continue;
+        uint64_t now = mono_ms();
+        if (errno != EAGAIN || now >= deadline) {
+            log_warn("reload", "could not hand the counters over: %s",
+                     errno == EAGAIN ? "the new process did not read them" : strerror(errno));
+            break;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        poll(&p, 1, (int)(deadline - now));
+    }
+    evbuffer_free(b);
+}
+
 void reload_started(struct server *s)
 {
     srv = s;
@@ -168,10 +266,13 @@ void reload_started(struct server *s)
         log_info("reload", "adopted %u listening socket%s from the old process (%u not needed); "
                  "telling it to drain", taken, taken == 1 ? "" : "s", closed);
         static const char msg[] = "ready\n";
-        if (write(ready_fd, msg, sizeof(msg) - 1) != (ssize_t)(sizeof(msg) - 1))
+        if (write(ready_fd, msg, sizeof(msg) - 1) != (ssize_t)(sizeof(msg) - 1)) {
             log_warn("reload", "cannot tell the old process we are ready: %s", strerror(errno));
-        close(ready_fd);
-        ready_fd = -1;
+            close(ready_fd);
+            ready_fd = -1;
+            return;
+        }
+        take_counters();
     }
 }
 
@@ -322,6 +423,7 @@ static void new_process_read(evutil_socket_t fd, short what, void *arg)
             return;
         pid_t pid = child;
         child = -1; /* not ours to reap: it outlives us */
+        send_counters(fd);
         child_io_done();
         state = R_HANDED_OVER;
         log_info("reload", "new process %d is ready: process %d stops accepting and drains", (int)pid,
@@ -362,8 +464,8 @@ static char *sockets_text(int **keep, size_t *nkeep)
 
 static void start_new_process(void)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
+    int p[2];   /* "ready" one way, our counters the other */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0) {
         reload_failed(strerror(errno));
         return;
     }
@@ -537,6 +639,7 @@ void reload_free(void)
 {
     reload_abort();
     child_io_done();
+    stats_stop();
     for (size_t i = 0; i < nmine; i++) {
         free(mine[i].key);
         free(mine[i].fds);

@@ -2,10 +2,12 @@
  * running herald validates the new config with `herald --mode validate` (a
  * child whose stderr it logs) and, when it is valid, starts itself again with
  * the same argv, handing every listening socket over (environment variable
- * HERALD_INHERITED_SOCKETS="key=fd,fd;key=fd") plus a pipe (HERALD_RELOAD_FD).
- * The new process adopts the sockets whose address it still listens on, so
- * nothing queued in a kernel accept queue is lost, starts, and writes "ready"
- * on the pipe; the old one then stops accepting, drains and exits. */
+ * HERALD_INHERITED_SOCKETS="key=fd,fd;key=fd") plus a socketpair end
+ * (HERALD_RELOAD_FD). The new process adopts the sockets whose address it
+ * still listens on, so nothing queued in a kernel accept queue is lost,
+ * starts, and writes "ready" on that socket; the old one sends its counters
+ * back on it (the new process adds them to its own), then stops accepting,
+ * drains and exits. */
 #ifndef HERALD_CORE_RELOAD_H
 #define HERALD_CORE_RELOAD_H
 

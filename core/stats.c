@@ -499,6 +499,28 @@ int64_t stats_lookup(const char *name, bool *found)
     return v;
 }
 
+void stats_export_counters(struct evbuffer *out)
+{
+    stats_init();
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nall; i++) {
+        const struct herald_stat *s = all[i];
+        if (s->kind != STAT_COUNTER || strpbrk(s->name, "\t\n"))
+            continue;
+        uint64_t v = merged_value(s);
+        if (v)
+            evbuffer_add_printf(out, "%s\t%llu\n", s->name, (unsigned long long)v);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void stats_import_counter(const char *name, uint64_t v)
+{
+    struct herald_stat *s = stat_get(NULL, name, STAT_COUNTER);
+    if (s->kind == STAT_COUNTER && v)
+        herald_stat_add(s, v);
+}
+
 void stats_reset_counters(void)
 {
     pthread_mutex_lock(&lock);

@@ -188,3 +188,30 @@ def test_listeners_and_clusters_change(herald, upstreams, port, reloads):
     with pytest.raises(ConnectionRefusedError):
         connect(p2)
     assert r.stop_new() == 0
+
+
+def test_counters_carry_over_a_reload(herald, upstreams, port, reloads):
+    """As across Envoy's hot restart, counters go on from the old process's
+    values (it sends them when the new one is ready); gauges are the new
+    process's own."""
+    one = upstreams(HttpBackend, "one")
+    lp = port()
+    cfg = http_config(lp, [route("/", "one")], [http_cluster("one", [one.port])])
+    h = herald(cfg, concurrency=2, drain_time=1, args=["--parent-shutdown-time-s", "3"])
+    r = reloads(h)
+    for _ in range(25):
+        assert request(lp, "/")[0] == 200
+    before = h.stats()
+    rq, up = before["http.ingress.downstream_rq_total"], before["cluster.one.upstream_rq_total"]
+    assert rq >= 25 and up >= 25
+    oldpid = h.pid
+    assert r.sighup() != oldpid
+    assert h.wait_stat("http.ingress.downstream_rq_total", lambda v: v >= rq) >= rq, h.log_tail()
+    assert h.stat("cluster.one.upstream_rq_total") >= up
+    assert re.search(r"took \d+ counters over from the old process", h.log())
+    for _ in range(5):
+        assert request(lp, "/")[0] == 200
+    assert h.wait_stat("http.ingress.downstream_rq_total", lambda v: v >= rq + 5) >= rq + 5
+    assert h.stat("http.ingress.downstream_rq_active") == 0
+    assert r.wait_old_exit(10) == 0
+    assert r.stop_new() == 0
