@@ -48,6 +48,9 @@ static struct sockset *inherited; static size_t ninherited, capinherited;
 static int ready_fd = -1;        /* to the process we replace (a socketpair: its counters come back) */
 static struct event *stats_ev;   /* reading those counters */
 static struct evbuffer *stats_in;
+static size_t stats_batch;       /* batches (an empty line ends one) taken so far */
+static size_t stats_in_batch;    /* counters taken in the current one */
+static int counters_fd = -1;     /* old process: to the new one, for what we count while draining */
 static char self_exe[PATH_MAX];
 
 enum rstate { R_IDLE, R_VALIDATING, R_STARTING, R_HANDED_OVER };
@@ -157,9 +160,9 @@ void reload_add_socket(const char *key, int fd)
 
 /* Counters go on where the old process left them, as across Envoy's hot
  * restart: once told "ready", the old process sends every non-zero counter
- * ("name\tvalue\n") and closes; the new one adds them to its own. What the
- * old process counts while it drains is not sent; gauges and histograms
- * describe the process they are in and start afresh. */
+ * ("name\tcount\n"), and when it exits after its drain what it counted
+ * since, then closes; the new one adds them to its own. Gauges and
+ * histograms describe the process they are in and start afresh. */
 static void stats_stop(void)
 {
     if (stats_ev)
@@ -173,23 +176,29 @@ static void stats_stop(void)
     ready_fd = -1;
 }
 
+/* The complete lines read so far (a partial one waits for its end). */
 static void import_counters(void)
 {
     char *line;
-    size_t len, n = 0;
+    size_t len;
     while ((line = evbuffer_readln(stats_in, &len, EVBUFFER_EOL_LF)) != NULL) {
+        if (len == 0) {
+            log_info("reload", "took %zu counter%s over from the old process%s", stats_in_batch,
+                     stats_in_batch == 1 ? "" : "s", stats_batch ? " (what it counted while draining)" : "");
+            stats_batch++;
+            stats_in_batch = 0;
+        }
         char *tab = strrchr(line, '\t'), *end;
         if (tab && tab != line) {
             *tab = '\0';
             unsigned long long v = strtoull(tab + 1, &end, 10);
             if (*end == '\0' && end != tab + 1) {
                 stats_import_counter(line, v);
-                n++;
+                stats_in_batch++;
             }
         }
         free(line);
     }
-    log_info("reload", "took %zu counter%s over from the old process", n, n == 1 ? "" : "s");
 }
 
 static void on_counters(evutil_socket_t fd, short what, void *arg)
@@ -200,16 +209,19 @@ static void on_counters(evutil_socket_t fd, short what, void *arg)
         stats_stop();
         return;
     }
-    for (;;) {
-        int n = evbuffer_read(stats_in, fd, 65536);
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        break;   /* EOF (all sent) or an error: what came is what we have */
-    }
+    bool waiting = stats_batch == 0;
+    int n;
+    while ((n = evbuffer_read(stats_in, fd, 65536)) > 0)
+        ;
+    bool more = n < 0 && (errno == EAGAIN || errno == EINTR);
     import_counters();
-    stats_stop();
+    if (waiting && stats_batch > 0 && more) {
+        /* the rest comes when the old process exits, however long it drains */
+        event_del(stats_ev);
+        event_add(stats_ev, NULL);
+    }
+    if (!more)
+        stats_stop();   /* EOF (the old process is gone) or an error: what came is what we have */
 }
 
 static void take_counters(void)
@@ -227,6 +239,7 @@ static void send_counters(int fd)
 {
     struct evbuffer *b = evbuffer_new();
     stats_export_counters(b);
+    evbuffer_add(b, "\n", 1);   /* the end of this batch */
     uint64_t deadline = mono_ms() + STATS_SEND_MS;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     while (evbuffer_get_length(b) > 0) {
@@ -424,6 +437,7 @@ static void new_process_read(evutil_socket_t fd, short what, void *arg)
         pid_t pid = child;
         child = -1; /* not ours to reap: it outlives us */
         send_counters(fd);
+        counters_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);   /* the rest when we exit (reload_free) */
         child_io_done();
         state = R_HANDED_OVER;
         log_info("reload", "new process %d is ready: process %d stops accepting and drains", (int)pid,
@@ -640,6 +654,11 @@ void reload_free(void)
     reload_abort();
     child_io_done();
     stats_stop();
+    if (counters_fd >= 0) {
+        send_counters(counters_fd);   /* what we counted while draining (the workers are gone) */
+        close(counters_fd);
+        counters_fd = -1;
+    }
     for (size_t i = 0; i < nmine; i++) {
         free(mine[i].key);
         free(mine[i].fds);

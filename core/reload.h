@@ -7,7 +7,7 @@
  * still listens on, so nothing queued in a kernel accept queue is lost,
  * starts, and writes "ready" on that socket; the old one sends its counters
  * back on it (the new process adds them to its own), then stops accepting,
- * drains and exits. */
+ * drains, sends what it counted meanwhile and exits. */
 #ifndef HERALD_CORE_RELOAD_H
 #define HERALD_CORE_RELOAD_H
 

@@ -39,6 +39,7 @@ struct herald_stat {
     enum stat_kind kind;
     atomic_bool used;          /* ever changed (?usedonly) */
     uint64_t reset_base;       /* counter total at the last reset_counters (under lock) */
+    uint64_t export_base;      /* value at the last stats_export_counters (under lock) */
     char *name;
     struct herald_stat *hnext; /* hash chain */
 };
@@ -504,12 +505,13 @@ void stats_export_counters(struct evbuffer *out)
     stats_init();
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < nall; i++) {
-        const struct herald_stat *s = all[i];
+        struct herald_stat *s = all[i];
         if (s->kind != STAT_COUNTER || strpbrk(s->name, "\t\n"))
             continue;
-        uint64_t v = merged_value(s);
-        if (v)
-            evbuffer_add_printf(out, "%s\t%llu\n", s->name, (unsigned long long)v);
+        uint64_t v = merged_value(s), since = v > s->export_base ? v - s->export_base : 0;
+        s->export_base = v;
+        if (since)
+            evbuffer_add_printf(out, "%s\t%llu\n", s->name, (unsigned long long)since);
     }
     pthread_mutex_unlock(&lock);
 }

@@ -20,8 +20,9 @@ void stats_thread_exit(void);
 enum stats_format { STATS_TEXT = 0, STATS_JSON, STATS_PROMETHEUS };
 int stats_render(struct evbuffer *out, enum stats_format fmt, const char *filter, bool used_only, char **err);
 void stats_reset_counters(void);
-/* Reload hand-over (reload.c): every non-zero counter as "name\tvalue\n",
- * and the other side adding such a value to its own counter of that name. */
+/* Reload hand-over (reload.c): what every counter counted since the last
+ * export (the first: all of it) as "name\tcount\n", and the other side
+ * adding such a count to its own counter of that name. */
 void stats_export_counters(struct evbuffer *out);
 void stats_import_counter(const char *name, uint64_t v);
 /* For tests and --mode validate output. */

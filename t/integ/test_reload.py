@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -192,26 +193,37 @@ def test_listeners_and_clusters_change(herald, upstreams, port, reloads):
 
 def test_counters_carry_over_a_reload(herald, upstreams, port, reloads):
     """As across Envoy's hot restart, counters go on from the old process's
-    values (it sends them when the new one is ready); gauges are the new
-    process's own."""
+    values: it sends them when the new one is ready, and what it counted
+    while draining when it exits. Gauges are the new process's own."""
     one = upstreams(HttpBackend, "one")
     lp = port()
     cfg = http_config(lp, [route("/", "one")], [http_cluster("one", [one.port])])
-    h = herald(cfg, concurrency=2, drain_time=1, args=["--parent-shutdown-time-s", "3"])
+    h = herald(cfg, concurrency=2, drain_time=1, args=["--parent-shutdown-time-s", "5"])
     r = reloads(h)
     for _ in range(25):
         assert request(lp, "/")[0] == 200
     before = h.stats()
     rq, up = before["http.ingress.downstream_rq_total"], before["cluster.one.upstream_rq_total"]
-    assert rq >= 25 and up >= 25
+    assert rq == 25 and up == 25 and before["http.ingress.downstream_rq_2xx"] == 25
+
+    # a slow request the old process answers while it drains: counted there after the hand-over
+    slow = {}
+    t = threading.Thread(target=lambda: slow.update(status=request(lp, "/?delay_ms=1500", timeout=10)[0]))
+    t.start()
+    assert h.wait_stat("http.ingress.downstream_rq_active", lambda v: v == 1) == 1
     oldpid = h.pid
     assert r.sighup() != oldpid
-    assert h.wait_stat("http.ingress.downstream_rq_total", lambda v: v >= rq) >= rq, h.log_tail()
-    assert h.stat("cluster.one.upstream_rq_total") >= up
-    assert re.search(r"took \d+ counters over from the old process", h.log())
+    assert h.wait_stat("http.ingress.downstream_rq_total", lambda v: v >= rq + 1) == rq + 1, h.log_tail()
+    assert h.stat("cluster.one.upstream_rq_total") == up + 1
+    assert h.stat("http.ingress.downstream_rq_active") == 0   # gauges: the new process's own
     for _ in range(5):
         assert request(lp, "/")[0] == 200
-    assert h.wait_stat("http.ingress.downstream_rq_total", lambda v: v >= rq + 5) >= rq + 5
-    assert h.stat("http.ingress.downstream_rq_active") == 0
+    t.join(10)
+    assert slow.get("status") == 200
     assert r.wait_old_exit(10) == 0
+    # the old process's 2xx for the slow request came with its exit
+    assert h.wait_stat("http.ingress.downstream_rq_2xx", lambda v: v == 31) == 31, h.log_tail()
+    assert h.stat("http.ingress.downstream_rq_total") == 31
+    assert re.search(r"took \d+ counters over from the old process\n", h.log())
+    assert re.search(r"took \d+ counters? over from the old process \(what it counted while draining\)", h.log())
     assert r.stop_new() == 0
