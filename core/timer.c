@@ -16,6 +16,7 @@ struct herald_timer {
     herald_timer_cb cb;
     void *arg;
     bool activated;             /* armed with 0: in the active queue, not the heap */
+    uint64_t due, deadline;     /* timer_arm_lazy: when libevent fires it, when the callback is due (0: none) */
     _Alignas(max_align_t) unsigned char ev_storage[];
 };
 
@@ -23,6 +24,17 @@ static void fire(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_timer *t = arg;
     t->activated = false;
+    if (t->due) {   /* armed lazily: the deadline may have moved since */
+        t->due = 0;
+        if (!t->deadline)
+            return;   /* disarmed meanwhile */
+        uint64_t now = herald_now_ms();
+        if (now < t->deadline) {
+            timer_arm_lazy(t, t->deadline - now);
+            return;
+        }
+        t->deadline = 0;
+    }
     t->cb(t, t->arg);
 }
 
@@ -49,6 +61,7 @@ struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
     t->cb = cb;
     t->arg = arg;
     t->activated = false;
+    t->due = t->deadline = 0;
     t->ev = (struct event *)t->ev_storage;
     evtimer_assign(t->ev, base, fire, t);
     return t;
@@ -56,6 +69,7 @@ struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
 
 void herald_timer_arm(struct herald_timer *t, uint64_t ms)
 {
+    t->due = t->deadline = 0;
     if (ms == 0) {
         /* "as soon as the stack unwinds" (the connection manager's teardown
          * after a filter's call): the active queue, not the timer heap */
@@ -79,8 +93,22 @@ void herald_timer_cancel(struct herald_timer *t)
     if (t) {
         evtimer_del(t->ev);
         t->activated = false;
+        t->due = t->deadline = 0;
     }
 }
+
+void timer_arm_lazy(struct herald_timer *t, uint64_t ms)
+{
+    uint64_t deadline = herald_now_ms() + ms;
+    if (t->due && t->due <= deadline) {
+        t->deadline = deadline;   /* fires earlier, finds this, arms for the rest */
+        return;
+    }
+    herald_timer_arm(t, ms);
+    t->due = t->deadline = deadline;
+}
+
+void timer_disarm_lazy(struct herald_timer *t) { t->deadline = 0; }
 
 void herald_timer_free(struct herald_timer *t)
 {

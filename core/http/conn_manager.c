@@ -51,6 +51,7 @@
 #include "http/route.h"
 #include "log.h"
 #include "plugin.h"
+#include "timer.h"
 #include "herald/access_log.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
@@ -188,7 +189,6 @@ struct herald_http_stream {
     uint64_t rx_body, tx_body;
     struct herald_timer *timer;
     uint64_t deadline_headers, deadline_request, deadline_max; /* 0: none */
-    uint64_t timer_due;         /* when the armed timer fires, 0: not armed */
     /* HTTP/2: many streams per connection */
     int32_t h2id;               /* 0 once the codec's stream is gone */
     struct herald_http_stream *prev, *next; /* cm_conn.h2streams */
@@ -212,8 +212,6 @@ struct cm_conn {
     struct herald_buf *in;      /* the connection's read buffer (from on_read) */
     struct herald_http_stream *stream;
     struct herald_timer *idle_timer, *duration_timer, *finish_timer, *linger_timer;
-    uint64_t idle_deadline;     /* idle since then + the timeout: closes then; 0: not idle */
-    uint64_t idle_due;          /* when idle_timer fires, 0: not armed (see idle_arm()) */
     uint32_t nrequests;
     uint64_t rx_seen, tx_seen;
     uint64_t start_mono;
@@ -473,30 +471,12 @@ static void write_out(struct cm_conn *cc)
 #define DRAIN_IDLE_GRACE_MS 250
 static void on_idle_timer(struct herald_timer *t, void *arg);
 
-/* The idle timer, lazily: a keep-alive connection goes idle after every
- * request, and moving a timer in libevent's heap twice per request (stop
- * on the request, start after it) showed in profiles. The deadline moves;
- * the timer is re-armed only to fire earlier, and on_idle_timer() arms
- * again for what is left when it comes early. */
+/* A keep-alive connection goes idle after every request: the idle timer is
+ * armed and disarmed lazily (timer.h), not moved in the heap each time. */
 static void idle_arm(struct cm_conn *cc, uint64_t ms)
 {
-    if (!cc->idle_timer)
-        return;
-    uint64_t due = herald_now_ms() + ms;
-    cc->idle_deadline = due;
-    if (!cc->idle_due || due < cc->idle_due) {
-        cc->idle_due = due;
-        herald_timer_arm(cc->idle_timer, ms);
-    }
-}
-
-static void idle_stop(struct cm_conn *cc, bool for_good)
-{
-    cc->idle_deadline = 0;
-    if (for_good && cc->idle_timer) {
-        herald_timer_cancel(cc->idle_timer);
-        cc->idle_due = 0;
-    }
+    if (cc->idle_timer)
+        timer_arm_lazy(cc->idle_timer, ms);
 }
 
 static void on_linger_timer(struct herald_timer *t, void *arg)
@@ -524,7 +504,7 @@ static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
             return;
     }
     cc->closing = true;
-    idle_stop(cc, true);
+    herald_timer_cancel(cc->idle_timer);
     if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer) {
         struct evbuffer *empty = evbuffer_new();
         herald_conn_write(cc->c, ev_buf(empty), true);
@@ -1254,7 +1234,6 @@ static void stream_over(struct herald_http_stream *s)
     s->enc.gen++;
     if (s->timer)
         herald_timer_cancel(s->timer);
-    s->timer_due = 0;
 }
 
 static void reset_stream(struct herald_http_stream *s, bool remote, const char *details)
@@ -1495,7 +1474,8 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
         herald_stat_inc(cm->st.rq_http1_total);
     }
     herald_gauge_add(cm->st.rq_active, 1);
-    idle_stop(cc, false);   /* the timer may still fire: on_idle_timer() finds a stream */
+    if (cc->idle_timer)
+        timer_disarm_lazy(cc->idle_timer);
     return s;
 }
 
@@ -2241,13 +2221,8 @@ static void stream_timer_arm(struct herald_http_stream *s)
     for (int i = 0; i < 3; i++)
         if (dl[i] && (!next || dl[i] < next))
             next = dl[i];
-    /* Lazily: activity only moves the deadline later, so a timer armed for
-     * an earlier time stays; on_stream_timer() finds nothing due and arms
-     * again. Saves a timer re-insertion per read and write. */
-    if (next && s->timer && (!s->timer_due || next < s->timer_due)) {
-        s->timer_due = next;
-        herald_timer_arm(s->timer, next > now ? next - now : 0);
-    }
+    if (next && s->timer)
+        timer_arm_lazy(s->timer, next > now ? next - now : 0);   /* activity moves it later */
 }
 
 /* 408 while the response has not started, a reset after. */
@@ -2268,7 +2243,6 @@ static void on_stream_timer(struct herald_timer *t, void *arg)
     struct herald_http_cm *cm = cc->cm;
     uint64_t now = herald_now_ms(), idle = idle_ms(s);
 
-    s->timer_due = 0;
     if (s->over)
         return;
     enter(cc);
@@ -2288,16 +2262,8 @@ static void on_stream_timer(struct herald_timer *t, void *arg)
 static void on_idle_timer(struct herald_timer *t, void *arg)
 {
     struct cm_conn *cc = arg;
-    cc->idle_due = 0;
-    if (cc->stream || cc->h2streams || cc->closing || cc->gone || !cc->idle_deadline)
+    if (cc->stream || cc->h2streams || cc->closing || cc->gone)
         return;
-    uint64_t now = herald_now_ms();
-    if (now < cc->idle_deadline) {
-        /* early: the connection was busy after the timer was set */
-        cc->idle_due = cc->idle_deadline;
-        herald_timer_arm(t, cc->idle_deadline - now);
-        return;
-    }
     if (!cc->draining)
         herald_stat_inc(cc->cm->st.cx_idle_timeout);
     close_conn(cc, HERALD_CLOSE_FLUSH);
@@ -2602,7 +2568,7 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
                 reset_stream(h2s, cc->remote_closed, cc->remote_closed ? "downstream_remote_disconnect"
                                                                        : "downstream_local_disconnect");
             }
-        idle_stop(cc, true);
+        herald_timer_cancel(cc->idle_timer);
         if (cc->duration_timer)
             herald_timer_cancel(cc->duration_timer);
         break;

@@ -589,7 +589,7 @@ static int cb_headers_complete(http_parser *p)
             c->keep_alive = !headers_has_token(h, "connection", "close");
         c->expect_continue = !c->http10 && headers_has_token(h, "expect", "100-continue");
         c->is_upgrade = p->method == HTTP_CONNECT ||
-                        (HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
+                        headers_upgrade_requested(h);
         c->chunked_body = chunked;
         c->headers_end_stream = !chunked && (!has_cl || p->content_length == 0);
     } else {

@@ -420,7 +420,7 @@ int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, 
     struct h2_conn *hc = r->h2;
     const char *method = HEADERS_GET(h, ":method");
     if (!method || !strcmp(method, "CONNECT") ||
-        (HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade"))) {
+        headers_upgrade_requested(h)) {
         /* extended CONNECT (RFC 8441) is not spoken to upstreams */
         herald_headers_free(h);
         return encode_failed(r, "(an upgrade or CONNECT over HTTP/2)");

@@ -104,6 +104,11 @@ static inline uint64_t name_bit(size_t len, unsigned char first, unsigned char l
     return (uint64_t)1 << ((len * 7u + first * 3u + last) & 63u);
 }
 
+static inline uint64_t lc_name_bit(const char *lc, size_t len)
+{
+    return len ? name_bit(len, (unsigned char)lc[0], (unsigned char)lc[len - 1]) : name_bit(0, 0, 0);
+}
+
 /* name (already lower-case when lowercase is false) and value copied in */
 static void add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
                   bool lowercase)
@@ -113,7 +118,7 @@ static void add_n(struct herald_headers *h, const char *name, size_t nlen, const
     e->value = store(h, value, vlen, false);
     e->nlen = (uint32_t)nlen;
     e->vlen = (uint32_t)vlen;
-    h->names |= nlen ? name_bit(nlen, (unsigned char)e->name[0], (unsigned char)e->name[nlen - 1]) : name_bit(0, 0, 0);
+    h->names |= lc_name_bit(e->name, nlen);
 }
 
 /* A lookup key: its length and lower-cased first byte, computed once per
@@ -264,8 +269,7 @@ const char *headers_get_lc(const struct herald_headers *h, const char *lc, size_
 {
     if (!h)
         return NULL;
-    uint64_t bit = len ? name_bit(len, (unsigned char)lc[0], (unsigned char)lc[len - 1]) : name_bit(0, 0, 0);
-    if (!(h->names & bit))
+    if (!(h->names & lc_name_bit(lc, len)))
         return NULL;
     for (size_t i = 0; i < h->n; i++)
         if (h->e[i].nlen == len && memcmp(h->e[i].name, lc, len) == 0)
@@ -360,7 +364,7 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
     struct key k = key_of(name);
     /* Keep the position of the first entry so a rewritten header does not
      * jump to the end (order matters for :pseudo-headers and for diffs). */
-    for (size_t i = 0; may_have(h, &k) && i < h->n; i++) {
+    for (size_t i = 0; i < (may_have(h, &k) ? h->n : 0); i++) {
         if (name_is(&h->e[i], &k)) {
             size_t vlen = strlen(value);
             h->e[i].value = store(h, value, vlen, false);
@@ -458,4 +462,9 @@ bool headers_has_token(const struct herald_headers *h, const char *name, const c
         }
     }
     return false;
+}
+
+bool headers_upgrade_requested(const struct herald_headers *h)
+{
+    return HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade");
 }

@@ -41,6 +41,8 @@ size_t headers_count_name(const struct herald_headers *h, const char *name);
 /* True when the value of name, split at commas, has token tok (case-insensitive),
  * e.g. headers_has_token(h, "connection", "close"). */
 bool headers_has_token(const struct herald_headers *h, const char *name, const char *tok);
+/* An Upgrade header and "upgrade" in Connection (RFC 9110 7.8). */
+bool headers_upgrade_requested(const struct herald_headers *h);
 
 /* A :status value as a number, 0 when absent: the usual three digits
  * without atoi's locale-aware strtol (several calls per response). */

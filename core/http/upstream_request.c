@@ -238,7 +238,7 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
     struct pool_conn *c = r->conn;
     const char *method = HEADERS_GET(h, ":method");
     bool upgrade = (method && !strcmp(method, "CONNECT")) ||
-                   (HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade"));
+                   headers_upgrade_requested(h);
     if (!HEADERS_GET(h, ":authority"))
         herald_headers_set(h, ":authority", r->host->addr_str);
     if (upgrade) {
@@ -252,7 +252,7 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
     }
     int rc = h1_encode_request_headers(&r->enc, c->wbuf, h, end);
     if (rc == 0)
-        h1_codec_expect_response(c->codec, HEADERS_GET(h, ":method"));
+        h1_codec_expect_response(c->codec, method);   /* the set()s above leave it valid */
     herald_headers_free(h);
     if (rc < 0) {
         evbuffer_drain(c->wbuf, evbuffer_get_length(c->wbuf));
