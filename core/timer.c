@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "common.h"
+#include "recycle.h"
 #include "herald/timer.h"
 #include "timer.h"
 #include "worker.h"
@@ -38,26 +39,16 @@ static void fire(evutil_socket_t fd, short what, void *arg)
     t->cb(t, t->arg);
 }
 
-/* Freed timers wait here for the next one made on their thread: streams
- * and upstream tries make and free one per request. */
-#define SPARE_MAX 64
-struct spare { struct spare *next; };
-static __thread struct spare *spares;
-static __thread unsigned nspares;
+/* Streams and upstream tries make and free one per request. */
+static struct recycle_bin spare_timers = RECYCLE_BIN(256);
 
 struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
 {
     struct event_base *base = current_base();
     if (!base)
         return NULL;
-    struct herald_timer *t;
-    if (spares) {
-        t = (struct herald_timer *)(void *)spares;
-        spares = spares->next;
-        nspares--;
-    } else {
-        t = xmalloc(sizeof(*t) + event_get_struct_event_size());   /* evtimer_assign sets up the event */
-    }
+    /* evtimer_assign sets up the event */
+    struct herald_timer *t = recycle_get(&spare_timers, sizeof(*t) + event_get_struct_event_size());
     t->cb = cb;
     t->arg = arg;
     t->activated = false;
@@ -115,26 +106,7 @@ void herald_timer_free(struct herald_timer *t)
     if (!t)
         return;
     event_del(t->ev);
-#ifndef HERALD_ASAN
-    if (nspares < SPARE_MAX) {
-        struct spare *sp = (struct spare *)(void *)t;
-        sp->next = spares;
-        spares = sp;
-        nspares++;
-        return;
-    }
-#endif
-    free(t);
-}
-
-void timer_thread_exit(void)
-{
-    for (struct spare *sp = spares, *next; sp; sp = next) {
-        next = sp->next;
-        free(sp);
-    }
-    spares = NULL;
-    nspares = 0;
+    recycle_put(&spare_timers, t);
 }
 
 uint64_t herald_now_ms(void)

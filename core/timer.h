@@ -15,7 +15,4 @@ void timer_arm_lazy(struct herald_timer *t, uint64_t ms);
  * nothing due). herald_timer_cancel() removes it at once. */
 void timer_disarm_lazy(struct herald_timer *t);
 
-/* Frees the calling thread's spare timers (a worker's exit hook). */
-void timer_thread_exit(void);
-
 #endif

@@ -51,6 +51,7 @@
 #include "http/route.h"
 #include "log.h"
 #include "plugin.h"
+#include "recycle.h"
 #include "timer.h"
 #include "herald/access_log.h"
 #include "herald/stats.h"
@@ -1430,10 +1431,13 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
 static void stream_timer_arm(struct herald_http_stream *s);
 static void on_stream_timer(struct herald_timer *t, void *arg);
 
+/* one per request */
+static struct recycle_bin spare_streams = RECYCLE_BIN(256);
+
 static struct herald_http_stream *stream_new(struct cm_conn *cc)
 {
     struct herald_http_cm *cm = cc->cm;
-    struct herald_http_stream *s = xcalloc(1, sizeof(*s));
+    struct herald_http_stream *s = recycle_get_zeroed(&spare_streams, sizeof(*s));
     uint64_t now = herald_now_ms();
 
     s->cc = cc;
@@ -1546,7 +1550,7 @@ static void stream_finish(struct herald_http_stream *s)
     free(s->upgrade_type);
     if (cc->stream == s)
         cc->stream = NULL;
-    free(s);
+    recycle_put(&spare_streams, s);
 }
 
 /* The outermost entry is unwinding: tear down a finished stream, then
@@ -2768,11 +2772,12 @@ void herald_http_stream_reset(struct herald_http_stream *s)
 
 void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *cluster, const char *host)
 {
-    if (cluster) {
+    /* the router names the cluster, then cluster and host: keep what is the same */
+    if (cluster && !(s->upstream_cluster && !strcmp(s->upstream_cluster, cluster))) {
         free(s->upstream_cluster);
         s->upstream_cluster = xstrdup(cluster);
     }
-    if (host) {
+    if (host && !(s->upstream_host && !strcmp(s->upstream_host, host))) {
         free(s->upstream_host);
         s->upstream_host = xstrdup(host);
     }

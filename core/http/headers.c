@@ -7,11 +7,11 @@
  * never moved or freed before the map, so a typical map costs one malloc and a
  * copy (the router clones request headers for retries) costs one more. Values
  * handed out stay valid until the map is freed, even across later edits. */
-#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common.h"
+#include "recycle.h"
 #include "http/headers.h"
 
 #define INLINE_ENTRIES 16
@@ -34,10 +34,7 @@ struct herald_headers {
     uint64_t names;            /* name_bit() of every name added: most lookups are for absent names */
     char *cur;                 /* free space in the current block */
     size_t left;
-    union {
-        struct chunk *chunks;  /* blocks allocated after the inline one */
-        struct herald_headers *next_spare;   /* while on its thread's spare list */
-    };
+    struct chunk *chunks;      /* blocks allocated after the inline one */
     struct header_entry inline_e[INLINE_ENTRIES];
     char inline_data[INLINE_BYTES];
 };
@@ -151,41 +148,13 @@ static inline __attribute__((always_inline)) bool name_is(const struct header_en
     return true;
 }
 
-/* Maps freed on a thread wait here for its next request: a map is larger
- * than what malloc serves from its per-thread cache, and a request makes
- * three or four. The list goes with its thread. */
-#define SPARE_MAX 64
-
-static __thread struct herald_headers *spare;
-static __thread unsigned nspare;
-static __thread bool spare_registered;   /* this thread's exit frees its list */
-static pthread_key_t spare_key;
-static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
-
-/* At thread exit (a key destructor runs on the exiting thread, its own
- * spare list still in reach). */
-static void spare_drop(void *unused)
-{
-    (void)unused;
-    for (struct herald_headers *h = spare, *next; h; h = next) {
-        next = h->next_spare;
-        free(h);
-    }
-    spare = NULL;
-    nspare = 0;
-}
-
-static void spare_key_make(void) { pthread_key_create(&spare_key, spare_drop); }
+/* A request makes three or four maps, each larger than what malloc's
+ * per-thread cache keeps. */
+static struct recycle_bin spare_maps = RECYCLE_BIN(256);
 
 struct herald_headers *herald_headers_new(void)
 {
-    struct herald_headers *h = spare;
-    if (h) {
-        spare = h->next_spare;
-        nspare--;
-    } else {
-        h = xmalloc(sizeof(*h));
-    }
+    struct herald_headers *h = recycle_get(&spare_maps, sizeof(*h));
     h->e = h->inline_e;
     h->n = 0;
     h->names = 0;
@@ -206,22 +175,7 @@ void herald_headers_free(struct herald_headers *h)
     }
     if (h->e != h->inline_e)
         free(h->e);
-#ifdef HERALD_ASAN
-    free(h);
-    return;
-#endif
-    if (nspare >= SPARE_MAX) {
-        free(h);
-        return;
-    }
-    if (!spare_registered) {
-        pthread_once(&spare_once, spare_key_make);
-        pthread_setspecific(spare_key, (void *)1);   /* non-NULL: the destructor runs */
-        spare_registered = true;
-    }
-    h->next_spare = spare;
-    spare = h;
-    nspare++;
+    recycle_put(&spare_maps, h);
 }
 
 size_t herald_headers_count(const struct herald_headers *h)
