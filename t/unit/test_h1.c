@@ -911,6 +911,65 @@ static void test_headers_map_lookup_summary(void)
     herald_headers_free(h);
 }
 
+/* Every control byte at every position of a 24-byte value and request
+ * target (three 8-byte words: the validator checks runs a word at a time)
+ * is refused, HTAB and obs-text (0x80-0xff) are kept intact. */
+static void test_control_bytes_every_position(void)
+{
+    const unsigned char bad[] = {0x00, 0x01, 0x08, 0x0b, 0x1b, 0x1f, 0x7f, '\r', '\n'};
+    int wrong = 0, delivered = 0, cases = 0;
+    for (int where = 0; where < 2; where++)
+        for (size_t pos = 0; pos < 24; pos++)
+            for (size_t b = 0; b < sizeof(bad); b++) {
+                /* built by hand: the byte may be a NUL */
+                const char *pre = where ? "GET / HTTP/1.1\r\nhost: h\r\nx-v: a" : "GET /";
+                const char *post = where ? "z\r\n\r\n" : " HTTP/1.1\r\nhost: h\r\n\r\n";
+                char req[160];
+                size_t n = 0;
+                memcpy(req + n, pre, strlen(pre)), n += strlen(pre);
+                memset(req + n, where ? 'a' : 'p', 24);
+                req[n + pos] = (char)bad[b];
+                n += 24;
+                memcpy(req + n, post, strlen(post)), n += strlen(post);
+                const char *want = bad[b] == '\r' ? "http1.bare_cr"
+                                   : bad[b] == '\n' ? "http1.bare_lf" : "http1.invalid_characters";
+                for (size_t step = 0; step < 2; step++) {
+                    static struct rec r;
+                    memset(&r, 0, sizeof(r));
+                    struct h1_codec *c = h1_codec_new(H1_SERVER, NULL, &cbs, &r);
+                    run_codec(&r, c, req, n, step ? 7 : 0, false);
+                    if (r.codec)
+                        h1_codec_free(r.codec);
+                    cases++;
+                    if (r.status != 400 || !r.details || strcmp(r.details, want) != 0) {
+                        if (wrong++ < 5)
+                            printf("# %s byte 0x%02x at %zu: status %d details %s\n", where ? "value" : "target",
+                                   bad[b], pos, r.status, r.details ? r.details : "(none)");
+                    }
+                    if (strstr(r.log, "H[") != NULL)
+                        delivered++;
+                }
+            }
+    is_int(wrong, 0, "control bytes at each of 24 positions in %d cases: 400 with the right details", cases);
+    is_int(delivered, 0, "and no head delivered");
+
+    int kept = 0;
+    for (size_t pos = 0; pos < 24; pos++) {
+        const unsigned char good[] = {'\t', 0x80, 0xc3, 0xff};
+        for (size_t g = 0; g < sizeof(good); g++) {
+            char value[25], req[128], want[64];
+            memset(value, 'a', 24);
+            value[24] = '\0';
+            value[pos] = (char)good[g];
+            snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nhost: h\r\nx-v: a%sz\r\n\r\n", value);
+            snprintf(want, sizeof(want), "x-v=a%sz]", value);
+            struct rec *r = parse(H1_SERVER, req, 3);
+            kept += r->status == 0 && strstr(r->log, want) != NULL;
+        }
+    }
+    is_int(kept, 24 * 4, "HTAB and obs-text at each position: accepted, value intact");
+}
+
 int main(void)
 {
     test_headers_map();
@@ -921,6 +980,7 @@ int main(void)
     test_pause_and_free_in_callbacks();
     test_expect_upgrade();
     test_smuggling();
+    test_control_bytes_every_position();
     test_responses();
     test_parser_quirks();
     test_encoding();
