@@ -69,6 +69,11 @@ struct h1_codec {
     /* scratch for the pieces http-parser hands over; kept across messages */
     char *url, *field, *value;
     size_t url_len, field_len, value_len, url_cap, field_cap, value_cap;
+    /* A name or value that came in one piece is not copied to field/value:
+     * it is read where it lies in the input until the header is committed,
+     * or copied when execute() returns (the input goes away then). field
+     * holds the name lower-cased, field_ref as it came. */
+    const char *field_ref, *value_ref;
     bool have_field, in_value;
     size_t head_bytes, nheaders;
     struct evbuffer *body;
@@ -376,6 +381,7 @@ static void reset_message(struct h1_codec *c)
     herald_headers_free(c->hdrs);
     c->hdrs = NULL;
     c->url_len = c->field_len = c->value_len = 0;
+    c->field_ref = c->value_ref = NULL;
     c->have_field = c->in_value = false;
     c->head_bytes = c->nheaders = 0;
     c->has_trailers = false;
@@ -406,18 +412,47 @@ static int count_bytes(struct h1_codec *c, size_t n)
     return 0;
 }
 
+/* The name or value read in place so far becomes a copy of ours. */
+static void own_field(struct h1_codec *c)
+{
+    size_t n = c->field_len;
+    c->field_len = 0;
+    append(&c->field, &c->field_len, &c->field_cap, c->field_ref, n, true);
+    c->field_ref = NULL;
+}
+
+static void own_value(struct h1_codec *c)
+{
+    size_t n = c->value_len;
+    c->value_len = 0;
+    append(&c->value, &c->value_len, &c->value_cap, c->value_ref, n, false);
+    c->value_ref = NULL;
+}
+
+/* Whether the header name being read is lc (lower-case, n bytes). */
+static bool field_is(const struct h1_codec *c, const char *lc, size_t n)
+{
+    if (!c->have_field || c->field_len != n)
+        return false;
+    return c->field_ref ? strncasecmp(c->field_ref, lc, n) == 0 : memcmp(c->field, lc, n) == 0;
+}
+
 static void commit_header(struct h1_codec *c)
 {
     if (!c->have_field)
         return;
-    const char *v = c->value_len ? c->value : "";
+    const char *v = c->value_ref ? c->value_ref : c->value_len ? c->value : "";
     size_t vl = c->value_len;
     while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         vl--;
     if (!c->hdrs)
         c->hdrs = herald_headers_new();
-    headers_add_n(c->hdrs, c->field, c->field_len, v, vl);
+    if (c->field_ref)
+        headers_add_n_lower(c->hdrs, c->field_ref, c->field_len, v, vl);
+    else
+        headers_add_n(c->hdrs, c->field, c->field_len, v, vl);
     c->field_len = c->value_len = 0;
+    c->field_ref = c->value_ref = NULL;
     c->have_field = c->in_value = false;
 }
 
@@ -458,7 +493,14 @@ static int cb_header_field(http_parser *p, const char *at, size_t n)
             return fail_cb(c, 431, "http1.too_many_headers");
         c->have_field = true;
     }
-    append(&c->field, &c->field_len, &c->field_cap, at, n, true);
+    if (!c->field_len) {
+        c->field_ref = at;
+        c->field_len = n;
+    } else {
+        if (c->field_ref)
+            own_field(c);
+        append(&c->field, &c->field_len, &c->field_cap, at, n, true);
+    }
     return count_bytes(c, n);
 }
 
@@ -470,10 +512,17 @@ static int cb_header_value(http_parser *p, const char *at, size_t n)
      * ("transfer-encoding2: x" counts), then refuses a Content-Length next to
      * it or reads the body to EOF. Framing is judged on exact names here
      * (check_framing), so correct the flag once the name is complete. */
-    if (c->have_field && c->field_len == 17 && memcmp(c->field, "transfer-encoding", 17) == 0)
+    if (field_is(c, "transfer-encoding", 17))
         c->saw_te = true;
     p->uses_transfer_encoding = c->saw_te;
-    append(&c->value, &c->value_len, &c->value_cap, at, n, false);
+    if (!c->value_len && !c->value_ref) {
+        c->value_ref = at;
+        c->value_len = n;
+    } else {
+        if (c->value_ref)
+            own_value(c);
+        append(&c->value, &c->value_len, &c->value_cap, at, n, false);
+    }
     return count_bytes(c, n);
 }
 
@@ -834,7 +883,7 @@ static void map_parser_error(struct h1_codec *c, enum http_errno e)
         break;
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         /* http-parser 2.9.4 refuses a second Content-Length and CL with TE */
-        if (c->have_field && strcmp(c->field, "content-length") == 0 && c->hdrs &&
+        if (field_is(c, "content-length", 14) && c->hdrs &&
             HEADERS_GET(c->hdrs, "content-length"))
             d = "http1.duplicate_content_length";
         else
@@ -863,6 +912,12 @@ static ssize_t execute(struct h1_codec *c, const char *data, size_t len)
     c->in_execute = true;
     size_t n = http_parser_execute(&c->p, &settings, data, len);
     c->in_execute = false;
+    if (!c->freed) {
+        if (c->field_ref)
+            own_field(c);
+        if (c->value_ref)
+            own_value(c);
+    }
     enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
     if (e == HPE_PAUSED) {
         http_parser_pause(&c->p, 0);

@@ -236,6 +236,11 @@ void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, cons
     add_n(h, name, nlen, value, vlen, false);
 }
 
+void headers_add_n_lower(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    add_n(h, name, nlen, value, vlen, true);
+}
+
 void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
                       size_t vlen)
 {

@@ -12,6 +12,8 @@
 size_t headers_byte_size(const struct herald_headers *h);
 /* Adds name (already lower-case) and value, both copied. For codecs. */
 void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
+/* As headers_add_n, the name lower-cased as it is copied. */
+void headers_add_n_lower(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
 /* As headers_add_n, at position pos (entries from pos on move back). */
 void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
                       size_t vlen);
