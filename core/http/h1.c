@@ -1216,6 +1216,7 @@ static bool safe_value_n(const char *s, size_t n)
     return !memchr(s, '\r', n) && !memchr(s, '\n', n);
 }
 
+/* "name: value\r\n" for each regular header, room made once per line. */
 static int write_fields(struct headbuf *b, const struct herald_headers *h, bool skip_host)
 {
     const char *name, *value;
@@ -1226,10 +1227,18 @@ static int write_fields(struct headbuf *b, const struct herald_headers *h, bool 
             continue;
         if (!safe_name(name) || !safe_value_n(value, vlen))
             return -1;
-        hb_add(b, name, nlen);
-        HB_LIT(b, ": ");
-        hb_add(b, value, vlen);
-        HB_LIT(b, "\r\n");
+        size_t need = nlen + vlen + 4;
+        if (b->len + need > b->cap)
+            hb_grow(b, need);
+        char *d = b->p + b->len;
+        memcpy(d, name, nlen);
+        d += nlen;
+        *d++ = ':';
+        *d++ = ' ';
+        memcpy(d, value, vlen);
+        d[vlen] = '\r';
+        d[vlen + 1] = '\n';
+        b->len += need;
     }
     return 0;
 }

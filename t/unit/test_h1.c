@@ -669,6 +669,24 @@ static char *encode_to_string(struct evbuffer *b)
     return s;
 }
 
+/* Encodes GET / with one more header: -1 when refused (and then nothing
+ * may be written), else the bytes written. */
+static int encode_one(const char *name, const char *value)
+{
+    struct herald_headers *q = herald_headers_new();
+    herald_headers_add(q, ":method", "GET");
+    herald_headers_add(q, ":path", "/");
+    headers_add_n(q, name, strlen(name), value, strlen(value));
+    struct evbuffer *out = evbuffer_new();
+    struct h1_encoder e;
+    h1_encoder_init(&e, 0);
+    int rc = h1_encode_request_headers(&e, out, q, true);
+    int n = (int)evbuffer_get_length(out);
+    evbuffer_free(out);
+    herald_headers_free(q);
+    return rc == -1 ? (n ? -2 : -1) : n;
+}
+
 static void test_encoding(void)
 {
     struct h1_encoder e;
@@ -724,6 +742,24 @@ static void test_encoding(void)
     is_int(h1_encode_request_headers(&e, out, g, true), -1, "CRLF injection refused");
     is_int(evbuffer_get_length(out), 0, "nothing written");
     herald_headers_free(g);
+    /* CR or LF at each position of a 24-byte value (checked a word at a
+     * time), a space at each position of a name: refused, nothing written;
+     * a tab in the value instead: written */
+    int refused = 0, accepted = 0;
+    for (size_t pos = 0; pos < 24; pos++) {
+        char bad[25], good[25];
+        memset(bad, 'v', 24);
+        bad[24] = '\0';
+        memcpy(good, bad, 25);
+        good[pos] = '\t';
+        for (int k = 0; k < 3; k++) {
+            bad[pos] = k == 0 ? '\r' : k == 1 ? '\n' : ' ';
+            refused += encode_one(k == 2 ? bad : "x-v", k == 2 ? "1" : bad) == -1;
+        }
+        accepted += encode_one("x-v", good) > 0;
+    }
+    is_int(refused, 72, "CR, LF in a value and a space in a name refused at each of 24 positions");
+    is_int(accepted, 24, "a tab in the value instead: written");
     struct herald_headers *nop = herald_headers_new();
     herald_headers_add(nop, ":path", "/");
     h1_encoder_init(&e, 0);
