@@ -26,6 +26,25 @@ static __thread struct block *lists[NCLASS];
 static __thread unsigned counts[NCLASS];
 static __thread size_t kept_bytes;
 
+/* Blocks under 512 bytes are kept by their exact malloc chunk size (16-byte
+ * steps from 32), so nothing is rounded up: glibc's own per-thread cache
+ * holds 7 blocks of a size, and a burst of streams (an h2 connection's ten
+ * requests, libevent's buffers and events for each) overflowed it into
+ * malloc's slow path. */
+#define SMALL_CHUNK_MAX 512u
+#define NSMALL (SMALL_CHUNK_MAX / 16u - 2u)
+#define SMALL_MAX_BLOCKS 256u
+
+static __thread struct block *small_lists[NSMALL];
+static __thread unsigned small_counts[NSMALL];
+
+/* glibc's chunk size for a request of n bytes (its request2size) */
+static inline size_t chunk_of(size_t n)
+{
+    size_t c = (n + sizeof(size_t) + 15u) & ~(size_t)15u;
+    return c < 32u ? 32u : c;
+}
+
 /* The class whose size holds n bytes, or NCLASS when none does. */
 static unsigned class_for(size_t n)
 {
@@ -42,6 +61,17 @@ static unsigned class_for(size_t n)
  * long-lived struct of 600 bytes stays 600 bytes: idle connections are many. */
 static void *mc_malloc(size_t n)
 {
+    size_t chunk = chunk_of(n);
+    if (chunk < SMALL_CHUNK_MAX) {
+        unsigned k = (unsigned)(chunk / 16u) - 2u;
+        struct block *b = small_lists[k];
+        if (!b)
+            return malloc(n);
+        small_lists[k] = b->next;
+        small_counts[k]--;
+        kept_bytes -= chunk;
+        return b;
+    }
     unsigned c = class_for(n);
     if (c == NCLASS || n < (1u << MIN_SHIFT) || ((n & (n - 1)) != 0 && n < 8192))
         return malloc(n);
@@ -62,6 +92,20 @@ static void mc_free(void *p)
     if (!p)
         return;
     size_t usable = malloc_usable_size(p);
+    size_t chunk = usable + sizeof(size_t);
+    if (chunk < SMALL_CHUNK_MAX) {
+        unsigned k = (unsigned)(chunk / 16u) - 2u;
+        if ((chunk & 15u) || small_counts[k] >= SMALL_MAX_BLOCKS || kept_bytes + chunk > THREAD_MAX_BYTES) {
+            free(p);
+            return;
+        }
+        struct block *b = p;
+        b->next = small_lists[k];
+        small_lists[k] = b;
+        small_counts[k]++;
+        kept_bytes += chunk;
+        return;
+    }
     if (usable < (1u << MIN_SHIFT) || usable > ((size_t)2 << MAX_SHIFT)) {
         free(p);
         return;
@@ -121,16 +165,22 @@ void mem_cache_init(void)
 
 nghttp2_mem *mem_cache_nghttp2(void) { return &ng_mem; }
 
+static void free_list(struct block **list, unsigned *count)
+{
+    for (struct block *b = *list, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    *list = NULL;
+    *count = 0;
+}
+
 void mem_cache_thread_exit(void)
 {
-    for (unsigned c = 0; c < NCLASS; c++) {
-        for (struct block *b = lists[c], *next; b; b = next) {
-            next = b->next;
-            free(b);
-        }
-        lists[c] = NULL;
-        counts[c] = 0;
-    }
+    for (unsigned c = 0; c < NCLASS; c++)
+        free_list(&lists[c], &counts[c]);
+    for (unsigned k = 0; k < NSMALL; k++)
+        free_list(&small_lists[k], &small_counts[k]);
     kept_bytes = 0;
 }
 

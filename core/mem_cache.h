@@ -7,10 +7,13 @@
  * 1 KiB), so each one took malloc's slow path (bin searches, coalescing).
  * Chains come in power-of-two sizes; blocks of those sizes (and buffers of
  * 8 KiB or more, rounded up to one) wait on a list of their thread when
- * freed, at most 2 MiB per thread, for the next one; other sizes are plain
- * malloc. The allocator behind stays glibc's; a block freed with free() or
- * through these lists is equally fine (the size comes from
- * malloc_usable_size, never from a header of ours). Off in ASan builds. */
+ * freed, for the next one. Blocks under 512 bytes (events, buffer headers,
+ * nghttp2's streams) wait on lists by their exact malloc chunk size, as in
+ * glibc's own per-thread cache but more than its 7 per size. At most 2 MiB
+ * wait per thread; other sizes are plain malloc. The allocator behind stays
+ * glibc's; a block freed with free() or through these lists is equally fine
+ * (the size comes from malloc_usable_size, never from a header of ours).
+ * Off in ASan builds. */
 #ifndef HERALD_CORE_MEM_CACHE_H
 #define HERALD_CORE_MEM_CACHE_H
 
