@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/crypto.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,33 +57,50 @@ static unsigned class_for(size_t n)
     return shift - MIN_SHIFT;
 }
 
-/* Rounded up to a class: power-of-two sizes (libevent's chains) and big
- * buffers (8 KiB and more: record and frame buffers, short-lived). A
- * long-lived struct of 600 bytes stays 600 bytes: idle connections are many. */
+/* A kept block of size bytes from list, or NULL. */
+static inline void *take(struct block **list, unsigned *count, size_t size)
+{
+    struct block *b = *list;
+    if (b) {
+        *list = b->next;
+        (*count)--;
+        kept_bytes -= size;
+    }
+    return b;
+}
+
+/* Keeps p (size bytes) on list, unless the list or the thread holds enough
+ * already: then false, and the caller frees it. */
+static inline bool keep(struct block **list, unsigned *count, unsigned max, void *p, size_t size)
+{
+    if (*count >= max || kept_bytes + size > THREAD_MAX_BYTES)
+        return false;
+    struct block *b = p;
+    b->next = *list;
+    *list = b;
+    (*count)++;
+    kept_bytes += size;
+    return true;
+}
+
+/* Small blocks by exact chunk size. Larger ones rounded up to a class:
+ * power-of-two sizes (libevent's chains) and big buffers (8 KiB and more:
+ * record and frame buffers, short-lived). A long-lived struct of 600 bytes
+ * stays 600 bytes: idle connections are many. */
 static void *mc_malloc(size_t n)
 {
     size_t chunk = chunk_of(n);
     if (chunk < SMALL_CHUNK_MAX) {
         unsigned k = (unsigned)(chunk / 16u) - 2u;
-        struct block *b = small_lists[k];
-        if (!b)
-            return malloc(n);
-        small_lists[k] = b->next;
-        small_counts[k]--;
-        kept_bytes -= chunk;
-        return b;
+        void *b = take(&small_lists[k], &small_counts[k], chunk);
+        return b ? b : malloc(n);
     }
     unsigned c = class_for(n);
     if (c == NCLASS || n < (1u << MIN_SHIFT) || ((n & (n - 1)) != 0 && n < 8192))
         return malloc(n);
-    struct block *b = lists[c];
-    if (b) {
-        lists[c] = b->next;
-        counts[c]--;
-        kept_bytes -= (size_t)1 << (c + MIN_SHIFT);
-        return b;
-    }
-    return malloc((size_t)1 << (c + MIN_SHIFT));
+    size_t size = (size_t)1 << (c + MIN_SHIFT);
+    void *b = take(&lists[c], &counts[c], size);
+    return b ? b : malloc(size);
 }
 
 /* Any block may come here (also one libevent got from realloc): what malloc
@@ -95,15 +113,8 @@ static void mc_free(void *p)
     size_t chunk = usable + sizeof(size_t);
     if (chunk < SMALL_CHUNK_MAX) {
         unsigned k = (unsigned)(chunk / 16u) - 2u;
-        if ((chunk & 15u) || small_counts[k] >= SMALL_MAX_BLOCKS || kept_bytes + chunk > THREAD_MAX_BYTES) {
+        if ((chunk & 15u) || !keep(&small_lists[k], &small_counts[k], SMALL_MAX_BLOCKS, p, chunk))
             free(p);
-            return;
-        }
-        struct block *b = p;
-        b->next = small_lists[k];
-        small_lists[k] = b;
-        small_counts[k]++;
-        kept_bytes += chunk;
         return;
     }
     if (usable < (1u << MIN_SHIFT) || usable > ((size_t)2 << MAX_SHIFT)) {
@@ -115,16 +126,8 @@ static void mc_free(void *p)
     if (shift > MAX_SHIFT)
         shift = MAX_SHIFT;
     unsigned c = shift - MIN_SHIFT;
-    size_t size = (size_t)1 << shift;
-    if (counts[c] >= CLASS_MAX_BLOCKS || kept_bytes + size > THREAD_MAX_BYTES) {
+    if (!keep(&lists[c], &counts[c], CLASS_MAX_BLOCKS, p, (size_t)1 << shift))
         free(p);
-        return;
-    }
-    struct block *b = p;
-    b->next = lists[c];
-    lists[c] = b;
-    counts[c]++;
-    kept_bytes += size;
 }
 
 static void *mc_realloc(void *p, size_t n)

@@ -56,6 +56,18 @@ struct scan {
     uint64_t raw;        /* raw head bytes (guards whitespace padding) */
 };
 
+/* A header name or value as http-parser hands it over, maybe in pieces.
+ * One that comes in one piece is read where it lies in the input (ref)
+ * until the header is committed, or copied when execute() returns (the
+ * input goes away then); pieces are gathered in buf. Names are lower-cased
+ * when copied (lower), not when read in place. */
+struct piece {
+    char *buf;
+    size_t len, cap;
+    const char *ref;
+    bool lower;
+};
+
 struct h1_codec {
     http_parser p;
     enum h1_role role;
@@ -67,13 +79,9 @@ struct h1_codec {
     /* message being parsed */
     struct herald_headers *hdrs; /* headers, then trailers */
     /* scratch for the pieces http-parser hands over; kept across messages */
-    char *url, *field, *value;
-    size_t url_len, field_len, value_len, url_cap, field_cap, value_cap;
-    /* A name or value that came in one piece is not copied to field/value:
-     * it is read where it lies in the input until the header is committed,
-     * or copied when execute() returns (the input goes away then). field
-     * holds the name lower-cased, field_ref as it came. */
-    const char *field_ref, *value_ref;
+    char *url;
+    size_t url_len, url_cap;
+    struct piece field, value;   /* the header being read */
     bool have_field, in_value;
     size_t head_bytes, nheaders;
     struct evbuffer *body;
@@ -380,8 +388,8 @@ static void reset_message(struct h1_codec *c)
 {
     herald_headers_free(c->hdrs);
     c->hdrs = NULL;
-    c->url_len = c->field_len = c->value_len = 0;
-    c->field_ref = c->value_ref = NULL;
+    c->url_len = c->field.len = c->value.len = 0;
+    c->field.ref = c->value.ref = NULL;
     c->have_field = c->in_value = false;
     c->head_bytes = c->nheaders = 0;
     c->has_trailers = false;
@@ -412,47 +420,52 @@ static int count_bytes(struct h1_codec *c, size_t n)
     return 0;
 }
 
-/* The name or value read in place so far becomes a copy of ours. */
-static void own_field(struct h1_codec *c)
+/* What was read in place becomes a copy of ours. */
+static void piece_own(struct piece *pc)
 {
-    size_t n = c->field_len;
-    c->field_len = 0;
-    append(&c->field, &c->field_len, &c->field_cap, c->field_ref, n, true);
-    c->field_ref = NULL;
+    if (!pc->ref)
+        return;
+    size_t n = pc->len;
+    pc->len = 0;
+    append(&pc->buf, &pc->len, &pc->cap, pc->ref, n, pc->lower);
+    pc->ref = NULL;
 }
 
-static void own_value(struct h1_codec *c)
+static void piece_add(struct piece *pc, const char *at, size_t n)
 {
-    size_t n = c->value_len;
-    c->value_len = 0;
-    append(&c->value, &c->value_len, &c->value_cap, c->value_ref, n, false);
-    c->value_ref = NULL;
+    if (!pc->len && !pc->ref) {
+        pc->ref = at;
+        pc->len = n;
+        return;
+    }
+    piece_own(pc);
+    append(&pc->buf, &pc->len, &pc->cap, at, n, pc->lower);
 }
 
 /* Whether the header name being read is lc (lower-case, n bytes). */
 static bool field_is(const struct h1_codec *c, const char *lc, size_t n)
 {
-    if (!c->have_field || c->field_len != n)
+    if (!c->have_field || c->field.len != n)
         return false;
-    return c->field_ref ? strncasecmp(c->field_ref, lc, n) == 0 : memcmp(c->field, lc, n) == 0;
+    return c->field.ref ? strncasecmp(c->field.ref, lc, n) == 0 : memcmp(c->field.buf, lc, n) == 0;
 }
 
 static void commit_header(struct h1_codec *c)
 {
     if (!c->have_field)
         return;
-    const char *v = c->value_ref ? c->value_ref : c->value_len ? c->value : "";
-    size_t vl = c->value_len;
+    const char *v = c->value.ref ? c->value.ref : c->value.len ? c->value.buf : "";
+    size_t vl = c->value.len;
     while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         vl--;
     if (!c->hdrs)
         c->hdrs = herald_headers_new();
-    if (c->field_ref)
-        headers_add_n_lower(c->hdrs, c->field_ref, c->field_len, v, vl);
+    if (c->field.ref)
+        headers_add_n_lower(c->hdrs, c->field.ref, c->field.len, v, vl);
     else
-        headers_add_n(c->hdrs, c->field, c->field_len, v, vl);
-    c->field_len = c->value_len = 0;
-    c->field_ref = c->value_ref = NULL;
+        headers_add_n(c->hdrs, c->field.buf, c->field.len, v, vl);
+    c->field.len = c->value.len = 0;
+    c->field.ref = c->value.ref = NULL;
     c->have_field = c->in_value = false;
 }
 
@@ -493,14 +506,7 @@ static int cb_header_field(http_parser *p, const char *at, size_t n)
             return fail_cb(c, 431, "http1.too_many_headers");
         c->have_field = true;
     }
-    if (!c->field_len) {
-        c->field_ref = at;
-        c->field_len = n;
-    } else {
-        if (c->field_ref)
-            own_field(c);
-        append(&c->field, &c->field_len, &c->field_cap, at, n, true);
-    }
+    piece_add(&c->field, at, n);
     return count_bytes(c, n);
 }
 
@@ -515,14 +521,7 @@ static int cb_header_value(http_parser *p, const char *at, size_t n)
     if (field_is(c, "transfer-encoding", 17))
         c->saw_te = true;
     p->uses_transfer_encoding = c->saw_te;
-    if (!c->value_len && !c->value_ref) {
-        c->value_ref = at;
-        c->value_len = n;
-    } else {
-        if (c->value_ref)
-            own_value(c);
-        append(&c->value, &c->value_len, &c->value_cap, at, n, false);
-    }
+    piece_add(&c->value, at, n);
     return count_bytes(c, n);
 }
 
@@ -817,6 +816,7 @@ struct h1_codec *h1_codec_new(enum h1_role role, const struct h1_limits *lim, co
     c->role = role;
     c->cbs = cbs;
     c->arg = arg;
+    c->field.lower = true;
     uint32_t kb = lim && lim->max_request_headers_kb ? lim->max_request_headers_kb : DEFAULT_HEADERS_KB;
     c->max_bytes = kb * 1024u;
     c->max_count = lim && lim->max_headers_count ? lim->max_headers_count : DEFAULT_HEADERS_COUNT;
@@ -833,8 +833,8 @@ static void codec_destroy(struct h1_codec *c)
 {
     reset_message(c);
     free(c->url);
-    free(c->field);
-    free(c->value);
+    free(c->field.buf);
+    free(c->value.buf);
     evbuffer_free(c->body);
     free(c->expect);
     free(c);
@@ -913,10 +913,8 @@ static ssize_t execute(struct h1_codec *c, const char *data, size_t len)
     size_t n = http_parser_execute(&c->p, &settings, data, len);
     c->in_execute = false;
     if (!c->freed) {
-        if (c->field_ref)
-            own_field(c);
-        if (c->value_ref)
-            own_value(c);
+        piece_own(&c->field);
+        piece_own(&c->value);
     }
     enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
     if (e == HPE_PAUSED) {
