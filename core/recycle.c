@@ -27,14 +27,15 @@ static unsigned slot(struct recycle_bin *b)
         return id - 1;
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
-    if (!b->id) {
-        unsigned n = atomic_fetch_add(&nbins, 1);
-        if (n >= MAX_BINS)
+    id = __atomic_load_n(&b->id, __ATOMIC_RELAXED);
+    if (!id) {
+        id = atomic_fetch_add(&nbins, 1) + 1;
+        if (id > MAX_BINS)
             abort();   /* raise MAX_BINS */
-        __atomic_store_n(&b->id, n + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&b->id, id, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&lock);
-    return b->id - 1;
+    return id - 1;
 }
 
 #ifndef HERALD_ASAN
