@@ -187,6 +187,8 @@ static void import_counters(void)
                      stats_in_batch == 1 ? "" : "s", stats_batch ? " (what it counted while draining)" : "");
             stats_batch++;
             stats_in_batch = 0;
+            free(line);
+            continue;
         }
         char *tab = strrchr(line, '\t'), *end;
         if (tab && tab != line) {

@@ -882,9 +882,9 @@ static void response_common(struct herald_http_stream *s, struct herald_headers 
             herald_headers_set(h, "via", cm->via);
         }
     }
-    if (cm->always_set_request_id && s->req && HEADERS_GET(s->req, "x-request-id") &&
-        !HEADERS_GET(h, "x-request-id"))
-        herald_headers_set(h, "x-request-id", HEADERS_GET(s->req, "x-request-id"));
+    const char *rid = cm->always_set_request_id && s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
+    if (rid && !HEADERS_GET(h, "x-request-id"))
+        herald_headers_set(h, "x-request-id", rid);
 }
 
 static void h2_sink_headers(struct herald_http_stream *s)

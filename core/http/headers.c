@@ -323,7 +323,8 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
     struct key k = key_of(name);
     /* Keep the position of the first entry so a rewritten header does not
      * jump to the end (order matters for :pseudo-headers and for diffs). */
-    for (size_t i = 0; i < (may_have(h, &k) ? h->n : 0); i++) {
+    size_t n = may_have(h, &k) ? h->n : 0;   /* the loop returns before changing h->n */
+    for (size_t i = 0; i < n; i++) {
         if (name_is(&h->e[i], &k)) {
             size_t vlen = strlen(value);
             h->e[i].value = store(h, value, vlen, false);
