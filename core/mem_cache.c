@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,29 +16,42 @@
 
 #ifndef HERALD_ASAN
 
-#define MIN_SHIFT 9u                  /* 512 B: smaller blocks are glibc's tcache's business */
+/* Small blocks: exact malloc chunk sizes, 16-byte steps from 32. */
+#define SMALL_CHUNK_MAX 2048u
+#define NSMALL (SMALL_CHUNK_MAX / 16u - 2u)
+#define SMALL_MAX_BLOCKS 256u
+#define SMALL_MAX_BYTES (1u << 20)
+
+/* Large blocks: power-of-two classes. */
+#define MIN_SHIFT 11u                 /* 2 KiB: smaller blocks are small ones */
 #define MAX_SHIFT 17u                 /* 128 KiB: beyond, malloc maps pages anyway */
 #define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
 #define CLASS_MAX_BLOCKS 1024u
-#define THREAD_MAX_BYTES (2u << 20)   /* what one thread may keep idle */
+#define LARGE_MAX_BYTES (2u << 20)
 
 struct block { struct block *next; };
 
-static __thread struct block *lists[NCLASS];
-static __thread unsigned counts[NCLASS];
-static __thread size_t kept_bytes;
+struct shelf {
+    struct block *head;
+    unsigned n;
+};
 
-/* Blocks under 512 bytes are kept by their exact malloc chunk size (16-byte
- * steps from 32), so nothing is rounded up: glibc's own per-thread cache
- * holds 7 blocks of a size, and a burst of streams (an h2 connection's ten
- * requests, libevent's buffers and events for each) overflowed it into
- * malloc's slow path. */
-#define SMALL_CHUNK_MAX 512u
-#define NSMALL (SMALL_CHUNK_MAX / 16u - 2u)
-#define SMALL_MAX_BLOCKS 256u
+struct kept {
+    struct shelf small[NSMALL];
+    struct shelf large[NCLASS];
+    /* written by the owning thread only; read by the admin (relaxed) */
+    size_t small_bytes, large_bytes;
+    struct kept *next_thread;
+};
 
-static __thread struct block *small_lists[NSMALL];
-static __thread unsigned small_counts[NSMALL];
+static __thread struct kept kept;
+static __thread bool exit_registered;
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* Every thread that keeps blocks, for mem_cache_kept_bytes. */
+static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kept *threads;
 
 /* glibc's chunk size for a request of n bytes (its request2size) */
 static inline size_t chunk_of(size_t n)
@@ -45,6 +59,8 @@ static inline size_t chunk_of(size_t n)
     size_t c = (n + sizeof(size_t) + 15u) & ~(size_t)15u;
     return c < 32u ? 32u : c;
 }
+
+static inline unsigned small_index(size_t chunk) { return (unsigned)(chunk / 16u) - 2u; }
 
 /* The class whose size holds n bytes, or NCLASS when none does. */
 static unsigned class_for(size_t n)
@@ -57,54 +73,79 @@ static unsigned class_for(size_t n)
     return shift - MIN_SHIFT;
 }
 
-/* A kept block of size bytes from list, or NULL. */
-static inline void *take(struct block **list, unsigned *count, size_t size)
+/* A key destructor runs on the exiting thread, its lists still in reach
+ * (worker threads and any other that freed through the cache). */
+static void thread_gone(void *unused);
+static void make_key(void) { pthread_key_create(&exit_key, thread_gone); }
+
+__attribute__((noinline, cold)) static void register_exit(void)
 {
-    struct block *b = *list;
+    pthread_once(&exit_once, make_key);
+    pthread_setspecific(exit_key, (void *)1);   /* non-NULL: the destructor runs */
+    exit_registered = true;
+    pthread_mutex_lock(&threads_lock);
+    kept.next_thread = threads;
+    threads = &kept;
+    pthread_mutex_unlock(&threads_lock);
+}
+
+static inline void set_bytes(size_t *bytes, size_t v) { __atomic_store_n(bytes, v, __ATOMIC_RELAXED); }
+
+/* A kept block of size bytes from s, or NULL. */
+static inline void *take(struct shelf *s, size_t *bytes, size_t size)
+{
+    struct block *b = s->head;
     if (b) {
-        *list = b->next;
-        (*count)--;
-        kept_bytes -= size;
+        s->head = b->next;
+        s->n--;
+        set_bytes(bytes, *bytes - size);
     }
     return b;
 }
 
-/* Keeps p (size bytes) on list, unless the list or the thread holds enough
- * already: then false, and the caller frees it. */
-static inline bool keep(struct block **list, unsigned *count, unsigned max, void *p, size_t size)
+/* Keeps p (size bytes) on s, unless s or the thread holds enough already:
+ * then false, and the caller frees it. */
+static inline bool keep(struct shelf *s, size_t *bytes, unsigned max_blocks, size_t max_bytes,
+                        void *p, size_t size)
 {
-    if (*count >= max || kept_bytes + size > THREAD_MAX_BYTES)
+    if (s->n >= max_blocks || *bytes + size > max_bytes)
         return false;
+    if (!exit_registered)
+        register_exit();
     struct block *b = p;
-    b->next = *list;
-    *list = b;
-    (*count)++;
-    kept_bytes += size;
+    b->next = s->head;
+    s->head = b;
+    s->n++;
+    set_bytes(bytes, *bytes + size);
     return true;
 }
 
+static inline bool keep_small(void *p, size_t chunk)
+{
+    return keep(&kept.small[small_index(chunk)], &kept.small_bytes, SMALL_MAX_BLOCKS,
+                SMALL_MAX_BYTES, p, chunk);
+}
+
 /* Small blocks by exact chunk size. Larger ones rounded up to a class:
- * power-of-two sizes (libevent's chains) and big buffers (8 KiB and more:
- * record and frame buffers, short-lived). A long-lived struct of 600 bytes
- * stays 600 bytes: idle connections are many. */
+ * power-of-two sizes (libevent's chains) and big buffers (8 KiB and more).
+ * A long-lived struct of 2.5 KiB stays 2.5 KiB: idle connections are many. */
 static void *mc_malloc(size_t n)
 {
     size_t chunk = chunk_of(n);
     if (chunk < SMALL_CHUNK_MAX) {
-        unsigned k = (unsigned)(chunk / 16u) - 2u;
-        void *b = take(&small_lists[k], &small_counts[k], chunk);
+        void *b = take(&kept.small[small_index(chunk)], &kept.small_bytes, chunk);
         return b ? b : malloc(n);
     }
     unsigned c = class_for(n);
-    if (c == NCLASS || n < (1u << MIN_SHIFT) || ((n & (n - 1)) != 0 && n < 8192))
+    if (c == NCLASS || ((n & (n - 1)) != 0 && n < 8192))
         return malloc(n);
     size_t size = (size_t)1 << (c + MIN_SHIFT);
-    void *b = take(&lists[c], &counts[c], size);
+    void *b = take(&kept.large[c], &kept.large_bytes, size);
     return b ? b : malloc(size);
 }
 
 /* Any block may come here (also one libevent got from realloc): what malloc
- * says it holds decides its class, so nothing is trusted but malloc itself. */
+ * says it holds decides its list, so nothing is trusted but malloc itself. */
 static void mc_free(void *p)
 {
     if (!p)
@@ -112,8 +153,8 @@ static void mc_free(void *p)
     size_t usable = malloc_usable_size(p);
     size_t chunk = usable + sizeof(size_t);
     if (chunk < SMALL_CHUNK_MAX) {
-        unsigned k = (unsigned)(chunk / 16u) - 2u;
-        if ((chunk & 15u) || !keep(&small_lists[k], &small_counts[k], SMALL_MAX_BLOCKS, p, chunk))
+        /* (chunk & 15): a page-mapped block, whose overhead differs */
+        if ((chunk & 15u) || !keep_small(p, chunk))
             free(p);
         return;
     }
@@ -126,7 +167,8 @@ static void mc_free(void *p)
     if (shift > MAX_SHIFT)
         shift = MAX_SHIFT;
     unsigned c = shift - MIN_SHIFT;
-    if (!keep(&lists[c], &counts[c], CLASS_MAX_BLOCKS, p, (size_t)1 << shift))
+    if (!keep(&kept.large[c], &kept.large_bytes, CLASS_MAX_BLOCKS, LARGE_MAX_BYTES, p,
+              (size_t)1 << shift))
         free(p);
 }
 
@@ -145,6 +187,37 @@ static void *mc_calloc(size_t n, size_t size)
     if (p)
         memset(p, 0, n * size);
     return p;
+}
+
+void *mem_cache_alloc(size_t size)
+{
+    void *p = mc_malloc(size ? size : 1);
+    return p ? p : xmalloc(size);   /* which reports and aborts */
+}
+
+/* The caller's size names the list: mem_cache_alloc gave a block of at
+ * least that chunk, so it serves any later request of that chunk size.
+ * Saves asking malloc for the block's size. */
+void mem_cache_free(void *p, size_t size)
+{
+    if (!p)
+        return;
+    size_t chunk = chunk_of(size);
+    if (chunk < SMALL_CHUNK_MAX) {
+        if (!keep_small(p, chunk))
+            free(p);
+        return;
+    }
+    mc_free(p);
+}
+
+unsigned mem_cache_idle(size_t size)
+{
+    size_t chunk = chunk_of(size);
+    if (chunk < SMALL_CHUNK_MAX)
+        return kept.small[small_index(chunk)].n;
+    unsigned c = class_for(size);
+    return c == NCLASS ? 0 : kept.large[c].n;
 }
 
 /* OpenSSL's and nghttp2's signatures */
@@ -168,29 +241,66 @@ void mem_cache_init(void)
 
 nghttp2_mem *mem_cache_nghttp2(void) { return &ng_mem; }
 
-static void free_list(struct block **list, unsigned *count)
+static void free_shelf(struct shelf *s)
 {
-    for (struct block *b = *list, *next; b; b = next) {
+    for (struct block *b = s->head, *next; b; b = next) {
         next = b->next;
         free(b);
     }
-    *list = NULL;
-    *count = 0;
+    s->head = NULL;
+    s->n = 0;
 }
 
-void mem_cache_thread_exit(void)
+static void free_kept(void *unused)
 {
-    for (unsigned c = 0; c < NCLASS; c++)
-        free_list(&lists[c], &counts[c]);
+    (void)unused;
     for (unsigned k = 0; k < NSMALL; k++)
-        free_list(&small_lists[k], &small_counts[k]);
-    kept_bytes = 0;
+        free_shelf(&kept.small[k]);
+    for (unsigned c = 0; c < NCLASS; c++)
+        free_shelf(&kept.large[c]);
+    set_bytes(&kept.small_bytes, 0);
+    set_bytes(&kept.large_bytes, 0);
+}
+
+static void thread_gone(void *unused)
+{
+    free_kept(unused);
+    pthread_mutex_lock(&threads_lock);
+    for (struct kept **k = &threads; *k; k = &(*k)->next_thread)
+        if (*k == &kept) {
+            *k = kept.next_thread;
+            break;
+        }
+    pthread_mutex_unlock(&threads_lock);
+    exit_registered = false;
+}
+
+void mem_cache_thread_exit(void) { free_kept(NULL); }
+
+size_t mem_cache_kept_bytes(void)
+{
+    size_t total = 0;
+    pthread_mutex_lock(&threads_lock);
+    for (struct kept *k = threads; k; k = k->next_thread)
+        total += __atomic_load_n(&k->small_bytes, __ATOMIC_RELAXED) +
+                 __atomic_load_n(&k->large_bytes, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&threads_lock);
+    return total;
 }
 
 #else /* HERALD_ASAN: plain malloc everywhere */
 
 void mem_cache_init(void) {}
 nghttp2_mem *mem_cache_nghttp2(void) { return NULL; }   /* nghttp2's default */
+void *mem_cache_alloc(size_t size) { return xmalloc(size ? size : 1); }
+void mem_cache_free(void *p, size_t size) { (void)size; free(p); }
+unsigned mem_cache_idle(size_t size) { (void)size; return 0; }
 void mem_cache_thread_exit(void) {}
+size_t mem_cache_kept_bytes(void) { return 0; }
 
 #endif
+
+void *mem_cache_alloc_zeroed(size_t size)
+{
+    return memset(mem_cache_alloc(size), 0, size);
+}

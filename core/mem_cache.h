@@ -1,29 +1,51 @@
-/* Per-thread free lists for the memory of libevent (event_set_mem_functions),
- * OpenSSL (CRYPTO_set_mem_functions) and nghttp2 (nghttp2_mem).
+/* Per-thread free lists: herald's own per-request objects (streams,
+ * upstream requests, header maps, timers) through mem_cache_alloc/free, and
+ * the memory of libevent (event_set_mem_functions), OpenSSL
+ * (CRYPTO_set_mem_functions) and nghttp2 (nghttp2_mem).
  *
- * libevent allocates a buffer chain when data lands in an empty evbuffer and
- * frees it when the buffer drains: several times per proxied request, blocks
- * of 1-16 KiB, sizes glibc's per-thread cache does not keep (it stops at
- * 1 KiB), so each one took malloc's slow path (bin searches, coalescing).
- * Chains come in power-of-two sizes; blocks of those sizes (and buffers of
- * 8 KiB or more, rounded up to one) wait on a list of their thread when
- * freed, for the next one. Blocks under 512 bytes (events, buffer headers,
- * nghttp2's streams) wait on lists by their exact malloc chunk size, as in
- * glibc's own per-thread cache but more than its 7 per size. At most 2 MiB
- * wait per thread; other sizes are plain malloc. The allocator behind stays
- * glibc's; a block freed with free() or through these lists is equally fine
- * (the size comes from malloc_usable_size, never from a header of ours).
- * Off in ASan builds. */
+ * glibc's per-thread cache keeps 7 blocks of a size and nothing over
+ * 1 KiB; with a few dozen requests in flight the blocks a request makes
+ * and frees (libevent's buffer chains and events, header maps of 1.5 KiB,
+ * streams, nghttp2's stream state) overflow it, and each malloc and free
+ * took the slow path (bin searches, coalescing: a few hundred instructions).
+ *
+ * Blocks under 2 KiB wait on lists by their exact malloc chunk size, as in
+ * glibc's own cache but up to 256 per size and 1 MiB per thread: nothing is
+ * rounded up, so a long-lived struct costs what malloc gives it. Larger
+ * blocks of power-of-two sizes (libevent's chains) and buffers of 8 KiB or
+ * more (rounded up to one: record and frame buffers, short-lived) wait on
+ * lists by class, up to 2 MiB per thread. Other sizes are plain malloc.
+ *
+ * The allocator behind stays glibc's: a block freed with free() or through
+ * these lists is equally fine, and may be freed on another thread than the
+ * one that made it. A thread's exit frees what waits on its lists. Off in
+ * ASan builds, so that every free is seen. */
 #ifndef HERALD_CORE_MEM_CACHE_H
 #define HERALD_CORE_MEM_CACHE_H
 
+#include <stddef.h>
 #include <nghttp2/nghttp2.h>
 
-/* Before any other libevent or OpenSSL call. */
+/* Before any other libevent or OpenSSL call: hands them the cache. Not
+ * needed for mem_cache_alloc/free. */
 void mem_cache_init(void);
 /* For nghttp2_session_*_new3: NULL when the cache is off (ASan builds). */
 nghttp2_mem *mem_cache_nghttp2(void);
-/* A thread that ends gives its kept blocks back. */
+
+/* size bytes, not zeroed; never NULL (out of memory aborts, as xmalloc). */
+void *mem_cache_alloc(size_t size);
+/* As mem_cache_alloc, zeroed. */
+void *mem_cache_alloc_zeroed(size_t size);
+/* p (from mem_cache_alloc on any thread, or NULL; size as given there)
+ * back to the calling thread's lists, or to malloc when they are full. */
+void mem_cache_free(void *p, size_t size);
+
+/* Blocks waiting on the calling thread's list for requests of size bytes. */
+unsigned mem_cache_idle(size_t size);
+/* Frees what waits on the calling thread's lists (a thread's exit does it
+ * by itself). */
 void mem_cache_thread_exit(void);
+/* Bytes waiting on the lists of all threads (admin /memory). */
+size_t mem_cache_kept_bytes(void);
 
 #endif

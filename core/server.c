@@ -280,7 +280,6 @@ int server_run(struct options *o)
     worker_on_exit(access_log_thread_exit);
     worker_on_exit(runtime_thread_exit);
     worker_on_exit(splice_worker_cleanup);
-    worker_on_exit(mem_cache_thread_exit);
     s->workers = xcalloc(nworkers, sizeof(*s->workers));
     for (unsigned i = 0; i < nworkers; i++) {
         cluster_worker_init(&s->workers[i]);

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #include "common.h"
-#include "recycle.h"
+#include "mem_cache.h"
 #include "herald/timer.h"
 #include "timer.h"
 #include "worker.h"
@@ -39,8 +39,8 @@ static void fire(evutil_socket_t fd, short what, void *arg)
     t->cb(t, t->arg);
 }
 
-/* Streams and upstream tries make and free one per request. */
-static struct recycle_bin spare_timers = RECYCLE_BIN(256);
+/* the struct and libevent's event after it */
+static size_t timer_size(void) { return sizeof(struct herald_timer) + event_get_struct_event_size(); }
 
 struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
 {
@@ -48,7 +48,7 @@ struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
     if (!base)
         return NULL;
     /* evtimer_assign sets up the event */
-    struct herald_timer *t = recycle_get(&spare_timers, sizeof(*t) + event_get_struct_event_size());
+    struct herald_timer *t = mem_cache_alloc(timer_size());
     t->cb = cb;
     t->arg = arg;
     t->activated = false;
@@ -106,7 +106,7 @@ void herald_timer_free(struct herald_timer *t)
     if (!t)
         return;
     event_del(t->ev);
-    recycle_put(&spare_timers, t);
+    mem_cache_free(t, timer_size());
 }
 
 uint64_t herald_now_ms(void)

@@ -51,7 +51,7 @@
 #include "http/route.h"
 #include "log.h"
 #include "plugin.h"
-#include "recycle.h"
+#include "mem_cache.h"
 #include "timer.h"
 #include "herald/access_log.h"
 #include "herald/stats.h"
@@ -1431,13 +1431,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
 static void stream_timer_arm(struct herald_http_stream *s);
 static void on_stream_timer(struct herald_timer *t, void *arg);
 
-/* one per request */
-static struct recycle_bin spare_streams = RECYCLE_BIN(256);
-
 static struct herald_http_stream *stream_new(struct cm_conn *cc)
 {
     struct herald_http_cm *cm = cc->cm;
-    struct herald_http_stream *s = recycle_get_zeroed(&spare_streams, sizeof(*s));
+    struct herald_http_stream *s = mem_cache_alloc_zeroed(sizeof(*s));
     uint64_t now = herald_now_ms();
 
     s->cc = cc;
@@ -1550,7 +1547,7 @@ static void stream_finish(struct herald_http_stream *s)
     free(s->upgrade_type);
     if (cc->stream == s)
         cc->stream = NULL;
-    recycle_put(&spare_streams, s);
+    mem_cache_free(s, sizeof(*s));
 }
 
 /* The outermost entry is unwinding: tear down a finished stream, then

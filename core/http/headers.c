@@ -11,7 +11,7 @@
 #include <strings.h>
 
 #include "common.h"
-#include "recycle.h"
+#include "mem_cache.h"
 #include "http/headers.h"
 
 #define INLINE_ENTRIES 16
@@ -149,12 +149,10 @@ static inline __attribute__((always_inline)) bool name_is(const struct header_en
 }
 
 /* A request makes three or four maps, each larger than what malloc's
- * per-thread cache keeps. */
-static struct recycle_bin spare_maps = RECYCLE_BIN(256);
-
+ * per-thread cache keeps: mem_cache keeps them. */
 struct herald_headers *herald_headers_new(void)
 {
-    struct herald_headers *h = recycle_get(&spare_maps, sizeof(*h));
+    struct herald_headers *h = mem_cache_alloc(sizeof(*h));
     h->e = h->inline_e;
     h->n = 0;
     h->names = 0;
@@ -175,7 +173,7 @@ void herald_headers_free(struct herald_headers *h)
     }
     if (h->e != h->inline_e)
         free(h->e);
-    recycle_put(&spare_maps, h);
+    mem_cache_free(h, sizeof(*h));
 }
 
 size_t herald_headers_count(const struct herald_headers *h)

@@ -16,7 +16,7 @@
 #include "http/h2_client.h"
 #include "http/pool.h"
 #include "log.h"
-#include "recycle.h"
+#include "mem_cache.h"
 #include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
@@ -86,9 +86,6 @@ void ureq_pending_remove(struct herald_http_upstream *r)
     herald_gauge_add(p->cluster->stats.upstream_rq_pending_active, -1);
 }
 
-/* one per request and try */
-static struct recycle_bin spare_requests = RECYCLE_BIN(256);
-
 static void ureq_destroy(struct herald_http_upstream *r)
 {
     ureq_pending_remove(r);
@@ -112,7 +109,7 @@ static void ureq_destroy(struct herald_http_upstream *r)
     herald_headers_free(r->h2_in_headers);
     herald_headers_free(r->h2_in_trailers);
     host_put(r->host);
-    recycle_put(&spare_requests, r);
+    mem_cache_free(r, sizeof(*r));
 }
 
 /* ------------------------------------------------------------ callbacks to the owner */
@@ -413,7 +410,7 @@ struct herald_http_upstream *herald_http_upstream_new_priority(struct herald_clu
     if (!w || !view || !h || !cbs || tls_closed)
         return NULL;
     struct http_pool *p = pool_get(view, h);
-    struct herald_http_upstream *r = recycle_get_zeroed(&spare_requests, sizeof(*r));
+    struct herald_http_upstream *r = mem_cache_alloc_zeroed(sizeof(*r));
     r->pool = p;
     r->pcl = p->pc;
     r->priority = cb_prio((int)priority);
