@@ -14,6 +14,7 @@
 #include <event2/listener.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include "common.h"
 #include "config/tree.h"
 #include "log.h"
+#include "mem_cache.h"
 #include "reload.h"
 #include "runtime.h"
 #include "server.h"
@@ -419,6 +421,35 @@ static void h_runtime_modify(struct ctx *c)
     text(c, 200, "OK\n");
 }
 
+/* Envoy's figures come from tcmalloc; these are glibc's (all arenas) and
+ * herald's per-thread lists (mem_cache), which play the part of tcmalloc's
+ * thread caches: blocks malloc counts as in use, waiting for reuse. */
+static void h_memory(struct ctx *c)
+{
+    struct mallinfo2 mi = mallinfo2();
+    size_t cached = mem_cache_kept_bytes();
+    size_t in_use = mi.uordblks + mi.hblkhd;
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%*u %lu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    char v[6][24];
+    snprintf(v[0], sizeof(v[0]), "%zu", in_use > cached ? in_use - cached : 0);
+    snprintf(v[1], sizeof(v[1]), "%zu", mi.arena + mi.hblkhd);
+    snprintf(v[2], sizeof(v[2]), "0");
+    snprintf(v[3], sizeof(v[3]), "%zu", mi.fordblks);
+    snprintf(v[4], sizeof(v[4]), "%zu", cached);
+    snprintf(v[5], sizeof(v[5]), "%lu", pages * (unsigned long)sysconf(_SC_PAGESIZE));
+    /* strings, as Envoy prints its 64-bit figures */
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "allocated", v[0], "heap_size", v[1],
+                          "pageheap_unmapped", v[2], "pageheap_free", v[3],
+                          "total_thread_cache", v[4], "total_physical_bytes", v[5]);
+    json_reply(c, j, JSON_INDENT(1));
+}
+
 static void h_hot_restart_version(struct ctx *c)
 {
     text(c, 200, "disabled\n");
@@ -480,6 +511,7 @@ static const struct endpoint endpoints[] = {
     {"/help", "print out list of admin commands", false, h_help},
     {"/hot_restart_version", "print the hot restart compatibility version", false, h_hot_restart_version},
     {"/listeners", "print listener info; ?format=json", false, h_listeners},
+    {"/memory", "print current allocation/heap usage", false, h_memory},
     {"/quitquitquit", "exit the server", true, h_quit},
     {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready},
     {"/reset_counters", "reset all counters to zero", true, h_reset_counters},

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_for
+from helpers import (EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, rss_kb, tcp_listener,
+                     wait_for)
 
 PROM_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? '
                          r'(-?[0-9.]+([eE][-+]?[0-9]+)?|NaN|[-+]Inf)$')
@@ -95,6 +96,35 @@ def test_server_info(proxy):
     info = json.loads(body)
     assert info["state"] == "LIVE"
     assert "version" in info
+
+
+def test_memory(herald, upstreams, port):
+    """/memory: Envoy's six figures, as decimal strings; herald's per-thread
+    lists of freed blocks show as total_thread_cache once HTTP traffic has
+    gone through (nothing is kept in sanitizer builds)."""
+    import http_backends as hb
+    b = upstreams(hb.HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port])
+    for i in range(50):
+        assert hb.request(lp, "/m%d" % i)[0] == 200
+    status, body = h.admin_get("/memory")
+    assert status == 200, body
+    mem = json.loads(body)
+    keys = ("allocated", "heap_size", "pageheap_unmapped", "pageheap_free", "total_thread_cache",
+            "total_physical_bytes")
+    assert sorted(mem) == sorted(keys), mem
+    assert all(isinstance(mem[k], str) and mem[k].isdigit() for k in keys), mem
+    v = {k: int(mem[k]) for k in keys}
+    assert 0 < v["allocated"] <= v["heap_size"], v
+    rss = rss_kb(h.pid) * 1024
+    assert abs(v["total_physical_bytes"] - rss) < max(rss // 4, 1 << 20), (v, rss)
+    with open("/proc/%d/maps" % h.pid) as f:
+        sanitized = "libasan" in f.read()
+    if sanitized:
+        assert v["total_thread_cache"] == 0, v
+    else:
+        assert 0 < v["total_thread_cache"] <= 3 << 20, "a worker keeps up to 3 MiB: %r" % v
+    assert "/memory" in h.admin_get("/help")[1]
 
 
 def test_listeners(proxy):
