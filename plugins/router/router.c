@@ -35,7 +35,9 @@ struct session {
     const struct herald_retry_policy *rp;  /* route lifetime, or &own_rp */
     struct herald_retry_policy own_rp;     /* the route's, changed by x-envoy-retry-on / -max-retries */
 
-    struct herald_headers *req;            /* the request as received: each try starts from a copy */
+    /* the request as received: a try a retry may follow sends a copy, the
+     * last one takes it (NULL after) */
+    struct herald_headers *req;
     struct herald_headers *trailers;       /* kept for replays */
     struct herald_buf *body;               /* kept for replays while it fits */
     size_t body_len;
@@ -301,7 +303,12 @@ static void start_try(struct session *ss)
     ss->host[alen] = '\0';
     herald_http_stream_set_upstream(ss->s, ss->cluster, ss->host);
 
-    struct herald_headers *hdrs = headers_copy(ss->req);
+    /* A try no retry can follow takes the kept request itself (the common
+     * case: routes without retry_policy); others send a copy. */
+    bool last = !ss->rp || ss->retries_left == 0 || ss->upgrade;
+    struct herald_headers *hdrs = last ? ss->req : headers_copy(ss->req);
+    if (last)
+        ss->req = NULL;
     herald_route_apply_request(ss->route, hdrs, herald_host_hostname(h));
     uint64_t expected = ss->per_try_ms ? ss->per_try_ms : ss->timeout_ms;
     if (!ss->conf->suppress_envoy_headers && expected && !ss->upgrade) {
@@ -806,7 +813,7 @@ static enum herald_http_status decode_data(void *p, struct herald_buf *data, boo
     struct session *ss = p;
     size_t len = herald_buf_len(data);
 
-    if (ss->done || ss->replied || !ss->req) {
+    if (ss->done || ss->replied || !ss->cluster) {
         herald_buf_drain(data, len);
         return HERALD_HTTP_STOP;
     }
@@ -844,7 +851,7 @@ static enum herald_http_status decode_trailers(void *p, struct herald_headers *t
 {
     struct session *ss = p;
 
-    if (ss->done || ss->replied || !ss->req)
+    if (ss->done || ss->replied || !ss->cluster)
         return HERALD_HTTP_STOP;
     ss->down_end = true;
     if (!ss->body_overflow && !ss->trailers)
