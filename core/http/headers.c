@@ -66,12 +66,32 @@ static char *reserve(struct herald_headers *h, size_t n)
     return p;
 }
 
+/* s lower-cased into d, eight bytes at a time: per word, the bytes in
+ * 'A'..'Z' (high bit clear, >= 0x41 and <= 0x5a, each found by an add that
+ * cannot carry into the next byte) get 0x20 added. */
+static void copy_lower(char *d, const char *s, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t low7 = w & ~high;
+        uint64_t at_least_A = low7 + ones * (0x80 - 'A');
+        uint64_t above_Z = low7 + ones * (0x7f - 'Z');
+        uint64_t upper = at_least_A & ~above_Z & ~w & high;
+        w |= upper >> 2;
+        memcpy(d + i, &w, 8);
+    }
+    for (; i < len; i++)
+        d[i] = (char)lower[(unsigned char)s[i]];
+}
+
 static const char *store(struct herald_headers *h, const char *s, size_t len, bool lowercase)
 {
     char *p = reserve(h, len + 1);
     if (lowercase)
-        for (size_t i = 0; i < len; i++)
-            p[i] = (char)lower[(unsigned char)s[i]];
+        copy_lower(p, s, len);
     else
         memcpy(p, s, len);
     p[len] = '\0';

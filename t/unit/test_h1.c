@@ -894,6 +894,45 @@ static void test_headers_map(void)
     ok(herald_headers_get(NULL, "x") == NULL, "NULL map");
 }
 
+/* Names are stored lower-cased eight bytes at a time: every byte value at
+ * every position of names of 1 to 24 bytes comes back as ASCII tolower()
+ * would give it (only 'A'..'Z' change; '@', '[', 0xc1, 0xda stay). */
+static void test_headers_lowercase_every_byte(void)
+{
+    int bad = 0, checked = 0;
+    for (size_t len = 1; len <= 24; len++) {
+        for (size_t pos = 0; pos < len; pos++) {
+            struct herald_headers *h = herald_headers_new();
+            for (unsigned b = 0; b < 256; b++) {
+                char name[24];
+                memset(name, 'Q', len);   /* upper-case filler: every byte around is lowered too */
+                name[pos] = (char)b;
+                headers_add_n_lower(h, name, len, "v", 1);
+            }
+            for (unsigned b = 0; b < 256; b++) {
+                const char *n, *v;
+                size_t nlen, vlen;
+                if (!headers_at_n(h, b, &n, &nlen, &v, &vlen) || nlen != len) {
+                    bad++;
+                    continue;
+                }
+                for (size_t i = 0; i < len; i++) {
+                    unsigned char in = i == pos ? (unsigned char)b : 'Q';
+                    unsigned char want = in >= 'A' && in <= 'Z' ? (unsigned char)(in + 32) : in;
+                    if ((unsigned char)n[i] != want) {
+                        if (bad++ < 5)
+                            printf("# len %zu pos %zu byte 0x%02x: got 0x%02x at %zu\n", len, pos, b,
+                                 (unsigned char)n[i], i);
+                    }
+                }
+                checked++;
+            }
+            herald_headers_free(h);
+        }
+    }
+    is_int(bad, 0, "every byte at every position of %d names lower-cased as ASCII tolower", checked);
+}
+
 /* Lookups skip maps whose name summary rules a name out: every name added,
  * through every path, must still be found (200 names share 64 bits). */
 static void test_headers_map_lookup_summary(void)
@@ -1010,6 +1049,7 @@ int main(void)
 {
     test_headers_map();
     test_headers_map_lookup_summary();
+    test_headers_lowercase_every_byte();
     test_requests();
     test_split_equivalence();
     test_keepalive_pipelining();
