@@ -17,6 +17,7 @@ struct herald_timer {
     herald_timer_cb cb;
     void *arg;
     bool activated;             /* armed with 0: in the active queue, not the heap */
+    bool pending;               /* in libevent's heap or active queue: only then has event_del work to do */
     uint64_t due, deadline;     /* timer_arm_lazy: when libevent fires it, when the callback is due (0: none) */
     _Alignas(max_align_t) unsigned char ev_storage[];
 };
@@ -24,7 +25,7 @@ struct herald_timer {
 static void fire(evutil_socket_t fd, short what, void *arg)
 {
     struct herald_timer *t = arg;
-    t->activated = false;
+    t->activated = t->pending = false;
     if (t->due) {   /* armed lazily: the deadline may have moved since */
         t->due = 0;
         if (!t->deadline)
@@ -51,7 +52,7 @@ struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
     struct herald_timer *t = mem_cache_alloc(timer_size());
     t->cb = cb;
     t->arg = arg;
-    t->activated = false;
+    t->activated = t->pending = false;
     t->due = t->deadline = 0;
     t->ev = (struct event *)t->ev_storage;
     evtimer_assign(t->ev, base, fire, t);
@@ -66,8 +67,9 @@ void herald_timer_arm(struct herald_timer *t, uint64_t ms)
          * after a filter's call): the active queue, not the timer heap */
         if (t->activated)
             return;
-        event_del(t->ev);   /* re-arming moves it: no second firing */
-        t->activated = true;
+        if (t->pending)
+            event_del(t->ev);   /* re-arming moves it: no second firing */
+        t->activated = t->pending = true;
         event_active(t->ev, EV_TIMEOUT, 1);
         return;
     }
@@ -77,13 +79,15 @@ void herald_timer_arm(struct herald_timer *t, uint64_t ms)
     }
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(t->ev, &tv);
+    t->pending = true;
 }
 
 void herald_timer_cancel(struct herald_timer *t)
 {
     if (t) {
-        evtimer_del(t->ev);
-        t->activated = false;
+        if (t->pending)
+            evtimer_del(t->ev);
+        t->activated = t->pending = false;
         t->due = t->deadline = 0;
     }
 }
@@ -105,7 +109,8 @@ void herald_timer_free(struct herald_timer *t)
 {
     if (!t)
         return;
-    event_del(t->ev);
+    if (t->pending)
+        event_del(t->ev);
     mem_cache_free(t, timer_size());
 }
 
