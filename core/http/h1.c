@@ -460,10 +460,11 @@ static void commit_header(struct h1_codec *c)
         vl--;
     if (!c->hdrs)
         c->hdrs = herald_headers_new();
+    /* the validator has passed every byte of the head (or of the trailers) */
     if (c->field.ref)
-        headers_add_n_lower(c->hdrs, c->field.ref, c->field.len, v, vl);
+        headers_add_received(c->hdrs, c->field.ref, c->field.len, v, vl, true);
     else
-        headers_add_n(c->hdrs, c->field.buf, c->field.len, v, vl);
+        headers_add_received(c->hdrs, c->field.buf, c->field.len, v, vl, false);
     c->field.len = c->value.len = 0;
     c->field.ref = c->value.ref = NULL;
     c->have_field = c->in_value = false;
@@ -1151,9 +1152,6 @@ static bool safe_name(const char *s)
     return true;
 }
 
-/* Writes the regular (non-pseudo) headers; skips transfer-encoding (framing
- * is the encoder's) and host when :authority gave it. -1 on a name or value
- * that would break the framing (CR/LF injection). */
 /* A response or request head is assembled here and added to the output in
  * one piece: no evbuffer of its own and no printf per line. */
 struct headbuf {
@@ -1214,16 +1212,22 @@ static bool safe_value_n(const char *s, size_t n)
     return !memchr(s, '\r', n) && !memchr(s, '\n', n);
 }
 
-/* "name: value\r\n" for each regular header, room made once per line. */
+/* "name: value\r\n" for each regular (non-pseudo) header, room made once
+ * per line; skips transfer-encoding (framing is the encoder's) and host when
+ * :authority gave it. -1 on a name or value that would break the framing
+ * (CR/LF injection); fields a codec received and validated are not checked
+ * again. */
 static int write_fields(struct headbuf *b, const struct herald_headers *h, bool skip_host)
 {
-    const char *name, *value;
-    size_t nlen, vlen;
-    for (size_t i = 0; headers_at_n(h, i, &name, &nlen, &value, &vlen); i++) {
+    size_t n;
+    const struct header_field *f = headers_fields(h, &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = f[i].name, *value = f[i].value;
+        size_t nlen = f[i].nlen, vlen = f[i].vlen;
         if (name[0] == ':' || (nlen == 17 && memcmp(name, "transfer-encoding", 17) == 0) ||
             (skip_host && nlen == 4 && memcmp(name, "host", 4) == 0))
             continue;
-        if (!safe_name(name) || !safe_value_n(value, vlen))
+        if (!f[i].received && (!safe_name(name) || !safe_value_n(value, vlen)))
             return -1;
         size_t need = nlen + vlen + 4;
         if (b->len + need > b->cap)

@@ -228,7 +228,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         st->reject_details = "http2.too_many_headers";
         return 0;
     }
-    headers_add_n(st->hdrs, (const char *)name, namelen, (const char *)value, valuelen);
+    /* nghttp2's HTTP messaging checks hand over only valid fields (names
+     * lower-case tokens, values without CR, LF or NUL) */
+    headers_add_received(st->hdrs, (const char *)name, namelen, (const char *)value, valuelen, false);
     return 0;
 }
 
@@ -629,14 +631,15 @@ int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct heral
         return -1;
     size_t cnt = herald_headers_count(resp);
     nghttp2_nv small[32], *nva = cnt + 1 <= 32 ? small : xcalloc(cnt + 1, sizeof(*nva));
-    size_t k = 0, nl, vl;
+    size_t k = 0, nf;
     nva[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), NGHTTP2_NV_FLAG_NONE};
-    const char *nm, *v;
     /* names in a header map are lower-case already; nghttp2 copies them */
-    for (size_t i = 0; headers_at_n(resp, i, &nm, &nl, &v, &vl); i++) {
-        if (nm[0] == ':' || headers_hop_of(nm, nl))   /* connection-specific: not HTTP/2's */
+    const struct header_field *f = headers_fields(resp, &nf);
+    for (size_t i = 0; i < nf; i++) {
+        if (f[i].name[0] == ':' || headers_hop_of(f[i].name, f[i].nlen))   /* connection-specific: not HTTP/2's */
             continue;
-        nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
+        nva[k++] = (nghttp2_nv){(uint8_t *)f[i].name, (uint8_t *)f[i].value, f[i].nlen, f[i].vlen,
+                                NGHTTP2_NV_FLAG_NONE};
     }
     int code = status_code(status);
     int rc;

@@ -18,24 +18,19 @@
 #define INLINE_BYTES 1024
 #define CHUNK_MIN 2048
 
-struct header_entry {
-    const char *name, *value;
-    uint32_t nlen, vlen;
-};
-
 struct chunk {
     struct chunk *next;
     char data[];
 };
 
 struct herald_headers {
-    struct header_entry *e;
+    struct header_field *e;
     size_t n, cap;
     uint64_t names;            /* name_bit() of every name added: most lookups are for absent names */
     char *cur;                 /* free space in the current block */
     size_t left;
     struct chunk *chunks;      /* blocks allocated after the inline one */
-    struct header_entry inline_e[INLINE_ENTRIES];
+    struct header_field inline_e[INLINE_ENTRIES];
     char inline_data[INLINE_BYTES];
 };
 
@@ -98,11 +93,11 @@ static const char *store(struct herald_headers *h, const char *s, size_t len, bo
     return p;
 }
 
-static struct header_entry *push(struct herald_headers *h)
+static struct header_field *push(struct herald_headers *h)
 {
     if (h->n == h->cap) {
         size_t cap = h->cap * 2;
-        struct header_entry *e = xmalloc(cap * sizeof(*e));
+        struct header_field *e = xmalloc(cap * sizeof(*e));
         memcpy(e, h->e, h->n * sizeof(*e));
         if (h->e != h->inline_e)
             free(h->e);
@@ -130,11 +125,12 @@ static inline uint64_t lc_name_bit(const char *lc, size_t len)
 static void add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
                   bool lowercase)
 {
-    struct header_entry *e = push(h);
+    struct header_field *e = push(h);
     e->name = store(h, name, nlen, lowercase);
     e->value = store(h, value, vlen, false);
     e->nlen = (uint32_t)nlen;
     e->vlen = (uint32_t)vlen;
+    e->received = 0;
     h->names |= lc_name_bit(e->name, nlen);
 }
 
@@ -158,7 +154,7 @@ static inline struct key key_of(const char *name)
 
 static inline bool may_have(const struct herald_headers *h, const struct key *k) { return (h->names & k->bit) != 0; }
 
-static inline __attribute__((always_inline)) bool name_is(const struct header_entry *e, const struct key *k)
+static inline __attribute__((always_inline)) bool name_is(const struct header_field *e, const struct key *k)
 {
     if (e->nlen != k->len || (k->len && e->name[0] != k->first))
         return false;
@@ -254,9 +250,22 @@ void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, cons
     add_n(h, name, nlen, value, vlen, false);
 }
 
-void headers_add_n_lower(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen)
+void headers_add_received(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
+                          bool lowercase)
 {
-    add_n(h, name, nlen, value, vlen, true);
+    add_n(h, name, nlen, value, vlen, lowercase);
+    h->e[h->n - 1].received = 1;
+}
+
+bool headers_received_at(const struct herald_headers *h, size_t i)
+{
+    return h && i < h->n && h->e[i].received;
+}
+
+const struct header_field *headers_fields(const struct herald_headers *h, size_t *n)
+{
+    *n = h ? h->n : 0;
+    return h ? h->e : NULL;
 }
 
 void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
@@ -265,7 +274,7 @@ void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, si
     add_n(h, name, nlen, value, vlen, false);
     if (pos >= h->n - 1)
         return;
-    struct header_entry e = h->e[h->n - 1];
+    struct header_field e = h->e[h->n - 1];
     memmove(&h->e[pos + 1], &h->e[pos], (h->n - 1 - pos) * sizeof(e));
     h->e[pos] = e;
 }
@@ -347,6 +356,7 @@ void herald_headers_set(struct herald_headers *h, const char *name, const char *
             size_t vlen = strlen(value);
             h->e[i].value = store(h, value, vlen, false);
             h->e[i].vlen = (uint32_t)vlen;
+            h->e[i].received = 0;
             for (size_t j = i + 1; j < h->n;) {
                 if (name_is(&h->e[j], &k))
                     headers_remove_at(h, j);
@@ -393,11 +403,12 @@ struct herald_headers *herald_headers_copy(const struct herald_headers *h)
         c->cap = h->cap;
     }
     for (size_t i = 0; i < h->n; i++) {
-        const struct header_entry *e = &h->e[i];
+        const struct header_field *e = &h->e[i];
         c->e[i].name = copy_str(c, h, used, e->name, e->nlen);
         c->e[i].value = copy_str(c, h, used, e->value, e->vlen);
         c->e[i].nlen = e->nlen;
         c->e[i].vlen = e->vlen;
+        c->e[i].received = e->received;
     }
     c->n = h->n;
     c->names = h->names;

@@ -8,12 +8,29 @@
 
 #include "herald/http.h"
 
+/* An entry of a map: the name lower-case; both strings NUL-terminated. */
+struct header_field {
+    const char *name, *value;
+    uint32_t nlen;
+    uint32_t vlen : 31;        /* header size limits keep values far below 2 GiB */
+    uint32_t received : 1;     /* headers_add_received: valid for the wire as it stands */
+};
+/* The entries in order, *n of them; valid until the map changes. For the
+ * encoders' loops over every field. */
+const struct header_field *headers_fields(const struct herald_headers *h, size_t *n);
+
 /* Sum of name and value lengths (what max_request_headers_kb counts). */
 size_t headers_byte_size(const struct herald_headers *h);
-/* Adds name (already lower-case) and value, both copied. For codecs. */
+/* Adds name (already lower-case) and value, both copied; checked again
+ * when written (unlike headers_add_received). */
 void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
-/* As headers_add_n, the name lower-cased as it is copied. */
-void headers_add_n_lower(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen);
+/* A field a codec received and validated (the name a token, lower-cased as
+ * it is copied when lowercase; the value free of CR, LF and NUL): marked, so
+ * that the HTTP/1 encoder writes it without checking it again. */
+void headers_add_received(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
+                          bool lowercase);
+/* Whether entry i came in through headers_add_received and was not changed since. */
+bool headers_received_at(const struct herald_headers *h, size_t i);
 /* As headers_add_n, at position pos (entries from pos on move back). */
 void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
                       size_t vlen);

@@ -760,6 +760,29 @@ static void test_encoding(void)
     }
     is_int(refused, 72, "CR, LF in a value and a space in a name refused at each of 24 positions");
     is_int(accepted, 24, "a tab in the value instead: written");
+
+    /* fields a codec received are written unchecked; a filter's change to one
+     * is checked again, also in a copy */
+    struct herald_headers *rq = herald_headers_new();
+    herald_headers_add(rq, ":method", "GET");
+    herald_headers_add(rq, ":path", "/");
+    headers_add_received(rq, "X-Seen", 6, "ok", 2, true);
+    ok(headers_received_at(rq, 2) && !headers_received_at(rq, 0), "only the received field is marked");
+    struct herald_headers *cp = herald_headers_copy(rq);
+    ok(headers_received_at(cp, 2), "a copy keeps the mark");
+    h1_encoder_init(&e, 0);
+    is_int(h1_encode_request_headers(&e, out, cp, true), 0, "a received field is written");
+    char *seen = encode_to_string(out);
+    is_str(seen, "GET / HTTP/1.1\r\nx-seen: ok\r\n\r\n", "lower-cased, as received");
+    free(seen);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    herald_headers_set(cp, "x-seen", "a\r\nInjected: 1");
+    ok(!headers_received_at(cp, 2), "herald_headers_set clears the mark");
+    h1_encoder_init(&e, 0);
+    is_int(h1_encode_request_headers(&e, out, cp, true), -1, "and a CR LF set into a received field is refused");
+    is_int((int)evbuffer_get_length(out), 0, "with nothing written");
+    herald_headers_free(cp);
+    herald_headers_free(rq);
     struct herald_headers *nop = herald_headers_new();
     herald_headers_add(nop, ":path", "/");
     h1_encoder_init(&e, 0);
@@ -907,7 +930,7 @@ static void test_headers_lowercase_every_byte(void)
                 char name[24];
                 memset(name, 'Q', len);   /* upper-case filler: every byte around is lowered too */
                 name[pos] = (char)b;
-                headers_add_n_lower(h, name, len, "v", 1);
+                headers_add_received(h, name, len, "v", 1, true);
             }
             for (unsigned b = 0; b < 256; b++) {
                 const char *n, *v;
