@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "buffer.h"
@@ -16,7 +17,7 @@ struct sock_reader {
     struct event *ev;
     struct bufferevent *bev;
     size_t high;
-    size_t next;                  /* bytes to offer the next readv */
+    size_t next;                  /* bytes to offer the next recv */
     bool enabled;                 /* wanted by the owner */
     bool wm_held;                 /* stopped by the high watermark */
     struct evbuffer_cb_entry *wm_cb;   /* on the input only while held: every add and drain runs its callbacks */
@@ -92,8 +93,15 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         size_t offered = 0;
         for (int i = 0; i < nv; i++)
             offered += v[i].iov_len;
-        /* struct evbuffer_iovec has struct iovec's layout on Unix (libevent's promise) */
-        ssize_t n = readv(fd, (struct iovec *)v, nv);
+        /* recv/recvmsg, not readv: see write_out in connection.c. struct
+         * evbuffer_iovec has struct iovec's layout on Unix (libevent's promise) */
+        ssize_t n;
+        if (nv == 1) {
+            n = recv(fd, v[0].iov_base, v[0].iov_len, 0);
+        } else {
+            struct msghdr m = {.msg_iov = (struct iovec *)v, .msg_iovlen = (size_t)nv};
+            n = recvmsg(fd, &m, 0);
+        }
         if (n > 0) {
             size_t left = (size_t)n;
             int used = 0;

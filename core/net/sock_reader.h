@@ -4,7 +4,7 @@
  * Why: libevent 2.1's evbuffer_read() asks FIONREAD before every read and
  * never reads more than 4 KiB at once (EVBUFFER_MAX_READ), so a 16 KiB
  * response took five wake-ups, five filter passes and five writes on the
- * other side, plus an ioctl each time. This reader makes one readv per
+ * other side, plus an ioctl each time. This reader makes one recv per
  * wake-up into up to `max` bytes of reserved space (growing while reads
  * fill it, so an idle connection never holds a big buffer), keeps the input
  * under its high watermark as bufferevent does, and reports through the

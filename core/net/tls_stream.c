@@ -29,7 +29,7 @@ struct tls_stream {
     struct evbuffer_cb_entry *wm_cb;   /* on the input only while held (see sock_reader.c) */
     uint64_t *rx;             /* where plaintext bytes read are counted, or NULL */
     bool ended;               /* the peer's stream ended or broke: no more reading */
-    bool socket_drained;      /* the last read(2) came back short: nothing more is waiting */
+    bool socket_drained;      /* the last recv came back short: nothing more is waiting */
     bool handshake_wants_write, write_wants_write;
     bool read_wants_write;    /* SSL_read must send first (a TLS 1.3 key update answer) */
     bool write_wants_read;    /* SSL_write must read first (renegotiation, which we refuse anyway) */
@@ -43,13 +43,14 @@ struct tls_stream {
 /* ------------------------------------------------------------ socket BIO */
 
 /* OpenSSL's socket BIO with one addition: it remembers whether the last
- * read(2) filled what OpenSSL offered, so a wake-up stops reading without
- * the read(2) that would only say EAGAIN. */
+ * read filled what OpenSSL offered, so a wake-up stops reading without
+ * the read that would only say EAGAIN. recv(2), not read(2): see write_out
+ * in connection.c. */
 static int bio_sock_read(BIO *b, char *buf, int len)
 {
     struct tls_stream *ts = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    ssize_t n = read(ts->fd, buf, (size_t)len);
+    ssize_t n = recv(ts->fd, buf, (size_t)len, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         ts->socket_drained = true;
         BIO_set_retry_read(b);

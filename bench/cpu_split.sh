@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# cpu_split.sh -- where a proxy's CPU per request goes: user space or the kernel.
+#
+# WHY: issue 3's target is herald's CPU per request (us/op) <= 0.7 x HAProxy's for
+#   HTTP/1.1 keep-alive. Both proxies make the same system calls per request (one
+#   read and one write on each side; `strace -c` shows it), so their kernel time per
+#   request is about the same, and herald's us/op can never fall below its own kernel
+#   time. When HAProxy's kernel time alone is over 0.7 x its total, the target cannot
+#   be met by user-space work. This script measures that split in one run, for
+#   herald, HAProxy and nginx alike, so the claim can be checked on any machine.
+#
+# WHAT: an nginx backend (128 B answer) and wrk -t1 -c CONNS on LOAD_CPU (0); each
+#   proxy in turn alone on PROXY_CPU (1), one worker, the same keep-alive setup as
+#   bench/http.sh; DUR seconds of load after a 2 s warm-up; utime and stime of the
+#   proxy's processes from /proc/PID/stat (all threads, nginx's master and worker)
+#   before and after; requests from wrk. Prints per proxy: user, kernel and total
+#   us/op, and the bound the 0.7 x target would need.
+#
+# KNOBS: DUR (default 10) CONNS (50) PROXIES ("haproxy nginx herald"; the summary
+#   lines need haproxy and herald) BASE_PORT (28240: +0 backend, +1 haproxy,
+#   +2 nginx, +3 herald) LOAD_CPU PROXY_CPU HERALD PLUGIN_DIR OUT (kept files).
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+HERALD=${HERALD:-$HERE/../build/herald}
+PLUGIN_DIR=${PLUGIN_DIR:-$HERE/../build/plugins}
+DUR=${DUR:-10}
+PROXIES=${PROXIES:-haproxy nginx herald}
+CONNS=${CONNS:-50}
+BASE_PORT=${BASE_PORT:-28240}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+OUT=${OUT:-$(mktemp -d /tmp/herald-cpu-split.XXXXXX)}
+BE=$BASE_PORT
+declare -A PORT=([haproxy]=$((BASE_PORT + 1)) [nginx]=$((BASE_PORT + 2)) [herald]=$((BASE_PORT + 3)))
+HZ=$(getconf CLK_TCK)
+STARTED=()
+
+die() { echo "cpu_split.sh: $*" >&2; exit 1; }
+for t in haproxy nginx wrk taskset; do command -v $t >/dev/null || die "needs $t"; done
+[ -x "$HERALD" ] || die "no herald at $HERALD (build first)"
+mkdir -p "$OUT"
+
+cleanup() {
+    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 0.5
+    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+
+wait_port() {  # port: until something accepts there (5 s)
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listens on port $1"
+}
+
+tree() {  # pid -> it and its descendants
+    local q=("$1") p out=()
+    while [ ${#q[@]} -gt 0 ]; do
+        p=${q[0]}; q=("${q[@]:1}")
+        [ -r "/proc/$p/stat" ] || continue
+        out+=("$p")
+        for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do q+=("$c"); done
+    done
+    echo "${out[@]}"
+}
+
+ticks() {  # pid -> "utime stime" summed over its tree (clock ticks)
+    local u=0 s=0 st f
+    for p in $(tree "$1"); do
+        read -r st < "/proc/$p/stat" || continue
+        f=(${st##*) })   # fields from 3 on: state is f[0], utime f[11], stime f[12]
+        u=$((u + f[11])); s=$((s + f[12]))
+    done
+    echo "$u $s"
+}
+
+# ------------------------------------------------------------------ backend
+BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
+mkdir -p "$OUT/backend"
+cat > "$OUT/backend/nginx.conf" <<EOF
+worker_processes 1;
+pid $OUT/backend/nginx.pid;
+error_log $OUT/backend/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 65s;
+  keepalive_requests 1000000;
+  client_body_temp_path $OUT/backend; proxy_temp_path $OUT/backend; fastcgi_temp_path $OUT/backend;
+  uwsgi_temp_path $OUT/backend; scgi_temp_path $OUT/backend;
+  server {
+    listen 127.0.0.1:$BE;
+    location / { default_type text/plain; return 200 "$BODY"; }
+  }
+}
+EOF
+taskset -c "$LOAD_CPU" nginx -p "$OUT/backend" -c "$OUT/backend/nginx.conf" -g 'daemon off;' \
+    > "$OUT/backend/out.log" 2>&1 &
+STARTED+=($!)
+wait_port "$BE"
+
+# ------------------------------------------------------------------ proxies
+start_haproxy() {
+    cat > "$OUT/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+frontend fe
+  bind 127.0.0.1:${PORT[haproxy]}
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$BE
+EOF
+    taskset -c "$PROXY_CPU" haproxy -db -f "$OUT/haproxy.cfg" > "$OUT/haproxy.log" 2>&1 &
+    echo $!
+}
+
+start_nginx() {
+    mkdir -p "$OUT/nginx"
+    cat > "$OUT/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 65s;
+  keepalive_requests 1000000;
+  client_body_temp_path $OUT/nginx; proxy_temp_path $OUT/nginx; fastcgi_temp_path $OUT/nginx;
+  uwsgi_temp_path $OUT/nginx; scgi_temp_path $OUT/nginx;
+  upstream be { server 127.0.0.1:$BE; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:${PORT[nginx]};
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+    taskset -c "$PROXY_CPU" nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off;' \
+        > "$OUT/nginx/out.log" 2>&1 &
+    echo $!
+}
+
+start_herald() {
+    bash "$HERE/http.sh" --herald-yaml "${PORT[herald]}" "$BE" > "$OUT/herald.yaml" || die "no herald config"
+    taskset -c "$PROXY_CPU" "$HERALD" -c "$OUT/herald.yaml" --plugin-dir "$PLUGIN_DIR" --concurrency 1 \
+        -l warning > "$OUT/herald.log" 2>&1 &
+    echo $!
+}
+
+declare -A USER SYS TOTAL RATE
+run() {  # name
+    local name=$1 pid u0 s0 u1 s1 reqs
+    pid=$(start_"$name")
+    STARTED+=("$pid")
+    wait_port "${PORT[$name]}"
+    taskset -c "$LOAD_CPU" timeout 10 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$name]}/" > /dev/null 2>&1
+    read -r u0 s0 < <(ticks "$pid")
+    taskset -c "$LOAD_CPU" timeout $((DUR + 10)) wrk -t1 -c"$CONNS" -d"${DUR}s" \
+        "http://127.0.0.1:${PORT[$name]}/" > "$OUT/wrk-$name.txt" 2>&1
+    read -r u1 s1 < <(ticks "$pid")
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    reqs=$(awk '/requests in/ { print $1 }' "$OUT/wrk-$name.txt")
+    grep -qE "Non-2xx|Socket errors" "$OUT/wrk-$name.txt" && echo "warning: $name: $(grep -E 'Non-2xx|Socket errors' "$OUT/wrk-$name.txt")"
+    [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || die "$name: wrk made no requests (see $OUT/wrk-$name.txt)"
+    USER[$name]=$(awk -v t=$((u1 - u0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    SYS[$name]=$(awk -v t=$((s1 - s0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    TOTAL[$name]=$(awk -v a="${USER[$name]}" -v b="${SYS[$name]}" 'BEGIN { printf "%.2f", a + b }')
+    RATE[$name]=$(awk -v n="$reqs" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')
+}
+
+echo "# cpu_split.sh: wrk -t1 -c$CONNS -d${DUR}s, 128 B keep-alive; proxy alone on CPU $PROXY_CPU; $(date -u +%FT%TZ)"
+for name in $PROXIES; do run "$name"; done
+printf '| proxy | req/s | user us/op | kernel us/op | total us/op | kernel share |\n|---|---|---|---|---|---|\n'
+for name in $PROXIES; do
+    awk -v n="$name" -v r="${RATE[$name]}" -v u="${USER[$name]}" -v s="${SYS[$name]}" -v t="${TOTAL[$name]}" \
+        'BEGIN { printf "| %s | %s | %s | %s | %s | %.0f%% |\n", n, r, u, s, t, (t > 0 ? s / t * 100 : 0) }'
+done
+[ -n "${TOTAL[haproxy]:-}" ] && [ -n "${TOTAL[herald]:-}" ] && awk -v ht="${TOTAL[haproxy]}" -v hs="${SYS[haproxy]}" -v ks="${SYS[herald]}" -v kt="${TOTAL[herald]}" 'BEGIN {
+    printf "0.7 x HAProxy total = %.2f us/op; HAProxy kernel alone = %.2f, herald kernel alone = %.2f\n", 0.7 * ht, hs, ks
+    printf "herald total / HAProxy total = %.2f; herald user / HAProxy user = %.2f\n", kt / ht, (kt - ks) / (ht - hs)
+    if (ks >= 0.7 * ht)
+        print "the 0.7 x target is below herald'"'"'s kernel time alone: no user-space change can reach it"
+}'
+echo "# files: $OUT"
