@@ -87,6 +87,9 @@ error_log $OUT/backend/error.log warn;
 events { worker_connections 8192; }
 http {
   access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
   keepalive_timeout 65s;
   keepalive_requests 1000000;
   client_body_temp_path $OUT/backend; proxy_temp_path $OUT/backend; fastcgi_temp_path $OUT/backend;
@@ -165,7 +168,7 @@ run() {  # name
     wait_port "${PORT[$name]}"
     taskset -c "$LOAD_CPU" timeout 10 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$name]}/" > /dev/null 2>&1
     read -r u0 s0 < <(ticks "$pid")
-    taskset -c "$LOAD_CPU" timeout $((DUR + 10)) wrk -t1 -c"$CONNS" -d"${DUR}s" \
+    taskset -c "$LOAD_CPU" timeout $((DUR + 10)) wrk -t1 -c"$CONNS" -d"${DUR}s" --latency \
         "http://127.0.0.1:${PORT[$name]}/" > "$OUT/wrk-$name.txt" 2>&1
     read -r u1 s1 < <(ticks "$pid")
     kill -TERM "$pid" 2>/dev/null
