@@ -77,28 +77,34 @@ ticks() {  # pid -> "utime stime" summed over its tree (clock ticks)
     echo "$u $s"
 }
 
-# ------------------------------------------------------------------ backend
-BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
-mkdir -p "$OUT/backend"
-cat > "$OUT/backend/nginx.conf" <<EOF
+nginx_conf() {  # dir; the http block's own lines on stdin -> nginx.conf on stdout
+    local d=$1
+    cat <<EOF
 worker_processes 1;
-pid $OUT/backend/nginx.pid;
-error_log $OUT/backend/error.log warn;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
 events { worker_connections 8192; }
 http {
   access_log off;
+  keepalive_timeout 65s;
+  keepalive_requests 1000000;
+  client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d; scgi_temp_path $d;
+$(cat)
+}
+EOF
+}
+
+# ------------------------------------------------------------------ backend
+BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
+mkdir -p "$OUT/backend"
+nginx_conf "$OUT/backend" > "$OUT/backend/nginx.conf" <<EOF
   sendfile on;
   tcp_nopush on;
   tcp_nodelay on;
-  keepalive_timeout 65s;
-  keepalive_requests 1000000;
-  client_body_temp_path $OUT/backend; proxy_temp_path $OUT/backend; fastcgi_temp_path $OUT/backend;
-  uwsgi_temp_path $OUT/backend; scgi_temp_path $OUT/backend;
   server {
     listen 127.0.0.1:$BE;
     location / { default_type text/plain; return 200 "$BODY"; }
   }
-}
 EOF
 taskset -c "$LOAD_CPU" nginx -p "$OUT/backend" -c "$OUT/backend/nginx.conf" -g 'daemon off;' \
     > "$OUT/backend/out.log" 2>&1 &
@@ -130,23 +136,12 @@ EOF
 
 start_nginx() {
     mkdir -p "$OUT/nginx"
-    cat > "$OUT/nginx/nginx.conf" <<EOF
-worker_processes 1;
-pid $OUT/nginx/nginx.pid;
-error_log $OUT/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_timeout 65s;
-  keepalive_requests 1000000;
-  client_body_temp_path $OUT/nginx; proxy_temp_path $OUT/nginx; fastcgi_temp_path $OUT/nginx;
-  uwsgi_temp_path $OUT/nginx; scgi_temp_path $OUT/nginx;
+    nginx_conf "$OUT/nginx" > "$OUT/nginx/nginx.conf" <<EOF
   upstream be { server 127.0.0.1:$BE; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:${PORT[nginx]};
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
-}
 EOF
     taskset -c "$PROXY_CPU" nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off;' \
         > "$OUT/nginx/out.log" 2>&1 &
