@@ -59,13 +59,12 @@ struct scan {
 /* A header name or value as http-parser hands it over, maybe in pieces.
  * One that comes in one piece is read where it lies in the input (ref)
  * until the header is committed, or copied when execute() returns (the
- * input goes away then); pieces are gathered in buf. Names are lower-cased
- * when copied (lower), not when read in place. */
+ * input goes away then); pieces are gathered in buf. Either way as
+ * received: the header map lower-cases names as it stores them. */
 struct piece {
     char *buf;
     size_t len, cap;
     const char *ref;
-    bool lower;
 };
 
 struct h1_codec {
@@ -396,18 +395,13 @@ static void reset_message(struct h1_codec *c)
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
 }
 
-static void append(char **buf, size_t *len, size_t *cap, const char *at, size_t n, bool lower)
+static void append(char **buf, size_t *len, size_t *cap, const char *at, size_t n)
 {
     if (*len + n + 1 > *cap) {
         *cap = (*len + n + 1) * 2 > 64 ? (*len + n + 1) * 2 : 64;
         *buf = xrealloc(*buf, *cap);
     }
-    char *d = *buf + *len;
-    if (lower)
-        for (size_t i = 0; i < n; i++)
-            d[i] = (char)tolower((unsigned char)at[i]);
-    else
-        memcpy(d, at, n);
+    memcpy(*buf + *len, at, n);
     *len += n;
     (*buf)[*len] = '\0';
 }
@@ -427,7 +421,7 @@ static void piece_own(struct piece *pc)
         return;
     size_t n = pc->len;
     pc->len = 0;
-    append(&pc->buf, &pc->len, &pc->cap, pc->ref, n, pc->lower);
+    append(&pc->buf, &pc->len, &pc->cap, pc->ref, n);
     pc->ref = NULL;
 }
 
@@ -439,32 +433,29 @@ static void piece_add(struct piece *pc, const char *at, size_t n)
         return;
     }
     piece_own(pc);
-    append(&pc->buf, &pc->len, &pc->cap, at, n, pc->lower);
+    append(&pc->buf, &pc->len, &pc->cap, at, n);
 }
+
+static const char *piece_bytes(const struct piece *pc) { return pc->ref ? pc->ref : pc->buf; }
 
 /* Whether the header name being read is lc (lower-case, n bytes). */
 static bool field_is(const struct h1_codec *c, const char *lc, size_t n)
 {
-    if (!c->have_field || c->field.len != n)
-        return false;
-    return c->field.ref ? strncasecmp(c->field.ref, lc, n) == 0 : memcmp(c->field.buf, lc, n) == 0;
+    return c->have_field && c->field.len == n && strncasecmp(piece_bytes(&c->field), lc, n) == 0;
 }
 
 static void commit_header(struct h1_codec *c)
 {
     if (!c->have_field)
         return;
-    const char *v = c->value.ref ? c->value.ref : c->value.len ? c->value.buf : "";
+    const char *v = c->value.len ? piece_bytes(&c->value) : "";
     size_t vl = c->value.len;
     while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         vl--;
     if (!c->hdrs)
         c->hdrs = herald_headers_new();
     /* the validator has passed every byte of the head (or of the trailers) */
-    if (c->field.ref)
-        headers_add_received(c->hdrs, c->field.ref, c->field.len, v, vl, true);
-    else
-        headers_add_received(c->hdrs, c->field.buf, c->field.len, v, vl, false);
+    headers_add_received(c->hdrs, piece_bytes(&c->field), c->field.len, v, vl, true);
     c->field.len = c->value.len = 0;
     c->field.ref = c->value.ref = NULL;
     c->have_field = c->in_value = false;
@@ -487,7 +478,7 @@ static int cb_message_begin(http_parser *p)
 static int cb_url(http_parser *p, const char *at, size_t n)
 {
     struct h1_codec *c = p->data;
-    append(&c->url, &c->url_len, &c->url_cap, at, n, false);
+    append(&c->url, &c->url_len, &c->url_cap, at, n);
     return count_bytes(c, n);
 }
 
@@ -817,7 +808,6 @@ struct h1_codec *h1_codec_new(enum h1_role role, const struct h1_limits *lim, co
     c->role = role;
     c->cbs = cbs;
     c->arg = arg;
-    c->field.lower = true;
     uint32_t kb = lim && lim->max_request_headers_kb ? lim->max_request_headers_kb : DEFAULT_HEADERS_KB;
     c->max_bytes = kb * 1024u;
     c->max_count = lim && lim->max_headers_count ? lim->max_headers_count : DEFAULT_HEADERS_COUNT;

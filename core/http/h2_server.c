@@ -465,15 +465,15 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     if (st->out_end && evbuffer_get_length(st->out) == 0) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->out_trailers) {
-            size_t cnt = herald_headers_count(st->out_trailers);
+            size_t cnt, k = 0;
+            const struct header_field *f = headers_fields(st->out_trailers, &cnt);
             nghttp2_nv *nva = xcalloc(cnt ? cnt : 1, sizeof(*nva));
-            size_t k = 0, nl, vl;
-            const char *nm, *v;
             /* names in a header map are lower-case already; nghttp2 copies them */
-            for (size_t i = 0; headers_at_n(st->out_trailers, i, &nm, &nl, &v, &vl); i++) {
-                if (nm[0] == ':')
+            for (size_t i = 0; i < cnt; i++) {
+                if (f[i].name[0] == ':')
                     continue;
-                nva[k++] = (nghttp2_nv){(uint8_t *)nm, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
+                nva[k++] = (nghttp2_nv){(uint8_t *)f[i].name, (uint8_t *)f[i].value, f[i].nlen, f[i].vlen,
+                                        NGHTTP2_NV_FLAG_NONE};
             }
             if (k && nghttp2_submit_trailer(session, id, nva, k) == 0)
                 *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;

@@ -208,18 +208,6 @@ bool herald_headers_at(const struct herald_headers *h, size_t i, const char **na
     return true;
 }
 
-bool headers_at_n(const struct herald_headers *h, size_t i, const char **name, size_t *nlen,
-                  const char **value, size_t *vlen)
-{
-    if (!h || i >= h->n)
-        return false;
-    *name = h->e[i].name;
-    *nlen = h->e[i].nlen;
-    *value = h->e[i].value;
-    *vlen = h->e[i].vlen;
-    return true;
-}
-
 const char *herald_headers_get(const struct herald_headers *h, const char *name)
 {
     if (!h || !name)
@@ -255,11 +243,6 @@ void headers_add_received(struct herald_headers *h, const char *name, size_t nle
 {
     add_n(h, name, nlen, value, vlen, lowercase);
     h->e[h->n - 1].received = 1;
-}
-
-bool headers_received_at(const struct herald_headers *h, size_t i)
-{
-    return h && i < h->n && h->e[i].received;
 }
 
 const struct header_field *headers_fields(const struct herald_headers *h, size_t *n)

@@ -29,14 +29,9 @@ void headers_add_n(struct herald_headers *h, const char *name, size_t nlen, cons
  * that the HTTP/1 encoder writes it without checking it again. */
 void headers_add_received(struct herald_headers *h, const char *name, size_t nlen, const char *value, size_t vlen,
                           bool lowercase);
-/* Whether entry i came in through headers_add_received and was not changed since. */
-bool headers_received_at(const struct herald_headers *h, size_t i);
 /* As headers_add_n, at position pos (entries from pos on move back). */
 void headers_insert_n(struct herald_headers *h, size_t pos, const char *name, size_t nlen, const char *value,
                       size_t vlen);
-/* Entry i with its lengths; false past the end. */
-bool headers_at_n(const struct herald_headers *h, size_t i, const char **name, size_t *nlen,
-                  const char **value, size_t *vlen);
 /* Removes entry i (order kept); false past the end. */
 bool headers_remove_at(struct herald_headers *h, size_t i);
 /* The hop-by-hop headers named in mask, in one pass over the map. */
