@@ -168,13 +168,20 @@ static void retry_release(struct session *ss)
     herald_cluster_retry_end(herald_cluster_get(ss->cluster), herald_route_priority(ss->route));
 }
 
+/* Whether a retry may follow the try in progress (or about to start): only
+ * then are the request's headers, body and trailers kept for a replay. A
+ * route without retry_policy keeps none of them. */
+static bool may_replay(const struct session *ss)
+{
+    return ss->rp && ss->retries_left > 0 && !ss->upgrade;
+}
+
 /* The retry circuit breaker comes last, as in Envoy: a retry over the
  * cluster's max_retries is not made (upstream_rq_retry_overflow) and the
  * failure at hand stands. A retry counts until the next decision or the end. */
 static bool retry_possible(struct session *ss)
 {
-    if (!(ss->rp && ss->retries_left > 0 && !ss->response_started && !ss->upgrade && !ss->body_overflow &&
-          !ss->done && !ss->replied))
+    if (!may_replay(ss) || ss->response_started || ss->body_overflow || ss->done || ss->replied)
         return false;
     retry_release(ss);
     if (!herald_cluster_retry_begin(herald_cluster_get(ss->cluster), herald_route_priority(ss->route))) {
@@ -303,9 +310,8 @@ static void start_try(struct session *ss)
     ss->host[alen] = '\0';
     herald_http_stream_set_upstream(ss->s, ss->cluster, ss->host);
 
-    /* A try no retry can follow takes the kept request itself (the common
-     * case: routes without retry_policy); others send a copy. */
-    bool last = !ss->rp || ss->retries_left == 0 || ss->upgrade;
+    /* the last try takes the kept request itself; others send a copy */
+    bool last = !may_replay(ss);
     struct herald_headers *hdrs = last ? ss->req : headers_copy(ss->req);
     if (last)
         ss->req = NULL;
@@ -818,8 +824,9 @@ static enum herald_http_status decode_data(void *p, struct herald_buf *data, boo
         return HERALD_HTTP_STOP;
     }
     if (!ss->upgrade) {
-        /* between tries (no upstream) every byte must be kept for the next one */
-        if (!ss->u || (!ss->body_overflow && ss->body_len + len <= RETRY_BUFFER_LIMIT)) {
+        /* between tries (no upstream) every byte must be kept for the next
+         * one; during a try, what fits, if a retry may follow */
+        if (!ss->u || (may_replay(ss) && !ss->body_overflow && ss->body_len + len <= RETRY_BUFFER_LIMIT)) {
             if (!ss->body)
                 ss->body = herald_buf_new();
             buf_append_copy(ss->body, data);
@@ -854,7 +861,7 @@ static enum herald_http_status decode_trailers(void *p, struct herald_headers *t
     if (ss->done || ss->replied || !ss->cluster)
         return HERALD_HTTP_STOP;
     ss->down_end = true;
-    if (!ss->body_overflow && !ss->trailers)
+    if ((!ss->u || may_replay(ss)) && !ss->body_overflow && !ss->trailers)
         ss->trailers = headers_copy(trailers);
     if (ss->u)
         herald_http_upstream_send_trailers(ss->u, headers_copy(trailers));

@@ -42,6 +42,36 @@ def test_http_retry_on_5xx(herald, upstreams, port):
     assert st.get("cluster.backend.upstream_rq_retry_limit_exceeded") == 1
 
 
+def test_http_retry_replays_body_and_trailers(herald, upstreams, port):
+    """A retried request goes again with its whole body and its trailers; a
+    route without retries forwards them once (nothing kept for a replay)."""
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=[
+        retry_route("/r", retry_on="5xx", num_retries=1), hb.route("/", "backend")])
+    body = hb.pattern_bytes(20000)
+    status, _, _ = hb.request(lp, "/r?fail=1&key=body", method="POST", body=body)
+    assert status == 200
+    tries = [r for r in b.requests if "key=body" in r["target"]]
+    assert len(tries) == 2, tries
+    assert all(r["body_len"] == 20000 and r["body_sha256"] == hb.sha256(body) for r in tries), tries
+    chunked = (b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 42\r\n\r\n")
+    assert hb.status_of(hb.raw(lp, chunked % b"/r?fail=1&key=trailers")) == 200
+    tries = [r for r in b.requests if "key=trailers" in r["target"]]
+    assert len(tries) == 2, tries
+    for r in tries:
+        assert r["body_sha256"] == hb.sha256(b"hello world"), r
+        assert hb.hget(r["trailers"], "x-sum") == "42", r["trailers"]
+    # no retry policy: one try, the same bytes
+    assert hb.status_of(hb.raw(lp, chunked % b"/plain")) == 200
+    status, _, _ = hb.request(lp, "/plain2", method="POST", body=body)
+    assert status == 200
+    plain = [r for r in b.requests if r["path"] in ("/plain", "/plain2")]
+    assert len(plain) == 2
+    assert plain[0]["body_sha256"] == hb.sha256(b"hello world") and hb.hget(plain[0]["trailers"], "x-sum") == "42"
+    assert plain[1]["body_sha256"] == hb.sha256(body)
+
+
 def test_http_retry_on_retriable_status_codes(herald, upstreams, port):
     b = upstreams(HttpBackend, "b")
     h, lp = hb.start_proxy(herald, port, [b.port], routes=[retry_route(
