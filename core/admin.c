@@ -421,6 +421,14 @@ static void h_runtime_modify(struct ctx *c)
     text(c, 200, "OK\n");
 }
 
+/* Envoy prints its 64-bit figures as JSON strings. */
+static void set_u64_string(json_t *o, const char *key, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%" PRIu64, v);
+    json_object_set_new(o, key, json_string(buf));
+}
+
 /* Envoy's figures come from tcmalloc; these are glibc's (all arenas) and
  * herald's per-thread lists (mem_cache), which play the part of tcmalloc's
  * thread caches: blocks malloc counts as in use, waiting for reuse. */
@@ -436,17 +444,13 @@ static void h_memory(struct ctx *c)
             pages = 0;
         fclose(f);
     }
-    char v[6][24];
-    snprintf(v[0], sizeof(v[0]), "%zu", in_use > cached ? in_use - cached : 0);
-    snprintf(v[1], sizeof(v[1]), "%zu", mi.arena + mi.hblkhd);
-    snprintf(v[2], sizeof(v[2]), "0");
-    snprintf(v[3], sizeof(v[3]), "%zu", mi.fordblks);
-    snprintf(v[4], sizeof(v[4]), "%zu", cached);
-    snprintf(v[5], sizeof(v[5]), "%lu", pages * (unsigned long)sysconf(_SC_PAGESIZE));
-    /* strings, as Envoy prints its 64-bit figures */
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "allocated", v[0], "heap_size", v[1],
-                          "pageheap_unmapped", v[2], "pageheap_free", v[3],
-                          "total_thread_cache", v[4], "total_physical_bytes", v[5]);
+    json_t *j = json_object();
+    set_u64_string(j, "allocated", in_use > cached ? in_use - cached : 0);
+    set_u64_string(j, "heap_size", mi.arena + mi.hblkhd);
+    set_u64_string(j, "pageheap_unmapped", 0);
+    set_u64_string(j, "pageheap_free", mi.fordblks);
+    set_u64_string(j, "total_thread_cache", cached);
+    set_u64_string(j, "total_physical_bytes", (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE));
     json_reply(c, j, JSON_INDENT(1));
 }
 
