@@ -295,7 +295,7 @@ static void free_conn(struct herald_conn *c)
 
 /* Connections write from here, once per loop iteration, with whatever
  * the filters queued meanwhile (the head and body of a response go in one
- * writev; over TLS, in whole records: an HTTP/2 HEADERS and DATA frame in
+ * sendmsg; over TLS, in whole records: an HTTP/2 HEADERS and DATA frame in
  * one). Only what the socket refuses waits for EV_WRITE: arming and
  * disarming it for every write would cost two epoll_ctl and an epoll_wait
  * each time.
@@ -321,12 +321,10 @@ int write_out(struct evbuffer *out, int fd)
         n = sendmsg(fd, &m, MSG_NOSIGNAL);
     }
     if (n <= 0)
-        return n == 0 ? 0 : -1;
-    int saved = errno;
+        return n == 0 ? 0 : -1;   /* errno as send left it */
     evbuffer_unfreeze(out, 1);
     evbuffer_drain(out, (size_t)n);
     evbuffer_freeze(out, 1);
-    errno = saved;
     return (int)n;
 }
 
