@@ -1,7 +1,7 @@
 /* HTTP/1.x codec: a pure parser/encoder, no I/O. The server role parses
  * requests (connection manager), the client role parses responses (upstream
- * pools). Parsing is done by Debian's http-parser behind this interface, with
- * herald's own checks on top against request smuggling and abuse.
+ * pools). The parser is herald's own (h1.c): strict about the shapes that
+ * smuggle requests, one pass over each byte, heads read where they lie.
  *
  * Parsing: feed the bytes read from the socket to h1_codec_dispatch; it drains
  * what it parsed from `in` and calls back in this order per message:
