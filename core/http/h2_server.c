@@ -57,6 +57,7 @@ struct h2_server {
     size_t nstreams;
     struct evbuffer *tmp;
     int busy;                       /* inside mem_recv / mem_send */
+    struct evbuffer *flush_out;     /* h2_server_flush's output, for send_data */
     bool failed;
     /* abuse accounting */
     uint32_t empty_run;
@@ -452,17 +453,18 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     struct h2s *st = src->ptr;
     size_t n = evbuffer_get_length(st->out);
 
+    (void)buf;
     if (n == 0 && !st->out_end) {
         st->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
+    size_t avail = n;
     if (n > len)
         n = len;
-    if (n) {
-        evbuffer_remove(st->out, buf, n);
-        st->drained = true;
-    }
-    if (st->out_end && evbuffer_get_length(st->out) == 0) {
+    /* the bytes move by evbuffer chain in send_data, not through buf */
+    if (n)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (st->out_end && n == avail) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (st->out_trailers) {
             size_t cnt, k = 0;
@@ -481,6 +483,24 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
         }
     }
     return (ssize_t)n;
+}
+
+/* A DATA frame read_body sized: its header, then the body bytes moved
+ * from the stream's buffer into the output (no padding: herald sets no
+ * padding callback). */
+static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *ud)
+{
+    struct h2_server *h = ud;
+    struct h2s *st = src->ptr;
+    if (!h->flush_out || frame->data.padlen > 0 || evbuffer_get_length(st->out) < length)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    evbuffer_add(h->flush_out, framehd, 9);
+    if (length) {
+        evbuffer_remove_buffer(st->out, h->flush_out, length);
+        st->drained = true;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- the interface */
@@ -506,6 +526,7 @@ struct h2_server *h2_server_new(const struct h2_settings *set, const struct h2_s
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     /* SETTINGS/PING floods: ACKs queued while the client does not read */
@@ -579,6 +600,7 @@ int h2_server_flush(struct h2_server *h, struct evbuffer *out)
     if (h->busy)
         return 0;
     h->busy++;
+    h->flush_out = out;
     for (;;) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->s, &data);
@@ -590,6 +612,7 @@ int h2_server_flush(struct h2_server *h, struct evbuffer *out)
             break;
         evbuffer_add(out, data, (size_t)n);
     }
+    h->flush_out = NULL;
     h->busy--;
     /* watermark news after the send loop, never from inside it */
     for (struct h2s *st = h->streams, *nx; st; st = nx) {
