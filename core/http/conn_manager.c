@@ -172,6 +172,8 @@ struct herald_http_stream {
     char *details_owned;
     char flags[MAX_FLAGS][6]; size_t nflags;
     char *upstream_cluster, *upstream_host, *upstream_failure;
+    /* where the first two usually live: set on every request, a malloc each otherwise */
+    char upstream_cluster_inline[48], upstream_host_inline[64];
     struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
     /* progress */
     bool request_complete;      /* the codec delivered the whole request */
@@ -1541,8 +1543,10 @@ static void stream_finish(struct herald_http_stream *s)
     }
     free(s->meta);
     free(s->details_owned);
-    free(s->upstream_cluster);
-    free(s->upstream_host);
+    if (s->upstream_cluster != s->upstream_cluster_inline)
+        free(s->upstream_cluster);
+    if (s->upstream_host != s->upstream_host_inline)
+        free(s->upstream_host);
     free(s->upstream_failure);
     free(s->upgrade_type);
     if (cc->stream == s)
@@ -2767,17 +2771,29 @@ void herald_http_stream_reset(struct herald_http_stream *s)
     leave_sdk(cc);
 }
 
+/* *slot = a copy of v, in the stream's own inline buffer when it fits */
+static void set_owned_str(char **slot, char *inline_buf, size_t cap, const char *v)
+{
+    if (*slot && !strcmp(*slot, v))
+        return;   /* the router names the cluster, then cluster and host: keep what is the same */
+    if (*slot != inline_buf)
+        free(*slot);
+    size_t n = strlen(v);
+    if (n < cap) {
+        memcpy(inline_buf, v, n + 1);
+        *slot = inline_buf;
+    } else {
+        *slot = xstrdup(v);
+    }
+}
+
 void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *cluster, const char *host)
 {
-    /* the router names the cluster, then cluster and host: keep what is the same */
-    if (cluster && !(s->upstream_cluster && !strcmp(s->upstream_cluster, cluster))) {
-        free(s->upstream_cluster);
-        s->upstream_cluster = xstrdup(cluster);
-    }
-    if (host && !(s->upstream_host && !strcmp(s->upstream_host, host))) {
-        free(s->upstream_host);
-        s->upstream_host = xstrdup(host);
-    }
+    if (cluster)
+        set_owned_str(&s->upstream_cluster, s->upstream_cluster_inline, sizeof(s->upstream_cluster_inline),
+                      cluster);
+    if (host)
+        set_owned_str(&s->upstream_host, s->upstream_host_inline, sizeof(s->upstream_host_inline), host);
 }
 
 void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason)
@@ -2824,11 +2840,11 @@ struct herald_stat *herald_http_stream_counter(struct herald_http_stream *s, con
 {
     const struct cm_stats *st = &s->cc->cm->st;
     static const struct { const char *name; size_t off; } known[] = {
+        {"rq_total", offsetof(struct cm_stats, rq_total_router)},   /* once per request: first */
         {"no_route", offsetof(struct cm_stats, no_route)},
         {"no_cluster", offsetof(struct cm_stats, no_cluster)},
         {"rq_redirect", offsetof(struct cm_stats, rq_redirect)},
         {"rq_direct_response", offsetof(struct cm_stats, rq_direct_response)},
-        {"rq_total", offsetof(struct cm_stats, rq_total_router)},
         {"rq_reset_after_downstream_response_started",
          offsetof(struct cm_stats, rq_reset_after_downstream_response_started)},
     };
