@@ -70,7 +70,7 @@ struct line_mark {
 
 /* What the body of the current message is. */
 enum body_kind {
-    BODY_NONE,    /* between messages, or in the head */
+    BODY_NONE,    /* between messages, in a head, or in trailers */
     BODY_LENGTH,  /* body_left bytes */
     BODY_CHUNKED, /* scan's chunk states, then trailers */
     BODY_CLOSE,   /* until the peer closes (responses only) */
@@ -428,15 +428,13 @@ static void report_error(struct h1_codec *c, int status, const char *details)
         c->cbs->on_error(c->arg, status, details);
 }
 
-/* A head's bytes, lines and the scan start afresh (a new message, or its
- * trailers). */
-static void reset_head(struct h1_codec *c, bool trailers)
+/* The next message's head starts afresh: its bytes, lines and scan state. */
+static void reset_head(struct h1_codec *c)
 {
     evbuffer_drain(c->partial, evbuffer_get_length(c->partial));
     c->nmarks = 0;
     memset(&c->sc, 0, sizeof(c->sc));
-    c->sc.st = trailers ? SC_LINE_START : SC_PRE;
-    c->sc.trailers = trailers;
+    c->sc.st = SC_PRE;
 }
 
 static void deliver_body(struct h1_codec *c, bool end_stream)
@@ -453,7 +451,7 @@ static void message_complete(struct h1_codec *c, struct herald_headers *trailers
 {
     c->in_message = false;
     c->body_kind = BODY_NONE;
-    reset_head(c, false);
+    reset_head(c);
     if (c->informational) {
         /* a 1xx: the final response to the same request follows */
         c->informational = false;
@@ -1189,7 +1187,7 @@ void h1_codec_cancel_upgrade(struct h1_codec *c)
     c->is_upgrade = false;
     c->in_message = false;
     c->body_kind = BODY_NONE;
-    reset_head(c, false);
+    reset_head(c);
 }
 
 void h1_codec_expect_response(struct h1_codec *c, const char *method)
