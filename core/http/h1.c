@@ -685,7 +685,9 @@ static struct herald_headers *read_request(struct h1_codec *c, const char *head,
     }
     c->http10 = minor == 0;
     size_t tlen = (size_t)(sp2 - target);
-    if (!tlen || memchr(target, ' ', tlen)) {
+    /* no whitespace in a request-target: the validator lets HTAB through
+     * (reason phrases and values may hold it), a peer could split on it */
+    if (!tlen || memchr(target, ' ', tlen) || memchr(target, '\t', tlen)) {
         head_fail(err, 400, "http1.invalid_url");
         return NULL;
     }

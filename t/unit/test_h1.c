@@ -1099,6 +1099,9 @@ static void test_parser_rules(void)
     expect_reject("CONNECT without a port", "CONNECT h HTTP/1.1\r\n\r\n", 400, "http1.invalid_url");
     expect_reject("CONNECT to a path", "CONNECT /x HTTP/1.1\r\n\r\n", 400, "http1.invalid_url");
     expect_reject("two spaces", "GET  / HTTP/1.1\r\n\r\n", 400, "http1.invalid_url");
+    expect_reject("HTAB in the target", "GET /a\tb HTTP/1.1\r\n\r\n", 400, "http1.invalid_url");
+    r = parse_resp("GET", "HTTP/1.1 200 O\tK\r\nContent-Length: 0\r\n\r\n", 0, false);
+    is_str(r->log, "H[:status=200|content-length=0]E Ck ", "HTAB in a reason phrase is fine");
     expect_reject("no version", "GET / \r\n\r\n", 400, "http1.invalid_version");
     expect_reject("lower-case method", "get / HTTP/1.1\r\n\r\n", 400, "http1.invalid_method");
     r = parse(H1_SERVER, "M-SEARCH * HTTP/1.1\r\nHost: h\r\n\r\n", 0);
