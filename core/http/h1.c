@@ -12,8 +12,6 @@
  * several reads), and bodies move into the caller's buffer by evbuffer
  * chain, not byte by byte. */
 #include <ctype.h>
-#include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -266,18 +264,25 @@ static ssize_t scan_bytes(struct h1_codec *c, const unsigned char *data, size_t 
                     *details = "http1.too_many_headers";
                     return -1;
                 }
-                /* the usual line, "name: value" CR LF all here, in one step */
+                /* the name's and the value's runs at once; SC_NAME / SC_VALUE
+                 * take over at the byte that ended a run (a bad one, the
+                 * line's CR, or the end of this piece) */
                 size_t colon = name_run_end(data, i + 1, len);
-                if (colon < len && data[colon] == ':') {
-                    size_t cr = field_run_end(data, colon + 1, len);
-                    if (cr + 1 < len && data[cr] == '\r' && data[cr + 1] == '\n') {
-                        c->marks[c->nmarks - 1].colon = (uint32_t)(base + colon);
-                        c->marks[c->nmarks - 1].cr = (uint32_t)(base + cr);
-                        i = cr + 2;
-                        continue;
-                    }
+                if (colon == len || data[colon] != ':') {
+                    s->st = SC_NAME;
+                    i = colon;
+                    continue;
                 }
-                s->st = SC_NAME;
+                c->marks[c->nmarks - 1].colon = (uint32_t)(base + colon);
+                size_t cr = field_run_end(data, colon + 1, len);
+                if (cr + 1 < len && data[cr] == '\r' && data[cr + 1] == '\n') {
+                    c->marks[c->nmarks - 1].cr = (uint32_t)(base + cr);
+                    i = cr + 2;   /* the whole line in one step: the usual case */
+                    continue;
+                }
+                s->st = SC_VALUE;
+                i = cr;
+                continue;
             } else
                 goto bad_name;
             break;
@@ -321,10 +326,10 @@ static ssize_t scan_bytes(struct h1_codec *c, const unsigned char *data, size_t 
         case SC_CHUNK_SIZE0:
             if (!isxdigit(ch))
                 goto bad_chunk;
-            s->digits = 1;
-            s->chunk_left = (uint64_t)(isdigit(ch) ? ch - '0' : (tolower(ch) - 'a' + 10));
+            s->digits = 0;
+            s->chunk_left = 0;
             s->st = SC_CHUNK_SIZE;
-            break;
+            continue;   /* the first digit, counted as SC_CHUNK_SIZE counts them */
         case SC_CHUNK_SIZE:
             if (isxdigit(ch)) {
                 /* 15 digits: a size far beyond any body, and no overflow */
@@ -485,21 +490,11 @@ static void message_complete(struct h1_codec *c, struct herald_headers *trailers
 
 /* ------------------------------------------------------------ reading a head */
 
-/* Case-insensitive equality of n received bytes with a lower-case literal. */
+/* Case-insensitive equality of n received bytes with a lower-case literal
+ * (a name, or a trimmed value). */
 static inline bool name_is(const char *name, size_t n, const char *lc, size_t lcn)
 {
     return n == lcn && strncasecmp(name, lc, n) == 0;
-}
-
-/* Trimmed, case-insensitive equality of a field value with a token. */
-static bool value_is(const char *v, size_t n, const char *tok)
-{
-    size_t tn = strlen(tok);
-    while (n && (*v == ' ' || *v == '\t'))
-        v++, n--;
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-        n--;
-    return n == tn && strncasecmp(v, tok, n) == 0;
 }
 
 /* The value of field line m, OWS trimmed on both sides. */
@@ -542,13 +537,12 @@ static bool parse_version(const char *v, size_t n, int *major, int *minor)
     return true;
 }
 
-/* What a request head's framing fields said. */
+/* What a head's framing fields said. */
 struct framing {
     bool has_cl, chunked;
     uint64_t cl;
-    const char *cl_value;
+    const char *cl_value;   /* as received: a duplicate must be the same bytes */
     size_t cl_len;
-    unsigned nte;
 };
 
 /* A head that cannot be taken: the status and details to report. */
@@ -564,9 +558,9 @@ static int head_fail(struct head_error *e, int status, const char *details)
     return -1;
 }
 
-/* Content-Length and Transfer-Encoding, checked as each comes (the
- * request-smuggling rules). 1: an identical duplicate Content-Length, to be
- * folded (left out of the map). */
+/* Content-Length and Transfer-Encoding (values OWS-trimmed), checked as
+ * each comes (the request-smuggling rules). 1: an identical duplicate
+ * Content-Length, to be folded (left out of the map). */
 static int framing_field(struct h1_codec *c, struct framing *fr, const char *name, size_t nlen, const char *v,
                          size_t vlen, struct head_error *err)
 {
@@ -589,7 +583,8 @@ static int framing_field(struct h1_codec *c, struct framing *fr, const char *nam
         fr->cl_value = v;
         fr->cl_len = vlen;
     } else if (name_is(name, nlen, "transfer-encoding", 17)) {
-        if (!value_is(v, vlen, "chunked") || ++fr->nte > 1)
+        /* one Transfer-Encoding, exactly "chunked" */
+        if (!name_is(v, vlen, "chunked", 7) || fr->chunked)
             return head_fail(err, c->role == H1_SERVER ? 501 : 400, "http1.invalid_transfer_encoding");
         fr->chunked = true;
     }
@@ -598,9 +593,9 @@ static int framing_field(struct h1_codec *c, struct framing *fr, const char *nam
 
 static int framing_done(struct h1_codec *c, const struct framing *fr, struct head_error *err)
 {
-    if (fr->nte && fr->has_cl)
+    if (fr->chunked && fr->has_cl)
         return head_fail(err, 400, "http1.content_length_and_chunked_not_allowed");
-    if (fr->nte && c->http10 && c->role == H1_SERVER)
+    if (fr->chunked && c->http10 && c->role == H1_SERVER)
         return head_fail(err, 400, "http1.transfer_encoding_not_allowed");
     return 0;
 }
@@ -615,8 +610,9 @@ static size_t head_field_bytes(const struct h1_codec *c)
     return n;
 }
 
-/* :path and :authority of a request-target that is not origin-form. */
-static int target_pseudo(struct herald_headers *h, bool connect, const char *url, size_t len, char **authority,
+/* :path (not for CONNECT) and :authority of a request-target that is not
+ * origin-form, added to h in that order. */
+static int target_pseudo(struct herald_headers *h, bool connect, const char *url, size_t len,
                          struct head_error *err)
 {
     struct http_parser_url u;
@@ -624,7 +620,7 @@ static int target_pseudo(struct herald_headers *h, bool connect, const char *url
     if (connect) {
         if (http_parser_parse_url(url, len, 1, &u) != 0)
             return head_fail(err, 400, "http1.invalid_url");
-        *authority = xstrndup(url, len);
+        headers_add_n(h, ":authority", 10, url, len);
         return 0;
     }
     if (http_parser_parse_url(url, len, 0, &u) != 0 || !(u.field_set & (1 << UF_HOST)) ||
@@ -636,7 +632,6 @@ static int target_pseudo(struct herald_headers *h, bool connect, const char *url
         a_off--, a_end++;
     if (u.field_set & (1 << UF_PORT))
         a_end = u.field_data[UF_PORT].off + u.field_data[UF_PORT].len;
-    *authority = xstrndup(url + a_off, a_end - a_off);
     size_t p_off = a_end;
     if (u.field_set & (1 << UF_PATH))
         p_off = u.field_data[UF_PATH].off;
@@ -652,7 +647,53 @@ static int target_pseudo(struct herald_headers *h, bool connect, const char *url
     } else {
         headers_add_n(h, ":path", 5, url + p_off, p_end - p_off);
     }
+    headers_add_n(h, ":authority", 10, url + a_off, a_end - a_off);
     return 0;
+}
+
+/* Where a request's Host goes: :authority, third in the map after :method
+ * and :path, unless the request-target named one. */
+struct authority_slot {
+    size_t at;              /* its position */
+    bool from_target, seen_host;
+    const char *host;       /* a Host that came after other fields: inserted at the end */
+    size_t host_len;
+};
+
+/* The field lines of a head or trailers into h. fr: a head's framing rules
+ * apply (NULL for trailers). as: a request's Host becomes :authority (NULL
+ * for responses and trailers). */
+static int add_fields(struct h1_codec *c, struct herald_headers *h, const char *head, struct framing *fr,
+                      struct authority_slot *as, struct head_error *err)
+{
+    for (size_t i = 0; i < c->nmarks; i++) {
+        const struct line_mark *m = &c->marks[i];
+        const char *name = head + m->start;
+        size_t nlen = m->colon - m->start, vlen;
+        const char *v = mark_value(head, m, &vlen);
+        if (as && name_is(name, nlen, "host", 4)) {
+            if (as->seen_host)
+                return head_fail(err, 400, "http1.duplicate_host");
+            as->seen_host = true;
+            if (as->from_target)
+                continue;   /* the absolute-form's authority wins */
+            if (herald_headers_count(h) == as->at) {
+                headers_add_n(h, ":authority", 10, v, vlen);   /* Host first: in place */
+            } else {
+                as->host = v;
+                as->host_len = vlen;
+            }
+            continue;
+        }
+        int f = fr ? framing_field(c, fr, name, nlen, v, vlen, err) : 0;
+        if (f < 0)
+            return -1;
+        if (f == 0)
+            headers_add_received(h, name, nlen, v, vlen, true);
+    }
+    if (as && as->host)
+        headers_insert_n(h, as->at, ":authority", 10, as->host, as->host_len);
+    return fr ? framing_done(c, fr, err) : 0;
 }
 
 /* A complete request head at `head` -> the map with :method, :path and
@@ -698,59 +739,19 @@ static struct herald_headers *read_request(struct h1_codec *c, const char *head,
     *connect = mlen == 7 && memcmp(line, "CONNECT", 7) == 0;
 
     struct herald_headers *h = herald_headers_new();
-    char *authority = NULL;
     headers_add_n(h, ":method", 7, line, mlen);
-    if (!*connect && (target[0] == '/' || (tlen == 1 && target[0] == '*')))
+    struct authority_slot as = {.at = 2};   /* after :method and :path */
+    if (!*connect && (target[0] == '/' || (tlen == 1 && target[0] == '*'))) {
         headers_add_n(h, ":path", 5, target, tlen);
-    else if (target_pseudo(h, *connect, target, tlen, &authority, err) != 0)
-        goto fail;
-    /* :authority goes third (second for CONNECT): from the target, else
-     * from Host, added in place when Host is the first field (the usual
-     * case) or inserted there afterwards */
-    size_t authority_at = herald_headers_count(h);
-    bool have_authority = authority != NULL, have_host = false, insert_host = false;
-    if (authority) {
-        headers_add_n(h, ":authority", 10, authority, strlen(authority));
-        free(authority);
-        authority = NULL;
-    }
-    const char *host = NULL;
-    size_t host_len = 0;
-    for (size_t i = 0; i < c->nmarks; i++) {
-        const struct line_mark *m = &c->marks[i];
-        const char *name = head + m->start;
-        size_t nlen = m->colon - m->start, vlen;
-        const char *v = mark_value(head, m, &vlen);
-        if (name_is(name, nlen, "host", 4)) {
-            if (have_host) {
-                head_fail(err, 400, "http1.duplicate_host");
-                goto fail;
-            }
-            have_host = true;
-            if (have_authority)
-                continue;   /* the absolute-form's authority wins */
-            if (herald_headers_count(h) == authority_at)
-                headers_add_n(h, ":authority", 10, v, vlen);
-            else {
-                insert_host = true;
-                host = v;
-                host_len = vlen;
-            }
-            continue;
-        }
-        int f = framing_field(c, fr, name, nlen, v, vlen, err);
-        if (f < 0)
+    } else {
+        if (target_pseudo(h, *connect, target, tlen, err) != 0)
             goto fail;
-        if (f == 0)
-            headers_add_received(h, name, nlen, v, vlen, true);
+        as.from_target = true;
     }
-    if (framing_done(c, fr, err) != 0)
+    if (add_fields(c, h, head, fr, &as, err) != 0)
         goto fail;
-    if (insert_host)
-        headers_insert_n(h, authority_at, ":authority", 10, host, host_len);
     return h;
 fail:
-    free(authority);
     herald_headers_free(h);
     return NULL;
 }
@@ -784,20 +785,7 @@ static struct herald_headers *read_response(struct h1_codec *c, const char *head
     *status = (st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0');
     struct herald_headers *h = herald_headers_new();
     headers_add_n(h, ":status", 7, st, 3);
-    for (size_t i = 0; i < c->nmarks; i++) {
-        const struct line_mark *m = &c->marks[i];
-        const char *name = head + m->start;
-        size_t nlen = m->colon - m->start, vlen;
-        const char *v = mark_value(head, m, &vlen);
-        int f = framing_field(c, fr, name, nlen, v, vlen, err);
-        if (f < 0) {
-            herald_headers_free(h);
-            return NULL;
-        }
-        if (f == 0)
-            headers_add_received(h, name, nlen, v, vlen, true);
-    }
-    if (framing_done(c, fr, err) != 0) {
+    if (add_fields(c, h, head, fr, NULL, err) != 0) {
         herald_headers_free(h);
         return NULL;
     }
@@ -907,12 +895,7 @@ static struct herald_headers *build_trailers(struct h1_codec *c, const char *hea
     if (!c->nmarks)
         return NULL;
     struct herald_headers *t = herald_headers_new();
-    for (size_t i = 0; i < c->nmarks; i++) {
-        const struct line_mark *m = &c->marks[i];
-        size_t vlen;
-        const char *v = mark_value(head, m, &vlen);
-        headers_add_received(t, head + m->start, m->colon - m->start, v, vlen, true);
-    }
+    add_fields(c, t, head, NULL, NULL, NULL);   /* no framing, no Host: cannot fail */
     return t;
 }
 
