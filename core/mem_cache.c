@@ -19,21 +19,25 @@
 /* Small blocks: exact malloc chunk sizes, 16-byte steps from 32. */
 #define SMALL_CHUNK_MAX 2048u
 #define NSMALL (SMALL_CHUNK_MAX / 16u - 2u)
-#define SMALL_MAX_BLOCKS 256u
-#define SMALL_MAX_BYTES (1u << 20)
+#define SMALL_MAX_BLOCKS 4096u
+#define SMALL_MAX_BYTES (8u << 20)
 
 /* Large blocks: power-of-two classes. */
 #define MIN_SHIFT 11u                 /* 2 KiB: smaller blocks are small ones */
 #define MAX_SHIFT 17u                 /* 128 KiB: beyond, malloc maps pages anyway */
 #define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
-#define CLASS_MAX_BLOCKS 1024u
-#define LARGE_MAX_BYTES (2u << 20)
+#define CLASS_MAX_BLOCKS 4096u
+#define LARGE_MAX_BYTES (16u << 20)
+
+/* a trim that frees this much also returns malloc's free pages to the system */
+#define TRIM_RETURN_BYTES (1u << 20)
 
 struct block { struct block *next; };
 
 struct shelf {
     struct block *head;
     unsigned n;
+    unsigned low;     /* fewest waiting since the last trim: blocks nobody needed */
 };
 
 struct kept {
@@ -98,6 +102,8 @@ static inline void *take(struct shelf *s, size_t *bytes, size_t size)
     if (b) {
         s->head = b->next;
         s->n--;
+        if (s->n < s->low)
+            s->low = s->n;
         set_bytes(bytes, *bytes - size);
     }
     return b;
@@ -241,14 +247,50 @@ void mem_cache_init(void)
 
 nghttp2_mem *mem_cache_nghttp2(void) { return &ng_mem; }
 
-static void free_shelf(struct shelf *s)
+static void free_blocks(struct block *b)
 {
-    for (struct block *b = s->head, *next; b; b = next) {
+    for (struct block *next; b; b = next) {
         next = b->next;
         free(b);
     }
+}
+
+static void free_shelf(struct shelf *s)
+{
+    free_blocks(s->head);
     s->head = NULL;
-    s->n = 0;
+    s->n = s->low = 0;
+}
+
+/* The s->low blocks at the bottom of the list were never taken since the
+ * last trim: back to malloc. The last freed (the top) stay: they are the
+ * ones still in cache. */
+static void trim_shelf(struct shelf *s, size_t *bytes, size_t size)
+{
+    unsigned drop = s->low, stay = s->n - drop;
+    if (drop) {
+        struct block **cut = &s->head;
+        for (unsigned i = 0; i < stay; i++)
+            cut = &(*cut)->next;
+        free_blocks(*cut);
+        *cut = NULL;
+        s->n = stay;
+        set_bytes(bytes, *bytes - (size_t)drop * size);
+    }
+    s->low = s->n;
+}
+
+void mem_cache_trim(void)
+{
+    size_t before = kept.small_bytes + kept.large_bytes;
+    for (unsigned k = 0; k < NSMALL; k++)
+        trim_shelf(&kept.small[k], &kept.small_bytes, (size_t)(k + 2u) * 16u);
+    for (unsigned c = 0; c < NCLASS; c++)
+        trim_shelf(&kept.large[c], &kept.large_bytes, (size_t)1 << (c + MIN_SHIFT));
+    /* a burst's worth went back to malloc, which keeps freed memory mapped:
+     * hand its free pages back to the system too */
+    if (before - (kept.small_bytes + kept.large_bytes) >= TRIM_RETURN_BYTES)
+        malloc_trim(0);
 }
 
 static void free_kept(void *unused)
@@ -296,9 +338,33 @@ void *mem_cache_alloc(size_t size) { return xmalloc(size ? size : 1); }
 void mem_cache_free(void *p, size_t size) { (void)size; free(p); }
 unsigned mem_cache_idle(size_t size) { (void)size; return 0; }
 void mem_cache_thread_exit(void) {}
+void mem_cache_trim(void) {}
 size_t mem_cache_kept_bytes(void) { return 0; }
 
 #endif
+
+static void on_trim_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    mem_cache_trim();
+}
+
+struct event *mem_cache_trim_start(struct event_base *base)
+{
+    struct event *ev = event_new(base, -1, EV_PERSIST, on_trim_tick, NULL);
+    struct timeval every = {MEM_CACHE_TRIM_SECONDS, 0};
+    if (ev)
+        event_add(ev, &every);
+    return ev;
+}
+
+void mem_cache_trim_stop(struct event *ev)
+{
+    if (ev)
+        event_free(ev);
+}
 
 void *mem_cache_alloc_zeroed(size_t size)
 {

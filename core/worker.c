@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "log.h"
+#include "mem_cache.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -82,7 +83,9 @@ static void *run(void *arg)
     snprintf(name, sizeof(name), "worker_%u", w->index);
     log_set_thread_name(name);
     log_debug("worker", "started");
+    struct event *trim = mem_cache_trim_start(w->base);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    mem_cache_trim_stop(trim);
     drain_queue(-1, 0, w); /* run what was posted while stopping (frees) */
     log_debug("worker", "stopped");
     for (unsigned i = 0; i < nexit_hooks; i++)

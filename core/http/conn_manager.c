@@ -1482,6 +1482,9 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
     return s;
 }
 
+/* the stream's array of filter sessions (one per request: from mem_cache) */
+static size_t sessions_size(const struct herald_http_cm *cm) { return (cm->nfilters ? cm->nfilters : 1) * sizeof(void *); }
+
 /* on_complete, the access log, the filters' session_destroy, free. Only
  * with no filter callback of this stream on the stack. */
 static void stream_finish(struct herald_http_stream *s)
@@ -1505,7 +1508,7 @@ static void stream_finish(struct herald_http_stream *s)
         for (size_t i = cm->nfilters; i-- > 0;)
             if (s->sessions[i] && cm->filters[i].ops->session_destroy)
                 cm->filters[i].ops->session_destroy(s->sessions[i]);
-        free(s->sessions);
+        mem_cache_free(s->sessions, sessions_size(cm));
     }
     herald_gauge_add(cm->st.rq_active, -1);
     herald_histogram_record(cm->st.rq_time, herald_now_ms() - s->start_mono);
@@ -1761,30 +1764,35 @@ static void fix_host(struct herald_http_stream *s)
     const char *a = HEADERS_GET(s->req, ":authority");
     if (!a)
         return;
-    char *h = xstrdup(a);
-    size_t n = strlen(h);
-    /* host[:port] or [v6][:port] */
-    char *colon = h[0] == '[' ? (strchr(h, ']') ? strchr(h, ']') + 1 : NULL) : strrchr(h, ':');
+    /* host[:port] or [v6][:port]; most requests need no change, so the
+     * new value is only built when one is due */
+    size_t n = strlen(a);
+    const char *colon = a[0] == '[' ? (strchr(a, ']') ? strchr(a, ']') + 1 : NULL) : strrchr(a, ':');
     if (colon && *colon != ':')
         colon = NULL;
-    if (colon && h[0] != '[' && strchr(h, ':') != colon)
+    if (colon && a[0] != '[' && strchr(a, ':') != colon)
         colon = NULL; /* a bare IPv6 address */
+    size_t host_end = colon ? (size_t)(colon - a) : n;   /* where the port (or the end) starts */
+    bool drop_port = false;
     if (colon && (cm->strip_any_host_port || cm->strip_matching_host_port)) {
         char lp[16] = "";
         port_part(herald_conn_local_str(s->cc->c), lp, sizeof(lp));
-        if (cm->strip_any_host_port || !strcmp(colon + 1, lp)) {
-            *colon = '\0';
-            n = strlen(h);
-        }
+        drop_port = cm->strip_any_host_port || !strcmp(colon + 1, lp);
     }
-    if (cm->strip_trailing_host_dot) {
-        char *end = colon && *colon ? colon : h + n;
-        if (end > h && end[-1] == '.')
-            memmove(end - 1, end, strlen(end) + 1);
+    bool drop_dot = cm->strip_trailing_host_dot && host_end > 0 && a[host_end - 1] == '.';
+    if (!drop_port && !drop_dot)
+        return;
+    char small[256], *h = n < sizeof(small) ? small : xmalloc(n + 1);
+    size_t k = host_end - (drop_dot ? 1 : 0);
+    memcpy(h, a, k);
+    if (!drop_port) {
+        memcpy(h + k, a + host_end, n - host_end);
+        k += n - host_end;
     }
-    if (strcmp(h, a))
-        herald_headers_set(s->req, ":authority", h);
-    free(h);
+    h[k] = '\0';
+    herald_headers_set(s->req, ":authority", h);
+    if (h != small)
+        free(h);
 }
 
 /* Validates and rewrites the request before the filters see it. false: a
@@ -1967,7 +1975,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
 static void make_filters(struct herald_http_stream *s)
 {
     struct herald_http_cm *cm = s->cc->cm;
-    s->sessions = xcalloc(cm->nfilters ? cm->nfilters : 1, sizeof(void *));
+    s->sessions = mem_cache_alloc_zeroed(sessions_size(cm));
     s->filters_made = true;
     for (size_t i = 0; i < cm->nfilters; i++) {
         if (!cm->filters[i].ops->session_new)

@@ -30,7 +30,8 @@ struct session {
     struct router_conf *conf;
     struct herald_http_stream *s;
     const struct herald_route *route;
-    char *cluster;
+    char *cluster;                         /* cluster_inline, or malloc'd when longer */
+    char cluster_inline[64];
     struct router_cluster_stats *cs;
     const struct herald_retry_policy *rp;  /* route lifetime, or &own_rp */
     struct herald_retry_policy own_rp;     /* the route's, changed by x-envoy-retry-on / -max-retries */
@@ -644,7 +645,8 @@ static void session_destroy(void *p)
     herald_headers_free(ss->trailers);
     if (ss->body)
         herald_buf_free(ss->body);
-    free(ss->cluster);
+    if (ss->cluster != ss->cluster_inline)
+        free(ss->cluster);
     free(ss->set_cookie);
     free(ss);
 }
@@ -789,9 +791,11 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         local_reply(ss, herald_route_cluster_not_found_code(ss->route), "", "cluster_not_found", "NC");
         return HERALD_HTTP_STOP;
     }
-    ss->cluster = strdup(cluster);
+    size_t clen = strlen(cluster);
+    ss->cluster = clen < sizeof(ss->cluster_inline) ? ss->cluster_inline : malloc(clen + 1);
     if (!ss->cluster)
         abort();
+    memcpy(ss->cluster, cluster, clen + 1);
     ss->cs = router_cluster_stats(ss->conf, cluster);
     ss->req = headers_copy(headers);
     compute_hash(ss, headers);

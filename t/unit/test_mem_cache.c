@@ -1,8 +1,8 @@
 /* core/mem_cache.c: a freed block serves the next request of the same
  * malloc chunk size on its thread (small ones kept by exact chunk size,
  * nothing rounded up; large ones by power-of-two class), and never a
- * request it is too small for; last freed comes back first; at most 256
- * wait per size; a block freed on another thread joins that thread's
+ * request it is too small for; last freed comes back first; at most 4096
+ * wait per size; a trim frees what waited since the trim before; a block freed on another thread joins that thread's
  * lists and goes with it. Through mem_cache_alloc/free (herald's own
  * objects) and the nghttp2 allocator (libraries' memory). In ASan builds
  * nothing is kept: only the allocation contract is checked there. */
@@ -33,6 +33,41 @@ static void *free_on_thread(void *p)
     /* this thread's lists end with the thread (ASan's leak check in the
      * sanitizer build; here: the key destructor frees them) */
     return NULL;
+}
+
+/* mem_cache_trim gives back what no request took since the call before,
+ * the bottom of the list, and keeps the last freed */
+static void trimming(void)
+{
+    mem_cache_thread_exit();
+    mem_cache_trim();
+    void *o[10];
+    for (int i = 0; i < 10; i++)
+        o[i] = mem_cache_alloc(sizeof(struct obj));
+    for (int i = 0; i < 10; i++)
+        mem_cache_free(o[i], sizeof(struct obj));
+    size_t kept = mem_cache_kept_bytes();
+    mem_cache_trim();
+    is_int(mem_cache_idle(sizeof(struct obj)), KEEPS ? 10 : 0, "a trim keeps blocks freed since the last one");
+    void *t[3];
+    for (int i = 0; i < 3; i++)
+        t[i] = mem_cache_alloc(sizeof(struct obj));
+    for (int i = 0; i < 3; i++)
+        mem_cache_free(t[i], sizeof(struct obj));
+    mem_cache_trim();
+    is_int(mem_cache_idle(sizeof(struct obj)), KEEPS ? 3 : 0,
+           "after three were taken and freed again, the seven that waited throughout go");
+    if (KEEPS) {
+        ok(mem_cache_kept_bytes() < kept && mem_cache_kept_bytes() > 0, "and the kept bytes shrink with them");
+        void *a = mem_cache_alloc(sizeof(struct obj));
+        ok(a == t[2], "the last freed stays on top");
+        mem_cache_free(a, sizeof(struct obj));
+    }
+    mem_cache_trim();
+    is_int(mem_cache_idle(sizeof(struct obj)), KEEPS ? 1 : 0, "the next trim keeps the one taken since");
+    mem_cache_trim();
+    is_int(mem_cache_idle(sizeof(struct obj)), 0, "a trim after a quiet period empties the list");
+    ok(mem_cache_kept_bytes() == 0, "and nothing is kept");
 }
 
 /* herald's own objects: mem_cache_alloc / mem_cache_free */
@@ -90,13 +125,16 @@ static void own_objects(void)
     mem_cache_free(NULL, 10);
     ok(1, "NULL is ignored");
 
-    /* at most 256 wait per size */
-    void *many[300];
-    for (int i = 0; i < 300; i++)
+    /* at most 4096 wait per size */
+    enum { MANY = 4200 };
+    void **many = xmalloc(MANY * sizeof(*many));
+    for (int i = 0; i < MANY; i++)
         many[i] = mem_cache_alloc(272);
-    for (int i = 0; i < 300; i++)
+    for (int i = 0; i < MANY; i++)
         mem_cache_free(many[i], 272);
-    is_int(mem_cache_idle(272), KEEPS ? 256 : 0, "of 300 freed blocks of a size, 256 wait to be reused");
+    is_int(mem_cache_idle(272), KEEPS ? 4096 : 0, "of 4200 freed blocks of a size, 4096 wait to be reused");
+    free(many);
+    trimming();
 
     /* a header map's size (1464 B): over glibc's per-thread cache, kept here */
     void *map = mem_cache_alloc(1464);
