@@ -212,6 +212,7 @@ static void cleanup(struct server *s)
     for (struct event **e = &s->sigterm; e <= &s->sighup; e++)
         if (*e)
             event_free(*e);
+    timer_thread_exit();
     if (s->base)
         event_base_free(s->base);
     free(s->workers);
@@ -308,7 +309,7 @@ int server_run(struct options *o)
     log_info("main", "herald %s started: %u worker%s", PACKAGE_VERSION, nworkers, nworkers == 1 ? "" : "s");
     reload_started(s);
     struct event *trim = mem_cache_trim_start(s->base);
-    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    loop_run(s->base);
     mem_cache_trim_stop(trim);
     log_info("main", "exiting");
     for (unsigned i = 0; i < nworkers; i++) {

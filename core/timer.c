@@ -1,124 +1,395 @@
-/* SDK timers over libevent timers on the calling thread's loop. */
+/* SDK timers: a hierarchical timing wheel per thread, in milliseconds, over
+ * one libevent timer (the wheel's tick) and one libevent event for timers
+ * armed with 0.
+ *
+ * Why not a libevent timer per herald timer: a proxied request arms and
+ * cancels two or three timers (stream idle, route timeout) that almost never
+ * fire, and each event_add / event_del is a heap operation of a few hundred
+ * instructions through libevent's cold code. Here arming is a list insert
+ * and cancelling an unlink; libevent is called when the earliest due time
+ * moves earlier, which with timeouts of seconds is seldom.
+ *
+ * Levels (the Linux kernel's old timer wheel, Varghese & Lauck): level 0 has
+ * 256 slots of 1 ms, level 1 256 of 256 ms, level 2 256 of 65.5 s. A timer
+ * goes to the lowest level whose span holds its deadline; when level 0 wraps
+ * (every 256 ms) the level-1 slot of the new block is spread into level 0,
+ * and likewise level 2 into level 1. Deadlines beyond 4.6 hours wait in
+ * level 2's farthest slot and are placed again when it comes.
+ *
+ * Time is herald_now_ms(): the thread's monotonic clock, read once per loop
+ * iteration (see loop_run). */
 #include "config.h"
 
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "common.h"
-#include "mem_cache.h"
 #include "herald/timer.h"
+#include "mem_cache.h"
 #include "timer.h"
 #include "worker.h"
 
-/* One allocation: the libevent event lives right after the struct. */
+#define SLOT_BITS 8u
+#define SLOTS (1u << SLOT_BITS)
+#define LEVELS 3u
+#define NEVER UINT64_MAX
+
+enum where { NOWHERE, IN_SLOT, IN_SOON };
+
 struct herald_timer {
-    struct event *ev;
     herald_timer_cb cb;
     void *arg;
-    bool activated;             /* armed with 0: in the active queue, not the heap */
-    bool pending;               /* in libevent's heap or active queue: only then has event_del work to do */
-    uint64_t due, deadline;     /* timer_arm_lazy: when libevent fires it, when the callback is due (0: none) */
-    _Alignas(max_align_t) unsigned char ev_storage[];
+    struct wheel *w;
+    struct herald_timer *next, **pprev;   /* in a slot's list or the soon list */
+    uint64_t deadline;
+    uint8_t where, level, slot;
 };
 
-static void fire(evutil_socket_t fd, short what, void *arg)
+struct wheel {
+    struct event_base *base;
+    struct event *tick;                   /* fires when the next slot is due */
+    struct event *soon_ev;                /* runs the timers armed with 0 */
+    uint64_t now;                         /* every slot up to this ms has run */
+    uint64_t tick_due;                    /* what the tick is armed for (NEVER: not armed) */
+    struct herald_timer *slot[LEVELS][SLOTS];
+    uint64_t used[LEVELS][SLOTS / 64];    /* non-empty slots */
+    size_t queued[LEVELS];                /* timers in each level */
+    struct herald_timer *soon, **soon_tail;
+    size_t ntimers;                       /* allocated on this wheel: it is freed with the last */
+    bool running;                         /* in advance(): schedule once at the end */
+    bool dead;                            /* its thread's loop is gone */
+};
+
+static __thread struct wheel *thread_wheel;
+static __thread bool clock_driven;        /* loop_run drives this thread's clock */
+static __thread uint64_t cached_ms;       /* this iteration's time, 0: not read yet */
+
+static __thread uint64_t test_clock;      /* unit tests: the clock's value, 0: the real one */
+
+uint64_t herald_now_ms(void)
 {
-    struct herald_timer *t = arg;
-    t->activated = t->pending = false;
-    if (t->due) {   /* armed lazily: the deadline may have moved since */
-        t->due = 0;
-        if (!t->deadline)
-            return;   /* disarmed meanwhile */
-        uint64_t now = herald_now_ms();
-        if (now < t->deadline) {
-            timer_arm_lazy(t, t->deadline - now);
-            return;
-        }
-        t->deadline = 0;
-    }
-    t->cb(t, t->arg);
+    if (cached_ms)
+        return cached_ms;
+    if (test_clock)
+        return test_clock;
+    uint64_t now = mono_ms();
+    if (clock_driven)
+        cached_ms = now;
+    return now;
 }
 
-/* the struct and libevent's event after it */
-static size_t timer_size(void) { return sizeof(struct herald_timer) + event_get_struct_event_size(); }
+/* Until its loopexit or loopbreak: one iteration per event_base_loop call,
+ * so that herald_now_ms() is read afresh after each wait and then costs one
+ * load for every stream and timer that asks within the iteration. */
+void loop_run(struct event_base *base)
+{
+    clock_driven = true;
+    for (;;) {
+        cached_ms = 0;
+        if (event_base_loop(base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+            break;
+        if (event_base_got_exit(base) || event_base_got_break(base))
+            break;
+    }
+    clock_driven = false;
+    cached_ms = 0;
+}
 
-struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
+/* ---------------------------------------------------------------- lists */
+
+static void set_used(struct wheel *w, unsigned level, unsigned slot, bool on)
+{
+    uint64_t bit = (uint64_t)1 << (slot & 63u);
+    if (on)
+        w->used[level][slot >> 6] |= bit;
+    else
+        w->used[level][slot >> 6] &= ~bit;
+}
+
+static void unlink_timer(struct herald_timer *t)
+{
+    struct wheel *w = t->w;
+    if (t->where == NOWHERE)
+        return;
+    *t->pprev = t->next;
+    if (t->next)
+        t->next->pprev = t->pprev;
+    if (t->where == IN_SLOT) {
+        w->queued[t->level]--;
+        if (!w->slot[t->level][t->slot])
+            set_used(w, t->level, t->slot, false);
+    } else if (w->soon_tail == &t->next) {
+        w->soon_tail = t->pprev;
+    }
+    t->where = NOWHERE;
+    t->next = NULL;
+    t->pprev = NULL;
+}
+
+/* Into the lowest level whose span holds the deadline, counted from the
+ * wheel's time (not the clock's: the wheel may lag until its next tick).
+ * Level 0 holds the next 256 ms (now + 256 in the slot just run: its turn
+ * comes last); level 1 the next 256 blocks of 256 ms, each spread into
+ * level 0 when its block starts; level 2 the next 256 units of 65.5 s. */
+static void place(struct wheel *w, struct herald_timer *t)
+{
+    uint64_t now = w->now, d = t->deadline > now ? t->deadline : now + 1;
+    unsigned level;
+    if (d - now <= SLOTS)
+        level = 0;
+    else if ((d >> SLOT_BITS) - (now >> SLOT_BITS) <= SLOTS)
+        level = 1;
+    else
+        level = 2;
+    if (level == 2 && (d >> (2 * SLOT_BITS)) - (now >> (2 * SLOT_BITS)) > SLOTS)
+        d = now + ((uint64_t)SLOTS << (2 * SLOT_BITS));   /* beyond the span: the farthest slot, placed again from there */
+    unsigned slot = (unsigned)(d >> (level * SLOT_BITS)) & (SLOTS - 1);
+    struct herald_timer **head = &w->slot[level][slot];
+    t->next = *head;
+    if (t->next)
+        t->next->pprev = &t->next;
+    t->pprev = head;
+    *head = t;
+    t->where = IN_SLOT;
+    t->level = (uint8_t)level;
+    t->slot = (uint8_t)slot;
+    w->queued[level]++;
+    set_used(w, level, slot, true);
+}
+
+/* ---------------------------------------------------------------- time */
+
+/* The first non-empty level-0 slot after the wheel's time, as a time. */
+static uint64_t next_level0(const struct wheel *w)
+{
+    if (!w->queued[0])
+        return NEVER;
+    unsigned from = (unsigned)(w->now + 1) & (SLOTS - 1);
+    for (unsigned k = 0; k <= SLOTS / 64; k++) {
+        unsigned word = ((from >> 6) + k) & (SLOTS / 64 - 1);
+        uint64_t bits = w->used[0][word];
+        if (k == 0)
+            bits &= ~(uint64_t)0 << (from & 63u);
+        else if (k == SLOTS / 64)
+            bits &= ((uint64_t)1 << (from & 63u)) - 1;   /* the wrap: the first word's lower part */
+        if (bits) {
+            unsigned slot = word * 64u + (unsigned)__builtin_ctzll(bits);
+            uint64_t dist = (slot - (unsigned)w->now) & (SLOTS - 1);
+            return w->now + (dist ? dist : SLOTS);
+        }
+    }
+    return NEVER;
+}
+
+static uint64_t next_due(const struct wheel *w)
+{
+    uint64_t due = next_level0(w);
+    if (w->queued[1] || w->queued[2]) {
+        uint64_t boundary = (w->now | (SLOTS - 1)) + 1;   /* where level 1 spreads into level 0 */
+        if (boundary < due)
+            due = boundary;
+    }
+    return due;
+}
+
+static void schedule(struct wheel *w)
+{
+    if (w->running || w->dead)
+        return;
+    uint64_t due = next_due(w);
+    if (due == NEVER || due >= w->tick_due)
+        return;   /* nothing, or the tick comes sooner and schedules again */
+    uint64_t now = herald_now_ms();
+    uint64_t ms = due > now ? due - now : 0;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(w->tick, &tv);
+    w->tick_due = due;
+}
+
+/* A slot of a higher level whose time has come: each timer placed again
+ * from the wheel's time (the list is taken whole first, so nothing placed
+ * back into it is seen twice). */
+static void cascade(struct wheel *w, unsigned level, unsigned slot)
+{
+    struct herald_timer *t = w->slot[level][slot], *next;
+    w->slot[level][slot] = NULL;
+    set_used(w, level, slot, false);
+    for (; t; t = next) {
+        next = t->next;
+        w->queued[level]--;
+        t->where = NOWHERE;
+        place(w, t);
+    }
+}
+
+static bool wheel_empty(const struct wheel *w) { return !w->queued[0] && !w->queued[1] && !w->queued[2]; }
+
+/* Runs every slot up to target, in order, stepping over the empty ones. */
+static void advance(struct wheel *w, uint64_t target)
+{
+    w->running = true;
+    while (w->now < target) {
+        if (wheel_empty(w)) {
+            w->now = target;
+            break;
+        }
+        uint64_t next = w->now + 1;
+        if ((next & (SLOTS - 1)) == 0) {
+            /* a new block: its level-1 slot (and at a level-1 wrap, level
+             * 2's first) spreads into the levels below */
+            if (((next >> SLOT_BITS) & (SLOTS - 1)) == 0 && w->queued[2])
+                cascade(w, 2, (unsigned)(next >> (2 * SLOT_BITS)) & (SLOTS - 1));
+            if (w->queued[1])
+                cascade(w, 1, (unsigned)(next >> SLOT_BITS) & (SLOTS - 1));
+        } else {
+            /* nothing in level 0 before its due slot (or the block's end): jump there */
+            uint64_t due0 = next_level0(w), block_end = next | (SLOTS - 1);
+            uint64_t stop = due0 <= block_end ? due0 - 1 : block_end;
+            if (stop >= next) {
+                w->now = stop < target ? stop : target;
+                continue;
+            }
+        }
+        w->now = next;
+        struct herald_timer *t, **head = &w->slot[0][next & (SLOTS - 1)];
+        while ((t = *head)) {
+            unlink_timer(t);
+            t->cb(t, t->arg);   /* may free t, arm or free others */
+        }
+    }
+    w->running = false;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct wheel *w = arg;
+    w->tick_due = NEVER;
+    advance(w, herald_now_ms());
+    schedule(w);
+}
+
+static void on_soon(evutil_socket_t fd, short what, void *arg)
+{
+    struct wheel *w = arg;
+    struct herald_timer *t;
+    while ((t = w->soon)) {   /* armed with 0 from a callback here: runs in this pass too */
+        unlink_timer(t);
+        t->cb(t, t->arg);
+    }
+}
+
+/* ---------------------------------------------------------------- wheels */
+
+static struct wheel *wheel_for_thread(void)
 {
     struct event_base *base = current_base();
     if (!base)
         return NULL;
-    /* evtimer_assign sets up the event */
-    struct herald_timer *t = mem_cache_alloc(timer_size());
+    if (thread_wheel && thread_wheel->base == base)
+        return thread_wheel;
+    struct wheel *w = xcalloc(1, sizeof(*w));
+    w->base = base;
+    w->tick = evtimer_new(base, on_tick, w);
+    w->soon_ev = event_new(base, -1, 0, on_soon, w);
+    w->soon_tail = &w->soon;
+    w->tick_due = NEVER;
+    w->now = herald_now_ms();
+    thread_wheel = w;
+    return w;
+}
+
+void timer_thread_exit(void)
+{
+    struct wheel *w = thread_wheel;
+    if (!w)
+        return;
+    thread_wheel = NULL;
+    event_free(w->tick);
+    event_free(w->soon_ev);
+    w->tick = w->soon_ev = NULL;
+    w->dead = true;
+    if (!w->ntimers)
+        free(w);
+}
+
+/* ---------------------------------------------------------------- the SDK */
+
+struct herald_timer *herald_timer_new(herald_timer_cb cb, void *arg)
+{
+    struct wheel *w = wheel_for_thread();
+    if (!w)
+        return NULL;
+    struct herald_timer *t = mem_cache_alloc_zeroed(sizeof(*t));
     t->cb = cb;
     t->arg = arg;
-    t->activated = t->pending = false;
-    t->due = t->deadline = 0;
-    t->ev = (struct event *)t->ev_storage;
-    evtimer_assign(t->ev, base, fire, t);
+    t->w = w;
+    w->ntimers++;
     return t;
 }
 
 void herald_timer_arm(struct herald_timer *t, uint64_t ms)
 {
-    t->due = t->deadline = 0;
+    struct wheel *w = t->w;
+    if (w->dead)
+        return;
     if (ms == 0) {
         /* "as soon as the stack unwinds" (the connection manager's teardown
-         * after a filter's call): the active queue, not the timer heap */
-        if (t->activated)
+         * after a filter's call): the active queue, not the wheel */
+        if (t->where == IN_SOON)
             return;
-        if (t->pending)
-            event_del(t->ev);   /* re-arming moves it: no second firing */
-        t->activated = t->pending = true;
-        event_active(t->ev, EV_TIMEOUT, 1);
+        unlink_timer(t);
+        t->next = NULL;
+        t->pprev = w->soon_tail;
+        *w->soon_tail = t;
+        w->soon_tail = &t->next;
+        t->where = IN_SOON;
+        event_active(w->soon_ev, EV_TIMEOUT, 0);
         return;
     }
-    if (t->activated) {
-        event_del(t->ev);   /* out of the active queue */
-        t->activated = false;
-    }
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(t->ev, &tv);
-    t->pending = true;
+    unlink_timer(t);
+    if (wheel_empty(w) && !w->running)
+        w->now = herald_now_ms();   /* an empty wheel has nothing to catch up on */
+    t->deadline = herald_now_ms() + ms;
+    place(w, t);
+    schedule(w);
 }
 
 void herald_timer_cancel(struct herald_timer *t)
 {
-    if (t) {
-        if (t->pending)
-            evtimer_del(t->ev);
-        t->activated = t->pending = false;
-        t->due = t->deadline = 0;
-    }
+    if (t)
+        unlink_timer(t);
 }
 
 void timer_arm_lazy(struct herald_timer *t, uint64_t ms)
 {
-    uint64_t deadline = herald_now_ms() + ms;
-    if (t->due && t->due <= deadline) {
-        t->deadline = deadline;   /* fires earlier, finds this, arms for the rest */
+    if (t->where == IN_SLOT && t->deadline == herald_now_ms() + ms)
         return;
-    }
     herald_timer_arm(t, ms);
-    t->due = t->deadline = deadline;
 }
 
-void timer_disarm_lazy(struct herald_timer *t) { t->deadline = 0; }
+void timer_disarm_lazy(struct herald_timer *t) { herald_timer_cancel(t); }
 
 void herald_timer_free(struct herald_timer *t)
 {
     if (!t)
         return;
-    if (t->pending)
-        event_del(t->ev);
-    mem_cache_free(t, timer_size());
+    struct wheel *w = t->w;
+    unlink_timer(t);
+    mem_cache_free(t, sizeof(*t));
+    if (--w->ntimers == 0 && w->dead)
+        free(w);
 }
 
-uint64_t herald_now_ms(void)
+void timer_test_set_clock(uint64_t ms) { test_clock = ms; }
+
+void timer_test_run(void)
 {
-    struct event_base *base = current_base();
-    struct timeval tv;
-    if (base && event_base_gettimeofday_cached(base, &tv) == 0)
-        return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-    return wall_ms();
+    struct wheel *w = thread_wheel;
+    if (w) {
+        advance(w, herald_now_ms());
+        schedule(w);
+    }
 }

@@ -6,13 +6,24 @@
 
 #include "herald/timer.h"
 
-/* Fires ms from now, or later: a timer that will fire sooner stays armed,
- * and when it fires before the deadline it arms itself for the rest instead
- * of calling back. For deadlines that move later on every request (idle and
- * stream timeouts): no timer-heap operation per move. */
+struct event_base;
+
+/* Runs base's loop on the calling thread until event_base_loopexit or
+ * loopbreak, reading the thread's clock (herald_now_ms) once per iteration. */
+void loop_run(struct event_base *base);
+/* The calling thread's loop is about to go: its timer wheel lets go of the
+ * loop's events (timers still allocated stay valid and inert until freed). */
+void timer_thread_exit(void);
+
+/* herald_timer_arm for deadlines that move on every request (idle and
+ * stream timeouts): nothing to do when the deadline did not change. */
 void timer_arm_lazy(struct herald_timer *t, uint64_t ms);
-/* No callback until armed again; the heap entry stays (a firing finds
- * nothing due). herald_timer_cancel() removes it at once. */
+/* herald_timer_cancel. */
 void timer_disarm_lazy(struct herald_timer *t);
+
+/* Unit tests: herald_now_ms() returns ms from now on (0: the real clock
+ * again); timer_test_run() runs what is due by it, as the tick would. */
+void timer_test_set_clock(uint64_t ms);
+void timer_test_run(void);
 
 #endif

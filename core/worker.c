@@ -12,6 +12,7 @@
 #include "log.h"
 #include "mem_cache.h"
 #include "stats.h"
+#include "timer.h"
 #include "worker.h"
 
 struct worker_msg {
@@ -84,9 +85,10 @@ static void *run(void *arg)
     log_set_thread_name(name);
     log_debug("worker", "started");
     struct event *trim = mem_cache_trim_start(w->base);
-    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    loop_run(w->base);
     mem_cache_trim_stop(trim);
     drain_queue(-1, 0, w); /* run what was posted while stopping (frees) */
+    timer_thread_exit();
     log_debug("worker", "stopped");
     for (unsigned i = 0; i < nexit_hooks; i++)
         exit_hooks[i]();
