@@ -144,8 +144,9 @@ static void place(struct wheel *w, struct herald_timer *t)
         level = 1;
     else
         level = 2;
+    /* beyond the span: the farthest slot, and placed again from there */
     if (level == 2 && (d >> (2 * SLOT_BITS)) - (now >> (2 * SLOT_BITS)) > SLOTS)
-        d = now + ((uint64_t)SLOTS << (2 * SLOT_BITS));   /* beyond the span: the farthest slot, placed again from there */
+        d = now + ((uint64_t)SLOTS << (2 * SLOT_BITS));
     unsigned slot = (unsigned)(d >> (level * SLOT_BITS)) & (SLOTS - 1);
     struct herald_timer **head = &w->slot[level][slot];
     t->next = *head;
@@ -162,35 +163,42 @@ static void place(struct wheel *w, struct herald_timer *t)
 
 /* ---------------------------------------------------------------- time */
 
-/* The first non-empty level-0 slot after the wheel's time, as a time. */
-static uint64_t next_level0(const struct wheel *w)
+/* When the first non-empty slot of a level after the wheel's time has its
+ * turn: a level-0 slot's own ms, a higher level's slot the start of its
+ * block, when it spreads into the level below. */
+static uint64_t next_in_level(const struct wheel *w, unsigned level)
 {
-    if (!w->queued[0])
+    if (!w->queued[level])
         return NEVER;
-    unsigned from = (unsigned)(w->now + 1) & (SLOTS - 1);
+    unsigned shift = level * SLOT_BITS;
+    uint64_t cur = w->now >> shift;   /* the unit of this level the wheel is in */
+    unsigned from = (unsigned)(cur + 1) & (SLOTS - 1);
     for (unsigned k = 0; k <= SLOTS / 64; k++) {
         unsigned word = ((from >> 6) + k) & (SLOTS / 64 - 1);
-        uint64_t bits = w->used[0][word];
+        uint64_t bits = w->used[level][word];
         if (k == 0)
             bits &= ~(uint64_t)0 << (from & 63u);
         else if (k == SLOTS / 64)
             bits &= ((uint64_t)1 << (from & 63u)) - 1;   /* the wrap: the first word's lower part */
         if (bits) {
             unsigned slot = word * 64u + (unsigned)__builtin_ctzll(bits);
-            uint64_t dist = (slot - (unsigned)w->now) & (SLOTS - 1);
-            return w->now + (dist ? dist : SLOTS);
+            uint64_t dist = (slot - (unsigned)cur) & (SLOTS - 1);
+            return (cur + (dist ? dist : SLOTS)) << shift;
         }
     }
     return NEVER;
 }
 
+static uint64_t next_level0(const struct wheel *w) { return next_in_level(w, 0); }
+
+/* The tick sleeps until then: no wake-ups while only far timers wait. */
 static uint64_t next_due(const struct wheel *w)
 {
-    uint64_t due = next_level0(w);
-    if (w->queued[1] || w->queued[2]) {
-        uint64_t boundary = (w->now | (SLOTS - 1)) + 1;   /* where level 1 spreads into level 0 */
-        if (boundary < due)
-            due = boundary;
+    uint64_t due = NEVER;
+    for (unsigned level = 0; level < LEVELS; level++) {
+        uint64_t t = next_in_level(w, level);
+        if (t < due)
+            due = t;
     }
     return due;
 }

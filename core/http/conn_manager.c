@@ -1483,7 +1483,10 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
 }
 
 /* the stream's array of filter sessions (one per request: from mem_cache) */
-static size_t sessions_size(const struct herald_http_cm *cm) { return (cm->nfilters ? cm->nfilters : 1) * sizeof(void *); }
+static size_t sessions_size(const struct herald_http_cm *cm)
+{
+    return (cm->nfilters ? cm->nfilters : 1) * sizeof(void *);
+}
 
 /* on_complete, the access log, the filters' session_destroy, free. Only
  * with no filter callback of this stream on the stack. */

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "herald/http.h"
+#include "herald/timer.h"
 #include "http/h1.h"
 
 struct worker;
@@ -108,7 +109,7 @@ struct herald_http_upstream {
     void *arg;
     enum ureq_state state;
     struct herald_http_upstream *prev, *next; /* pending queue */
-    struct event *ev;                  /* deferred on_ready / on_reset */
+    struct herald_timer *kick;         /* deferred on_ready / on_reset: armed with 0 */
     enum herald_upstream_reset reset_why;
     bool ready_due, reset_due;
     bool wm_low_due, resume_due;       /* HTTP/2: deferred on_watermark(false) / held response delivery */

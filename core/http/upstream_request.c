@@ -1,7 +1,7 @@
 /* The SDK's HTTP upstream requests (herald_http_upstream_*): circuit
  * breakers, the pending queue, request encoding with the HTTP/1 encoders
  * (HTTP/2 streams: h2_client.c), and the callbacks to the owner. Callbacks that the owner's own calls cause
- * (on_ready, on_reset) come from a zero-delay event, never from inside the
+ * (on_ready, on_reset) come from a timer armed with 0, never from inside the
  * call. See pool.h. */
 #include "config.h"
 
@@ -12,6 +12,7 @@
 #include "buffer.h"
 #include "common.h"
 #include "herald/stats.h"
+#include "herald/timer.h"
 #include "http/headers.h"
 #include "http/h2_client.h"
 #include "http/pool.h"
@@ -96,7 +97,7 @@ static void ureq_destroy(struct herald_http_upstream *r)
         tls_reqs = r->wnext;
     if (r->wnext)
         r->wnext->wprev = r->wprev;
-    event_free(r->ev);
+    herald_timer_free(r->kick);
     herald_headers_free(r->q_headers);
     herald_headers_free(r->q_trailers);
     if (r->q_body)
@@ -114,7 +115,7 @@ static void ureq_destroy(struct herald_http_upstream *r)
 
 /* ------------------------------------------------------------ callbacks to the owner */
 
-static void on_deferred(evutil_socket_t fd, short what, void *arg)
+static void on_deferred(struct herald_timer *t, void *arg)
 {
     struct herald_http_upstream *r = arg;
     if (r->reset_due) {
@@ -159,7 +160,7 @@ bool ureq_unhold(struct herald_http_upstream *r)
 
 void ureq_kick(struct herald_http_upstream *r)
 {
-    event_active(r->ev, EV_TIMEOUT, 0);
+    herald_timer_arm(r->kick, 0);
 }
 
 void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
@@ -184,7 +185,7 @@ void ureq_fail(struct herald_http_upstream *r, enum herald_upstream_reset why)
     r->reset_why = why;
     r->reset_due = true;
     r->ready_due = r->wm_low_due = r->resume_due = false;
-    event_active(r->ev, EV_TIMEOUT, 0);
+    herald_timer_arm(r->kick, 0);
 }
 
 void ureq_done(struct herald_http_upstream *r)
@@ -354,7 +355,7 @@ void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)
     activate(r);
     h1_encoder_init(&r->enc, 0);
     r->ready_due = true;
-    event_active(r->ev, EV_TIMEOUT, 0);
+    herald_timer_arm(r->kick, 0);
     if (r->paused)
         apply_pause(c, true);
     flush_queued(r);
@@ -365,7 +366,7 @@ void ureq_bound_h2(struct herald_http_upstream *r)
     r->state = UREQ_BOUND;
     activate(r);
     r->ready_due = true;
-    event_active(r->ev, EV_TIMEOUT, 0);
+    herald_timer_arm(r->kick, 0);
     flush_queued(r);
 }
 
@@ -383,7 +384,7 @@ void ureq_orphan_all(struct worker *w)
         if (r->h2)
             h2_stream_detach(r, false);
         deactivate(r);
-        event_del(r->ev);
+        herald_timer_cancel(r->kick);
         r->ready_due = r->reset_due = r->wm_low_due = r->resume_due = false;
         r->pool = NULL;
         if (r->state == UREQ_FAILED && !r->in_cb) {
@@ -418,7 +419,7 @@ struct herald_http_upstream *herald_http_upstream_new_priority(struct herald_clu
     host_get(h);
     r->cbs = cbs;
     r->arg = arg;
-    r->ev = event_new(w->base, -1, 0, on_deferred, r);
+    r->kick = herald_timer_new(on_deferred, r);
     r->wnext = tls_reqs;
     if (tls_reqs)
         tls_reqs->wprev = r;

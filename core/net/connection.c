@@ -24,6 +24,7 @@
 #include "buffer.h"
 #include "common.h"
 #include "herald/stats.h"
+#include "herald/timer.h"
 #include "log.h"
 #include "net/connection.h"
 #include "net/listener.h"
@@ -32,14 +33,14 @@
 #include "net/tls_stream.h"
 #include "worker.h"
 
-/* One event per connection does all deferred work (fewer allocations per
- * connection: idle connections are what a proxy has most of). */
+/* One timer per connection, armed with 0, does all deferred work (fewer
+ * allocations per connection: idle connections are what a proxy has most of). */
 #define DEFER_FREE 0x1u               /* destruction */
 #define DEFER_READ 0x2u               /* re-read of buffered input after a resume */
 #define DEFER_FLUSH 0x4u              /* write the output (plain sockets) */
 
 struct conn_extra {
-    struct event *deferred;
+    struct herald_timer *deferred;
     struct sock_reader *reader;       /* plain sockets */
     struct tls_stream *tls_io;        /* TLS sockets (c->tls is their context) */
     unsigned work;                    /* DEFER_* */
@@ -229,7 +230,7 @@ static void redispatch(struct herald_conn *c)
 static void defer(struct herald_conn *c, unsigned work)
 {
     extra(c)->work |= work;
-    event_active(extra(c)->deferred, EV_READ, 0);
+    herald_timer_arm(extra(c)->deferred, 0);
 }
 
 /* Plain sockets are read by sock_reader, TLS ones by tls_stream (see there why). */
@@ -268,7 +269,7 @@ static void free_conn(struct herald_conn *c)
     sock_reader_free(extra(c)->reader);
     tls_stream_free(extra(c)->tls_io);   /* before the bufferevent: it hooks the input */
     bufferevent_free(c->bev);
-    event_free(extra(c)->deferred);
+    herald_timer_free(extra(c)->deferred);
     if (c->link.prev)
         c->link.prev->link.next = c->link.next;
     else
@@ -377,7 +378,7 @@ static void write_now(struct herald_conn *c)
         (void)write_out(bufferevent_get_output(c->bev), c->fd);
 }
 
-static void run_deferred(evutil_socket_t fd, short what, void *arg)
+static void run_deferred(struct herald_timer *t, void *arg)
 {
     struct herald_conn *c = arg;
     unsigned work = extra(c)->work;
@@ -447,7 +448,7 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
      * ways; sock_reader or tls_stream moves it (its own events stay off). */
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_disable(c->bev, EV_WRITE);   /* flush_output() writes; EV_WRITE only when the socket is full */
-    a->x.deferred = event_new(w->base, -1, 0, run_deferred, c);
+    a->x.deferred = herald_timer_new(run_deferred, c);
     SSL *ssl = tls ? tls_ssl_new(tls) : NULL;
     if (ssl) {
         a->x.tls_io = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, tls_handshake_timeout_ms(tls),

@@ -36,7 +36,7 @@
 static void defer(struct herald_upstream *u, unsigned work)
 {
     u->work |= work;
-    event_active(u->deferred, EV_READ, 0);
+    herald_timer_arm(u->deferred, 0);
 }
 
 static void free_upstream(struct herald_upstream *u);
@@ -70,7 +70,7 @@ void upstream_read_stop(struct herald_upstream *u)
     u->reader = NULL;
 }
 
-static void run_deferred(evutil_socket_t fd, short what, void *arg)
+static void run_deferred(struct herald_timer *t, void *arg)
 {
     struct herald_upstream *u = arg;
     unsigned work = u->work;
@@ -132,7 +132,7 @@ static void free_upstream(struct herald_upstream *u)
     bufferevent_free(u->bev);
     if (u->timeout_ev)
         event_free(u->timeout_ev);
-    event_free(u->deferred);
+    herald_timer_free(u->deferred);
     host_put(u->host);
     free(u);
 }
@@ -379,7 +379,7 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
     u->buffer_limit = cl->cfg->buffer_limit ? cl->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
     u->start_mono_ms = mono_ms();
     u->timeout_ev = evtimer_new(w->base, on_connect_timeout, u);
-    u->deferred = event_new(w->base, -1, 0, run_deferred, u);
+    u->deferred = herald_timer_new(run_deferred, u);
     u->next = w->upstreams;
     if (w->upstreams)
         w->upstreams->prev = u;

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "herald/timer.h"
 #include "herald/upstream.h"
 #include "net/address.h"
 
@@ -24,7 +25,7 @@ struct herald_upstream {
     struct bufferevent *bev;
     struct ssl_st *ssl;                /* TLS to the upstream (owned by bev), or NULL */
     struct event *timeout_ev;          /* while connecting only */
-    struct event *deferred;            /* deferred free / re-read (upstream_conn.c) */
+    struct herald_timer *deferred;     /* deferred free / re-read, armed with 0 (upstream_conn.c) */
     struct sock_reader *reader;        /* plain sockets, once connected (net/sock_reader.h) */
     bool read_stopped;                 /* spliced: never reads through the bufferevent again */
     unsigned work;
