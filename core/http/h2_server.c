@@ -35,7 +35,7 @@ struct h2s {
     bool discard_rst;               /* RST_STREAM(NO_ERROR) sent to stop an upload nobody reads */
     bool rst_received;
     bool paused;
-    struct evbuffer *in;            /* received, not delivered, not consumed */
+    struct evbuffer *in;            /* received, not delivered, not consumed (NULL until needed) */
     bool in_end;                    /* the end is held behind `in` */
     struct herald_headers *in_trailers;
     /* response */
@@ -98,6 +98,9 @@ static void consume(struct h2_server *h, int32_t id, size_t n)
         nghttp2_session_consume_connection(h->s, n);
 }
 
+/* upload bytes waiting for the stream's reader (st->in is made on the first) */
+static size_t held_len(const struct h2s *st) { return st->in ? evbuffer_get_length(st->in) : 0; }
+
 static void free_h2s(struct h2s *st)
 {
     struct h2_server *h = st->h;
@@ -111,9 +114,10 @@ static void free_h2s(struct h2s *st)
     herald_headers_free(st->hdrs);
     herald_headers_free(st->in_trailers);
     herald_headers_free(st->out_trailers);
-    evbuffer_free(st->in);
+    if (st->in)
+        evbuffer_free(st->in);
     evbuffer_free(st->out);
-    free(st);
+    mem_cache_free(st, sizeof(*st));
 }
 
 /* ---------------------------------------------------------------- nghttp2 callbacks */
@@ -178,11 +182,12 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        struct h2s *st = xcalloc(1, sizeof(*st));
+        /* per request: from mem_cache; the held-upload buffer only when an
+         * upload has to wait (most requests have no body) */
+        struct h2s *st = mem_cache_alloc_zeroed(sizeof(*st));
         st->h = h;
         st->id = id;
         st->created_ms = herald_now_ms();
-        st->in = evbuffer_new();
         st->out = evbuffer_new();
         st->hdrs = herald_headers_new();
         st->next = h->streams;
@@ -307,7 +312,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             st->hdrs = NULL;
             return 0;
         }
-        if (st->paused || evbuffer_get_length(st->in)) {
+        if (st->paused || held_len(st)) {
             st->in_trailers = st->hdrs;
             st->hdrs = NULL;
             st->in_end = true;
@@ -325,7 +330,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         st->req_ended = true;
         if (!st->user)
             return 0;
-        if (st->paused || evbuffer_get_length(st->in)) {
+        if (st->paused || held_len(st)) {
             st->in_end = true;
             return 0;
         }
@@ -357,8 +362,10 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
         }
         return 0;
     }
-    if (st->paused || evbuffer_get_length(st->in)) {
+    if (st->paused || held_len(st)) {
         /* held, and the client's window with it */
+        if (!st->in)
+            st->in = evbuffer_new();
         evbuffer_add(st->in, data, len);
         return 0;
     }
@@ -391,7 +398,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
         if (h->cbs->on_premature_reset_limit)
             h->cbs->on_premature_reset_limit(h->arg);
     }
-    size_t held = evbuffer_get_length(st->in);
+    size_t held = held_len(st);
     if (held)
         nghttp2_session_consume_connection(session, held);
     void *user = st->user;
@@ -724,9 +731,9 @@ void h2_server_detach(struct h2_server *h, int32_t id)
     if (!st || !st->user)
         return;
     st->user = NULL;
-    size_t held = evbuffer_get_length(st->in);
+    size_t held = held_len(st);
     if (held) {
-        evbuffer_drain(st->in, held);
+        evbuffer_drain(st->in, held);   /* held > 0: st->in exists */
         consume(h, id, held);
     }
     if (!st->resp_submitted || (st->resp_ended && !st->req_ended))
@@ -740,9 +747,9 @@ void h2_server_reset(struct h2_server *h, int32_t id, uint32_t error_code)
     if (!st)
         return;
     st->user = NULL;
-    size_t held = evbuffer_get_length(st->in);
+    size_t held = held_len(st);
     if (held) {
-        evbuffer_drain(st->in, held);
+        evbuffer_drain(st->in, held);   /* held > 0: st->in exists */
         consume(h, id, held);
     }
     nghttp2_submit_rst_stream(h->s, NGHTTP2_FLAG_NONE, id, error_code);
@@ -762,8 +769,8 @@ void h2_server_deliver(struct h2_server *h)
     h->busy++;
     for (struct h2s *st = h->streams; st; st = st->next) {
         /* one pass per stream; a stream pausing again keeps the rest */
-        while (st->user && !st->paused && (evbuffer_get_length(st->in) || st->in_end)) {
-            size_t n = evbuffer_get_length(st->in);
+        while (st->user && !st->paused && (held_len(st) || st->in_end)) {
+            size_t n = held_len(st);
             if (n) {
                 evbuffer_drain(h->tmp, evbuffer_get_length(h->tmp));
                 evbuffer_add_buffer(h->tmp, st->in);
