@@ -308,9 +308,7 @@ int server_run(struct options *o)
     s->state = SERVER_LIVE;
     log_info("main", "herald %s started: %u worker%s", PACKAGE_VERSION, nworkers, nworkers == 1 ? "" : "s");
     reload_started(s);
-    struct event *trim = mem_cache_trim_start(s->base);
     loop_run(s->base);
-    mem_cache_trim_stop(trim);
     log_info("main", "exiting");
     for (unsigned i = 0; i < nworkers; i++) {
         event_free(s->workers[i].wakeup);

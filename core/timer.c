@@ -83,9 +83,12 @@ uint64_t herald_now_ms(void)
 
 /* Until its loopexit or loopbreak: one iteration per event_base_loop call,
  * so that herald_now_ms() is read afresh after each wait and then costs one
- * load for every stream and timer that asks within the iteration. */
+ * load for every stream and timer that asks within the iteration. The
+ * thread's mem_cache is trimmed from here too (every thread that runs a
+ * loop keeps lists). */
 void loop_run(struct event_base *base)
 {
+    struct event *trim = mem_cache_trim_start(base);
     clock_driven = true;
     for (;;) {
         cached_ms = 0;
@@ -96,6 +99,7 @@ void loop_run(struct event_base *base)
     }
     clock_driven = false;
     cached_ms = 0;
+    mem_cache_trim_stop(trim);
 }
 
 /* ---------------------------------------------------------------- lists */
@@ -189,8 +193,6 @@ static uint64_t next_in_level(const struct wheel *w, unsigned level)
     return NEVER;
 }
 
-static uint64_t next_level0(const struct wheel *w) { return next_in_level(w, 0); }
-
 /* The tick sleeps until then: no wake-ups while only far timers wait. */
 static uint64_t next_due(const struct wheel *w)
 {
@@ -254,7 +256,7 @@ static void advance(struct wheel *w, uint64_t target)
                 cascade(w, 1, (unsigned)(next >> SLOT_BITS) & (SLOTS - 1));
         } else {
             /* nothing in level 0 before its due slot (or the block's end): jump there */
-            uint64_t due0 = next_level0(w), block_end = next | (SLOTS - 1);
+            uint64_t due0 = next_in_level(w, 0), block_end = next | (SLOTS - 1);
             uint64_t stop = due0 <= block_end ? due0 - 1 : block_end;
             if (stop >= next) {
                 w->now = stop < target ? stop : target;
@@ -357,10 +359,13 @@ void herald_timer_arm(struct herald_timer *t, uint64_t ms)
         event_active(w->soon_ev, EV_TIMEOUT, 0);
         return;
     }
+    uint64_t now = herald_now_ms();
+    if (t->where == IN_SLOT && t->deadline == now + ms)
+        return;   /* idle timeouts re-armed on every read within one iteration */
     unlink_timer(t);
     if (wheel_empty(w) && !w->running)
-        w->now = herald_now_ms();   /* an empty wheel has nothing to catch up on */
-    t->deadline = herald_now_ms() + ms;
+        w->now = now;   /* an empty wheel has nothing to catch up on */
+    t->deadline = now + ms;
     place(w, t);
     schedule(w);
 }
@@ -370,15 +375,6 @@ void herald_timer_cancel(struct herald_timer *t)
     if (t)
         unlink_timer(t);
 }
-
-void timer_arm_lazy(struct herald_timer *t, uint64_t ms)
-{
-    if (t->where == IN_SLOT && t->deadline == herald_now_ms() + ms)
-        return;
-    herald_timer_arm(t, ms);
-}
-
-void timer_disarm_lazy(struct herald_timer *t) { herald_timer_cancel(t); }
 
 void herald_timer_free(struct herald_timer *t)
 {

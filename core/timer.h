@@ -9,17 +9,12 @@
 struct event_base;
 
 /* Runs base's loop on the calling thread until event_base_loopexit or
- * loopbreak, reading the thread's clock (herald_now_ms) once per iteration. */
+ * loopbreak, reading the thread's clock (herald_now_ms) once per iteration
+ * and trimming its mem_cache lists every MEM_CACHE_TRIM_SECONDS. */
 void loop_run(struct event_base *base);
 /* The calling thread's loop is about to go: its timer wheel lets go of the
  * loop's events (timers still allocated stay valid and inert until freed). */
 void timer_thread_exit(void);
-
-/* herald_timer_arm for deadlines that move on every request (idle and
- * stream timeouts): nothing to do when the deadline did not change. */
-void timer_arm_lazy(struct herald_timer *t, uint64_t ms);
-/* herald_timer_cancel. */
-void timer_disarm_lazy(struct herald_timer *t);
 
 /* Unit tests: herald_now_ms() returns ms from now on (0: the real clock
  * again); timer_test_run() runs what is due by it, as the tick would. */

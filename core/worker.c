@@ -10,7 +10,6 @@
 
 #include "common.h"
 #include "log.h"
-#include "mem_cache.h"
 #include "stats.h"
 #include "timer.h"
 #include "worker.h"
@@ -84,9 +83,7 @@ static void *run(void *arg)
     snprintf(name, sizeof(name), "worker_%u", w->index);
     log_set_thread_name(name);
     log_debug("worker", "started");
-    struct event *trim = mem_cache_trim_start(w->base);
     loop_run(w->base);
-    mem_cache_trim_stop(trim);
     drain_queue(-1, 0, w); /* run what was posted while stopping (frees) */
     timer_thread_exit();
     log_debug("worker", "stopped");

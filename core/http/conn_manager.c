@@ -475,11 +475,11 @@ static void write_out(struct cm_conn *cc)
 static void on_idle_timer(struct herald_timer *t, void *arg);
 
 /* A keep-alive connection goes idle after every request: the idle timer is
- * armed and disarmed lazily (timer.h), not moved in the heap each time. */
+ * armed and cancelled each time (list operations on the timer wheel). */
 static void idle_arm(struct cm_conn *cc, uint64_t ms)
 {
     if (cc->idle_timer)
-        timer_arm_lazy(cc->idle_timer, ms);
+        herald_timer_arm(cc->idle_timer, ms);
 }
 
 static void on_linger_timer(struct herald_timer *t, void *arg)
@@ -1478,7 +1478,7 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
     }
     herald_gauge_add(cm->st.rq_active, 1);
     if (cc->idle_timer)
-        timer_disarm_lazy(cc->idle_timer);
+        herald_timer_cancel(cc->idle_timer);
     return s;
 }
 
@@ -2238,7 +2238,7 @@ static void stream_timer_arm(struct herald_http_stream *s)
         if (dl[i] && (!next || dl[i] < next))
             next = dl[i];
     if (next && s->timer)
-        timer_arm_lazy(s->timer, next > now ? next - now : 0);   /* activity moves it later */
+        herald_timer_arm(s->timer, next > now ? next - now : 0);   /* activity moves it later */
 }
 
 /* 408 while the response has not started, a reset after. */
