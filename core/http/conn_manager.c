@@ -1633,14 +1633,17 @@ static void leave(struct cm_conn *cc)
 }
 
 /* An SDK call by a filter from its own event (an upstream callback): the
- * filter's frame is still live above us, so the teardown waits a turn. */
+ * filter's frame is still live above us, so the teardown waits a turn. On
+ * HTTP/2 the frames wait that turn too: the responses of every stream that
+ * got one in this loop iteration go through nghttp2's send loop together. */
 static void leave_sdk(struct cm_conn *cc)
 {
     if (--cc->depth != 0)
         return;
-    if (any_over(cc) && cc->finish_timer)
+    if ((cc->h2 || any_over(cc)) && cc->finish_timer)
         herald_timer_arm(cc->finish_timer, 0);
-    h2_out(cc);
+    else
+        h2_out(cc);
 }
 
 static void on_finish_timer(struct herald_timer *t, void *arg)
