@@ -33,7 +33,8 @@
 #   crash or non-2xx answers are reported there (and the exit status is 1); nothing is
 #   retried.
 #
-# KNOBS: DUR (1..10, default 10) CONNS_LIST ("50 500") CASES ("h1-128 h1-16k") BASE_PORT
+# KNOBS: DUR (1..10, default 10) CONNS_LIST ("50 500") CASES ("h1-128 h1-16k") PROXIES
+#   ("haproxy nginx"; e.g. "haproxy" alone for a shorter run) BASE_PORT
 #   (28140; peers.sh uses +0..+11, herald listens on +9) LOAD_CPU PROXY_CPU PEERS HERALD
 #   (../build/herald) PLUGIN_DIR (../build/plugins) OUT (directory for outputs and herald
 #   logs, default a new mktemp dir; herald and its plugins are copied to OUT/bin at start and
@@ -168,7 +169,7 @@ echo "# outputs and herald logs: $OUT"
 for c in $CONNS_LIST; do
     echo; echo "################ CONNS=$c"
     rm -f "$OUT/herald-c$c".*
-    CONNS=$c CASES=$CASES PROXIES="haproxy nginx" BASE_PORT=$BASE_PORT PUT_NAME=herald \
+    CONNS=$c CASES=$CASES PROXIES="${PROXIES-haproxy nginx}" BASE_PORT=$BASE_PORT PUT_NAME=herald \
     PUT_PORTS="http=$((BASE_PORT + 9))" PROXY_UNDER_TEST="exec bash '$HERE/http.sh' --start-herald" \
         bash "$PEERS" 2>&1 | tee "$OUT/peers-c$c.txt"
     # the wrapper writes .exit once herald is gone; peers.sh's cleanup waits for it

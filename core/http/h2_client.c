@@ -21,6 +21,7 @@
 #include "buffer.h"
 #include "common.h"
 #include "herald/stats.h"
+#include "herald/timer.h"
 #include "http/h2_client.h"
 #include "http/headers.h"
 #include "log.h"
@@ -43,6 +44,7 @@ struct h2_conn {
     unsigned nstreams;
     uint32_t nrequests;                /* streams bound so far (max_requests_per_connection) */
     struct event *idle_ev;
+    struct herald_timer *send_soon;    /* new requests' frames: once per loop iteration */
     struct evbuffer *wbuf;
     unsigned dispatching;              /* inside nghttp2_session_mem_recv */
     bool running;                      /* inside h2c_run */
@@ -80,6 +82,21 @@ static void h2c_poke(struct h2_conn *hc)
         return;
     }
     h2c_run(hc);
+}
+
+/* A new request or more of its body: written with the others that come in
+ * the same loop iteration (one nghttp2 send loop, one socket write for
+ * all of them) rather than one by one. */
+static void h2c_poke_soon(struct h2_conn *hc)
+{
+    if (!hc->dead)
+        herald_timer_arm(hc->send_soon, 0);
+}
+
+static void on_send_soon(struct herald_timer *t, void *arg)
+{
+    (void)t;
+    h2c_poke(arg);
 }
 
 /* ------------------------------------------------------------ lists */
@@ -229,6 +246,7 @@ static void h2c_free(struct h2_conn *hc)
         nghttp2_session_del(hc->sess);
     evbuffer_free(hc->wbuf);
     event_free(hc->idle_ev);
+    herald_timer_free(hc->send_soon);
     free(hc);
 }
 
@@ -444,7 +462,7 @@ int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, 
     r->headers_sent = true;
     if (end)
         r->req_done = true;
-    h2c_poke(hc);
+    h2c_poke_soon(hc);
     return 0;
 }
 
@@ -455,7 +473,7 @@ static void resume_body(struct herald_http_upstream *r)
         r->h2_deferred = false;
         nghttp2_session_resume_data(hc->sess, r->stream_id);
     }
-    h2c_poke(hc);
+    h2c_poke_soon(hc);
 }
 
 int h2_encode_data(struct herald_http_upstream *r, struct evbuffer *data, bool end)
@@ -947,6 +965,7 @@ int h2_pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     }
     hc->wbuf = evbuffer_new();
     hc->idle_ev = evtimer_new(worker_self()->base, on_idle_timeout, hc);
+    hc->send_soon = herald_timer_new(on_send_soon, hc);
     if (cfg->http_protocol != UPSTREAM_HTTP_AUTO)
         herald_stat_inc(p->cluster->stats.upstream_cx_http2_total);
     conn_link(hc);
