@@ -174,6 +174,11 @@ struct herald_http_stream {
     char *upstream_cluster, *upstream_host, *upstream_failure;
     /* where the first two usually live: set on every request, a malloc each otherwise */
     char upstream_cluster_inline[48], upstream_host_inline[64];
+    /* the connection of the last upstream attempt (herald_http_upstream_set_stream) */
+    char upstream_local[64];
+    uint64_t upstream_ready_ms;     /* from the attempt's start until it had a connection */
+    uint32_t upstream_attempts;
+    bool upstream_bound;
     struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
     /* progress */
     bool request_complete;      /* the codec delivered the whole request */
@@ -1276,6 +1281,27 @@ static const char *num(char *scratch, size_t len, uint64_t v)
     return scratch;
 }
 
+/* The host or the port of "a.b.c.d:port" / "[v6]:port" (the host without
+ * brackets, as Envoy prints it); NULL when addr has no such part. */
+static const char *addr_part(const char *addr, bool want_port, char *scratch, size_t len)
+{
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (!colon || (addr[0] == '[' && colon[-1] != ']'))
+        return want_port ? NULL : addr;
+    if (want_port)
+        return colon + 1;
+    size_t n = (size_t)(colon - addr);
+    if (addr[0] == '[' && n >= 2) {
+        addr++;
+        n -= 2;
+    }
+    if (n >= len)
+        return NULL;
+    memcpy(scratch, addr, n);
+    scratch[n] = '\0';
+    return scratch;
+}
+
 /* REQ(A?B:N) style lookups: the first of the alternatives that is present. */
 static const char *header_alt(const struct herald_headers *h, const char *arg)
 {
@@ -1421,6 +1447,20 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return s->upstream_cluster;
         if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
             return s->upstream_failure;
+        if (!strcmp(op, "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"))
+            return addr_part(s->upstream_host, false, scratch, len);
+        if (!strcmp(op, "UPSTREAM_REMOTE_PORT"))
+            return addr_part(s->upstream_host, true, scratch, len);
+        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS"))
+            return s->upstream_bound ? s->upstream_local : NULL;
+        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT"))
+            return s->upstream_bound ? addr_part(s->upstream_local, false, scratch, len) : NULL;
+        if (!strcmp(op, "UPSTREAM_LOCAL_PORT"))
+            return s->upstream_bound ? addr_part(s->upstream_local, true, scratch, len) : NULL;
+        if (!strcmp(op, "UPSTREAM_CONNECTION_POOL_READY_DURATION"))
+            return s->upstream_bound ? num(scratch, len, s->upstream_ready_ms) : NULL;
+        if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT"))
+            return s->upstream_attempts ? num(scratch, len, s->upstream_attempts) : NULL;
         if (!strcmp(op, "UNIQUE_ID"))
             return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
         break;
@@ -2808,6 +2848,19 @@ void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *c
                       cluster);
     if (host)
         set_owned_str(&s->upstream_host, s->upstream_host_inline, sizeof(s->upstream_host_inline), host);
+}
+
+void cm_stream_upstream_attempt(struct herald_http_stream *s)
+{
+    s->upstream_attempts++;
+    s->upstream_bound = false;
+}
+
+void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t ready_ms)
+{
+    snprintf(s->upstream_local, sizeof(s->upstream_local), "%s", local ? local : "");
+    s->upstream_ready_ms = ready_ms;
+    s->upstream_bound = local && *local;
 }
 
 void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason)

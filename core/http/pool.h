@@ -125,6 +125,8 @@ struct herald_http_upstream {
     unsigned holds;                    /* core frames that touch it after an owner callback */
     struct pool_cluster *pcl;
     int priority;                      /* circuit-breaker priority (0 DEFAULT, 1 HIGH) */
+    struct herald_http_stream *stream; /* whose access log hears of its connection (set_stream) */
+    uint64_t created_ms, bound_ms;     /* herald_now_ms() when made / when it got a connection */
     struct herald_http_upstream *wprev, *wnext; /* every live request of the worker */
     /* HTTP/2 (h2_client.c): the stream this request is */
     struct h2_conn *h2;                /* bound connection, NULL once off it */

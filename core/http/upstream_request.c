@@ -13,11 +13,13 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
+#include "http/conn_manager.h"
 #include "http/headers.h"
 #include "http/h2_client.h"
 #include "http/pool.h"
 #include "log.h"
 #include "mem_cache.h"
+#include "net/upstream_conn.h"
 #include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
@@ -346,11 +348,22 @@ static void apply_pause(struct pool_conn *c, bool pause)
     herald_upstream_resume_reading(c->up, HERALD_PAUSE_PEER);
 }
 
+/* The owner's stream learns which connection its attempt got. */
+static void report_bound(struct herald_http_upstream *r)
+{
+    if (!r->stream)
+        return;
+    const char *local = r->conn && r->conn->up ? r->conn->up->local_str : h2_conn_local(r->h2);
+    cm_stream_upstream_bound(r->stream, local, r->bound_ms - r->created_ms);
+}
+
 void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)
 {
     r->conn = c;
     c->req = r;
     r->state = UREQ_BOUND;
+    r->bound_ms = herald_now_ms();
+    report_bound(r);
     pool_conn_bound(c);
     activate(r);
     h1_encoder_init(&r->enc, 0);
@@ -364,6 +377,8 @@ void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)
 void ureq_bound_h2(struct herald_http_upstream *r)
 {
     r->state = UREQ_BOUND;
+    r->bound_ms = herald_now_ms();
+    report_bound(r);
     activate(r);
     r->ready_due = true;
     herald_timer_arm(r->kick, 0);
@@ -419,6 +434,7 @@ struct herald_http_upstream *herald_http_upstream_new_priority(struct herald_clu
     host_get(h);
     r->cbs = cbs;
     r->arg = arg;
+    r->created_ms = herald_now_ms();
     r->kick = herald_timer_new(on_deferred, r);
     r->wnext = tls_reqs;
     if (tls_reqs)
@@ -512,10 +528,21 @@ void herald_http_upstream_pause_reading(struct herald_http_upstream *r, bool pau
     }
 }
 
+void herald_http_upstream_set_stream(struct herald_http_upstream *r, struct herald_http_stream *s)
+{
+    if (!r || !s)
+        return;
+    r->stream = s;
+    cm_stream_upstream_attempt(s);
+    if (r->state == UREQ_BOUND)
+        report_bound(r);   /* bound while it was being made: an idle connection */
+}
+
 void herald_http_upstream_free(struct herald_http_upstream *r)
 {
     if (!r)
         return;
+    r->stream = NULL;   /* the stream may go before the core lets go of r */
     switch (r->state) {
     case UREQ_PENDING:
         ureq_pending_remove(r);

@@ -330,6 +330,7 @@ static void start_try(struct session *ss)
         upstream_failed(ss, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);
         return;
     }
+    herald_http_upstream_set_stream(ss->u, ss->s);
     if (ss->down_blocked)
         herald_http_upstream_pause_reading(ss->u, true);
     bool has_body = ss->body && herald_buf_len(ss->body) > 0;

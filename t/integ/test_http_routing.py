@@ -243,6 +243,44 @@ def test_http_access_log_lines(herald, upstreams, port, tmp_path):
     assert re.search(r'^\[\S+\] "GET /app1/z HTTP/1.1" 200 - 0 \d+ \d+ ', text or "", re.M), text
 
 
+def test_http_access_log_upstream_connection(herald, upstreams, port, tmp_path):
+    """%UPSTREAM_LOCAL_ADDRESS% is the address the backend saw as its peer;
+    attempts are counted across retries; a request that never went upstream
+    logs "-" for both."""
+    b = upstreams(HttpBackend, "b")
+    log = str(tmp_path / "access.log")
+    fmt = ("%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_LOCAL_ADDRESS% "
+           "%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
+           "%UPSTREAM_REMOTE_PORT% %UPSTREAM_CONNECTION_POOL_READY_DURATION%\n")
+    retry = {"retry_on": "5xx", "num_retries": 2,
+             "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"}}
+    routes = [hb.route("/direct", direct_response={"status": 204}),
+              hb.route("/retry", "backend", retry_policy=retry), hb.route("/", "backend")]
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=routes, access_log=[hb.file_access_log(log, fmt)])
+    status, _, body = hb.get_json(lp, "/one")
+    assert status == 200
+    peer = body["peer"]
+    assert hb.request(lp, "/retry?fail=2&key=k")[0] == 200
+    assert hb.request(lp, "/direct")[0] == 204
+
+    def lines():
+        try:
+            with open(log) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    got = hb_wait(lambda: len(lines()) >= 3 and lines())
+    assert got and len(got) == 3, got
+    one, retried, direct = (l.split() for l in got)
+    ready = one.pop()
+    assert one == ["/one", "200", "1", peer, "127.0.0.1", peer.rsplit(":", 1)[1], "127.0.0.1", str(b.port)], one
+    assert ready.isdigit() and int(ready) < 1000, ready
+    assert retried[:3] == ["/retry?fail=2&key=k", "200", "3"], retried
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", retried[3]) and retried[5] == retried[3].rsplit(":", 1)[1], retried
+    assert direct == ["/direct", "204", "-", "-", "-", "-", "-", "-", "-"], direct
+
+
 def hb_wait(pred, timeout=5.0):
     deadline = time.monotonic() + timeout
     while True:

@@ -279,6 +279,12 @@ HERALD_EXPORT void herald_http_upstream_pause_reading(struct herald_http_upstrea
  * connection to the pool. */
 HERALD_EXPORT void herald_http_upstream_free(struct herald_http_upstream *u);
 HERALD_EXPORT const struct herald_host *herald_http_upstream_host(const struct herald_http_upstream *u);
+/* (1.3) u is an attempt at stream s's request: s's access log counts it
+ * (%UPSTREAM_REQUEST_ATTEMPT_COUNT%) and, once u has a connection, shows that
+ * connection (%UPSTREAM_LOCAL_ADDRESS%, %UPSTREAM_LOCAL_PORT%, ..._WITHOUT_PORT)
+ * and how long u waited for it (%UPSTREAM_CONNECTION_POOL_READY_DURATION%).
+ * Free u before s ends (a filter frees its upstream requests in on_destroy). */
+HERALD_EXPORT void herald_http_upstream_set_stream(struct herald_http_upstream *u, struct herald_http_stream *s);
 /* (1.2) herald_http_upstream_new under the circuit_breakers thresholds of a
  * priority (herald_http_upstream_new: DEFAULT). */
 HERALD_EXPORT struct herald_http_upstream *

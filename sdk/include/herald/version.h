@@ -13,12 +13,14 @@
  *                    herald_route_priority, herald_http_upstream_new_priority,
  *                    herald_cluster_retry_begin/end; herald_route_hash
  *                    (hash_policy for RING_HASH and MAGLEV).
+ *   1.3  2026-11-28  herald_http_upstream_set_stream (the upstream connection
+ *                    and attempt count in a stream's access log).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 2
+#define HERALD_ABI_MINOR 3
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
