@@ -281,7 +281,8 @@ HERALD_EXPORT void herald_http_upstream_free(struct herald_http_upstream *u);
 HERALD_EXPORT const struct herald_host *herald_http_upstream_host(const struct herald_http_upstream *u);
 /* (1.3) u is an attempt at stream s's request: s's access log counts it
  * (%UPSTREAM_REQUEST_ATTEMPT_COUNT%) and, once u has a connection, shows that
- * connection (%UPSTREAM_LOCAL_ADDRESS%, %UPSTREAM_LOCAL_PORT%, ..._WITHOUT_PORT)
+ * connection (%UPSTREAM_LOCAL_ADDRESS%, %UPSTREAM_LOCAL_PORT%, ..._WITHOUT_PORT,
+ * %UPSTREAM_PROTOCOL%)
  * and how long u waited for it (%UPSTREAM_CONNECTION_POOL_READY_DURATION%).
  * Free u before s ends (a filter frees its upstream requests in on_destroy). */
 HERALD_EXPORT void herald_http_upstream_set_stream(struct herald_http_upstream *u, struct herald_http_stream *s);
