@@ -177,6 +177,7 @@ struct herald_http_stream {
     /* the connection of the last upstream attempt (herald_http_upstream_set_stream) */
     char upstream_local[64];
     uint64_t upstream_ready_ms;     /* from the attempt's start until it had a connection */
+    uint64_t upstream_conn_id;
     const char *upstream_protocol;  /* static: "HTTP/1.1" or "HTTP/2" */
     uint32_t upstream_attempts;
     bool upstream_bound;
@@ -1460,6 +1461,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return s->upstream_bound ? addr_part(s->upstream_local, true, scratch, len) : NULL;
         if (!strcmp(op, "UPSTREAM_CONNECTION_POOL_READY_DURATION"))
             return s->upstream_bound ? num(scratch, len, s->upstream_ready_ms) : NULL;
+        if (!strcmp(op, "UPSTREAM_CONNECTION_ID"))
+            return s->upstream_bound ? num(scratch, len, s->upstream_conn_id) : NULL;
         if (!strcmp(op, "UPSTREAM_PROTOCOL"))
             return s->upstream_bound ? s->upstream_protocol : NULL;
         if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT"))
@@ -2859,8 +2862,10 @@ void cm_stream_upstream_attempt(struct herald_http_stream *s)
     s->upstream_bound = false;
 }
 
-void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t ready_ms, bool h2)
+void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
+                              bool h2)
 {
+    s->upstream_conn_id = conn_id;
     s->upstream_protocol = h2 ? "HTTP/2" : "HTTP/1.1";
     snprintf(s->upstream_local, sizeof(s->upstream_local), "%s", local ? local : "");
     s->upstream_ready_ms = ready_ms;

@@ -187,9 +187,9 @@ static void stream_bind(struct h2_conn *hc, struct herald_http_upstream *r)
     ureq_bound_h2(r); /* writes what the owner queued (which may end hc: not touched after) */
 }
 
-const char *h2_conn_local(const struct h2_conn *hc)
+struct herald_upstream *h2_conn_upstream(const struct h2_conn *hc)
 {
-    return hc && hc->up ? hc->up->local_str : NULL;
+    return hc ? hc->up : NULL;
 }
 
 bool h2_pool_bind(struct http_pool *p, struct herald_http_upstream *r)

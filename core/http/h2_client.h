@@ -18,8 +18,8 @@
 /* h2_client.c: HTTP/2 connections of a pool and the requests as streams on them */
 /* Binds r as a stream of a connection with room; false when none has. */
 bool h2_pool_bind(struct http_pool *p, struct herald_http_upstream *r);
-/* The local address of hc's TCP connection ("ip:port"), NULL once it is gone. */
-const char *h2_conn_local(const struct h2_conn *hc);
+/* hc's TCP connection, NULL once it is gone. */
+struct herald_upstream *h2_conn_upstream(const struct h2_conn *hc);
 /* Like pool_grow, for HTTP/2 (and undecided auto_config) pools. */
 int h2_pool_grow(struct http_pool *p, enum herald_upstream_reset *why);
 int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, bool end);

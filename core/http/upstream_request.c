@@ -353,8 +353,9 @@ static void report_bound(struct herald_http_upstream *r)
 {
     if (!r->stream)
         return;
-    const char *local = r->conn && r->conn->up ? r->conn->up->local_str : h2_conn_local(r->h2);
-    cm_stream_upstream_bound(r->stream, local, r->bound_ms - r->created_ms, r->h2 != NULL);
+    const struct herald_upstream *up = r->conn ? r->conn->up : h2_conn_upstream(r->h2);
+    if (up)
+        cm_stream_upstream_bound(r->stream, up->local_str, up->id, r->bound_ms - r->created_ms, r->h2 != NULL);
 }
 
 void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)

@@ -366,6 +366,7 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
         return NULL;
     }
     struct herald_upstream *u = xcalloc(1, sizeof(*u));
+    u->id = ((uint64_t)w->index << 48) | ++w->next_conn_id;   /* one sequence with the downstream ids */
     u->priority = priority;
     u->http = http;
     u->worker = w;

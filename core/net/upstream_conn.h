@@ -38,6 +38,7 @@ struct herald_upstream {
     bool http;                         /* an HTTP pool's: its requests report to outlier detection */
     uint64_t rx_bytes, tx_bytes;       /* moved by the splice engine (counted at release) */
     char local_str[ADDR_STRLEN];
+    uint64_t id;                       /* %UPSTREAM_CONNECTION_ID% */
     struct herald_upstream *prev, *next;
 };
 

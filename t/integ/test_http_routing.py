@@ -244,7 +244,8 @@ def test_http_access_log_upstream_connection(herald, upstreams, port, tmp_path):
     log = str(tmp_path / "access.log")
     fmt = ("%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_LOCAL_ADDRESS% "
            "%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
-           "%UPSTREAM_REMOTE_PORT% %UPSTREAM_PROTOCOL% %UPSTREAM_CONNECTION_POOL_READY_DURATION%\n")
+           "%UPSTREAM_REMOTE_PORT% %UPSTREAM_PROTOCOL% %CONNECTION_ID% %UPSTREAM_CONNECTION_ID% "
+           "%UPSTREAM_CONNECTION_POOL_READY_DURATION%\n")
     retry = {"retry_on": "5xx", "num_retries": 2,
              "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"}}
     routes = [hb.route("/direct", direct_response={"status": 204}),
@@ -259,13 +260,15 @@ def test_http_access_log_upstream_connection(herald, upstreams, port, tmp_path):
     got = wait_log_lines(log, 3)
     assert got and len(got) == 3, got
     one, retried, direct = (l.split() for l in got)
-    ready = one.pop()
+    ready, up_id, down_id = one.pop(), one.pop(), one.pop()
+    assert up_id.isdigit() and down_id.isdigit() and up_id != down_id, (down_id, up_id)
     assert one == ["/one", "200", "1", peer, "127.0.0.1", peer.rsplit(":", 1)[1], "127.0.0.1", str(b.port),
                    "HTTP/1.1"], one
     assert ready.isdigit() and int(ready) < 1000, ready
     assert retried[:3] == ["/retry?fail=2&key=k", "200", "3"], retried
     assert re.fullmatch(r"127\.0\.0\.1:\d+", retried[3]) and retried[5] == retried[3].rsplit(":", 1)[1], retried
-    assert direct == ["/direct", "204"] + ["-"] * 8, direct
+    assert direct[:2] == ["/direct", "204"] and direct[2:9] == ["-"] * 7, direct
+    assert direct[9].isdigit() and direct[10:] == ["-", "-"], direct
 
 
 def wait_log_lines(path, n):
