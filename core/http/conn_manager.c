@@ -2867,7 +2867,9 @@ void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, u
 {
     s->upstream_conn_id = conn_id;
     s->upstream_protocol = h2 ? "HTTP/2" : "HTTP/1.1";
-    snprintf(s->upstream_local, sizeof(s->upstream_local), "%s", local ? local : "");
+    size_t n = local ? strnlen(local, sizeof(s->upstream_local) - 1) : 0;   /* per request: no snprintf */
+    memcpy(s->upstream_local, local ? local : "", n);
+    s->upstream_local[n] = '\0';
     s->upstream_ready_ms = ready_ms;
     s->upstream_bound = local && *local;
 }
