@@ -174,13 +174,13 @@ struct herald_http_stream {
     char *upstream_cluster, *upstream_host, *upstream_failure;
     /* where the first two usually live: set on every request, a malloc each otherwise */
     char upstream_cluster_inline[48], upstream_host_inline[64];
-    /* the connection of the last upstream attempt (herald_http_upstream_set_stream) */
+    /* the connection of the last upstream attempt (herald_http_upstream_set_stream);
+     * upstream_local "" until it has one */
     char upstream_local[64];
     uint64_t upstream_ready_ms;     /* from the attempt's start until it had a connection */
     uint64_t upstream_conn_id;
     const char *upstream_protocol;  /* static: "HTTP/1.1" or "HTTP/2" */
     uint32_t upstream_attempts;
-    bool upstream_bound;
     struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
     /* progress */
     bool request_complete;      /* the codec delivered the whole request */
@@ -1283,27 +1283,6 @@ static const char *num(char *scratch, size_t len, uint64_t v)
     return scratch;
 }
 
-/* The host or the port of "a.b.c.d:port" / "[v6]:port" (the host without
- * brackets, as Envoy prints it); NULL when addr has no such part. */
-static const char *addr_part(const char *addr, bool want_port, char *scratch, size_t len)
-{
-    const char *colon = addr ? strrchr(addr, ':') : NULL;
-    if (!colon || (addr[0] == '[' && colon[-1] != ']'))
-        return want_port ? NULL : addr;
-    if (want_port)
-        return colon + 1;
-    size_t n = (size_t)(colon - addr);
-    if (addr[0] == '[' && n >= 2) {
-        addr++;
-        n -= 2;
-    }
-    if (n >= len)
-        return NULL;
-    memcpy(scratch, addr, n);
-    scratch[n] = '\0';
-    return scratch;
-}
-
 /* REQ(A?B:N) style lookups: the first of the alternatives that is present. */
 static const char *header_alt(const struct herald_headers *h, const char *arg)
 {
@@ -1325,6 +1304,14 @@ static const char *port_part(const char *addr, char *out, size_t len)
     if (!colon || (addr[0] != '[' && strchr(addr, ':') != colon))
         return NULL;
     snprintf(out, len, "%s", colon + 1);
+    return out;
+}
+
+static const char *without_port(const char *addr, char *out, size_t len)
+{
+    if (!addr)
+        return NULL;
+    strip_port(addr, out, len);
     return out;
 }
 
@@ -1450,25 +1437,27 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
             return s->upstream_failure;
         if (!strcmp(op, "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"))
-            return addr_part(s->upstream_host, false, scratch, len);
+            return without_port(s->upstream_host, scratch, len);
         if (!strcmp(op, "UPSTREAM_REMOTE_PORT"))
-            return addr_part(s->upstream_host, true, scratch, len);
-        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS"))
-            return s->upstream_bound ? s->upstream_local : NULL;
-        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT"))
-            return s->upstream_bound ? addr_part(s->upstream_local, false, scratch, len) : NULL;
-        if (!strcmp(op, "UPSTREAM_LOCAL_PORT"))
-            return s->upstream_bound ? addr_part(s->upstream_local, true, scratch, len) : NULL;
-        if (!strcmp(op, "UPSTREAM_CONNECTION_POOL_READY_DURATION"))
-            return s->upstream_bound ? num(scratch, len, s->upstream_ready_ms) : NULL;
-        if (!strcmp(op, "UPSTREAM_CONNECTION_ID"))
-            return s->upstream_bound ? num(scratch, len, s->upstream_conn_id) : NULL;
-        if (!strcmp(op, "UPSTREAM_PROTOCOL"))
-            return s->upstream_bound ? s->upstream_protocol : NULL;
+            return s->upstream_host ? port_part(s->upstream_host, scratch, len) : NULL;
         if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT"))
             return s->upstream_attempts ? num(scratch, len, s->upstream_attempts) : NULL;
         if (!strcmp(op, "UNIQUE_ID"))
             return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
+        if (!s->upstream_local[0])
+            break;   /* the rest describe the connection the last attempt got: none */
+        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS"))
+            return s->upstream_local;
+        if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT"))
+            return without_port(s->upstream_local, scratch, len);
+        if (!strcmp(op, "UPSTREAM_LOCAL_PORT"))
+            return port_part(s->upstream_local, scratch, len);
+        if (!strcmp(op, "UPSTREAM_CONNECTION_POOL_READY_DURATION"))
+            return num(scratch, len, s->upstream_ready_ms);
+        if (!strcmp(op, "UPSTREAM_CONNECTION_ID"))
+            return num(scratch, len, s->upstream_conn_id);
+        if (!strcmp(op, "UPSTREAM_PROTOCOL"))
+            return s->upstream_protocol;
         break;
     }
     return NULL;
@@ -2859,7 +2848,7 @@ void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *c
 void cm_stream_upstream_attempt(struct herald_http_stream *s)
 {
     s->upstream_attempts++;
-    s->upstream_bound = false;
+    s->upstream_local[0] = '\0';   /* no connection yet for this attempt */
 }
 
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
@@ -2871,7 +2860,6 @@ void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, u
     memcpy(s->upstream_local, local ? local : "", n);
     s->upstream_local[n] = '\0';
     s->upstream_ready_ms = ready_ms;
-    s->upstream_bound = local && *local;
 }
 
 void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason)
