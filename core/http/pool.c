@@ -136,6 +136,8 @@ static void conn_close(struct pool_conn *c, enum herald_close_mode mode)
     c->dead = true;
     conn_unlink(c);
     evtimer_del(c->idle_ev);
+    if (c->draining) /* the cancelled request's response never ended here */
+        herald_stat_inc(c->pool->cluster->stats.upstream_cx_destroy_with_active_rq);
     if (c->req) {
         c->req->conn = NULL;
         c->req = NULL;
@@ -193,7 +195,16 @@ bool pool_draining(void)
 static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct pool_conn *c = arg;
-    herald_stat_inc(c->pool->cluster->stats.upstream_cx_idle_timeout);
+    struct http_pool *p = c->pool;
+    if (c->draining) {
+        /* the abandoned response did not end in time: as if never drained */
+        log_debug("http_pool", "%s: response to a cancelled request still unfinished; closing",
+                  p->host->addr_str);
+        conn_close(c, HERALD_CLOSE_RESET);
+        pool_refill(p);
+        return;
+    }
+    herald_stat_inc(p->cluster->stats.upstream_cx_idle_timeout);
     conn_close(c, HERALD_CLOSE_FLUSH);
 }
 
@@ -201,6 +212,11 @@ static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
 static void conn_available(struct pool_conn *c)
 {
     struct http_pool *p = c->pool;
+    if (c->draining) {
+        c->draining = false;
+        evtimer_del(c->idle_ev);
+        herald_stat_inc(p->cluster->stats.upstream_cx_drained_after_cancel);
+    }
     c->last = c->resp_complete = c->req_sent_all = c->resp_started = false;
     c->upgrade = c->tunnel = false; /* never set here: an upgraded connection is not reused */
     if (c->codec && h1_codec_paused(c->codec))
@@ -249,6 +265,34 @@ void pool_conn_bound(struct pool_conn *c)
         herald_stat_inc(c->pool->cluster->stats.upstream_cx_max_requests);
 }
 
+/* A request cancelled after it was sent whole (its client left, a timeout, a
+ * retry elsewhere) still gets its response. Envoy closes the connection then
+ * and the next request pays for a new one: a burst of client aborts (a load
+ * test's end, browsers cancelling) becomes a burst of upstream connects, each
+ * waiting for the upstream's accept loop. As HAProxy does, herald reads the
+ * response to its end instead and drops it, then reuses the connection; a
+ * response that has not ended within DRAIN_MS, or sends more than
+ * DRAIN_BYTES, closes it as Envoy would (upstream_cx_destroy_with_active_rq). */
+#define DRAIN_MS 1000
+#define DRAIN_BYTES (256 * 1024)
+
+static bool conn_can_drain(const struct pool_conn *c)
+{
+    return c->up && c->codec && c->req_sent_all && !c->last && !c->upgrade && !c->tunnel && !c->eof &&
+           !c->resp_complete && !pools_draining;
+}
+
+static void conn_drain(struct pool_conn *c)
+{
+    c->draining = true;
+    c->drained = 0;
+    if (h1_codec_paused(c->codec))
+        h1_codec_resume(c->codec);
+    herald_upstream_resume_reading(c->up, HERALD_PAUSE_PEER);
+    struct timeval tv = {.tv_sec = DRAIN_MS / 1000, .tv_usec = (DRAIN_MS % 1000) * 1000};
+    evtimer_add(c->idle_ev, &tv);
+}
+
 void pool_conn_cancel(struct pool_conn *c, bool written)
 {
     c->req = NULL;
@@ -256,6 +300,10 @@ void pool_conn_cancel(struct pool_conn *c, bool written)
         /* nothing went either way: the connection is as clean as before */
         c->nrequests--;
         conn_available(c);
+        return;
+    }
+    if (conn_can_drain(c)) {
+        conn_drain(c);
         return;
     }
     herald_stat_inc(c->pool->cluster->stats.upstream_cx_destroy_with_active_rq);
@@ -279,6 +327,7 @@ static void conn_response_done(struct pool_conn *c, struct evbuffer *in, bool eo
     bool reuse = c->up && c->codec && !eof && !c->last && c->req_sent_all && h1_codec_keep_alive(c->codec) &&
                  evbuffer_get_length(in) == 0;
     if (!reuse) {
+        c->draining = false; /* its response ended: a plain close */
         if (evbuffer_get_length(in) && !c->last)
             log_debug("http_pool", "%s: bytes after the response; closing", c->pool->host->addr_str);
         conn_close(c, HERALD_CLOSE_FLUSH);
@@ -457,7 +506,17 @@ static void conn_on_data(void *arg, struct herald_buf *data, bool end_stream)
         tunnel_data(c, in, end_stream);
         return;
     }
-    if ((!c->req || !c->req->headers_sent) && evbuffer_get_length(in)) {
+    if (c->draining) {
+        c->drained += evbuffer_get_length(in);
+        if (c->drained > DRAIN_BYTES) {
+            log_debug("http_pool", "%s: response to a cancelled request over %d bytes; closing",
+                      p->host->addr_str, DRAIN_BYTES);
+            evbuffer_drain(in, evbuffer_get_length(in));
+            conn_close(c, HERALD_CLOSE_RESET);
+            pool_refill(p);
+            return;
+        }
+    } else if ((!c->req || !c->req->headers_sent) && evbuffer_get_length(in)) {
         /* bytes nobody asked for (an idle connection, or a request not sent yet) */
         log_debug("http_pool", "%s: unexpected bytes on an idle connection", p->host->addr_str);
         evbuffer_drain(in, evbuffer_get_length(in));

@@ -63,6 +63,10 @@ struct pool_conn {
     bool resp_started;                 /* a response byte came for the bound request */
     bool req_sent_all;                 /* the bound request's end was written */
     bool eof;                          /* the server closed its side */
+    /* Its request was cancelled after being sent whole: the response is read
+     * to its end and dropped, so the connection can serve another request. */
+    bool draining;
+    size_t drained;                    /* bytes read while draining */
     bool above_high;
     /* The bound request asks for an Upgrade (or is a CONNECT): whatever the
      * answer, this connection never goes back to the idle list. */

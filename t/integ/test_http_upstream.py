@@ -2,6 +2,7 @@
 connect failure, route timeouts (504), circuit breaker overflow (503),
 upstream resets, truncated and invalid responses, and clients that leave."""
 
+import json
 import re
 import socket
 import struct
@@ -242,35 +243,68 @@ def test_http_upstream_closes_mid_response(herald, upstreams, port):
     assert hb.request(lp, "/ok")[0] == 200
 
 
-def client_leaves(herald, upstreams, port, rst):
+def client_leaves(herald, upstreams, port, rst, query="delay_ms=500", count=3):
+    """count clients each send a request and leave 0.1 s later, before the answer."""
     b = upstreams(HttpBackend, "b")
     h, lp = hb.start_proxy(herald, port, [b.port])
-    for _ in range(3):
+    for _ in range(count):
         s = socket.create_connection(("127.0.0.1", lp), timeout=5)
         if rst:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.sendall(b"GET /x?delay_ms=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /x?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query.encode())
         time.sleep(0.1)
         s.close()
-    assert hb.wait_for_count(b, 3)
-    time.sleep(0.7)
-    assert hb.request(lp, "/ok")[0] == 200
-    assert h.alive()
-    return h
+    assert hb.wait_for_count(b, count)
+    return h, lp, b
 
 
 def test_http_client_resets_while_upstream_is_slow(herald, upstreams, port):
-    h = client_leaves(herald, upstreams, port, rst=True)
+    """The clients reset with their requests sent whole: each response is still
+    read to its end and dropped, and the upstream connection serves the next
+    request (Envoy would close it: upstream_cx_destroy_with_active_rq)."""
+    h, lp, b = client_leaves(herald, upstreams, port, rst=True)
     assert h.wait_stat("http.ingress_http.downstream_cx_destroy_remote_active_rq", lambda v: v >= 3) == 3
-    assert h.stat("cluster.backend.upstream_cx_destroy_with_active_rq") == 3
+    assert h.wait_stat("cluster.backend.upstream_cx_drained_after_cancel", lambda v: v >= 3) == 3
+    assert h.stat("cluster.backend.upstream_rq_tx_reset") == 3   # abandoned, as Envoy counts it
+    status, headers, body = hb.request(lp, "/ok")
+    assert status == 200
+    got = json.loads(body)
+    assert got["conn_req"] == 2, got          # an old connection, not a new one
+    assert b.accepted == 3
+    assert h.stat("cluster.backend.upstream_cx_destroy_with_active_rq") == 0
+    assert h.alive()
 
 
 def test_http_client_closes_while_upstream_is_slow(herald, upstreams, port):
     """A FIN with the response outstanding: Envoy's HTTP connection manager
     does not half-close; it counts a remote close with an active request and
-    resets the upstream request."""
-    h = client_leaves(herald, upstreams, port, rst=False)
+    cancels the upstream request."""
+    h, lp, b = client_leaves(herald, upstreams, port, rst=False)
     assert h.wait_stat("http.ingress_http.downstream_cx_destroy_remote_active_rq", lambda v: v >= 3) == 3
+    assert h.wait_stat("cluster.backend.upstream_cx_drained_after_cancel", lambda v: v >= 3) == 3
+    assert hb.request(lp, "/ok")[0] == 200
+    assert b.accepted == 3
+
+
+def test_http_cancelled_response_too_slow_to_drain(herald, upstreams, port):
+    """An abandoned response that has not ended a second later closes its
+    connection, as Envoy would at once."""
+    h, lp, b = client_leaves(herald, upstreams, port, rst=True, query="delay_ms=2500", count=1)
+    assert h.wait_stat("cluster.backend.upstream_cx_destroy_with_active_rq", lambda v: v >= 1, timeout=5) == 1
+    assert h.stat("cluster.backend.upstream_cx_drained_after_cancel") == 0
+    status, headers, body = hb.request(lp, "/ok")
+    assert status == 200 and json.loads(body)["conn_req"] == 1
+    assert h.alive()
+
+
+def test_http_cancelled_response_too_large_to_drain(herald, upstreams, port):
+    """Nor is a large abandoned response read to its end: past 256 KiB the
+    connection closes."""
+    h, lp, b = client_leaves(herald, upstreams, port, rst=True, query="delay_ms=300&bytes=4000000", count=1)
+    assert h.wait_stat("cluster.backend.upstream_cx_destroy_with_active_rq", lambda v: v >= 1) == 1
+    assert h.stat("cluster.backend.upstream_cx_drained_after_cancel") == 0
+    assert hb.request(lp, "/ok")[0] == 200
+    assert h.alive()
 
 
 def test_http_many_concurrent_clients(herald, upstreams, port):
