@@ -491,6 +491,7 @@ void herald_upstream_resume_reading(struct herald_upstream *u, unsigned reason)
 
 const struct herald_host *herald_upstream_host(const struct herald_upstream *u) { return u->host; }
 const char *herald_upstream_local_str(const struct herald_upstream *u) { return u->local_str; }
+uint64_t herald_upstream_id(const struct herald_upstream *u) { return u->id; }
 
 void upstream_close_all(struct worker *w)
 {

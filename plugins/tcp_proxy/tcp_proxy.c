@@ -55,6 +55,7 @@ struct session {
 struct log_strings {
     char upstream_host[64];
     char upstream_local[64];
+    uint64_t upstream_id;               /* 0: no upstream connection yet */
     char remote[64], local[64];
     char sni[256];
 };
@@ -269,8 +270,10 @@ static int connect_next(struct session *s)
 static void on_connected(struct session *s)
 {
     s->state = ST_OPEN;
-    if (s->ls)
+    if (s->ls) {
         copy_str(s->ls->upstream_local, sizeof(s->ls->upstream_local), herald_upstream_local_str(s->up));
+        s->ls->upstream_id = herald_upstream_id(s->up);
+    }
     touch(s);
     if (s->conf->idle_timeout_ms) {
         s->idle = herald_timer_new(on_idle, s);
@@ -635,6 +638,12 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return port_of(s->ls->upstream_local, scratch, len);
         if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
             return s->failure_reason;
+        if (!strcmp(op, "UPSTREAM_CONNECTION_ID")) {
+            if (!s->ls->upstream_id)
+                return NULL;
+            snprintf(scratch, len, "%llu", (unsigned long long)s->ls->upstream_id);
+            return scratch;
+        }
         if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT")) {
             snprintf(scratch, len, "%u", s->attempts);
             return scratch;

@@ -1,11 +1,12 @@
 """Upstream failures and discovery: refused connections, connect retries
 over hosts, STRICT_DNS / LOGICAL_DNS clusters and a name that never
-resolves."""
+resolves; what tcp_proxy's access log says about both connections."""
 
 import socket
 import time
 
-from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener
+from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_for
+from http_backends import file_access_log
 
 
 def test_refused_upstream_closes_downstream(herald, port):
@@ -95,3 +96,63 @@ def test_unresolvable_name_does_not_block_startup(herald, port, report):
            % (status, status2, failures))
     assert failures and failures >= 1, "the failed resolution was not counted (update_failure)"
     assert h.stat("cluster.nowhere.membership_total") == 0
+
+
+class PeerEchoServer(EchoServer):
+    """Tells each client the address it came from ("ip:port\\n"), then echoes."""
+
+    def handle(self, c):
+        c.sendall(("%s:%d\n" % c.getpeername()[:2]).encode())
+        super().handle(c)
+
+
+def test_tcp_access_log_names_both_connections(herald, upstreams, port, tmp_path):
+    """tcp_proxy's access log: the upstream operators name the connection the
+    backend saw, its id is not the client connection's, the byte counts are
+    the client's; a refused connect logs its flags and no upstream connection."""
+    backend = upstreams(PeerEchoServer)
+    live_port, dead_port, dead = port(), port(), port()
+    log = str(tmp_path / "tcp.log")
+    fmt = ("%CONNECTION_ID% %UPSTREAM_CONNECTION_ID% %UPSTREAM_LOCAL_ADDRESS% "
+           "%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% "
+           "%DOWNSTREAM_REMOTE_PORT% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS%\n")
+    al = [file_access_log(log, fmt)]
+    herald(bootstrap([tcp_listener(live_port, "live", access_log=al), tcp_listener(dead_port, "dead", access_log=al)],
+                     [cluster("live", [backend.addr]), cluster("dead", [("127.0.0.1", dead)])]))
+    seen = {}
+    for i in range(2):
+        s = connect(live_port)
+        try:
+            peer = recv_line(s).decode()
+            s.sendall(b"hello %d\n" % i)
+            assert recv_line(s) == b"hello %d" % i
+            seen[str(s.getsockname()[1])] = peer
+        finally:
+            s.close()
+    s = connect(dead_port)
+    client_port = str(s.getsockname()[1])
+    assert closed_by_peer(s, 5)
+    s.close()
+
+    def lines():
+        try:
+            with open(log) as f:
+                return [ln.split(" ") for ln in f.read().splitlines()]
+        except OSError:
+            return []
+    assert wait_for(lambda: len(lines()) == 3), lines()
+    by_client = {f[7]: f for f in lines()}
+    assert set(by_client) == set(seen) | {client_port}, by_client
+    up_ids = set()
+    for cport, peer in seen.items():
+        f = by_client[cport]
+        ip, pport = peer.rsplit(":", 1)
+        assert f[2:5] == [peer, ip, pport], (f, peer)
+        assert f[5:7] == ["%s:%d" % backend.addr, "live"], f
+        assert f[8:] == ["8", str(len(peer) + 1 + 8), "-"], f
+        assert f[0].isdigit() and f[1].isdigit() and f[0] != f[1], f
+        up_ids.add(f[1])
+    assert len(up_ids) == 2
+    f = by_client[client_port]
+    assert f[1:5] == ["-", "-", "-", "-"] and f[6] == "dead", f
+    assert set(f[10].split(",")) >= {"UF", "URX"}, f

@@ -68,6 +68,10 @@ HERALD_EXPORT const struct herald_host *herald_upstream_host(const struct herald
  * close event (REMOTE_CLOSE when a peer reset or both finished). */
 HERALD_EXPORT int herald_conn_splice(struct herald_conn *c, struct herald_upstream *u);
 HERALD_EXPORT const char *herald_upstream_local_str(const struct herald_upstream *u);
+/* (1.4) The connection's id, from the sequence that numbers the worker's
+ * downstream connections (herald_conn_id), so one number never names two
+ * connections: Envoy's %UPSTREAM_CONNECTION_ID%. */
+HERALD_EXPORT uint64_t herald_upstream_id(const struct herald_upstream *u);
 
 #ifdef __cplusplus
 }

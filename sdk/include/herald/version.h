@@ -15,12 +15,14 @@
  *                    (hash_policy for RING_HASH and MAGLEV).
  *   1.3  2026-11-28  herald_http_upstream_set_stream (the upstream connection
  *                    and attempt count in a stream's access log).
+ *   1.4  2026-11-28  herald_upstream_id (%UPSTREAM_CONNECTION_ID% for filters
+ *                    that hold their own upstream connection: tcp_proxy).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 3
+#define HERALD_ABI_MINOR 4
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
