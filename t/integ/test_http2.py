@@ -5,6 +5,7 @@ python3-h2 for the abuse cases (rapid reset, CONTINUATION / SETTINGS / PING
 floods, too many streams)."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -399,6 +400,27 @@ def test_rapid_reset_goaway_and_counted(herald, upstreams, port):
     assert stat(h, "http.ingress_http.downstream_rq_too_many_premature_resets") == 1
     assert stat(h, "http.ingress_http.http2.rx_reset") >= 250
     assert still_serves(fp), "other connections are served"
+
+
+def test_stream_reset_keeps_the_upstream_connection(herald, upstreams, port):
+    """A client resets a stream whose request reached an HTTP/1.1 backend:
+    herald reads that response to its end and drops it, and the next request
+    reuses the connection instead of opening another."""
+    h, fp, backends = front(herald, upstreams, port)
+    c = H2Client(fp)
+    c.conn.send_headers(1, req_headers("/app1/slow?delay_ms=400"), end_stream=True)
+    c.flush()
+    assert hb.wait_for_count(backends[0], 1)
+    c.conn.reset_stream(1)
+    c.flush()
+    assert wait_stat(h, "cluster.app1.upstream_cx_drained_after_cancel", lambda v: v == 1) == 1
+    c.conn.send_headers(3, req_headers("/app1/next"), end_stream=True)
+    c.flush()
+    ev = c.read_events(lambda e: any(isinstance(x, h2.events.StreamEnded) and x.stream_id == 3 for x in e))
+    body = b"".join(x.data for x in ev if isinstance(x, h2.events.DataReceived) and x.stream_id == 3)
+    assert json.loads(body)["conn_req"] == 2, body
+    assert backends[0].accepted == 1
+    assert stat(h, "cluster.app1.upstream_cx_destroy_with_active_rq") == 0
 
 
 def test_continuation_flood_closed_and_counted(herald, upstreams, port):
