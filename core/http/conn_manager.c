@@ -1370,7 +1370,7 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         }
         if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
             return port_part(herald_conn_local_str(c), scratch, len);
-        break;
+        return herald_conn_tls_log_field(c, op, arg, scratch, len);   /* TLS and certificates */
     case 'P':
         if (!strcmp(op, "PROTOCOL"))
             return s->req ? (s->proto == HERALD_HTTP2    ? "HTTP/2"

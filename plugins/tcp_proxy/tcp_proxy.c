@@ -599,7 +599,7 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return without_port(s->ls->local, scratch, len);
         if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
             return port_of(s->ls->local, scratch, len);
-        break;
+        return herald_conn_tls_log_field(s->c, op, arg, scratch, len);   /* TLS and certificates */
     case 'H':
         if (!strcmp(op, "HOSTNAME")) {
             if (gethostname(scratch, len) == 0) {

@@ -3,6 +3,7 @@ the tls_inspector listener filter, certificate reload. Real peers: openssl
 s_client/s_server and Python's ssl. A throwaway CA and certificates are made
 with the openssl command in the test's tmp dir."""
 
+import hashlib
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import time
 import pytest
 
 import helpers
+import http_backends as hb
 
 DOWN = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UP = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -381,6 +383,85 @@ def test_mtls(herald, upstreams, port, pki):
         s = tls_connect(p, client_ctx(pki, cert=pki.client_bad), "a.example")
         echo_roundtrip(s)
     assert h.wait_stat("listener.tls.ssl.fail_verify_san", lambda v: v >= 1) >= 1
+
+
+TLS_FMT = ("%DOWNSTREAM_TLS_VERSION%|%DOWNSTREAM_TLS_CIPHER%|%DOWNSTREAM_PEER_SUBJECT%|%DOWNSTREAM_PEER_ISSUER%|"
+           "%DOWNSTREAM_PEER_URI_SAN%|%DOWNSTREAM_PEER_SERIAL%|%DOWNSTREAM_PEER_FINGERPRINT_256%|"
+           "%DOWNSTREAM_PEER_CERT_V_END(%Y)%|%DOWNSTREAM_LOCAL_SUBJECT%|%DOWNSTREAM_LOCAL_DNS_SAN%|"
+           "%DOWNSTREAM_TLS_SESSION_ID%")
+
+
+def read_log(path, n):
+    def lines():
+        try:
+            with open(path) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+    helpers.wait_for(lambda: len(lines()) >= n)
+    return lines()
+
+
+def check_tls_log_fields(f, pki, client_cert):
+    """f: the TLS_FMT fields of one line for a connection with client_cert."""
+    with open(client_cert[0]) as c:
+        der = ssl.PEM_cert_to_DER_cert(c.read())
+    assert f[0] == "TLSv1.3", f
+    assert f[1] == "TLS_AES_128_GCM_SHA256", f          # herald's TLS 1.3 preference
+    assert f[2:5] == ["CN=client", "CN=herald test ca", "spiffe://test/client"], f
+    assert f[5] == "%x" % client_cert[2], f             # the serial the CA set
+    assert f[6] == hashlib.sha256(der).hexdigest(), f
+    assert f[7] == time.strftime("%Y", time.gmtime(time.time() + 2 * 86400)), f   # valid for 2 days
+    assert f[8:10] == ["CN=a.example", "a.example"], f
+    assert f[10] == "-" or all(ch in "0123456789abcdef" for ch in f[10]), f
+
+
+def test_tls_access_log_tcp(herald, upstreams, port, pki, tmp_path):
+    """tcp_proxy's access log names the client certificate (mTLS) and the TLS
+    the connection used; a plain connection logs '-' for each of them."""
+    echo = upstreams(helpers.EchoServer)
+    p, plain = port(), port()
+    log = str(tmp_path / "tcp.log")
+    al = [hb.file_access_log(log, "%DOWNSTREAM_LOCAL_PORT%|" + TLS_FMT + "\n")]
+    ts = tls_socket(certs(pki.a_rsa), require_client_certificate=True,
+                    validation_context={"trusted_ca": {"filename": pki.ca}})
+    lst = tls_listener(p, "echo", [(None, ts)])
+    lst["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] = al
+    cfg = helpers.bootstrap([lst, helpers.tcp_listener(plain, "echo", access_log=al)],
+                            [helpers.cluster("echo", [echo.addr])])
+    herald(cfg)
+    s = tls_connect(p, client_ctx(pki, cert=pki.client), "a.example")
+    assert echo_roundtrip(s) == b"hello over tls\n"
+    s.close()
+    s = helpers.connect(plain)
+    assert echo_roundtrip(s) == b"hello over tls\n"
+    s.close()
+    lines = {ln.split("|")[0]: ln.split("|")[1:] for ln in read_log(log, 2)}
+    assert set(lines) == {str(p), str(plain)}, lines
+    check_tls_log_fields(lines[str(p)], pki, pki.client)
+    assert lines[str(plain)] == ["-"] * 11, lines
+
+
+def test_tls_access_log_http2(herald, upstreams, port, pki, tmp_path):
+    """The HTTP access log over TLS with a client certificate, from curl over h2."""
+    backends = [upstreams(hb.HttpBackend, n) for n in ("app1", "app2", "app3", "app4")]
+    fp = port()
+    log = str(tmp_path / "http.log")
+    cfg = hb.front_proxy(fp, [b.port for b in backends],
+                         access_log=[hb.file_access_log(log, "%PROTOCOL%|" + TLS_FMT + "\n")])
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls_socket(
+        certs(pki.a_rsa), require_client_certificate=True, alpn_protocols=["h2", "http/1.1"],
+        validation_context={"trusted_ca": {"filename": pki.ca}})
+    herald(cfg)
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", "--http2", "--cacert", pki.ca, "--cert", pki.client[0],
+                        "--key", pki.client[1], "--resolve", "a.example:%d:127.0.0.1" % fp,
+                        "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                        "https://a.example:%d/app1/x" % fp], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=20)
+    assert r.stdout.decode() == "200 2", (r.stdout, r.stderr)
+    f = read_log(log, 1)[0].split("|")
+    assert f[0] == "HTTP/2", f
+    check_tls_log_fields(f[1:], pki, pki.client)
 
 
 def test_session_resumption(herald, upstreams, port, pki, tmp_path):

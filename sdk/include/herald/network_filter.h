@@ -72,6 +72,15 @@ HERALD_EXPORT const char *herald_conn_server_name(const struct herald_conn *c); 
  * the connection is TLS, and the ALPN protocol the handshake chose (or NULL). */
 HERALD_EXPORT bool herald_conn_is_tls(const struct herald_conn *c);
 HERALD_EXPORT const char *herald_conn_alpn(const struct herald_conn *c);
+/* (1.4) The value of one of the access-log operators that describe the
+ * connection's TLS: DOWNSTREAM_TLS_VERSION, _TLS_CIPHER, _TLS_SESSION_ID, and
+ * DOWNSTREAM_PEER_ / DOWNSTREAM_LOCAL_ followed by SUBJECT, ISSUER, URI_SAN,
+ * DNS_SAN, IP_SAN, SERIAL, FINGERPRINT_256, FINGERPRINT_1, CERT_V_START or
+ * CERT_V_END (arg: their time format, as START_TIME's). NULL when the
+ * connection is not TLS, there is no such certificate or value, or op is not
+ * one of these. The result is in out (len bytes, 512 is plenty) or static. */
+HERALD_EXPORT const char *herald_conn_tls_log_field(const struct herald_conn *c, const char *op, const char *arg,
+                                                    char *out, size_t len);
 HERALD_EXPORT const char *herald_conn_listener_name(const struct herald_conn *c);
 HERALD_EXPORT uint32_t herald_conn_buffer_limit(const struct herald_conn *c); /* per_connection_buffer_limit_bytes */
 HERALD_EXPORT uint64_t herald_conn_start_ms(const struct herald_conn *c); /* wall clock, ms since the epoch */

@@ -16,7 +16,9 @@
  *   1.3  2026-11-28  herald_http_upstream_set_stream (the upstream connection
  *                    and attempt count in a stream's access log).
  *   1.4  2026-11-28  herald_upstream_id (%UPSTREAM_CONNECTION_ID% for filters
- *                    that hold their own upstream connection: tcp_proxy).
+ *                    that hold their own upstream connection: tcp_proxy);
+ *                    herald_conn_tls_log_field (the DOWNSTREAM_TLS_* and
+ *                    certificate operators of access logs).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
