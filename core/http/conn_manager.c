@@ -31,6 +31,7 @@
 #include <ctype.h>
 #include <event2/buffer.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +53,7 @@
 #include "log.h"
 #include "plugin.h"
 #include "mem_cache.h"
+#include "net/tls_log.h"
 #include "timer.h"
 #include "herald/access_log.h"
 #include "herald/stats.h"
@@ -180,6 +182,9 @@ struct herald_http_stream {
     uint64_t upstream_ready_ms;     /* from the attempt's start until it had a connection */
     uint64_t upstream_conn_id;
     const char *upstream_protocol;  /* static: "HTTP/1.1" or "HTTP/2" */
+    /* that connection's TLS session (a reference), for the UPSTREAM_TLS_* and
+     * UPSTREAM_PEER_* operators; only taken when there are access logs */
+    struct ssl_session_st *upstream_tls;
     uint32_t upstream_attempts;
     struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
     /* progress */
@@ -1458,7 +1463,7 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return num(scratch, len, s->upstream_conn_id);
         if (!strcmp(op, "UPSTREAM_PROTOCOL"))
             return s->upstream_protocol;
-        break;
+        return tls_log_upstream_field(s->upstream_tls, op, arg, scratch, len);   /* TLS and certificates */
     }
     return NULL;
 }
@@ -1589,6 +1594,7 @@ static void stream_finish(struct herald_http_stream *s)
     if (s->upstream_host != s->upstream_host_inline)
         free(s->upstream_host);
     free(s->upstream_failure);
+    SSL_SESSION_free(s->upstream_tls);
     free(s->upgrade_type);
     if (cc->stream == s)
         cc->stream = NULL;
@@ -2852,7 +2858,7 @@ void cm_stream_upstream_attempt(struct herald_http_stream *s)
 }
 
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
-                              bool h2)
+                              bool h2, SSL *ssl)
 {
     s->upstream_conn_id = conn_id;
     s->upstream_protocol = h2 ? "HTTP/2" : "HTTP/1.1";
@@ -2860,6 +2866,8 @@ void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, u
     memcpy(s->upstream_local, local ? local : "", n);
     s->upstream_local[n] = '\0';
     s->upstream_ready_ms = ready_ms;
+    SSL_SESSION_free(s->upstream_tls);
+    s->upstream_tls = ssl && s->cc->cm->nlogs ? SSL_get1_session(ssl) : NULL;
 }
 
 void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason)

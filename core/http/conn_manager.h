@@ -36,9 +36,11 @@ extern const struct herald_message herald_http_cm_schema;
 
 /* For the access log of a stream an upstream request serves
  * (herald_http_upstream_set_stream): a new attempt begins; it got a
- * connection (its local address and id; h2: an HTTP/2 one) after ready_ms. */
+ * connection (its local address and id; h2: an HTTP/2 one; ssl: its TLS, or
+ * NULL) after ready_ms. */
+struct ssl_st;
 void cm_stream_upstream_attempt(struct herald_http_stream *s);
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
-                              bool h2);
+                              bool h2, struct ssl_st *ssl);
 
 #endif

@@ -355,7 +355,8 @@ static void report_bound(struct herald_http_upstream *r)
         return;
     const struct herald_upstream *up = r->conn ? r->conn->up : h2_conn_upstream(r->h2);
     if (up)
-        cm_stream_upstream_bound(r->stream, up->local_str, up->id, r->bound_ms - r->created_ms, r->h2 != NULL);
+        cm_stream_upstream_bound(r->stream, up->local_str, up->id, r->bound_ms - r->created_ms, r->h2 != NULL,
+                                 up->ssl);
 }
 
 void ureq_bind(struct herald_http_upstream *r, struct pool_conn *c)

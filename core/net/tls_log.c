@@ -1,7 +1,8 @@
 /* The access-log operators that describe a downstream TLS connection:
  * %DOWNSTREAM_TLS_VERSION%, %DOWNSTREAM_TLS_CIPHER%, %DOWNSTREAM_TLS_SESSION_ID%,
  * the peer's and our certificate's subject, issuer, SANs, serial, SHA-256 and
- * SHA-1 fingerprints and validity. Values are made when a log line asks for
+ * SHA-1 fingerprints and validity; and the same UPSTREAM_ ones of the session
+ * an upstream connection negotiated. Values are made when a log line asks for
  * them (never on the request path), in Envoy's forms: names in RFC 2253, SANs
  * joined by ',', hex in lower case, times as START_TIME's. */
 #include <arpa/inet.h>
@@ -15,6 +16,7 @@
 
 #include "common.h"
 #include "net/connection.h"
+#include "net/tls_log.h"
 #include <herald/access_log.h>
 
 static const char *hex(const unsigned char *p, size_t n, char *out, size_t len)
@@ -148,6 +150,42 @@ static const char *cert_field(X509 *cert, const char *what, const char *arg, cha
     return NULL;
 }
 
+static const char *session_id(const SSL_SESSION *sess, char *out, size_t len)
+{
+    unsigned n = 0;
+    const unsigned char *id = sess ? SSL_SESSION_get_id(sess, &n) : NULL;
+    return id ? hex(id, n, out, len) : NULL;
+}
+
+static const char *version_name(int v)
+{
+    switch (v) {
+    case TLS1_3_VERSION: return "TLSv1.3";
+    case TLS1_2_VERSION: return "TLSv1.2";
+    case TLS1_1_VERSION: return "TLSv1.1";
+    case TLS1_VERSION: return "TLSv1";
+    default: return NULL;
+    }
+}
+
+const char *tls_log_upstream_field(const SSL_SESSION *sess, const char *op, const char *arg, char *out, size_t len)
+{
+    if (!sess || !op || len < 2 || strncmp(op, "UPSTREAM_", 9))
+        return NULL;
+    op += 9;
+    if (!strcmp(op, "TLS_VERSION"))
+        return version_name(SSL_SESSION_get_protocol_version(sess));
+    if (!strcmp(op, "TLS_CIPHER")) {
+        const SSL_CIPHER *c = SSL_SESSION_get0_cipher(sess);
+        return c ? SSL_CIPHER_get_name(c) : NULL;
+    }
+    if (!strcmp(op, "TLS_SESSION_ID"))
+        return session_id(sess, out, len);
+    if (!strncmp(op, "PEER_", 5))
+        return cert_field(SSL_SESSION_get0_peer((SSL_SESSION *)sess), op + 5, arg, out, len);
+    return NULL;   /* UPSTREAM_LOCAL_*: the session does not keep our certificate */
+}
+
 const char *herald_conn_tls_log_field(const struct herald_conn *c, const char *op, const char *arg, char *out,
                                       size_t len)
 {
@@ -159,12 +197,8 @@ const char *herald_conn_tls_log_field(const struct herald_conn *c, const char *o
         return SSL_get_version(ssl);
     if (!strcmp(op, "TLS_CIPHER"))
         return SSL_get_cipher_name(ssl);
-    if (!strcmp(op, "TLS_SESSION_ID")) {
-        const SSL_SESSION *sess = SSL_get_session(ssl);
-        unsigned n = 0;
-        const unsigned char *id = sess ? SSL_SESSION_get_id(sess, &n) : NULL;
-        return id ? hex(id, n, out, len) : NULL;
-    }
+    if (!strcmp(op, "TLS_SESSION_ID"))
+        return session_id(SSL_get_session(ssl), out, len);
     if (!strncmp(op, "LOCAL_", 6))
         return cert_field(SSL_get_certificate(ssl), op + 6, arg, out, len);   /* ours: not a new reference */
     if (!strncmp(op, "PEER_", 5)) {

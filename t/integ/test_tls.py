@@ -741,3 +741,43 @@ def test_health_check_over_tls(herald, upstreams, port, pki):
     assert h.stat("cluster.untrusted.health_check.success") == 0
     assert h.stat("cluster.untrusted.health_check.healthy") == 0
     assert bad.requests == []
+
+
+class CipherRecordingHttpServer(TlsHttpServer):
+    """TlsHttpServer that also records (version, cipher) of each TLS connection."""
+
+    def __init__(self, cert):
+        self.negotiated = []
+        super().__init__(cert)
+
+    def serve(self, s):
+        with self.lock:
+            self.negotiated.append((s.version(), s.cipher()[0]))
+        super().serve(s)
+
+
+def test_upstream_tls_in_http_access_log(herald, upstreams, port, pki, tmp_path):
+    """The HTTP access log names the TLS and the certificate of the upstream
+    connection a request went out on, as the backend negotiated them."""
+    srv = upstreams(lambda: CipherRecordingHttpServer(pki.upstream))
+    log = str(tmp_path / "up.log")
+    fmt = ("%UPSTREAM_TLS_VERSION%|%UPSTREAM_TLS_CIPHER%|%UPSTREAM_PEER_SUBJECT%|%UPSTREAM_PEER_ISSUER%|"
+           "%UPSTREAM_PEER_DNS_SAN%|%UPSTREAM_PEER_CERT_V_END(%Y)%|%UPSTREAM_TLS_SESSION_ID%|%UPSTREAM_LOCAL_SUBJECT%|"
+           "%DOWNSTREAM_TLS_VERSION%\n")
+    h, lp = hb.start_proxy(herald, port, [srv.port],
+                           cluster_extra={"transport_socket": upstream_tls(ca=pki.ca, sni="backend.internal")},
+                           access_log=[hb.file_access_log(log, fmt)])
+    for _ in range(2):
+        status, headers, body = hb.request(lp, "/x")
+        assert (status, body) == (200, b"ok"), (status, body)
+    lines = read_log(log, 2)
+    assert len(lines) == 2, lines
+    f, g = (ln.split("|") for ln in lines)
+    # one kept connection: the same handshake (the session id may come with TLS 1.3's ticket)
+    assert f[:6] == g[:6] and f[7:] == g[7:], lines
+    version, cipher = srv.negotiated[0]
+    assert f[0:2] == [version, cipher], (f, srv.negotiated)
+    assert f[2:5] == ["CN=backend.internal", "CN=herald test ca", "backend.internal"], f
+    assert f[5] == time.strftime("%Y", time.gmtime(time.time() + 2 * 86400)), f
+    assert f[6] == "-" or all(ch in "0123456789abcdef" for ch in f[6]), f
+    assert f[7:] == ["-", "-"], f   # our certificate upstream: not kept; the client side is plain

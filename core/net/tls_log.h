@@ -1,0 +1,13 @@
+#ifndef HERALD_TLS_LOG_H
+#define HERALD_TLS_LOG_H
+#include <stddef.h>
+
+struct ssl_session_st;
+
+/* The UPSTREAM_TLS_VERSION / _CIPHER / _SESSION_ID and UPSTREAM_PEER_*
+ * access-log operators, from the session an upstream connection negotiated
+ * (NULL: "-"). The downstream ones are herald_conn_tls_log_field's (SDK). */
+const char *tls_log_upstream_field(const struct ssl_session_st *sess, const char *op, const char *arg, char *out,
+                                   size_t len);
+
+#endif
