@@ -399,6 +399,29 @@ struct herald_access_log {
 
 enum sink { SINK_FILE = 0, SINK_STDOUT, SINK_STDERR };
 
+static bool fmt_uses(const struct fmt *f, const char *prefix)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (f->segs[i].op && !strncmp(f->segs[i].op->name, prefix, strlen(prefix)))
+            return true;
+    return false;
+}
+
+static bool jval_uses(const struct jval *v, const char *prefix)
+{
+    if (v->kind == J_FMT)
+        return fmt_uses(&v->fmt, prefix);
+    for (size_t i = 0; v->kind == J_OBJ && i < v->nmembers; i++)
+        if (jval_uses(&v->members[i].val, prefix))
+            return true;
+    return false;
+}
+
+bool access_log_uses(const struct herald_access_log *l, const char *prefix)
+{
+    return l->json ? jval_uses(&l->obj, prefix) : fmt_uses(&l->text, prefix);
+}
+
 static const char *strip_type_prefix(const char *t)
 {
     return strncmp(t, TYPE_PREFIX, strlen(TYPE_PREFIX)) ? t : t + strlen(TYPE_PREFIX);

@@ -55,7 +55,7 @@
 #include "mem_cache.h"
 #include "net/tls_log.h"
 #include "timer.h"
-#include "herald/access_log.h"
+#include "access_log.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
 
@@ -110,6 +110,7 @@ struct herald_http_cm {
     struct route_table *routes;
     struct http_filter *filters; size_t nfilters;
     struct herald_access_log **logs; size_t nlogs;
+    bool log_upstream_tls;      /* a log asks for UPSTREAM_TLS_* / UPSTREAM_PEER_* */
     char *server_name;
     enum server_transform server_transform;
     char *via;
@@ -183,7 +184,7 @@ struct herald_http_stream {
     uint64_t upstream_conn_id;
     const char *upstream_protocol;  /* static: "HTTP/1.1" or "HTTP/2" */
     /* that connection's TLS session (a reference), for the UPSTREAM_TLS_* and
-     * UPSTREAM_PEER_* operators; only taken when there are access logs */
+     * UPSTREAM_PEER_* operators; only taken when a log format has one */
     struct ssl_session_st *upstream_tls;
     uint32_t upstream_attempts;
     struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
@@ -2867,7 +2868,7 @@ void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, u
     s->upstream_local[n] = '\0';
     s->upstream_ready_ms = ready_ms;
     SSL_SESSION_free(s->upstream_tls);
-    s->upstream_tls = ssl && s->cc->cm->nlogs ? SSL_get1_session(ssl) : NULL;
+    s->upstream_tls = ssl && s->cc->cm->log_upstream_tls ? SSL_get1_session(ssl) : NULL;
 }
 
 void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason)
@@ -3371,6 +3372,7 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
         if (!l)
             goto fail_err;
         cm->logs[cm->nlogs++] = l;
+        cm->log_upstream_tls |= access_log_uses(l, "UPSTREAM_TLS_") || access_log_uses(l, "UPSTREAM_PEER_");
     }
 
     if (h2_options(cm, n, err) < 0)

@@ -6,12 +6,12 @@
  * them (never on the request path), in Envoy's forms: names in RFC 2253, SANs
  * joined by ',', hex in lower case, times as START_TIME's. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "common.h"
@@ -109,12 +109,12 @@ static const char *fingerprint(X509 *cert, const EVP_MD *md, char *out, size_t l
 static const char *serial(X509 *cert, char *out, size_t len)
 {
     BIGNUM *bn = cert ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL) : NULL;
-    char *h = bn ? BN_bn2hex(bn) : NULL;
+    char *h = bn ? BN_bn2hex(bn) : NULL;   /* upper case */
     const char *r = NULL;
-    if (h && strlen(h) < len) {
-        for (size_t i = 0; h[i]; i++)
-            out[i] = (char)(h[i] >= 'A' && h[i] <= 'F' ? h[i] + 32 : h[i]);
-        out[strlen(h)] = '\0';
+    size_t n = h ? strlen(h) : 0;
+    if (h && n < len) {
+        for (size_t i = 0; i <= n; i++)
+            out[i] = (char)tolower((unsigned char)h[i]);
         r = out;
     }
     OPENSSL_free(h);

@@ -158,6 +158,18 @@ def wait_for(pred, timeout=5.0, interval=0.05):
         time.sleep(interval)
 
 
+def wait_lines(path, n, timeout=5.0):
+    """The lines of a file (an access log) once it has at least n, or what it
+    has when timeout passes."""
+    def lines():
+        try:
+            with open(path) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+    return wait_for(lambda: len(lines()) >= n and lines(), timeout) or lines()
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -3,7 +3,6 @@ max_requests / max_pending_requests answered 503 with response flag UO,
 HIGH-priority routes under their own thresholds, max_retries, TCP
 max_connections, the open/remaining gauges. Every wait is bounded."""
 
-import os
 import threading
 import time
 
@@ -37,18 +36,6 @@ def concurrent(lp, paths, timeout=10):
     return results
 
 
-def read_log(path, n, timeout=5):
-    deadline = time.monotonic() + timeout
-    lines = []
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                lines = f.read().splitlines()
-            if len(lines) >= n:
-                break
-        time.sleep(0.05)
-    return lines
-
 
 def test_max_requests_overflow_503_uo(herald, upstreams, port, tmp_path):
     b = upstreams(HttpBackend, "b")
@@ -78,7 +65,7 @@ def test_max_requests_overflow_503_uo(herald, upstreams, port, tmp_path):
     assert all(r[2].get("x-envoy-overloaded") == "true" for r in overflowed)
     n = len(overflowed)
     assert h.wait_stat("cluster.backend.upstream_rq_pending_overflow", lambda v: v >= n) == n
-    lines = read_log(log, 6)
+    lines = helpers.wait_lines(log, 6)
     uo = [line for line in lines if line.split()[1:] == ["503", "UO"]]
     assert len(uo) == n, lines
     # all released

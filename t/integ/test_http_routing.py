@@ -11,6 +11,7 @@ import time
 import pytest
 
 import http_backends as hb
+from helpers import wait_lines
 from http_backends import HttpBackend
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -219,7 +220,7 @@ def test_http_access_log_lines(herald, upstreams, port, tmp_path):
     assert hb.request(fp, "/app2/y", method="POST", body=b"12345")[0] == 200
     assert hb.request(fp, "/admin")[0] == 403
 
-    got = wait_log_lines(log, 3)
+    got = wait_lines(log, 3)
     assert got and len(got) == 3, got
     l1, l2, l3 = got
     assert l1.startswith("GET /app1/x HTTP/1.1 200 - 0 "), l1
@@ -257,7 +258,7 @@ def test_http_access_log_upstream_connection(herald, upstreams, port, tmp_path):
     assert hb.request(lp, "/retry?fail=2&key=k")[0] == 200
     assert hb.request(lp, "/direct")[0] == 204
 
-    got = wait_log_lines(log, 3)
+    got = wait_lines(log, 3)
     assert got and len(got) == 3, got
     one, retried, direct = (l.split() for l in got)
     ready, up_id, down_id = one.pop(), one.pop(), one.pop()
@@ -269,17 +270,6 @@ def test_http_access_log_upstream_connection(herald, upstreams, port, tmp_path):
     assert re.fullmatch(r"127\.0\.0\.1:\d+", retried[3]) and retried[5] == retried[3].rsplit(":", 1)[1], retried
     assert direct[:2] == ["/direct", "204"] and direct[2:9] == ["-"] * 7, direct
     assert direct[9].isdigit() and direct[10:] == ["-", "-"], direct
-
-
-def wait_log_lines(path, n):
-    """The lines of an access log once it has n (what it has after 5 s otherwise)."""
-    def lines():
-        try:
-            with open(path) as f:
-                return f.read().splitlines()
-        except OSError:
-            return []
-    return hb_wait(lambda: len(lines()) >= n and lines()) or lines()
 
 
 def hb_wait(pred, timeout=5.0):

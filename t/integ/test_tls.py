@@ -391,17 +391,6 @@ TLS_FMT = ("%DOWNSTREAM_TLS_VERSION%|%DOWNSTREAM_TLS_CIPHER%|%DOWNSTREAM_PEER_SU
            "%DOWNSTREAM_TLS_SESSION_ID%")
 
 
-def read_log(path, n):
-    def lines():
-        try:
-            with open(path) as f:
-                return f.read().splitlines()
-        except OSError:
-            return []
-    helpers.wait_for(lambda: len(lines()) >= n)
-    return lines()
-
-
 def check_tls_log_fields(f, pki, client_cert):
     """f: the TLS_FMT fields of one line for a connection with client_cert."""
     with open(client_cert[0]) as c:
@@ -436,7 +425,7 @@ def test_tls_access_log_tcp(herald, upstreams, port, pki, tmp_path):
     s = helpers.connect(plain)
     assert echo_roundtrip(s) == b"hello over tls\n"
     s.close()
-    lines = {ln.split("|")[0]: ln.split("|")[1:] for ln in read_log(log, 2)}
+    lines = {ln.split("|")[0]: ln.split("|")[1:] for ln in helpers.wait_lines(log, 2)}
     assert set(lines) == {str(p), str(plain)}, lines
     check_tls_log_fields(lines[str(p)], pki, pki.client)
     assert lines[str(plain)] == ["-"] * 11, lines
@@ -459,7 +448,7 @@ def test_tls_access_log_http2(herald, upstreams, port, pki, tmp_path):
                         "https://a.example:%d/app1/x" % fp], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=20)
     assert r.stdout.decode() == "200 2", (r.stdout, r.stderr)
-    f = read_log(log, 1)[0].split("|")
+    f = helpers.wait_lines(log, 1)[0].split("|")
     assert f[0] == "HTTP/2", f
     check_tls_log_fields(f[1:], pki, pki.client)
 
@@ -770,7 +759,7 @@ def test_upstream_tls_in_http_access_log(herald, upstreams, port, pki, tmp_path)
     for _ in range(2):
         status, headers, body = hb.request(lp, "/x")
         assert (status, body) == (200, b"ok"), (status, body)
-    lines = read_log(log, 2)
+    lines = helpers.wait_lines(log, 2)
     assert len(lines) == 2, lines
     f, g = (ln.split("|") for ln in lines)
     # one kept connection: the same handshake (the session id may come with TLS 1.3's ticket)

@@ -5,7 +5,7 @@ resolves; what tcp_proxy's access log says about both connections."""
 import socket
 import time
 
-from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_for
+from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_lines
 from http_backends import file_access_log
 
 
@@ -134,14 +134,9 @@ def test_tcp_access_log_names_both_connections(herald, upstreams, port, tmp_path
     assert closed_by_peer(s, 5)
     s.close()
 
-    def lines():
-        try:
-            with open(log) as f:
-                return [ln.split(" ") for ln in f.read().splitlines()]
-        except OSError:
-            return []
-    assert wait_for(lambda: len(lines()) == 3), lines()
-    by_client = {f[7]: f for f in lines()}
+    lines = [ln.split(" ") for ln in wait_lines(log, 3)]
+    assert len(lines) == 3, lines
+    by_client = {f[7]: f for f in lines}
     assert set(by_client) == set(seen) | {client_port}, by_client
     up_ids = set()
     for cport, peer in seen.items():
