@@ -88,6 +88,26 @@ static const struct op_def op_defs[] = {
     {"ENVIRONMENT", OP_ARG | OP_ARG_REQ},
 };
 
+/* Operators whose argument is one of a few words: a typo is a config error
+ * (as in Envoy), not a field that silently logs something else. */
+static const char *arg_problem(const char *op, const char *arg)
+{
+    if (!arg || !*arg)
+        return NULL;
+    if (!strcmp(op, "PATH")) {
+        const char *colon = strchr(arg, ':');
+        size_t n = colon ? (size_t)(colon - arg) : strlen(arg);
+        if (n && !((n == 2 && !memcmp(arg, "WQ", 2)) || (n == 2 && !memcmp(arg, "NQ", 2))))
+            return "the first option must be WQ (with the query) or NQ (without)";
+        if (colon && strcmp(colon + 1, "ORIG") && strcmp(colon + 1, "PATH") && strcmp(colon + 1, "ORIG_OR_PATH"))
+            return "the second option must be ORIG, PATH or ORIG_OR_PATH";
+    } else if (!strcmp(op, "GRPC_STATUS")) {
+        if (strcmp(arg, "CAMEL_STRING") && strcmp(arg, "SNAKE_STRING") && strcmp(arg, "NUMBER"))
+            return "the format must be CAMEL_STRING, SNAKE_STRING or NUMBER";
+    }
+    return NULL;
+}
+
 static const struct op_def *op_find(const char *name, size_t len)
 {
     for (size_t i = 0; i < ARRAY_SIZE(op_defs); i++)
@@ -237,6 +257,13 @@ static int fmt_parse(struct fmt *f, const char *s, const struct herald_cfg *at, 
             free(arg);
             return herald_cfg_errorf(at, err, "access log format: %s at position %zu needs an argument, "
                                      "e.g. %%%s(X)%%", op->name, p, op->name);
+        }
+        const char *bad = arg_problem(op->name, arg);
+        if (bad) {
+            int r = herald_cfg_errorf(at, err, "access log format: %s(%s) at position %zu: %s", op->name, arg,
+                                      p, bad);
+            free(arg);
+            return r;
         }
         struct seg *sg = VEC_PUSH(f->segs, f->n, f->cap);
         memset(sg, 0, sizeof(*sg));
@@ -710,11 +737,42 @@ static char *json_quote(const char *s, size_t len)
     return b.p;
 }
 
+static const char *format_time(uint64_t ms, const char *fmt, char *out, size_t len, bool local);
+
 struct ctx {
     herald_log_field_cb field;
     void *arg;
     char scratch[512];
 };
+
+/* The time operators the core answers for every filter: EMIT_TIME(_LOCAL)
+ * from the clock, START_TIME_LOCAL from the filter's own START_TIME (asked
+ * for as epoch milliseconds), so a plugin that knows when its line started
+ * gets the local-time form without knowing of it. NULL for other operators. */
+static const char *core_time_value(struct ctx *c, const struct seg *sg)
+{
+    const char *name = sg->op->name;
+    uint64_t ms;
+    bool local;
+
+    if (!strcmp(name, "EMIT_TIME") || !strcmp(name, "EMIT_TIME_LOCAL")) {
+        ms = wall_ms();
+        local = name[9] == '_';
+    } else if (!strcmp(name, "START_TIME_LOCAL") && c->field) {
+        char epoch[64] = "";
+        const char *v = c->field(c->arg, "START_TIME", "%s%3f", epoch, sizeof(epoch));
+        char *end = NULL;
+        if (!v || !*v)
+            return NULL;
+        ms = strtoull(v, &end, 10);
+        if (end == v || *end)
+            return NULL;
+        local = true;
+    } else {
+        return NULL;
+    }
+    return format_time(ms, sg->arg, c->scratch, sizeof(c->scratch), local);
+}
 
 /* The value of one operator segment, or NULL; *n is its length after :N. */
 static const char *seg_value(struct ctx *c, const struct seg *sg, size_t *n)
@@ -725,6 +783,8 @@ static const char *seg_value(struct ctx *c, const struct seg *sg, size_t *n)
         v = sg->env;
     } else if (!strcmp(sg->op->name, "ENVIRONMENT")) {
         v = NULL;
+    } else if ((v = core_time_value(c, sg))) {
+        /* EMIT_TIME*, START_TIME_LOCAL: the core's for every filter */
     } else {
         c->scratch[0] = '\0';
         v = c->field ? c->field(c->arg, sg->op->name, sg->arg, c->scratch, sizeof(c->scratch)) : NULL;
@@ -874,8 +934,10 @@ HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_l
 }
 
 /* strftime with Envoy's extras: %f / %1f..%9f (fractions of a second), %E3S-style
- * seconds with fractions (%ES, %E1S..%E9S) and %s (epoch seconds). UTC. */
-const char *herald_access_log_format_time(uint64_t ms, const char *fmt, char *out, size_t len)
+ * seconds with fractions (%ES, %E1S..%E9S) and %s (epoch seconds). In UTC, or
+ * in the local time zone for the *_LOCAL operators (Envoy's default format
+ * then ends in the zone's offset instead of Z). */
+static const char *format_time(uint64_t ms, const char *fmt, char *out, size_t len, bool local)
 {
     char expanded[512];
     size_t o = 0;
@@ -883,9 +945,12 @@ const char *herald_access_log_format_time(uint64_t ms, const char *fmt, char *ou
     unsigned frac = (unsigned)(ms % 1000); /* ms precision: more digits are zero padded */
     struct tm tm;
 
-    gmtime_r(&secs, &tm);
+    if (local)
+        localtime_r(&secs, &tm);
+    else
+        gmtime_r(&secs, &tm);
     if (!fmt || !*fmt)
-        fmt = "%Y-%m-%dT%H:%M:%E3SZ";
+        fmt = local ? "%Y-%m-%dT%H:%M:%E3S%z" : "%Y-%m-%dT%H:%M:%E3SZ";
     for (const char *p = fmt; *p && o + 32 < sizeof(expanded); p++) {
         if (*p != '%' || !p[1]) {
             expanded[o++] = *p;
@@ -928,4 +993,9 @@ const char *herald_access_log_format_time(uint64_t ms, const char *fmt, char *ou
     size_t n = strftime(out, len, expanded, &tm);
 #pragma GCC diagnostic pop
     return n ? out : NULL;
+}
+
+const char *herald_access_log_format_time(uint64_t ms, const char *fmt, char *out, size_t len)
+{
+    return format_time(ms, fmt, out, len, false);
 }

@@ -111,6 +111,7 @@ struct herald_http_cm {
     struct http_filter *filters; size_t nfilters;
     struct herald_access_log **logs; size_t nlogs;
     bool log_upstream_tls;      /* a log asks for UPSTREAM_TLS_* / UPSTREAM_PEER_* */
+    bool log_upstream_hostname; /* ... for UPSTREAM_HOST_NAME* */
     char *server_name;
     enum server_transform server_transform;
     char *via;
@@ -180,6 +181,8 @@ struct herald_http_stream {
     /* the connection of the last upstream attempt (herald_http_upstream_set_stream);
      * upstream_local "" until it has one */
     char upstream_local[64];
+    char *upstream_hostname;        /* the last attempt's host's DNS name (only when logged) */
+    char *local_reply_body;         /* the body of the local reply, for %LOCAL_REPLY_BODY% */
     uint64_t upstream_ready_ms;     /* from the attempt's start until it had a connection */
     uint64_t upstream_conn_id;
     const char *upstream_protocol;  /* static: "HTTP/1.1" or "HTTP/2" */
@@ -201,7 +204,8 @@ struct herald_http_stream {
     bool expect_continue;
     struct h1_encoder h1enc;
     /* timing (herald_now_ms) and counts for the log */
-    uint64_t start_wall_ms, start_mono, last_rx_mono, first_tx_mono, last_tx_mono, last_activity;
+    uint64_t start_wall_ms, start_mono, last_rx_mono, first_tx_mono, last_tx_mono, last_activity,
+        upstream_tx_end_mono;
     uint64_t rx_body, tx_body;
     struct herald_timer *timer;
     uint64_t deadline_headers, deadline_request, deadline_max; /* 0: none */
@@ -1230,6 +1234,8 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
         herald_headers_free(s->lr_extra);
         s->lr_extra = NULL;
     }
+    free(s->local_reply_body);
+    s->local_reply_body = blen ? xstrdup(body) : NULL;
     s->local_reply_encoding = true;
     encode_headers_in(s, h, blen == 0);
     if (blen && !s->over && !s->reset && s->local_reply) {
@@ -1289,6 +1295,153 @@ static const char *num(char *scratch, size_t len, uint64_t v)
     return scratch;
 }
 
+/* RESPONSE_FLAGS_LONG: Envoy's Pascal-case names of the short flags. */
+static const char *const flag_long[][2] = {
+    {"DC", "DownstreamConnectionTermination"}, {"DI", "DelayInjected"}, {"DF", "DnsResolutionFailed"},
+    {"DO", "DropOverload"}, {"DPE", "DownstreamProtocolError"}, {"DT", "DurationTimeout"},
+    {"FI", "FaultInjected"}, {"IH", "InvalidEnvoyRequestHeaders"}, {"LH", "FailedLocalHealthCheck"},
+    {"LR", "LocalReset"}, {"NC", "NoClusterFound"}, {"NFCF", "NoFilterConfigFound"}, {"NR", "NoRouteFound"},
+    {"OM", "OverloadManagerTerminated"}, {"RFCF", "ResponseFromCacheFilter"}, {"RL", "RateLimited"},
+    {"RLSE", "RateLimitServiceError"}, {"SI", "StreamIdleTimeout"}, {"UAEX", "UnauthorizedExternalService"},
+    {"UC", "UpstreamConnectionTermination"}, {"UF", "UpstreamConnectionFailure"}, {"UH", "NoHealthyUpstream"},
+    {"UMSDR", "UpstreamMaxStreamDurationReached"}, {"UO", "UpstreamOverflow"}, {"UPE", "UpstreamProtocolError"},
+    {"UR", "UpstreamRemoteReset"}, {"URX", "UpstreamRetryLimitExceeded"}, {"UT", "UpstreamRequestTimeout"},
+};
+
+static const char *flag_name(const char *flag, bool long_name)
+{
+    if (long_name)
+        for (size_t i = 0; i < ARRAY_SIZE(flag_long); i++)
+            if (!strcmp(flag_long[i][0], flag))
+                return flag_long[i][1];
+    return flag;
+}
+
+/* RESPONSE_FLAGS(_LONG): Envoy's order, then flags herald does not know. */
+static const char *flags_field(const struct herald_http_stream *s, bool long_names, char *scratch, size_t len)
+{
+    size_t o = 0;
+    scratch[0] = '\0';
+    for (size_t k = 0; flag_order[k]; k++)
+        for (size_t i = 0; i < s->nflags; i++)
+            if (!strcmp(s->flags[i], flag_order[k]) && o + 40 < len)
+                o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", flag_name(s->flags[i], long_names));
+    for (size_t i = 0; i < s->nflags; i++) {
+        bool known = false;
+        for (size_t k = 0; flag_order[k]; k++)
+            known = known || !strcmp(s->flags[i], flag_order[k]);
+        if (!known && o + 40 < len)
+            o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", flag_name(s->flags[i], long_names));
+    }
+    return o ? scratch : NULL;
+}
+
+/* REQUEST_HEADERS_BYTES and the like: Envoy's byteSize(), names plus values. */
+static const char *headers_bytes(const struct herald_headers *h, char *scratch, size_t len)
+{
+    size_t n;
+    const struct header_field *f = headers_fields(h, &n);
+    uint64_t b = 0;
+    for (size_t i = 0; i < n; i++)
+        b += f[i].nlen + f[i].vlen;
+    return num(scratch, len, b);
+}
+
+/* v up to its query, in scratch */
+static const char *without_query(const char *v, char *scratch, size_t len)
+{
+    const char *q = v ? strchr(v, '?') : NULL;
+    if (!q)
+        return v;
+    snprintf(scratch, len, "%.*s", (int)(q - v), v);
+    return scratch;
+}
+
+/* PATH(WQ|NQ:ORIG|PATH|ORIG_OR_PATH), the options checked when the format was parsed */
+static const char *path_field(const struct herald_http_stream *s, const char *arg, char *scratch, size_t len)
+{
+    const char *colon = arg ? strchr(arg, ':') : NULL;
+    const char *source = colon && colon[1] ? colon + 1 : "ORIG_OR_PATH";
+    const char *v = NULL;
+    if (!s->req)
+        return NULL;
+    if (strcmp(source, "PATH"))
+        v = HEADERS_GET(s->req, "x-envoy-original-path");
+    if (!v && strcmp(source, "ORIG"))
+        v = HEADERS_GET(s->req, ":path");
+    return arg && !strncmp(arg, "NQ", 2) ? without_query(v, scratch, len) : v;
+}
+
+/* QUERY_PARAM(name): the value of the first name=value in :path's query, as sent */
+static const char *query_param(const struct herald_http_stream *s, const char *name, char *scratch, size_t len)
+{
+    const char *path = s->req ? HEADERS_GET(s->req, ":path") : NULL;
+    const char *p = path ? strchr(path, '?') : NULL;
+    size_t nlen = name ? strlen(name) : 0;
+    if (!p || !nlen)
+        return NULL;
+    for (p++; *p && *p != '#';) {
+        size_t n = strcspn(p, "&#");
+        if (n > nlen && !memcmp(p, name, nlen) && p[nlen] == '=') {
+            snprintf(scratch, len, "%.*s", (int)(n - nlen - 1), p + nlen + 1);
+            return scratch;
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return NULL;
+}
+
+/* GRPC_STATUS(fmt) for gRPC requests: grpc-status from the trailers, else the
+ * headers (a trailers-only response), else inferred from the HTTP status as
+ * Envoy does. */
+static const char *const grpc_camel[] = {
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+};
+static const char *const grpc_snake[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+static const char *grpc_status_field(const struct herald_http_stream *s, const char *fmt, char *scratch, size_t len)
+{
+    const char *ct = s->req ? HEADERS_GET(s->req, "content-type") : NULL;
+    if (!ct || strncmp(ct, "application/grpc", 16) || (ct[16] && ct[16] != '+'))
+        return NULL;
+    const char *v = s->resp_trailers ? HEADERS_GET(s->resp_trailers, "grpc-status") : NULL;
+    if (!v || !*v)
+        v = s->resp ? HEADERS_GET(s->resp, "grpc-status") : NULL;
+    uint64_t code;
+    if (v && *v) {
+        char *end = NULL;
+        if (*v < '0' || *v > '9')
+            return NULL;
+        code = strtoull(v, &end, 10);
+        if (*end)
+            return NULL;
+    } else if (s->status) {
+        switch (s->status) {
+        case 400: code = 13; break;
+        case 401: code = 16; break;
+        case 403: code = 7; break;
+        case 404: code = 12; break;
+        case 429: case 502: case 503: case 504: code = 14; break;
+        default: code = 2; break;
+        }
+    } else {
+        return NULL;
+    }
+    if (fmt && !strcmp(fmt, "NUMBER"))
+        return num(scratch, len, code);
+    if (code < ARRAY_SIZE(grpc_camel))
+        return fmt && !strcmp(fmt, "SNAKE_STRING") ? grpc_snake[code] : grpc_camel[code];
+    return num(scratch, len, code);
+}
+
 /* REQ(A?B:N) style lookups: the first of the alternatives that is present. */
 static const char *header_alt(const struct herald_headers *h, const char *arg)
 {
@@ -1328,6 +1481,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
     uint64_t end = s->last_tx_mono ? s->last_tx_mono : herald_now_ms();
 
     switch (op[0]) {
+    case 'A':
+        if (!strcmp(op, "ACCESS_LOG_TYPE"))
+            return "DownstreamEnd";   /* herald writes HTTP logs when the stream ends */
+        break;
     case 'B':
         if (!strcmp(op, "BYTES_RECEIVED"))
             return num(scratch, len, s->rx_body);
@@ -1377,7 +1534,27 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
             return port_part(herald_conn_local_str(c), scratch, len);
         return herald_conn_tls_log_field(c, op, arg, scratch, len);   /* TLS and certificates */
+    case 'F':
+        if (!strcmp(op, "FILTER_CHAIN_NAME"))
+            return herald_conn_filter_chain_name(c);
+        break;
+    case 'G':
+        if (!strcmp(op, "GRPC_STATUS"))
+            return grpc_status_field(s, arg, scratch, len);
+        if (!strcmp(op, "GRPC_STATUS_NUMBER"))
+            return grpc_status_field(s, "NUMBER", scratch, len);
+        break;
+    case 'L':
+        if (!strcmp(op, "LOCAL_REPLY_BODY"))
+            return s->local_reply_body;
+        break;
+    case 'Q':
+        if (!strcmp(op, "QUERY_PARAM"))
+            return query_param(s, arg, scratch, len);
+        break;
     case 'P':
+        if (!strcmp(op, "PATH"))
+            return path_field(s, arg, scratch, len);
         if (!strcmp(op, "PROTOCOL"))
             return s->req ? (s->proto == HERALD_HTTP2    ? "HTTP/2"
                              : s->proto == HERALD_HTTP10 ? "HTTP/1.0"
@@ -1393,22 +1570,20 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return num(scratch, len, (uint64_t)s->status);
         if (!strcmp(op, "RESPONSE_CODE_DETAILS"))
             return s->details ? s->details : (s->status ? "via_upstream" : NULL);
-        if (!strcmp(op, "RESPONSE_FLAGS")) {
-            size_t o = 0;
-            scratch[0] = '\0';
-            for (size_t k = 0; flag_order[k]; k++)
-                for (size_t i = 0; i < s->nflags; i++)
-                    if (!strcmp(s->flags[i], flag_order[k]) && o + 8 < len)
-                        o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", s->flags[i]);
-            for (size_t i = 0; i < s->nflags; i++) { /* flags herald does not know, at the end */
-                bool known = false;
-                for (size_t k = 0; flag_order[k]; k++)
-                    known = known || !strcmp(s->flags[i], flag_order[k]);
-                if (!known && o + 8 < len)
-                    o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", s->flags[i]);
-            }
-            return o ? scratch : NULL;
-        }
+        if (!strcmp(op, "RESPONSE_FLAGS"))
+            return flags_field(s, false, scratch, len);
+        if (!strcmp(op, "RESPONSE_FLAGS_LONG"))
+            return flags_field(s, true, scratch, len);
+        if (!strcmp(op, "REQ_WITHOUT_QUERY"))
+            return without_query(header_alt(s->req, arg), scratch, len);
+        if (!strcmp(op, "REQUEST_HEADERS_BYTES"))
+            return headers_bytes(s->req, scratch, len);
+        if (!strcmp(op, "RESPONSE_HEADERS_BYTES"))
+            return headers_bytes(s->resp, scratch, len);
+        if (!strcmp(op, "RESPONSE_TRAILERS_BYTES"))
+            return headers_bytes(s->resp_trailers, scratch, len);
+        if (!strcmp(op, "REQUEST_TX_DURATION"))
+            return s->upstream_tx_end_mono ? num(scratch, len, s->upstream_tx_end_mono - s->start_mono) : NULL;
         if (!strcmp(op, "REQUEST_DURATION"))
             return s->request_complete && s->last_rx_mono ? num(scratch, len, s->last_rx_mono - s->start_mono)
                                                           : NULL;
@@ -1450,6 +1625,11 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return s->upstream_attempts ? num(scratch, len, s->upstream_attempts) : NULL;
         if (!strcmp(op, "UNIQUE_ID"))
             return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
+        if (!strcmp(op, "UPSTREAM_HOST_NAME"))   /* the DNS name, else the address */
+            return s->upstream_hostname ? s->upstream_hostname : s->upstream_host;
+        if (!strcmp(op, "UPSTREAM_HOST_NAME_WITHOUT_PORT"))
+            return s->upstream_hostname ? without_port(s->upstream_hostname, scratch, len)
+                                        : without_port(s->upstream_host, scratch, len);
         if (!s->upstream_local[0])
             break;   /* the rest describe the connection the last attempt got: none */
         if (!strcmp(op, "UPSTREAM_LOCAL_ADDRESS"))
@@ -1595,6 +1775,8 @@ static void stream_finish(struct herald_http_stream *s)
     if (s->upstream_host != s->upstream_host_inline)
         free(s->upstream_host);
     free(s->upstream_failure);
+    free(s->upstream_hostname);
+    free(s->local_reply_body);
     SSL_SESSION_free(s->upstream_tls);
     free(s->upgrade_type);
     if (cc->stream == s)
@@ -2852,10 +3034,20 @@ void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *c
         set_owned_str(&s->upstream_host, s->upstream_host_inline, sizeof(s->upstream_host_inline), host);
 }
 
-void cm_stream_upstream_attempt(struct herald_http_stream *s)
+void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostname)
 {
     s->upstream_attempts++;
     s->upstream_local[0] = '\0';   /* no connection yet for this attempt */
+    s->upstream_tx_end_mono = 0;
+    if (s->cc->cm->log_upstream_hostname) {
+        free(s->upstream_hostname);
+        s->upstream_hostname = hostname ? xstrdup(hostname) : NULL;
+    }
+}
+
+void cm_stream_upstream_request_sent(struct herald_http_stream *s)
+{
+    s->upstream_tx_end_mono = herald_now_ms();
 }
 
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
@@ -3373,6 +3565,7 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
             goto fail_err;
         cm->logs[cm->nlogs++] = l;
         cm->log_upstream_tls |= access_log_uses(l, "UPSTREAM_TLS_") || access_log_uses(l, "UPSTREAM_PEER_");
+        cm->log_upstream_hostname |= access_log_uses(l, "UPSTREAM_HOST_NAME");
     }
 
     if (h2_options(cm, n, err) < 0)

@@ -35,11 +35,13 @@
 extern const struct herald_message herald_http_cm_schema;
 
 /* For the access log of a stream an upstream request serves
- * (herald_http_upstream_set_stream): a new attempt begins; it got a
- * connection (its local address and id; h2: an HTTP/2 one; ssl: its TLS, or
- * NULL) after ready_ms. */
+ * (herald_http_upstream_set_stream): a new attempt begins, to a host with
+ * that hostname (NULL: none); it got a connection (its local address and id;
+ * h2: an HTTP/2 one; ssl: its TLS, or NULL) after ready_ms; the end of the
+ * request went to that connection. */
 struct ssl_st;
-void cm_stream_upstream_attempt(struct herald_http_stream *s);
+void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostname);
+void cm_stream_upstream_request_sent(struct herald_http_stream *s);
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
                               bool h2, struct ssl_st *ssl);
 

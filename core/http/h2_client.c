@@ -466,7 +466,7 @@ int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, 
     r->stream_id = sid;
     r->headers_sent = true;
     if (end)
-        r->req_done = true;
+        ureq_mark_sent(r);
     h2c_poke_soon(hc);
     return 0;
 }
@@ -488,7 +488,7 @@ int h2_encode_data(struct herald_http_upstream *r, struct evbuffer *data, bool e
     evbuffer_add_buffer(r->h2_out, data);
     if (end) {
         r->h2_out_end = true;
-        r->req_done = true;
+        ureq_mark_sent(r);
     }
     uint32_t limit = buffer_limit(r);
     struct h2_conn *hc = r->h2;
@@ -506,7 +506,7 @@ int h2_encode_trailers(struct herald_http_upstream *r, struct herald_headers *t)
     herald_headers_free(r->h2_out_trailers);
     r->h2_out_trailers = t;
     r->h2_out_end = true;
-    r->req_done = true;
+    ureq_mark_sent(r);
     resume_body(r);
     return 0;
 }

@@ -187,6 +187,8 @@ void pool_purge_pending(struct http_pool *p, enum herald_upstream_reset why);
 void ureq_pending_remove(struct herald_http_upstream *r);
 /* The response ended and r is off its connection. */
 void ureq_done(struct herald_http_upstream *r);
+/* The end of the request went to the connection (req_done; the stream's log learns when). */
+void ureq_mark_sent(struct herald_http_upstream *r);
 void ureq_watermark(struct herald_http_upstream *r, bool above);
 /* Owner callbacks that may free r: hold it around them; unhold returns false when r is gone. */
 void ureq_hold(struct herald_http_upstream *r);

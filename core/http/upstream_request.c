@@ -215,9 +215,16 @@ static bool watermark_held(struct herald_http_upstream *r, bool above)
 
 /* ------------------------------------------------------------ encoding */
 
-static void req_end(struct herald_http_upstream *r)
+void ureq_mark_sent(struct herald_http_upstream *r)
 {
     r->req_done = true;
+    if (r->stream)
+        cm_stream_upstream_request_sent(r->stream);
+}
+
+static void req_end(struct herald_http_upstream *r)
+{
+    ureq_mark_sent(r);
     if (r->conn)
         r->conn->req_sent_all = true;
 }
@@ -535,7 +542,7 @@ void herald_http_upstream_set_stream(struct herald_http_upstream *r, struct hera
     if (!r || !s)
         return;
     r->stream = s;
-    cm_stream_upstream_attempt(s);
+    cm_stream_upstream_attempt(s, herald_host_hostname(r->host));
     if (r->state == UREQ_BOUND)
         report_bound(r);   /* bound while it was being made: an idle connection */
 }

@@ -581,6 +581,11 @@ const char *herald_conn_server_name(const struct herald_conn *c)
 const char *herald_conn_alpn(const struct herald_conn *c) { return c->alpn; }
 bool herald_conn_is_tls(const struct herald_conn *c) { return c->ssl != NULL; }
 const char *herald_conn_listener_name(const struct herald_conn *c) { return c->listener->name; }
+const char *herald_conn_filter_chain_name(const struct herald_conn *c)
+{
+    const char *n = c->chain && c->chain->cfg ? c->chain->cfg->name : NULL;
+    return n && *n ? n : NULL;
+}
 uint32_t herald_conn_buffer_limit(const struct herald_conn *c) { return c->buffer_limit; }
 uint64_t herald_conn_start_ms(const struct herald_conn *c) { return c->start_wall_ms; }
 

@@ -40,6 +40,7 @@ struct session {
     struct herald_timer *idle, *max_duration;
     uint64_t last_activity;             /* herald_now_ms() */
     uint64_t rx_bytes, tx_bytes;        /* BYTES_RECEIVED / BYTES_SENT */
+    uint64_t up_tx_bytes;               /* handed to the upstream (UPSTREAM_WIRE_BYTES_SENT) */
     bool spliced;                       /* the core forwards both ways (herald_conn_splice) */
     uint64_t spliced_seen;              /* bytes seen at the last idle check while spliced */
     int64_t rx_buffered, tx_buffered;   /* our share of the *_bytes_buffered gauges */
@@ -54,6 +55,7 @@ struct session {
  * connections without access logs do not carry. */
 struct log_strings {
     char upstream_host[64];
+    char upstream_hostname[128];        /* the host's DNS name, "" when it has none */
     char upstream_local[64];
     uint64_t upstream_id;               /* 0: no upstream connection yet */
     char remote[64], local[64];
@@ -241,8 +243,11 @@ static int connect_next(struct session *s)
             s->flags |= RF_UH; /* the core counted upstream_cx_none_healthy */
             return -1;
         }
-        if (s->ls)
+        if (s->ls) {
+            const char *hn = herald_host_hostname(h);
             copy_str(s->ls->upstream_host, sizeof(s->ls->upstream_host), herald_host_address(h));
+            copy_str(s->ls->upstream_hostname, sizeof(s->ls->upstream_hostname), hn ? hn : "");
+        }
         s->attempts++;
 
         enum herald_upstream_error why = HERALD_UPSTREAM_OK;
@@ -288,6 +293,7 @@ static void on_connected(struct session *s)
         return;
     }
     if (s->pending) {
+        s->up_tx_bytes += herald_buf_len(s->pending);
         herald_upstream_write(s->up, s->pending, s->pending_end);
         set_rx_buffered(s, 0);
         if (s->pending_end)
@@ -450,6 +456,7 @@ static enum herald_status on_read(void *arg, struct herald_buf *data, bool end_s
         return HERALD_CONTINUE;
     }
     touch(s);
+    s->up_tx_bytes += n;
     herald_upstream_write(s->up, data, end_stream);
     if (end_stream) {
         s->down_ended = true;
@@ -463,8 +470,10 @@ static void account_spliced(struct session *s)
 {
     uint64_t rx, tx;
     herald_conn_bytes(s->c, &rx, &tx);
-    if (rx > s->rx_bytes)
+    if (rx > s->rx_bytes) {
         herald_stat_add(s->conf->stats.downstream_cx_rx_bytes_total, rx - s->rx_bytes);
+        s->up_tx_bytes += rx - s->rx_bytes;   /* spliced: every byte read went upstream */
+    }
     if (tx > s->tx_bytes)
         herald_stat_add(s->conf->stats.downstream_cx_tx_bytes_total, tx - s->tx_bytes);
     s->rx_bytes = rx;
@@ -557,11 +566,21 @@ static const char *empty_null(const char *s)
     return s && *s ? s : NULL;
 }
 
+static const char *u64(char *scratch, size_t len, uint64_t v)
+{
+    snprintf(scratch, len, "%llu", (unsigned long long)v);
+    return scratch;
+}
+
 static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len)
 {
     struct session *s = ctx;
 
     switch (op[0]) {
+    case 'A':
+        if (!strcmp(op, "ACCESS_LOG_TYPE"))
+            return "TcpConnectionEnd";   /* the one tcp_proxy log herald writes */
+        break;
     case 'B':
         if (!strcmp(op, "BYTES_RECEIVED")) {
             snprintf(scratch, len, "%llu", (unsigned long long)s->rx_bytes);
@@ -599,7 +618,16 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return without_port(s->ls->local, scratch, len);
         if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
             return port_of(s->ls->local, scratch, len);
+        /* no framing on a TCP stream: its wire bytes are the bytes */
+        if (!strcmp(op, "DOWNSTREAM_WIRE_BYTES_RECEIVED"))
+            return u64(scratch, len, s->rx_bytes);
+        if (!strcmp(op, "DOWNSTREAM_WIRE_BYTES_SENT"))
+            return u64(scratch, len, s->tx_bytes);
         return herald_conn_tls_log_field(s->c, op, arg, scratch, len);   /* TLS and certificates */
+    case 'F':
+        if (!strcmp(op, "FILTER_CHAIN_NAME"))
+            return s->c ? herald_conn_filter_chain_name(s->c) : NULL;
+        break;
     case 'H':
         if (!strcmp(op, "HOSTNAME")) {
             if (gethostname(scratch, len) == 0) {
@@ -644,6 +672,15 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             snprintf(scratch, len, "%llu", (unsigned long long)s->ls->upstream_id);
             return scratch;
         }
+        if (!strcmp(op, "UPSTREAM_HOST_NAME"))
+            return s->ls->upstream_hostname[0] ? s->ls->upstream_hostname : empty_null(s->ls->upstream_host);
+        if (!strcmp(op, "UPSTREAM_HOST_NAME_WITHOUT_PORT"))
+            return s->ls->upstream_hostname[0] ? s->ls->upstream_hostname
+                                               : without_port(s->ls->upstream_host, scratch, len);
+        if (!strcmp(op, "UPSTREAM_WIRE_BYTES_SENT"))
+            return u64(scratch, len, s->up_tx_bytes);
+        if (!strcmp(op, "UPSTREAM_WIRE_BYTES_RECEIVED"))
+            return u64(scratch, len, s->tx_bytes);   /* all of it went downstream */
         if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT")) {
             snprintf(scratch, len, "%u", s->attempts);
             return scratch;

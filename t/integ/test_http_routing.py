@@ -4,12 +4,14 @@ direct_response and redirects, the x-forwarded-for / x-request-id headers
 the backends get, access log lines and the http.* / cluster.* stats."""
 
 import collections
+import json
 import os
 import re
 import time
 
 import pytest
 
+import conftest
 import http_backends as hb
 from helpers import wait_lines
 from http_backends import HttpBackend
@@ -270,6 +272,91 @@ def test_http_access_log_upstream_connection(herald, upstreams, port, tmp_path):
     assert re.fullmatch(r"127\.0\.0\.1:\d+", retried[3]) and retried[5] == retried[3].rsplit(":", 1)[1], retried
     assert direct[:2] == ["/direct", "204"] and direct[2:9] == ["-"] * 7, direct
     assert direct[9].isdigit() and direct[10:] == ["-", "-"], direct
+
+
+MORE_OPS = ("%PATH%|%PATH(NQ)%|%PATH(NQ:PATH)%|%REQ_WITHOUT_QUERY(:PATH)%|%QUERY_PARAM(key)%|"
+            "%QUERY_PARAM(nope)%|%RESPONSE_CODE%|%RESPONSE_FLAGS%|%RESPONSE_FLAGS_LONG%|%LOCAL_REPLY_BODY%|"
+            "%GRPC_STATUS%|%GRPC_STATUS(SNAKE_STRING)%|%GRPC_STATUS_NUMBER%|%REQUEST_HEADERS_BYTES%|"
+            "%RESPONSE_HEADERS_BYTES%|%ACCESS_LOG_TYPE%|%FILTER_CHAIN_NAME%|%UPSTREAM_HOST_NAME%|"
+            "%UPSTREAM_HOST_NAME_WITHOUT_PORT%|%REQUEST_TX_DURATION%|%DURATION%|%START_TIME(%s.%3f)%|"
+            "%EMIT_TIME(%s.%3f)%|%START_TIME_LOCAL%|%START_TIME_LOCAL(%H)%|%START_TIME(%H)%\n")
+
+
+def test_http_access_log_more_operators(herald, upstreams, port, tmp_path):
+    """The operators that printed "-" before: PATH, QUERY_PARAM, REQ_WITHOUT_QUERY,
+    RESPONSE_FLAGS_LONG, LOCAL_REPLY_BODY, GRPC_STATUS, the header byte counts,
+    ACCESS_LOG_TYPE, FILTER_CHAIN_NAME, UPSTREAM_HOST_NAME, REQUEST_TX_DURATION,
+    EMIT_TIME and START_TIME_LOCAL (herald runs with TZ=UTC-3, i.e. UTC+3)."""
+    named = upstreams(HttpBackend, "named")
+    plain = upstreams(HttpBackend, "plain")
+    dead = port()   # nothing listens there
+    log = str(tmp_path / "access.log")
+    routes = [hb.route("/plain", "plain"), hb.route("/dead", "dead"), hb.route("/", "named")]
+    lp = port()
+    listener = hb.http_listener(lp, hb.hcm("ingress_http", routes, access_log=[hb.file_access_log(log, MORE_OPS)]))
+    listener["filter_chains"][0]["name"] = "main_chain"
+    named_cluster = hb.http_cluster("named", [named.port])
+    named_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = "svc.example"
+    cfg = {"static_resources": {"listeners": [listener], "clusters": [
+        named_cluster, hb.http_cluster("plain", [plain.port]), hb.http_cluster("dead", [dead])]}}
+    h = herald(cfg, env={"TZ": "UTC-3"})
+
+    t0 = time.time()
+    pad = "p" * 100
+    assert hb.request(lp, "/one?key=abc&x=1")[0] == 200
+    assert hb.request(lp, "/one?key=abc&x=1", headers={"x-pad": pad})[0] == 200
+    r = hb.curl("-sS", "-D", "-", "-o", "/dev/null", "http://127.0.0.1:%d/plain/p?bytes=10&hdr=x-extra:1234" % lp)
+    assert r.returncode == 0, r.stderr
+    assert hb.request(lp, "/dead/x")[0] == 503
+    grpc = {"content-type": "application/grpc"}
+    assert hb.request(lp, "/svc.S/M?hdr=grpc-status:5", method="POST", headers=grpc, body=b"\0\0\0\0\0")[0] == 200
+    assert hb.request(lp, "/svc.S/M?status=503", method="POST", headers=grpc, body=b"\0\0\0\0\0")[0] == 503
+    t1 = time.time()
+
+    got = wait_lines(log, 6)
+    assert got and len(got) == 6, got
+    one, padded, curl_line, dead_line, grpc_hdr, grpc_503 = (l.split("|") for l in got)
+
+    assert one[:10] == ["/one?key=abc&x=1", "/one", "/one", "/one", "abc", "-", "200", "-", "-", "-"], one
+    assert one[10:13] == ["-", "-", "-"], "not a gRPC request: %r" % one
+    # adding one header adds its name and value to REQUEST_HEADERS_BYTES, nothing else
+    assert int(padded[13]) - int(one[13]) == len("x-pad") + len(pad), (one[13], padded[13])
+    assert one[15:19] == ["DownstreamEnd", "main_chain", "svc.example", "svc.example"], one
+    tx, dur = int(one[19]), int(one[20])
+    assert 0 <= tx <= dur, (tx, dur)
+    start, emit = float(one[21]), float(one[22])
+    assert t0 - 1 <= start <= emit <= t1 + 1, (t0, start, emit, t1)
+    # local time is UTC+3 for herald: the offset, and the hour three ahead of UTC's
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0300", one[23]), one[23]
+    assert int(one[24]) == (int(one[25]) + 3) % 24, one[23:]
+
+    # RESPONSE_HEADERS_BYTES: the fields curl got (names and values) plus ":status" "200"
+    fields = [l.split(":", 1) for l in r.stdout.splitlines()[1:] if ":" in l]
+    want = sum(len(k) + len(v.strip()) for k, v in fields) + len(":status") + 3
+    assert int(curl_line[14]) == want, (curl_line[14], want, r.stdout)
+    assert curl_line[17:19] == ["127.0.0.1:%d" % plain.port, "127.0.0.1"], "no DNS name: the address"
+
+    assert dead_line[6:9] == ["503", "UF,URX", "UpstreamConnectionFailure,UpstreamRetryLimitExceeded"] or \
+        dead_line[6:9] == ["503", "UF", "UpstreamConnectionFailure"], dead_line
+    assert dead_line[9].startswith("upstream connect error or disconnect/reset before headers"), dead_line
+    assert dead_line[19] == "-", "the request never went out: no REQUEST_TX_DURATION"
+
+    assert grpc_hdr[10:13] == ["NotFound", "NOT_FOUND", "5"], grpc_hdr
+    assert grpc_503[10:13] == ["Unavailable", "UNAVAILABLE", "14"], "inferred from HTTP 503: %r" % grpc_503
+
+
+def test_http_access_log_bad_operator_options(tmp_path):
+    """A typo in PATH's or GRPC_STATUS's options stops the config, with where."""
+    for fmt, want in (("%PATH(XQ)%", "WQ (with the query) or NQ"), ("%PATH(NQ:ORIGINAL)%", "ORIG, PATH or ORIG_OR_PATH"),
+                      ("%GRPC_STATUS(CAMEL)%", "CAMEL_STRING, SNAKE_STRING or NUMBER")):
+        cfg = {"static_resources": {"listeners": [hb.http_listener(1, hb.hcm(
+            "x", [hb.route("/", "c")], access_log=[hb.file_access_log(str(tmp_path / "a.log"), fmt + "\n")]))],
+            "clusters": [hb.http_cluster("c", [1])]}}
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(cfg))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+        assert r.returncode != 0, (fmt, r.stdout)
+        assert want in r.stderr and re.search(r"bad\.json:\d+:\d+: .*access_log", r.stderr), (fmt, r.stderr)
 
 
 def hb_wait(pred, timeout=5.0):

@@ -115,9 +115,13 @@ def test_tcp_access_log_names_both_connections(herald, upstreams, port, tmp_path
     log = str(tmp_path / "tcp.log")
     fmt = ("%CONNECTION_ID% %UPSTREAM_CONNECTION_ID% %UPSTREAM_LOCAL_ADDRESS% "
            "%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% %UPSTREAM_LOCAL_PORT% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% "
-           "%DOWNSTREAM_REMOTE_PORT% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS%\n")
+           "%DOWNSTREAM_REMOTE_PORT% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS% %ACCESS_LOG_TYPE% "
+           "%UPSTREAM_WIRE_BYTES_SENT% %UPSTREAM_WIRE_BYTES_RECEIVED% %DOWNSTREAM_WIRE_BYTES_RECEIVED% "
+           "%DOWNSTREAM_WIRE_BYTES_SENT% %FILTER_CHAIN_NAME% %UPSTREAM_HOST_NAME%\n")
     al = [file_access_log(log, fmt)]
-    herald(bootstrap([tcp_listener(live_port, "live", access_log=al), tcp_listener(dead_port, "dead", access_log=al)],
+    live = tcp_listener(live_port, "live", access_log=al)
+    live["filter_chains"][0]["name"] = "live_chain"
+    herald(bootstrap([live, tcp_listener(dead_port, "dead", access_log=al)],
                      [cluster("live", [backend.addr]), cluster("dead", [("127.0.0.1", dead)])]))
     seen = {}
     for i in range(2):
@@ -144,10 +148,14 @@ def test_tcp_access_log_names_both_connections(herald, upstreams, port, tmp_path
         ip, pport = peer.rsplit(":", 1)
         assert f[2:5] == [peer, ip, pport], (f, peer)
         assert f[5:7] == ["%s:%d" % backend.addr, "live"], f
-        assert f[8:] == ["8", str(len(peer) + 1 + 8), "-"], f
+        sent = str(len(peer) + 1 + 8)
+        assert f[8:11] == ["8", sent, "-"], f
+        # no framing on TCP: the wire bytes each way are the bytes
+        assert f[11:18] == ["TcpConnectionEnd", "8", sent, "8", sent, "live_chain", "%s:%d" % backend.addr], f
         assert f[0].isdigit() and f[1].isdigit() and f[0] != f[1], f
         up_ids.add(f[1])
     assert len(up_ids) == 2
     f = by_client[client_port]
     assert f[1:5] == ["-", "-", "-", "-"] and f[6] == "dead", f
     assert set(f[10].split(",")) >= {"UF", "URX"}, f
+    assert f[11:17] == ["TcpConnectionEnd", "0", "0", "0", "0", "-"], f

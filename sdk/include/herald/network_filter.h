@@ -82,6 +82,9 @@ HERALD_EXPORT const char *herald_conn_alpn(const struct herald_conn *c);
 HERALD_EXPORT const char *herald_conn_tls_log_field(const struct herald_conn *c, const char *op, const char *arg,
                                                     char *out, size_t len);
 HERALD_EXPORT const char *herald_conn_listener_name(const struct herald_conn *c);
+/* (1.5) The name of the filter chain the connection runs (filter_chains[].name),
+ * or NULL when it has none: Envoy's %FILTER_CHAIN_NAME%. */
+HERALD_EXPORT const char *herald_conn_filter_chain_name(const struct herald_conn *c);
 HERALD_EXPORT uint32_t herald_conn_buffer_limit(const struct herald_conn *c); /* per_connection_buffer_limit_bytes */
 HERALD_EXPORT uint64_t herald_conn_start_ms(const struct herald_conn *c); /* wall clock, ms since the epoch */
 /* Bytes received from and sent to the peer so far, whichever path moved them

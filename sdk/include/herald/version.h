@@ -19,12 +19,13 @@
  *                    that hold their own upstream connection: tcp_proxy);
  *                    herald_conn_tls_log_field (the DOWNSTREAM_TLS_* and
  *                    certificate operators of access logs).
+ *   1.5  2026-11-28  herald_conn_filter_chain_name (%FILTER_CHAIN_NAME%).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 4
+#define HERALD_ABI_MINOR 5
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
