@@ -421,7 +421,12 @@ static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
             return 0; /* unknown key: a full handshake */
         }
         k = t->keys[i];
-        rc = i == 0 ? 1 : 2; /* 2: decrypted with an old key, issue a new ticket */
+        /* 2: issue a new ticket. Under an old key, so the client moves to the
+         * current one; and after every TLS 1.3 resumption, because TLS 1.3
+         * clients use a ticket once (RFC 8446 C.4: OpenSSL's will not offer
+         * it again) and would otherwise make every other connection a full
+         * handshake. OpenSSL's own ticket keys and BoringSSL do the same. */
+        rc = i == 0 && SSL_version(ssl) < TLS1_3_VERSION ? 1 : 2;
     }
     pthread_mutex_unlock(&t->key_lock);
     OSSL_PARAM params[] = {

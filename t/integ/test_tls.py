@@ -484,6 +484,36 @@ def test_session_resumption(herald, upstreams, port, pki, tmp_path):
     assert h.wait_stat("listener.tls.ssl.session_reused", lambda v: v >= 12) >= 12
 
 
+def s_client_lingering(port, *args):
+    """s_client that sends a line and reads for half a second before its
+    input ends (TLS 1.3 tickets come after the handshake)."""
+    cmd = "(printf 'x\\n'; sleep 0.5) | openssl s_client -connect 127.0.0.1:%d %s" % (port, " ".join(args))
+    p = subprocess.run(["sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+    return p.stdout.decode("utf-8", "replace")
+
+
+def test_tls13_resumption_brings_a_fresh_ticket(herald, upstreams, port, pki, tmp_path):
+    """TLS 1.3 clients use a ticket once (RFC 8446 C.4; OpenSSL's client, as
+    wrk drives it, does not offer a used one again): every resumed connection
+    must leave the client a new ticket, or every other connection is a full
+    handshake. A chain of resumptions, each with the ticket the last one got."""
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    h = herald(helpers.bootstrap([tls_listener(p, "echo", [(None, tls_socket(certs(pki.a_rsa)))])],
+                                 [helpers.cluster("echo", [echo.addr])]))
+    sess = str(tmp_path / "s0")
+    out = s_client_lingering(p, "-tls1_3", "-servername", "a.example", "-sess_out", sess)
+    assert "New, TLSv1.3" in out, out
+    for i in range(1, 5):
+        nxt = str(tmp_path / ("s%d" % i))
+        out = s_client_lingering(p, "-tls1_3", "-msg", "-servername", "a.example", "-sess_in", sess,
+                                 "-sess_out", nxt)
+        assert "Reused, TLSv1.3" in out, (i, out)
+        assert "NewSessionTicket" in out, "resumption %d left the client no new ticket:\n%s" % (i, out)
+        sess = nxt
+    assert h.wait_stat("listener.tls.ssl.session_reused", lambda v: v >= 4) == 4
+
+
 def test_certificate_reload(herald, upstreams, port, pki, tmp_path):
     echo = upstreams(helpers.EchoServer)
     p = port()
