@@ -112,6 +112,7 @@ struct herald_http_cm {
     struct herald_access_log **logs; size_t nlogs;
     bool log_upstream_tls;      /* a log asks for UPSTREAM_TLS_* / UPSTREAM_PEER_* */
     bool log_upstream_hostname; /* ... for UPSTREAM_HOST_NAME* */
+    bool log_h2_sent_bytes;     /* ... for DOWNSTREAM_*_BYTES_SENT: HTTP/2 frames go out before the log */
     char *server_name;
     enum server_transform server_transform;
     char *via;
@@ -133,6 +134,10 @@ struct herald_http_cm {
 };
 
 struct cm_conn;
+
+struct wire_bytes {
+    uint64_t hdr_rx, wire_rx, hdr_tx, wire_tx;
+};
 
 /* One direction of a stream's filter walk. */
 struct fdir {
@@ -207,6 +212,11 @@ struct herald_http_stream {
     uint64_t start_wall_ms, start_mono, last_rx_mono, first_tx_mono, last_tx_mono, last_activity,
         upstream_tx_end_mono;
     uint64_t rx_body, tx_body;
+    /* bytes on the wire, headers and all, for %DOWNSTREAM_/UPSTREAM_WIRE_BYTES_*% and
+     * %..._HEADER_BYTES_*%: the client connection's (HTTP/1: the messages as read
+     * and written; HTTP/2: this stream's frames, 9-byte frame headers included)
+     * and the last upstream attempt's */
+    struct wire_bytes dn, up;
     struct herald_timer *timer;
     uint64_t deadline_headers, deadline_request, deadline_max; /* 0: none */
     /* HTTP/2: many streams per connection */
@@ -973,11 +983,14 @@ static void sink_headers(struct herald_http_stream *s)
 
     unsigned flags = (s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0) | (s->head ? H1_ENC_HEAD : 0);
     h1_encoder_init(&s->h1enc, flags);
+    size_t queued = evbuffer_get_length(cc->wbuf);
     if (h1_encode_response_headers(&s->h1enc, cc->wbuf, h, s->enc.headers_end && !upgrade_ok) < 0) {
         evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
         reset_stream(s, false, "invalid_response_headers");
         return;
     }
+    s->dn.hdr_tx += evbuffer_get_length(cc->wbuf) - queued;
+    s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
     s->response_started = true;
     s->status = status;
     s->first_tx_mono = herald_now_ms();
@@ -1026,6 +1039,7 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
         }
         return;
     }
+    size_t queued = evbuffer_get_length(cc->wbuf);
     if (s->upgraded) {
         evbuffer_add_buffer(cc->wbuf, buf_ev(chunk));
     } else if (h1_encode_data(&s->h1enc, cc->wbuf, buf_ev(chunk), end) < 0) {
@@ -1034,6 +1048,7 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
         reset_stream(s, false, "response_body_over_content_length");
         return;
     }
+    s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
     s->tx_body += len;
     write_out(cc);
     if (end && !s->over) {
@@ -1057,12 +1072,16 @@ static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t
         }
     } else if (s->upgraded) {
         /* nothing to frame them in */
-    } else if (cc->cm->enable_trailers && t && herald_headers_count(t)) {
-        h1_encode_trailers(&s->h1enc, cc->wbuf, t);
     } else {
-        struct evbuffer *empty = evbuffer_new();
-        h1_encode_data(&s->h1enc, cc->wbuf, empty, true);
-        evbuffer_free(empty);
+        size_t queued = evbuffer_get_length(cc->wbuf);
+        if (cc->cm->enable_trailers && t && herald_headers_count(t)) {
+            h1_encode_trailers(&s->h1enc, cc->wbuf, t);
+        } else {
+            struct evbuffer *empty = evbuffer_new();
+            h1_encode_data(&s->h1enc, cc->wbuf, empty, true);
+            evbuffer_free(empty);
+        }
+        s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
     }
     write_out(cc);
     if (!s->over) {
@@ -1336,6 +1355,13 @@ static const char *flags_field(const struct herald_http_stream *s, bool long_nam
     return o ? scratch : NULL;
 }
 
+/* *_WIRE_BYTES_* / *_HEADER_BYTES_* (SENT or RECEIVED) of one side */
+static const char *wire_field(const struct wire_bytes *w, const char *op, char *scratch, size_t len)
+{
+    bool hdr = strstr(op, "_HEADER_BYTES_") != NULL, sent = strstr(op, "_SENT") != NULL;
+    return num(scratch, len, sent ? (hdr ? w->hdr_tx : w->wire_tx) : (hdr ? w->hdr_rx : w->wire_rx));
+}
+
 /* REQUEST_HEADERS_BYTES and the like: Envoy's byteSize(), names plus values. */
 static const char *headers_bytes(const struct herald_headers *h, char *scratch, size_t len)
 {
@@ -1533,6 +1559,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         }
         if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
             return port_part(herald_conn_local_str(c), scratch, len);
+        if (!strncmp(op, "DOWNSTREAM_", 11) && (strstr(op, "_WIRE_BYTES_") || strstr(op, "_HEADER_BYTES_")))
+            return wire_field(&s->dn, op, scratch, len);
         return herald_conn_tls_log_field(c, op, arg, scratch, len);   /* TLS and certificates */
     case 'F':
         if (!strcmp(op, "FILTER_CHAIN_NAME"))
@@ -1625,6 +1653,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return s->upstream_attempts ? num(scratch, len, s->upstream_attempts) : NULL;
         if (!strcmp(op, "UNIQUE_ID"))
             return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
+        if (strstr(op, "_WIRE_BYTES_") || strstr(op, "_HEADER_BYTES_"))
+            return wire_field(&s->up, op, scratch, len);
         if (!strcmp(op, "UPSTREAM_HOST_NAME"))   /* the DNS name, else the address */
             return s->upstream_hostname ? s->upstream_hostname : s->upstream_host;
         if (!strcmp(op, "UPSTREAM_HOST_NAME_WITHOUT_PORT"))
@@ -1851,8 +1881,11 @@ static void leave(struct cm_conn *cc)
 {
     if (--cc->depth != 0)
         return;
-    if (any_over(cc))
+    if (any_over(cc)) {
+        if (cc->cm->log_h2_sent_bytes)
+            h2_out(cc);   /* the finished streams' frames out first: their logs count them */
         settle(cc);
+    }
     h2_out(cc);
 }
 
@@ -2195,7 +2228,10 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         herald_headers_remove(h, "expect");
         s->expect_continue = true;
         if (!*end_stream) {
+            size_t queued = evbuffer_get_length(cc->wbuf);
             h1_encode_100_continue(cc->wbuf);
+            s->dn.hdr_tx += evbuffer_get_length(cc->wbuf) - queued;
+            s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
             write_out(cc);
         }
     }
@@ -2265,10 +2301,19 @@ static void req_headers(struct herald_http_stream *s, struct herald_headers *h, 
     run_headers(s, false, 0);
 }
 
+/* what the HTTP/1 codec has read of the stream's request so far */
+static void h1_rx_bytes(struct cm_conn *cc, struct herald_http_stream *s)
+{
+    s->dn.hdr_rx = h1_codec_head_bytes(cc->codec);
+    s->dn.wire_rx = h1_codec_wire_bytes(cc->codec);
+}
+
 static void c_headers(void *arg, struct herald_headers *h, bool end_stream)
 {
     struct cm_conn *cc = arg;
-    req_headers(cc->stream ? cc->stream : stream_new(cc), h, end_stream);
+    struct herald_http_stream *s = cc->stream ? cc->stream : stream_new(cc);
+    h1_rx_bytes(cc, s);
+    req_headers(s, h, end_stream);
 }
 
 static void req_data(struct herald_http_stream *s, struct evbuffer *chunk, bool end_stream)
@@ -2287,8 +2332,10 @@ static void req_data(struct herald_http_stream *s, struct evbuffer *chunk, bool 
 static void c_data(void *arg, struct evbuffer *chunk, bool end_stream)
 {
     struct cm_conn *cc = arg;
-    if (cc->stream)
-        req_data(cc->stream, chunk, end_stream);
+    if (!cc->stream)
+        return;
+    h1_rx_bytes(cc, cc->stream);
+    req_data(cc->stream, chunk, end_stream);
 }
 
 static void req_trailers(struct herald_http_stream *s, struct herald_headers *t)
@@ -2309,6 +2356,8 @@ static void req_trailers(struct herald_http_stream *s, struct herald_headers *t)
 static void c_trailers(void *arg, struct herald_headers *t)
 {
     struct cm_conn *cc = arg;
+    if (cc->stream)
+        h1_rx_bytes(cc, cc->stream);
     req_trailers(cc->stream, t);
 }
 
@@ -2321,6 +2370,7 @@ static void c_complete(void *arg)
     cc->pipeline_paused = true;
     if (!s)
         return;
+    h1_rx_bytes(cc, s);
     req_complete(s);
 }
 
@@ -2418,7 +2468,21 @@ static void h2_drained(void *arg, void *stream, size_t queued)
     }
 }
 
+static void h2_frame_bytes(void *arg, void *stream, size_t bytes, bool headers, bool sent)
+{
+    struct herald_http_stream *s = stream;
+    (void)arg;
+    if (sent) {
+        s->dn.wire_tx += bytes;
+        s->dn.hdr_tx += headers ? bytes : 0;
+    } else {
+        s->dn.wire_rx += bytes;
+        s->dn.hdr_rx += headers ? bytes : 0;
+    }
+}
+
 static const struct h2_callbacks h2_cbs = {
+    .on_frame_bytes = h2_frame_bytes,
     .on_begin = h2_begin,
     .on_headers = h2_headers,
     .on_headers_error = h2_headers_error,
@@ -3039,6 +3103,7 @@ void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostna
     s->upstream_attempts++;
     s->upstream_local[0] = '\0';   /* no connection yet for this attempt */
     s->upstream_tx_end_mono = 0;
+    memset(&s->up, 0, sizeof(s->up));
     if (s->cc->cm->log_upstream_hostname) {
         free(s->upstream_hostname);
         s->upstream_hostname = hostname ? xstrdup(hostname) : NULL;
@@ -3048,6 +3113,17 @@ void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostna
 void cm_stream_upstream_request_sent(struct herald_http_stream *s)
 {
     s->upstream_tx_end_mono = herald_now_ms();
+}
+
+void cm_stream_upstream_bytes(struct herald_http_stream *s, bool sent, uint64_t bytes, bool headers)
+{
+    if (sent) {
+        s->up.wire_tx += bytes;
+        s->up.hdr_tx += headers ? bytes : 0;
+    } else {
+        s->up.wire_rx += bytes;
+        s->up.hdr_rx += headers ? bytes : 0;
+    }
 }
 
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
@@ -3566,6 +3642,8 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
         cm->logs[cm->nlogs++] = l;
         cm->log_upstream_tls |= access_log_uses(l, "UPSTREAM_TLS_") || access_log_uses(l, "UPSTREAM_PEER_");
         cm->log_upstream_hostname |= access_log_uses(l, "UPSTREAM_HOST_NAME");
+        cm->log_h2_sent_bytes |= access_log_uses(l, "DOWNSTREAM_WIRE_BYTES_SENT") ||
+                                 access_log_uses(l, "DOWNSTREAM_HEADER_BYTES_SENT");
     }
 
     if (h2_options(cm, n, err) < 0)

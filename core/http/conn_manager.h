@@ -42,6 +42,9 @@ extern const struct herald_message herald_http_cm_schema;
 struct ssl_st;
 void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostname);
 void cm_stream_upstream_request_sent(struct herald_http_stream *s);
+/* Bytes of the attempt's exchange on the wire (headers: part of its heads or
+ * HEADERS frames), for %UPSTREAM_WIRE_BYTES_*% / %UPSTREAM_HEADER_BYTES_*%. */
+void cm_stream_upstream_bytes(struct herald_http_stream *s, bool sent, uint64_t bytes, bool headers);
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
                               bool h2, struct ssl_st *ssl);
 

@@ -94,6 +94,7 @@ struct h1_codec {
     uint64_t body_left;
     struct evbuffer *body;
     bool in_message, headers_end_stream, informational;
+    uint64_t msg_bytes, head_bytes;   /* the message's bytes consumed so far, and its head's */
 
     /* facts about the current message */
     bool http10, keep_alive, expect_continue, is_upgrade;
@@ -963,6 +964,7 @@ static int step_head(struct h1_codec *c, struct evbuffer *in)
     }
     if (!c->in_message && c->sc.st > SC_PRE_LF) {
         c->in_message = true;
+        c->msg_bytes = c->head_bytes = 0;
         if (c->cbs->on_message_begin)
             c->cbs->on_message_begin(c->arg);
         if (c->freed)
@@ -970,12 +972,17 @@ static int step_head(struct h1_codec *c, struct evbuffer *in)
     }
     bool done = c->sc.st == SC_HEAD_DONE || c->sc.st == SC_MSG_DONE;
     if (!done) {
-        if (c->sc.st <= SC_PRE_LF && base == 0)
+        if (c->sc.st <= SC_PRE_LF && base == 0) {
             evbuffer_drain(in, (size_t)k);   /* empty lines between messages */
-        else
+        } else {
             evbuffer_remove_buffer(in, c->partial, (size_t)k);
+            c->msg_bytes += (size_t)k;
+        }
         return 1;
     }
+    c->msg_bytes += (size_t)k;
+    if (c->sc.st == SC_HEAD_DONE)
+        c->head_bytes = c->msg_bytes;
     const char *head;
     if (base == 0) {
         head = v.iov_base;   /* the common case: the whole head in one piece */
@@ -1009,6 +1016,7 @@ static int step_chunked(struct h1_codec *c, struct evbuffer *in)
             size_t avail = evbuffer_get_length(in);
             size_t n = c->sc.chunk_left < avail ? (size_t)c->sc.chunk_left : avail;
             evbuffer_remove_buffer(in, c->body, n);
+            c->msg_bytes += n;
             c->sc.chunk_left -= n;
             if (c->sc.chunk_left == 0)
                 c->sc.st = SC_CHUNK_DATA_CR;
@@ -1024,6 +1032,7 @@ static int step_chunked(struct h1_codec *c, struct evbuffer *in)
             return -1;
         }
         evbuffer_drain(in, (size_t)k);
+        c->msg_bytes += (size_t)k;
         if (c->sc.trailers) {
             /* the last chunk: trailers (or the empty line) follow */
             c->nmarks = 0;
@@ -1041,6 +1050,7 @@ static int step_length(struct h1_codec *c, struct evbuffer *in)
     size_t avail = evbuffer_get_length(in);
     size_t n = c->body_left < avail ? (size_t)c->body_left : avail;
     evbuffer_remove_buffer(in, c->body, n);
+    c->msg_bytes += n;
     c->body_left -= n;
     if (c->body_left == 0) {
         message_complete(c, NULL);
@@ -1077,6 +1087,7 @@ int h1_codec_dispatch(struct h1_codec *c, struct evbuffer *in)
             break;
         case BODY_CLOSE:
             evbuffer_remove_buffer(in, c->body, avail);
+            c->msg_bytes += avail;
             deliver_body(c, false);
             r = 0;
             break;
@@ -1138,6 +1149,9 @@ bool h1_codec_idle(const struct h1_codec *c)
 {
     return !c->in_message && c->sc.st == SC_PRE;
 }
+
+uint64_t h1_codec_wire_bytes(const struct h1_codec *c) { return c->msg_bytes; }
+uint64_t h1_codec_head_bytes(const struct h1_codec *c) { return c->head_bytes; }
 
 enum herald_http_protocol h1_codec_protocol(const struct h1_codec *c)
 {

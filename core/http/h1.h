@@ -90,6 +90,13 @@ bool h1_codec_paused(const struct h1_codec *c);
 /* Between messages with nothing half-parsed (safe to close an idle connection). */
 bool h1_codec_idle(const struct h1_codec *c);
 
+/* The current message's bytes as read so far (head, body framing, trailers:
+ * the %*_WIRE_BYTES_RECEIVED% of its stream) and its head's (start line and
+ * header fields: %*_HEADER_BYTES_RECEIVED%). Valid from on_headers until the
+ * next message begins. */
+uint64_t h1_codec_wire_bytes(const struct h1_codec *c);
+uint64_t h1_codec_head_bytes(const struct h1_codec *c);
+
 /* Facts about the current message, valid from on_headers until the next
  * message begins. */
 enum herald_http_protocol h1_codec_protocol(const struct h1_codec *c); /* HERALD_HTTP10 or HERALD_HTTP11 */

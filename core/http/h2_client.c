@@ -735,9 +735,31 @@ static int on_stream_close(nghttp2_session *sess, int32_t sid, uint32_t code, vo
     return 0;
 }
 
+/* The request's frames, for its stream's log (%UPSTREAM_WIRE_BYTES_*%). */
+static void count_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, bool sent)
+{
+    if (hd->type != NGHTTP2_DATA && hd->type != NGHTTP2_HEADERS && hd->type != NGHTTP2_CONTINUATION)
+        return;
+    struct herald_http_upstream *r = stream_req(sess, hd->stream_id);
+    if (!r)
+        return;
+    if (sent)
+        ureq_count_sent(r, hd->length + 9, hd->type != NGHTTP2_DATA);
+    else
+        ureq_count_received(r, hd->length + 9, hd->type != NGHTTP2_DATA);
+}
+
+static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, void *user)
+{
+    (void)user;
+    count_frame(sess, hd, false);
+    return 0;
+}
+
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
 {
     struct h2_conn *hc = user;
+    count_frame(sess, &frame->hd, true);
     if (frame->hd.type == NGHTTP2_RST_STREAM)
         herald_stat_inc(stats_of(hc)->tx_reset);
     else if (frame->hd.type == NGHTTP2_GOAWAY)
@@ -763,6 +785,7 @@ static int session_start(struct h2_conn *hc)
     nghttp2_option *opt;
     if (nghttp2_session_callbacks_new(&cbs) != 0)
         return -1;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);

@@ -122,10 +122,21 @@ static void free_h2s(struct h2s *st)
 
 /* ---------------------------------------------------------------- nghttp2 callbacks */
 
+/* The stream's frames, for its access log (%DOWNSTREAM_WIRE_BYTES_*%). */
+static void count_frame(struct h2_server *h, struct h2s *st, const nghttp2_frame_hd *hd, bool sent)
+{
+    if (!h->cbs->on_frame_bytes || !st || !st->user)
+        return;
+    if (hd->type != NGHTTP2_DATA && hd->type != NGHTTP2_HEADERS && hd->type != NGHTTP2_CONTINUATION)
+        return;
+    h->cbs->on_frame_bytes(h->arg, st->user, hd->length + 9, hd->type != NGHTTP2_DATA, sent);
+}
+
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *ud)
 {
     struct h2_server *h = ud;
 
+    count_frame(h, stream_of(h, hd->stream_id), hd, false);   /* a request's first HEADERS: on_begin_headers */
     /* Envoy's inbound flood checks; a frame without payload that ends nothing is "empty" */
     if (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION) {
         if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM)) {
@@ -198,6 +209,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         h->streams_opened++;
         nghttp2_session_set_stream_user_data(session, id, st);
         st->user = h->cbs->on_begin(h->arg, id);
+        count_frame(h, st, &frame->hd, false);
         return 0;
     }
     struct h2s *st = stream_of(h, id);
@@ -415,6 +427,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     struct h2_server *h = ud;
     struct h2s *st;
 
+    count_frame(h, stream_of(h, frame->hd.stream_id), &frame->hd, true);
     switch (frame->hd.type) {
     case NGHTTP2_RST_STREAM:
         inc(h->st.tx_reset);

@@ -78,6 +78,9 @@ struct h2_callbacks {
     void (*on_drained)(void *arg, void *stream, size_t still_queued);
     /* Too many premature resets (rapid reset). */
     void (*on_premature_reset_limit)(void *arg);
+    /* Optional: a frame of an attached stream came in or went out (bytes:
+     * with its 9-byte header; headers: HEADERS or CONTINUATION). */
+    void (*on_frame_bytes)(void *arg, void *stream, size_t bytes, bool headers, bool sent);
 };
 
 struct h2_server;

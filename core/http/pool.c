@@ -347,6 +347,22 @@ static void on_message_begin(void *arg)
         c->req->resp_started = true;
 }
 
+/* What the codec read of the response since the last call, for the stream's log. */
+static void count_rx(struct pool_conn *c, struct herald_http_upstream *r, bool head)
+{
+    if (!c->codec)
+        return;
+    if (head) {
+        r->rx_counted = h1_codec_head_bytes(c->codec);
+        ureq_count_received(r, r->rx_counted, true);
+    }
+    uint64_t total = h1_codec_wire_bytes(c->codec);
+    if (total > r->rx_counted) {
+        ureq_count_received(r, total - r->rx_counted, false);
+        r->rx_counted = total;
+    }
+}
+
 static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream)
 {
     struct pool_conn *c = arg;
@@ -357,6 +373,7 @@ static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream
         return;
     }
     r->resp_started = true;
+    count_rx(c, r, true);
     if (r->host->cluster->cfg->outlier.enabled) {
         const char *st = HEADERS_GET(h, ":status");
         outlier_report_status(r->host, status_code(st));
@@ -381,6 +398,7 @@ static void on_resp_data(void *arg, struct evbuffer *chunk, bool end_stream)
     struct herald_http_upstream *r = c->req;
     if (!r || r->end_delivered)
         return;
+    count_rx(c, r, false);
     if (end_stream)
         r->end_delivered = true;
     if (r->cbs->on_data)
@@ -395,6 +413,7 @@ static void on_resp_trailers(void *arg, struct herald_headers *t)
         herald_headers_free(t);
         return;
     }
+    count_rx(c, r, false);
     r->end_delivered = true;
     if (r->cbs->on_trailers) {
         r->cbs->on_trailers(r->arg, t);
@@ -415,6 +434,7 @@ static void on_resp_complete(void *arg)
     if (c->tunnel)
         return; /* the end of the 101's head: the exchange goes on unparsed */
     if (r && !r->end_delivered) {
+        count_rx(c, r, false);
         r->end_delivered = true;
         if (r->cbs->on_data) {
             struct evbuffer *empty = evbuffer_new();

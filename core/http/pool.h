@@ -122,6 +122,7 @@ struct herald_http_upstream {
     struct evbuffer *q_body;
     bool q_end, q_above;
     struct h1_encoder enc;
+    uint64_t rx_counted;               /* of the response's bytes, those told to the stream's log */
     bool headers_sent, req_done, resp_started, end_delivered, paused, active_counted, wm_above;
     bool in_cb;                        /* inside on_reset: the core frees it after */
     bool queued;                       /* in pool->pending_* */
@@ -189,6 +190,9 @@ void ureq_pending_remove(struct herald_http_upstream *r);
 void ureq_done(struct herald_http_upstream *r);
 /* The end of the request went to the connection (req_done; the stream's log learns when). */
 void ureq_mark_sent(struct herald_http_upstream *r);
+/* Bytes of r's exchange written to / read from the wire, for the stream's log. */
+void ureq_count_sent(struct herald_http_upstream *r, size_t bytes, bool headers);
+void ureq_count_received(struct herald_http_upstream *r, size_t bytes, bool headers);
 void ureq_watermark(struct herald_http_upstream *r, bool above);
 /* Owner callbacks that may free r: hold it around them; unhold returns false when r is gone. */
 void ureq_hold(struct herald_http_upstream *r);

@@ -215,6 +215,18 @@ static bool watermark_held(struct herald_http_upstream *r, bool above)
 
 /* ------------------------------------------------------------ encoding */
 
+void ureq_count_sent(struct herald_http_upstream *r, size_t bytes, bool headers)
+{
+    if (r->stream)
+        cm_stream_upstream_bytes(r->stream, true, bytes, headers);
+}
+
+void ureq_count_received(struct herald_http_upstream *r, size_t bytes, bool headers)
+{
+    if (r->stream)
+        cm_stream_upstream_bytes(r->stream, false, bytes, headers);
+}
+
 void ureq_mark_sent(struct herald_http_upstream *r)
 {
     r->req_done = true;
@@ -261,9 +273,12 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
     } else if (c->last) {
         herald_headers_set(h, "connection", "close");
     }
+    size_t queued = evbuffer_get_length(c->wbuf);
     int rc = h1_encode_request_headers(&r->enc, c->wbuf, h, end);
-    if (rc == 0)
+    if (rc == 0) {
         h1_codec_expect_response(c->codec, method);   /* the set()s above leave it valid */
+        ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, true);
+    }
     herald_headers_free(h);
     if (rc < 0) {
         evbuffer_drain(c->wbuf, evbuffer_get_length(c->wbuf));
@@ -282,11 +297,13 @@ static int encode_data(struct herald_http_upstream *r, struct evbuffer *data, bo
     if (r->h2)
         return h2_encode_data(r, data, end);
     struct pool_conn *c = r->conn;
+    size_t queued = evbuffer_get_length(c->wbuf);
     if (h1_encode_data(&r->enc, c->wbuf, data, end) < 0) {
         evbuffer_drain(data, evbuffer_get_length(data));
         encode_failed(r, "body");
         return -1;
     }
+    ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, false);
     if (end)
         req_end(r);
     /* in a tunnel the client's end is a half-close of the upstream */
@@ -299,12 +316,14 @@ static int encode_trailers(struct herald_http_upstream *r, struct herald_headers
     if (r->h2)
         return h2_encode_trailers(r, t);
     struct pool_conn *c = r->conn;
+    size_t queued = evbuffer_get_length(c->wbuf);
     int rc = h1_encode_trailers(&r->enc, c->wbuf, t);
     herald_headers_free(t);
     if (rc < 0) {
         encode_failed(r, "trailers");
         return -1;
     }
+    ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, false);
     req_end(r);
     pool_conn_flush(c, false);
     return 0;

@@ -354,6 +354,38 @@ def test_h2c_one_request(herald, upstreams, port):
     assert st.get("cluster.backend.upstream_cx_http1_total", 0) == 0
 
 
+def test_h2c_upstream_wire_bytes_in_access_log(herald, upstreams, port, tmp_path):
+    """%UPSTREAM_*_BYTES_*% over HTTP/2: the request's and the response's
+    frames with their 9-byte headers; the rest of the wire bytes are the body
+    and 9 bytes per DATA frame (the backend sends 16384-byte frames)."""
+    b = upstreams(H2Backend, "h2c")
+    log = str(tmp_path / "access.log")
+    fmt = ("%UPSTREAM_HEADER_BYTES_SENT% %UPSTREAM_WIRE_BYTES_SENT% %UPSTREAM_HEADER_BYTES_RECEIVED% "
+           "%UPSTREAM_WIRE_BYTES_RECEIVED% %UPSTREAM_PROTOCOL%\n")
+    h, lp = start(herald, port, b, access_log=[hb.file_access_log(log, fmt)])
+    status, _, body = request_conn(lp, "POST", "/w?bytes=50000", body=b"x" * 700)
+    assert status == 200 and len(body) == 50000
+    f = hb_wait_line(log).split()
+    assert f[4] == "HTTP/2", f
+    hdr_tx, wire_tx, hdr_rx, wire_rx = (int(x) for x in f[:4])
+    assert hdr_tx > 9 and hdr_rx > 9, f
+    frames_tx, extra_tx = divmod(wire_tx - hdr_tx - 700, 9)
+    assert extra_tx == 0 and frames_tx >= 1, f
+    frames_rx, extra_rx = divmod(wire_rx - hdr_rx - 50000, 9)
+    assert extra_rx == 0 and frames_rx >= 4, "50000 bytes in 16384-byte frames: %r" % f
+
+
+def hb_wait_line(path, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            text = open(path).read()
+            if text.endswith("\n"):
+                return text.splitlines()[0]
+        time.sleep(0.05)
+    raise AssertionError("no access log line in %s" % path)
+
+
 def test_h2c_100_concurrent_requests_one_connection(herald, upstreams, port):
     b = upstreams(H2Backend, "h2c")
     h, lp = start(herald, port, b)

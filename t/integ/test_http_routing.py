@@ -7,6 +7,7 @@ import collections
 import json
 import os
 import re
+import socket
 import time
 
 import pytest
@@ -343,6 +344,77 @@ def test_http_access_log_more_operators(herald, upstreams, port, tmp_path):
 
     assert grpc_hdr[10:13] == ["NotFound", "NOT_FOUND", "5"], grpc_hdr
     assert grpc_503[10:13] == ["Unavailable", "UNAVAILABLE", "14"], "inferred from HTTP 503: %r" % grpc_503
+
+
+WIRE_OPS = ("%DOWNSTREAM_HEADER_BYTES_RECEIVED% %DOWNSTREAM_WIRE_BYTES_RECEIVED% %DOWNSTREAM_HEADER_BYTES_SENT% "
+            "%DOWNSTREAM_WIRE_BYTES_SENT% %UPSTREAM_HEADER_BYTES_SENT% %UPSTREAM_WIRE_BYTES_SENT% "
+            "%UPSTREAM_HEADER_BYTES_RECEIVED% %UPSTREAM_WIRE_BYTES_RECEIVED% %BYTES_RECEIVED% %BYTES_SENT%\n")
+
+
+def backend_head_len(backend, nbytes):
+    """The head HttpBackend writes for ?bytes=N (see http_backends.serve)."""
+    head = ["HTTP/1.1 200 OK", "x-backend: %s" % backend.name,
+            "x-body-sha256: %s" % hb.sha256(hb.pattern_bytes(nbytes)), "content-type: application/octet-stream",
+            "content-length: %d" % nbytes]
+    return len("\r\n".join(head) + "\r\n\r\n")
+
+
+def test_http_access_log_wire_bytes_http1(herald, upstreams, port, tmp_path):
+    """The wire and header byte counts of both connections, against the bytes
+    the client wrote and read and the bytes the backend wrote and got: a
+    chunked upload (its framing counts, BYTES_RECEIVED does not) and a
+    Content-Length download."""
+    b = upstreams(HttpBackend, "b")
+    log = str(tmp_path / "access.log")
+    h, lp = hb.start_proxy(herald, port, [b.port], access_log=[hb.file_access_log(log, WIRE_OPS)])
+    head = (b"POST /up?bytes=300 HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n"
+            b"X-Pad: " + b"q" * 50 + b"\r\n\r\n")
+    body = b"a\r\n0123456789\r\n5\r\nabcde\r\n0\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", lp), timeout=5)
+    s.sendall(head + body)
+    resp = b""
+    while b"\r\n\r\n" not in resp or len(resp) < resp.index(b"\r\n\r\n") + 4 + 300:
+        d = s.recv(65536)
+        assert d, resp
+        resp += d
+    s.close()
+    resp_head = resp.index(b"\r\n\r\n") + 4
+    assert len(resp) == resp_head + 300, resp[:resp_head]
+
+    f = [int(x) for x in wait_lines(log, 1)[0].split()]
+    assert f[0] == len(head), (f, len(head))
+    assert f[1] == len(head) + len(body), "the chunk framing is on the wire: %r" % f
+    assert f[2] == resp_head and f[3] == len(resp), (f, resp_head, len(resp))
+    got = b.requests[-1]
+    req_line = "%s %s %s\r\n" % (got["method"], got["target"], got["version"])
+    up_head = len(req_line) + sum(len(k) + 2 + len(v) + 2 for k, v in got["headers"]) + 2
+    assert f[4] == up_head, (f, up_head, got["headers"])
+    assert f[5] >= up_head + 15, "the upload went upstream too: %r" % f
+    assert f[6] == backend_head_len(b, 300) and f[7] == f[6] + 300, (f, backend_head_len(b, 300))
+    assert f[8:] == [15, 300], f
+
+
+def test_http_access_log_wire_bytes_http2(herald, upstreams, port, tmp_path):
+    """Over HTTP/2 (curl, prior knowledge) the downstream counts are the
+    stream's frames with their 9-byte headers: what is not headers is the
+    body plus 9 bytes per DATA frame (at most 16384 bytes each)."""
+    b = upstreams(HttpBackend, "b")
+    log = str(tmp_path / "access.log")
+    h, lp = hb.start_proxy(herald, port, [b.port], access_log=[hb.file_access_log(log, WIRE_OPS)])
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(b"u" * 1000)
+    r = hb.curl("-sS", "--http2-prior-knowledge", "-o", "/dev/null", "--data-binary", "@" + str(upload),
+                "http://127.0.0.1:%d/h2?bytes=40000" % lp)
+    assert r.returncode == 0, r.stderr
+    f = [int(x) for x in wait_lines(log, 1)[0].split()]
+    hdr_rx, wire_rx, hdr_tx, wire_tx = f[:4]
+    assert hdr_rx > 9 and hdr_tx > 9, f
+    frames_rx, extra_rx = divmod(wire_rx - hdr_rx - 1000, 9)
+    assert extra_rx == 0 and 1 <= frames_rx <= 2, "1000 body bytes in one or two DATA frames: %r" % f
+    frames_tx, extra_tx = divmod(wire_tx - hdr_tx - 40000, 9)
+    assert extra_tx == 0 and frames_tx >= 3, "40000 bytes need three DATA frames at least: %r" % f
+    assert f[6] == backend_head_len(b, 40000) and f[7] == f[6] + 40000, f
+    assert f[8:] == [1000, 40000], f
 
 
 def test_http_access_log_bad_operator_options(tmp_path):

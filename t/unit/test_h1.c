@@ -21,6 +21,7 @@ struct rec {
     bool last_data; /* merge consecutive data events */
     struct evbuffer *sink; /* when set: body bytes go here, not to the log */
     int end_streams;
+    uint64_t wire[4], head[4]; /* h1_codec_wire_bytes / _head_bytes at each on_complete */
 };
 
 static void logf_(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -93,6 +94,10 @@ static void on_complete(void *arg)
 {
     struct rec *r = arg;
     logf_(r, "%sC%s ", r->last_data ? " " : "", h1_codec_keep_alive(r->codec) ? "k" : "");
+    if (r->messages < 4) {
+        r->wire[r->messages] = h1_codec_wire_bytes(r->codec);
+        r->head[r->messages] = h1_codec_head_bytes(r->codec);
+    }
     r->messages++;
     r->last_data = false;
 }
@@ -1161,6 +1166,36 @@ static void test_parser_rules(void)
     evbuffer_free(got);
 }
 
+/* The bytes each message took on the wire (head, chunk framing, trailers)
+ * and its head's, however the input is split: %*_WIRE_BYTES_RECEIVED% and
+ * %*_HEADER_BYTES_RECEIVED%. */
+static void test_wire_bytes(void)
+{
+    const char *head1 = "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const char *body1 = "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nx-t: 1\r\n\r\n";
+    const char *req2 = "GET /v HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nwxyz";
+    char in[512];
+    snprintf(in, sizeof(in), "%s%s%s", head1, body1, req2);
+    bool all = true;
+    for (size_t step = 1; step <= strlen(in); step++) {
+        struct rec *r = parse(H1_SERVER, in, step);
+        all = all && r->messages == 2 && r->head[0] == strlen(head1) &&
+              r->wire[0] == strlen(head1) + strlen(body1) && r->wire[1] == strlen(req2) &&
+              r->head[1] == strlen(req2) - 4;
+        if (!all) {
+            printf("# step %zu: messages %d, head %llu/%llu, wire %llu/%llu\n", step, r->messages,
+                 (unsigned long long)r->head[0], (unsigned long long)r->head[1], (unsigned long long)r->wire[0],
+                 (unsigned long long)r->wire[1]);
+            break;
+        }
+    }
+    ok(all, "wire and head bytes of two pipelined requests, at every split");
+    const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    struct rec *r = parse_resp("GET", resp, 3, false);
+    ok(r->messages == 1 && r->wire[0] == strlen(resp) && r->head[0] == strlen(resp) - 5,
+       "a response's wire and head bytes");
+}
+
 int main(void)
 {
     test_headers_map();
@@ -1177,5 +1212,6 @@ int main(void)
     test_parser_quirks();
     test_parser_rules();
     test_encoding();
+    test_wire_bytes();
     return done_testing();
 }
