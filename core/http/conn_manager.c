@@ -113,6 +113,8 @@ struct herald_http_cm {
     bool log_upstream_tls;      /* a log asks for UPSTREAM_TLS_* / UPSTREAM_PEER_* */
     bool log_upstream_hostname; /* ... for UPSTREAM_HOST_NAME* */
     bool log_h2_sent_bytes;     /* ... for DOWNSTREAM_*_BYTES_SENT: HTTP/2 frames go out before the log */
+    bool log_dn_wire, log_up_wire; /* ... for DOWNSTREAM_ / UPSTREAM_ *_WIRE_BYTES_* or *_HEADER_BYTES_*:
+                                    * the bytes are counted only then */
     char *server_name;
     enum server_transform server_transform;
     char *via;
@@ -983,14 +985,16 @@ static void sink_headers(struct herald_http_stream *s)
 
     unsigned flags = (s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0) | (s->head ? H1_ENC_HEAD : 0);
     h1_encoder_init(&s->h1enc, flags);
-    size_t queued = evbuffer_get_length(cc->wbuf);
+    size_t queued = cm->log_dn_wire ? evbuffer_get_length(cc->wbuf) : 0;
     if (h1_encode_response_headers(&s->h1enc, cc->wbuf, h, s->enc.headers_end && !upgrade_ok) < 0) {
         evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
         reset_stream(s, false, "invalid_response_headers");
         return;
     }
-    s->dn.hdr_tx += evbuffer_get_length(cc->wbuf) - queued;
-    s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
+    if (cm->log_dn_wire) {
+        s->dn.hdr_tx += evbuffer_get_length(cc->wbuf) - queued;
+        s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
+    }
     s->response_started = true;
     s->status = status;
     s->first_tx_mono = herald_now_ms();
@@ -1039,7 +1043,7 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
         }
         return;
     }
-    size_t queued = evbuffer_get_length(cc->wbuf);
+    size_t queued = cc->cm->log_dn_wire ? evbuffer_get_length(cc->wbuf) : 0;
     if (s->upgraded) {
         evbuffer_add_buffer(cc->wbuf, buf_ev(chunk));
     } else if (h1_encode_data(&s->h1enc, cc->wbuf, buf_ev(chunk), end) < 0) {
@@ -1048,7 +1052,8 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
         reset_stream(s, false, "response_body_over_content_length");
         return;
     }
-    s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
+    if (cc->cm->log_dn_wire)
+        s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
     s->tx_body += len;
     write_out(cc);
     if (end && !s->over) {
@@ -1805,8 +1810,10 @@ static void stream_finish(struct herald_http_stream *s)
     if (s->upstream_host != s->upstream_host_inline)
         free(s->upstream_host);
     free(s->upstream_failure);
-    free(s->upstream_hostname);
-    free(s->local_reply_body);
+    if (s->upstream_hostname)   /* both rare: spare every stream two calls */
+        free(s->upstream_hostname);
+    if (s->local_reply_body)
+        free(s->local_reply_body);
     SSL_SESSION_free(s->upstream_tls);
     free(s->upgrade_type);
     if (cc->stream == s)
@@ -2304,6 +2311,8 @@ static void req_headers(struct herald_http_stream *s, struct herald_headers *h, 
 /* what the HTTP/1 codec has read of the stream's request so far */
 static void h1_rx_bytes(struct cm_conn *cc, struct herald_http_stream *s)
 {
+    if (!cc->cm->log_dn_wire)
+        return;
     s->dn.hdr_rx = h1_codec_head_bytes(cc->codec);
     s->dn.wire_rx = h1_codec_wire_bytes(cc->codec);
 }
@@ -2482,6 +2491,17 @@ static void h2_frame_bytes(void *arg, void *stream, size_t bytes, bool headers, 
 }
 
 static const struct h2_callbacks h2_cbs = {
+    .on_begin = h2_begin,
+    .on_headers = h2_headers,
+    .on_headers_error = h2_headers_error,
+    .on_data = h2_data,
+    .on_trailers = h2_trailers,
+    .on_reset = h2_reset,
+    .on_drained = h2_drained,
+};
+
+/* the same, counting each stream's frames for a log that asks */
+static const struct h2_callbacks h2_cbs_counting = {
     .on_frame_bytes = h2_frame_bytes,
     .on_begin = h2_begin,
     .on_headers = h2_headers,
@@ -2638,7 +2658,7 @@ static void start_h2(struct cm_conn *cc)
 {
     struct herald_http_cm *cm = cc->cm;
     cc->proto = PROTO_H2;
-    cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, &h2_cbs, cc);
+    cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, cm->log_dn_wire ? &h2_cbs_counting : &h2_cbs, cc);
     cc->kick_timer = herald_timer_new(on_kick_timer, cc);
     herald_stat_inc(cm->st.cx_http2_total);
     herald_gauge_add(cm->st.cx_http2_active, 1);
@@ -3098,13 +3118,14 @@ void herald_http_stream_set_upstream(struct herald_http_stream *s, const char *c
         set_owned_str(&s->upstream_host, s->upstream_host_inline, sizeof(s->upstream_host_inline), host);
 }
 
-void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostname)
+void cm_stream_upstream_attempt(struct herald_http_stream *s, const struct herald_host *host)
 {
     s->upstream_attempts++;
     s->upstream_local[0] = '\0';   /* no connection yet for this attempt */
     s->upstream_tx_end_mono = 0;
     memset(&s->up, 0, sizeof(s->up));
     if (s->cc->cm->log_upstream_hostname) {
+        const char *hostname = herald_host_hostname(host);
         free(s->upstream_hostname);
         s->upstream_hostname = hostname ? xstrdup(hostname) : NULL;
     }
@@ -3113,6 +3134,11 @@ void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostna
 void cm_stream_upstream_request_sent(struct herald_http_stream *s)
 {
     s->upstream_tx_end_mono = herald_now_ms();
+}
+
+bool cm_stream_counts_upstream_bytes(const struct herald_http_stream *s)
+{
+    return s->cc->cm->log_up_wire;
 }
 
 void cm_stream_upstream_bytes(struct herald_http_stream *s, bool sent, uint64_t bytes, bool headers)
@@ -3644,6 +3670,8 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
         cm->log_upstream_hostname |= access_log_uses(l, "UPSTREAM_HOST_NAME");
         cm->log_h2_sent_bytes |= access_log_uses(l, "DOWNSTREAM_WIRE_BYTES_SENT") ||
                                  access_log_uses(l, "DOWNSTREAM_HEADER_BYTES_SENT");
+        cm->log_dn_wire |= access_log_uses(l, "DOWNSTREAM_WIRE_BYTES_") || access_log_uses(l, "DOWNSTREAM_HEADER_BYTES_");
+        cm->log_up_wire |= access_log_uses(l, "UPSTREAM_WIRE_BYTES_") || access_log_uses(l, "UPSTREAM_HEADER_BYTES_");
     }
 
     if (h2_options(cm, n, err) < 0)

@@ -35,16 +35,18 @@
 extern const struct herald_message herald_http_cm_schema;
 
 /* For the access log of a stream an upstream request serves
- * (herald_http_upstream_set_stream): a new attempt begins, to a host with
- * that hostname (NULL: none); it got a connection (its local address and id;
- * h2: an HTTP/2 one; ssl: its TLS, or NULL) after ready_ms; the end of the
- * request went to that connection. */
+ * (herald_http_upstream_set_stream): a new attempt begins, to that host; it
+ * got a connection (its local address and id; h2: an HTTP/2 one; ssl: its
+ * TLS, or NULL) after ready_ms; the end of the request went to that
+ * connection. */
 struct ssl_st;
-void cm_stream_upstream_attempt(struct herald_http_stream *s, const char *hostname);
+struct herald_host;
+void cm_stream_upstream_attempt(struct herald_http_stream *s, const struct herald_host *host);
 void cm_stream_upstream_request_sent(struct herald_http_stream *s);
 /* Bytes of the attempt's exchange on the wire (headers: part of its heads or
  * HEADERS frames), for %UPSTREAM_WIRE_BYTES_*% / %UPSTREAM_HEADER_BYTES_*%. */
 void cm_stream_upstream_bytes(struct herald_http_stream *s, bool sent, uint64_t bytes, bool headers);
+bool cm_stream_counts_upstream_bytes(const struct herald_http_stream *s);   /* a log wants them */
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
                               bool h2, struct ssl_st *ssl);
 

@@ -350,7 +350,7 @@ static void on_message_begin(void *arg)
 /* What the codec read of the response since the last call, for the stream's log. */
 static void count_rx(struct pool_conn *c, struct herald_http_upstream *r, bool head)
 {
-    if (!c->codec)
+    if (!r->count_wire || !c->codec)
         return;
     if (head) {
         r->rx_counted = h1_codec_head_bytes(c->codec);

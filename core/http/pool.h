@@ -123,6 +123,7 @@ struct herald_http_upstream {
     bool q_end, q_above;
     struct h1_encoder enc;
     uint64_t rx_counted;               /* of the response's bytes, those told to the stream's log */
+    bool count_wire;                   /* the stream's log wants the wire bytes (ureq_count_*) */
     bool headers_sent, req_done, resp_started, end_delivered, paused, active_counted, wm_above;
     bool in_cb;                        /* inside on_reset: the core frees it after */
     bool queued;                       /* in pool->pending_* */

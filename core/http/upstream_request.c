@@ -217,13 +217,13 @@ static bool watermark_held(struct herald_http_upstream *r, bool above)
 
 void ureq_count_sent(struct herald_http_upstream *r, size_t bytes, bool headers)
 {
-    if (r->stream)
+    if (r->count_wire && r->stream)
         cm_stream_upstream_bytes(r->stream, true, bytes, headers);
 }
 
 void ureq_count_received(struct herald_http_upstream *r, size_t bytes, bool headers)
 {
-    if (r->stream)
+    if (r->count_wire && r->stream)
         cm_stream_upstream_bytes(r->stream, false, bytes, headers);
 }
 
@@ -273,11 +273,12 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
     } else if (c->last) {
         herald_headers_set(h, "connection", "close");
     }
-    size_t queued = evbuffer_get_length(c->wbuf);
+    size_t queued = r->count_wire ? evbuffer_get_length(c->wbuf) : 0;
     int rc = h1_encode_request_headers(&r->enc, c->wbuf, h, end);
     if (rc == 0) {
         h1_codec_expect_response(c->codec, method);   /* the set()s above leave it valid */
-        ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, true);
+        if (r->count_wire)
+            ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, true);
     }
     herald_headers_free(h);
     if (rc < 0) {
@@ -297,13 +298,14 @@ static int encode_data(struct herald_http_upstream *r, struct evbuffer *data, bo
     if (r->h2)
         return h2_encode_data(r, data, end);
     struct pool_conn *c = r->conn;
-    size_t queued = evbuffer_get_length(c->wbuf);
+    size_t queued = r->count_wire ? evbuffer_get_length(c->wbuf) : 0;
     if (h1_encode_data(&r->enc, c->wbuf, data, end) < 0) {
         evbuffer_drain(data, evbuffer_get_length(data));
         encode_failed(r, "body");
         return -1;
     }
-    ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, false);
+    if (r->count_wire)
+        ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, false);
     if (end)
         req_end(r);
     /* in a tunnel the client's end is a half-close of the upstream */
@@ -561,7 +563,8 @@ void herald_http_upstream_set_stream(struct herald_http_upstream *r, struct hera
     if (!r || !s)
         return;
     r->stream = s;
-    cm_stream_upstream_attempt(s, herald_host_hostname(r->host));
+    r->count_wire = cm_stream_counts_upstream_bytes(s);
+    cm_stream_upstream_attempt(s, r->host);
     if (r->state == UREQ_BOUND)
         report_bound(r);   /* bound while it was being made: an idle connection */
 }
