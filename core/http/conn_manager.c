@@ -66,10 +66,11 @@
 #define PAUSE_DECODE (HERALD_PAUSE_USER << 1)  /* herald_http_stream_pause_decoding */
 #define PAUSE_KICK   (HERALD_PAUSE_USER << 2)  /* never set: resuming it re-dispatches buffered input */
 
-/* RESPONSE_FLAGS in Envoy's print order. */
+/* RESPONSE_FLAGS in Envoy's print order (its ResponseFlag enum: a per-try
+ * timeout whose retries ran out prints "UT,URX"). */
 static const char *const flag_order[] = {
-    "DC", "DI", "DF", "DO", "DPE", "DT", "FI", "IH", "LH", "LR", "NC", "NFCF", "NR", "OM", "RFCF", "RL",
-    "RLSE", "SI", "UAEX", "UC", "UF", "UH", "UMSDR", "UO", "UPE", "URX", "UT", "DTF", "DTLS", NULL,
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI",
+    "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", NULL,
 };
 #define MAX_FLAGS 30
 

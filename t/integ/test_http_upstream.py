@@ -153,6 +153,20 @@ def test_http_per_try_timeout_retried(herald, upstreams, port):
     assert time.monotonic() - t0 < 1.4
 
 
+def test_http_per_try_timeouts_exhausted_flags(herald, upstreams, port, tmp_path):
+    """Every try timed out and no retry is left: 504 with UT and URX, printed
+    in Envoy's order ("UT,URX", as log parsers written for Envoy expect)."""
+    slow = upstreams(HttpBackend, "slow", delay_ms=1500)
+    log = str(tmp_path / "access.log")
+    h, lp = hb.start_proxy(herald, port, [slow.port], routes=[retry_route(
+        retry_on="5xx", num_retries=1, per_try_timeout="0.2s")],
+        access_log=[hb.file_access_log(log, "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_FLAGS_LONG%\n")])
+    status, _, body = hb.request(lp, "/p")
+    assert status == 504, (status, body[:100])
+    assert hb_wait(lambda: open(log).read().strip()) == \
+        "504 UT,URX UpstreamRequestTimeout,UpstreamRetryLimitExceeded"
+
+
 # ------------------------------------------------------------------ circuit breakers
 
 
