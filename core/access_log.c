@@ -97,7 +97,7 @@ static const char *arg_problem(const char *op, const char *arg)
     if (!strcmp(op, "PATH")) {
         const char *colon = strchr(arg, ':');
         size_t n = colon ? (size_t)(colon - arg) : strlen(arg);
-        if (n && !((n == 2 && !memcmp(arg, "WQ", 2)) || (n == 2 && !memcmp(arg, "NQ", 2))))
+        if (n && !(n == 2 && (!memcmp(arg, "WQ", 2) || !memcmp(arg, "NQ", 2))))
             return "the first option must be WQ (with the query) or NQ (without)";
         if (colon && strcmp(colon + 1, "ORIG") && strcmp(colon + 1, "PATH") && strcmp(colon + 1, "ORIG_OR_PATH"))
             return "the second option must be ORIG, PATH or ORIG_OR_PATH";
@@ -118,6 +118,18 @@ static const struct op_def *op_find(const char *name, size_t len)
 
 /* ---------------------------------------------------------------- formats */
 
+/* Operators whose value the core makes, whatever filter writes the line. */
+enum core_op { CORE_NONE = 0, CORE_ENV, CORE_EMIT_TIME, CORE_EMIT_TIME_LOCAL, CORE_START_TIME_LOCAL };
+
+static enum core_op core_op_of(const char *name)
+{
+    return !strcmp(name, "ENVIRONMENT")        ? CORE_ENV
+           : !strcmp(name, "EMIT_TIME")        ? CORE_EMIT_TIME
+           : !strcmp(name, "EMIT_TIME_LOCAL")  ? CORE_EMIT_TIME_LOCAL
+           : !strcmp(name, "START_TIME_LOCAL") ? CORE_START_TIME_LOCAL
+                                               : CORE_NONE;
+}
+
 struct seg {
     char *lit;                 /* literal text, or NULL for an operator */
     size_t litlen;
@@ -125,6 +137,7 @@ struct seg {
     char *arg;                 /* NULL when none */
     size_t maxlen;             /* 0: no limit */
     char *env;                 /* ENVIRONMENT(X): the value, read once */
+    enum core_op core;         /* answered by the core, not the filter (decided when parsed) */
 };
 
 struct fmt {
@@ -270,7 +283,8 @@ static int fmt_parse(struct fmt *f, const char *s, const struct herald_cfg *at, 
         sg->op = op;
         sg->arg = arg;
         sg->maxlen = maxlen;
-        if (!strcmp(op->name, "ENVIRONMENT")) {
+        sg->core = core_op_of(op->name);
+        if (sg->core == CORE_ENV) {
             char *colon = strchr(arg, ':'); /* %ENVIRONMENT(VAR):N% also spelled (VAR:N) */
             const char *v = NULL;
             if (colon) {
@@ -751,27 +765,18 @@ struct ctx {
  * gets the local-time form without knowing of it. NULL for other operators. */
 static const char *core_time_value(struct ctx *c, const struct seg *sg)
 {
-    const char *name = sg->op->name;
-    uint64_t ms;
-    bool local;
-
-    if (!strcmp(name, "EMIT_TIME") || !strcmp(name, "EMIT_TIME_LOCAL")) {
-        ms = wall_ms();
-        local = name[9] == '_';
-    } else if (!strcmp(name, "START_TIME_LOCAL") && c->field) {
+    uint64_t ms = wall_ms();
+    if (sg->core == CORE_START_TIME_LOCAL) {
         char epoch[64] = "";
-        const char *v = c->field(c->arg, "START_TIME", "%s%3f", epoch, sizeof(epoch));
+        const char *v = c->field ? c->field(c->arg, "START_TIME", "%s%3f", epoch, sizeof(epoch)) : NULL;
         char *end = NULL;
         if (!v || !*v)
             return NULL;
         ms = strtoull(v, &end, 10);
         if (end == v || *end)
             return NULL;
-        local = true;
-    } else {
-        return NULL;
     }
-    return format_time(ms, sg->arg, c->scratch, sizeof(c->scratch), local);
+    return format_time(ms, sg->arg, c->scratch, sizeof(c->scratch), sg->core != CORE_EMIT_TIME);
 }
 
 /* The value of one operator segment, or NULL; *n is its length after :N. */
@@ -781,10 +786,10 @@ static const char *seg_value(struct ctx *c, const struct seg *sg, size_t *n)
 
     if (sg->env) {
         v = sg->env;
-    } else if (!strcmp(sg->op->name, "ENVIRONMENT")) {
+    } else if (sg->core == CORE_ENV) {
         v = NULL;
-    } else if ((v = core_time_value(c, sg))) {
-        /* EMIT_TIME*, START_TIME_LOCAL: the core's for every filter */
+    } else if (sg->core) {
+        v = core_time_value(c, sg);   /* EMIT_TIME*, START_TIME_LOCAL: the core's for every filter */
     } else {
         c->scratch[0] = '\0';
         v = c->field ? c->field(c->arg, sg->op->name, sg->arg, c->scratch, sizeof(c->scratch)) : NULL;

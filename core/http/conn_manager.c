@@ -33,6 +33,7 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -66,11 +67,20 @@
 #define PAUSE_DECODE (HERALD_PAUSE_USER << 1)  /* herald_http_stream_pause_decoding */
 #define PAUSE_KICK   (HERALD_PAUSE_USER << 2)  /* never set: resuming it re-dispatches buffered input */
 
-/* RESPONSE_FLAGS in Envoy's print order (its ResponseFlag enum: a per-try
- * timeout whose retries ran out prints "UT,URX"). */
-static const char *const flag_order[] = {
-    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI",
-    "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", NULL,
+/* RESPONSE_FLAGS and RESPONSE_FLAGS_LONG: the short and long names in
+ * Envoy's print order (its ResponseFlag enum: a per-try timeout whose
+ * retries ran out prints "UT,URX"). */
+static const char *const flag_names[][2] = {
+    {"LH", "FailedLocalHealthCheck"}, {"UH", "NoHealthyUpstream"}, {"UT", "UpstreamRequestTimeout"},
+    {"LR", "LocalReset"}, {"UR", "UpstreamRemoteReset"}, {"UF", "UpstreamConnectionFailure"},
+    {"UC", "UpstreamConnectionTermination"}, {"UO", "UpstreamOverflow"}, {"NR", "NoRouteFound"},
+    {"DI", "DelayInjected"}, {"FI", "FaultInjected"}, {"RL", "RateLimited"}, {"UAEX", "UnauthorizedExternalService"},
+    {"RLSE", "RateLimitServiceError"}, {"DC", "DownstreamConnectionTermination"},
+    {"URX", "UpstreamRetryLimitExceeded"}, {"SI", "StreamIdleTimeout"}, {"IH", "InvalidEnvoyRequestHeaders"},
+    {"DPE", "DownstreamProtocolError"}, {"UMSDR", "UpstreamMaxStreamDurationReached"},
+    {"RFCF", "ResponseFromCacheFilter"}, {"NFCF", "NoFilterConfigFound"}, {"DT", "DurationTimeout"},
+    {"UPE", "UpstreamProtocolError"}, {"NC", "NoClusterFound"}, {"OM", "OverloadManagerTerminated"},
+    {"DF", "DnsResolutionFailed"}, {"DO", "DropOverload"},
 };
 #define MAX_FLAGS 30
 
@@ -113,7 +123,6 @@ struct herald_http_cm {
     struct herald_access_log **logs; size_t nlogs;
     bool log_upstream_tls;      /* a log asks for UPSTREAM_TLS_* / UPSTREAM_PEER_* */
     bool log_upstream_hostname; /* ... for UPSTREAM_HOST_NAME* */
-    bool log_h2_sent_bytes;     /* ... for DOWNSTREAM_*_BYTES_SENT: HTTP/2 frames go out before the log */
     bool log_dn_wire, log_up_wire; /* ... for DOWNSTREAM_ / UPSTREAM_ *_WIRE_BYTES_* or *_HEADER_BYTES_*:
                                     * the bytes are counted only then */
     char *server_name;
@@ -141,6 +150,13 @@ struct cm_conn;
 struct wire_bytes {
     uint64_t hdr_rx, wire_rx, hdr_tx, wire_tx;
 };
+
+static void wire_add(struct wire_bytes *w, bool sent, uint64_t bytes, bool headers)
+{
+    *(sent ? &w->wire_tx : &w->wire_rx) += bytes;
+    if (headers)
+        *(sent ? &w->hdr_tx : &w->hdr_rx) += bytes;
+}
 
 /* One direction of a stream's filter walk. */
 struct fdir {
@@ -946,6 +962,20 @@ static void h2_sink_headers(struct herald_http_stream *s)
     }
 }
 
+/* HTTP/1 output for DOWNSTREAM_*_BYTES_SENT, when a log asks: what is queued
+ * before an encoder call, then what the call added. */
+static size_t h1_queued(const struct cm_conn *cc)
+{
+    return cc->cm->log_dn_wire ? evbuffer_get_length(cc->wbuf) : 0;
+}
+
+static void h1_count_tx(struct herald_http_stream *s, size_t queued, bool headers)
+{
+    struct cm_conn *cc = s->cc;
+    if (cc->cm->log_dn_wire)
+        wire_add(&s->dn, true, evbuffer_get_length(cc->wbuf) - queued, headers);
+}
+
 static void sink_headers(struct herald_http_stream *s)
 {
     struct cm_conn *cc = s->cc;
@@ -986,16 +1016,13 @@ static void sink_headers(struct herald_http_stream *s)
 
     unsigned flags = (s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0) | (s->head ? H1_ENC_HEAD : 0);
     h1_encoder_init(&s->h1enc, flags);
-    size_t queued = cm->log_dn_wire ? evbuffer_get_length(cc->wbuf) : 0;
+    size_t queued = h1_queued(cc);
     if (h1_encode_response_headers(&s->h1enc, cc->wbuf, h, s->enc.headers_end && !upgrade_ok) < 0) {
         evbuffer_drain(cc->wbuf, evbuffer_get_length(cc->wbuf));
         reset_stream(s, false, "invalid_response_headers");
         return;
     }
-    if (cm->log_dn_wire) {
-        s->dn.hdr_tx += evbuffer_get_length(cc->wbuf) - queued;
-        s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
-    }
+    h1_count_tx(s, queued, true);
     s->response_started = true;
     s->status = status;
     s->first_tx_mono = herald_now_ms();
@@ -1044,7 +1071,7 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
         }
         return;
     }
-    size_t queued = cc->cm->log_dn_wire ? evbuffer_get_length(cc->wbuf) : 0;
+    size_t queued = h1_queued(cc);
     if (s->upgraded) {
         evbuffer_add_buffer(cc->wbuf, buf_ev(chunk));
     } else if (h1_encode_data(&s->h1enc, cc->wbuf, buf_ev(chunk), end) < 0) {
@@ -1053,8 +1080,7 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
         reset_stream(s, false, "response_body_over_content_length");
         return;
     }
-    if (cc->cm->log_dn_wire)
-        s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
+    h1_count_tx(s, queued, false);
     s->tx_body += len;
     write_out(cc);
     if (end && !s->over) {
@@ -1079,7 +1105,7 @@ static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t
     } else if (s->upgraded) {
         /* nothing to frame them in */
     } else {
-        size_t queued = evbuffer_get_length(cc->wbuf);
+        size_t queued = h1_queued(cc);
         if (cc->cm->enable_trailers && t && herald_headers_count(t)) {
             h1_encode_trailers(&s->h1enc, cc->wbuf, t);
         } else {
@@ -1087,7 +1113,7 @@ static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t
             h1_encode_data(&s->h1enc, cc->wbuf, empty, true);
             evbuffer_free(empty);
         }
-        s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
+        h1_count_tx(s, queued, false);
     }
     write_out(cc);
     if (!s->over) {
@@ -1320,44 +1346,27 @@ static const char *num(char *scratch, size_t len, uint64_t v)
     return scratch;
 }
 
-/* RESPONSE_FLAGS_LONG: Envoy's Pascal-case names of the short flags. */
-static const char *const flag_long[][2] = {
-    {"DC", "DownstreamConnectionTermination"}, {"DI", "DelayInjected"}, {"DF", "DnsResolutionFailed"},
-    {"DO", "DropOverload"}, {"DPE", "DownstreamProtocolError"}, {"DT", "DurationTimeout"},
-    {"FI", "FaultInjected"}, {"IH", "InvalidEnvoyRequestHeaders"}, {"LH", "FailedLocalHealthCheck"},
-    {"LR", "LocalReset"}, {"NC", "NoClusterFound"}, {"NFCF", "NoFilterConfigFound"}, {"NR", "NoRouteFound"},
-    {"OM", "OverloadManagerTerminated"}, {"RFCF", "ResponseFromCacheFilter"}, {"RL", "RateLimited"},
-    {"RLSE", "RateLimitServiceError"}, {"SI", "StreamIdleTimeout"}, {"UAEX", "UnauthorizedExternalService"},
-    {"UC", "UpstreamConnectionTermination"}, {"UF", "UpstreamConnectionFailure"}, {"UH", "NoHealthyUpstream"},
-    {"UMSDR", "UpstreamMaxStreamDurationReached"}, {"UO", "UpstreamOverflow"}, {"UPE", "UpstreamProtocolError"},
-    {"UR", "UpstreamRemoteReset"}, {"URX", "UpstreamRetryLimitExceeded"}, {"UT", "UpstreamRequestTimeout"},
-};
-
-static const char *flag_name(const char *flag, bool long_name)
+static size_t flag_index(const char *flag)   /* ARRAY_SIZE(flag_names): not Envoy's */
 {
-    if (long_name)
-        for (size_t i = 0; i < ARRAY_SIZE(flag_long); i++)
-            if (!strcmp(flag_long[i][0], flag))
-                return flag_long[i][1];
-    return flag;
+    size_t k = 0;
+    while (k < ARRAY_SIZE(flag_names) && strcmp(flag_names[k][0], flag))
+        k++;
+    return k;
 }
 
-/* RESPONSE_FLAGS(_LONG): Envoy's order, then flags herald does not know. */
+/* RESPONSE_FLAGS(_LONG): Envoy's order, then flags herald does not know
+ * (short names only) in the order they came. */
 static const char *flags_field(const struct herald_http_stream *s, bool long_names, char *scratch, size_t len)
 {
-    size_t o = 0;
+    size_t o = 0, at[MAX_FLAGS];
+    for (size_t i = 0; i < s->nflags; i++)
+        at[i] = flag_index(s->flags[i]);
     scratch[0] = '\0';
-    for (size_t k = 0; flag_order[k]; k++)
+    for (size_t k = 0; k <= ARRAY_SIZE(flag_names); k++)
         for (size_t i = 0; i < s->nflags; i++)
-            if (!strcmp(s->flags[i], flag_order[k]) && o + 40 < len)
-                o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", flag_name(s->flags[i], long_names));
-    for (size_t i = 0; i < s->nflags; i++) {
-        bool known = false;
-        for (size_t k = 0; flag_order[k]; k++)
-            known = known || !strcmp(s->flags[i], flag_order[k]);
-        if (!known && o + 40 < len)
-            o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "", flag_name(s->flags[i], long_names));
-    }
+            if (at[i] == k && o + 40 < len)
+                o += (size_t)snprintf(scratch + o, len - o, "%s%s", o ? "," : "",
+                                      k < ARRAY_SIZE(flag_names) ? flag_names[k][long_names] : s->flags[i]);
     return o ? scratch : NULL;
 }
 
@@ -1890,7 +1899,7 @@ static void leave(struct cm_conn *cc)
     if (--cc->depth != 0)
         return;
     if (any_over(cc)) {
-        if (cc->cm->log_h2_sent_bytes)
+        if (cc->h2 && cc->cm->log_dn_wire)
             h2_out(cc);   /* the finished streams' frames out first: their logs count them */
         settle(cc);
     }
@@ -2236,10 +2245,9 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         herald_headers_remove(h, "expect");
         s->expect_continue = true;
         if (!*end_stream) {
-            size_t queued = evbuffer_get_length(cc->wbuf);
+            size_t queued = h1_queued(cc);
             h1_encode_100_continue(cc->wbuf);
-            s->dn.hdr_tx += evbuffer_get_length(cc->wbuf) - queued;
-            s->dn.wire_tx += evbuffer_get_length(cc->wbuf) - queued;
+            h1_count_tx(s, queued, true);
             write_out(cc);
         }
     }
@@ -2482,27 +2490,10 @@ static void h2_frame_bytes(void *arg, void *stream, size_t bytes, bool headers, 
 {
     struct herald_http_stream *s = stream;
     (void)arg;
-    if (sent) {
-        s->dn.wire_tx += bytes;
-        s->dn.hdr_tx += headers ? bytes : 0;
-    } else {
-        s->dn.wire_rx += bytes;
-        s->dn.hdr_rx += headers ? bytes : 0;
-    }
+    wire_add(&s->dn, sent, bytes, headers);
 }
 
 static const struct h2_callbacks h2_cbs = {
-    .on_begin = h2_begin,
-    .on_headers = h2_headers,
-    .on_headers_error = h2_headers_error,
-    .on_data = h2_data,
-    .on_trailers = h2_trailers,
-    .on_reset = h2_reset,
-    .on_drained = h2_drained,
-};
-
-/* the same, counting each stream's frames for a log that asks */
-static const struct h2_callbacks h2_cbs_counting = {
     .on_frame_bytes = h2_frame_bytes,
     .on_begin = h2_begin,
     .on_headers = h2_headers,
@@ -2659,7 +2650,7 @@ static void start_h2(struct cm_conn *cc)
 {
     struct herald_http_cm *cm = cc->cm;
     cc->proto = PROTO_H2;
-    cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, cm->log_dn_wire ? &h2_cbs_counting : &h2_cbs, cc);
+    cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, &h2_cbs, cc);
     cc->kick_timer = herald_timer_new(on_kick_timer, cc);
     herald_stat_inc(cm->st.cx_http2_total);
     herald_gauge_add(cm->st.cx_http2_active, 1);
@@ -3142,15 +3133,16 @@ bool cm_stream_counts_upstream_bytes(const struct herald_http_stream *s)
     return s->cc->cm->log_up_wire;
 }
 
+static atomic_bool any_counts_upstream_bytes;   /* set by the main thread, read by workers */
+
+bool cm_any_counts_upstream_bytes(void)
+{
+    return atomic_load_explicit(&any_counts_upstream_bytes, memory_order_relaxed);
+}
+
 void cm_stream_upstream_bytes(struct herald_http_stream *s, bool sent, uint64_t bytes, bool headers)
 {
-    if (sent) {
-        s->up.wire_tx += bytes;
-        s->up.hdr_tx += headers ? bytes : 0;
-    } else {
-        s->up.wire_rx += bytes;
-        s->up.hdr_rx += headers ? bytes : 0;
-    }
+    wire_add(&s->up, sent, bytes, headers);
 }
 
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
@@ -3669,14 +3661,15 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
         cm->logs[cm->nlogs++] = l;
         cm->log_upstream_tls |= access_log_uses(l, "UPSTREAM_TLS_") || access_log_uses(l, "UPSTREAM_PEER_");
         cm->log_upstream_hostname |= access_log_uses(l, "UPSTREAM_HOST_NAME");
-        cm->log_h2_sent_bytes |= access_log_uses(l, "DOWNSTREAM_WIRE_BYTES_SENT") ||
-                                 access_log_uses(l, "DOWNSTREAM_HEADER_BYTES_SENT");
         cm->log_dn_wire |= access_log_uses(l, "DOWNSTREAM_WIRE_BYTES_") || access_log_uses(l, "DOWNSTREAM_HEADER_BYTES_");
         cm->log_up_wire |= access_log_uses(l, "UPSTREAM_WIRE_BYTES_") || access_log_uses(l, "UPSTREAM_HEADER_BYTES_");
     }
 
     if (h2_options(cm, n, err) < 0)
         goto fail_err;
+    cm->h2set.count_frame_bytes = cm->log_dn_wire;
+    if (cm->log_up_wire)
+        atomic_store_explicit(&any_counts_upstream_bytes, true, memory_order_relaxed);
     make_stats(&cm->st, cm->stat_prefix);
     make_h2_stats(cm);
     diag_free(&local);

@@ -47,6 +47,9 @@ void cm_stream_upstream_request_sent(struct herald_http_stream *s);
  * HEADERS frames), for %UPSTREAM_WIRE_BYTES_*% / %UPSTREAM_HEADER_BYTES_*%. */
 void cm_stream_upstream_bytes(struct herald_http_stream *s, bool sent, uint64_t bytes, bool headers);
 bool cm_stream_counts_upstream_bytes(const struct herald_http_stream *s);   /* a log wants them */
+/* Whether any connection manager made so far has such a log: until one has,
+ * the HTTP/2 client does not look up each frame's stream to count it. */
+bool cm_any_counts_upstream_bytes(void);
 void cm_stream_upstream_bound(struct herald_http_stream *s, const char *local, uint64_t conn_id, uint64_t ready_ms,
                               bool h2, struct ssl_st *ssl);
 

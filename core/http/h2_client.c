@@ -22,6 +22,7 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
+#include "http/conn_manager.h"
 #include "http/h2_client.h"
 #include "http/headers.h"
 #include "log.h"
@@ -740,6 +741,8 @@ static void count_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, bool 
 {
     if (hd->type != NGHTTP2_DATA && hd->type != NGHTTP2_HEADERS && hd->type != NGHTTP2_CONTINUATION)
         return;
+    if (!cm_any_counts_upstream_bytes())
+        return;   /* no log wants them: spare the lookup per frame */
     struct herald_http_upstream *r = stream_req(sess, hd->stream_id);
     if (!r)
         return;

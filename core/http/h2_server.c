@@ -125,7 +125,7 @@ static void free_h2s(struct h2s *st)
 /* The stream's frames, for its access log (%DOWNSTREAM_WIRE_BYTES_*%). */
 static void count_frame(struct h2_server *h, struct h2s *st, const nghttp2_frame_hd *hd, bool sent)
 {
-    if (!h->cbs->on_frame_bytes || !st || !st->user)
+    if (!h->set.count_frame_bytes || !st || !st->user)
         return;
     if (hd->type != NGHTTP2_DATA && hd->type != NGHTTP2_HEADERS && hd->type != NGHTTP2_CONTINUATION)
         return;

@@ -50,6 +50,7 @@ struct h2_settings {
     uint32_t max_inbound_window_update_frames_per_data_frame_sent;
     uint32_t premature_reset_total_stream_count; /* Envoy's overload.premature_reset_total_stream_count */
     bool stream_error_on_invalid_http_messaging;
+    bool count_frame_bytes;                  /* call on_frame_bytes (an access log wants them) */
 };
 
 /* http.<stat_prefix>.http2.* (and the one HCM counter for rapid resets) */
@@ -78,8 +79,8 @@ struct h2_callbacks {
     void (*on_drained)(void *arg, void *stream, size_t still_queued);
     /* Too many premature resets (rapid reset). */
     void (*on_premature_reset_limit)(void *arg);
-    /* Optional: a frame of an attached stream came in or went out (bytes:
-     * with its 9-byte header; headers: HEADERS or CONTINUATION). */
+    /* With count_frame_bytes: a frame of an attached stream came in or went
+     * out (bytes: with its 9-byte header; headers: HEADERS or CONTINUATION). */
     void (*on_frame_bytes)(void *arg, void *stream, size_t bytes, bool headers, bool sent);
 };
 

@@ -318,14 +318,15 @@ static int encode_trailers(struct herald_http_upstream *r, struct herald_headers
     if (r->h2)
         return h2_encode_trailers(r, t);
     struct pool_conn *c = r->conn;
-    size_t queued = evbuffer_get_length(c->wbuf);
+    size_t queued = r->count_wire ? evbuffer_get_length(c->wbuf) : 0;
     int rc = h1_encode_trailers(&r->enc, c->wbuf, t);
     herald_headers_free(t);
     if (rc < 0) {
         encode_failed(r, "trailers");
         return -1;
     }
-    ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, false);
+    if (r->count_wire)
+        ureq_count_sent(r, evbuffer_get_length(c->wbuf) - queued, false);
     req_end(r);
     pool_conn_flush(c, false);
     return 0;

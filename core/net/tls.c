@@ -264,6 +264,23 @@ static bool dns_wildcard_match(const struct san_matcher *m, const char *san, siz
     return strlen(dot) == len - 1 && strncasecmp(dot, san + 1, len - 1) == 0;
 }
 
+const char *tls_san_text(const GENERAL_NAME *g, char ip[INET6_ADDRSTRLEN], size_t *len)
+{
+    if (g->type == GEN_DNS || g->type == GEN_URI || g->type == GEN_EMAIL) {
+        *len = (size_t)ASN1_STRING_length(g->d.ia5);
+        return (const char *)ASN1_STRING_get0_data(g->d.ia5);
+    }
+    if (g->type == GEN_IPADD) {
+        int l = ASN1_STRING_length(g->d.ip);
+        if ((l == 4 || l == 16) &&
+            inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.ip), ip, INET6_ADDRSTRLEN)) {
+            *len = strlen(ip);
+            return ip;
+        }
+    }
+    return NULL;
+}
+
 static bool san_ok(const struct tls_ctx *t, X509 *x)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
@@ -271,19 +288,8 @@ static bool san_ok(const struct tls_ctx *t, X509 *x)
     for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !ok; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
         char ip[INET6_ADDRSTRLEN];
-        const char *s = NULL;
         size_t len = 0;
-        if (g->type == GEN_DNS || g->type == GEN_URI || g->type == GEN_EMAIL) {
-            s = (const char *)ASN1_STRING_get0_data(g->d.ia5);
-            len = (size_t)ASN1_STRING_length(g->d.ia5);
-        } else if (g->type == GEN_IPADD) {
-            int l = ASN1_STRING_length(g->d.ip);
-            if ((l == 4 || l == 16) && inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.ip), ip,
-                                                 sizeof(ip))) {
-                s = ip;
-                len = strlen(ip);
-            }
-        }
+        const char *s = tls_san_text(g, ip, &len);
         if (!s)
             continue;
         for (size_t k = 0; k < t->nsans && !ok; k++) {

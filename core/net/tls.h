@@ -10,7 +10,9 @@
 #define HERALD_CORE_NET_TLS_H
 
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdbool.h>
 
 #include "config/bootstrap.h"
@@ -55,6 +57,11 @@ void tls_handshake_failed(struct tls_ctx *t, SSL *ssl, unsigned long err, char *
 
 /* Sends close_notify (best effort: the socket is non-blocking). */
 void tls_shutdown(SSL *ssl);
+
+/* A DNS, URI or email subject alternative name as it stands, or an IP one
+ * written into ip; *len its length. NULL for other types (or a bad IP). For
+ * match_subject_alt_names and the access log's *_SAN operators alike. */
+const char *tls_san_text(const GENERAL_NAME *g, char ip[INET6_ADDRSTRLEN], size_t *len);
 
 /* The schema tables (tls_schema.c). */
 extern const struct herald_message tls_downstream_msg, tls_upstream_msg, tls_transport_socket_msg;

@@ -5,7 +5,6 @@
  * an upstream connection negotiated. Values are made when a log line asks for
  * them (never on the request path), in Envoy's forms: names in RFC 2253, SANs
  * joined by ',', hex in lower case, times as START_TIME's. */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -16,6 +15,7 @@
 
 #include "common.h"
 #include "net/connection.h"
+#include "net/tls.h"
 #include "net/tls_log.h"
 #include <herald/access_log.h>
 
@@ -59,23 +59,11 @@ static const char *sans(X509 *cert, int type, char *out, size_t len)
     out[0] = '\0';
     for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
-        if (g->type != type)
+        char ip[INET6_ADDRSTRLEN];
+        size_t vlen = 0;
+        const char *v = g->type == type ? tls_san_text(g, ip, &vlen) : NULL;
+        if (!v)
             continue;
-        char ip[64];
-        const char *v;
-        size_t vlen;
-        if (type == GEN_IPADD) {
-            const ASN1_OCTET_STRING *a = g->d.iPAddress;
-            int af = a->length == 4 ? AF_INET : a->length == 16 ? AF_INET6 : -1;
-            if (af < 0 || !inet_ntop(af, a->data, ip, sizeof(ip)))
-                continue;
-            v = ip;
-            vlen = strlen(ip);
-        } else {
-            const ASN1_IA5STRING *s = type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
-            v = (const char *)s->data;
-            vlen = (size_t)s->length;
-        }
         if (o + vlen + 2 > len)
             break;
         if (o)

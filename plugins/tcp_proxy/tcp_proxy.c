@@ -582,28 +582,20 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return "TcpConnectionEnd";   /* the one tcp_proxy log herald writes */
         break;
     case 'B':
-        if (!strcmp(op, "BYTES_RECEIVED")) {
-            snprintf(scratch, len, "%llu", (unsigned long long)s->rx_bytes);
-            return scratch;
-        }
-        if (!strcmp(op, "BYTES_SENT")) {
-            snprintf(scratch, len, "%llu", (unsigned long long)s->tx_bytes);
-            return scratch;
-        }
+        if (!strcmp(op, "BYTES_RECEIVED"))
+            return u64(scratch, len, s->rx_bytes);
+        if (!strcmp(op, "BYTES_SENT"))
+            return u64(scratch, len, s->tx_bytes);
         break;
     case 'C':
-        if (!strcmp(op, "CONNECTION_ID")) {
-            snprintf(scratch, len, "%llu", (unsigned long long)s->conn_id);
-            return scratch;
-        }
+        if (!strcmp(op, "CONNECTION_ID"))
+            return u64(scratch, len, s->conn_id);
         if (!strcmp(op, "CONNECTION_TERMINATION_DETAILS"))
             return s->termination;
         break;
     case 'D':
-        if (!strcmp(op, "DURATION")) {
-            snprintf(scratch, len, "%llu", (unsigned long long)(herald_now_ms() - s->start_mono_ms));
-            return scratch;
-        }
+        if (!strcmp(op, "DURATION"))
+            return u64(scratch, len, herald_now_ms() - s->start_mono_ms);
         if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS"))
             return empty_null(s->ls->remote);
         if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT") ||
@@ -666,12 +658,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return port_of(s->ls->upstream_local, scratch, len);
         if (!strcmp(op, "UPSTREAM_TRANSPORT_FAILURE_REASON"))
             return s->failure_reason;
-        if (!strcmp(op, "UPSTREAM_CONNECTION_ID")) {
-            if (!s->ls->upstream_id)
-                return NULL;
-            snprintf(scratch, len, "%llu", (unsigned long long)s->ls->upstream_id);
-            return scratch;
-        }
+        if (!strcmp(op, "UPSTREAM_CONNECTION_ID"))
+            return s->ls->upstream_id ? u64(scratch, len, s->ls->upstream_id) : NULL;
         if (!strcmp(op, "UPSTREAM_HOST_NAME"))
             return s->ls->upstream_hostname[0] ? s->ls->upstream_hostname : empty_null(s->ls->upstream_host);
         if (!strcmp(op, "UPSTREAM_HOST_NAME_WITHOUT_PORT"))
@@ -681,10 +669,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return u64(scratch, len, s->up_tx_bytes);
         if (!strcmp(op, "UPSTREAM_WIRE_BYTES_RECEIVED"))
             return u64(scratch, len, s->tx_bytes);   /* all of it went downstream */
-        if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT")) {
-            snprintf(scratch, len, "%u", s->attempts);
-            return scratch;
-        }
+        if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT"))
+            return u64(scratch, len, s->attempts);
         break;
     }
     /* PROTOCOL, REQ(...), RESP(...) and the other HTTP operators: "-" */
