@@ -324,6 +324,8 @@ static void extract_http_protocol(const struct herald_cfg *n, struct cluster_cfg
     const struct herald_cfg *opts = get(get(n, "typed_extension_protocol_options"),
                                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
     const struct herald_cfg *h2 = get(get(opts, "explicit_http_config"), "http2_protocol_options");
+    if (!opts)
+        h2 = get(n, "http2_protocol_options"); /* the deprecated place; cluster_check() keeps them apart */
     const struct herald_cfg *ac = get(opts, "auto_config");
     c->http_protocol = UPSTREAM_HTTP1;
     if (h2) {
@@ -644,9 +646,9 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
     extract_outlier(get(n, "outlier_detection"), &c->outlier, d);
     c->least_request_choice_count = get_u32(get(n, "least_request_lb_config"), "choice_count", 2, 2, 1000, d);
     extract_hash_lb(n, c, d);
-    const struct herald_cfg *hpo = get(get(get(n, "typed_extension_protocol_options"),
-                                           "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
-                                       "common_http_protocol_options");
+    const struct herald_cfg *opts = get(get(n, "typed_extension_protocol_options"),
+                                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    const struct herald_cfg *hpo = get(opts ? opts : n, "common_http_protocol_options");
     c->http_idle_timeout_ms = get_ms(hpo, "idle_timeout", 3600 * 1000);
     uint32_t mrpc = get_u32(n, "max_requests_per_connection", 0, 0, UINT32_MAX, d); /* deprecated place */
     c->max_requests_per_connection = get_u32(hpo, "max_requests_per_connection", mrpc, 0, UINT32_MAX, d);

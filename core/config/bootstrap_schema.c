@@ -766,6 +766,13 @@ static const char *const lb_policy_values[] = {
 };
 static const char *const dns_family_values[] = { "AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL", NULL };
 
+#define LEGACY_HINT "use typed_extension_protocol_options with " HTTP_OPTIONS_KEY
+
+static const char *const legacy_http_fields[] = {
+    "upstream_http_protocol_options", "common_http_protocol_options", "http_protocol_options",
+    "http2_protocol_options", NULL,
+};
+
 static int cluster_check(const struct herald_cfg *n, char **err)
 {
     const struct herald_cfg *t = herald_cfg_get(n, "type");
@@ -783,6 +790,18 @@ static int cluster_check(const struct herald_cfg *n, char **err)
         if (strcmp(herald_cfg_key_at(teo, i), HTTP_OPTIONS_KEY) != 0)
             return herald_cfg_errorf(herald_cfg_at(teo, i), err, "not supported: protocol options '%s' "
                                      "(herald reads only " HTTP_OPTIONS_KEY ")", herald_cfg_key_at(teo, i));
+    /* As Envoy: the old places and the new one do not mix (which would win is
+     * anybody's guess), and HTTP/1 and HTTP/2 options name one protocol. */
+    for (const char *const *f = legacy_http_fields; *f; f++) {
+        const struct herald_cfg *old = herald_cfg_get(n, *f);
+        if (old && herald_cfg_get(teo, HTTP_OPTIONS_KEY))
+            return herald_cfg_errorf(old, err, "%s and typed_extension_protocol_options' %s cannot both be "
+                                     "set: move %s into the latter", *f, HTTP_OPTIONS_KEY, *f);
+    }
+    if (herald_cfg_get(n, "http_protocol_options") && herald_cfg_get(n, "http2_protocol_options"))
+        return herald_cfg_errorf(herald_cfg_get(n, "http2_protocol_options"), err, "http_protocol_options and "
+                                 "http2_protocol_options cannot both be set: the first is HTTP/1.1, the "
+                                 "second HTTP/2");
     const struct herald_cfg *ac = herald_cfg_get(herald_cfg_get(teo, HTTP_OPTIONS_KEY), "auto_config");
     if (ac && !herald_cfg_get(n, "transport_socket"))
         return herald_cfg_errorf(ac, err, "auto_config picks the protocol by TLS ALPN: the cluster needs a "
@@ -808,11 +827,17 @@ static const struct herald_field cluster_fields[] = {
     F_("max_requests_per_connection", UINT, HERALD_F_DEPRECATED,
        .hint = "use typed_extension_protocol_options with common_http_protocol_options"),
     MSG("circuit_breakers", circuit_breakers_msg),
-    F_("upstream_http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
-    F_("common_http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
-    F_("http_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
-    F_("http2_protocol_options", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED,
-       .hint = "Envoy wants typed_extension_protocol_options with HttpProtocolOptions now"),
+    /* The v2-era places of HttpProtocolOptions' parts, still in many operators'
+     * configs and still honoured by Envoy (deprecated): read as if they sat in
+     * typed_extension_protocol_options, with a warning. */
+    F_("upstream_http_protocol_options", MESSAGE, HERALD_F_DEPRECATED, .message = &upstream_http_options_msg,
+       .hint = LEGACY_HINT),
+    F_("common_http_protocol_options", MESSAGE, HERALD_F_DEPRECATED, .message = &common_http_options_msg,
+       .hint = LEGACY_HINT),
+    F_("http_protocol_options", MESSAGE, HERALD_F_DEPRECATED, .message = &http1_options_msg,
+       .hint = LEGACY_HINT),
+    F_("http2_protocol_options", MESSAGE, HERALD_F_DEPRECATED, .message = &http2_options_msg,
+       .hint = LEGACY_HINT " (explicit_http_config: {http2_protocol_options: ...})"),
     F_("typed_extension_protocol_options", MAP, 0, .message = &http_options_msg,
        .help = "by extension name: " HTTP_OPTIONS_KEY " (idle_timeout, "
        "max_requests_per_connection, HTTP/2 with explicit_http_config or auto_config)"),

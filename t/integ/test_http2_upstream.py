@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -648,6 +649,58 @@ def test_h2_idle_timeout_and_max_requests(herald, upstreams, port):
     conns = [json.loads(request_conn(lp, "GET", "/n%d" % i)[2])["conn"] for i in range(4)]
     assert conns == [2, 2, 3, 3], conns
     assert h.stats().get("cluster.backend.upstream_cx_max_requests") >= 2
+
+
+def test_legacy_cluster_protocol_fields(herald, upstreams, port, tmp_path):
+    """The deprecated cluster-level http2_protocol_options and
+    common_http_protocol_options (v2-era configs, still honoured by Envoy) act
+    as their places in typed_extension_protocol_options do, with a warning."""
+    import conftest
+    b = upstreams(H2Backend, "h2c")
+    legacy = {"http2_protocol_options": {"max_concurrent_streams": 2},
+              "common_http_protocol_options": {"max_requests_per_connection": 3}}
+    cfg = {"static_resources": {"clusters": [hb.http_cluster("backend", [b.port], **legacy)]}}
+    path = tmp_path / "legacy.json"
+    path.write_text(json.dumps(cfg))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
+    assert r.returncode == 0, r.stderr
+    for field in ("http2_protocol_options", "common_http_protocol_options"):
+        assert re.search(r"warning: .*legacy.json:\d+:\d+: static_resources.clusters\[0\]\.%s: "
+                         r"'%s' is deprecated: use typed_extension_protocol_options" % (field, field),
+                         r.stderr), r.stderr
+    h, lp = hb.start_proxy(herald, port, [b.port], cluster_extra=legacy)
+    status, headers, body = request_conn(lp, "GET", "/legacy")
+    assert status == 200 and json.loads(body)["proto"] == "h2", body[:300]
+    conns = [json.loads(request_conn(lp, "GET", "/n%d" % i)[2])["conn"] for i in range(5)]
+    assert conns == [1, 1, 2, 2, 2], conns          # 3 requests per connection, the first one included
+    results = []
+
+    def one(i):
+        results.append(request_conn(lp, "GET", "/m%d?delay_ms=400" % i, timeout=10)[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert results == [200] * 4
+    st = h.stats()
+    assert st.get("cluster.backend.upstream_cx_http2_total") >= 4, st   # 2 streams each at most
+    assert st.get("cluster.backend.upstream_cx_http1_total", 0) == 0
+
+
+@pytest.mark.parametrize("legacy", ["http2_protocol_options", "common_http_protocol_options"])
+def test_legacy_cluster_protocol_fields_do_not_mix(tmp_path, legacy):
+    import conftest
+    extra = h2_options()
+    extra[legacy] = {}
+    cfg = {"static_resources": {"clusters": [hb.http_cluster("backend", [1], **extra)]}}
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(cfg))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"error: .*mixed.json:\d+:\d+: static_resources.clusters\[0\]\.%s: %s and "
+                     r"typed_extension_protocol_options' .* cannot both be set" % (legacy, legacy), r.stderr), r.stderr
 
 
 def test_h2_download_backpressure(herald, upstreams, port):
