@@ -79,6 +79,7 @@ struct herald_route {
     char *pstr; size_t plen;
     pcre2_code *pre;
     bool case_sensitive;
+    bool grpc;                         /* match.grpc: only gRPC requests */
     bool has_fraction;                 /* runtime_fraction */
     uint32_t fraction_num, fraction_den;
     char *fraction_key;                /* NULL: the default_value only */
@@ -720,6 +721,7 @@ static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost
     if ((v = herald_cfg_get(n, "name")))
         r->name = xstrdup(herald_cfg_str(v, ""));
     r->case_sensitive = herald_cfg_bool(herald_cfg_get(m, "case_sensitive"), true);
+    r->grpc = herald_cfg_get(m, "grpc") != NULL;
     if ((v = herald_cfg_get(m, "runtime_fraction"))) {
         const struct herald_cfg *dv = herald_cfg_get(v, "default_value");
         const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
@@ -1124,6 +1126,17 @@ static char *query_param(const char *path, const char *name)
     return NULL;
 }
 
+/* As Envoy's Grpc::Common::hasGrpcContentType() and gRPC's spec: exactly
+ * application/grpc, or it followed by '+' and a codec (+proto, +json); not
+ * application/grpc-web, which a gRPC-Web filter turns into gRPC first. */
+static bool is_grpc_request(const struct herald_headers *req)
+{
+    static const char grpc[] = "application/grpc";
+    const size_t n = sizeof(grpc) - 1;
+    const char *ct = HEADERS_GET(req, "content-type");
+    return ct && strncmp(ct, grpc, n) == 0 && (ct[n] == '\0' || ct[n] == '+');
+}
+
 static bool route_matches(const struct herald_route *r, const struct herald_headers *req, const char *path,
                           size_t plen)
 {
@@ -1146,6 +1159,8 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
             return false;
         break;
     }
+    if (r->grpc && !is_grpc_request(req))
+        return false;
     for (size_t i = 0; i < r->nhm; i++)
         if (!header_matches(&r->hm[i], req))
             return false;

@@ -216,6 +216,14 @@ static int route_match_check(const struct herald_cfg *n, char **err)
     return 0;
 }
 
+/* envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions: empty */
+static const struct herald_field grpc_match_fields[] = {
+    END,
+};
+static const struct herald_message grpc_match_msg = {
+    "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", grpc_match_fields, NULL,
+};
+
 static const struct herald_field route_match_fields[] = {
     STR("prefix", .oneof = "path_specifier", .help = "the path starts with it"),
     STR("path", .oneof = "path_specifier", .help = "the path (without query) is exactly it"),
@@ -229,7 +237,8 @@ static const struct herald_field route_match_fields[] = {
     MSG("runtime_fraction", runtime_fraction_msg, .help = "match only this fraction of requests"),
     LIST("headers", header_matcher_msg),
     LIST("query_parameters", query_matcher_msg),
-    UNSUP("grpc"),
+    F_("grpc", MESSAGE, 0, .message = &grpc_match_msg,
+       .help = "{}: only gRPC requests (content-type application/grpc or application/grpc+codec)"),
     UNSUP("tls_context"),
     UNSUP("dynamic_metadata"),
     UNSUP("filter_state"),

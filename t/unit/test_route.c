@@ -260,6 +260,9 @@ static void test_header_query_matching(void)
           "    direct_response: {status: 200}\n"
           "  - name: method\n"
           "    match: {prefix: /m, headers: [{name: ':method', string_match: {exact: POST}}]}\n"
+          "    direct_response: {status: 200}\n"
+          "  - name: grpc\n"
+          "    match: {prefix: /svc.Greeter/, grpc: {}}\n"
           "    direct_response: {status: 200}\n");
     ok(b.t != NULL, "matchers: built");
     if (!b.t) {
@@ -298,6 +301,15 @@ static void test_header_query_matching(void)
     h = req3("h", "/m", "POST");
     is_str(match_req(b.t, h), "method", "a pseudo-header matcher (:method)");
     is_str(match_req(b.t, req3("h", "/m", "GET")), "-", ":method other value");
+    is_str(match_req(b.t, with("/svc.Greeter/Hi", "content-type", "application/grpc")), "grpc",
+           "grpc: application/grpc");
+    is_str(match_req(b.t, with("/svc.Greeter/Hi", "content-type", "application/grpc+proto")), "grpc",
+           "grpc: application/grpc+proto");
+    is_str(match_req(b.t, with("/svc.Greeter/Hi", "content-type", "application/grpc-web")), "-",
+           "grpc: not application/grpc-web");
+    is_str(match_req(b.t, with("/svc.Greeter/Hi", "content-type", "application/json")), "-",
+           "grpc: not another content-type");
+    is_str(match_req(b.t, with("/svc.Greeter/Hi", NULL, NULL)), "-", "grpc: not without a content-type");
     unbuild(&b);
 }
 
