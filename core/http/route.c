@@ -428,6 +428,10 @@ static int parse_retry(const struct herald_cfg *n, struct herald_retry_policy **
         return -1;
     }
     p->num_retries = (uint32_t)herald_cfg_int(herald_cfg_get(n, "num_retries"), 1);
+    /* the schema lets only previous_hosts through */
+    p->other_hosts = herald_cfg_len(herald_cfg_get(n, "retry_host_predicate")) > 0;
+    p->host_selection_max_attempts = (uint32_t)herald_cfg_int(herald_cfg_get(n, "host_selection_retry_max_attempts"),
+                                                              1);
     p->per_try_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "per_try_timeout"), 0);
     const struct herald_cfg *bo = herald_cfg_get(n, "retry_back_off");
     p->backoff_base_ms = herald_cfg_duration_ms(herald_cfg_get(bo, "base_interval"), 25);

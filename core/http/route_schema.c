@@ -398,6 +398,44 @@ static int retry_policy_check(const struct herald_cfg *n, char **err)
     return 0;
 }
 
+/* retry_host_predicate entries: Envoy finds the extension by typed_config's
+ * @type, else by name; herald has one of them. */
+#define PREVIOUS_HOSTS_NAME "envoy.retry_host_predicates.previous_hosts"
+#define PREVIOUS_HOSTS_TYPE "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+static int retry_host_predicate_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *tc = herald_cfg_get(n, "typed_config");
+    const struct herald_cfg *t = herald_cfg_get(tc, "@type");
+    const char *type = herald_cfg_str(t, NULL);
+    if (type) {
+        const char *slash = strrchr(type, '/');
+        if (strcmp(slash ? slash + 1 : type, PREVIOUS_HOSTS_TYPE) != 0)
+            return herald_cfg_errorf(t, err, "not supported: retry host predicate '%s' (herald has "
+                                     "type.googleapis.com/" PREVIOUS_HOSTS_TYPE ")", type);
+        for (size_t i = 0; i < herald_cfg_len(tc); i++)
+            if (strcmp(herald_cfg_key_at(tc, i), "@type") != 0)
+                return herald_cfg_errorf(herald_cfg_at(tc, i), err, "unknown field '%s' in "
+                                         PREVIOUS_HOSTS_TYPE, herald_cfg_key_at(tc, i));
+        return 0;
+    }
+    const struct herald_cfg *nm = herald_cfg_get(n, "name");
+    const char *name = herald_cfg_str(nm, "");
+    if (strcmp(name, PREVIOUS_HOSTS_NAME) != 0)
+        return herald_cfg_errorf(nm ? nm : n, err, "not supported: retry host predicate '%s' (herald has "
+                                 PREVIOUS_HOSTS_NAME ")", name);
+    return 0;
+}
+
+static const struct herald_field retry_host_predicate_fields[] = {
+    STR("name"),
+    F_("typed_config", ANY, 0),
+    END,
+};
+static const struct herald_message retry_host_predicate_msg = {
+    "envoy.config.core.v3.TypedExtensionConfig", retry_host_predicate_fields, retry_host_predicate_check,
+};
+
 static const struct herald_field retry_policy_fields[] = {
     STR("retry_on", .help = "comma list: 5xx, gateway-error, connect-failure, reset, retriable-status-codes, "
         "retriable-4xx, refused-stream"),
@@ -405,9 +443,11 @@ static const struct herald_field retry_policy_fields[] = {
     DUR("per_try_timeout", .help = "default: the route's timeout"),
     UNSUP("per_try_idle_timeout"),
     UNSUP("retry_priority"),
-    UNSUP("retry_host_predicate"),
+    F_("retry_host_predicate", MESSAGE, HERALD_F_REPEATED, .message = &retry_host_predicate_msg,
+       .help = "envoy.retry_host_predicates.previous_hosts: retries avoid the hosts already tried"),
     UNSUP("retry_options_predicates"),
-    UNSUP("host_selection_retry_max_attempts"),
+    UINT("host_selection_retry_max_attempts",
+         .help = "how many times a retry re-picks a host the predicate refused; default 1"),
     F_("retriable_status_codes", UINT, HERALD_F_REPEATED),
     MSG("retry_back_off", back_off_msg),
     UNSUP("rate_limited_retry_back_off"),

@@ -53,6 +53,8 @@ struct session {
     struct herald_http_upstream *u;
     char host[80];
     uint32_t attempts, retries_left;
+    struct herald_host **tried;            /* retry_host_predicate previous_hosts: hosts picked so far */
+    size_t ntried;
     bool retry_held;                       /* counts against the cluster's max_retries */
     uint64_t try_start_ms;
     bool response_started;                 /* headers went to the downstream */
@@ -289,6 +291,37 @@ static const char *u64_str(char *buf, uint64_t v)
     return p;
 }
 
+static bool was_tried(const struct session *ss, const struct herald_host *h)
+{
+    for (size_t i = 0; i < ss->ntried; i++)
+        if (ss->tried[i] == h)
+            return true;
+    return false;
+}
+
+/* The cluster's pick; with previous_hosts, a retry asks again (up to
+ * host_selection_max_attempts times) while the pick was already tried, and
+ * keeps the last one, as Envoy does when every host has been tried. */
+static struct herald_host *choose_host(struct session *ss, struct herald_cluster *c)
+{
+    struct herald_host *h = herald_cluster_choose_host(c, ss->hash);
+    if (!h || !ss->rp || !ss->rp->other_hosts)
+        return h;
+    for (uint32_t i = 0; i < ss->rp->host_selection_max_attempts && was_tried(ss, h); i++) {
+        struct herald_host *again = herald_cluster_choose_host(c, ss->hash);
+        if (!again)
+            break;
+        h = again;
+    }
+    if (!was_tried(ss, h)) {
+        ss->tried = realloc(ss->tried, (ss->ntried + 1) * sizeof(*ss->tried));
+        if (!ss->tried)
+            abort();
+        ss->tried[ss->ntried++] = h;
+    }
+    return h;
+}
+
 static void start_try(struct session *ss)
 {
     struct herald_cluster *c = herald_cluster_get(ss->cluster);
@@ -297,7 +330,7 @@ static void start_try(struct session *ss)
         local_reply(ss, herald_route_cluster_not_found_code(ss->route), "", "cluster_not_found", "NC");
         return;
     }
-    struct herald_host *h = herald_cluster_choose_host(c, ss->hash);
+    struct herald_host *h = choose_host(ss, c);
     if (!h) {
         herald_http_stream_set_upstream(ss->s, ss->cluster, NULL);
         local_reply(ss, 503, "no healthy upstream", "no_healthy_upstream", "UH");
@@ -649,6 +682,7 @@ static void session_destroy(void *p)
     if (ss->cluster != ss->cluster_inline)
         free(ss->cluster);
     free(ss->set_cookie);
+    free(ss->tried);
     free(ss);
 }
 

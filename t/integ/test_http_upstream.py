@@ -11,6 +11,7 @@ import time
 
 import conftest
 import http_backends as hb
+from helpers import wait_lines
 from http_backends import HttpBackend
 
 
@@ -93,6 +94,59 @@ def test_http_retry_on_connect_failure(herald, upstreams, port):
     assert b.served() == 8
     assert h.stat("cluster.backend.upstream_cx_connect_fail") >= 4
     assert h.stat("cluster.backend.upstream_rq_retry") >= 4
+
+
+PREVIOUS_HOSTS = {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}
+
+
+def test_http_retry_previous_hosts(herald, upstreams, port, tmp_path):
+    """RANDOM over a dead host and a live one, one retry on connect failure:
+    without a host predicate a retry picks the dead host again half the time
+    (60 requests: ~15 fail); with previous_hosts (re-picking up to 30 times)
+    the retry goes to the other host and none fails. The access log's
+    %UPSTREAM_REQUEST_ATTEMPT_COUNT% and %UPSTREAM_HOST% show the path."""
+    b = upstreams(HttpBackend, "live")
+    dead = port()   # nothing listens there
+    log = str(tmp_path / "access.log")
+    policy = dict(retry_on="connect-failure", num_retries=1)
+    routes = [retry_route("/avoid", retry_host_predicate=[PREVIOUS_HOSTS], host_selection_retry_max_attempts=30,
+                          **policy),
+              retry_route("/", **policy)]
+    h, lp = hb.start_proxy(herald, port, [dead, b.port], routes=routes, cluster_extra={"lb_policy": "RANDOM"},
+                           access_log=[hb.file_access_log(
+                               log, "%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_REQUEST_ATTEMPT_COUNT% "
+                               "%UPSTREAM_HOST%\n")])
+    n = 60
+    plain = [hb.request(lp, "/plain%d" % i)[0] for i in range(n)]
+    assert 200 in plain and 503 in plain, plain      # the control: a retry may land on the dead host
+    avoid = [hb.request(lp, "/avoid%d" % i)[0] for i in range(n)]
+    assert avoid == [200] * n, avoid
+    lines = wait_lines(log, 2 * n)
+    retried = [ln.split() for ln in lines if ln.startswith("/avoid") and ln.split()[2] == "2"]
+    assert retried, lines                            # some first picks were the dead host ...
+    live = "127.0.0.1:%d" % b.port
+    assert all(f[1] == "200" and f[3] == live for f in retried), retried   # ... and every retry went elsewhere
+
+
+def test_http_retry_host_predicate_validated(tmp_path):
+    for pred, want in (({"name": "envoy.retry_host_predicates.omit_canary_hosts", "typed_config": {
+                            "@type": "type.googleapis.com/"
+                                     "envoy.extensions.retry.host.omit_canary_hosts.v3.OmitCanaryHostsPredicate"}},
+                        r"retry_host_predicate\[0\]\.typed_config\.@type: not supported: retry host predicate "
+                        r"'type.googleapis.com/envoy.extensions.retry.host.omit_canary_hosts"),
+                       ({"name": "envoy.retry_host_predicates.omit_host_metadata"},
+                        r"retry_host_predicate\[0\]\.name: not supported: retry host predicate "
+                        r"'envoy.retry_host_predicates.omit_host_metadata'")):
+        routes = [retry_route("/", retry_on="5xx", retry_host_predicate=[pred])]
+        cfg = {"static_resources": {
+            "listeners": [hb.http_listener(1, hb.hcm("x", routes))],
+            "clusters": [hb.http_cluster("backend", [1])]}}
+        path = tmp_path / "pred.json"
+        path.write_text(json.dumps(cfg))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+        assert r.returncode == 1, r.stderr
+        assert re.search(r"error: .*pred.json:\d+:\d+: .*" + want, r.stderr), r.stderr
 
 
 def test_http_connect_failure_without_retry_is_503(herald, upstreams, port, tmp_path):

@@ -194,6 +194,12 @@ struct herald_retry_policy {
     uint64_t per_try_timeout_ms;     /* 0: the route's timeout */
     uint64_t backoff_base_ms, backoff_max_ms;
     const uint32_t *retriable_status_codes; size_t nretriable_status_codes;
+    /* (1.6) retry_host_predicate previous_hosts: a retry picks a host not yet
+     * tried by this request, choosing again up to host_selection_max_attempts
+     * times (Envoy's host_selection_retry_max_attempts, default 1) and then
+     * taking the last pick. Appended: older plugins do not see it. */
+    bool other_hosts;
+    uint32_t host_selection_max_attempts;
 };
 #define HERALD_RETRY_5XX             0x01u
 #define HERALD_RETRY_GATEWAY_ERROR   0x02u

@@ -20,12 +20,15 @@
  *                    herald_conn_tls_log_field (the DOWNSTREAM_TLS_* and
  *                    certificate operators of access logs).
  *   1.5  2026-11-28  herald_conn_filter_chain_name (%FILTER_CHAIN_NAME%).
+ *   1.6  2026-11-28  struct herald_retry_policy: other_hosts and
+ *                    host_selection_max_attempts (retry_host_predicate
+ *                    previous_hosts), appended.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 5
+#define HERALD_ABI_MINOR 6
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
