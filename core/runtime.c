@@ -25,9 +25,11 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "herald/runtime.h"
 #include "herald/stats.h"
 #include "log.h"
 #include "runtime.h"
@@ -579,6 +581,36 @@ bool runtime_fraction_enabled(const char *key, uint32_t numerator, uint32_t deno
         den = 100;
     }
     return runtime_fraction_eval(num, den, random);
+}
+
+/* ----------------------------------------------------------------- the SDK */
+
+/* Per thread: a random draw for featureEnabled needs no quality beyond an
+ * even spread. */
+static uint64_t thread_random(void)
+{
+    static __thread uint64_t s;
+    if (!s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        s = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&s;
+        if (!s)
+            s = 0x9e3779b97f4a7c15ull;
+    }
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+bool herald_runtime_feature_enabled(const char *key, uint32_t numerator, uint32_t denominator)
+{
+    return runtime_fraction_enabled(key && *key ? key : NULL, numerator, denominator, thread_random());
+}
+
+uint64_t herald_runtime_uint(const char *key, uint64_t dflt)
+{
+    return key && *key ? runtime_get_uint(key, dflt) : dflt;
 }
 
 /* ----------------------------------------------------------------- reloads */

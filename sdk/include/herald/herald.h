@@ -10,6 +10,7 @@
 #include "herald/log.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
+#include "herald/runtime.h"
 #include "herald/network_filter.h"
 #include "herald/listener_filter.h"
 #include "herald/upstream.h"

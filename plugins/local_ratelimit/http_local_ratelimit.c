@@ -1,0 +1,312 @@
+/* local_ratelimit (HTTP): envoy.filters.http.local_ratelimit. A token bucket
+ * shared by all workers (Envoy: "rate limits are applied per Envoy
+ * process"); a request that finds it empty is answered 429 (or `status`) with
+ * response_headers_to_add, RESPONSE_FLAGS RL and details local_rate_limited,
+ * unless enforcement is off, in which case it goes on upstream carrying
+ * request_headers_to_add_when_not_enforced. As in Envoy, the filter does
+ * nothing unless filter_enabled is set, and limits nothing unless
+ * filter_enforced is set; both are runtime fractions.
+ *
+ * Stats (Envoy's names): <stat_prefix>.http_local_rate_limit.enabled,
+ * .ok, .rate_limited, .enforced. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/herald.h"
+#include "header_option.h"
+#include "token_bucket.h"
+
+#define DEFAULT_STATUS 429
+
+struct fraction {                      /* a RuntimeFractionalPercent */
+    bool set;
+    char *key;
+    uint32_t numerator, denominator;
+};
+
+struct conf {
+    bool has_bucket;
+    struct token_bucket bucket;
+    int status;
+    struct fraction enabled, enforced;
+    struct header_option *resp_add; size_t nresp_add;
+    struct header_option *req_add; size_t nreq_add;
+    bool x_ratelimit_headers;          /* enable_x_ratelimit_headers: DRAFT_VERSION_03 */
+    struct herald_stat *st_enabled, *st_ok, *st_rate_limited, *st_enforced;
+};
+
+struct session {
+    struct conf *conf;
+    struct herald_http_stream *s;
+    bool counted;                      /* enabled for this request: x-ratelimit-* on its response */
+};
+
+/* ------------------------------------------------------------ schema */
+
+static const char *const denominators[] = {"HUNDRED", "TEN_THOUSAND", "MILLION", NULL};
+
+static const struct herald_field fractional_fields[] = {
+    {.name = "numerator", .kind = HERALD_FIELD_UINT},
+    {.name = "denominator", .kind = HERALD_FIELD_ENUM, .enum_values = denominators,
+     .help = "HUNDRED (default), TEN_THOUSAND or MILLION"},
+    {.name = NULL},
+};
+static const struct herald_message fractional_msg = {
+    "envoy.type.v3.FractionalPercent", fractional_fields, NULL,
+};
+
+static const struct herald_field runtime_fraction_fields[] = {
+    {.name = "default_value", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED,
+     .message = &fractional_msg},
+    {.name = "runtime_key", .kind = HERALD_FIELD_STRING, .help = "overrides default_value when set in the runtime"},
+    {.name = NULL},
+};
+static const struct herald_message runtime_fraction_msg = {
+    "envoy.config.core.v3.RuntimeFractionalPercent", runtime_fraction_fields, NULL,
+};
+
+static int token_bucket_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *mt = herald_cfg_get(n, "max_tokens");
+    if (herald_cfg_int(mt, 0) <= 0 || herald_cfg_int(mt, 0) > UINT32_MAX)
+        return herald_cfg_errorf(mt ? mt : n, err, "max_tokens must be from 1 to 4294967295");
+    const struct herald_cfg *tpf = herald_cfg_get(n, "tokens_per_fill");
+    if (tpf && (herald_cfg_int(tpf, 0) <= 0 || herald_cfg_int(tpf, 0) > UINT32_MAX))
+        return herald_cfg_errorf(tpf, err, "tokens_per_fill must be from 1 to 4294967295");
+    const struct herald_cfg *fi = herald_cfg_get(n, "fill_interval");
+    if (herald_cfg_duration_ms(fi, 0) < 50)
+        return herald_cfg_errorf(fi ? fi : n, err, "fill_interval must be at least 50ms (as in Envoy)");
+    return 0;
+}
+
+static const struct herald_field token_bucket_fields[] = {
+    {.name = "max_tokens", .kind = HERALD_FIELD_UINT, .flags = HERALD_F_REQUIRED,
+     .help = "the bucket's size, and what it holds at start"},
+    {.name = "tokens_per_fill", .kind = HERALD_FIELD_UINT, .help = "default 1"},
+    {.name = "fill_interval", .kind = HERALD_FIELD_DURATION, .flags = HERALD_F_REQUIRED,
+     .help = "at least 50ms"},
+    {.name = NULL},
+};
+static const struct herald_message token_bucket_msg = {
+    "envoy.type.v3.TokenBucket", token_bucket_fields, token_bucket_check,
+};
+
+static const struct herald_field http_status_fields[] = {
+    {.name = "code", .kind = HERALD_FIELD_UINT, .flags = HERALD_F_REQUIRED},
+    {.name = NULL},
+};
+static const struct herald_message http_status_msg = {
+    "envoy.type.v3.HttpStatus", http_status_fields, NULL,
+};
+
+static const char *const x_ratelimit_values[] = {"OFF", "DRAFT_VERSION_03", NULL};
+
+static const struct herald_field lrl_fields[] = {
+    {.name = "stat_prefix", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
+     .help = "stats under <stat_prefix>.http_local_rate_limit."},
+    {.name = "status", .kind = HERALD_FIELD_MESSAGE, .message = &http_status_msg,
+     .help = "the answer when limited; default 429 (a code under 400 means 429, as in Envoy)"},
+    {.name = "token_bucket", .kind = HERALD_FIELD_MESSAGE, .message = &token_bucket_msg,
+     .help = "shared by all workers; none: nothing is limited"},
+    {.name = "filter_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &runtime_fraction_msg,
+     .help = "the share of requests checked; unset: none (the filter is off)"},
+    {.name = "filter_enforced", .kind = HERALD_FIELD_MESSAGE, .message = &runtime_fraction_msg,
+     .help = "the share of limited requests answered `status`; unset: none (only counted)"},
+    {.name = "request_headers_to_add_when_not_enforced", .kind = HERALD_FIELD_MESSAGE,
+     .flags = HERALD_F_REPEATED, .message = &header_option_msg,
+     .help = "added to a limited request that goes on because enforcement is off"},
+    {.name = "response_headers_to_add", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED,
+     .message = &header_option_msg, .help = "added to the answer of a limited request"},
+    {.name = "enable_x_ratelimit_headers", .kind = HERALD_FIELD_ENUM, .enum_values = x_ratelimit_values,
+     .help = "DRAFT_VERSION_03: x-ratelimit-limit, -remaining and -reset on the responses"},
+    {.name = "local_rate_limit_per_downstream_connection", .kind = HERALD_FIELD_BOOL,
+     .help = "false only: one bucket per process"},
+    {.name = "descriptors", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "stage", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "vh_rate_limits", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "always_consume_default_token_bucket", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "rate_limited_as_resource_exhausted", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "local_cluster_rate_limit", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "max_dynamic_descriptors", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "rate_limits", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = NULL},
+};
+
+static int lrl_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *pc = herald_cfg_get(n, "local_rate_limit_per_downstream_connection");
+    if (herald_cfg_bool(pc, false))
+        return herald_cfg_errorf(pc, err, "not supported: a bucket per downstream connection (herald has one "
+                                 "bucket per process, Envoy's default)");
+    return 0;
+}
+
+static const struct herald_message lrl_schema = {
+    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", lrl_fields, lrl_check,
+};
+
+/* ------------------------------------------------------------ config */
+
+static char *xdup(const char *s)
+{
+    char *d = strdup(s ? s : "");
+    if (!d)
+        abort();
+    return d;
+}
+
+static void fraction_parse(const struct herald_cfg *n, struct fraction *f)
+{
+    if (!n)
+        return;
+    const struct herald_cfg *dv = herald_cfg_get(n, "default_value");
+    const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
+    f->set = true;
+    f->numerator = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
+    f->denominator = !strcmp(den, "MILLION") ? 1000000 : !strcmp(den, "TEN_THOUSAND") ? 10000 : 100;
+    const char *key = herald_cfg_str(herald_cfg_get(n, "runtime_key"), "");
+    f->key = *key ? xdup(key) : NULL;
+}
+
+/* Envoy: an unset fraction is 0%. */
+static bool fraction_on(const struct fraction *f)
+{
+    return f->set && herald_runtime_feature_enabled(f->key, f->numerator, f->denominator);
+}
+
+static void conf_destroy(void *p)
+{
+    struct conf *c = p;
+    if (!c)
+        return;
+    free(c->enabled.key);
+    free(c->enforced.key);
+    header_options_free(c->resp_add, c->nresp_add);
+    header_options_free(c->req_add, c->nreq_add);
+    free(c);
+}
+
+static int conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out, char **err)
+{
+    (void)err;
+    struct conf *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    const struct herald_cfg *tb = herald_cfg_get(n, "token_bucket");
+    if (tb) {
+        c->has_bucket = true;
+        token_bucket_init(&c->bucket, (uint32_t)herald_cfg_int(herald_cfg_get(tb, "max_tokens"), 1),
+                          (uint32_t)herald_cfg_int(herald_cfg_get(tb, "tokens_per_fill"), 1),
+                          herald_cfg_duration_ms(herald_cfg_get(tb, "fill_interval"), 1000), herald_now_ms());
+    } else {
+        herald_env_warn(env, n, "no token_bucket: every request is allowed (Envoy takes the bucket from a "
+                        "per-route config, which herald does not have)");
+    }
+    int64_t code = herald_cfg_int(herald_cfg_get(herald_cfg_get(n, "status"), "code"), DEFAULT_STATUS);
+    c->status = code >= 400 && code <= 599 ? (int)code : DEFAULT_STATUS;
+    fraction_parse(herald_cfg_get(n, "filter_enabled"), &c->enabled);
+    fraction_parse(herald_cfg_get(n, "filter_enforced"), &c->enforced);
+    if (!c->enabled.set)
+        herald_env_warn(env, n, "no filter_enabled: the filter checks no request (Envoy's default, 0%%)");
+    c->resp_add = header_options_parse(herald_cfg_get(n, "response_headers_to_add"), &c->nresp_add);
+    c->req_add = header_options_parse(herald_cfg_get(n, "request_headers_to_add_when_not_enforced"), &c->nreq_add);
+    c->x_ratelimit_headers = !strcmp(herald_cfg_str(herald_cfg_get(n, "enable_x_ratelimit_headers"), "OFF"),
+                                     "DRAFT_VERSION_03");
+
+    char prefix[256];
+    snprintf(prefix, sizeof(prefix), "%s.http_local_rate_limit",
+             herald_cfg_str(herald_cfg_get(n, "stat_prefix"), ""));
+    c->st_enabled = herald_counter(prefix, "enabled");
+    c->st_ok = herald_counter(prefix, "ok");
+    c->st_rate_limited = herald_counter(prefix, "rate_limited");
+    c->st_enforced = herald_counter(prefix, "enforced");
+    *out = c;
+    return 0;
+}
+
+/* ------------------------------------------------------------ the filter */
+
+static void *session_new(void *conf, struct herald_http_stream *s)
+{
+    struct session *ss = calloc(1, sizeof(*ss));
+    if (!ss)
+        return NULL;
+    ss->conf = conf;
+    ss->s = s;
+    return ss;
+}
+
+static void session_destroy(void *p)
+{
+    free(p);
+}
+
+static enum herald_http_status decode_headers(void *p, struct herald_headers *headers, bool end_stream)
+{
+    (void)end_stream;
+    struct session *ss = p;
+    struct conf *c = ss->conf;
+    if (!fraction_on(&c->enabled))
+        return HERALD_HTTP_CONTINUE;
+    herald_stat_inc(c->st_enabled);
+    ss->counted = c->has_bucket;
+    if (!c->has_bucket || token_bucket_take(&c->bucket, herald_now_ms())) {
+        herald_stat_inc(c->st_ok);
+        return HERALD_HTTP_CONTINUE;
+    }
+    herald_stat_inc(c->st_rate_limited);
+    if (!fraction_on(&c->enforced)) {
+        header_options_apply(c->req_add, c->nreq_add, headers);
+        return HERALD_HTTP_CONTINUE;
+    }
+    herald_stat_inc(c->st_enforced);
+    for (size_t i = 0; i < c->nresp_add; i++)
+        herald_http_stream_add_local_reply_header(ss->s, c->resp_add[i].key, c->resp_add[i].value);
+    herald_http_stream_send_local_reply(ss->s, c->status, "local_rate_limited", "local_rate_limited", "RL");
+    return HERALD_HTTP_STOP;
+}
+
+/* DRAFT_VERSION_03 of the IETF RateLimit header fields, as Envoy sends them
+ * for a local limiter: the bucket's size, what is left, and the seconds until
+ * the next fill. */
+static enum herald_http_status encode_headers(void *p, struct herald_headers *headers, bool end_stream)
+{
+    (void)end_stream;
+    struct session *ss = p;
+    struct conf *c = ss->conf;
+    if (!c->x_ratelimit_headers || !ss->counted)
+        return HERALD_HTTP_CONTINUE;
+    uint64_t now = herald_now_ms();
+    char num[24];
+    snprintf(num, sizeof(num), "%u", c->bucket.max_tokens);
+    herald_headers_set(headers, "x-ratelimit-limit", num);
+    snprintf(num, sizeof(num), "%u", token_bucket_remaining(&c->bucket, now));
+    herald_headers_set(headers, "x-ratelimit-remaining", num);
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)((token_bucket_ms_to_fill(&c->bucket, now) + 999) / 1000));
+    herald_headers_set(headers, "x-ratelimit-reset", num);
+    return HERALD_HTTP_CONTINUE;
+}
+
+static const struct herald_http_filter_ops ops = {
+    .size = sizeof(struct herald_http_filter_ops),
+    .config_create = conf_create,
+    .config_destroy = conf_destroy,
+    .session_new = session_new,
+    .session_destroy = session_destroy,
+    .decode_headers = decode_headers,
+    .encode_headers = encode_headers,
+};
+
+static const char *const type_urls[] = {
+    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+    NULL,
+};
+
+HERALD_PLUGIN(.name = "envoy.filters.http.local_ratelimit",
+              .kind = HERALD_PLUGIN_HTTP_FILTER,
+              .type_urls = type_urls,
+              .version = "1.0.0",
+              .description = "a token bucket per process: requests over it answered 429",
+              .config_schema = &lrl_schema,
+              .ops = &ops);

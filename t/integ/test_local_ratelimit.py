@@ -1,0 +1,174 @@
+"""envoy.filters.http.local_ratelimit against real clients and backends: the
+token bucket shared by all workers, 429 with the configured headers, the
+RL flag and Envoy's stats, enforcement and the filter itself switched by
+runtime fractions, refills, the x-ratelimit-* headers, and bad configs."""
+
+import json
+import re
+import socket
+import time
+
+import conftest
+import http_backends as hb
+from helpers import recv_until_eof, wait_for, wait_lines
+from http_backends import HttpBackend
+
+LRL_TYPE = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+PREFIX = "http_local_rate_limiter.http_local_rate_limit."
+
+
+def percent(n, key=None):
+    f = {"default_value": {"numerator": n, "denominator": "HUNDRED"}}
+    if key:
+        f["runtime_key"] = key
+    return f
+
+
+def lrl(max_tokens=3, fill="60s", per_fill=None, enabled=100, enforced=100, **extra):
+    cfg = {"@type": LRL_TYPE, "stat_prefix": "http_local_rate_limiter",
+           "token_bucket": {"max_tokens": max_tokens, "fill_interval": fill}}
+    if per_fill:
+        cfg["token_bucket"]["tokens_per_fill"] = per_fill
+    if enabled is not None:
+        cfg["filter_enabled"] = percent(enabled)
+    if enforced is not None:
+        cfg["filter_enforced"] = percent(enforced)
+    cfg.update(extra)
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": cfg}
+
+
+def get(lp, path, headers=None):
+    """(status, headers, body) over a new connection each time."""
+    return hb.request(lp, path, headers=dict(headers or {}, Connection="close"))
+
+
+def limiter_stats(h, want_enabled):
+    h.wait_stat(PREFIX + "enabled", lambda v: v >= want_enabled)
+    st = h.stats()
+    return {k[len(PREFIX):]: st.get(k, 0) for k in (PREFIX + n for n in ("enabled", "ok", "rate_limited", "enforced"))}
+
+
+def test_local_ratelimit_429_after_the_bucket_runs_dry(herald, upstreams, port, tmp_path):
+    b = upstreams(HttpBackend, "b")
+    log = str(tmp_path / "access.log")
+    f = lrl(response_headers_to_add=[{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                                      "header": {"key": "x-local-rate-limit", "value": "true"}}])
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[f], access_log=[hb.file_access_log(
+        log, "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n")])
+    results = [get(lp, "/r%d" % i) for i in range(5)]
+    assert [r[0] for r in results] == [200, 200, 200, 429, 429], [r[0] for r in results]
+    for status, headers, body in results[3:]:
+        assert body == b"local_rate_limited", body
+        assert headers.get("x-local-rate-limit") == "true", headers
+        assert "x-backend" not in headers
+    assert "x-local-rate-limit" not in results[0][1]
+    assert b.served() == 3                   # the limited requests never reached the backend
+    assert limiter_stats(h, 5) == {"enabled": 5, "ok": 3, "rate_limited": 2, "enforced": 2}
+    lines = wait_lines(log, 5)
+    assert lines[:3] == ["200 - via_upstream"] * 3, lines
+    assert lines[3:] == ["429 RL local_rate_limited"] * 2, lines
+    # curl, a real client, sees the same answer (and so does HTTP/2 prior knowledge)
+    for args in ((), ("--http2-prior-knowledge",)):
+        r = hb.curl("-s", "-i", *args, "http://127.0.0.1:%d/curl" % lp)
+        assert r.returncode == 0, r.stderr
+        assert re.match(r"HTTP/[12](\.1)? 429", r.stdout), r.stdout[:200]
+
+
+def test_local_ratelimit_bucket_refills(herald, upstreams, port):
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[lrl(max_tokens=2, per_fill=2, fill="0.5s")])
+    deadline = time.monotonic() + 10
+    while get(lp, "/drain")[0] != 429:          # the bucket is empty ...
+        assert time.monotonic() < deadline, "never limited"
+    assert wait_for(lambda: get(lp, "/again")[0] == 200, timeout=5.0)   # ... and filled again
+    assert h.wait_stat(PREFIX + "rate_limited", lambda v: v >= 1) >= 1
+
+
+def test_local_ratelimit_bucket_is_shared_by_the_workers(herald, upstreams, port):
+    """Envoy: "the token bucket is shared across all workers, thus the rate
+    limits are applied per Envoy process". Two workers, connections spread
+    over both: still 4 answers in all."""
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[lrl(max_tokens=4)], concurrency=2)
+    socks = [socket.create_connection(("127.0.0.1", lp), timeout=5) for _ in range(12)]
+    statuses = []
+    for i, s in enumerate(socks):
+        s.sendall(b"GET /w%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % i)
+    for s in socks:
+        statuses.append(hb.status_of(recv_until_eof(s)))
+        s.close()
+    assert sorted(statuses) == [200] * 4 + [429] * 8, statuses
+    assert b.served() == 4
+    st = h.stats()
+    per_worker = [v for k, v in st.items() if re.match(r"listener\..*\.worker_\d+\.downstream_cx_total$", k)]
+    assert len(per_worker) == 2 and min(per_worker) > 0, per_worker   # both workers took connections
+
+
+def test_local_ratelimit_not_enforced_counts_and_marks(herald, upstreams, port):
+    """filter_enforced unset (Envoy: 0%): limited requests still go upstream,
+    carrying request_headers_to_add_when_not_enforced, and are counted."""
+    b = upstreams(HttpBackend, "b")
+    f = lrl(max_tokens=1, enforced=None, request_headers_to_add_when_not_enforced=[
+        {"header": {"key": "x-would-be-limited", "value": "yes"}}])
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[f])
+    assert [get(lp, "/n%d" % i)[0] for i in range(3)] == [200] * 3
+    marks = [hb.hget(r["headers"], "x-would-be-limited") for r in b.requests]
+    assert marks == [None, "yes", "yes"], marks
+    assert limiter_stats(h, 3) == {"enabled": 3, "ok": 1, "rate_limited": 2, "enforced": 0}
+
+
+def test_local_ratelimit_switched_by_runtime(herald, upstreams, port):
+    """filter_enabled and filter_enforced are runtime fractions: a static
+    layer that sets the enabled key to 0 turns the filter off; unset
+    filter_enabled is off too (Envoy's default 0%)."""
+    b = upstreams(HttpBackend, "b")
+    lp = port()
+    routes = [hb.route("/", "backend")]
+    f = lrl(max_tokens=1)
+    f["typed_config"]["filter_enabled"] = percent(100, "lrl.enabled")
+    listeners = [hb.http_listener(lp, hb.hcm("ingress_http", routes, [f]), "proxy")]
+    cfg = {"static_resources": {"listeners": listeners, "clusters": [hb.http_cluster("backend", [b.port])]},
+           "layered_runtime": {"layers": [{"name": "static", "static_layer": {"lrl.enabled": 0}}]}}
+    h = herald(cfg)
+    assert [get(lp, "/off%d" % i)[0] for i in range(3)] == [200] * 3
+    assert h.stat(PREFIX + "enabled") == 0
+    # the same limiter with no filter_enabled at all
+    h2, lp2 = hb.start_proxy(herald, port, [b.port], http_filters=[lrl(max_tokens=1, enabled=None)])
+    assert [get(lp2, "/unset%d" % i)[0] for i in range(3)] == [200] * 3
+    assert h2.stat(PREFIX + "enabled") == 0
+
+
+def test_local_ratelimit_x_ratelimit_headers(herald, upstreams, port):
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[
+        lrl(max_tokens=3, fill="60s", enable_x_ratelimit_headers="DRAFT_VERSION_03")])
+    seen = []
+    for i in range(4):
+        status, headers, _ = get(lp, "/x%d" % i)
+        seen.append((status, headers.get("x-ratelimit-limit"), headers.get("x-ratelimit-remaining")))
+        assert 0 < int(headers.get("x-ratelimit-reset")) <= 60, headers
+    assert seen == [(200, "3", "2"), (200, "3", "1"), (200, "3", "0"), (429, "3", "0")], seen
+
+
+def test_local_ratelimit_bad_configs(tmp_path):
+    cases = [
+        (lrl(fill="0.01s"), r"token_bucket\.fill_interval: fill_interval must be at least 50ms"),
+        (lrl(max_tokens=0), r"token_bucket\.max_tokens: max_tokens must be from 1"),
+        (lrl(local_rate_limit_per_downstream_connection=True),
+         r"local_rate_limit_per_downstream_connection: not supported: a bucket per downstream connection"),
+        (lrl(descriptors=[{"entries": [{"key": "a", "value": "b"}],
+                           "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}]),
+         r"descriptors: not supported"),
+        (lrl(response_headers_to_add=[{"header": {"key": "bad key", "value": "v"}}]),
+         r"response_headers_to_add\[0\]\.header: 'bad key' is not a header name"),
+    ]
+    for f, want in cases:
+        cfg = {"static_resources": {
+            "listeners": [hb.http_listener(1, hb.hcm("x", [hb.route("/", "backend")], [f]))],
+            "clusters": [hb.http_cluster("backend", [1])]}}
+        path = tmp_path / "lrl.json"
+        path.write_text(json.dumps(cfg))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+        assert r.returncode == 1, (want, r.stderr)
+        assert re.search(r"error: .*lrl.json:\d+:\d+: static_resources.listeners\[0\].*http_filters\[0\]"
+                         r"\.typed_config\." + want, r.stderr), (want, r.stderr)
