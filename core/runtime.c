@@ -613,6 +613,11 @@ uint64_t herald_runtime_uint(const char *key, uint64_t dflt)
     return key && *key ? runtime_get_uint(key, dflt) : dflt;
 }
 
+bool herald_runtime_bool(const char *key, bool dflt)
+{
+    return key && *key ? runtime_get_bool(key, dflt) : dflt;
+}
+
 /* ----------------------------------------------------------------- reloads */
 
 /* Re-reads every disk layer (Envoy reloads the whole snapshot). */

@@ -9,6 +9,7 @@ import socket
 import time
 
 import conftest
+import helpers
 import http_backends as hb
 from helpers import recv_until_eof, wait_for, wait_lines
 from http_backends import HttpBackend
@@ -172,3 +173,91 @@ def test_local_ratelimit_bad_configs(tmp_path):
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*lrl.json:\d+:\d+: static_resources.listeners\[0\].*http_filters\[0\]"
                          r"\.typed_config\." + want, r.stderr), (want, r.stderr)
+
+
+# ------------------------------------------------------------------ envoy.filters.network.local_ratelimit
+
+NLRL_TYPE = "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"
+
+
+def nlrl(stat_prefix="tcp_rl", max_tokens=2, fill="60s", **extra):
+    cfg = {"@type": NLRL_TYPE, "stat_prefix": stat_prefix,
+           "token_bucket": {"max_tokens": max_tokens, "fill_interval": fill}}
+    cfg.update(extra)
+    return {"name": "envoy.filters.network.local_ratelimit", "typed_config": cfg}
+
+
+def echoes(port, payload=b"ping"):
+    """True when a new connection to port gets payload echoed; False when
+    herald closes it first."""
+    s = helpers.connect(port)
+    try:
+        try:
+            s.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        got = b""
+        s.settimeout(5)
+        while len(got) < len(payload):
+            try:
+                d = s.recv(4096)
+            except ConnectionResetError:
+                return False
+            if not d:
+                return False
+            got += d
+        return got == payload
+    finally:
+        s.close()
+
+
+def test_network_local_ratelimit_closes_connections_past_the_bucket(herald, upstreams, port):
+    e = upstreams(helpers.EchoServer)
+    lp = port()
+    h = herald(helpers.bootstrap([helpers.tcp_listener(lp, "echo", before=[nlrl(max_tokens=2)])],
+                                 [helpers.cluster("echo", [("127.0.0.1", e.port)])]))
+    assert [echoes(lp) for _ in range(4)] == [True, True, False, False]
+    assert h.wait_stat("local_rate_limit.tcp_rl.rate_limited", lambda v: v >= 2) == 2
+    assert h.stat("tcp.tcp.downstream_cx_total") == 2, "the closed connections never reached tcp_proxy"
+
+
+def test_network_local_ratelimit_share_key_and_runtime_flag(herald, upstreams, port):
+    """Two listeners with the same share_key and bucket share it (Envoy keys
+    the bucket by both); a third with the key but another bucket has its own;
+    runtime_enabled false switches a fourth off."""
+    e = upstreams(helpers.EchoServer)
+    a, b, c, d = port(), port(), port(), port()
+    shared = dict(share_key="k")
+    cfg = helpers.bootstrap(
+        [helpers.tcp_listener(a, "echo", "ta", before=[nlrl("a", max_tokens=3, **shared)]),
+         helpers.tcp_listener(b, "echo", "tb", before=[nlrl("b", max_tokens=3, **shared)]),
+         helpers.tcp_listener(c, "echo", "tc", before=[nlrl("c", max_tokens=1, **shared)]),
+         helpers.tcp_listener(d, "echo", "td", before=[nlrl("d", max_tokens=1, runtime_enabled={
+             "default_value": False, "runtime_key": "tcp_rl.enabled"})])],
+        [helpers.cluster("echo", [("127.0.0.1", e.port)])])
+    h = herald(cfg)
+    got = [echoes(a), echoes(b), echoes(a), echoes(b), echoes(a)]
+    assert got == [True, True, True, False, False], got       # 3 tokens between a and b
+    assert [echoes(c), echoes(c)] == [True, False]            # c's bucket is its own
+    assert [echoes(d) for _ in range(3)] == [True] * 3        # off by runtime_enabled
+    st = h.stats()
+    assert (st.get("local_rate_limit.a.rate_limited"), st.get("local_rate_limit.b.rate_limited"),
+            st.get("local_rate_limit.c.rate_limited"), st.get("local_rate_limit.d.rate_limited", 0)) == (1, 1, 1, 0)
+
+
+def test_network_local_ratelimit_bad_configs(tmp_path):
+    cases = [
+        (nlrl(fill="0.01s"), r"token_bucket\.fill_interval: fill_interval must be at least 50ms"),
+        (nlrl(runtime_enabled={"default_value": True}), r"runtime_enabled: .*runtime_key"),
+        ({"name": "envoy.filters.network.local_ratelimit", "typed_config": {
+            "@type": NLRL_TYPE, "stat_prefix": "x"}}, r"token_bucket"),
+    ]
+    for f, want in cases:
+        cfg = helpers.bootstrap([helpers.tcp_listener(1, "echo", before=[f])],
+                                [helpers.cluster("echo", [("127.0.0.1", 1)])])
+        path = tmp_path / "nlrl.json"
+        path.write_text(json.dumps(cfg))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+        assert r.returncode == 1, (want, r.stderr)
+        assert re.search(r"error: .*nlrl.json:\d+:\d+: static_resources.listeners\[0\]\.filter_chains\[0\]"
+                         r"\.filters\[0\]\.typed_config.*" + want, r.stderr), (want, r.stderr)

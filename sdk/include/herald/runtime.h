@@ -17,5 +17,8 @@ HERALD_EXPORT bool herald_runtime_feature_enabled(const char *key, uint32_t nume
 /* The key's value as an unsigned integer, or dflt when it is absent or not
  * one (Envoy's RuntimeUInt32 with its default_value). Any thread. */
 HERALD_EXPORT uint64_t herald_runtime_uint(const char *key, uint64_t dflt);
+/* The key's value as a boolean (true/false), or dflt: Envoy's
+ * RuntimeFeatureFlag with its default_value. Any thread. */
+HERALD_EXPORT bool herald_runtime_bool(const char *key, bool dflt);
 
 #endif

@@ -23,7 +23,8 @@
  *   1.6  2026-11-28  struct herald_retry_policy: other_hosts and
  *                    host_selection_max_attempts (retry_host_predicate
  *                    previous_hosts), appended; herald/runtime.h:
- *                    herald_runtime_feature_enabled, herald_runtime_uint.
+ *                    herald_runtime_feature_enabled, herald_runtime_uint,
+ *                    herald_runtime_bool.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
