@@ -1234,6 +1234,41 @@ const struct herald_route *route_table_match(const struct route_table *t, const 
     return NULL;
 }
 
+/* ------------------------------------------------------------ SDK header matchers */
+
+struct herald_header_matcher {
+    struct hdr_matcher hm;
+};
+
+struct herald_header_matcher *herald_header_matcher_new(const struct herald_cfg *n, char **err)
+{
+    struct cfg_diag d = {0};
+    struct herald_header_matcher *m = xcalloc(1, sizeof(*m));
+    if (parse_header_matcher(n, &m->hm, &d) < 0) {
+        if (err)
+            *err = xstrdup(d.nerrors ? d.errors[0] : "bad header matcher");
+        diag_free(&d);
+        herald_header_matcher_free(m);
+        return NULL;
+    }
+    diag_free(&d);
+    return m;
+}
+
+bool herald_header_matcher_match(const struct herald_header_matcher *m, const struct herald_headers *h)
+{
+    return header_matches(&m->hm, h);
+}
+
+void herald_header_matcher_free(struct herald_header_matcher *m)
+{
+    if (!m)
+        return;
+    free(m->hm.name);
+    sm_free(&m->hm.sm);
+    free(m);
+}
+
 /* ------------------------------------------------------------ SDK accessors */
 
 /* the route itself (a weighted cluster's entry shares its route's settings) */

@@ -165,9 +165,11 @@ static const struct herald_field header_matcher_fields[] = {
     REMOVED("regex_match", "v2 field: use string_match: {safe_regex: {regex: ...}}"),
     END,
 };
-static const struct herald_message header_matcher_msg = {
+/* exported: filters put it in their own schemas (SDK 1.6) */
+const struct herald_message herald_header_matcher_schema = {
     "envoy.config.route.v3.HeaderMatcher", header_matcher_fields, NULL,
 };
+#define header_matcher_msg herald_header_matcher_schema
 
 static const struct herald_field query_matcher_fields[] = {
     F_("name", STRING, HERALD_F_REQUIRED),

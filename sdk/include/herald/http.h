@@ -143,6 +143,19 @@ HERALD_EXPORT bool herald_http_stream_is_upgrade(const struct herald_http_stream
  * "rq_reset_after_downstream_response_started"; NULL for other names. */
 HERALD_EXPORT struct herald_stat *herald_http_stream_counter(struct herald_http_stream *s, const char *name);
 
+/* (1.6) Envoy's HeaderMatcher (envoy.config.route.v3.HeaderMatcher), matched
+ * exactly as routes match it (string_match with safe_regex, present_match,
+ * range_match, invert_match, treat_missing_header_as_empty; several values
+ * joined with ","), for a filter's own config: name
+ * herald_header_matcher_schema as the .message of the field, then build the
+ * matcher in config_create. new: NULL with a malloc'd *err on a bad node. */
+struct herald_header_matcher;
+HERALD_EXPORT extern const struct herald_message herald_header_matcher_schema;
+HERALD_EXPORT struct herald_header_matcher *herald_header_matcher_new(const struct herald_cfg *n, char **err);
+HERALD_EXPORT bool herald_header_matcher_match(const struct herald_header_matcher *m,
+                                               const struct herald_headers *h);
+HERALD_EXPORT void herald_header_matcher_free(struct herald_header_matcher *m);
+
 struct herald_http_filter_ops {
     size_t size;
     int (*config_create)(const struct herald_cfg *typed_config, const struct herald_filter_env *env,

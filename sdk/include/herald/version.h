@@ -24,7 +24,8 @@
  *                    host_selection_max_attempts (retry_host_predicate
  *                    previous_hosts), appended; herald/runtime.h:
  *                    herald_runtime_feature_enabled, herald_runtime_uint,
- *                    herald_runtime_bool.
+ *                    herald_runtime_bool; herald_header_matcher_*
+ *                    (Envoy's HeaderMatcher, as routes match it).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
