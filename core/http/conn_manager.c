@@ -34,6 +34,8 @@
 #include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -108,7 +110,12 @@ struct http_filter {
     const struct plugin *plugin;
     const struct herald_http_filter_ops *ops;
     void *conf;
+    char *name;                        /* http_filters[].name: what typed_per_filter_config keys name */
 };
+
+/* The ops a plugin built against an older SDK lacks read as NULL. */
+#define HTTP_OPS_HAS(ops, member) \
+    ((ops)->size >= offsetof(struct herald_http_filter_ops, member) + sizeof((ops)->member))
 
 enum codec { CODEC_AUTO = 0, CODEC_HTTP1, CODEC_HTTP2 };
 
@@ -3428,6 +3435,7 @@ static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *
     hf->plugin = p;
     hf->ops = ops;
     hf->conf = conf;
+    hf->name = xstrdup(name);
     bool terminal = p->desc->flags & HERALD_PLUGIN_TERMINAL;
     if (terminal && !last) {
         diag_error(d, f, "'%s' is a terminal HTTP filter and must be the last of http_filters",
@@ -3446,13 +3454,122 @@ static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *
 
 static const char *enum_str(const struct herald_cfg *n, const char *def) { return herald_cfg_str(n, def); }
 
+/* ---------------------------------------------------------------- typed_per_filter_config */
+
+#define FILTER_CONFIG_TYPE "envoy.config.route.v3.FilterConfig"
+
+struct resolve_ctx {
+    struct herald_http_cm *cm;
+    const struct herald_filter_env *env;
+    struct cfg_diag *d;
+    bool bad;
+};
+
+/* A per-route value: the filter its key names makes it into a conf. Envoy's
+ * FilterConfig wrapper {config, is_optional} is unwrapped (its disabled is
+ * not supported: a filter cannot yet be skipped for one route). */
+static void resolve_filter_config(struct route_filter_config *fc, void *arg)
+{
+    struct resolve_ctx *rx = arg;
+    struct herald_http_cm *cm = rx->cm;
+    size_t i = 0;
+    while (i < cm->nfilters && strcmp(cm->filters[i].name, fc->name) != 0)
+        i++;
+    if (i == cm->nfilters) {
+        diag_error(rx->d, fc->node, "typed_per_filter_config names '%s': no http_filters entry of this "
+                   "connection manager has that name", fc->name);
+        rx->bad = true;
+        return;
+    }
+    const struct http_filter *hf = &cm->filters[i];
+    const struct herald_cfg *tc = fc->node;
+    const char *type = herald_cfg_str(herald_cfg_get(tc, "@type"), NULL);
+    const char *slash = type ? strrchr(type, '/') : NULL;
+    if (type && !strcmp(slash ? slash + 1 : type, FILTER_CONFIG_TYPE)) {
+        for (size_t k = 0; k < herald_cfg_len(tc); k++) {
+            const char *key = herald_cfg_key_at(tc, k);
+            if (!strcmp(key, "disabled")) {
+                diag_error(rx->d, herald_cfg_at(tc, k), "not supported: " FILTER_CONFIG_TYPE ".disabled (herald "
+                           "cannot skip a filter for one route yet)");
+                rx->bad = true;
+                return;
+            }
+            if (strcmp(key, "@type") && strcmp(key, "config") && strcmp(key, "is_optional")) {
+                diag_error(rx->d, herald_cfg_at(tc, k), "unknown field '%s' in " FILTER_CONFIG_TYPE, key);
+                rx->bad = true;
+                return;
+            }
+        }
+        if (!(tc = herald_cfg_get(tc, "config"))) {
+            diag_error(rx->d, fc->node, FILTER_CONFIG_TYPE " needs config");
+            rx->bad = true;
+            return;
+        }
+    }
+    const struct herald_http_filter_ops *ops = hf->ops;
+    if (!HTTP_OPS_HAS(ops, route_config_create) || !ops->route_config_create) {
+        diag_error(rx->d, fc->node, "HTTP filter '%s' (%s) takes no per-route configuration", fc->name,
+                   hf->plugin->desc->name);
+        rx->bad = true;
+        return;
+    }
+    if (ops->route_config_schema && schema_check((struct herald_cfg *)tc, ops->route_config_schema, rx->d) < 0) {
+        rx->bad = true;
+        return;
+    }
+    struct herald_filter_env fenv = *rx->env;
+    fenv.filter_name = hf->plugin->desc->name;
+    fenv.stat_prefix = cm->stat_prefix;
+    char *err = NULL;
+    void *conf = NULL;
+    if (ops->route_config_create(tc, &fenv, &conf, &err) < 0) {
+        if (err)
+            diag_error_take(rx->d, err);
+        else
+            diag_error(rx->d, tc, "HTTP filter '%s' rejected this per-route configuration", fc->name);
+        rx->bad = true;
+        return;
+    }
+    fc->filter = i;
+    fc->conf = conf;
+}
+
+static void destroy_filter_config(struct route_filter_config *fc, void *arg)
+{
+    struct herald_http_cm *cm = arg;
+    if (fc->filter < cm->nfilters && fc->conf) {
+        const struct herald_http_filter_ops *ops = cm->filters[fc->filter].ops;
+        if (HTTP_OPS_HAS(ops, route_config_destroy) && ops->route_config_destroy)
+            ops->route_config_destroy(fc->conf);
+    }
+    fc->conf = NULL;
+    fc->filter = SIZE_MAX;
+}
+
+void *herald_http_stream_route_config(struct herald_http_stream *s, const void *filter_conf)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    if (!route_table_has_filter_configs(cm->routes) || !filter_conf)
+        return NULL;
+    for (size_t i = 0; i < cm->nfilters; i++)
+        if (cm->filters[i].conf == filter_conf) {
+            const struct route_filter_config *fc = route_filter_config(stream_route(s), i);
+            return fc ? fc->conf : NULL;
+        }
+    return NULL;
+}
+
 void herald_http_cm_destroy(struct herald_http_cm *cm)
 {
     if (!cm)
         return;
-    for (size_t i = cm->nfilters; i-- > 0;)
+    if (cm->routes)
+        route_table_foreach_filter_config(cm->routes, destroy_filter_config, cm);
+    for (size_t i = cm->nfilters; i-- > 0;) {
         if (cm->filters[i].ops->config_destroy)
             cm->filters[i].ops->config_destroy(cm->filters[i].conf);
+        free(cm->filters[i].name);
+    }
     free(cm->filters);
     for (size_t i = 0; i < cm->nlogs; i++)
         herald_access_log_destroy(cm->logs[i]);
@@ -3559,7 +3676,8 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
             goto fail;
         }
         cfg_free(empty); /* the default router keeps nothing of an empty config */
-        cm->filters[0] = (struct http_filter){.plugin = p, .ops = ops, .conf = conf};
+        cm->filters[0] = (struct http_filter){.plugin = p, .ops = ops, .conf = conf,
+                                              .name = xstrdup("envoy.filters.http.router")};
         cm->nfilters = 1;
     }
     /* the last one that is not disabled must be terminal */
@@ -3578,6 +3696,12 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
                !(cm->filters[cm->nfilters - 1].plugin->desc->flags & HERALD_PLUGIN_TERMINAL))) {
         diag_error(d, hf, "http_filters must end with a terminal filter (envoy.filters.http.router)");
         goto fail;
+    }
+    if (route_table_has_filter_configs(cm->routes)) {
+        struct resolve_ctx rx = {.cm = cm, .env = env, .d = d};
+        route_table_foreach_filter_config(cm->routes, resolve_filter_config, &rx);
+        if (rx.bad)
+            goto fail;
     }
 
     const struct herald_cfg *sn = herald_cfg_get(n, "server_name");

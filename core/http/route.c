@@ -66,6 +66,11 @@ struct hash_policy {
 
 struct vhost;
 
+struct filter_configs {                /* typed_per_filter_config */
+    struct route_filter_config *e;
+    size_t n;
+};
+
 struct herald_route {
     const struct herald_route *parent; /* set on a weighted cluster's entry: the route it belongs to */
     struct vhost *vh;
@@ -118,6 +123,7 @@ struct herald_route {
     char *body; size_t body_len;
 
     struct mutations mut;
+    struct filter_configs fcs;
 };
 
 struct vhost {
@@ -127,6 +133,7 @@ struct vhost {
     struct herald_route **routes; size_t nroutes, caproutes;
     struct mutations mut;
     struct herald_retry_policy *retry; uint32_t *retry_codes;
+    struct filter_configs fcs;
 };
 
 struct domain { char *s; size_t len; struct vhost *vh; const struct herald_cfg *node; };
@@ -142,6 +149,8 @@ struct route_table {
     bool strip_port;
     bool most_specific_wins;
     struct mutations mut;
+    struct filter_configs fcs;
+    bool any_fcs;                      /* some level has typed_per_filter_config */
 };
 
 /* ------------------------------------------------------------ freeing */
@@ -156,6 +165,13 @@ static void hdr_ops_free(struct hdr_ops *o)
     for (size_t i = 0; i < o->nremove; i++)
         free(o->remove[i]);
     free(o->remove);
+}
+
+static void filter_configs_free(struct filter_configs *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        free(f->e[i].name);
+    free(f->e);
 }
 
 static void mutations_free(struct mutations *m)
@@ -187,6 +203,7 @@ static void route_free(struct herald_route *r)
         sm_free(&r->hm[i].sm);
     }
     free(r->hm);
+    filter_configs_free(&r->fcs);
     for (size_t i = 0; i < r->nqm; i++) {
         free(r->qm[i].name);
         sm_free(&r->qm[i].sm);
@@ -235,6 +252,7 @@ void route_table_free(struct route_table *t)
             route_free(vh->routes[j]);
         free(vh->routes);
         mutations_free(&vh->mut);
+        filter_configs_free(&vh->fcs);
         free(vh->retry);
         free(vh->retry_codes);
         free(vh->name);
@@ -251,6 +269,7 @@ void route_table_free(struct route_table *t)
     free(t->suffix);
     free(t->prefix);
     mutations_free(&t->mut);
+    filter_configs_free(&t->fcs);
     free(t->name);
     free(t);
 }
@@ -714,6 +733,22 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
     return rc;
 }
 
+/* Only kept here: the connection manager knows the filters the keys name. */
+static void parse_filter_configs(const struct herald_cfg *n, struct filter_configs *f, bool *any)
+{
+    const struct herald_cfg *m = herald_cfg_get(n, "typed_per_filter_config");
+    f->n = herald_cfg_type(m) == HERALD_CFG_OBJECT ? herald_cfg_len(m) : 0;
+    if (!f->n)
+        return;
+    *any = true;
+    f->e = xcalloc(f->n, sizeof(*f->e));
+    for (size_t i = 0; i < f->n; i++) {
+        f->e[i].name = xstrdup(herald_cfg_key_at(m, i));
+        f->e[i].node = herald_cfg_at(m, i);
+        f->e[i].filter = SIZE_MAX;     /* until the connection manager resolves it */
+    }
+}
+
 static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost *vh, uint64_t max_body,
                                         struct cfg_diag *d)
 {
@@ -789,6 +824,7 @@ static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost
     }
     if (parse_mutations(n, &r->mut, d) < 0)
         rc = -1;
+    parse_filter_configs(n, &r->fcs, &vh->table->any_fcs);
     if (rc < 0) {
         route_free(r);
         return NULL;
@@ -933,6 +969,7 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
     uint64_t max_body = (uint64_t)herald_cfg_int(mb, 4096);
     if (parse_mutations(rc, &t->mut, d) < 0)
         err = -1;
+    parse_filter_configs(rc, &t->fcs, &t->any_fcs);
 
     const struct herald_cfg *vhs = herald_cfg_get(rc, "virtual_hosts");
     bool any_port = false;
@@ -957,6 +994,7 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
         }
         if (parse_mutations(vn, &vh->mut, d) < 0)
             err = -1;
+        parse_filter_configs(vn, &vh->fcs, &t->any_fcs);
         if (parse_retry(herald_cfg_get(vn, "retry_policy"), &vh->retry, &vh->retry_codes, d) < 0)
             err = -1;
         const struct herald_cfg *routes = herald_cfg_get(vn, "routes");
@@ -1232,6 +1270,53 @@ const struct herald_route *route_table_match(const struct route_table *t, const 
             return r->nwc ? weighted_pick(r, random) : r;
     }
     return NULL;
+}
+
+/* ------------------------------------------------------------ typed_per_filter_config */
+
+static void each_fc(struct filter_configs *f, void (*cb)(struct route_filter_config *, void *), void *arg)
+{
+    for (size_t i = 0; i < f->n; i++)
+        cb(&f->e[i], arg);
+}
+
+void route_table_foreach_filter_config(struct route_table *t,
+                                       void (*cb)(struct route_filter_config *fc, void *arg), void *arg)
+{
+    each_fc(&t->fcs, cb, arg);
+    for (size_t i = 0; i < t->nvhosts; i++) {
+        struct vhost *vh = t->vhosts[i];
+        each_fc(&vh->fcs, cb, arg);
+        for (size_t j = 0; j < vh->nroutes; j++)
+            each_fc(&vh->routes[j]->fcs, cb, arg);
+    }
+}
+
+bool route_table_has_filter_configs(const struct route_table *t)
+{
+    return t && t->any_fcs;
+}
+
+static const struct route_filter_config *fc_find(const struct filter_configs *f, size_t filter)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (f->e[i].filter == filter)
+            return &f->e[i];
+    return NULL;
+}
+
+const struct route_filter_config *route_filter_config(const struct herald_route *r, size_t filter)
+{
+    if (!r)
+        return NULL;
+    if (r->parent)                     /* a weighted cluster's entry: its route's */
+        r = r->parent;
+    const struct route_filter_config *fc = fc_find(&r->fcs, filter);
+    if (!fc)
+        fc = fc_find(&r->vh->fcs, filter);
+    if (!fc)
+        fc = fc_find(&r->vh->table->fcs, filter);
+    return fc;
 }
 
 /* ------------------------------------------------------------ SDK header matchers */

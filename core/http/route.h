@@ -57,6 +57,23 @@ int route_upgrade_override(const struct herald_route *r, const char *upgrade_typ
  * unknown or unsupported condition is an error on n. 0 / -1. */
 int route_parse_retry_on(const struct herald_cfg *n, unsigned *bits, char **err);
 
+/* typed_per_filter_config of the route configuration, its virtual hosts and
+ * routes: one entry per key (an http_filters[].name). The connection manager
+ * resolves them once its filters are made (filter, conf) and frees the confs
+ * before the table. */
+struct route_filter_config {
+    char *name;
+    const struct herald_cfg *node;     /* the value; valid while the config tree is */
+    size_t filter;                     /* the connection manager's filter index */
+    void *conf;                        /* what that filter made of it */
+};
+void route_table_foreach_filter_config(struct route_table *t,
+                                       void (*cb)(struct route_filter_config *fc, void *arg), void *arg);
+bool route_table_has_filter_configs(const struct route_table *t);
+/* The most specific config of filter for this route: the route's, else its
+ * virtual host's, else the route configuration's; NULL: none. */
+const struct route_filter_config *route_filter_config(const struct herald_route *r, size_t filter);
+
 /* Calls cb for every cluster a route names (cluster and weighted_clusters;
  * not cluster_header, which is only known per request). */
 void route_table_foreach_cluster(const struct route_table *t,

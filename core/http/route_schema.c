@@ -675,7 +675,8 @@ static const struct herald_field route_fields[] = {
     UNSUP("non_forwarding_action", .oneof = "action"),
     STRUCT("metadata"),
     UNSUP("decorator"),
-    UNSUP("typed_per_filter_config"),
+    F_("typed_per_filter_config", MAP, 0, .help = "by http_filters[].name: that filter's config here "
+       "(the route's beats the virtual host's, which beats the route configuration's)"),
     LIST("request_headers_to_add", header_value_option_msg),
     STRS("request_headers_to_remove"),
     LIST("response_headers_to_add", header_value_option_msg),
@@ -702,7 +703,8 @@ static const struct herald_field virtual_host_fields[] = {
     LIST("response_headers_to_add", header_value_option_msg),
     STRS("response_headers_to_remove"),
     UNSUP("cors"),
-    UNSUP("typed_per_filter_config"),
+    F_("typed_per_filter_config", MAP, 0, .help = "by http_filters[].name: that filter's config here "
+       "(the route's beats the virtual host's, which beats the route configuration's)"),
     UNSUP("include_request_attempt_count"),
     UNSUP("include_attempt_count_in_response"),
     MSG("retry_policy", retry_policy_msg, .help = "for the routes that have none"),
@@ -736,7 +738,8 @@ static const struct herald_field route_configuration_fields[] = {
     UNSUP("request_mirror_policies"),
     BOOL("ignore_port_in_host_matching", .help = "match domains against the host without its port"),
     UNSUP("ignore_path_parameters_in_path_matching"),
-    UNSUP("typed_per_filter_config"),
+    F_("typed_per_filter_config", MAP, 0, .help = "by http_filters[].name: that filter's config here "
+       "(the route's beats the virtual host's, which beats the route configuration's)"),
     STRUCT("metadata"),
     END,
 };

@@ -7,6 +7,10 @@
  * x-envoy-fault-abort-request headers instead. The shares, the delay and the
  * status can be overridden by Envoy's runtime keys (fault.http.*).
  *
+ * A route, virtual host or route configuration may give its own HTTPFault in
+ * typed_per_filter_config: the most specific one replaces the filter's for
+ * its requests (its own max_active_faults count; the same stats), as Envoy.
+ *
  * Stats (Envoy's): http.<stat_prefix>.fault.delays_injected,
  * .aborts_injected, .faults_overflow and the gauge .active_faults. */
 #include <stdatomic.h>
@@ -369,6 +373,9 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
 {
     (void)end_stream;
     struct session *ss = p;
+    struct conf *route = herald_http_stream_route_config(ss->s, ss->conf);
+    if (route)
+        ss->conf = route;
     struct conf *c = ss->conf;
     if ((!c->has_delay && !c->has_abort) || !applies(c, headers))
         return HERALD_HTTP_CONTINUE;
@@ -438,6 +445,9 @@ static const struct herald_http_filter_ops ops = {
     .decode_data = decode_data,
     .decode_trailers = decode_trailers,
     .on_complete = on_complete,
+    .route_config_schema = &fault_schema,
+    .route_config_create = conf_create,
+    .route_config_destroy = conf_destroy,
 };
 
 static const char *const type_urls[] = {

@@ -7,6 +7,11 @@
  * nothing unless filter_enabled is set, and limits nothing unless
  * filter_enforced is set; both are runtime fractions.
  *
+ * A route, virtual host or route configuration can give its own
+ * LocalRateLimit in typed_per_filter_config (it must have a token_bucket):
+ * the most specific one replaces the filter's for its requests, with its own
+ * bucket, as Envoy does.
+ *
  * Stats (Envoy's names): <stat_prefix>.http_local_rate_limit.enabled,
  * .ok, .rate_limited, .enforced. */
 #include <stdio.h>
@@ -37,7 +42,7 @@ struct conf {
 };
 
 struct session {
-    struct conf *conf;
+    struct conf *conf;                 /* the filter's, or the route's */
     struct herald_http_stream *s;
     bool counted;                      /* enabled for this request: x-ratelimit-* on its response */
 };
@@ -200,8 +205,8 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
                           (uint32_t)herald_cfg_int(herald_cfg_get(tb, "tokens_per_fill"), 1),
                           herald_cfg_duration_ms(herald_cfg_get(tb, "fill_interval"), 1000), herald_now_ms());
     } else {
-        herald_env_warn(env, n, "no token_bucket: every request is allowed (Envoy takes the bucket from a "
-                        "per-route config, which herald does not have)");
+        herald_env_warn(env, n, "no token_bucket: every request is allowed unless its route's "
+                        "typed_per_filter_config gives one");
     }
     int64_t code = herald_cfg_int(herald_cfg_get(herald_cfg_get(n, "status"), "code"), DEFAULT_STATUS);
     c->status = code >= 400 && code <= 599 ? (int)code : DEFAULT_STATUS;
@@ -227,6 +232,15 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
 
 /* ------------------------------------------------------------ the filter */
 
+/* Envoy: "local rate limit token bucket must be set for per filter configs". */
+static int route_conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out,
+                             char **err)
+{
+    if (!herald_cfg_get(n, "token_bucket"))
+        return herald_cfg_errorf(n, err, "a per-route local rate limit needs a token_bucket");
+    return conf_create(n, env, out, err);
+}
+
 static void *session_new(void *conf, struct herald_http_stream *s)
 {
     struct session *ss = calloc(1, sizeof(*ss));
@@ -246,6 +260,9 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
 {
     (void)end_stream;
     struct session *ss = p;
+    struct conf *route = herald_http_stream_route_config(ss->s, ss->conf);
+    if (route)
+        ss->conf = route;
     struct conf *c = ss->conf;
     if (!fraction_on(&c->enabled))
         return HERALD_HTTP_CONTINUE;
@@ -296,6 +313,9 @@ static const struct herald_http_filter_ops ops = {
     .session_destroy = session_destroy,
     .decode_headers = decode_headers,
     .encode_headers = encode_headers,
+    .route_config_schema = &lrl_schema,
+    .route_config_create = route_conf_create,
+    .route_config_destroy = conf_destroy,
 };
 
 static const char *const type_urls[] = {

@@ -155,3 +155,16 @@ def test_fault_bad_configs(tmp_path):
         r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*fault.json:\d+:\d+: .*" + want, r.stderr), (want, r.stderr)
+
+
+def test_fault_per_route(herald, upstreams, port):
+    """typed_per_filter_config: a route's own HTTPFault replaces the filter's."""
+    b = upstreams(HttpBackend, "b")
+    chaos = hb.route("/chaos", "backend")
+    chaos["typed_per_filter_config"] = {"envoy.filters.http.fault": {
+        "@type": FAULT_TYPE, "abort": {"http_status": 502, "percentage": pct(100)}}}
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=[chaos, hb.route("/", "backend")],
+                           http_filters=[fault(abort={"http_status": 503, "percentage": pct(0)})])
+    assert [hb.request(lp, "/chaos/%d" % i)[0] for i in range(3)] == [502] * 3
+    assert [hb.request(lp, "/calm/%d" % i)[0] for i in range(3)] == [200] * 3
+    assert h.wait_stat(STATS + "aborts_injected", lambda v: v >= 3) == 3

@@ -261,3 +261,68 @@ def test_network_local_ratelimit_bad_configs(tmp_path):
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*nlrl.json:\d+:\d+: static_resources.listeners\[0\]\.filter_chains\[0\]"
                          r"\.filters\[0\]\.typed_config.*" + want, r.stderr), (want, r.stderr)
+
+
+# ------------------------------------------------------------------ typed_per_filter_config
+
+
+def test_local_ratelimit_per_route_buckets(herald, upstreams, port):
+    """Envoy's "globally disabled but enabled for a specific route": the
+    filter in http_filters has no bucket; a route and a virtual host give
+    their own in typed_per_filter_config, each with its own bucket and stats;
+    the route's beats its virtual host's."""
+    b = upstreams(HttpBackend, "b")
+
+    def per_route(prefix, max_tokens):
+        return {"envoy.filters.http.local_ratelimit": dict(lrl(max_tokens=max_tokens)["typed_config"],
+                                                           stat_prefix=prefix)}
+
+    f = lrl(enforced=None)
+    del f["typed_config"]["token_bucket"]
+    limited = hb.route("/limited", "backend")
+    limited["typed_per_filter_config"] = per_route("route_rl", 1)
+    wrapped = hb.route("/wrapped", "backend")
+    wrapped["typed_per_filter_config"] = {"envoy.filters.http.local_ratelimit": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": dict(lrl(max_tokens=2)["typed_config"], stat_prefix="wrapped_rl")}}
+    routes = [limited, wrapped, hb.route("/", "backend")]
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=routes, http_filters=[f],
+                           vhost_extra={"typed_per_filter_config": per_route("vhost_rl", 3)})
+    assert [get(lp, "/limited/%d" % i)[0] for i in range(3)] == [200, 429, 429]
+    assert [get(lp, "/wrapped/%d" % i)[0] for i in range(3)] == [200, 200, 429]
+    assert [get(lp, "/other/%d" % i)[0] for i in range(5)] == [200, 200, 200, 429, 429]
+    st = h.stats()
+    got = {p: st.get(p + ".http_local_rate_limit.rate_limited") for p in ("route_rl", "wrapped_rl", "vhost_rl")}
+    assert got == {"route_rl": 2, "wrapped_rl": 1, "vhost_rl": 2}, got
+    assert st.get(PREFIX + "enabled", 0) == 0           # the filter's own config never ran
+
+
+def test_per_route_config_errors(tmp_path):
+    rl = lrl()["typed_config"]
+    no_bucket = {k: v for k, v in rl.items() if k != "token_bucket"}
+    cases = [
+        ({"envoy.filters.http.nope": rl}, [lrl()],
+         r"typed_per_filter_config\.envoy\.filters\.http\.nope: typed_per_filter_config names "
+         r"'envoy.filters.http.nope': no http_filters entry"),
+        ({"envoy.filters.http.local_ratelimit": no_bucket}, [lrl()],
+         r"typed_per_filter_config\.envoy\.filters\.http\.local_ratelimit: a per-route local rate limit needs a "
+         r"token_bucket"),
+        ({"envoy.filters.http.router": {}}, [],
+         r"HTTP filter 'envoy.filters.http.router' \(envoy.filters.http.router\) takes no per-route"),
+        ({"envoy.filters.http.local_ratelimit": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}}, [lrl()],
+         r"disabled: not supported"),
+        ({"envoy.filters.http.local_ratelimit": dict(rl, token_bucket={"max_tokens": 1, "fill_interval": "0.001s"})},
+         [lrl()], r"token_bucket\.fill_interval: fill_interval must be at least 50ms"),
+    ]
+    for pfc, filters, want in cases:
+        r0 = hb.route("/", "backend")
+        r0["typed_per_filter_config"] = pfc
+        cfg = {"static_resources": {
+            "listeners": [hb.http_listener(1, hb.hcm("x", [r0], filters))],
+            "clusters": [hb.http_cluster("backend", [1])]}}
+        path = tmp_path / "pfc.json"
+        path.write_text(json.dumps(cfg))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+        assert r.returncode == 1, (want, r.stderr)
+        assert re.search(r"error: .*pfc.json:\d+:\d+: .*" + want, r.stderr), (want, r.stderr)

@@ -174,7 +174,24 @@ struct herald_http_filter_ops {
     /* The stream ends (reset or complete) before the access log is written;
      * cancel outstanding work here: no stream call is allowed after it. */
     void (*on_complete)(void *session);
+    /* (1.6) typed_per_filter_config: the value a route, virtual host or
+     * route configuration gives under this filter's http_filters[].name is
+     * checked against route_config_schema (NULL: not checked) and made into
+     * a conf by route_config_create on the main thread (destroyed with
+     * route_config_destroy). A filter without route_config_create refuses
+     * per-route configs. A stream finds the most specific one with
+     * herald_http_stream_route_config(). */
+    const struct herald_message *route_config_schema;
+    int (*route_config_create)(const struct herald_cfg *typed_config, const struct herald_filter_env *env,
+                               void **conf, char **err);
+    void (*route_config_destroy)(void *conf);
 };
+
+/* (1.6) The conf route_config_create made for this stream's route (the
+ * route's, else its virtual host's, else the route configuration's), for the
+ * filter whose config_create made filter_conf (what session_new was given);
+ * NULL when the route has none for it, or there is no route. */
+HERALD_EXPORT void *herald_http_stream_route_config(struct herald_http_stream *s, const void *filter_conf);
 
 /* ------------------------------------------------------------ routes
  * Read-only views of the matched route (RouteConfiguration, VirtualHost,

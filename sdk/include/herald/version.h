@@ -25,7 +25,10 @@
  *                    previous_hosts), appended; herald/runtime.h:
  *                    herald_runtime_feature_enabled, herald_runtime_uint,
  *                    herald_runtime_bool; herald_header_matcher_*
- *                    (Envoy's HeaderMatcher, as routes match it).
+ *                    (Envoy's HeaderMatcher, as routes match it);
+ *                    typed_per_filter_config: the ops route_config_schema,
+ *                    route_config_create, route_config_destroy (appended)
+ *                    and herald_http_stream_route_config.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
