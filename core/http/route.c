@@ -66,6 +66,14 @@ struct hash_policy {
 
 struct vhost;
 
+struct mirror {                        /* a RequestMirrorPolicy */
+    char *cluster, *cluster_header;
+    bool has_fraction;
+    uint32_t num, den;
+    char *key;                         /* runtime_fraction's runtime_key, NULL: none */
+    bool host_suffix;                  /* not disable_shadow_host_suffix_append */
+};
+
 struct filter_configs {                /* typed_per_filter_config */
     struct route_filter_config *e;
     size_t n;
@@ -106,6 +114,7 @@ struct herald_route {
     struct herald_retry_policy *retry; uint32_t *retry_codes;
     char **up_types; bool *up_enabled; size_t nup;
     struct hash_policy *hp; size_t nhp;
+    struct mirror *mirrors; size_t nmirrors;
 
     /* FORWARD and REDIRECT path rewrites */
     char *prefix_rewrite;
@@ -204,6 +213,12 @@ static void route_free(struct herald_route *r)
     }
     free(r->hm);
     filter_configs_free(&r->fcs);
+    for (size_t i = 0; i < r->nmirrors; i++) {
+        free(r->mirrors[i].cluster);
+        free(r->mirrors[i].cluster_header);
+        free(r->mirrors[i].key);
+    }
+    free(r->mirrors);
     for (size_t i = 0; i < r->nqm; i++) {
         free(r->qm[i].name);
         sm_free(&r->qm[i].sm);
@@ -659,6 +674,27 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
     int rc = 0;
     const struct herald_cfg *v;
     r->kind = HERALD_ROUTE_FORWARD;
+    const struct herald_cfg *mps = herald_cfg_get(n, "request_mirror_policies");
+    r->nmirrors = herald_cfg_len(mps);
+    r->mirrors = r->nmirrors ? xcalloc(r->nmirrors, sizeof(*r->mirrors)) : NULL;
+    for (size_t i = 0; i < r->nmirrors; i++) {
+        const struct herald_cfg *mp = herald_cfg_at(mps, i), *rf = herald_cfg_get(mp, "runtime_fraction");
+        struct mirror *m = &r->mirrors[i];
+        if ((v = herald_cfg_get(mp, "cluster")))
+            m->cluster = xstrdup(herald_cfg_str(v, ""));
+        if ((v = herald_cfg_get(mp, "cluster_header")))
+            m->cluster_header = lower_dup(herald_cfg_str(v, ""));
+        m->host_suffix = !herald_cfg_bool(herald_cfg_get(mp, "disable_shadow_host_suffix_append"), false);
+        if (rf) {
+            const struct herald_cfg *dv = herald_cfg_get(rf, "default_value");
+            const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
+            m->has_fraction = true;
+            m->num = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
+            m->den = !strcmp(den, "MILLION") ? 1000000 : !strcmp(den, "TEN_THOUSAND") ? 10000 : 100;
+            const char *key = herald_cfg_str(herald_cfg_get(rf, "runtime_key"), "");
+            m->key = *key ? xstrdup(key) : NULL;
+        }
+    }
     if ((v = herald_cfg_get(n, "cluster")))
         r->cluster = xstrdup(herald_cfg_str(v, ""));
     if ((v = herald_cfg_get(n, "cluster_header")))
@@ -1886,8 +1922,39 @@ void route_table_foreach_cluster(const struct route_table *t,
                 continue;
             if (r->cluster && *r->cluster)
                 cb(r->cluster, r->node, arg);
+            for (size_t m = 0; m < r->nmirrors; m++)
+                if (r->mirrors[m].cluster && *r->mirrors[m].cluster)
+                    cb(r->mirrors[m].cluster, r->node, arg);
             for (size_t w = 0; w < r->nwc; w++)
                 if (r->wc[w]->cluster && *r->wc[w]->cluster)
                     cb(r->wc[w]->cluster, r->node, arg);
         }
+}
+
+/* ------------------------------------------------------------ request_mirror_policies (SDK 1.6) */
+
+size_t herald_route_mirror_count(const struct herald_route *r)
+{
+    return ROUTE(r)->nmirrors;
+}
+
+const char *herald_route_mirror_cluster(const struct herald_route *r, size_t i, const struct herald_headers *req,
+                                        uint64_t random)
+{
+    r = ROUTE(r);
+    if (i >= r->nmirrors)
+        return NULL;
+    const struct mirror *m = &r->mirrors[i];
+    if (m->has_fraction && !runtime_fraction_enabled(m->key, m->num, m->den, random))
+        return NULL;
+    if (m->cluster)
+        return m->cluster;
+    const char *v = req && m->cluster_header ? herald_headers_get(req, m->cluster_header) : NULL;
+    return v && *v ? v : NULL;
+}
+
+bool herald_route_mirror_host_suffix(const struct herald_route *r, size_t i)
+{
+    r = ROUTE(r);
+    return i < r->nmirrors && r->mirrors[i].host_suffix;
 }

@@ -201,6 +201,25 @@ static const struct herald_message runtime_fraction_msg = {
     "envoy.config.core.v3.RuntimeFractionalPercent", runtime_fraction_fields, NULL,
 };
 
+static int mirror_policy_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "cluster") && !herald_cfg_get(n, "cluster_header"))
+        return herald_cfg_errorf(n, err, "a mirror policy needs cluster or cluster_header");
+    return 0;
+}
+
+static const struct herald_field mirror_policy_fields[] = {
+    STR("cluster", .oneof = "cluster_specifier", .help = "where the copies go"),
+    STR("cluster_header", .oneof = "cluster_specifier", .help = "a request header naming the cluster"),
+    MSG("runtime_fraction", runtime_fraction_msg, .help = "the share of requests mirrored; default all"),
+    BOOL("trace_sampled", .help = "accepted (herald does not trace)"),
+    BOOL("disable_shadow_host_suffix_append", .help = "default false: the copy's host gets -shadow"),
+    END,
+};
+static const struct herald_message mirror_policy_msg = {
+    "envoy.config.route.v3.RouteAction.RequestMirrorPolicy", mirror_policy_fields, mirror_policy_check,
+};
+
 static int route_match_check(const struct herald_cfg *n, char **err)
 {
     if (!herald_cfg_get(n, "prefix") && !herald_cfg_get(n, "path") && !herald_cfg_get(n, "safe_regex") &&
@@ -577,7 +596,8 @@ static const struct herald_field route_action_fields[] = {
     UNSUP("early_data_policy"),
     MSG("retry_policy", retry_policy_msg),
     UNSUP("retry_policy_typed_config"),
-    UNSUP("request_mirror_policies"),
+    LIST("request_mirror_policies", mirror_policy_msg,
+         .help = "a copy of each request to another cluster, its answer thrown away"),
     ENUM("priority", route_priority_values,
          .help = "DEFAULT or HIGH: which circuit_breakers thresholds apply"),
     UNSUP("rate_limits"),

@@ -55,6 +55,8 @@ struct session {
     uint32_t attempts, retries_left;
     struct herald_host **tried;            /* retry_host_predicate previous_hosts: hosts picked so far */
     size_t ntried;
+    struct shadow **shadows;               /* request_mirror_policies */
+    size_t nshadows;
     bool retry_held;                       /* counts against the cluster's max_retries */
     uint64_t try_start_ms;
     bool response_started;                 /* headers went to the downstream */
@@ -92,7 +94,7 @@ static struct herald_headers *headers_copy(const struct herald_headers *h)
     return herald_headers_copy(h);
 }
 
-static void buf_append_copy(struct herald_buf *dst, const struct herald_buf *src)
+void router_buf_copy(struct herald_buf *dst, const struct herald_buf *src)
 {
     size_t len = herald_buf_len(src);
     struct iovec small[16], *vec = small;
@@ -370,7 +372,7 @@ static void start_try(struct session *ss)
     herald_http_upstream_send_headers(ss->u, hdrs, ss->down_end && !has_body && !ss->trailers);
     if (has_body) {
         struct herald_buf *b = herald_buf_new();
-        buf_append_copy(b, ss->body);
+        router_buf_copy(b, ss->body);
         herald_http_upstream_send_data(ss->u, b, ss->down_end && !ss->trailers);
         herald_buf_free(b);
     }
@@ -683,7 +685,27 @@ static void session_destroy(void *p)
         free(ss->cluster);
     free(ss->set_cookie);
     free(ss->tried);
+    for (size_t i = 0; i < ss->nshadows; i++)
+        shadow_release(ss->shadows[i]);
+    free(ss->shadows);
     free(ss);
+}
+
+/* request_mirror_policies: one shadow per policy that takes this request
+ * and whose cluster has a healthy host. */
+static void start_shadows(struct session *ss, const struct herald_headers *headers, bool end_stream)
+{
+    size_t n = herald_route_mirror_count(ss->route);
+    ss->shadows = calloc(n, sizeof(*ss->shadows));
+    if (!ss->shadows)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        const char *cluster = herald_route_mirror_cluster(ss->route, i, headers, next_random());
+        struct shadow *sh = cluster ? shadow_start(ss->route, i, cluster, headers, end_stream, ss->timeout_ms)
+                                    : NULL;
+        if (sh)
+            ss->shadows[ss->nshadows++] = sh;
+    }
 }
 
 static enum herald_http_status redirect(struct session *ss, const struct herald_headers *req)
@@ -847,6 +869,8 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     ss->down_end = end_stream;
     count_http(ss, "rq_total");
 
+    if (herald_route_mirror_count(ss->route) && !ss->upgrade)
+        start_shadows(ss, headers, end_stream);
     start_try(ss);
     if (end_stream && !ss->replied && !ss->done)
         arm_request_timers(ss);
@@ -858,6 +882,8 @@ static enum herald_http_status decode_data(void *p, struct herald_buf *data, boo
     struct session *ss = p;
     size_t len = herald_buf_len(data);
 
+    for (size_t i = 0; i < ss->nshadows; i++)
+        shadow_data(ss->shadows[i], data, end_stream);
     if (ss->done || ss->replied || !ss->cluster) {
         herald_buf_drain(data, len);
         return HERALD_HTTP_STOP;
@@ -868,7 +894,7 @@ static enum herald_http_status decode_data(void *p, struct herald_buf *data, boo
         if (!ss->u || (may_replay(ss) && !ss->body_overflow && ss->body_len + len <= RETRY_BUFFER_LIMIT)) {
             if (!ss->body)
                 ss->body = herald_buf_new();
-            buf_append_copy(ss->body, data);
+            router_buf_copy(ss->body, data);
         } else if (ss->body) {
             herald_buf_free(ss->body);
             ss->body = NULL;
@@ -896,6 +922,8 @@ static enum herald_http_status decode_data(void *p, struct herald_buf *data, boo
 static enum herald_http_status decode_trailers(void *p, struct herald_headers *trailers)
 {
     struct session *ss = p;
+    for (size_t i = 0; i < ss->nshadows; i++)
+        shadow_trailers(ss->shadows[i], trailers);
 
     if (ss->done || ss->replied || !ss->cluster)
         return HERALD_HTTP_STOP;

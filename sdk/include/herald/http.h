@@ -240,6 +240,15 @@ struct herald_retry_policy {
 #define HERALD_RETRY_REFUSED_STREAM  0x40u
 /* The route's policy, or the vhost's; NULL when neither has one. */
 HERALD_EXPORT const struct herald_retry_policy *herald_route_retry_policy(const struct herald_route *r);
+/* (1.6) request_mirror_policies: how many the route has; policy i's cluster
+ * for this request (its cluster, or the value of its cluster_header), or NULL
+ * when its runtime_fraction leaves this request out (random: a fresh draw) or
+ * the header is absent; and whether the copy's :authority gets "-shadow"
+ * (not disable_shadow_host_suffix_append). */
+HERALD_EXPORT size_t herald_route_mirror_count(const struct herald_route *r);
+HERALD_EXPORT const char *herald_route_mirror_cluster(const struct herald_route *r, size_t i,
+                                                      const struct herald_headers *req, uint64_t random);
+HERALD_EXPORT bool herald_route_mirror_host_suffix(const struct herald_route *r, size_t i);
 /* REDIRECT: the Location for this request and the status (301 default). */
 HERALD_EXPORT char *herald_route_redirect_location(const struct herald_route *r, const struct herald_headers *req,
                                                    const char *scheme); /* malloc'd */

@@ -28,7 +28,8 @@
  *                    (Envoy's HeaderMatcher, as routes match it);
  *                    typed_per_filter_config: the ops route_config_schema,
  *                    route_config_create, route_config_destroy (appended)
- *                    and herald_http_stream_route_config.
+ *                    and herald_http_stream_route_config;
+ *                    herald_route_mirror_* (request_mirror_policies).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
