@@ -88,7 +88,7 @@ static const char *const flag_names[][2] = {
 
 enum server_transform { SERVER_OVERWRITE = 0, SERVER_APPEND_IF_ABSENT, SERVER_PASS_THROUGH };
 enum underscores { US_ALLOW = 0, US_REJECT, US_DROP };
-enum escaped_slashes { ESC_KEEP = 0, ESC_REJECT, ESC_UNESCAPE_FORWARD };
+enum escaped_slashes { ESC_KEEP = 0, ESC_REJECT, ESC_UNESCAPE_FORWARD, ESC_UNESCAPE_REDIRECT };
 
 struct cm_stats {
     struct herald_stat *cx_total, *cx_active, *cx_destroy, *cx_destroy_remote, *cx_destroy_local,
@@ -98,7 +98,8 @@ struct cm_stats {
         *cx_max_requests_reached, *flow_paused, *flow_resumed, *rq_total, *rq_http1_total, *rq_active,
         *rq_xx[6], *rq_completed, *rq_time, *rq_too_large, *rq_idle_timeout, *rq_timeout, *rq_header_timeout,
         *rq_max_duration_reached, *rq_rx_reset, *rq_tx_reset, *rq_non_relative_path, *rq_ws_on_non_ws_route,
-        *rq_response_before_rq_complete, *rq_failed_path_normalization, *dropped_underscores,
+        *rq_response_before_rq_complete, *rq_failed_path_normalization, *rq_redirected_normalized,
+        *dropped_underscores,
         *rejected_underscores, *cx_http2_total, *cx_http2_active, *rq_http2_total, *h2_dropped_underscores,
         *h2_rejected_underscores;
     /* kept under http.<prefix>. for the router (herald_http_stream_counter) */
@@ -455,6 +456,13 @@ static void merge_slashes(char *path)
         if (!(path[i] == '/' && o > 0 && path[o - 1] == '/'))
             path[o++] = path[i];
     memmove(path + o, path + plen, strlen(path + plen) + 1);
+}
+
+/* Envoy's Grpc::Common::hasGrpcContentType(). */
+static bool is_grpc(const struct herald_headers *h)
+{
+    const char *ct = HEADERS_GET(h, "content-type");
+    return ct && !strncmp(ct, "application/grpc", 16) && (ct[16] == '\0' || ct[16] == '+');
 }
 
 static bool has_escaped_slash(const char *path)
@@ -2139,8 +2147,12 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
             return false;
         }
         if (path[0] == '/') {
+            bool redirect = false;
             if (cm->escaped_slashes != ESC_KEEP && has_escaped_slash(path)) {
-                if (cm->escaped_slashes == ESC_REJECT) {
+                /* Envoy rejects the gRPC requests it would redirect: a gRPC
+                 * client does not follow redirects */
+                if (cm->escaped_slashes == ESC_REJECT ||
+                    (cm->escaped_slashes == ESC_UNESCAPE_REDIRECT && is_grpc(h))) {
                     herald_stat_inc(cm->st.rq_failed_path_normalization);
                     send_local_reply(s, 400, "Bad Request", "path_normalization_failed", NULL);
                     return false;
@@ -2149,6 +2161,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
                 unescape_slashes(np);
                 herald_headers_set(h, ":path", np);
                 free(np);
+                redirect = cm->escaped_slashes == ESC_UNESCAPE_REDIRECT;
             }
             if (cm->normalize_path || cm->merge_slashes) {
                 char *np = xstrdup(HEADERS_GET(h, ":path"));
@@ -2162,6 +2175,14 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
                     merge_slashes(np);
                 herald_headers_set(h, ":path", np);
                 free(np);
+            }
+            if (redirect) {
+                /* UNESCAPE_AND_REDIRECT: the client asks again for the path
+                 * every party now agrees on (Envoy's 307, after normalization) */
+                herald_stat_inc(cm->st.rq_redirected_normalized);
+                herald_http_stream_add_local_reply_header(s, "location", HEADERS_GET(h, ":path"));
+                send_local_reply(s, 307, "", "path_normalization_failed", NULL);
+                return false;
             }
         }
     }
@@ -3275,6 +3296,7 @@ static void make_stats(struct cm_stats *st, const char *p)
     C(rq_ws_on_non_ws_route, "downstream_rq_ws_on_non_ws_route");
     C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
     C(rq_failed_path_normalization, "downstream_rq_failed_path_normalization");
+    C(rq_redirected_normalized, "downstream_rq_redirected_with_normalized_path");
     C(no_route, "no_route");
     C(no_cluster, "no_cluster");
     C(rq_redirect, "rq_redirect");
@@ -3767,8 +3789,9 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
     cm->normalize_path = herald_cfg_bool(herald_cfg_get(n, "normalize_path"), false);
     cm->merge_slashes = herald_cfg_bool(herald_cfg_get(n, "merge_slashes"), false);
     const char *esc = enum_str(herald_cfg_get(n, "path_with_escaped_slashes_action"), "KEEP_UNCHANGED");
-    cm->escaped_slashes = !strcasecmp(esc, "REJECT_REQUEST")         ? ESC_REJECT
-                          : !strcasecmp(esc, "UNESCAPE_AND_FORWARD") ? ESC_UNESCAPE_FORWARD
+    cm->escaped_slashes = !strcasecmp(esc, "REJECT_REQUEST")          ? ESC_REJECT
+                          : !strcasecmp(esc, "UNESCAPE_AND_FORWARD")  ? ESC_UNESCAPE_FORWARD
+                          : !strcasecmp(esc, "UNESCAPE_AND_REDIRECT") ? ESC_UNESCAPE_REDIRECT
                                                                      : ESC_KEEP;
     cm->strip_matching_host_port = herald_cfg_bool(herald_cfg_get(n, "strip_matching_host_port"), false);
     cm->strip_any_host_port = herald_cfg_bool(herald_cfg_get(n, "strip_any_host_port"), false);

@@ -260,10 +260,6 @@ static int check_hcm(const struct herald_cfg *n, char **err)
     const struct herald_cfg *p = herald_cfg_get(n, "proxy_100_continue");
     if (herald_cfg_bool(p, false))
         return herald_cfg_errorf(p, err, "not supported yet: proxy_100_continue: true");
-    const struct herald_cfg *esc = herald_cfg_get(n, "path_with_escaped_slashes_action");
-    if (esc && !strcmp(herald_cfg_str(esc, ""), "UNESCAPE_AND_REDIRECT"))
-        return herald_cfg_errorf(esc, err, "not supported yet: UNESCAPE_AND_REDIRECT "
-                                 "(UNESCAPE_AND_FORWARD and REJECT_REQUEST are)");
     return 0;
 }
 
