@@ -25,12 +25,16 @@ static const char *type_name(const char *url)
 
 static int check_monitor(const struct herald_cfg *m, struct cfg_diag *d)
 {
+    int pressure = overload_monitor_add(m, d);
+    if (pressure <= 0)
+        return pressure;
     const char *name = herald_cfg_str(herald_cfg_get(m, "name"), "");
     const struct herald_cfg *tc = herald_cfg_get(m, "typed_config");
     const char *type = type_name(herald_cfg_str(herald_cfg_get(tc, "@type"), NULL));
     bool known_type = type && strcmp(type, DOWNSTREAM_CX_TYPE) == 0;
     if (strcmp(name, OVERLOAD_MONITOR_DOWNSTREAM_CX) != 0 && !known_type) {
-        diag_error(d, m, "resource monitor '%s' is not supported (herald implements only %s)", name,
+        diag_error(d, m, "resource monitor '%s' is not supported (herald implements %s, "
+                   "envoy.resource_monitors.fixed_heap and envoy.resource_monitors.injected_resource)", name,
                    OVERLOAD_MONITOR_DOWNSTREAM_CX);
         return -1;
     }
@@ -79,6 +83,8 @@ int overload_init(const struct herald_cfg *om, struct cfg_diag *d)
     for (size_t i = 0; i < herald_cfg_len(monitors); i++)
         if (check_monitor(herald_cfg_at(monitors, i), d) < 0)
             rc = -1;
+    if (overload_actions_init(om, d) < 0)
+        rc = -1;
     if (rc == 0 && atomic_load(&monitor_max))
         log_info("overload", "global downstream connection limit: %llu",
                  (unsigned long long)atomic_load(&monitor_max));
@@ -88,6 +94,7 @@ int overload_init(const struct herald_cfg *om, struct cfg_diag *d)
 void overload_shutdown(void)
 {
     atomic_store(&monitor_max, 0);
+    overload_actions_shutdown();
 }
 
 uint64_t overload_global_limit(void)

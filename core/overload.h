@@ -37,6 +37,30 @@ enum overload_cx overload_cx_acquire(const char *listener_name, atomic_uint_leas
 /* Worker, when a socket counted by overload_cx_acquire is closed. */
 void overload_cx_release(atomic_uint_least64_t *listener_open, bool ignore_global);
 
+/* ---- the pressure side (overload_actions.c): resource monitors read every
+ * refresh_interval on the main thread, and the actions they trigger. */
+enum overload_action {
+    OVERLOAD_STOP_ACCEPTING_REQUESTS = 0,  /* new HTTP requests: 503 "envoy overloaded" */
+    OVERLOAD_DISABLE_HTTP_KEEPALIVE,       /* HTTP/1 responses close, HTTP/2 connections get GOAWAY */
+    OVERLOAD_REJECT_INCOMING_CONNECTIONS,  /* accepted sockets are closed at once */
+    OVERLOAD_SHRINK_HEAP,                  /* malloc_trim on every refresh */
+    OVERLOAD_NACTIONS
+};
+extern atomic_bool overload_active[OVERLOAD_NACTIONS];
+/* Any thread: one relaxed load. */
+static inline bool overload_action_on(enum overload_action a)
+{
+    return atomic_load_explicit(&overload_active[a], memory_order_relaxed);
+}
+struct event_base;
+/* A resource_monitors entry of the pressure kind (fixed_heap, injected_resource):
+ * 0 added, -1 bad (in d), 1 not one of those. */
+int overload_monitor_add(const struct herald_cfg *monitor, struct cfg_diag *d);
+/* The actions (after the monitors); the refresh timer on base (NULL: validate). */
+int overload_actions_init(const struct herald_cfg *overload_manager, struct cfg_diag *d);
+void overload_actions_start(struct event_base *base);
+void overload_actions_shutdown(void);
+
 /* Downstream sockets counted against the global limit (any thread). */
 uint64_t overload_global_active(void);
 /* The global limit in force now: the monitor's, else the runtime key's; UINT64_MAX: none. */

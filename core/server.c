@@ -247,6 +247,8 @@ int server_run(struct options *o)
         runtime_init(herald_cfg_get(root, "layered_runtime"), o->validate ? NULL : s->base, &d);
         overload_init(herald_cfg_get(root, "overload_manager"), &d);
         if (!o->validate)
+            overload_actions_start(s->base);
+        if (!o->validate)
             s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         tls_clusters_build(s->boot, o->validate, &d);
         if (cluster_manager_init(s->boot, s->base, s->dns, &d) == 0)

@@ -924,17 +924,61 @@ static const struct herald_message layered_runtime_msg = {
 
 /* overload_manager: the monitors' typed_config is checked by overload_init(). */
 static const struct herald_field resource_monitor_fields[] = {
-    REQ("name", STRING, .help = "envoy.resource_monitors.global_downstream_max_connections"),
-    TYPED("typed_config", .help = "DownstreamConnectionsConfig {max_active_downstream_connections}"),
+    REQ("name", STRING, .help = "envoy.resource_monitors.global_downstream_max_connections, "
+        "envoy.resource_monitors.fixed_heap or envoy.resource_monitors.injected_resource"),
+    TYPED("typed_config", .help = "DownstreamConnectionsConfig {max_active_downstream_connections}, "
+          "FixedHeapConfig {max_heap_size_bytes} or InjectedResourceConfig {filename}"),
     END,
+};
+static const struct herald_field threshold_trigger_fields[] = {
+    REQ("value", DOUBLE, .help = "the action is on while the monitor's pressure is at least this (0 to 1)"),
+    END,
+};
+static int threshold_trigger_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *v = herald_cfg_get(n, "value");
+    double x = herald_cfg_real(v, -1);
+    if (x < 0 || x > 1)
+        return herald_cfg_errorf(v ? v : n, err, "value must be from 0 to 1");
+    return 0;
+}
+static const struct herald_message threshold_trigger_msg = {
+    "envoy.config.overload.v3.ThresholdTrigger", threshold_trigger_fields, threshold_trigger_check,
+};
+static int trigger_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "threshold") && !herald_cfg_get(n, "scaled"))
+        return herald_cfg_errorf(n, err, "a trigger needs threshold");
+    return 0;
+}
+static const struct herald_field trigger_fields[] = {
+    REQ("name", STRING, .help = "a resource monitor of resource_monitors"),
+    MSG("threshold", threshold_trigger_msg, .oneof = "trigger_oneof"),
+    UNSUP("scaled", .oneof = "trigger_oneof"),
+    END,
+};
+static const struct herald_message trigger_msg = {
+    "envoy.config.overload.v3.Trigger", trigger_fields, trigger_check,
+};
+static const struct herald_field overload_action_fields[] = {
+    REQ("name", STRING, .help = "envoy.overload_actions.stop_accepting_requests, .disable_http_keepalive, "
+        ".stop_accepting_connections, .reject_incoming_connections or .shrink_heap"),
+    F_("triggers", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &trigger_msg,
+       .help = "the action is on while any of them is"),
+    UNSUP("typed_config"),
+    END,
+};
+static const struct herald_message overload_action_msg = {
+    "envoy.config.overload.v3.OverloadAction", overload_action_fields, NULL,
 };
 static const struct herald_message resource_monitor_msg = {
     "envoy.config.overload.v3.ResourceMonitor", resource_monitor_fields, NULL,
 };
 static const struct herald_field overload_manager_fields[] = {
-    DUR("refresh_interval", .help = "accepted; the connection limit is enforced at every accept"),
+    DUR("refresh_interval", .help = "how often the pressure monitors are read; default 1s (connection "
+        "limits apply at every accept)"),
     LIST("resource_monitors", resource_monitor_msg),
-    UNSUP("actions", .hint = "only the global_downstream_max_connections monitor is supported"),
+    LIST("actions", overload_action_msg),
     UNSUP("loadshed_points"),
     UNSUP("buffer_factory_config"),
     END,

@@ -57,6 +57,7 @@
 #include "plugin.h"
 #include "mem_cache.h"
 #include "net/tls_log.h"
+#include "overload.h"
 #include "timer.h"
 #include "access_log.h"
 #include "herald/stats.h"
@@ -99,6 +100,7 @@ struct cm_stats {
         *rq_xx[6], *rq_completed, *rq_time, *rq_too_large, *rq_idle_timeout, *rq_timeout, *rq_header_timeout,
         *rq_max_duration_reached, *rq_rx_reset, *rq_tx_reset, *rq_non_relative_path, *rq_ws_on_non_ws_route,
         *rq_response_before_rq_complete, *rq_failed_path_normalization, *rq_redirected_normalized,
+        *rq_overload_close, *cx_overload_disable_keepalive,
         *dropped_underscores,
         *rejected_underscores, *cx_http2_total, *cx_http2_active, *rq_http2_total, *h2_dropped_underscores,
         *h2_rejected_underscores;
@@ -915,6 +917,10 @@ static bool closing_after_response(struct herald_http_stream *s)
         return true;
     if (cm->max_requests_per_connection && cc->nrequests >= cm->max_requests_per_connection) {
         herald_stat_inc(cm->st.cx_max_requests_reached);
+        return true;
+    }
+    if (overload_action_on(OVERLOAD_DISABLE_HTTP_KEEPALIVE)) {
+        herald_stat_inc(cm->st.cx_overload_disable_keepalive);
         return true;
     }
     return false;
@@ -2101,6 +2107,12 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     bool connect = method && !strcmp(method, "CONNECT");
 
     s->head = method && !strcmp(method, "HEAD");
+    if (overload_action_on(OVERLOAD_STOP_ACCEPTING_REQUESTS)) {
+        /* the overload manager's stop_accepting_requests: Envoy's answer */
+        herald_stat_inc(cm->st.rq_overload_close);
+        send_local_reply(s, 503, "envoy overloaded", "overload", "OM");
+        return false;
+    }
     if (cc->h2 && connect) {
         /* allow_connect is not supported */
         send_local_reply(s, 403, "", "upgrade_failed", NULL);
@@ -3297,6 +3309,8 @@ static void make_stats(struct cm_stats *st, const char *p)
     C(rq_response_before_rq_complete, "downstream_rq_response_before_rq_complete");
     C(rq_failed_path_normalization, "downstream_rq_failed_path_normalization");
     C(rq_redirected_normalized, "downstream_rq_redirected_with_normalized_path");
+    C(rq_overload_close, "downstream_rq_overload_close");
+    C(cx_overload_disable_keepalive, "downstream_cx_overload_disable_keepalive");
     C(no_route, "no_route");
     C(no_cluster, "no_cluster");
     C(rq_redirect, "rq_redirect");

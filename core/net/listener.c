@@ -68,6 +68,8 @@ static void make_stats(struct listener *l, unsigned nworkers)
     s->downstream_global_cx_overflow = herald_counter(p, "downstream_global_cx_overflow");
     const struct herald_cfg *igl = herald_cfg_get(l->cfg->node, "ignore_global_conn_limit");
     l->ignore_global_conn_limit = herald_cfg_bool(igl, false);
+    s->downstream_cx_overload_reject = herald_counter(p, "downstream_cx_overload_reject");
+    l->bypass_overload_manager = herald_cfg_bool(herald_cfg_get(l->cfg->node, "bypass_overload_manager"), false);
     s->downstream_cx_transport_socket_connect_timeout =
         herald_counter(p, "downstream_cx_transport_socket_connect_timeout");
     s->worker_cx_total = xcalloc(nworkers, sizeof(*s->worker_cx_total));
@@ -495,7 +497,13 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
         close(fd);
         return;
     }
-    /* Connection limits (overload.h): refused sockets are closed at once, and counted. */
+    /* The overload manager's reject_incoming_connections, then connection
+     * limits (overload.h): refused sockets are closed at once, and counted. */
+    if (!l->bypass_overload_manager && overload_action_on(OVERLOAD_REJECT_INCOMING_CONNECTIONS)) {
+        herald_stat_inc(l->stats.downstream_cx_overload_reject);
+        close(fd);
+        return;
+    }
     enum overload_cx ov = overload_cx_acquire(l->name, &l->cx_open, l->ignore_global_conn_limit);
     if (ov != OVERLOAD_CX_OK) {
         herald_stat_inc(ov == OVERLOAD_CX_GLOBAL ? l->stats.downstream_global_cx_overflow

@@ -23,7 +23,7 @@ struct listener_stats {
     struct herald_stat *downstream_cx_total, *downstream_cx_destroy, *downstream_cx_active,
         *downstream_cx_length_ms, *no_filter_chain_match, *downstream_pre_cx_active,
         *downstream_pre_cx_timeout, *downstream_cx_overflow, *downstream_cx_transport_socket_connect_timeout,
-        *downstream_global_cx_overflow;
+        *downstream_global_cx_overflow, *downstream_cx_overload_reject;
     struct herald_stat **worker_cx_total, **worker_cx_active; /* [nworkers] */
 };
 
@@ -51,6 +51,7 @@ struct listener {
     unsigned nworkers;
     atomic_uint_least64_t cx_open;     /* sockets accepted and not closed, all workers (overload.c) */
     bool ignore_global_conn_limit;
+    bool bypass_overload_manager;      /* overload actions leave this listener alone */
 };
 
 /* Main thread: builds every listener's filters (validate_only: no sockets). */

@@ -153,15 +153,15 @@ def test_per_listener_limit_from_runtime(herald, upstreams, port):
 def test_unsupported_monitor_is_refused(herald, tmp_path):
     from conftest import run_herald
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("overload_manager:\n  resource_monitors:\n  - name: envoy.resource_monitors.fixed_heap\n"
+    cfg.write_text("overload_manager:\n  resource_monitors:\n  - name: envoy.resource_monitors.cgroup_memory\n"
                    "    typed_config: {'@type': type.googleapis.com/envoy.extensions.resource_monitors."
-                   "fixed_heap.v3.FixedHeapConfig, max_heap_size_bytes: 1000}\n")
+                   "cgroup_memory.v3.CgroupMemoryConfig}\n")
     r = run_herald(["--mode", "validate", "-c", str(cfg)])
     assert r.returncode == 1
-    assert "not supported" in r.stderr and "fixed_heap" in r.stderr
+    assert "not supported" in r.stderr and "cgroup_memory" in r.stderr
     cfg.write_text("overload_manager:\n  actions:\n  - name: envoy.overload_actions.stop_accepting_requests\n")
     r = run_herald(["--mode", "validate", "-c", str(cfg)])
-    assert r.returncode == 1 and "not supported" in r.stderr
+    assert r.returncode == 1 and "triggers" in r.stderr, r.stderr
 
 
 def test_no_count_leak_under_churn(herald, upstreams, port):
@@ -202,3 +202,140 @@ def test_no_count_leak_under_churn(herald, upstreams, port):
     assert refused(lp)
     for s in held:
         s.close()
+
+
+# ------------------------------------------------------------------ pressure monitors and actions
+
+import json  # noqa: E402
+import re  # noqa: E402
+
+import conftest  # noqa: E402
+import http_backends as hb  # noqa: E402
+from http_backends import HttpBackend  # noqa: E402
+
+INJECTED = "envoy.resource_monitors.injected_resource"
+INJECTED_TYPE = ("type.googleapis.com/envoy.extensions.resource_monitors.injected_resource.v3."
+                 "InjectedResourceConfig")
+FIXED_HEAP = "envoy.resource_monitors.fixed_heap"
+FIXED_HEAP_TYPE = "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig"
+ACTION = "envoy.overload_actions."
+
+
+def pressure_manager(monitor, actions, threshold=0.9):
+    return {"refresh_interval": "0.05s", "resource_monitors": [monitor],
+            "actions": [{"name": ACTION + a, "triggers": [{"name": monitor["name"],
+                                                          "threshold": {"value": threshold}}]}
+                        for a in actions]}
+
+
+def injected(path):
+    return {"name": INJECTED, "typed_config": {"@type": INJECTED_TYPE, "filename": str(path)}}
+
+
+def http_with_overload(herald, upstreams, port, om, extra_listeners=()):
+    b = upstreams(HttpBackend, "b")
+    lp = port()
+    cfg = {"static_resources": {
+        "listeners": [hb.http_listener(lp, hb.hcm("ingress_http", [hb.route("/", "backend")]), "proxy")]
+        + list(extra_listeners),
+        "clusters": [hb.http_cluster("backend", [b.port])]}, "overload_manager": om}
+    return herald(cfg), lp, b
+
+
+def set_pressure(h, path, value, action, want):
+    path.write_text("%s\n" % value)
+    got = h.wait_stat("overload.%s%s.active" % (ACTION, action), lambda v: v == want)
+    assert got == want, "%s.active stayed %s" % (action, got)
+
+
+def test_stop_accepting_requests_follows_the_pressure(herald, upstreams, port, tmp_path):
+    p = tmp_path / "pressure"
+    p.write_text("0.1\n")
+    h, lp, b = http_with_overload(herald, upstreams, port,
+                                  pressure_manager(injected(p), ["stop_accepting_requests"]))
+    assert hb.request(lp, "/before")[0] == 200
+    set_pressure(h, p, 0.95, "stop_accepting_requests", 1)
+    assert h.stat("overload.%s.pressure" % INJECTED) == 95
+    status, headers, body = hb.request(lp, "/during")
+    assert (status, body) == (503, b"envoy overloaded"), (status, body)
+    r = hb.curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                "http://127.0.0.1:%d/h2" % lp)
+    assert r.stdout == "503"
+    assert b.served() == 1
+    assert h.stat("http.ingress_http.downstream_rq_overload_close") == 2
+    set_pressure(h, p, 0.2, "stop_accepting_requests", 0)
+    assert hb.request(lp, "/after")[0] == 200
+    # a file that cannot be read keeps the last reading and is counted
+    p.write_text("not a number\n")
+    assert h.wait_stat("overload.%s.failed_updates" % INJECTED, lambda v: v >= 1) >= 1
+    assert hb.request(lp, "/still")[0] == 200
+
+
+def test_disable_keepalive_and_reject_connections(herald, upstreams, port, tmp_path):
+    p = tmp_path / "pressure"
+    p.write_text("0\n")
+    bypass_port = port()
+    bypass = hb.http_listener(bypass_port, hb.hcm("bypass", [hb.route("/", "backend")]), "bypass")
+    bypass["bypass_overload_manager"] = True
+    om = pressure_manager(injected(p), ["disable_http_keepalive"], threshold=0.5)
+    om["actions"].append({"name": ACTION + "reject_incoming_connections",
+                          "triggers": [{"name": INJECTED, "threshold": {"value": 0.9}}]})
+    h, lp, b = http_with_overload(herald, upstreams, port, om, [bypass])
+    status, headers, _ = hb.request(lp, "/ka")
+    assert status == 200 and headers.get("connection") != "close"
+    set_pressure(h, p, 0.6, "disable_http_keepalive", 1)
+    status, headers, _ = hb.request(lp, "/nka")
+    assert status == 200 and headers.get("connection") == "close", headers
+    assert h.stat("http.ingress_http.downstream_cx_overload_disable_keepalive") >= 1
+    set_pressure(h, p, 0.95, "reject_incoming_connections", 1)
+    s = connect(lp, timeout=3)
+    assert closed_by_peer(s), "a new connection was not closed"
+    s.close()
+    assert stat_of(h, "downstream_cx_overload_reject", lp) >= 1
+    assert hb.request(bypass_port, "/bypass")[0] == 200      # bypass_overload_manager
+    assert h.admin_get("/ready")[0] == 200                   # the admin listener is never refused
+
+
+def test_fixed_heap_monitor(herald, upstreams, port):
+    """fixed_heap: the bytes malloc has handed out over max_heap_size_bytes.
+    A 16 KiB budget is far below what herald holds: overloaded at once."""
+    om = pressure_manager({"name": FIXED_HEAP, "typed_config": {"@type": FIXED_HEAP_TYPE,
+                                                                "max_heap_size_bytes": 16 << 10}},
+                          ["stop_accepting_requests", "shrink_heap"], threshold=0.95)
+    h, lp, b = http_with_overload(herald, upstreams, port, om)
+    assert h.wait_stat("overload.%sstop_accepting_requests.active" % ACTION, lambda v: v == 1) == 1
+    assert h.stat("overload.%s.pressure" % FIXED_HEAP) > 100
+    assert h.stat("overload.%sshrink_heap.active" % ACTION) == 1
+    assert hb.request(lp, "/heavy")[0] == 503
+    om2 = pressure_manager({"name": FIXED_HEAP, "typed_config": {"@type": FIXED_HEAP_TYPE,
+                                                                 "max_heap_size_bytes": 1 << 40}},
+                           ["stop_accepting_requests"])
+    h2, lp2, _ = http_with_overload(herald, upstreams, port, om2)
+    assert hb.request(lp2, "/light")[0] == 200
+    assert 0 <= h2.stat("overload.%s.pressure" % FIXED_HEAP) < 1
+
+
+def test_overload_action_config_errors(tmp_path):
+    mon = {"name": INJECTED, "typed_config": {"@type": INJECTED_TYPE, "filename": "/nonexistent"}}
+    cases = [
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "make_coffee",
+                                                    "triggers": [{"name": INJECTED, "threshold": {"value": 0.5}}]}]},
+         r"actions\[0\]\.name: not supported: overload action 'envoy.overload_actions.make_coffee'"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "shrink_heap",
+                                                    "triggers": [{"name": "nope", "threshold": {"value": 0.5}}]}]},
+         r"triggers\[0\]\.name: trigger names resource monitor 'nope'"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "shrink_heap", "triggers": [
+            {"name": INJECTED, "scaled": {"scaling_threshold": 0.5, "saturation_threshold": 0.9}}]}]},
+         r"triggers\[0\]\.scaled: not supported"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "shrink_heap",
+                                                    "triggers": [{"name": INJECTED, "threshold": {"value": 1.5}}]}]},
+         r"threshold\.value: value must be from 0 to 1"),
+        ({"resource_monitors": [{"name": FIXED_HEAP, "typed_config": {"@type": FIXED_HEAP_TYPE}}]},
+         r"max_heap_size_bytes: must be an integer greater than 0"),
+    ]
+    for om, want in cases:
+        path = tmp_path / "om.json"
+        path.write_text(json.dumps({"overload_manager": om}))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
+        assert r.returncode == 1, (want, r.stderr)
+        assert re.search(r"error: .*om.json:\d+:\d+: overload_manager\..*" + want, r.stderr), (want, r.stderr)

@@ -143,7 +143,7 @@ static void test_layers(void)
     diag_free(&d);
     cfg_doc_free(doc);
 
-    doc = load("overload_manager:\n  resource_monitors:\n  - name: envoy.resource_monitors.fixed_heap\n");
+    doc = load("overload_manager:\n  resource_monitors:\n  - name: envoy.resource_monitors.cgroup_memory\n");
     memset(&d, 0, sizeof(d));
     schema_check(doc->root, &schema_bootstrap, &d);
     is_int(overload_init(herald_cfg_get(doc->root, "overload_manager"), &d), -1, "other monitors refused");
