@@ -15,6 +15,11 @@
 #include <string.h>
 
 #include <event2/event.h>
+#if defined(__SANITIZE_ADDRESS__)
+/* the sanitizer runtime's public interface (sanitizer/allocator_interface.h,
+ * which Debian ships with clang only) */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
 
 #include "common.h"
 #include "herald/stats.h"
@@ -76,11 +81,23 @@ static const char *type_name(const char *url)
 
 /* ------------------------------------------------------------ reading the monitors */
 
+/* The bytes malloc has handed out: glibc's own count, or under
+ * AddressSanitizer (whose allocator replaces glibc's, and whose mallinfo2
+ * says 0) the sanitizer's. */
+static uint64_t heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+#endif
+}
+
 static int read_pressure(struct monitor *m, double *out)
 {
     if (m->kind == MON_FIXED_HEAP) {
-        struct mallinfo2 mi = mallinfo2();
-        *out = (double)(mi.uordblks + mi.hblkhd) / (double)m->max_heap;
+        *out = (double)heap_in_use() / (double)m->max_heap;
         return 0;
     }
     FILE *f = fopen(m->file, "r");
