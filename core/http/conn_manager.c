@@ -3595,6 +3595,23 @@ void *herald_http_stream_route_config(struct herald_http_stream *s, const void *
     return NULL;
 }
 
+size_t herald_http_stream_route_config_chain(struct herald_http_stream *s, const void *filter_conf, void **confs,
+                                             size_t max)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    if (!route_table_has_filter_configs(cm->routes) || !filter_conf)
+        return 0;
+    for (size_t i = 0; i < cm->nfilters; i++)
+        if (cm->filters[i].conf == filter_conf) {
+            const struct route_filter_config *fc[3];
+            size_t n = route_filter_config_chain(stream_route(s), i, fc, max < 3 ? max : 3);
+            for (size_t k = 0; k < n; k++)
+                confs[k] = fc[k]->conf;
+            return n;
+        }
+    return 0;
+}
+
 void herald_http_cm_destroy(struct herald_http_cm *cm)
 {
     if (!cm)

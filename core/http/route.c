@@ -1341,6 +1341,23 @@ static const struct route_filter_config *fc_find(const struct filter_configs *f,
     return NULL;
 }
 
+size_t route_filter_config_chain(const struct herald_route *r, size_t filter, const struct route_filter_config **out,
+                                 size_t max)
+{
+    size_t n = 0;
+    if (!r)
+        return 0;
+    if (r->parent)
+        r = r->parent;
+    const struct filter_configs *levels[] = {&r->fcs, &r->vh->fcs, &r->vh->table->fcs};
+    for (size_t i = 0; i < 3 && n < max; i++) {
+        const struct route_filter_config *fc = fc_find(levels[i], filter);
+        if (fc)
+            out[n++] = fc;
+    }
+    return n;
+}
+
 const struct route_filter_config *route_filter_config(const struct herald_route *r, size_t filter)
 {
     if (!r)
@@ -1353,6 +1370,40 @@ const struct route_filter_config *route_filter_config(const struct herald_route 
     if (!fc)
         fc = fc_find(&r->vh->table->fcs, filter);
     return fc;
+}
+
+/* ------------------------------------------------------------ SDK string matchers */
+
+struct herald_string_matcher {
+    struct str_matcher sm;
+};
+
+struct herald_string_matcher *herald_string_matcher_new(const struct herald_cfg *n, char **err)
+{
+    struct cfg_diag d = {0};
+    struct herald_string_matcher *m = xcalloc(1, sizeof(*m));
+    if (parse_string_matcher(n, &m->sm, &d) < 0) {
+        if (err)
+            *err = xstrdup(d.nerrors ? d.errors[0] : "bad string matcher");
+        diag_free(&d);
+        herald_string_matcher_free(m);
+        return NULL;
+    }
+    diag_free(&d);
+    return m;
+}
+
+bool herald_string_matcher_match(const struct herald_string_matcher *m, const char *s)
+{
+    return sm_match(&m->sm, s, strlen(s));
+}
+
+void herald_string_matcher_free(struct herald_string_matcher *m)
+{
+    if (!m)
+        return;
+    sm_free(&m->sm);
+    free(m);
 }
 
 /* ------------------------------------------------------------ SDK header matchers */

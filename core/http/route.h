@@ -73,6 +73,9 @@ bool route_table_has_filter_configs(const struct route_table *t);
 /* The most specific config of filter for this route: the route's, else its
  * virtual host's, else the route configuration's; NULL: none. */
 const struct route_filter_config *route_filter_config(const struct herald_route *r, size_t filter);
+/* All of them, most specific first (at most max, 3 levels). */
+size_t route_filter_config_chain(const struct herald_route *r, size_t filter, const struct route_filter_config **out,
+                                 size_t max);
 
 /* Calls cb for every cluster a route names (cluster and weighted_clusters;
  * not cluster_header, which is only known per request). */

@@ -79,9 +79,11 @@ static const struct herald_field string_matcher_fields[] = {
     REMOVED("regex", "v2 field: use safe_regex: {regex: ...}"),
     END,
 };
-static const struct herald_message string_matcher_msg = {
+/* exported: filters put it in their own schemas (SDK 1.6) */
+const struct herald_message herald_string_matcher_schema = {
     "envoy.type.matcher.v3.StringMatcher", string_matcher_fields, string_matcher_check,
 };
+#define string_matcher_msg herald_string_matcher_schema
 
 /* ------------------------------------------------------------ core.v3 bits */
 

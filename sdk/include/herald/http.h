@@ -151,6 +151,13 @@ HERALD_EXPORT struct herald_stat *herald_http_stream_counter(struct herald_http_
  * matcher in config_create. new: NULL with a malloc'd *err on a bad node. */
 struct herald_header_matcher;
 HERALD_EXPORT extern const struct herald_message herald_header_matcher_schema;
+/* (1.6) Envoy's StringMatcher (exact, prefix, suffix, contains, safe_regex
+ * as a full match; ignore_case), the same way: schema, new, match, free. */
+struct herald_string_matcher;
+HERALD_EXPORT extern const struct herald_message herald_string_matcher_schema;
+HERALD_EXPORT struct herald_string_matcher *herald_string_matcher_new(const struct herald_cfg *n, char **err);
+HERALD_EXPORT bool herald_string_matcher_match(const struct herald_string_matcher *m, const char *s);
+HERALD_EXPORT void herald_string_matcher_free(struct herald_string_matcher *m);
 HERALD_EXPORT struct herald_header_matcher *herald_header_matcher_new(const struct herald_cfg *n, char **err);
 HERALD_EXPORT bool herald_header_matcher_match(const struct herald_header_matcher *m,
                                                const struct herald_headers *h);
@@ -192,6 +199,11 @@ struct herald_http_filter_ops {
  * filter whose config_create made filter_conf (what session_new was given);
  * NULL when the route has none for it, or there is no route. */
 HERALD_EXPORT void *herald_http_stream_route_config(struct herald_http_stream *s, const void *filter_conf);
+/* (1.6) All of them, most specific first (route, virtual host, route
+ * configuration): up to max into confs; how many. For filters that take each
+ * setting from the most specific level that has it, as Envoy's CORS does. */
+HERALD_EXPORT size_t herald_http_stream_route_config_chain(struct herald_http_stream *s, const void *filter_conf,
+                                                           void **confs, size_t max);
 
 /* ------------------------------------------------------------ routes
  * Read-only views of the matched route (RouteConfiguration, VirtualHost,

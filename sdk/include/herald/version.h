@@ -29,7 +29,9 @@
  *                    typed_per_filter_config: the ops route_config_schema,
  *                    route_config_create, route_config_destroy (appended)
  *                    and herald_http_stream_route_config;
- *                    herald_route_mirror_* (request_mirror_policies).
+ *                    herald_route_mirror_* (request_mirror_policies);
+ *                    herald_string_matcher_*;
+ *                    herald_http_stream_route_config_chain.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
