@@ -49,6 +49,7 @@ struct admin {
     struct event *quit_ev;
     bool quit_done;
     struct herald_stat *rq_total, *rq_xx[5], *cx_total;
+    struct herald_string_matcher **allow; size_t nallow; /* allow_paths; none: every path */
 };
 
 static atomic_bool health_failed;
@@ -531,6 +532,17 @@ static const struct endpoint endpoints[] = {
 
 /* ------------------------------------------------------------------ dispatch */
 
+/* admin.allow_paths: a way to expose /ready or /stats and nothing else */
+static bool path_allowed(const struct admin *a, const char *path)
+{
+    if (!a->nallow)
+        return true;
+    for (size_t i = 0; i < a->nallow; i++)
+        if (herald_string_matcher_match(a->allow[i], path))
+            return true;
+    return false;
+}
+
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     struct admin *a = arg;
@@ -543,7 +555,9 @@ static void dispatch(struct evhttp_request *req, void *arg)
     const struct endpoint *e = endpoints;
     while (e->path && strcmp(e->path, c.path) != 0)
         e++;
-    if (!e->path) {
+    if (!path_allowed(a, c.path)) {
+        text(&c, 403, "admin path '%s' is not in admin.allow_paths\n", c.path);
+    } else if (!e->path) {
         text(&c, 404, "invalid path '%s'; GET /help lists the admin commands.\n", c.path);
         help_table(c.out);
     } else if (e->mutates && evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
@@ -666,6 +680,15 @@ struct admin *admin_start(struct server *s, char **err)
         a->rq_xx[i] = herald_counter("http.admin", name);
     }
     a->cx_total = herald_counter("listener.admin", "downstream_cx_total");
+    const struct herald_cfg *ap = herald_cfg_get(herald_cfg_get(s->boot->doc->root, "admin"), "allow_paths");
+    a->nallow = herald_cfg_len(ap);
+    a->allow = a->nallow ? xcalloc(a->nallow, sizeof(*a->allow)) : NULL;
+    for (size_t i = 0; i < a->nallow; i++)
+        if (!(a->allow[i] = herald_string_matcher_new(herald_cfg_at(ap, i), err))) {
+            a->nallow = i;
+            admin_stop(a);
+            return NULL;
+        }
 
     a->http = evhttp_new(s->base);
     if (!a->http) {
@@ -717,6 +740,9 @@ void admin_stop(struct admin *a)
         evhttp_free(a->http);
     if (a->quit_ev)
         event_free(a->quit_ev);
+    for (size_t i = 0; i < a->nallow; i++)
+        herald_string_matcher_free(a->allow[i]);
+    free(a->allow);
     free(a->address);
     free(a);
 }

@@ -8,6 +8,7 @@
 #include "common.h"
 #include "config/schema.h"
 #include "config/tree.h"
+#include "herald/http.h"
 
 #include "config/schema_tables.h"
 
@@ -1019,7 +1020,8 @@ static const struct herald_field admin_fields[] = {
     MSG("address", address_msg),
     UNSUP("socket_options"),
     BOOL("ignore_global_conn_limit"),
-    UNSUP("allow_paths"),
+    F_("allow_paths", MESSAGE, HERALD_F_REPEATED, .message = &herald_string_matcher_schema,
+       .help = "only admin paths matching one of these are served (others: 403)"),
     END,
 };
 static const struct herald_message admin_msg = { "envoy.config.bootstrap.v3.Admin", admin_fields, NULL };

@@ -16,33 +16,11 @@
 
 #include "config/schema_tables.h"
 
-/* ------------------------------------------------------------ matchers (type.matcher.v3) */
-
-static int regex_matcher_check(const struct herald_cfg *n, char **err)
-{
-    const struct herald_cfg *re = herald_cfg_get(n, "regex");
-    int code;
-    PCRE2_SIZE off;
-    pcre2_code *c = pcre2_compile((PCRE2_SPTR)herald_cfg_str(re, ""), PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code,
-                                  &off, NULL);
-    if (!c) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(code, msg, sizeof(msg));
-        return herald_cfg_errorf(re, err, "invalid regex '%s': %s at offset %zu", herald_cfg_str(re, ""),
-                                 (const char *)msg, (size_t)off);
-    }
-    pcre2_code_free(c);
-    return 0;
-}
-
-static const struct herald_field regex_matcher_fields[] = {
-    F_("google_re2", ANY, HERALD_F_DEPRECATED, .hint = "ignored (herald uses PCRE2)"),
-    F_("regex", STRING, HERALD_F_REQUIRED, .help = "matched against the whole value (PCRE2 syntax)"),
-    END,
-};
-static const struct herald_message regex_matcher_msg = {
-    "envoy.type.matcher.v3.RegexMatcher", regex_matcher_fields, regex_matcher_check,
-};
+/* ------------------------------------------------------------ matchers (type.matcher.v3)
+ * RegexMatcher and StringMatcher live in config/matcher_schema.c: the
+ * bootstrap (admin.allow_paths) and the SDK use them too. */
+#define regex_matcher_msg schema_regex_matcher
+#define string_matcher_msg herald_string_matcher_schema
 
 static const struct herald_field regex_subst_fields[] = {
     F_("pattern", MESSAGE, HERALD_F_REQUIRED, .message = &regex_matcher_msg),
@@ -52,38 +30,6 @@ static const struct herald_field regex_subst_fields[] = {
 static const struct herald_message regex_subst_msg = {
     "envoy.type.matcher.v3.RegexMatchAndSubstitute", regex_subst_fields, NULL,
 };
-
-static int string_matcher_check(const struct herald_cfg *n, char **err)
-{
-    static const char *const kinds[] = { "exact", "prefix", "suffix", "contains", "safe_regex" };
-    bool any = false;
-    for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
-        any |= herald_cfg_get(n, kinds[i]) != NULL;
-    if (!any)
-        return herald_cfg_errorf(n, err, "a string matcher needs one of exact, prefix, suffix, contains or "
-                                 "safe_regex");
-    if (herald_cfg_get(n, "safe_regex") && herald_cfg_bool(herald_cfg_get(n, "ignore_case"), false))
-        return herald_cfg_errorf(herald_cfg_get(n, "ignore_case"), err,
-                                 "ignore_case has no effect on safe_regex: use (?i) in the regex");
-    return 0;
-}
-
-static const struct herald_field string_matcher_fields[] = {
-    STR("exact", .oneof = "match_pattern"),
-    STR("prefix", .oneof = "match_pattern"),
-    STR("suffix", .oneof = "match_pattern"),
-    MSG("safe_regex", regex_matcher_msg, .oneof = "match_pattern"),
-    STR("contains", .oneof = "match_pattern"),
-    UNSUP("custom", .oneof = "match_pattern"),
-    BOOL("ignore_case", .help = "for exact, prefix, suffix and contains"),
-    REMOVED("regex", "v2 field: use safe_regex: {regex: ...}"),
-    END,
-};
-/* exported: filters put it in their own schemas (SDK 1.6) */
-const struct herald_message herald_string_matcher_schema = {
-    "envoy.type.matcher.v3.StringMatcher", string_matcher_fields, string_matcher_check,
-};
-#define string_matcher_msg herald_string_matcher_schema
 
 /* ------------------------------------------------------------ core.v3 bits */
 

@@ -173,3 +173,19 @@ def test_signal_with_active_connection_exits_within_drain_time(herald, upstreams
     assert elapsed < drain + 3, "exit took %.1f s with drain time %d s" % (elapsed, drain)
     assert closed_by_peer(s, 2), "the proxied connection was not closed"
     s.close()
+
+
+def test_admin_allow_paths(herald):
+    """admin.allow_paths: only the paths a matcher accepts are served (here
+    /ready and the /stats family); the rest, /quitquitquit included, get 403."""
+    h = herald("admin:\n"
+               "  address: {socket_address: {address: 127.0.0.1, port_value: $admin_port}}\n"
+               "  allow_paths: [{exact: /ready}, {prefix: /stats}]\n")
+    assert h.admin_get("/ready")[0] == 200
+    assert h.admin_get("/stats?filter=server")[0] == 200
+    assert h.admin_get("/stats/prometheus")[0] == 200
+    status, body = h.admin_get("/config_dump")
+    assert status == 403 and "allow_paths" in body, (status, body)
+    assert h.admin_post("/quitquitquit")[0] == 403
+    assert h.admin_get("/ready")[0] == 200                      # still running
+    assert h.stat("http.admin.downstream_rq_4xx") >= 2
