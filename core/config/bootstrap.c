@@ -607,6 +607,33 @@ static void extract_hash_lb(const struct herald_cfg *n, struct cluster_cfg *c, s
         diag_warn(d, mg, "maglev_lb_config has no effect: lb_policy is not MAGLEV");
 }
 
+/* load_balancing_policy: the first of its policies herald has decides the
+ * lb_policy and its settings (Envoy skips the ones it does not have). */
+static void extract_lb_policy_ext(const struct herald_cfg *lbp, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    static const char *const policies[] = { "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV" };
+    const struct herald_cfg *ps = get(lbp, "policies");
+    for (size_t i = 0; i < herald_cfg_len(ps); i++) {
+        const struct herald_cfg *tec = get(herald_cfg_at(ps, i), "typed_extension_config");
+        const struct lb_policy_ext *ext = schema_lb_policy_find(tec);
+        if (!ext)
+            continue;
+        struct herald_cfg *tc = (struct herald_cfg *)get(tec, "typed_config");
+        if (tc && schema_check(tc, ext->msg, d) < 0)
+            return;
+        c->lb_policy = (enum lb_policy)enum_index(ext->lb_policy, policies, ARRAY_SIZE(policies));
+        c->least_request_choice_count = get_u32(tc, "choice_count", 2, 2, 1000, d);
+        c->ring_min_size = (uint64_t)herald_cfg_int(get(tc, "minimum_ring_size"), 1024);
+        c->ring_max_size = (uint64_t)herald_cfg_int(get(tc, "maximum_ring_size"), 8388608);
+        c->ring_murmur2 = strcmp(herald_cfg_str(get(tc, "hash_function"), "XX_HASH"), "MURMUR_HASH_2") == 0;
+        c->maglev_table_size = (uint64_t)herald_cfg_int(get(tc, "table_size"), 65537);
+        const struct herald_cfg *chc = get(tc, "consistent_hashing_lb_config");
+        c->hash_use_hostname = herald_cfg_bool(get(chc, "use_hostname_for_hashing"),
+                                               herald_cfg_bool(get(tc, "use_hostname_for_hashing"), false));
+        return;
+    }
+}
+
 static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
 {
     static const char *const types[] = { "STATIC", "STRICT_DNS", "LOGICAL_DNS" };
@@ -646,6 +673,13 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
     extract_outlier(get(n, "outlier_detection"), &c->outlier, d);
     c->least_request_choice_count = get_u32(get(n, "least_request_lb_config"), "choice_count", 2, 2, 1000, d);
     extract_hash_lb(n, c, d);
+    if (get(n, "load_balancing_policy")) {
+        /* it wins over lb_policy, as in Envoy; ROUND_ROBIN is proto3's unset */
+        const char *pol = herald_cfg_str(get(n, "lb_policy"), "ROUND_ROBIN");
+        if (strcmp(pol, "ROUND_ROBIN") != 0 && strcmp(pol, "LOAD_BALANCING_POLICY_CONFIG") != 0)
+            diag_warn(d, get(n, "lb_policy"), "lb_policy %s is ignored: load_balancing_policy decides", pol);
+        extract_lb_policy_ext(get(n, "load_balancing_policy"), c, d);
+    }
     const struct herald_cfg *opts = get(get(n, "typed_extension_protocol_options"),
                                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
     const struct herald_cfg *hpo = get(opts ? opts : n, "common_http_protocol_options");

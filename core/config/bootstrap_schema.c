@@ -597,6 +597,119 @@ static const struct herald_message maglev_msg = {
     "envoy.config.cluster.v3.Cluster.MaglevLbConfig", maglev_fields, maglev_check,
 };
 
+/* (consistent_hashing_msg is defined below; the extension messages use it) */
+static const struct herald_message consistent_hashing_msg;
+
+/* load_balancing_policy: Envoy's extension form of lb_policy. Each policy's
+ * typed_config is checked against its message when the cluster is read
+ * (bootstrap.c, schema_lb_policy_find), since only the first policy herald
+ * has is used. */
+static const struct herald_field lbp_round_robin_fields[] = {
+    UNSUP("slow_start_config"),
+    UNSUP("locality_lb_config"),
+    END,
+};
+static const struct herald_message lbp_round_robin_msg = {
+    "envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin", lbp_round_robin_fields, NULL,
+};
+static const struct herald_field lbp_least_request_fields[] = {
+    UINT("choice_count", .help = "default 2"),
+    UNSUP("active_request_bias"),
+    UNSUP("slow_start_config"),
+    UNSUP("locality_lb_config"),
+    UNSUP("enable_full_scan"),
+    UNSUP("selection_method"),
+    END,
+};
+static const struct herald_message lbp_least_request_msg = {
+    "envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest", lbp_least_request_fields, NULL,
+};
+static const struct herald_field lbp_random_fields[] = {
+    UNSUP("locality_lb_config"),
+    END,
+};
+static const struct herald_message lbp_random_msg = {
+    "envoy.extensions.load_balancing_policies.random.v3.Random", lbp_random_fields, NULL,
+};
+static const struct herald_field lbp_ring_hash_fields[] = {
+    ENUM("hash_function", ring_hash_function_values, .help = "XX_HASH (default) or MURMUR_HASH_2"),
+    UINT("minimum_ring_size", .help = "default 1024"),
+    UINT("maximum_ring_size", .help = "default 8388608"),
+    F_("use_hostname_for_hashing", BOOL, HERALD_F_DEPRECATED, .hint = "use consistent_hashing_lb_config"),
+    UNSUP("hash_balance_factor"),
+    MSG("consistent_hashing_lb_config", consistent_hashing_msg),
+    UNSUP("locality_weighted_lb_config"),
+    END,
+};
+static const struct herald_message lbp_ring_hash_msg = {
+    "envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash", lbp_ring_hash_fields, ring_hash_check,
+};
+static const struct herald_field lbp_maglev_fields[] = {
+    UINT("table_size", .help = "default 65537; must be prime"),
+    MSG("consistent_hashing_lb_config", consistent_hashing_msg),
+    UNSUP("locality_weighted_lb_config"),
+    END,
+};
+static const struct herald_message lbp_maglev_msg = {
+    "envoy.extensions.load_balancing_policies.maglev.v3.Maglev", lbp_maglev_fields, maglev_check,
+};
+
+const struct lb_policy_ext schema_lb_policies[] = {
+    {"envoy.load_balancing_policies.round_robin", "ROUND_ROBIN", &lbp_round_robin_msg},
+    {"envoy.load_balancing_policies.least_request", "LEAST_REQUEST", &lbp_least_request_msg},
+    {"envoy.load_balancing_policies.random", "RANDOM", &lbp_random_msg},
+    {"envoy.load_balancing_policies.ring_hash", "RING_HASH", &lbp_ring_hash_msg},
+    {"envoy.load_balancing_policies.maglev", "MAGLEV", &lbp_maglev_msg},
+    {NULL, NULL, NULL},
+};
+
+/* The extension a policy entry names: by typed_config's @type, else by name. */
+const struct lb_policy_ext *schema_lb_policy_find(const struct herald_cfg *typed_extension_config)
+{
+    const char *type = herald_cfg_str(herald_cfg_get(herald_cfg_get(typed_extension_config, "typed_config"),
+                                                     "@type"), NULL);
+    const char *slash = type ? strrchr(type, '/') : NULL;
+    const char *name = herald_cfg_str(herald_cfg_get(typed_extension_config, "name"), "");
+    for (const struct lb_policy_ext *p = schema_lb_policies; p->name; p++)
+        if (type ? !strcmp(slash ? slash + 1 : type, p->msg->name) : !strcmp(name, p->name))
+            return p;
+    return NULL;
+}
+
+static int lbp_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *ps = herald_cfg_get(n, "policies");
+    for (size_t i = 0; i < herald_cfg_len(ps); i++)
+        if (schema_lb_policy_find(herald_cfg_get(herald_cfg_at(ps, i), "typed_extension_config")))
+            return 0;
+    return herald_cfg_errorf(ps ? ps : n, err, "none of these policies is one herald has (round_robin, "
+                             "least_request, random, ring_hash, maglev under envoy.load_balancing_policies.)");
+}
+
+static const struct herald_field typed_ext_fields[] = {
+    REQ("name", STRING),
+    F_("typed_config", ANY, 0, .help = "checked against the policy's own message"),
+    END,
+};
+static const struct herald_message typed_ext_msg = {
+    "envoy.config.core.v3.TypedExtensionConfig", typed_ext_fields, NULL,
+};
+static const struct herald_field lbp_policy_fields[] = {
+    F_("typed_extension_config", MESSAGE, HERALD_F_REQUIRED, .message = &typed_ext_msg),
+    END,
+};
+static const struct herald_message lbp_policy_msg = {
+    "envoy.config.cluster.v3.LoadBalancingPolicy.Policy", lbp_policy_fields, NULL,
+};
+static const struct herald_field lbp_fields[] = {
+    F_("policies", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &lbp_policy_msg,
+       .help = "in order of preference: the first one herald has is used"),
+    END,
+};
+static const struct herald_message lbp_msg = {
+    "envoy.config.cluster.v3.LoadBalancingPolicy", lbp_fields, lbp_check,
+};
+
 static const struct herald_field consistent_hashing_fields[] = {
     BOOL("use_hostname_for_hashing", .help = "hash hosts by hostname instead of ip:port"),
     UNSUP("hash_balance_factor", .hint = "bounded-load consistent hashing is not implemented"),
@@ -783,7 +896,9 @@ static int cluster_check(const struct herald_cfg *n, char **err)
                                  "STRICT_DNS and LOGICAL_DNS)", type);
     const struct herald_cfg *lb = herald_cfg_get(n, "lb_policy");
     const char *pol = herald_cfg_str(lb, "ROUND_ROBIN");
-    if (strcmp(pol, "CLUSTER_PROVIDED") == 0 || strcmp(pol, "LOAD_BALANCING_POLICY_CONFIG") == 0)
+    if (strcmp(pol, "LOAD_BALANCING_POLICY_CONFIG") == 0 && !herald_cfg_get(n, "load_balancing_policy"))
+        return herald_cfg_errorf(lb, err, "lb_policy LOAD_BALANCING_POLICY_CONFIG needs load_balancing_policy");
+    if (strcmp(pol, "CLUSTER_PROVIDED") == 0)
         return herald_cfg_errorf(lb, err, "not supported: lb_policy %s (herald does not implement it yet; "
                                  "use ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", pol);
     const struct herald_cfg *teo = herald_cfg_get(n, "typed_extension_protocol_options");
@@ -870,7 +985,8 @@ static const struct herald_field cluster_fields[] = {
     BOOL("close_connections_on_host_health_failure"),
     BOOL("ignore_health_on_host_removal"),
     UNSUP("filters"),
-    UNSUP("load_balancing_policy"),
+    MSG("load_balancing_policy", lbp_msg, .help = "the extension form of lb_policy; when set it is used "
+        "instead (lb_policy may then be LOAD_BALANCING_POLICY_CONFIG)"),
     UNSUP("lrs_server"),
     UNSUP("lrs_report_endpoint_metrics"),
     F_("track_timeout_budgets", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),

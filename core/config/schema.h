@@ -31,4 +31,15 @@ extern const struct herald_message schema_bootstrap;
  * herald_string_matcher_schema of the SDK) */
 extern const struct herald_message schema_regex_matcher;
 
+/* Cluster.load_balancing_policy's extensions herald has: the extension name,
+ * the lb_policy it amounts to, its typed_config's message. */
+struct lb_policy_ext {
+    const char *name;
+    const char *lb_policy;
+    const struct herald_message *msg;
+};
+extern const struct lb_policy_ext schema_lb_policies[];
+/* The one a policies[].typed_extension_config names (@type, else name), or NULL. */
+const struct lb_policy_ext *schema_lb_policy_find(const struct herald_cfg *typed_extension_config);
+
 #endif

@@ -246,3 +246,73 @@ def test_unsupported_hash_policy_fields(tmp_path):
     path, r = _validate(tmp_path, text)
     assert r.returncode != 0
     assert re.search(r"%s:23:\d+: .*filter_state.*not supported" % re.escape(path), r.stderr), r.stderr
+
+
+def lbp(*exts):
+    """load_balancing_policy with these (short name, typed_config fields) in order."""
+    return {"load_balancing_policy": {"policies": [{"typed_extension_config": {
+        "name": "envoy.load_balancing_policies." + name,
+        "typed_config": dict(cfg, **{"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies."
+                                              "%s.v3.%s" % (name, msg)})}}
+        for name, msg, cfg in exts]}}
+
+
+@pytest.mark.parametrize("lb_policy,ext", [("RING_HASH", ("ring_hash", "RingHash", {"minimum_ring_size": 2048})),
+                                           ("MAGLEV", ("maglev", "Maglev", {"table_size": 65537}))])
+def test_load_balancing_policy_equals_lb_policy(herald, upstreams, port, lb_policy, ext):
+    """Cluster.load_balancing_policy (Envoy's extension form) picks exactly the
+    hosts lb_policy does; an extension herald does not have is skipped for
+    the next one, as in Envoy."""
+    backends = [upstreams(HttpBackend, "b%d" % i) for i in range(4)]
+    hp = [{"header": {"header_name": "x-user"}}]
+
+    def start(**cluster_extra):
+        lp = port()
+        c = http_cluster("hashed", [b.port for b in backends], **cluster_extra)
+        return herald({"static_resources": {
+            "listeners": [http_listener(lp, hcm("hash", [route("/", "hashed", hash_policy=hp)]))],
+            "clusters": [c]}}), lp
+
+    extra = {"ring_hash_lb_config": {"minimum_ring_size": 2048}} if lb_policy == "RING_HASH" else {}
+    _, classic = start(lb_policy=lb_policy, **extra)
+    skipped = ("client_side_weighted_round_robin", "ClientSideWeightedRoundRobin", {})
+    _, ext_lp = start(**lbp(skipped, ext))
+    for k in range(30):
+        key = {"x-user": "user-%d" % k}
+        assert backend_of(classic, headers=key) == backend_of(ext_lp, headers=key), k
+
+
+def test_load_balancing_policy_round_robin_and_errors(herald, upstreams, port, tmp_path):
+    import json
+    import conftest
+    backends = [upstreams(HttpBackend, "b%d" % i) for i in range(4)]
+    lp = port()
+    c = http_cluster("rr", [b.port for b in backends], **lbp(("round_robin", "RoundRobin", {})))
+    del c["lb_policy"]
+    herald({"static_resources": {"listeners": [http_listener(lp, hcm("rr", [route("/", "rr")]))],
+                                 "clusters": [c]}})
+    got = collections.Counter(backend_of(lp) for _ in range(20))
+    assert got == {"b0": 5, "b1": 5, "b2": 5, "b3": 5}, got
+    # with lb_policy too: load_balancing_policy decides, and validation says so
+    c = http_cluster("x", [1], **dict(lbp(("random", "Random", {})), lb_policy="MAGLEV"))
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps({"static_resources": {"clusters": [c]}}))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
+    assert r.returncode == 0 and "lb_policy MAGLEV is ignored: load_balancing_policy decides" in r.stderr, r.stderr
+    cases = [
+        (lbp(("client_side_weighted_round_robin", "ClientSideWeightedRoundRobin", {})),
+         r"load_balancing_policy\.policies: none of these policies is one herald has"),
+        (lbp(("maglev", "Maglev", {"table_size": 100})), r"table_size 100 is not a prime number"),
+        (lbp(("least_request", "LeastRequest", {"active_request_bias": {"default_value": 1}})),
+         r"active_request_bias: not supported"),
+    ]
+    for extra, want in cases:
+        c = http_cluster("x", [1], **extra)
+        if "lb_policy" not in extra:
+            del c["lb_policy"]
+        path = tmp_path / "lbp.json"
+        path.write_text(json.dumps({"static_resources": {"clusters": [c]}}))
+        r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
+        assert r.returncode == 1, (want, r.stderr)
+        assert re.search(r"error: .*lbp.json:\d+:\d+: static_resources.clusters\[0\]\..*" + want, r.stderr), \
+            (want, r.stderr)

@@ -40,7 +40,7 @@ def reason_of(line):
 # certificates there): one that stops validating is a regression.
 EXPECTED_VALID = {
     "configs-admin-interface.yaml", "configs-google-vrp-envoy-edge.yaml",
-    "docs-configuration-best_practices-edge.yaml",
+    "docs-configuration-best_practices-edge.yaml", "docs-configs-load-balancing-load-balancing-policies.yaml",
     "examples-cors-backend-envoy.yaml",
     "docs-configs-retry-retry-previous-hosts.yaml", "docs-configs-upstream-health-checking.yaml",
     "docs-configuration-http_filters-local-rate-limit-global-configuration.yaml",
