@@ -203,6 +203,15 @@ static const struct herald_field id_set_fields[] = {
 static const struct herald_message id_set_msg = {.name = "envoy.config.rbac.v3.Principal.Set",
                                                  .fields = id_set_fields};
 
+static const struct herald_field authenticated_fields[] = {
+    {.name = "principal_name", .kind = HERALD_FIELD_MESSAGE, .message = &string_matcher_msg,
+     .help = "matched against each URI SAN, then each DNS SAN, then the subject (RFC 2253); "
+             "unset: any TLS connection matches"},
+    {NULL},
+};
+static const struct herald_message authenticated_msg = {
+    .name = "envoy.config.rbac.v3.Principal.Authenticated", .fields = authenticated_fields};
+
 #define I "identifier"
 static const struct herald_field principal_fields[] = {
     {.name = "any", .kind = HERALD_FIELD_BOOL, .oneof = I, .help = "every client (must be true)"},
@@ -222,8 +231,8 @@ static const struct herald_field principal_fields[] = {
      .help = "a request header (HTTP only)"},
     {.name = "url_path", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &path_matcher_msg,
      .help = "the request path without the query (HTTP only)"},
-    {.name = "authenticated", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = I,
-     .help = "the peer certificate's subject or SAN"},
+    {.name = "authenticated", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &authenticated_msg,
+     .help = "a TLS connection; with principal_name, its peer certificate's URI SAN, DNS SAN or subject"},
     {.name = "metadata", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = I,
      .help = "dynamic metadata"},
     {.name = "filter_state", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = I,
@@ -531,6 +540,12 @@ static struct rbac_rule *rule_from_cfg(const struct herald_cfg *n, bool principa
     } else if (!principal && (v = herald_cfg_get(n, "metadata"))) {
         r = rbac_rule_new(RBAC_METADATA);
         rc = md_from_cfg(&r->md, v, err);
+    } else if (principal && (v = herald_cfg_get(n, "authenticated"))) {
+        const struct herald_cfg *name = herald_cfg_get(v, "principal_name");
+        r = rbac_rule_new(RBAC_AUTHENTICATED);
+        r->has_name = name != NULL;
+        if (name)
+            rc = str_from_cfg(&r->str, name, err);
     } else if (principal && (v = herald_cfg_get(n, "remote_ip"))) {
         r = rbac_rule_new(RBAC_REMOTE_IP);
         rc = cidr_from_cfg(&r->cidr, v, err);

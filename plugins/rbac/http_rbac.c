@@ -145,6 +145,9 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         if (rbac_ip_from_sockaddr(&local, herald_conn_local_addr(conn, &len)) == 0)
             ctx.local = &local;
         ctx.sni = herald_conn_server_name(conn);
+        ctx.tls = herald_conn_is_tls(conn);
+        ctx.peer_names = rbac_peer_names;  /* decoded only if an authenticated rule asks */
+        ctx.peer_arg = conn;
     }
     if (!ctx.remote)
         ctx.remote = ctx.direct_remote;

@@ -76,43 +76,55 @@ void rbac_str_fini(struct rbac_str_matcher *m)
     m->value = NULL;
 }
 
-static bool has_prefix(const char *s, const char *p, bool icase)
+/* ASCII case folding, as Envoy's ignore_case (absl::EqualsIgnoreCase). */
+static bool bytes_equal(const char *a, const char *b, size_t n, bool icase)
 {
-    size_t n = strlen(p);
-    return icase ? strncasecmp(s, p, n) == 0 : strncmp(s, p, n) == 0;
+    if (!icase)
+        return memcmp(a, b, n) == 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z')
+            x += 'a' - 'A';
+        if (y >= 'A' && y <= 'Z')
+            y += 'a' - 'A';
+        if (x != y)
+            return false;
+    }
+    return true;
 }
 
-static bool has_suffix(const char *s, const char *p, bool icase)
-{
-    size_t ls = strlen(s), lp = strlen(p);
-    if (lp > ls)
-        return false;
-    return icase ? strcasecmp(s + ls - lp, p) == 0 : strcmp(s + ls - lp, p) == 0;
-}
-
-bool rbac_str_match(const struct rbac_str_matcher *m, const char *s)
+bool rbac_str_match_n(const struct rbac_str_matcher *m, const char *s, size_t len)
 {
     if (!s || !m->value)
         return false;
+    size_t vl = strlen(m->value);
     switch (m->kind) {
     case RBAC_STR_EXACT:
-        return m->ignore_case ? strcasecmp(s, m->value) == 0 : strcmp(s, m->value) == 0;
+        return len == vl && bytes_equal(s, m->value, vl, m->ignore_case);
     case RBAC_STR_PREFIX:
-        return has_prefix(s, m->value, m->ignore_case);
+        return len >= vl && bytes_equal(s, m->value, vl, m->ignore_case);
     case RBAC_STR_SUFFIX:
-        return has_suffix(s, m->value, m->ignore_case);
+        return len >= vl && bytes_equal(s + len - vl, m->value, vl, m->ignore_case);
     case RBAC_STR_CONTAINS:
-        return m->ignore_case ? strcasestr(s, m->value) != NULL : strstr(s, m->value) != NULL;
+        for (size_t i = 0; i + vl <= len; i++)
+            if (bytes_equal(s + i, m->value, vl, m->ignore_case))
+                return true;
+        return false;
     case RBAC_STR_REGEX: {
         pcre2_match_data *md = pcre2_match_data_create_from_pattern(m->re, NULL);
         if (!md)
             return false;
-        int rc = pcre2_match(m->re, (PCRE2_SPTR)s, strlen(s), 0, 0, md, NULL);
+        int rc = pcre2_match(m->re, (PCRE2_SPTR)s, len, 0, 0, md, NULL);
         pcre2_match_data_free(md);
         return rc >= 0;
     }
     }
     return false;
+}
+
+bool rbac_str_match(const struct rbac_str_matcher *m, const char *s)
+{
+    return s && rbac_str_match_n(m, s, strlen(s));
 }
 
 /* ---------------------------------------------------------------- addresses */
@@ -323,6 +335,40 @@ bool rbac_md_match(const struct rbac_md_matcher *m, const struct rbac_ctx *ctx)
     return hit != m->invert;
 }
 
+struct name_visit {
+    const struct rbac_str_matcher *m;
+    bool seen;
+};
+
+static bool name_matches(void *arg, const char *v, size_t len)
+{
+    struct name_visit *nv = arg;
+    nv->seen = true;
+    return rbac_str_match_n(nv->m, v, len);
+}
+
+/* Envoy's AuthenticatedMatcher: any TLS connection is "authenticated" (a
+ * client certificate is not required); with principal_name, any URI SAN,
+ * else any DNS SAN, else the subject must match, and a connection without a
+ * peer certificate has the subject "". */
+static bool authenticated_match(const struct rbac_rule *r, const struct rbac_ctx *ctx)
+{
+    if (!ctx->tls)
+        return false;
+    if (!r->has_name)
+        return true;
+    if (!ctx->peer_names)
+        return rbac_str_match_n(&r->str, "", 0);
+    struct name_visit nv = {.m = &r->str};
+    if (ctx->peer_names(ctx->peer_arg, RBAC_CERT_URI_SAN, name_matches, &nv) ||
+        ctx->peer_names(ctx->peer_arg, RBAC_CERT_DNS_SAN, name_matches, &nv))
+        return true;
+    nv.seen = false;
+    if (ctx->peer_names(ctx->peer_arg, RBAC_CERT_SUBJECT, name_matches, &nv))
+        return true;
+    return !nv.seen && rbac_str_match_n(&r->str, "", 0);
+}
+
 bool rbac_rule_match(const struct rbac_rule *r, const struct rbac_ctx *ctx)
 {
     switch (r->kind) {
@@ -358,6 +404,8 @@ bool rbac_rule_match(const struct rbac_rule *r, const struct rbac_ctx *ctx)
         return rbac_cidr_match(&r->cidr, ctx->direct_remote);
     case RBAC_METADATA:
         return rbac_md_match(&r->md, ctx);
+    case RBAC_AUTHENTICATED:
+        return authenticated_match(r, ctx);
     }
     return false;
 }

@@ -38,6 +38,9 @@ int rbac_str_init(struct rbac_str_matcher *m, enum rbac_str_kind kind, const cha
                   char **err);
 void rbac_str_fini(struct rbac_str_matcher *m);
 bool rbac_str_match(const struct rbac_str_matcher *m, const char *s);
+/* s is len bytes and may hold NUL bytes (a certificate's SAN): they are
+ * compared like any other byte, never taken for the end. */
+bool rbac_str_match_n(const struct rbac_str_matcher *m, const char *s, size_t len);
 
 /* ---------------------------------------------------------------- headers
  * envoy.config.route.v3.HeaderMatcher. Several values of one header are
@@ -92,6 +95,7 @@ enum rbac_rule_kind {
     RBAC_REMOTE_IP,            /* Principal.remote_ip (the client as the HCM decided it) */
     RBAC_DIRECT_REMOTE_IP,     /* Principal.direct_remote_ip, source_ip (the socket's peer) */
     RBAC_METADATA,             /* Permission.metadata: envoy.type.matcher.v3.MetadataMatcher */
+    RBAC_AUTHENTICATED,        /* Principal.authenticated: the TLS peer's certificate */
 };
 
 /* MetadataMatcher over the SDK's string metadata: filter = namespace, a
@@ -117,6 +121,7 @@ struct rbac_rule {
     struct rbac_cidr cidr;             /* DST_IP, REMOTE_IP, DIRECT_REMOTE_IP */
     uint32_t port_lo, port_hi;         /* DST_PORT, inclusive */
     struct rbac_md_matcher md;         /* METADATA */
+    bool has_name;                     /* AUTHENTICATED: principal_name is set (in str) */
 };
 
 struct rbac_rule *rbac_rule_new(enum rbac_rule_kind kind);
@@ -154,7 +159,20 @@ struct rbac_ctx {
     /* dynamic metadata: the string under ns/key, or NULL */
     const char *(*metadata)(void *md_arg, const char *ns, const char *key);
     void *md_arg;
+    /* authenticated: whether the downstream connection is TLS, and its peer
+     * certificate's names of one kind (an enum rbac_cert_name), each handed
+     * to fn until fn returns true (then true); false when there is no
+     * certificate. Only asked when a rule needs them. */
+    bool tls;
+    bool (*peer_names)(void *peer_arg, int which, bool (*fn)(void *arg, const char *v, size_t len), void *arg);
+    void *peer_arg;
 };
+
+/* The kinds of names peer_names hands over. */
+enum rbac_cert_name { RBAC_CERT_SUBJECT = 0, RBAC_CERT_URI_SAN, RBAC_CERT_DNS_SAN };
+/* peer.c: a peer_names over herald_conn_peer_cert_names; peer_arg is the
+ * struct herald_conn (not in the unit tests, which bring their own). */
+bool rbac_peer_names(void *conn, int which, bool (*fn)(void *arg, const char *v, size_t len), void *arg);
 
 bool rbac_md_match(const struct rbac_md_matcher *m, const struct rbac_ctx *ctx);
 

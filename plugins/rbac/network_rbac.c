@@ -1,5 +1,6 @@
 /* rbac (network): envoy.filters.network.rbac. Checks the connection (peer,
- * local address and port, SNI, dynamic metadata such as mysql_proxy's) against the enforced rules on its first bytes
+ * local address and port, SNI, the TLS peer certificate, dynamic metadata
+ * such as mysql_proxy's) against the enforced rules on its first bytes
  * (ONE_TIME_ON_FIRST_BYTE) or on every read (CONTINUOUS) and closes it when
  * denied; shadow rules are evaluated once, counted and put in metadata. */
 #include <stdio.h>
@@ -115,6 +116,9 @@ static void fill_ctx(struct session *s, struct rbac_ctx *ctx, struct rbac_ip *pe
     ctx->sni = herald_conn_server_name(s->c);
     ctx->metadata = get_md;
     ctx->md_arg = s->c;
+    ctx->tls = herald_conn_is_tls(s->c);
+    ctx->peer_names = rbac_peer_names;  /* decoded only if an authenticated rule asks */
+    ctx->peer_arg = s->c;
 }
 
 static enum herald_status on_read(void *p, struct herald_buf *data, bool end_stream)

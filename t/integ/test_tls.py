@@ -48,17 +48,22 @@ class Pki:
     def p(self, f):
         return os.path.join(self.dir, f)
 
-    def issue(self, name, cn, kind="rsa", san=None, client=False):
-        """Returns (cert path, key path, serial)."""
+    def issue(self, name, cn, kind="rsa", san=None, client=False, subj=None):
+        """Returns (cert path, key path, serial). san: "TYPE:value,..." (default
+        DNS:cn), a list of "TYPE.n = value" lines (values may hold ','), or ""
+        for no SAN at all; subj: the whole -subj instead of /CN=cn."""
         key, csr, crt, ext = (self.p(name + x) for x in (".key", ".csr", ".crt", ".ext"))
         if kind == "rsa":
             run("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
         else:
             run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
-        run("openssl", "req", "-new", "-key", key, "-out", csr, "-subj", "/CN=" + cn)
+        run("openssl", "req", "-new", "-key", key, "-out", csr, "-subj", subj or "/CN=" + cn)
         with open(ext, "w") as f:
-            f.write("subjectAltName=%s\n" % (san or "DNS:" + cn))
             f.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+            if isinstance(san, list):
+                f.write("subjectAltName=@alt\n[alt]\n" + "".join(ln + "\n" for ln in san))
+            elif san != "":
+                f.write("subjectAltName=%s\n" % (san or "DNS:" + cn))
         self.serial += 1
         run("openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-set_serial",
             str(self.serial), "-days", "2", "-out", crt, "-extfile", ext)
@@ -800,3 +805,158 @@ def test_upstream_tls_in_http_access_log(herald, upstreams, port, pki, tmp_path)
     assert f[5] == time.strftime("%Y", time.gmtime(time.time() + 2 * 86400)), f
     assert f[6] == "-" or all(ch in "0123456789abcdef" for ch in f[6]), f
     assert f[7:] == ["-", "-"], f   # our certificate upstream: not kept; the client side is plain
+
+
+# ------------------------------------------------------------------ rbac: Principal.authenticated
+
+NET_RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+ADMIN_ID = "spiffe://example.org/admin"
+
+
+@pytest.fixture(scope="module")
+def rbac_certs(pki):
+    """Client certificates for the authenticated principal, from pki's CA."""
+    class C:
+        pass
+    c = C()
+    c.admin = pki.issue("rb_admin", "admin", kind="ec", san="URI:" + ADMIN_ID, client=True)
+    c.other = pki.issue("rb_other", "other", kind="ec", san="URI:spiffe://example.org/other", client=True)
+    # a URI SAN that does not match, then the DNS SAN that does
+    c.dns = pki.issue("rb_dns", "dns", kind="ec", san="URI:spiffe://example.org/other,DNS:admin.example.org",
+                      client=True)
+    c.legacy = pki.issue("rb_legacy", "legacy-admin", kind="ec", san="", subj="/O=herald/CN=legacy-admin",
+                         client=True)
+    # two URI SANs, which the access log joins as "spiffe://example.org/a,b", and one that is that string
+    c.split = pki.issue("rb_split", "split", kind="ec", san=["URI.1 = spiffe://example.org/a", "URI.2 = b"],
+                        client=True)
+    c.comma = pki.issue("rb_comma", "comma", kind="ec", san=["URI.1 = spiffe://example.org/a,b"], client=True)
+    return c
+
+
+def authenticated(**principal_name):
+    return {"authenticated": {"principal_name": principal_name} if principal_name else {}}
+
+
+def rbac_auth_http_filter():
+    """ALLOW: each path prefix admits one kind of authenticated principal."""
+    def pol(prefix, principal):
+        return {"permissions": [{"url_path": {"path": {"prefix": prefix}}}], "principals": [principal]}
+    return {"name": "envoy.filters.http.rbac", "typed_config": {"@type": hb.RBAC_TYPE, "rules": {
+        "action": "ALLOW", "policies": {
+            "uri": pol("/uri", authenticated(exact=ADMIN_ID)),
+            "dns": pol("/dns", authenticated(exact="admin.example.org")),
+            "subject": pol("/subject", authenticated(exact="CN=legacy-admin,O=herald")),
+            "any": pol("/any", authenticated()),
+            "regex": pol("/regex", authenticated(safe_regex={"regex": r"SPIFFE://example\.org/(ops|admin)"},
+                                                 ignore_case=True)),
+            "comma": pol("/comma", authenticated(exact="spiffe://example.org/a,b")),
+        }}}}
+
+
+def curl_code(port, path, pki, cert=None):
+    """curl https://a.example:port/path with cert (or none): the status code."""
+    args = ["curl", "-sS", "--max-time", "10", "--cacert", pki.ca, "-o", "/dev/null", "-w", "%{http_code}",
+            "--resolve", "a.example:%d:127.0.0.1" % port]
+    if cert:
+        args += ["--cert", cert[0], "--key", cert[1]]
+    r = subprocess.run(args + ["https://a.example:%d%s" % (port, path)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=20)
+    return r.stdout.decode()
+
+
+def test_rbac_http_authenticated(herald, upstreams, port, pki, rbac_certs):
+    """envoy.filters.http.rbac's authenticated principal against curl with
+    real client certificates: any URI SAN, then any DNS SAN, then the subject;
+    {} admits every TLS connection (Envoy does not ask for a certificate) but
+    no plaintext one; each SAN is matched alone, never the ','-joined list."""
+    backend = upstreams(hb.HttpBackend, "app")
+    tp, pp = port(), port()
+    filt = [rbac_auth_http_filter()]
+    routes = [hb.route("/", "backend")]
+    tls_l = hb.http_listener(tp, hb.hcm("auth_tls", routes, filt), "auth_tls")
+    tls_l["filter_chains"][0]["transport_socket"] = tls_socket(
+        certs(pki.a_rsa), require_client_certificate=False, validation_context={"trusted_ca": {"filename": pki.ca}})
+    plain_l = hb.http_listener(pp, hb.hcm("auth_plain", routes, filt), "auth_plain")
+    h = herald({"static_resources": {"listeners": [tls_l, plain_l],
+                                     "clusters": [hb.http_cluster("backend", [backend.port])]}})
+    c = rbac_certs
+    cases = [
+        (c.admin, "/uri", "200"), (c.other, "/uri", "403"), (None, "/uri", "403"), (c.dns, "/uri", "403"),
+        (c.dns, "/dns", "200"), (c.admin, "/dns", "403"),
+        (c.legacy, "/subject", "200"), (c.admin, "/subject", "403"),
+        (c.admin, "/any", "200"), (c.other, "/any", "200"), (c.legacy, "/any", "200"), (None, "/any", "200"),
+        (c.admin, "/regex", "200"), (c.other, "/regex", "403"),
+        (c.comma, "/comma", "200"), (c.split, "/comma", "403"),
+    ]
+    got = [(cert[0] if cert else None, path, curl_code(tp, path, pki, cert)) for cert, path, _ in cases]
+    want = [(cert[0] if cert else None, path, code) for cert, path, code in cases]
+    assert got == want
+    allowed = sum(1 for *_, code in cases if code == "200")
+    assert backend.served() == allowed
+    assert h.wait_stat("http.auth_tls.rbac.denied", lambda v: v >= len(cases) - allowed) == len(cases) - allowed
+    assert h.stat("http.auth_tls.rbac.allowed") == allowed
+    # plaintext: not authenticated, whoever it is
+    status, _, _ = hb.request(pp, "/any")
+    assert status == 403
+    assert h.wait_stat("http.auth_plain.rbac.denied", lambda v: v >= 1) == 1
+    assert backend.served() == allowed
+
+
+
+def test_rbac_network_authenticated(herald, upstreams, port, pki, rbac_certs):
+    """envoy.filters.network.rbac in front of tcp_proxy closes a connection
+    whose peer certificate does not carry the principal, or that has none."""
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    ts = tls_socket(certs(pki.a_rsa), require_client_certificate=False,
+                    validation_context={"trusted_ca": {"filename": pki.ca}})
+    lst = tls_listener(p, "echo", [(None, ts)])
+    lst["filter_chains"][0]["filters"].insert(0, {"name": "envoy.filters.network.rbac", "typed_config": {
+        "@type": NET_RBAC_TYPE, "stat_prefix": "authz", "rules": {"action": "ALLOW", "policies": {
+            "admins": {"permissions": [{"any": True}],
+                       "principals": [authenticated(exact=ADMIN_ID),
+                                      authenticated(suffix="legacy-admin,O=herald")]}}}}})
+    h = herald(helpers.bootstrap([lst], [helpers.cluster("echo", [echo.addr])]))
+    for cert in (rbac_certs.admin, rbac_certs.legacy):
+        s = tls_connect(p, client_ctx(pki, cert=cert), "a.example")
+        assert echo_roundtrip(s) == b"hello over tls\n", cert
+        s.close()
+    for cert in (rbac_certs.other, rbac_certs.split, None):
+        s = tls_connect(p, client_ctx(pki, cert=cert), "a.example")
+        try:
+            got = echo_roundtrip(s)
+        except (ssl.SSLError, ConnectionError):
+            got = b""
+        assert got == b"", (cert, got)
+        s.close()
+    assert h.wait_stat("authz.rbac.denied", lambda v: v >= 3) == 3
+    assert h.stat("authz.rbac.allowed") == 2
+    # only the two allowed connections' bytes went through tcp_proxy
+    assert h.wait_stat("tcp.tls.downstream_cx_rx_bytes_total", lambda v: v >= 30) == 30
+
+
+def test_rbac_authenticated_config_errors(tmp_path):
+    """A principal_name that is not a usable StringMatcher stops the config at
+    its file:line:col, for both filters."""
+    import conftest
+    import json
+    import re
+    bad = [({"safe_regex": {"regex": "spiffe://(unclosed"}}, "invalid regex"),
+           ({"ignore_case": True}, "needs one of exact, prefix")]
+    for principal_name, msg in bad:
+        ids = [{"authenticated": {"principal_name": principal_name}}]
+        rules = {"action": "ALLOW", "policies": {"p": {"permissions": [{"any": True}], "principals": ids}}}
+        http = hb.http_listener(1, hb.hcm("h", [hb.route("/", "c")], [
+            {"name": "envoy.filters.http.rbac", "typed_config": {"@type": hb.RBAC_TYPE, "rules": rules}}]))
+        net = helpers.tcp_listener(2, "c", before=[{"name": "envoy.filters.network.rbac", "typed_config": {
+            "@type": NET_RBAC_TYPE, "stat_prefix": "n", "rules": rules}}])
+        for lst in (http, net):
+            path = tmp_path / "bad.json"
+            text = json.dumps(helpers.bootstrap([lst], [helpers.cluster("c", [("127.0.0.1", 1)])]), indent=1)
+            path.write_text(text)
+            key = "regex" if "safe_regex" in principal_name else "principal_name"
+            line = next(i for i, ln in enumerate(text.splitlines(), 1) if '"%s"' % key in ln)
+            r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+            assert r.returncode == 1, r.stderr
+            assert re.search(r"bad\.json:%d:\d+: \S*authenticated\.principal_name\S*: .*%s" % (line, msg),
+                             r.stderr), r.stderr

@@ -315,11 +315,133 @@ static void test_engines(void)
     is_str(rbac_action_name(RBAC_LOG), "LOG", "action name");
 }
 
+/* A peer certificate for the authenticated principal: its names by kind,
+ * each a (value, len) that may hold NUL bytes; NULL cert: none presented. */
+struct fake_name {
+    int kind;
+    const char *v;
+    size_t len;
+};
+struct fake_cert {
+    const struct fake_name *names;
+    size_t n;
+    int asked[3];                      /* how often each kind was asked for */
+};
+
+static bool fake_peer_names(void *arg, int which, bool (*fn)(void *, const char *, size_t), void *fn_arg)
+{
+    struct fake_cert *c = arg;
+    if (!c)
+        return false;
+    c->asked[which]++;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->names[i].kind == which && fn(fn_arg, c->names[i].v, c->names[i].len))
+            return true;
+    return false;
+}
+
+static struct rbac_rule *auth_rule(enum rbac_str_kind sk, const char *v, bool icase)
+{
+    struct rbac_rule *r = rbac_rule_new(RBAC_AUTHENTICATED);
+    if (v) {
+        r->has_name = true;
+        if (rbac_str_init(&r->str, sk, v, icase, NULL) < 0)
+            abort();
+    }
+    return r;
+}
+
+static bool auth_match(struct rbac_rule *r, bool tls, struct fake_cert *cert)
+{
+    struct rbac_ctx ctx = {.tls = tls, .peer_names = fake_peer_names, .peer_arg = cert};
+    return rbac_rule_match(r, &ctx);
+}
+
+static void test_authenticated(void)
+{
+#define N(k, s) {RBAC_CERT_##k, s, sizeof(s) - 1}
+    static const struct fake_name admin_names[] = {
+        N(SUBJECT, "CN=admin,O=herald"), N(URI_SAN, "spiffe://example.org/web"),
+        N(URI_SAN, "spiffe://example.org/admin"), N(DNS_SAN, "admin.example.org"),
+    };
+    static const struct fake_name dns_names[] = {N(SUBJECT, "CN=dns"), N(DNS_SAN, "ops.example.org")};
+    static const struct fake_name subject_only[] = {N(SUBJECT, "CN=legacy,O=herald")};
+    /* one URI SAN with a NUL inside: "spiffe://example.org/admin\0.evil" */
+    static const struct fake_name nul_names[] = {N(SUBJECT, ""), N(URI_SAN, "spiffe://example.org/admin\0.evil")};
+    static const struct fake_name comma_names[] = {
+        N(SUBJECT, "CN=c"), N(URI_SAN, "spiffe://example.org/a"), N(URI_SAN, "b")};
+#undef N
+    struct fake_cert admin = {.names = admin_names, .n = 4}, dns = {.names = dns_names, .n = 2};
+    struct fake_cert subj = {.names = subject_only, .n = 1}, nul = {.names = nul_names, .n = 2};
+    struct fake_cert comma = {.names = comma_names, .n = 3};
+
+    struct rbac_rule *any = auth_rule(RBAC_STR_EXACT, NULL, false);
+    ok(!auth_match(any, false, NULL), "authenticated {}: a plain connection does not match");
+    ok(auth_match(any, true, &admin), "authenticated {}: TLS with a certificate matches");
+    ok(auth_match(any, true, NULL), "authenticated {}: TLS without a certificate matches (Envoy: ssl() is set)");
+    ok(admin.asked[RBAC_CERT_URI_SAN] == 0, "authenticated {}: the certificate is never decoded");
+    rbac_rule_free(any);
+
+    struct rbac_rule *r = auth_rule(RBAC_STR_EXACT, "spiffe://example.org/admin", false);
+    ok(auth_match(r, true, &admin), "exact: the second URI SAN matches");
+    ok(!auth_match(r, false, &admin), "exact: not without TLS");
+    ok(!auth_match(r, true, NULL), "exact: not without a certificate");
+    ok(!auth_match(r, true, &dns), "exact: another certificate does not match");
+    ok(!auth_match(r, true, &nul), "exact: a SAN with a NUL inside is not cut at the NUL");
+    rbac_rule_free(r);
+
+    r = auth_rule(RBAC_STR_PREFIX, "spiffe://example.org/admin", false);
+    ok(auth_match(r, true, &nul), "prefix: the NUL SAN still starts with the prefix (as in Envoy)");
+    rbac_rule_free(r);
+    r = auth_rule(RBAC_STR_SUFFIX, ".evil", false);
+    ok(auth_match(r, true, &nul), "suffix: seen past the NUL");
+    rbac_rule_free(r);
+
+    r = auth_rule(RBAC_STR_EXACT, "spiffe://example.org/a,b", false);
+    ok(!auth_match(r, true, &comma), "two URI SANs are not one joined with ','");
+    rbac_rule_free(r);
+
+    r = auth_rule(RBAC_STR_EXACT, "ops.example.org", false);
+    ok(auth_match(r, true, &dns), "exact: a DNS SAN when no URI SAN matches");
+    rbac_rule_free(r);
+    r = auth_rule(RBAC_STR_EXACT, "admin.example.org", false);
+    ok(auth_match(r, true, &admin), "exact: a DNS SAN also when the certificate has URI SANs");
+    rbac_rule_free(r);
+
+    r = auth_rule(RBAC_STR_EXACT, "CN=legacy,O=herald", false);
+    ok(auth_match(r, true, &subj), "exact: the subject when no SAN matches");
+    rbac_rule_free(r);
+    r = auth_rule(RBAC_STR_EXACT, "CN=admin,O=herald", false);
+    ok(auth_match(r, true, &admin), "exact: the subject also when the certificate has SANs");
+    rbac_rule_free(r);
+
+    r = auth_rule(RBAC_STR_CONTAINS, "EXAMPLE.ORG/ADM", true);
+    ok(auth_match(r, true, &admin), "contains + ignore_case");
+    rbac_rule_free(r);
+    r = auth_rule(RBAC_STR_REGEX, "spiffe://example\\.org/(ops|admin)", false);
+    ok(auth_match(r, true, &admin), "safe_regex matches a URI SAN in full");
+    ok(!auth_match(r, true, &nul), "safe_regex: the NUL SAN is not a full match");
+    rbac_rule_free(r);
+
+    /* Envoy matches "" as the subject of a TLS connection without a certificate */
+    r = auth_rule(RBAC_STR_PREFIX, "", false);
+    ok(auth_match(r, true, NULL), "prefix \"\": a TLS connection without a certificate (subject \"\")");
+    ok(!auth_match(r, false, NULL), "prefix \"\": never a plain connection");
+    rbac_rule_free(r);
+
+    /* inside a policy: not_id over authenticated */
+    struct rbac_rule *not = rbac_rule_new(RBAC_NOT);
+    rbac_rule_add(not, auth_rule(RBAC_STR_EXACT, "spiffe://example.org/admin", false));
+    ok(auth_match(not, true, &dns) && !auth_match(not, true, &admin), "not_id { authenticated }");
+    rbac_rule_free(not);
+}
+
 int main(void)
 {
     test_strings();
     test_addresses();
     test_rules();
     test_engines();
+    test_authenticated();
     return done_testing();
 }

@@ -81,6 +81,26 @@ HERALD_EXPORT const char *herald_conn_alpn(const struct herald_conn *c);
  * one of these. The result is in out (len bytes, 512 is plenty) or static. */
 HERALD_EXPORT const char *herald_conn_tls_log_field(const struct herald_conn *c, const char *op, const char *arg,
                                                     char *out, size_t len);
+/* (1.6) The names in the downstream peer's certificate, each handed over
+ * separately and whole, for filters that authorize by them (unlike the
+ * *_SAN log fields, which join several with ','). */
+enum herald_cert_name {
+    HERALD_CERT_SUBJECT = 0,   /* the subject in RFC 2253, as %DOWNSTREAM_PEER_SUBJECT% */
+    HERALD_CERT_URI_SAN,
+    HERALD_CERT_DNS_SAN,
+    HERALD_CERT_IP_SAN,        /* as text: "10.0.0.1", "2001:db8::1" */
+    HERALD_CERT_EMAIL_SAN,
+};
+/* value is len bytes followed by a NUL; a hostile certificate may put NUL
+ * bytes inside a SAN, so compare len bytes, not up to the first NUL.
+ * Return true to stop. */
+typedef bool (*herald_cert_name_fn)(void *arg, const char *value, size_t len);
+/* (1.6) Calls fn with each name of kind which in the peer certificate, in the
+ * certificate's order, until fn returns true; returns whether it did. False
+ * without calling fn when the connection is not TLS or the peer presented no
+ * certificate. The certificate is decoded on each call: nothing is kept. */
+HERALD_EXPORT bool herald_conn_peer_cert_names(const struct herald_conn *c, enum herald_cert_name which,
+                                               herald_cert_name_fn fn, void *arg);
 HERALD_EXPORT const char *herald_conn_listener_name(const struct herald_conn *c);
 /* (1.5) The name of the filter chain the connection runs (filter_chains[].name),
  * or NULL when it has none: Envoy's %FILTER_CHAIN_NAME%. */

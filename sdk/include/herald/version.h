@@ -31,7 +31,10 @@
  *                    and herald_http_stream_route_config;
  *                    herald_route_mirror_* (request_mirror_policies);
  *                    herald_string_matcher_*;
- *                    herald_http_stream_route_config_chain.
+ *                    herald_http_stream_route_config_chain;
+ *                    herald_conn_peer_cert_names (each SAN of a type and
+ *                    the subject of the peer certificate: rbac's
+ *                    authenticated).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
