@@ -27,5 +27,7 @@ const char *schema_v2_filter_hint(const char *name);
 /* The table of the Envoy bootstrap (envoy.config.bootstrap.v3.Bootstrap) and
  * the messages under it that the core itself reads. */
 extern const struct herald_message schema_bootstrap;
+/* A stats sink's typed_config (stats_sink.c). */
+extern const struct herald_message schema_statsd_sink, schema_dog_statsd_sink;
 
 #endif
