@@ -521,8 +521,13 @@ void stats_export_counters(struct evbuffer *out)
 void stats_import_counter(const char *name, uint64_t v)
 {
     struct herald_stat *s = stat_get(NULL, name, STAT_COUNTER);
-    if (s->kind == STAT_COUNTER && v)
-        herald_stat_add(s, v);
+    if (s->kind != STAT_COUNTER || !v)
+        return;
+    herald_stat_add(s, v);
+    /* the old process's sinks report what it counted: not these again */
+    pthread_mutex_lock(&lock);
+    s->sink_base += v;
+    pthread_mutex_unlock(&lock);
 }
 
 void stats_reset_counters(void)

@@ -32,7 +32,8 @@ void stats_import_counter(const char *name, uint64_t v);
  * gauges that were ever used their value (negative sums read as 0); every
  * histogram bucket that gained values since the previous flush its
  * representative value and how many values it gained. Independent of
- * /reset_counters and of the reload hand-over's bookkeeping. */
+ * /reset_counters; counts imported from an old process after a reload are
+ * left out (that process's sinks sent them). */
 struct stats_flush_visitor {
     void (*counter)(void *arg, const char *name, uint64_t delta);
     void (*gauge)(void *arg, const char *name, uint64_t value);

@@ -16,6 +16,7 @@ static size_t nsinks, sinks_cap;
 static struct event *flush_timer;
 static uint64_t flush_interval_ms;
 static bool flush_on_admin;
+static bool final_flush;   /* the timer ran: what the last interval counted goes out at exit */
 
 /* Type URLs and names, v3 first; the @type decides when there is one (Envoy
  * looks factories up by type first). */
@@ -143,12 +144,18 @@ void stats_sinks_start(struct event_base *base)
     if (!nsinks || flush_on_admin)
         return;
     flush_timer = event_new(base, -1, EV_PERSIST, on_flush_timer, NULL);
+    final_flush = true;
     struct timeval tv = { (time_t)(flush_interval_ms / 1000), (suseconds_t)(flush_interval_ms % 1000) * 1000 };
     evtimer_add(flush_timer, &tv);
 }
 
 void stats_sinks_shutdown(void)
 {
+    /* the workers are gone: nothing counts any more. Without this, the
+     * last interval (and, after a reload, the old process's drain) is lost */
+    if (final_flush)
+        stats_sinks_flush();
+    final_flush = false;
     if (flush_timer)
         event_free(flush_timer);
     flush_timer = NULL;

@@ -20,7 +20,8 @@ void stats_sinks_start(struct event_base *base);
 void stats_sinks_flush(void);
 /* Whether stats_flush_on_admin asks the admin's stats requests to flush. */
 bool stats_sinks_flush_on_admin(void);
-/* Main thread, after the loop returned: closes the sinks. */
+/* Main thread, after the loop returned and the workers stopped: a last
+ * flush (unless stats_flush_on_admin), then closes the sinks. */
 void stats_sinks_shutdown(void);
 
 #endif

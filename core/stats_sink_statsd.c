@@ -122,8 +122,11 @@ void statsd_sink_free(struct statsd_sink *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
-    if (s->bev)
+    if (s->bev) {
+        /* the last flush's lines: one try, the process is exiting */
+        evbuffer_write(bufferevent_get_output(s->bev), bufferevent_getfd(s->bev));
         bufferevent_free(s->bev);
+    }
     if (s->datagram)
         evbuffer_free(s->datagram);
     if (s->tcp_out)

@@ -12,6 +12,7 @@ import time
 
 from conftest import PLUGIN_DIR, run_herald
 from helpers import EchoServer, bootstrap, cluster, connect, recv_line, sock_addr, tcp_listener, wait_for
+from reload_util import Reloads, set_subreaper
 
 STATSD_TYPE = "type.googleapis.com/envoy.config.metrics.v3.StatsdSink"
 DOG_TYPE = "type.googleapis.com/envoy.config.metrics.v3.DogStatsdSink"
@@ -130,7 +131,7 @@ def through_proxy(lport, n):
         s.close()
 
 
-def start(herald, upstreams, port, sinks, concurrency=2, interval="0.2s", clusters=(), **extra):
+def start(herald, upstreams, port, sinks, concurrency=2, interval="0.2s", clusters=(), herald_args=None, **extra):
     echo = upstreams(EchoServer, tag="echo")
     lport = port()
     cfg = bootstrap([tcp_listener(lport, "echo", stat_prefix="px")], [cluster("echo", [echo.addr])] + list(clusters))
@@ -138,7 +139,7 @@ def start(herald, upstreams, port, sinks, concurrency=2, interval="0.2s", cluste
         cfg["stats_flush_interval"] = interval
     cfg["stats_sinks"] = sinks
     cfg.update(extra)
-    return herald(cfg, concurrency=concurrency), lport
+    return herald(cfg, concurrency=concurrency, **(herald_args or {})), lport
 
 
 def udp_sink(port, prefix=None):
@@ -199,6 +200,50 @@ def test_statsd_udp_counter_deltas_gauges_histograms(herald, upstreams, port):
         assert wait_for(lambda: total(srv.lines(), name) == n + 3, timeout=5)
         assert h.stat("tcp.px.downstream_cx_total") == n + 3
     finally:
+        srv.close()
+
+
+def test_statsd_last_interval_sent_at_exit(herald, upstreams, port):
+    srv = UdpStatsd()
+    try:
+        h, lport = start(herald, upstreams, port, [udp_sink(srv.port)], interval="60s")
+        through_proxy(lport, 3)
+        h.wait_stat("tcp.px.downstream_cx_total", lambda v: v == 3)
+        assert srv.lines() == []
+        h.stop()
+        assert wait_for(lambda: total(srv.lines(), "envoy.tcp.px.downstream_cx_total") == 3, timeout=3)
+    finally:
+        srv.close()
+
+
+def test_statsd_across_a_reload_counts_each_connection_once(herald, upstreams, port):
+    """The new process takes the old one's counters over (/stats goes on from
+    them) but does not send them again: the old one's sinks did, its drain
+    included, at its exit."""
+    assert set_subreaper(True)
+    srv = UdpStatsd()
+    r = None
+    try:
+        h, lport = start(herald, upstreams, port, [udp_sink(srv.port)],
+                         herald_args={"args": ["--parent-shutdown-time-s", "2"]})
+        name = "envoy.tcp.px.downstream_cx_total"
+        through_proxy(lport, 4)
+        assert wait_for(lambda: total(srv.lines(), name) == 4, timeout=5)
+        r = Reloads(h)
+        old = h.pid
+        assert r.sighup() not in (None, old), h.log_tail()
+        through_proxy(lport, 3)
+        assert r.wait_old_exit(10) == 0
+        assert wait_for(lambda: h.stat("tcp.px.downstream_cx_total") == 7, timeout=5), h.log_tail()
+        assert wait_for(lambda: total(srv.lines(), name) == 7, timeout=5), total(srv.lines(), name)
+        time.sleep(0.7)   # a few more flushes: nothing counted twice
+        assert total(srv.lines(), name) == 7
+        assert r.stop_new() == 0
+        assert total(srv.lines(), name) == 7
+    finally:
+        if r:
+            r.cleanup()
+        set_subreaper(False)
         srv.close()
 
 
