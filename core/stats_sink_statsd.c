@@ -259,6 +259,21 @@ void statsd_sink_begin(struct statsd_sink *s)
     UNUSED(s);
 }
 
+/* A name as /stats shows it, except the protocol's separators (a cluster
+ * named "a:b" must not end the name early): ':' '|' and line ends become '_'. */
+static void add_name(struct evbuffer *out, const char *name)
+{
+    while (*name) {
+        size_t run = strcspn(name, ":|\r\n");
+        evbuffer_add(out, name, run);
+        name += run;
+        if (*name) {
+            evbuffer_add(out, "_", 1);
+            name++;
+        }
+    }
+}
+
 /* "<prefix>.<name>:<value>|<type>[|@rate][|#tags]" into s->line. */
 static void format_line(struct statsd_sink *s, const char *name, const char *value, const char *type,
                         const char *rate)
@@ -266,8 +281,13 @@ static void format_line(struct statsd_sink *s, const char *name, const char *val
     char *tags = NULL, *bare = NULL;
     if (s->dog)
         bare = stats_tag_extract(name, &tags);
-    evbuffer_add_printf(s->line, "%s.%s:%s|%s%s%s%s%s", s->prefix, bare ? bare : name, value, type,
-                        *rate ? "|@" : "", rate, tags && *tags ? "|#" : "", tags ? tags : "");
+    evbuffer_add_printf(s->line, "%s.", s->prefix);
+    add_name(s->line, bare ? bare : name);
+    evbuffer_add_printf(s->line, ":%s|%s%s%s", value, type, *rate ? "|@" : "", rate);
+    if (tags && *tags) {
+        evbuffer_add(s->line, "|#", 2);
+        evbuffer_add(s->line, tags, strlen(tags));
+    }
     free(tags);
     free(bare);
 }

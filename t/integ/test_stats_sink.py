@@ -12,6 +12,7 @@ import time
 
 from conftest import PLUGIN_DIR, run_herald
 from helpers import EchoServer, bootstrap, cluster, connect, recv_line, sock_addr, tcp_listener, wait_for
+from http_backends import HttpBackend, hcm, http_cluster, http_listener, request, route
 from reload_util import Reloads, set_subreaper
 
 STATSD_TYPE = "type.googleapis.com/envoy.config.metrics.v3.StatsdSink"
@@ -199,6 +200,34 @@ def test_statsd_udp_counter_deltas_gauges_histograms(herald, upstreams, port):
         through_proxy(lport, 3)
         assert wait_for(lambda: total(srv.lines(), name) == n + 3, timeout=5)
         assert h.stat("tcp.px.downstream_cx_total") == n + 3
+    finally:
+        srv.close()
+
+
+def test_statsd_http_requests_and_cluster_names(herald, upstreams, port):
+    """HTTP through the router: http.<prefix>.* and cluster.<name>.* deltas add
+    up to the requests; a cluster whose name has a ':' keeps the line parseable."""
+    srv = UdpStatsd()
+    try:
+        one = upstreams(HttpBackend, "one")
+        lp = port()
+        cfg = {"static_resources": {
+            "listeners": [http_listener(lp, hcm("ingress", [route("/", "web:v1")]))],
+            "clusters": [http_cluster("web:v1", [one.port])]},
+            "stats_flush_interval": "0.2s", "stats_sinks": [udp_sink(srv.port)]}
+        h = herald(cfg, concurrency=2)
+        n = 9
+        for _ in range(n):
+            assert request(lp, "/")[0] == 200
+        assert wait_for(lambda: total(srv.lines(), "envoy.http.ingress.downstream_rq_total") == n, timeout=5)
+        assert wait_for(lambda: total(srv.lines(), "envoy.cluster.web_v1.upstream_rq_total") == n, timeout=5), \
+            [x for x in srv.lines() if "upstream_rq_total" in x]
+        assert wait_for(lambda: total(srv.lines(), "envoy.http.ingress.downstream_rq_2xx") == n, timeout=5)
+        st = h.stats()
+        assert st["http.ingress.downstream_rq_total"] == st["cluster.web:v1.upstream_rq_total"] == n
+        rq_time = [m for m in parse(srv.lines()) if m["name"] == "envoy.http.ingress.downstream_rq_time"]
+        assert rq_time and all(m["type"] == "ms" for m in rq_time)
+        assert round(sum(1 / float(m["rate"]) if m["rate"] else 1 for m in rq_time)) == n
     finally:
         srv.close()
 
