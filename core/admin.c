@@ -34,6 +34,7 @@
 #include "runtime.h"
 #include "server.h"
 #include "stats.h"
+#include "stats_sink.h"
 #include "upstream/cluster.h"
 
 #define CT_TEXT "text/plain; charset=UTF-8"
@@ -213,6 +214,9 @@ static void stats_common(struct ctx *c, enum stats_format fmt)
     char *err = NULL;
     const char *filter = param(c, "filter");
     bool used_only = has_param(c, "usedonly");
+    /* stats_flush_on_admin: the sinks are fed when someone reads the stats */
+    if (stats_sinks_flush_on_admin())
+        stats_sinks_flush();
     if (stats_render(c->out, fmt, filter, used_only, &err) != 0) {
         evbuffer_drain(c->out, evbuffer_get_length(c->out));
         text(c, 400, "%s\n", err ? err : "invalid filter");

@@ -23,6 +23,7 @@
 #include "overload.h"
 #include "plugin.h"
 #include "reload.h"
+#include "stats_sink.h"
 #include "runtime.h"
 #include "sd_notify.h"
 #include "server.h"
@@ -193,6 +194,7 @@ static void cleanup(struct server *s)
     if (s->admin)
         admin_stop(s->admin);
     listeners_destroy();
+    stats_sinks_shutdown();
     health_check_shutdown();
     outlier_shutdown();
     cluster_manager_shutdown();
@@ -251,8 +253,10 @@ int server_run(struct options *o)
         if (!o->validate)
             s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         tls_clusters_build(s->boot, o->validate, &d);
-        if (cluster_manager_init(s->boot, s->base, s->dns, &d) == 0)
+        if (cluster_manager_init(s->boot, s->base, s->dns, &d) == 0) {
             listeners_build(s->boot, nworkers, o->validate, &d);
+            stats_sinks_init(s->boot, o->validate ? NULL : s->base, &d);
+        }
         if (d.nerrors == 0)
             warn_unreferenced_clusters(s->boot, &d);
     }
@@ -298,6 +302,7 @@ int server_run(struct options *o)
     cluster_manager_start();
     health_check_start(s->base);
     outlier_init(s->base);
+    stats_sinks_start(s->base);
 
     signal(SIGPIPE, SIG_IGN);
     s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);

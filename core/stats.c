@@ -40,6 +40,8 @@ struct herald_stat {
     atomic_bool used;          /* ever changed (?usedonly) */
     uint64_t reset_base;       /* counter total at the last reset_counters (under lock) */
     uint64_t export_base;      /* value at the last stats_export_counters (under lock) */
+    uint64_t sink_base;        /* counter: raw total at the last stats_flush (under lock) */
+    uint64_t *sink_buckets;    /* histogram: bucket counts at the last stats_flush, or NULL */
     char *name;
     struct herald_stat *hnext; /* hash chain */
 };
@@ -519,8 +521,13 @@ void stats_export_counters(struct evbuffer *out)
 void stats_import_counter(const char *name, uint64_t v)
 {
     struct herald_stat *s = stat_get(NULL, name, STAT_COUNTER);
-    if (s->kind == STAT_COUNTER && v)
-        herald_stat_add(s, v);
+    if (s->kind != STAT_COUNTER || !v)
+        return;
+    herald_stat_add(s, v);
+    /* the old process's sinks report what it counted: not these again */
+    pthread_mutex_lock(&lock);
+    s->sink_base += v;
+    pthread_mutex_unlock(&lock);
 }
 
 void stats_reset_counters(void)
@@ -529,6 +536,63 @@ void stats_reset_counters(void)
     for (size_t i = 0; i < nall; i++)
         if (all[i]->kind == STAT_COUNTER)
             all[i]->reset_base = raw_sum(all[i]->slot);
+    pthread_mutex_unlock(&lock);
+}
+
+/* ------------------------------------------------------------------ sink flush */
+
+/* The middle of bucket i, as an integer: exact below 8, within 12.5% above. */
+static uint64_t bucket_value(unsigned i)
+{
+    if (i < HIST_SUB)
+        return i;
+    unsigned e = (i - HIST_SUB) / HIST_SUB + HIST_SUB_BITS, sub = (i - HIST_SUB) % HIST_SUB;
+    uint64_t width = 1ull << (e - HIST_SUB_BITS);
+    uint64_t lo = (1ull << e) + sub * width;
+    return lo + (width - 1) / 2;
+}
+
+static void flush_histogram(struct herald_stat *s, const struct stats_flush_visitor *v, void *arg)
+{
+    struct hist_snap h;
+    hist_merge(s, &h);
+    if (!h.count)
+        return;
+    if (!s->sink_buckets)
+        s->sink_buckets = xcalloc(HIST_BUCKETS, sizeof(*s->sink_buckets));
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        uint64_t gained = h.b[i] - s->sink_buckets[i];
+        s->sink_buckets[i] = h.b[i];
+        if (!gained)
+            continue;
+        /* the open-ended last bucket: the largest value seen says more than its floor */
+        uint64_t value = i == HIST_BUCKETS - 1 ? h.max : bucket_value(i);
+        v->histogram(arg, s->name, value, gained);
+    }
+}
+
+void stats_flush(const struct stats_flush_visitor *v, void *arg)
+{
+    stats_init();
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nall; i++) {
+        struct herald_stat *s = all[i];
+        if (s->kind != STAT_COUNTER || !atomic_load_explicit(&s->used, memory_order_relaxed))
+            continue;
+        uint64_t total = raw_sum(s->slot);
+        v->counter(arg, s->name, total - s->sink_base);
+        s->sink_base = total;
+    }
+    for (size_t i = 0; i < nall; i++) {
+        struct herald_stat *s = all[i];
+        if (s->kind != STAT_GAUGE || !atomic_load_explicit(&s->used, memory_order_relaxed))
+            continue;
+        int64_t value = (int64_t)raw_sum(s->slot);
+        v->gauge(arg, s->name, value < 0 ? 0 : (uint64_t)value);
+    }
+    for (size_t i = 0; i < nall; i++)
+        if (all[i]->kind == STAT_HISTOGRAM && atomic_load_explicit(&all[i]->used, memory_order_relaxed))
+            flush_histogram(all[i], v, arg);
     pthread_mutex_unlock(&lock);
 }
 
@@ -723,6 +787,26 @@ static void extract_tags(char *n, struct tag *tags, int *ntags)
         extract_inner(n, ".collection.", "envoy_mongo_collection", tags, ntags);
         extract_inner(n, ".callsite.", "envoy_mongo_callsite", tags, ntags);
     }
+}
+
+char *stats_tag_extract(const char *name, char **dog_tags)
+{
+    char *n = xstrdup(name);
+    struct tag tags[MAX_TAGS];
+    int ntags = 0;
+    extract_tags(n, tags, &ntags);
+    struct evbuffer *b = evbuffer_new();
+    for (int i = 0; i < ntags; i++) {
+        /* Envoy's tag names are "envoy.cluster_name"; Prometheus sees them as envoy_cluster_name */
+        evbuffer_add_printf(b, "%senvoy.%s:%s", i ? "," : "", tags[i].name + strlen("envoy_"), tags[i].value);
+        free(tags[i].value);
+    }
+    size_t len = evbuffer_get_length(b);
+    *dog_tags = xmalloc(len + 1);
+    evbuffer_remove(b, *dog_tags, len);
+    (*dog_tags)[len] = '\0';
+    evbuffer_free(b);
+    return n;
 }
 
 static void prom_entry_init(struct prom_entry *e, struct herald_stat *s)

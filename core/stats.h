@@ -25,6 +25,26 @@ void stats_reset_counters(void);
  * adding such a count to its own counter of that name. */
 void stats_export_counters(struct evbuffer *out);
 void stats_import_counter(const char *name, uint64_t v);
+/* Stats sinks (stats_sink.c), on the main thread: one pass over every stat
+ * under the registry lock, in creation order, counters first, then gauges,
+ * then histograms, as Envoy's flush does. Counters that were ever used get
+ * their growth since the previous stats_flush (0 included, like Envoy);
+ * gauges that were ever used their value (negative sums read as 0); every
+ * histogram bucket that gained values since the previous flush its
+ * representative value and how many values it gained. Independent of
+ * /reset_counters; counts imported from an old process after a reload are
+ * left out (that process's sinks sent them). */
+struct stats_flush_visitor {
+    void (*counter)(void *arg, const char *name, uint64_t delta);
+    void (*gauge)(void *arg, const char *name, uint64_t value);
+    void (*histogram)(void *arg, const char *name, uint64_t value, uint64_t times);
+};
+void stats_flush(const struct stats_flush_visitor *v, void *arg);
+/* Envoy's default tag extraction (the one /stats/prometheus applies): returns
+ * the tag-extracted name ("cluster.upstream_rq_total") and sets *dog_tags to
+ * its tags as DogStatsD writes them ("envoy.cluster_name:web", "" for none).
+ * Both malloc'd. */
+char *stats_tag_extract(const char *name, char **dog_tags);
 /* For tests and --mode validate output. */
 int64_t stats_lookup(const char *name, bool *found);
 

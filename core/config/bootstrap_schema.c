@@ -1039,6 +1039,88 @@ static const struct herald_message layered_runtime_msg = {
     "envoy.config.bootstrap.v3.LayeredRuntime", layered_runtime_fields, NULL,
 };
 
+/* stats_sinks: each typed_config is checked by stats_sinks_init() (stats_sink.c)
+ * against the StatsdSink or DogStatsdSink table below. */
+static const struct herald_field stats_sink_fields[] = {
+    STR("name", .help = "envoy.stat_sinks.statsd or envoy.stat_sinks.dog_statsd; a typed_config \"@type\" decides"),
+    TYPED("typed_config", .oneof = "config_type"),
+    REMOVED("config", "v2 field: use typed_config with an \"@type\""),
+    END,
+};
+static const struct herald_message stats_sink_msg = {
+    "envoy.config.metrics.v3.StatsSink", stats_sink_fields, NULL,
+};
+
+/* A statsd server's address: always UDP, whatever "protocol" says (as Envoy). */
+static int statsd_socket_address_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *port = herald_cfg_get(n, "port_value");
+    int64_t v = herald_cfg_int(port, 0);
+    if (!port || v < 1 || v > 65535)
+        return herald_cfg_errorf(port ? port : n, err, "a statsd server needs a port_value (1-65535)");
+    return 0;
+}
+static const struct herald_field statsd_socket_address_fields[] = {
+    ENUM("protocol", protocol_values, .help = "ignored: statsd datagrams are UDP"),
+    F_("address", STRING, HERALD_F_REQUIRED, .help = "an IP address"),
+    UINT("port_value", .oneof = "port_specifier"),
+    UNSUP("named_port", .oneof = "port_specifier", .hint = "use port_value"),
+    UNSUP("resolver_name"),
+    BOOL("ipv4_compat"),
+    UNSUP("network_namespace_filepath"),
+    END,
+};
+static const struct herald_message statsd_socket_address_msg = {
+    "envoy.config.core.v3.SocketAddress", statsd_socket_address_fields, statsd_socket_address_check,
+};
+static const struct herald_field statsd_address_fields[] = {
+    MSG("socket_address", statsd_socket_address_msg, .oneof = "address"),
+    UNSUP("pipe", .oneof = "address", .hint = "statsd over a unix datagram socket: use a socket_address"),
+    UNSUP("envoy_internal_address", .oneof = "address"),
+    END,
+};
+static int statsd_address_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "socket_address"))
+        return herald_cfg_errorf(n, err, "a statsd address needs a socket_address");
+    return 0;
+}
+static const struct herald_message statsd_address_msg = {
+    "envoy.config.core.v3.Address", statsd_address_fields, statsd_address_check,
+};
+
+static int statsd_sink_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "address") && !herald_cfg_get(n, "tcp_cluster_name"))
+        return herald_cfg_errorf(n, err, "a StatsdSink needs an address (UDP) or a tcp_cluster_name");
+    return 0;
+}
+static const struct herald_field statsd_sink_fields[] = {
+    MSG("address", statsd_address_msg, .oneof = "statsd_specifier", .help = "the statsd server (UDP)"),
+    STR("tcp_cluster_name", .oneof = "statsd_specifier", .help = "a static_resources cluster; TCP to one of its hosts"),
+    STR("prefix", .help = "put before every stat name, default envoy"),
+    END,
+};
+const struct herald_message schema_statsd_sink = {
+    "envoy.config.metrics.v3.StatsdSink", statsd_sink_fields, statsd_sink_check,
+};
+
+static int dog_statsd_sink_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "address"))
+        return herald_cfg_errorf(n, err, "a DogStatsdSink needs an address");
+    return 0;
+}
+static const struct herald_field dog_statsd_sink_fields[] = {
+    MSG("address", statsd_address_msg, .oneof = "dog_statsd_specifier", .help = "the DogStatsD agent (UDP)"),
+    STR("prefix", .help = "put before every stat name, default envoy"),
+    UINT("max_bytes_per_datagram", .help = "batch metrics up to this size; unset: one metric per datagram"),
+    END,
+};
+const struct herald_message schema_dog_statsd_sink = {
+    "envoy.config.metrics.v3.DogStatsdSink", dog_statsd_sink_fields, dog_statsd_sink_check,
+};
+
 /* overload_manager: the monitors' typed_config is checked by overload_init(). */
 static const struct herald_field resource_monitor_fields[] = {
     REQ("name", STRING, .help = "envoy.resource_monitors.global_downstream_max_connections, "
@@ -1150,7 +1232,7 @@ static const struct herald_field bootstrap_fields[] = {
     MSG("cluster_manager", cluster_manager_msg),
     UNSUP("hds_config"),
     UNSUP("flags_path"),
-    UNSUP("stats_sinks"),
+    LIST("stats_sinks", stats_sink_msg),
     UNSUP("deferred_stat_options"),
     ANY("stats_config", .help = "tag extraction and inclusion lists (read, not yet applied)"),
     DUR("stats_flush_interval", .oneof = "stats_flush", .help = "default 5s"),

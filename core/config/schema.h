@@ -42,4 +42,7 @@ extern const struct lb_policy_ext schema_lb_policies[];
 /* The one a policies[].typed_extension_config names (@type, else name), or NULL. */
 const struct lb_policy_ext *schema_lb_policy_find(const struct herald_cfg *typed_extension_config);
 
+/* A stats sink's typed_config (stats_sink.c). */
+extern const struct herald_message schema_statsd_sink, schema_dog_statsd_sink;
+
 #endif
