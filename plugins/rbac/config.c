@@ -299,6 +299,16 @@ static const struct herald_field http_fields[] = {
 const struct herald_message rbac_http_schema = {
     .name = "envoy.extensions.filters.http.rbac.v3.RBAC", .fields = http_fields};
 
+/* typed_per_filter_config: RBACPerRoute {rbac} replaces the filter's RBAC for
+ * the route; without rbac the route is not checked at all (Envoy's rule). */
+static const struct herald_field per_route_fields[] = {
+    {.name = "rbac", .kind = HERALD_FIELD_MESSAGE, .message = &rbac_http_schema,
+     .help = "the RBAC for this route's requests; absent: none (the filter is off here)"},
+    {NULL},
+};
+const struct herald_message rbac_per_route_schema = {
+    .name = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute", .fields = per_route_fields};
+
 static const char *const enforcement_values[] = {"ONE_TIME_ON_FIRST_BYTE", "CONTINUOUS", NULL};
 
 static int check_network(const struct herald_cfg *n, char **err)

@@ -85,6 +85,13 @@ fail:
     return -1;
 }
 
+/* RBACPerRoute: its rbac, or nothing to check (no rules: everything passes). */
+static int route_conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out,
+                             char **err)
+{
+    return conf_create(herald_cfg_get(n, "rbac"), env, out, err);
+}
+
 static void *session_new(void *conf, struct herald_http_stream *s)
 {
     struct session *ss = calloc(1, sizeof(*ss));
@@ -127,7 +134,8 @@ static char *get_header(void *arg, const char *name)
 static enum herald_http_status decode_headers(void *p, struct herald_headers *headers, bool end_stream)
 {
     struct session *ss = p;
-    struct conf *c = ss->conf;
+    struct conf *route = herald_http_stream_route_config(ss->s, ss->conf);
+    struct conf *c = route ? route : ss->conf;
     struct herald_conn *conn = herald_http_stream_conn(ss->s);
     struct rbac_ip remote, direct, local;
     socklen_t len;
@@ -188,6 +196,9 @@ static const struct herald_http_filter_ops ops = {
     .session_new = session_new,
     .session_destroy = session_destroy,
     .decode_headers = decode_headers,
+    .route_config_schema = &rbac_per_route_schema,
+    .route_config_create = route_conf_create,
+    .route_config_destroy = conf_destroy,
 };
 
 static const char *const type_urls[] = {

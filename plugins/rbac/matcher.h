@@ -194,7 +194,8 @@ const char *rbac_action_name(enum rbac_action a);
 
 /* ---------------------------------------------------------------- config.c
  * The schemas and the config tree -> engine step, shared by both filters. */
-extern const struct herald_message rbac_http_schema;    /* envoy.extensions.filters.http.rbac.v3.RBAC */
+extern const struct herald_message rbac_http_schema;
+extern const struct herald_message rbac_per_route_schema; /* ...http.rbac.v3.RBACPerRoute */    /* envoy.extensions.filters.http.rbac.v3.RBAC */
 extern const struct herald_message rbac_network_schema; /* envoy.extensions.filters.network.rbac.v3.RBAC */
 
 /* An envoy.config.rbac.v3.RBAC node -> engine; NULL with *err (via

@@ -101,6 +101,29 @@ def test_http_rbac_stats_under_the_hcm_prefix(herald, upstreams, port):
     assert st.get("http.ingress_http.rbac.denied") == 1, sorted(k for k in st if "rbac" in k)
 
 
+def test_http_rbac_per_route(herald, upstreams, port):
+    """RBACPerRoute in typed_per_filter_config: a route with {} is not checked
+    at all (Envoy's rule), one with its own rbac uses that instead of the
+    filter's."""
+    b = upstreams(HttpBackend, "b")
+    rbac_type = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+    open_route = hb.route("/admin/health", "backend")
+    open_route["typed_per_filter_config"] = {"envoy.filters.http.rbac": {"@type": rbac_type}}
+    strict = hb.route("/private", "backend")
+    strict["typed_per_filter_config"] = {"envoy.filters.http.rbac": {"@type": rbac_type, "rbac": {"rules": {
+        "action": "ALLOW", "policies": {"only-x-key": {
+            "permissions": [{"any": True}],
+            "principals": [{"header": {"name": "x-key", "string_match": {"exact": "s3cret"}}}]}}}}}}
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=[open_route, strict, hb.route("/", "backend")],
+                           http_filters=[hb.rbac_deny_prefix("/admin")])
+    assert hb.request(lp, "/admin/stats")[0] == 403                  # the filter's own policy
+    assert hb.request(lp, "/admin/health")[0] == 200                 # off on this route
+    assert hb.request(lp, "/private/x")[0] == 403                    # the route's policy ...
+    assert hb.request(lp, "/private/x", headers={"x-key": "s3cret"})[0] == 200
+    assert hb.request(lp, "/public")[0] == 200                       # ... and only there
+    assert b.served() == 3
+
+
 def test_http_no_route_is_404(herald, upstreams, port):
     b = upstreams(HttpBackend, "only")
     h, lp = hb.start_proxy(herald, port, [b.port], routes=[hb.route("/api", "backend")])
