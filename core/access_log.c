@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "access_log.h"
+#include "access_log_filter.h"
 #include "common.h"
 #include "log.h"
 
@@ -436,6 +437,7 @@ struct herald_access_log {
     bool omit_empty;
     struct fmt text;
     struct jval obj;
+    struct log_filter *filter; /* NULL: every line is written */
 };
 
 enum sink { SINK_FILE = 0, SINK_STDOUT, SINK_STDERR };
@@ -594,11 +596,6 @@ HERALD_EXPORT struct herald_access_log *herald_access_log_create(const struct he
     }
     if (check_keys(entry, entry_keys, "access_log (envoy.config.accesslog.v3.AccessLog)", err) < 0)
         return NULL;
-    if (herald_cfg_get(entry, "filter")) {
-        herald_cfg_errorf(herald_cfg_get(entry, "filter"), err,
-                          "access log filters are not supported by herald");
-        return NULL;
-    }
 
     const char *type = tc ? herald_cfg_str(herald_cfg_get(tc, "@type"), NULL) : NULL;
     const char *what = type ? strip_type_prefix(type) : name;
@@ -648,6 +645,8 @@ HERALD_EXPORT struct herald_access_log *herald_access_log_create(const struct he
     }
     if (rc < 0)
         goto fail;
+    if (herald_cfg_get(entry, "filter") && !(l->filter = log_filter_create(herald_cfg_get(entry, "filter"), err)))
+        goto fail;
 
     bool validate = env && herald_env_validate_only(env);
     if (sink == SINK_FILE) {
@@ -685,6 +684,7 @@ HERALD_EXPORT void herald_access_log_destroy(struct herald_access_log *l)
         file_put(l->file);
     fmt_free(&l->text);
     jval_free(&l->obj);
+    log_filter_free(l->filter);
     free(l);
 }
 
@@ -911,6 +911,8 @@ HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_l
     struct ctx c = {.field = field, .arg = arg};
 
     if (!l || l->fd < 0)
+        return;
+    if (l->filter && !log_filter_matches(l->filter, field, arg))
         return;
     b->len = 0;
     if (l->json) {

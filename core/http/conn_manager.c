@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access_log_filter.h"
 #include "buffer.h"
 #include "common.h"
 #include "config/schema.h"
@@ -220,6 +221,7 @@ struct herald_http_stream {
     bool response_started;      /* response headers went to the codec */
     bool response_complete;
     bool local_reply;           /* a local reply is (being) sent */
+    bool health_check;          /* herald_http_stream_mark_health_check */
     bool local_reply_encoding;  /* ... and its walk is on the stack */
     bool reset, over;
     bool upgrade_requested;     /* allowed upgrade: Upgrade kept in the request */
@@ -1586,6 +1588,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return grpc_status_field(s, arg, scratch, len);
         if (!strcmp(op, "GRPC_STATUS_NUMBER"))
             return grpc_status_field(s, "NUMBER", scratch, len);
+        break;
+    case 'H':
+        if (!strcmp(op, LOG_FILTER_HEALTH_CHECK_QUERY))
+            return s->health_check ? "1" : NULL;
         break;
     case 'L':
         if (!strcmp(op, "LOCAL_REPLY_BODY"))
@@ -2988,6 +2994,11 @@ void herald_http_stream_send_local_reply(struct herald_http_stream *s, int statu
     enter(cc);
     send_local_reply(s, status, body, details, flags);
     leave_sdk(cc);
+}
+
+void herald_http_stream_mark_health_check(struct herald_http_stream *s)
+{
+    s->health_check = true;
 }
 
 void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name, const char *value)

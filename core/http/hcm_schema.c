@@ -37,7 +37,9 @@ static const struct herald_field access_log_fields[] = {
         .help = "envoy.access_loggers.file, envoy.access_loggers.stdout or envoy.access_loggers.stderr"),
     TYPED("typed_config", .oneof = "config_type",
           .help = "FileAccessLog, StdoutAccessLog or StderrAccessLog"),
-    UNSUP("filter", .help = "access log filters"),
+    ANY("filter", .help = "an AccessLogFilter: whether a line is written (status_code_filter, duration_filter, "
+                          "not_health_check_filter, response_flag_filter, header_filter, and_filter, or_filter, "
+                          "grpc_status_filter, log_type_filter)"),
     REMOVED("config", "use typed_config with \"@type\": type.googleapis.com/"
                       "envoy.extensions.access_loggers.file.v3.FileAccessLog"),
     END,

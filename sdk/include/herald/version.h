@@ -20,12 +20,14 @@
  *                    herald_conn_tls_log_field (the DOWNSTREAM_TLS_* and
  *                    certificate operators of access logs).
  *   1.5  2026-11-28  herald_conn_filter_chain_name (%FILTER_CHAIN_NAME%).
+ *   1.6  2026-11-28  herald_http_stream_mark_health_check (access logs'
+ *                    not_health_check_filter).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 5
+#define HERALD_ABI_MINOR 6
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
