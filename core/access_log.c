@@ -676,6 +676,34 @@ fail:
     return NULL;
 }
 
+struct herald_access_log *access_log_format_create(const struct herald_cfg *sfs, const char *default_format,
+                                                  char **err)
+{
+    struct herald_access_log *l = xcalloc(1, sizeof(*l));
+    l->fd = -1;
+    if (parse_log_format(l, sfs, default_format, err) < 0) {
+        herald_access_log_destroy(l);
+        return NULL;
+    }
+    return l;
+}
+
+struct herald_access_log *access_log_text_create(const char *text, const struct herald_cfg *at, char **err)
+{
+    struct herald_access_log *l = xcalloc(1, sizeof(*l));
+    l->fd = -1;
+    if (fmt_parse(&l->text, text, at, err) < 0) {
+        herald_access_log_destroy(l);
+        return NULL;
+    }
+    return l;
+}
+
+bool access_log_is_json(const struct herald_access_log *l)
+{
+    return l->json;
+}
+
 HERALD_EXPORT void herald_access_log_destroy(struct herald_access_log *l)
 {
     if (!l)
@@ -905,15 +933,10 @@ void access_log_thread_exit(void)
     memset(&tls_line, 0, sizeof(tls_line));
 }
 
-HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_log_field_cb field, void *arg)
+/* The line for l into b (emptied first). */
+static void render_line(struct line *b, const struct herald_access_log *l, herald_log_field_cb field, void *arg)
 {
-    struct line *b = &tls_line;
     struct ctx c = {.field = field, .arg = arg};
-
-    if (!l || l->fd < 0)
-        return;
-    if (l->filter && !log_filter_matches(l->filter, field, arg))
-        return;
     b->len = 0;
     if (l->json) {
         render_json(b, &l->obj, &c, l->omit_empty);
@@ -921,6 +944,27 @@ HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_l
     } else {
         render_text(b, &l->text, &c, false, l->omit_empty);
     }
+}
+
+char *access_log_render(const struct herald_access_log *l, herald_log_field_cb field, void *ctx, size_t *len)
+{
+    struct line b = {0};
+    render_line(&b, l, field, ctx);
+    line_add(&b, "", 0);   /* room for the NUL even when empty */
+    b.p[b.len] = '\0';
+    *len = b.len;
+    return b.p;
+}
+
+HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_log_field_cb field, void *arg)
+{
+    struct line *b = &tls_line;
+
+    if (!l || l->fd < 0)
+        return;
+    if (l->filter && !log_filter_matches(l->filter, field, arg))
+        return;
+    render_line(b, l, field, arg);
     if (!b->len)
         return;
     /* one write() per line: O_APPEND keeps lines from several threads whole */

@@ -217,7 +217,9 @@ static const struct herald_field hcm_fields[] = {
          .help = "%2F and %5C in :path: KEEP_UNCHANGED (default), REJECT_REQUEST (400), "
                  "UNESCAPE_AND_FORWARD or UNESCAPE_AND_REDIRECT"),
     UNSUP("request_id_extension"),
-    UNSUP("local_reply_config"),
+    ANY("local_reply_config",
+        .help = "mappers (filter, status_code, body, body_format_override, headers_to_add) and body_format "
+                "for the replies herald makes itself; checked when the HCM is made"),
     BOOL("strip_matching_host_port", .oneof = "strip_port_mode",
          .help = "drop the port from Host when it is the listener's port"),
     BOOL("strip_any_host_port", .oneof = "strip_port_mode", .help = "drop any port from Host"),
