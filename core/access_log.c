@@ -438,6 +438,7 @@ struct herald_access_log {
     struct fmt text;
     struct jval obj;
     struct log_filter *filter; /* NULL: every line is written */
+    bool body_format;          /* made by access_log_format_create (a local reply's body) */
 };
 
 enum sink { SINK_FILE = 0, SINK_STDOUT, SINK_STDERR };
@@ -681,6 +682,7 @@ struct herald_access_log *access_log_format_create(const struct herald_cfg *sfs,
 {
     struct herald_access_log *l = xcalloc(1, sizeof(*l));
     l->fd = -1;
+    l->body_format = true;
     if (parse_log_format(l, sfs, default_format, err) < 0) {
         herald_access_log_destroy(l);
         return NULL;
@@ -784,6 +786,7 @@ static const char *format_time(uint64_t ms, const char *fmt, char *out, size_t l
 struct ctx {
     herald_log_field_cb field;
     void *arg;
+    bool body_format;          /* a local reply's body: an empty %LOCAL_REPLY_BODY% is "", as Envoy's */
     char scratch[512];
 };
 
@@ -825,6 +828,10 @@ static const char *seg_value(struct ctx *c, const struct seg *sg, size_t *n)
             c->scratch[sizeof(c->scratch) - 1] = '\0';
             v = c->scratch;
         }
+    }
+    if ((!v || !*v) && c->body_format && sg->op && !strcmp(sg->op->name, "LOCAL_REPLY_BODY")) {
+        *n = 0;
+        return "";
     }
     if (!v || !*v)
         return NULL;
@@ -936,7 +943,7 @@ void access_log_thread_exit(void)
 /* The line for l into b (emptied first). */
 static void render_line(struct line *b, const struct herald_access_log *l, herald_log_field_cb field, void *arg)
 {
-    struct ctx c = {.field = field, .arg = arg};
+    struct ctx c = {.field = field, .arg = arg, .body_format = l->body_format};
     b->len = 0;
     if (l->json) {
         render_json(b, &l->obj, &c, l->omit_empty);

@@ -26,7 +26,8 @@ def hget(headers, name):
 
 def routes():
     return [hb.route("/nohost", "empty"), hb.route("/direct", direct_response={
-        "status": 200, "body": {"inline_string": "direct body"}}), hb.route("/app", "backend")]
+        "status": 200, "body": {"inline_string": "direct body"}}),
+            hb.route("/forbidden", direct_response={"status": 403}), hb.route("/app", "backend")]
 
 
 def start(herald, upstreams, port, local_reply_config, **kw):
@@ -92,7 +93,8 @@ def test_local_reply_json_body_format(herald, upstreams, port):
     st, hd, body = hb.request(lp, "/missing")
     assert st == 404 and hget(hd, "content-type") == "application/json", (st, hd)
     assert body.endswith(b"\n") and int(hget(hd, "content-length")) == len(body)
-    assert json.loads(body) == {"code": 404, "message": None, "path": "/missing", "flags": "NR"}, body
+    # the 404's body is empty: "" as in Envoy, not null
+    assert json.loads(body) == {"code": 404, "message": "", "path": "/missing", "flags": "NR"}, body
 
     st, hd, body = hb.request(lp, "/direct")
     assert st == 200 and json.loads(body) == {"code": 200, "message": "direct body", "path": "/direct",
@@ -116,6 +118,10 @@ def test_local_reply_text_format_source_and_inline_bytes(herald, upstreams, port
     st, hd, body = hb.request(lp, "/missing")
     assert (st, body) == (404, b"[404] not here"), (st, body)
     assert hget(hd, "content-type") == "text/plain"
+    st, hd, body = hb.request(lp, "/nohost")
+    assert (st, body) == (503, b"[503] no healthy upstream"), (st, body)
+    st, hd, body = hb.request(lp, "/forbidden")   # no body: "", not "-"
+    assert (st, body) == (403, b"[403] "), (st, body)
 
 
 def validate(tmp_path, lrc):
