@@ -144,6 +144,12 @@ def test_local_reply_config_errors(tmp_path):
          "runtime_filter"),
         ({"body_format": {"text_format": "%NOT_AN_OPERATOR%"}}, "NOT_AN_OPERATOR", "body_format"),
         ({"mapper": []}, "unknown field 'mapper'", r"\.mapper:"),
+        ({"mappers": [{"filter": status_filter("EQ", 404), "headers_to_add": [
+            {"header": {"key": "a", "value": "1"}},
+            {"header": {"key": "b", "value": "2"}, "append_action": "SOMETIMES"}]}]},
+         "append_action must be", r"headers_to_add\[1\]\.append_action"),
+        ({"mappers": [{"filter": status_filter("EQ", 404), "body_format_override": {"json_format": "x"}}]},
+         "json_format must be a mapping", "body_format_override"),
     ]
     for lrc, want, where in cases:
         r = validate(tmp_path, lrc)
