@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "access_log.h"
+#include "access_log_filter.h"
 #include "common.h"
 #include "log.h"
 
@@ -436,6 +437,8 @@ struct herald_access_log {
     bool omit_empty;
     struct fmt text;
     struct jval obj;
+    struct log_filter *filter; /* NULL: every line is written */
+    bool body_format;          /* made by access_log_format_create (a local reply's body) */
 };
 
 enum sink { SINK_FILE = 0, SINK_STDOUT, SINK_STDERR };
@@ -594,11 +597,6 @@ HERALD_EXPORT struct herald_access_log *herald_access_log_create(const struct he
     }
     if (check_keys(entry, entry_keys, "access_log (envoy.config.accesslog.v3.AccessLog)", err) < 0)
         return NULL;
-    if (herald_cfg_get(entry, "filter")) {
-        herald_cfg_errorf(herald_cfg_get(entry, "filter"), err,
-                          "access log filters are not supported by herald");
-        return NULL;
-    }
 
     const char *type = tc ? herald_cfg_str(herald_cfg_get(tc, "@type"), NULL) : NULL;
     const char *what = type ? strip_type_prefix(type) : name;
@@ -648,6 +646,8 @@ HERALD_EXPORT struct herald_access_log *herald_access_log_create(const struct he
     }
     if (rc < 0)
         goto fail;
+    if (herald_cfg_get(entry, "filter") && !(l->filter = log_filter_create(herald_cfg_get(entry, "filter"), err)))
+        goto fail;
 
     bool validate = env && herald_env_validate_only(env);
     if (sink == SINK_FILE) {
@@ -677,6 +677,35 @@ fail:
     return NULL;
 }
 
+struct herald_access_log *access_log_format_create(const struct herald_cfg *sfs, const char *default_format,
+                                                  char **err)
+{
+    struct herald_access_log *l = xcalloc(1, sizeof(*l));
+    l->fd = -1;
+    l->body_format = true;
+    if (parse_log_format(l, sfs, default_format, err) < 0) {
+        herald_access_log_destroy(l);
+        return NULL;
+    }
+    return l;
+}
+
+struct herald_access_log *access_log_text_create(const char *text, const struct herald_cfg *at, char **err)
+{
+    struct herald_access_log *l = xcalloc(1, sizeof(*l));
+    l->fd = -1;
+    if (fmt_parse(&l->text, text, at, err) < 0) {
+        herald_access_log_destroy(l);
+        return NULL;
+    }
+    return l;
+}
+
+bool access_log_is_json(const struct herald_access_log *l)
+{
+    return l->json;
+}
+
 HERALD_EXPORT void herald_access_log_destroy(struct herald_access_log *l)
 {
     if (!l)
@@ -685,6 +714,7 @@ HERALD_EXPORT void herald_access_log_destroy(struct herald_access_log *l)
         file_put(l->file);
     fmt_free(&l->text);
     jval_free(&l->obj);
+    log_filter_free(l->filter);
     free(l);
 }
 
@@ -756,6 +786,7 @@ static const char *format_time(uint64_t ms, const char *fmt, char *out, size_t l
 struct ctx {
     herald_log_field_cb field;
     void *arg;
+    bool body_format;          /* a local reply's body: an empty %LOCAL_REPLY_BODY% is "", as Envoy's */
     char scratch[512];
 };
 
@@ -797,6 +828,10 @@ static const char *seg_value(struct ctx *c, const struct seg *sg, size_t *n)
             c->scratch[sizeof(c->scratch) - 1] = '\0';
             v = c->scratch;
         }
+    }
+    if ((!v || !*v) && c->body_format && sg->op && !strcmp(sg->op->name, "LOCAL_REPLY_BODY")) {
+        *n = 0;
+        return "";
     }
     if (!v || !*v)
         return NULL;
@@ -905,13 +940,10 @@ void access_log_thread_exit(void)
     memset(&tls_line, 0, sizeof(tls_line));
 }
 
-HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_log_field_cb field, void *arg)
+/* The line for l into b (emptied first). */
+static void render_line(struct line *b, const struct herald_access_log *l, herald_log_field_cb field, void *arg)
 {
-    struct line *b = &tls_line;
-    struct ctx c = {.field = field, .arg = arg};
-
-    if (!l || l->fd < 0)
-        return;
+    struct ctx c = {.field = field, .arg = arg, .body_format = l->body_format};
     b->len = 0;
     if (l->json) {
         render_json(b, &l->obj, &c, l->omit_empty);
@@ -919,6 +951,27 @@ HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_l
     } else {
         render_text(b, &l->text, &c, false, l->omit_empty);
     }
+}
+
+char *access_log_render(const struct herald_access_log *l, herald_log_field_cb field, void *ctx, size_t *len)
+{
+    struct line b = {0};
+    render_line(&b, l, field, ctx);
+    line_add(&b, "", 0);   /* room for the NUL even when empty */
+    b.p[b.len] = '\0';
+    *len = b.len;
+    return b.p;
+}
+
+HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_log_field_cb field, void *arg)
+{
+    struct line *b = &tls_line;
+
+    if (!l || l->fd < 0)
+        return;
+    if (l->filter && !log_filter_matches(l->filter, field, arg))
+        return;
+    render_line(b, l, field, arg);
     if (!b->len)
         return;
     /* one write() per line: O_APPEND keeps lines from several threads whole */

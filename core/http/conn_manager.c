@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access_log_filter.h"
 #include "buffer.h"
 #include "common.h"
 #include "config/schema.h"
@@ -52,6 +53,7 @@
 #include "http/h1.h"
 #include "http/h2_server.h"
 #include "http/headers.h"
+#include "http/local_reply.h"
 #include "http/route.h"
 #include "log.h"
 #include "plugin.h"
@@ -131,6 +133,7 @@ struct herald_http_cm {
     struct route_table *routes;
     struct http_filter *filters; size_t nfilters;
     struct herald_access_log **logs; size_t nlogs;
+    struct local_reply *local_reply;   /* local_reply_config; NULL: replies as made */
     bool log_upstream_tls;      /* a log asks for UPSTREAM_TLS_* / UPSTREAM_PEER_* */
     bool log_upstream_hostname; /* ... for UPSTREAM_HOST_NAME* */
     bool log_dn_wire, log_up_wire; /* ... for DOWNSTREAM_ / UPSTREAM_ *_WIRE_BYTES_* or *_HEADER_BYTES_*:
@@ -230,6 +233,7 @@ struct herald_http_stream {
     bool response_started;      /* response headers went to the codec */
     bool response_complete;
     bool local_reply;           /* a local reply is (being) sent */
+    bool health_check;          /* herald_http_stream_mark_health_check */
     bool local_reply_encoding;  /* ... and its walk is on the stack */
     bool reset, over;
     bool upgrade_requested;     /* allowed upgrade: Upgrade kept in the request */
@@ -672,6 +676,7 @@ static enum herald_http_status call_filter(struct herald_http_stream *s, bool en
 static void sink_headers(struct herald_http_stream *s);
 static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bool end);
 static void sink_trailers(struct herald_http_stream *s, struct herald_headers *t);
+static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len);
 static void send_local_reply(struct herald_http_stream *s, int status, const char *body, const char *details,
                              const char *flags);
 
@@ -1292,11 +1297,30 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
 
     struct herald_headers *h = herald_headers_new();
     char num[24];
+    size_t blen = body ? strlen(body) : 0;
+    free(s->local_reply_body);
+    s->local_reply_body = blen ? xstrdup(body) : NULL;
+    const char *content_type = "text/plain";
+    char *formatted = NULL;
+    const struct lr_mapper *mapper = NULL;
+    int original_status = status;
+    if (cc->cm->local_reply) {
+        /* Envoy's LocalReply::rewrite: the filters see this reply's code */
+        s->status = status;
+        mapper = local_reply_match(cc->cm->local_reply, log_field, s);
+        if (mapper && lr_mapper_body(mapper)) {
+            free(s->local_reply_body);
+            s->local_reply_body = *lr_mapper_body(mapper) ? xstrdup(lr_mapper_body(mapper)) : NULL;
+        }
+        if (mapper && lr_mapper_status(mapper))
+            status = s->status = lr_mapper_status(mapper);
+        formatted = local_reply_format(cc->cm->local_reply, mapper, log_field, s, &blen, &content_type);
+        body = formatted;
+    }
     snprintf(num, sizeof(num), "%d", status);
     herald_headers_add(h, ":status", num);
-    size_t blen = body ? strlen(body) : 0;
     if (blen)
-        herald_headers_add(h, "content-type", "text/plain");
+        herald_headers_add(h, "content-type", content_type);
     snprintf(num, sizeof(num), "%zu", blen);
     herald_headers_add(h, "content-length", num);
     if (s->lr_extra) {
@@ -1306,8 +1330,13 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
         herald_headers_free(s->lr_extra);
         s->lr_extra = NULL;
     }
-    free(s->local_reply_body);
-    s->local_reply_body = blen ? xstrdup(body) : NULL;
+    if (mapper) {
+        /* Envoy evaluates headers_to_add before the status rewrite: %RESPONSE_CODE% is the original */
+        int final_status = s->status;
+        s->status = original_status;
+        lr_mapper_add_headers(mapper, h, log_field, s);
+        s->status = final_status;
+    }
     s->local_reply_encoding = true;
     encode_headers_in(s, h, blen == 0);
     if (blen && !s->over && !s->reset && s->local_reply) {
@@ -1316,6 +1345,7 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
         encode_data_in(s, b, true);
         herald_buf_free(b);
     }
+    free(formatted);
     s->local_reply_encoding = nested;
 }
 
@@ -1607,6 +1637,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return grpc_status_field(s, arg, scratch, len);
         if (!strcmp(op, "GRPC_STATUS_NUMBER"))
             return grpc_status_field(s, "NUMBER", scratch, len);
+        break;
+    case 'H':
+        if (!strcmp(op, LOG_FILTER_HEALTH_CHECK_QUERY))
+            return s->health_check ? "1" : NULL;
         break;
     case 'L':
         if (!strcmp(op, "LOCAL_REPLY_BODY"))
@@ -3030,6 +3064,11 @@ void herald_http_stream_send_local_reply(struct herald_http_stream *s, int statu
     leave_sdk(cc);
 }
 
+void herald_http_stream_mark_health_check(struct herald_http_stream *s)
+{
+    s->health_check = true;
+}
+
 void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name, const char *value)
 {
     if (!s->lr_extra)
@@ -3627,6 +3666,7 @@ void herald_http_cm_destroy(struct herald_http_cm *cm)
     for (size_t i = 0; i < cm->nlogs; i++)
         herald_access_log_destroy(cm->logs[i]);
     free(cm->logs);
+    local_reply_free(cm->local_reply);
     if (cm->routes)
         route_table_free(cm->routes);
     for (size_t i = 0; i < cm->nupgrades; i++)
@@ -3842,6 +3882,10 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
         cm->log_dn_wire |= access_log_uses(l, "DOWNSTREAM_WIRE_BYTES_") || access_log_uses(l, "DOWNSTREAM_HEADER_BYTES_");
         cm->log_up_wire |= access_log_uses(l, "UPSTREAM_WIRE_BYTES_") || access_log_uses(l, "UPSTREAM_HEADER_BYTES_");
     }
+
+    const struct herald_cfg *lrc = herald_cfg_get(n, "local_reply_config");
+    if (lrc && !(cm->local_reply = local_reply_create(lrc, err)))
+        goto fail_err;
 
     if (h2_options(cm, n, err) < 0)
         goto fail_err;

@@ -37,7 +37,9 @@ static const struct herald_field access_log_fields[] = {
         .help = "envoy.access_loggers.file, envoy.access_loggers.stdout or envoy.access_loggers.stderr"),
     TYPED("typed_config", .oneof = "config_type",
           .help = "FileAccessLog, StdoutAccessLog or StderrAccessLog"),
-    UNSUP("filter", .help = "access log filters"),
+    ANY("filter", .help = "an AccessLogFilter: whether a line is written (status_code_filter, duration_filter, "
+                          "not_health_check_filter, response_flag_filter, header_filter, and_filter, or_filter, "
+                          "grpc_status_filter, log_type_filter)"),
     REMOVED("config", "use typed_config with \"@type\": type.googleapis.com/"
                       "envoy.extensions.access_loggers.file.v3.FileAccessLog"),
     END,
@@ -215,7 +217,9 @@ static const struct herald_field hcm_fields[] = {
          .help = "%2F and %5C in :path: KEEP_UNCHANGED (default), REJECT_REQUEST (400), "
                  "UNESCAPE_AND_FORWARD or UNESCAPE_AND_REDIRECT"),
     UNSUP("request_id_extension"),
-    UNSUP("local_reply_config"),
+    ANY("local_reply_config",
+        .help = "mappers (filter, status_code, body, body_format_override, headers_to_add) and body_format "
+                "for the replies herald makes itself; checked when the HCM is made"),
     BOOL("strip_matching_host_port", .oneof = "strip_port_mode",
          .help = "drop the port from Host when it is the listener's port"),
     BOOL("strip_any_host_port", .oneof = "strip_port_mode", .help = "drop any port from Host"),

@@ -230,6 +230,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         if (!header_matches(&c->m[i], headers))
             return HERALD_HTTP_CONTINUE;
     ss->health_check = true;
+    herald_http_stream_mark_health_check(ss->s);
     if (herald_server_health_failed()) {
         herald_http_stream_add_local_reply_header(ss->s, FAIL_HEADER, "true");
         herald_http_stream_send_local_reply(ss->s, 503, "", "health_check_failed", "LH");

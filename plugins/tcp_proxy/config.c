@@ -59,8 +59,9 @@ static const struct herald_field access_log_fields[] = {
      .help = "envoy.access_loggers.file, envoy.access_loggers.stdout or envoy.access_loggers.stderr"},
     {.name = "typed_config", .kind = HERALD_FIELD_TYPED, .oneof = "config_type",
      .help = "FileAccessLog, StdoutAccessLog or StderrAccessLog"},
-    {.name = "filter", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "access log filters"},
+    {.name = "filter", .kind = HERALD_FIELD_ANY,
+     .help = "an AccessLogFilter (checked when the log is made): status_code_filter, duration_filter, "
+             "response_flag_filter, and_filter, or_filter, log_type_filter, ..."},
     {.name = "config", .kind = HERALD_FIELD_REMOVED, .oneof = "config_type",
      .hint = "use typed_config with \"@type\": type.googleapis.com/"
              "envoy.extensions.access_loggers.file.v3.FileAccessLog"},

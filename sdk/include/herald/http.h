@@ -94,6 +94,9 @@ HERALD_EXPORT void herald_http_stream_send_local_reply(struct herald_http_stream
  * router's x-envoy-overloaded: true on a circuit-breaker 503). */
 HERALD_EXPORT void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name,
                                                              const char *value);
+/* (1.6) This request is a health check (the health_check filter matched it):
+ * access logs' not_health_check_filter leaves it out, as Envoy's. */
+HERALD_EXPORT void herald_http_stream_mark_health_check(struct herald_http_stream *s);
 /* (1.2) The server is failing health checks: admin POST /healthcheck/fail
  * (until /healthcheck/ok), or it is draining. Any thread. */
 HERALD_EXPORT bool herald_server_health_failed(void);

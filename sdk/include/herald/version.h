@@ -34,7 +34,9 @@
  *                    herald_http_stream_route_config_chain;
  *                    herald_conn_peer_cert_names (each SAN of a type and
  *                    the subject of the peer certificate: rbac's
- *                    authenticated).
+ *                    authenticated);
+ *                    herald_http_stream_mark_health_check (access logs'
+ *                    not_health_check_filter).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
