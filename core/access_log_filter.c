@@ -22,7 +22,7 @@ struct log_filter {
     size_t nnames;
     unsigned grpc_mask;                  /* LF_GRPC: bit per status 0..16 */
     bool exclude;                        /* LF_GRPC, LF_LOG_TYPE */
-    struct route_header_matcher *header; /* LF_HEADER */
+    struct herald_header_matcher *header; /* LF_HEADER */
     struct log_filter **subs;            /* LF_AND, LF_OR */
     size_t nsubs;
 };
@@ -172,7 +172,7 @@ static int parse_one(struct log_filter *f, const struct herald_cfg *n, char **er
             return -1;
         if (!herald_cfg_get(v, "header"))
             return herald_cfg_errorf(v, err, "header is required");
-        f->header = route_header_matcher_create(herald_cfg_get(v, "header"), err);
+        f->header = herald_header_matcher_new(herald_cfg_get(v, "header"), err);
         return f->header ? 0 : -1;
     }
     case LF_AND:
@@ -229,7 +229,7 @@ void log_filter_free(struct log_filter *f)
     for (size_t i = 0; i < f->nnames; i++)
         free(f->names[i]);
     free(f->names);
-    route_header_matcher_free(f->header);
+    herald_header_matcher_free(f->header);
     for (size_t i = 0; i < f->nsubs; i++)
         log_filter_free(f->subs[i]);
     free(f->subs);

@@ -47,6 +47,11 @@ struct hdr_matcher {
     bool invert, missing_as_empty;
 };
 
+/* the SDK's HeaderMatcher handle (herald/http.h) is one of these */
+struct herald_header_matcher {
+    struct hdr_matcher hm;
+};
+
 struct query_matcher { char *name; bool by_presence, present; struct str_matcher sm; };
 
 enum path_kind { PM_PREFIX = 0, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
@@ -1162,67 +1167,18 @@ static bool header_matches(const struct hdr_matcher *hm, const struct herald_hea
     return match;
 }
 
-/* ---------------------------------------------------------------- a lone HeaderMatcher */
+/* ---------------------------------------------------------------- a lone HeaderMatcher
+ * (the access log's header_filter): the SDK's herald_header_matcher, asked
+ * about one value the log already has. */
 
-struct route_header_matcher { struct hdr_matcher hm; };
-
-struct route_header_matcher *route_header_matcher_create(const struct herald_cfg *n, char **err)
-{
-    static const char *const keys[] = {"name", "exact_match", "safe_regex_match", "present_match",
-                                       "prefix_match", "suffix_match", "contains_match", "string_match",
-                                       "invert_match", "treat_missing_header_as_empty", NULL};
-    if (herald_cfg_type(n) != HERALD_CFG_OBJECT) {
-        herald_cfg_errorf(n, err, "must be a HeaderMatcher mapping");
-        return NULL;
-    }
-    for (size_t i = 0; i < herald_cfg_len(n); i++) {
-        const char *k = herald_cfg_key_at(n, i);
-        bool known = false;
-        for (size_t j = 0; keys[j] && !known; j++)
-            known = !strcmp(k, keys[j]);
-        if (!known) {
-            herald_cfg_errorf(herald_cfg_at(n, i), err, !strcmp(k, "range_match")
-                                                            ? "not supported by herald: range_match"
-                                                            : "unknown field '%s' in envoy.config.route.v3.HeaderMatcher", k);
-            return NULL;
-        }
-    }
-    if (!*herald_cfg_str(herald_cfg_get(n, "name"), "")) {
-        herald_cfg_errorf(n, err, "a HeaderMatcher needs a name");
-        return NULL;
-    }
-    struct route_header_matcher *m = xcalloc(1, sizeof(*m));
-    struct cfg_diag d = {0};
-    if (parse_header_matcher(n, &m->hm, &d) < 0 || d.nerrors) {
-        if (d.nerrors)
-            *err = xstrdup(d.errors[0]);
-        else
-            herald_cfg_errorf(n, err, "bad HeaderMatcher");
-        diag_free(&d);
-        route_header_matcher_free(m);
-        return NULL;
-    }
-    diag_free(&d);
-    return m;
-}
-
-const char *route_header_matcher_name(const struct route_header_matcher *m)
+const char *route_header_matcher_name(const struct herald_header_matcher *m)
 {
     return m->hm.name;
 }
 
-bool route_header_matcher_value_matches(const struct route_header_matcher *m, const char *value)
+bool route_header_matcher_value_matches(const struct herald_header_matcher *m, const char *value)
 {
     return header_value_matches(&m->hm, value);
-}
-
-void route_header_matcher_free(struct route_header_matcher *m)
-{
-    if (!m)
-        return;
-    free(m->hm.name);
-    sm_free(&m->hm.sm);
-    free(m);
 }
 
 static int hexval(int c)
@@ -1478,15 +1434,36 @@ void herald_string_matcher_free(struct herald_string_matcher *m)
 
 /* ------------------------------------------------------------ SDK header matchers */
 
-struct herald_header_matcher {
-    struct hdr_matcher hm;
-};
-
+/* The node's keys are checked here too: a filter's config may hold a
+ * HeaderMatcher no schema has seen (the access log's filters). */
 struct herald_header_matcher *herald_header_matcher_new(const struct herald_cfg *n, char **err)
 {
+    static const char *const keys[] = {"name", "exact_match", "safe_regex_match", "present_match",
+                                       "prefix_match", "suffix_match", "contains_match", "string_match",
+                                       "invert_match", "treat_missing_header_as_empty", NULL};
+    if (herald_cfg_type(n) != HERALD_CFG_OBJECT) {
+        herald_cfg_errorf(n, err, "must be a HeaderMatcher mapping");
+        return NULL;
+    }
+    for (size_t i = 0; i < herald_cfg_len(n); i++) {
+        const char *k = herald_cfg_key_at(n, i);
+        bool known = false;
+        for (size_t j = 0; keys[j] && !known; j++)
+            known = !strcmp(k, keys[j]);
+        if (!known) {
+            herald_cfg_errorf(herald_cfg_at(n, i), err, !strcmp(k, "range_match")
+                                                            ? "not supported by herald: range_match"
+                                                            : "unknown field '%s' in envoy.config.route.v3.HeaderMatcher", k);
+            return NULL;
+        }
+    }
+    if (!*herald_cfg_str(herald_cfg_get(n, "name"), "")) {
+        herald_cfg_errorf(n, err, "a HeaderMatcher needs a name");
+        return NULL;
+    }
     struct cfg_diag d = {0};
     struct herald_header_matcher *m = xcalloc(1, sizeof(*m));
-    if (parse_header_matcher(n, &m->hm, &d) < 0) {
+    if (parse_header_matcher(n, &m->hm, &d) < 0 || d.nerrors) {
         if (err)
             *err = xstrdup(d.nerrors ? d.errors[0] : "bad header matcher");
         diag_free(&d);

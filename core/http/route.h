@@ -82,13 +82,11 @@ size_t route_filter_config_chain(const struct herald_route *r, size_t filter, co
 void route_table_foreach_cluster(const struct route_table *t,
                                  void (*cb)(const char *cluster, const struct herald_cfg *at, void *arg), void *arg);
 
-/* One HeaderMatcher outside a route (the access log's header_filter), with
- * the route's semantics. NULL and an error (place and field path) in *err
- * when it is bad. value: the header's value, NULL when it is absent. */
-struct route_header_matcher;
-struct route_header_matcher *route_header_matcher_create(const struct herald_cfg *n, char **err);
-const char *route_header_matcher_name(const struct route_header_matcher *m);   /* lower-case */
-bool route_header_matcher_value_matches(const struct route_header_matcher *m, const char *value);
-void route_header_matcher_free(struct route_header_matcher *m);
+/* One HeaderMatcher outside a route (the access log's header_filter): made
+ * with the SDK's herald_header_matcher_new (route semantics), asked about a
+ * value the caller has. value: the header's value, NULL when it is absent. */
+struct herald_header_matcher;
+const char *route_header_matcher_name(const struct herald_header_matcher *m);   /* lower-case */
+bool route_header_matcher_value_matches(const struct herald_header_matcher *m, const char *value);
 
 #endif

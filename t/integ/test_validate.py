@@ -39,7 +39,7 @@ def reason_of(line):
 # The configs herald runs as they are (those naming certs/... get throwaway
 # certificates there): one that stops validating is a regression.
 EXPECTED_VALID = {
-    "configs-admin-interface.yaml", "configs-google-vrp-envoy-edge.yaml",
+    "configs-admin-interface.yaml", "configs-envoy-demo.yaml", "configs-google-vrp-envoy-edge.yaml",
     "docs-configuration-best_practices-edge.yaml", "docs-configs-load-balancing-load-balancing-policies.yaml",
     "examples-cors-backend-envoy.yaml",
     "docs-configs-retry-retry-previous-hosts.yaml", "docs-configs-upstream-health-checking.yaml",
