@@ -189,8 +189,11 @@ def nlrl(stat_prefix="tcp_rl", max_tokens=2, fill="60s", **extra):
 
 def echoes(port, payload=b"ping"):
     """True when a new connection to port gets payload echoed; False when
-    herald closes it first."""
-    s = helpers.connect(port)
+    herald closes it first (its reset may even reach connect())."""
+    try:
+        s = helpers.connect(port)
+    except ConnectionResetError:
+        return False
     try:
         try:
             s.sendall(payload)
