@@ -464,13 +464,6 @@ static void merge_slashes(char *path)
     memmove(path + o, path + plen, strlen(path + plen) + 1);
 }
 
-/* Envoy's Grpc::Common::hasGrpcContentType(). */
-static bool is_grpc(const struct herald_headers *h)
-{
-    const char *ct = HEADERS_GET(h, "content-type");
-    return ct && !strncmp(ct, "application/grpc", 16) && (ct[16] == '\0' || ct[16] == '+');
-}
-
 static bool has_escaped_slash(const char *path)
 {
     size_t plen = strcspn(path, "?");
@@ -1501,8 +1494,7 @@ static const char *const grpc_snake[] = {
 
 static const char *grpc_status_field(const struct herald_http_stream *s, const char *fmt, char *scratch, size_t len)
 {
-    const char *ct = s->req ? HEADERS_GET(s->req, "content-type") : NULL;
-    if (!ct || strncmp(ct, "application/grpc", 16) || (ct[16] && ct[16] != '+'))
+    if (!headers_is_grpc(s->req))
         return NULL;
     const char *v = s->resp_trailers ? HEADERS_GET(s->resp_trailers, "grpc-status") : NULL;
     if (!v || !*v)
@@ -2198,7 +2190,7 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
                 /* Envoy rejects the gRPC requests it would redirect: a gRPC
                  * client does not follow redirects */
                 if (cm->escaped_slashes == ESC_REJECT ||
-                    (cm->escaped_slashes == ESC_UNESCAPE_REDIRECT && is_grpc(h))) {
+                    (cm->escaped_slashes == ESC_UNESCAPE_REDIRECT && headers_is_grpc(h))) {
                     herald_stat_inc(cm->st.rq_failed_path_normalization);
                     send_local_reply(s, 400, "Bad Request", "path_normalization_failed", NULL);
                     return false;
@@ -3621,17 +3613,11 @@ static void destroy_filter_config(struct route_filter_config *fc, void *arg)
     fc->filter = SIZE_MAX;
 }
 
+/* the most specific one: the first of the chain */
 void *herald_http_stream_route_config(struct herald_http_stream *s, const void *filter_conf)
 {
-    struct herald_http_cm *cm = s->cc->cm;
-    if (!route_table_has_filter_configs(cm->routes) || !filter_conf)
-        return NULL;
-    for (size_t i = 0; i < cm->nfilters; i++)
-        if (cm->filters[i].conf == filter_conf) {
-            const struct route_filter_config *fc = route_filter_config(stream_route(s), i);
-            return fc ? fc->conf : NULL;
-        }
-    return NULL;
+    void *conf;
+    return herald_http_stream_route_config_chain(s, filter_conf, &conf, 1) ? conf : NULL;
 }
 
 size_t herald_http_stream_route_config_chain(struct herald_http_stream *s, const void *filter_conf, void **confs,

@@ -440,3 +440,11 @@ bool headers_upgrade_requested(const struct herald_headers *h)
 {
     return HEADERS_GET(h, "upgrade") && headers_has_token(h, "connection", "upgrade");
 }
+
+bool headers_is_grpc(const struct herald_headers *h)
+{
+    static const char grpc[] = "application/grpc";
+    const size_t n = sizeof(grpc) - 1;
+    const char *ct = h ? HEADERS_GET(h, "content-type") : NULL;
+    return ct && strncmp(ct, grpc, n) == 0 && (ct[n] == '\0' || ct[n] == '+');
+}

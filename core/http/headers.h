@@ -55,6 +55,10 @@ size_t headers_count_name(const struct herald_headers *h, const char *name);
 /* True when the value of name, split at commas, has token tok (case-insensitive),
  * e.g. headers_has_token(h, "connection", "close"). */
 bool headers_has_token(const struct herald_headers *h, const char *name, const char *tok);
+/* A gRPC request or response, as Envoy's Grpc::Common::hasGrpcContentType()
+ * and gRPC's spec: content-type exactly application/grpc, or it followed by
+ * '+' and a codec (+proto, +json); not application/grpc-web. */
+bool headers_is_grpc(const struct herald_headers *h);
 /* An Upgrade header and "upgrade" in Connection (RFC 9110 7.8). */
 bool headers_upgrade_requested(const struct herald_headers *h);
 

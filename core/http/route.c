@@ -673,6 +673,21 @@ static int parse_hash_policies(const struct herald_cfg *list, struct herald_rout
     return rc;
 }
 
+/* A RuntimeFractionalPercent (match.runtime_fraction, a mirror policy's):
+ * false when n is absent. key: NULL when it names none. */
+static bool parse_runtime_fraction(const struct herald_cfg *n, uint32_t *num, uint32_t *den, char **key)
+{
+    if (!n)
+        return false;
+    const struct herald_cfg *dv = herald_cfg_get(n, "default_value");
+    const char *d = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
+    *num = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
+    *den = strcmp(d, "MILLION") == 0 ? 1000000 : strcmp(d, "TEN_THOUSAND") == 0 ? 10000 : 100;
+    const char *k = herald_cfg_str(herald_cfg_get(n, "runtime_key"), "");
+    *key = *k ? xstrdup(k) : NULL;
+    return true;
+}
+
 static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
 {
     r->node = n;
@@ -690,15 +705,7 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
         if ((v = herald_cfg_get(mp, "cluster_header")))
             m->cluster_header = lower_dup(herald_cfg_str(v, ""));
         m->host_suffix = !herald_cfg_bool(herald_cfg_get(mp, "disable_shadow_host_suffix_append"), false);
-        if (rf) {
-            const struct herald_cfg *dv = herald_cfg_get(rf, "default_value");
-            const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
-            m->has_fraction = true;
-            m->num = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
-            m->den = !strcmp(den, "MILLION") ? 1000000 : !strcmp(den, "TEN_THOUSAND") ? 10000 : 100;
-            const char *key = herald_cfg_str(herald_cfg_get(rf, "runtime_key"), "");
-            m->key = *key ? xstrdup(key) : NULL;
-        }
+        m->has_fraction = parse_runtime_fraction(rf, &m->num, &m->den, &m->key);
     }
     if ((v = herald_cfg_get(n, "cluster")))
         r->cluster = xstrdup(herald_cfg_str(v, ""));
@@ -802,17 +809,8 @@ static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost
         r->name = xstrdup(herald_cfg_str(v, ""));
     r->case_sensitive = herald_cfg_bool(herald_cfg_get(m, "case_sensitive"), true);
     r->grpc = herald_cfg_get(m, "grpc") != NULL;
-    if ((v = herald_cfg_get(m, "runtime_fraction"))) {
-        const struct herald_cfg *dv = herald_cfg_get(v, "default_value");
-        const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
-        r->has_fraction = true;
-        r->fraction_num = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
-        r->fraction_den = strcmp(den, "MILLION") == 0        ? 1000000
-                          : strcmp(den, "TEN_THOUSAND") == 0 ? 10000
-                                                             : 100;
-        const char *key = herald_cfg_str(herald_cfg_get(v, "runtime_key"), "");
-        r->fraction_key = *key ? xstrdup(key) : NULL;
-    }
+    r->has_fraction = parse_runtime_fraction(herald_cfg_get(m, "runtime_fraction"), &r->fraction_num,
+                                             &r->fraction_den, &r->fraction_key);
     if ((v = herald_cfg_get(m, "prefix"))) {
         r->pk = PM_PREFIX;
     } else if ((v = herald_cfg_get(m, "path"))) {
@@ -1230,16 +1228,6 @@ static char *query_param(const char *path, const char *name)
     return NULL;
 }
 
-/* As Envoy's Grpc::Common::hasGrpcContentType() and gRPC's spec: exactly
- * application/grpc, or it followed by '+' and a codec (+proto, +json); not
- * application/grpc-web, which a gRPC-Web filter turns into gRPC first. */
-static bool is_grpc_request(const struct herald_headers *req)
-{
-    static const char grpc[] = "application/grpc";
-    const size_t n = sizeof(grpc) - 1;
-    const char *ct = HEADERS_GET(req, "content-type");
-    return ct && strncmp(ct, grpc, n) == 0 && (ct[n] == '\0' || ct[n] == '+');
-}
 
 static bool route_matches(const struct herald_route *r, const struct herald_headers *req, const char *path,
                           size_t plen)
@@ -1263,7 +1251,7 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
             return false;
         break;
     }
-    if (r->grpc && !is_grpc_request(req))
+    if (r->grpc && !headers_is_grpc(req))
         return false;
     for (size_t i = 0; i < r->nhm; i++)
         if (!header_matches(&r->hm[i], req))
@@ -1382,20 +1370,6 @@ size_t route_filter_config_chain(const struct herald_route *r, size_t filter, co
             out[n++] = fc;
     }
     return n;
-}
-
-const struct route_filter_config *route_filter_config(const struct herald_route *r, size_t filter)
-{
-    if (!r)
-        return NULL;
-    if (r->parent)                     /* a weighted cluster's entry: its route's */
-        r = r->parent;
-    const struct route_filter_config *fc = fc_find(&r->fcs, filter);
-    if (!fc)
-        fc = fc_find(&r->vh->fcs, filter);
-    if (!fc)
-        fc = fc_find(&r->vh->table->fcs, filter);
-    return fc;
 }
 
 /* ------------------------------------------------------------ SDK string matchers */

@@ -70,10 +70,8 @@ struct route_filter_config {
 void route_table_foreach_filter_config(struct route_table *t,
                                        void (*cb)(struct route_filter_config *fc, void *arg), void *arg);
 bool route_table_has_filter_configs(const struct route_table *t);
-/* The most specific config of filter for this route: the route's, else its
- * virtual host's, else the route configuration's; NULL: none. */
-const struct route_filter_config *route_filter_config(const struct herald_route *r, size_t filter);
-/* All of them, most specific first (at most max, 3 levels). */
+/* The configs of filter for this route, most specific first: the route's,
+ * its virtual host's, the route configuration's (at most max). */
 size_t route_filter_config_chain(const struct herald_route *r, size_t filter, const struct route_filter_config **out,
                                  size_t max);
 

@@ -15,15 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fraction.h"
 #include "herald/herald.h"
 
 #define MAX_LEVELS 3
-
-struct fraction {
-    bool set;
-    char *key;
-    uint32_t numerator, denominator;
-};
 
 struct policy {                        /* a CorsPolicy */
     struct herald_string_matcher **origins; size_t norigins;
@@ -48,25 +43,6 @@ struct session {
 
 /* ------------------------------------------------------------ schema */
 
-static const char *const denominators[] = {"HUNDRED", "TEN_THOUSAND", "MILLION", NULL};
-
-static const struct herald_field fractional_fields[] = {
-    {.name = "numerator", .kind = HERALD_FIELD_UINT},
-    {.name = "denominator", .kind = HERALD_FIELD_ENUM, .enum_values = denominators},
-    {.name = NULL},
-};
-static const struct herald_message fractional_msg = {
-    "envoy.type.v3.FractionalPercent", fractional_fields, NULL,
-};
-static const struct herald_field runtime_fraction_fields[] = {
-    {.name = "default_value", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED, .message = &fractional_msg},
-    {.name = "runtime_key", .kind = HERALD_FIELD_STRING},
-    {.name = NULL},
-};
-static const struct herald_message runtime_fraction_msg = {
-    "envoy.config.core.v3.RuntimeFractionalPercent", runtime_fraction_fields, NULL,
-};
-
 static const struct herald_field policy_fields[] = {
     {.name = "allow_origin_string_match", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED,
      .message = &herald_string_matcher_schema, .help = "origins allowed (one matching \"*\" allows all)"},
@@ -75,9 +51,9 @@ static const struct herald_field policy_fields[] = {
     {.name = "expose_headers", .kind = HERALD_FIELD_STRING, .help = "Access-Control-Expose-Headers"},
     {.name = "max_age", .kind = HERALD_FIELD_STRING, .help = "Access-Control-Max-Age"},
     {.name = "allow_credentials", .kind = HERALD_FIELD_BOOL, .help = "Access-Control-Allow-Credentials: true"},
-    {.name = "filter_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &runtime_fraction_msg,
+    {.name = "filter_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_runtime_schema,
      .help = "the share of requests CORS applies to; default 100%"},
-    {.name = "shadow_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &runtime_fraction_msg,
+    {.name = "shadow_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_runtime_schema,
      .help = "the share of requests only checked and counted; default 0%"},
     {.name = "allow_private_network_access", .kind = HERALD_FIELD_BOOL,
      .help = "answer Access-Control-Request-Private-Network preflights"},
@@ -115,23 +91,6 @@ static int opt_bool(const struct herald_cfg *n, const char *key)
     return v ? herald_cfg_bool(v, false) : -1;
 }
 
-static void fraction_parse(const struct herald_cfg *n, struct fraction *f)
-{
-    if (!n)
-        return;
-    const struct herald_cfg *dv = herald_cfg_get(n, "default_value");
-    const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
-    f->set = true;
-    f->numerator = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
-    f->denominator = !strcmp(den, "MILLION") ? 1000000 : !strcmp(den, "TEN_THOUSAND") ? 10000 : 100;
-    f->key = opt_dup(n, "runtime_key");
-}
-
-static bool fraction_on(const struct fraction *f, bool dflt)
-{
-    return f->set ? herald_runtime_feature_enabled(f->key, f->numerator, f->denominator) : dflt;
-}
-
 static void policy_destroy(void *p)
 {
     struct policy *c = p;
@@ -144,8 +103,8 @@ static void policy_destroy(void *p)
     free(c->allow_headers);
     free(c->expose_headers);
     free(c->max_age);
-    free(c->enabled.key);
-    free(c->shadow.key);
+    fraction_free(&c->enabled);
+    fraction_free(&c->shadow);
     free(c);
 }
 

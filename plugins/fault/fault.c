@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fraction.h"
 #include "herald/herald.h"
 
 #define DELAY_HEADER "x-envoy-fault-delay-request"
@@ -26,17 +27,13 @@
 #define ABORT_PERCENT_HEADER "x-envoy-fault-abort-request-percentage"
 #define NODE_HEADER "x-envoy-downstream-service-node"
 
-struct percent {
-    uint32_t numerator, denominator;
-};
-
 struct conf {
     bool has_delay, delay_from_header;
     uint64_t delay_ms;
-    struct percent delay_pct;
+    struct fraction delay_pct;
     bool has_abort, abort_from_header;
     int abort_status;
-    struct percent abort_pct;
+    struct fraction abort_pct;
     struct herald_header_matcher **hm; size_t nhm;
     char **nodes; size_t nnodes;
     bool has_max_active;
@@ -53,22 +50,10 @@ struct session {
     bool delaying;
     bool active;                           /* counted in conf->active until the stream ends, as Envoy */
     uint64_t abort_status_hdr;             /* header_abort: the request's status, 0: none */
-    struct percent abort_pct;              /* this request's abort share */
+    struct fraction abort_pct;              /* this request's abort share */
 };
 
 /* ------------------------------------------------------------ schema */
-
-static const char *const denominators[] = {"HUNDRED", "TEN_THOUSAND", "MILLION", NULL};
-
-static const struct herald_field fractional_fields[] = {
-    {.name = "numerator", .kind = HERALD_FIELD_UINT},
-    {.name = "denominator", .kind = HERALD_FIELD_ENUM, .enum_values = denominators,
-     .help = "HUNDRED (default), TEN_THOUSAND or MILLION"},
-    {.name = NULL},
-};
-static const struct herald_message fractional_msg = {
-    "envoy.type.v3.FractionalPercent", fractional_fields, NULL,
-};
 
 static const struct herald_field empty_fields[] = {
     {.name = NULL},
@@ -92,7 +77,7 @@ static const struct herald_field delay_fields[] = {
      .help = "how long the request waits"},
     {.name = "header_delay", .kind = HERALD_FIELD_MESSAGE, .oneof = "fault_delay_secifier",
      .message = &header_delay_msg, .help = "{}: the request's " DELAY_HEADER " (ms)"},
-    {.name = "percentage", .kind = HERALD_FIELD_MESSAGE, .message = &fractional_msg,
+    {.name = "percentage", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_percent_schema,
      .help = "the share of requests delayed; default 100%"},
     {.name = "type", .kind = HERALD_FIELD_REMOVED, .hint = "v2 field: the delay is always FIXED"},
     {.name = NULL},
@@ -116,7 +101,7 @@ static const struct herald_field abort_fields[] = {
     {.name = "grpc_status", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = "error_type"},
     {.name = "header_abort", .kind = HERALD_FIELD_MESSAGE, .oneof = "error_type", .message = &header_abort_msg,
      .help = "{}: the status from the request's " ABORT_HEADER},
-    {.name = "percentage", .kind = HERALD_FIELD_MESSAGE, .message = &fractional_msg,
+    {.name = "percentage", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_percent_schema,
      .help = "the share of requests aborted; default 100%"},
     {.name = NULL},
 };
@@ -164,13 +149,11 @@ static char *xdup(const char *s)
 }
 
 /* Envoy: a FaultDelay / FaultAbort without percentage applies to every request. */
-static struct percent percent_of(const struct herald_cfg *n)
+static struct fraction percent_of(const struct herald_cfg *n)
 {
-    if (!n)
-        return (struct percent){100, 100};
-    const char *den = herald_cfg_str(herald_cfg_get(n, "denominator"), "HUNDRED");
-    return (struct percent){(uint32_t)herald_cfg_int(herald_cfg_get(n, "numerator"), 0),
-                            !strcmp(den, "MILLION") ? 1000000 : !strcmp(den, "TEN_THOUSAND") ? 10000 : 100};
+    struct fraction f = {.set = true, .numerator = 100, .denominator = 100};
+    fraction_parse_percent(n, &f);
+    return f;
 }
 
 static char *runtime_key(const struct herald_cfg *n, const char *field, const char *dflt)
@@ -309,7 +292,7 @@ static bool header_u64(const struct herald_headers *h, const char *name, uint64_
 
 /* Envoy's HeaderPercentageProvider: the request's header is a numerator over
  * the configured denominator, and may lower the configured share, never raise it. */
-static struct percent header_percent(const struct herald_headers *h, const char *name, struct percent p)
+static struct fraction header_percent(const struct herald_headers *h, const char *name, struct fraction p)
 {
     uint64_t v;
     if (header_u64(h, name, &v) && v < p.numerator)
@@ -393,7 +376,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     }
     uint64_t delay_ms = 0;
     if (c->has_delay) {
-        struct percent pct = header_percent(headers, DELAY_PERCENT_HEADER, c->delay_pct);
+        struct fraction pct = header_percent(headers, DELAY_PERCENT_HEADER, c->delay_pct);
         uint64_t from_header = 0;
         bool wanted = c->delay_from_header ? header_u64(headers, DELAY_HEADER, &from_header) && from_header : true;
         if (wanted && herald_runtime_feature_enabled(c->rt_delay_pct, pct.numerator, pct.denominator))

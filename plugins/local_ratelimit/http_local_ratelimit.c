@@ -19,16 +19,11 @@
 #include <string.h>
 
 #include "herald/herald.h"
+#include "fraction.h"
 #include "header_option.h"
-#include "token_bucket.h"
+#include "token_bucket_config.h"
 
 #define DEFAULT_STATUS 429
-
-struct fraction {                      /* a RuntimeFractionalPercent */
-    bool set;
-    char *key;
-    uint32_t numerator, denominator;
-};
 
 struct conf {
     bool has_bucket;
@@ -49,54 +44,6 @@ struct session {
 
 /* ------------------------------------------------------------ schema */
 
-static const char *const denominators[] = {"HUNDRED", "TEN_THOUSAND", "MILLION", NULL};
-
-static const struct herald_field fractional_fields[] = {
-    {.name = "numerator", .kind = HERALD_FIELD_UINT},
-    {.name = "denominator", .kind = HERALD_FIELD_ENUM, .enum_values = denominators,
-     .help = "HUNDRED (default), TEN_THOUSAND or MILLION"},
-    {.name = NULL},
-};
-static const struct herald_message fractional_msg = {
-    "envoy.type.v3.FractionalPercent", fractional_fields, NULL,
-};
-
-static const struct herald_field runtime_fraction_fields[] = {
-    {.name = "default_value", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED,
-     .message = &fractional_msg},
-    {.name = "runtime_key", .kind = HERALD_FIELD_STRING, .help = "overrides default_value when set in the runtime"},
-    {.name = NULL},
-};
-static const struct herald_message runtime_fraction_msg = {
-    "envoy.config.core.v3.RuntimeFractionalPercent", runtime_fraction_fields, NULL,
-};
-
-static int token_bucket_check(const struct herald_cfg *n, char **err)
-{
-    const struct herald_cfg *mt = herald_cfg_get(n, "max_tokens");
-    if (herald_cfg_int(mt, 0) <= 0 || herald_cfg_int(mt, 0) > UINT32_MAX)
-        return herald_cfg_errorf(mt ? mt : n, err, "max_tokens must be from 1 to 4294967295");
-    const struct herald_cfg *tpf = herald_cfg_get(n, "tokens_per_fill");
-    if (tpf && (herald_cfg_int(tpf, 0) <= 0 || herald_cfg_int(tpf, 0) > UINT32_MAX))
-        return herald_cfg_errorf(tpf, err, "tokens_per_fill must be from 1 to 4294967295");
-    const struct herald_cfg *fi = herald_cfg_get(n, "fill_interval");
-    if (herald_cfg_duration_ms(fi, 0) < 50)
-        return herald_cfg_errorf(fi ? fi : n, err, "fill_interval must be at least 50ms (as in Envoy)");
-    return 0;
-}
-
-static const struct herald_field token_bucket_fields[] = {
-    {.name = "max_tokens", .kind = HERALD_FIELD_UINT, .flags = HERALD_F_REQUIRED,
-     .help = "the bucket's size, and what it holds at start"},
-    {.name = "tokens_per_fill", .kind = HERALD_FIELD_UINT, .help = "default 1"},
-    {.name = "fill_interval", .kind = HERALD_FIELD_DURATION, .flags = HERALD_F_REQUIRED,
-     .help = "at least 50ms"},
-    {.name = NULL},
-};
-static const struct herald_message token_bucket_msg = {
-    "envoy.type.v3.TokenBucket", token_bucket_fields, token_bucket_check,
-};
-
 static const struct herald_field http_status_fields[] = {
     {.name = "code", .kind = HERALD_FIELD_UINT, .flags = HERALD_F_REQUIRED},
     {.name = NULL},
@@ -112,11 +59,11 @@ static const struct herald_field lrl_fields[] = {
      .help = "stats under <stat_prefix>.http_local_rate_limit."},
     {.name = "status", .kind = HERALD_FIELD_MESSAGE, .message = &http_status_msg,
      .help = "the answer when limited; default 429 (a code under 400 means 429, as in Envoy)"},
-    {.name = "token_bucket", .kind = HERALD_FIELD_MESSAGE, .message = &token_bucket_msg,
+    {.name = "token_bucket", .kind = HERALD_FIELD_MESSAGE, .message = &token_bucket_schema,
      .help = "shared by all workers; none: nothing is limited"},
-    {.name = "filter_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &runtime_fraction_msg,
+    {.name = "filter_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_runtime_schema,
      .help = "the share of requests checked; unset: none (the filter is off)"},
-    {.name = "filter_enforced", .kind = HERALD_FIELD_MESSAGE, .message = &runtime_fraction_msg,
+    {.name = "filter_enforced", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_runtime_schema,
      .help = "the share of limited requests answered `status`; unset: none (only counted)"},
     {.name = "request_headers_to_add_when_not_enforced", .kind = HERALD_FIELD_MESSAGE,
      .flags = HERALD_F_REPEATED, .message = &header_option_msg,
@@ -153,40 +100,13 @@ static const struct herald_message lrl_schema = {
 
 /* ------------------------------------------------------------ config */
 
-static char *xdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d)
-        abort();
-    return d;
-}
-
-static void fraction_parse(const struct herald_cfg *n, struct fraction *f)
-{
-    if (!n)
-        return;
-    const struct herald_cfg *dv = herald_cfg_get(n, "default_value");
-    const char *den = herald_cfg_str(herald_cfg_get(dv, "denominator"), "HUNDRED");
-    f->set = true;
-    f->numerator = (uint32_t)herald_cfg_int(herald_cfg_get(dv, "numerator"), 0);
-    f->denominator = !strcmp(den, "MILLION") ? 1000000 : !strcmp(den, "TEN_THOUSAND") ? 10000 : 100;
-    const char *key = herald_cfg_str(herald_cfg_get(n, "runtime_key"), "");
-    f->key = *key ? xdup(key) : NULL;
-}
-
-/* Envoy: an unset fraction is 0%. */
-static bool fraction_on(const struct fraction *f)
-{
-    return f->set && herald_runtime_feature_enabled(f->key, f->numerator, f->denominator);
-}
-
 static void conf_destroy(void *p)
 {
     struct conf *c = p;
     if (!c)
         return;
-    free(c->enabled.key);
-    free(c->enforced.key);
+    fraction_free(&c->enabled);
+    fraction_free(&c->enforced);
     header_options_free(c->resp_add, c->nresp_add);
     header_options_free(c->req_add, c->nreq_add);
     free(c);
@@ -201,9 +121,7 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     const struct herald_cfg *tb = herald_cfg_get(n, "token_bucket");
     if (tb) {
         c->has_bucket = true;
-        token_bucket_init(&c->bucket, (uint32_t)herald_cfg_int(herald_cfg_get(tb, "max_tokens"), 1),
-                          (uint32_t)herald_cfg_int(herald_cfg_get(tb, "tokens_per_fill"), 1),
-                          herald_cfg_duration_ms(herald_cfg_get(tb, "fill_interval"), 1000), herald_now_ms());
+        token_bucket_from_cfg(&c->bucket, tb, herald_now_ms());
     } else {
         herald_env_warn(env, n, "no token_bucket: every request is allowed unless its route's "
                         "typed_per_filter_config gives one");
@@ -264,7 +182,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     if (route)
         ss->conf = route;
     struct conf *c = ss->conf;
-    if (!fraction_on(&c->enabled))
+    if (!fraction_on(&c->enabled, false))
         return HERALD_HTTP_CONTINUE;
     herald_stat_inc(c->st_enabled);
     ss->counted = c->has_bucket;
@@ -273,7 +191,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         return HERALD_HTTP_CONTINUE;
     }
     herald_stat_inc(c->st_rate_limited);
-    if (!fraction_on(&c->enforced)) {
+    if (!fraction_on(&c->enforced, false)) {
         header_options_apply(c->req_add, c->nreq_add, headers);
         return HERALD_HTTP_CONTINUE;
     }

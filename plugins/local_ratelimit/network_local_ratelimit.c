@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "herald/herald.h"
-#include "token_bucket.h"
+#include "token_bucket_config.h"
 
 /* Buckets by share_key: config_create and config_destroy run on the main
  * thread, but a reload may build the next configs while the last ones live. */
@@ -18,8 +18,6 @@ struct shared_bucket {
     struct shared_bucket *next;
     char *key;
     unsigned refs;
-    uint32_t max_tokens, tokens_per_fill;
-    uint64_t fill_interval_ms;
     struct token_bucket bucket;
 };
 
@@ -43,32 +41,6 @@ struct session {
 
 /* ------------------------------------------------------------ schema */
 
-static int token_bucket_check(const struct herald_cfg *n, char **err)
-{
-    const struct herald_cfg *mt = herald_cfg_get(n, "max_tokens");
-    if (herald_cfg_int(mt, 0) <= 0 || herald_cfg_int(mt, 0) > UINT32_MAX)
-        return herald_cfg_errorf(mt ? mt : n, err, "max_tokens must be from 1 to 4294967295");
-    const struct herald_cfg *tpf = herald_cfg_get(n, "tokens_per_fill");
-    if (tpf && (herald_cfg_int(tpf, 0) <= 0 || herald_cfg_int(tpf, 0) > UINT32_MAX))
-        return herald_cfg_errorf(tpf, err, "tokens_per_fill must be from 1 to 4294967295");
-    const struct herald_cfg *fi = herald_cfg_get(n, "fill_interval");
-    if (herald_cfg_duration_ms(fi, 0) < 50)
-        return herald_cfg_errorf(fi ? fi : n, err, "fill_interval must be at least 50ms (as in Envoy)");
-    return 0;
-}
-
-static const struct herald_field token_bucket_fields[] = {
-    {.name = "max_tokens", .kind = HERALD_FIELD_UINT, .flags = HERALD_F_REQUIRED,
-     .help = "the bucket's size, and what it holds at start"},
-    {.name = "tokens_per_fill", .kind = HERALD_FIELD_UINT, .help = "default 1"},
-    {.name = "fill_interval", .kind = HERALD_FIELD_DURATION, .flags = HERALD_F_REQUIRED,
-     .help = "at least 50ms"},
-    {.name = NULL},
-};
-static const struct herald_message token_bucket_msg = {
-    "envoy.type.v3.TokenBucket", token_bucket_fields, token_bucket_check,
-};
-
 static const struct herald_field feature_flag_fields[] = {
     {.name = "default_value", .kind = HERALD_FIELD_BOOL, .flags = HERALD_F_REQUIRED},
     {.name = "runtime_key", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED},
@@ -82,7 +54,7 @@ static const struct herald_field nlrl_fields[] = {
     {.name = "stat_prefix", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
      .help = "stats under local_rate_limit.<stat_prefix>."},
     {.name = "token_bucket", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED,
-     .message = &token_bucket_msg, .help = "a token per new connection; shared by all workers"},
+     .message = &token_bucket_schema, .help = "a token per new connection; shared by all workers"},
     {.name = "runtime_enabled", .kind = HERALD_FIELD_MESSAGE, .message = &feature_flag_msg,
      .help = "the filter is on while the runtime key (default_value when unset) is true; unset: on"},
     {.name = "share_key", .kind = HERALD_FIELD_STRING,
@@ -106,23 +78,22 @@ static char *xdup(const char *s)
 /* The bucket of share_key and this token_bucket, made on first use: as in
  * Envoy, configs share a bucket when both their key and their bucket are the
  * same (a key given with another token_bucket gets a bucket of its own). */
-static struct shared_bucket *bucket_share(const char *key, uint32_t max, uint32_t per_fill, uint64_t interval)
+static struct shared_bucket *bucket_share(const char *key, const struct herald_cfg *token_bucket)
 {
+    struct token_bucket want;
+    token_bucket_from_cfg(&want, token_bucket, herald_now_ms());
     pthread_mutex_lock(&shared_lock);
     struct shared_bucket *sb;
     for (sb = shared; sb; sb = sb->next)
-        if (!strcmp(sb->key, key) && sb->max_tokens == max && sb->tokens_per_fill == per_fill &&
-            sb->fill_interval_ms == interval)
+        if (!strcmp(sb->key, key) && sb->bucket.max_tokens == want.max_tokens &&
+            sb->bucket.tokens_per_fill == want.tokens_per_fill && sb->bucket.fill_interval_ms == want.fill_interval_ms)
             break;
     if (!sb) {
         sb = calloc(1, sizeof(*sb));
         if (!sb)
             abort();
         sb->key = xdup(key);
-        sb->max_tokens = max;
-        sb->tokens_per_fill = per_fill;
-        sb->fill_interval_ms = interval;
-        token_bucket_init(&sb->bucket, max, per_fill, interval, herald_now_ms());
+        token_bucket_from_cfg(&sb->bucket, token_bucket, herald_now_ms());
         sb->next = shared;
         shared = sb;
     }
@@ -165,15 +136,12 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     if (!c)
         abort();
     const struct herald_cfg *tb = herald_cfg_get(n, "token_bucket");
-    uint32_t max = (uint32_t)herald_cfg_int(herald_cfg_get(tb, "max_tokens"), 1);
-    uint32_t per_fill = (uint32_t)herald_cfg_int(herald_cfg_get(tb, "tokens_per_fill"), 1);
-    uint64_t interval = herald_cfg_duration_ms(herald_cfg_get(tb, "fill_interval"), 1000);
     const char *key = herald_cfg_str(herald_cfg_get(n, "share_key"), "");
     if (*key) {
-        c->sb = bucket_share(key, max, per_fill, interval);
+        c->sb = bucket_share(key, tb);
         c->bucket = &c->sb->bucket;
     } else {
-        token_bucket_init(&c->own, max, per_fill, interval, herald_now_ms());
+        token_bucket_from_cfg(&c->own, tb, herald_now_ms());
         c->bucket = &c->own;
     }
     const struct herald_cfg *rf = herald_cfg_get(n, "runtime_enabled");
