@@ -116,6 +116,7 @@ struct http_filter {
     const struct herald_http_filter_ops *ops;
     void *conf;
     char *name;                        /* http_filters[].name: what typed_per_filter_config keys name */
+    bool default_off;                  /* http_filters[].disabled: only where a route turns it on */
 };
 
 /* The ops a plugin built against an older SDK lacks read as NULL. */
@@ -156,6 +157,7 @@ struct herald_http_cm {
     bool normalize_path, merge_slashes;
     enum escaped_slashes escaped_slashes;
     bool strip_matching_host_port, strip_any_host_port, strip_trailing_host_dot;
+    bool route_toggles;         /* a filter is off by default or some route turns one off: make_filters asks the route */
 };
 
 struct cm_conn;
@@ -2320,14 +2322,27 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     return true;
 }
 
+/* Whether filter i runs for a stream on route r: the most specific
+ * typed_per_filter_config entry for it decides, else http_filters[].disabled. */
+static bool filter_on(const struct herald_http_cm *cm, const struct herald_route *r, size_t i)
+{
+    const struct route_filter_config *fc;
+    if (r && route_filter_config_chain(r, i, &fc, 1))
+        return !fc->disabled;
+    return !cm->filters[i].default_off;
+}
+
 static void make_filters(struct herald_http_stream *s)
 {
     struct herald_http_cm *cm = s->cc->cm;
     s->sessions = mem_cache_alloc_zeroed(sessions_size(cm));
     s->filters_made = true;
+    const struct herald_route *r = cm->route_toggles ? stream_route(s) : NULL;
     for (size_t i = 0; i < cm->nfilters; i++) {
         if (!cm->filters[i].ops->session_new)
             continue;
+        if (cm->route_toggles && !filter_on(cm, r, i))
+            continue;      /* no session: the walk passes it by */
         s->sessions[i] = cm->filters[i].ops->session_new(cm->filters[i].conf, s);
         if (!s->sessions[i]) {
             s->dec.pos = i; /* those before it see the reply */
@@ -3431,8 +3446,7 @@ static int h2_options(struct herald_http_cm *cm, const struct herald_cfg *n, cha
 
 /* One entry of http_filters resolved like core/filters.c does network filters. */
 static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *f,
-                            const struct herald_filter_env *env, struct cfg_diag *d, bool last, size_t idx,
-                            size_t total)
+                            const struct herald_filter_env *env, struct cfg_diag *d, bool last, bool after_last)
 {
     const char *name = herald_cfg_str(herald_cfg_get(f, "name"), "");
     const struct herald_cfg *tc0 = herald_cfg_get(f, "typed_config");
@@ -3448,13 +3462,10 @@ static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *
             type_url = NULL;
         }
     }
-    if (herald_cfg_bool(herald_cfg_get(f, "disabled"), false)) {
+    bool disabled = herald_cfg_bool(herald_cfg_get(f, "disabled"), false);
+    if (disabled && after_last) {
         free(type_url);
-        if (last) {
-            diag_error(d, f, "the last HTTP filter (the router) cannot be disabled");
-            return -1;
-        }
-        return 0;
+        return 0;      /* behind the terminal filter: no route could reach it */
     }
     char *err = NULL;
     const struct plugin *p = plugin_find(*name ? name : NULL, type_url, HERALD_PLUGIN_HTTP_FILTER, &err);
@@ -3503,7 +3514,14 @@ static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *
     hf->ops = ops;
     hf->conf = conf;
     hf->name = xstrdup(name);
+    hf->default_off = disabled;
+    if (disabled)
+        cm->route_toggles = true;
     bool terminal = p->desc->flags & HERALD_PLUGIN_TERMINAL;
+    if (terminal && disabled) {
+        diag_error(d, f, "'%s' is the terminal HTTP filter: it cannot be disabled", p->desc->name);
+        return -1;
+    }
     if (terminal && !last) {
         diag_error(d, f, "'%s' is a terminal HTTP filter and must be the last of http_filters",
                    p->desc->name);
@@ -3514,8 +3532,6 @@ static int make_http_filter(struct herald_http_cm *cm, const struct herald_cfg *
                    "'%s' is not", p->desc->name);
         return -1;
     }
-    (void)idx;
-    (void)total;
     return 0;
 }
 
@@ -3533,8 +3549,10 @@ struct resolve_ctx {
 };
 
 /* A per-route value: the filter its key names makes it into a conf. Envoy's
- * FilterConfig wrapper {config, is_optional} is unwrapped (its disabled is
- * not supported: a filter cannot yet be skipped for one route). */
+ * FilterConfig wrapper {config, is_optional, disabled} is unwrapped: disabled
+ * true turns the filter off where it applies (the most specific level
+ * decides); any other entry turns it on, which is how a filter that
+ * http_filters disables is enabled for some routes. */
 static void resolve_filter_config(struct route_filter_config *fc, void *arg)
 {
     struct resolve_ctx *rx = arg;
@@ -3552,29 +3570,54 @@ static void resolve_filter_config(struct route_filter_config *fc, void *arg)
     const struct herald_cfg *tc = fc->node;
     const char *type = herald_cfg_str(herald_cfg_get(tc, "@type"), NULL);
     const char *slash = type ? strrchr(type, '/') : NULL;
+    bool optional = false;
     if (type && !strcmp(slash ? slash + 1 : type, FILTER_CONFIG_TYPE)) {
+        const struct herald_cfg *dis = NULL;
         for (size_t k = 0; k < herald_cfg_len(tc); k++) {
             const char *key = herald_cfg_key_at(tc, k);
             if (!strcmp(key, "disabled")) {
-                diag_error(rx->d, herald_cfg_at(tc, k), "not supported: " FILTER_CONFIG_TYPE ".disabled (herald "
-                           "cannot skip a filter for one route yet)");
-                rx->bad = true;
-                return;
-            }
-            if (strcmp(key, "@type") && strcmp(key, "config") && strcmp(key, "is_optional")) {
+                dis = herald_cfg_at(tc, k);
+                if (herald_cfg_type(dis) != HERALD_CFG_BOOL) {
+                    diag_error(rx->d, dis, FILTER_CONFIG_TYPE ".disabled must be true or false");
+                    rx->bad = true;
+                    return;
+                }
+            } else if (strcmp(key, "@type") && strcmp(key, "config") && strcmp(key, "is_optional")) {
                 diag_error(rx->d, herald_cfg_at(tc, k), "unknown field '%s' in " FILTER_CONFIG_TYPE, key);
                 rx->bad = true;
                 return;
             }
         }
-        if (!(tc = herald_cfg_get(tc, "config"))) {
-            diag_error(rx->d, fc->node, FILTER_CONFIG_TYPE " needs config");
+        optional = herald_cfg_bool(herald_cfg_get(tc, "is_optional"), false);
+        fc->filter = i;
+        if (herald_cfg_bool(dis, false)) {
+            /* off here: a config beside it would never be used (Envoy ignores it too) */
+            fc->disabled = true;
+            cm->route_toggles = true;
+            return;
+        }
+        const struct herald_cfg *inner = herald_cfg_get(tc, "config");
+        if (!inner && dis)
+            return;    /* {disabled: false}: on, with the filter's own configuration */
+        if (!inner) {
+            diag_error(rx->d, fc->node, FILTER_CONFIG_TYPE " needs config (or disabled)");
             rx->bad = true;
             return;
         }
+        tc = inner;
+        /* google.protobuf.Empty, the placeholder Envoy's users write to turn on a
+         * filter that takes no per-route configuration */
+        const char *it = herald_cfg_str(herald_cfg_get(tc, "@type"), NULL);
+        const char *is = it ? strrchr(it, '/') : NULL;
+        if (it && !strcmp(is ? is + 1 : it, "google.protobuf.Empty") && herald_cfg_len(tc) == 1)
+            return;
     }
     const struct herald_http_filter_ops *ops = hf->ops;
     if (!HTTP_OPS_HAS(ops, route_config_create) || !ops->route_config_create) {
+        if (optional) {
+            fc->filter = i;    /* is_optional: the config is dropped, the filter still turned on */
+            return;
+        }
         diag_error(rx->d, fc->node, "HTTP filter '%s' (%s) takes no per-route configuration", fc->name,
                    hf->plugin->desc->name);
         rx->bad = true;
@@ -3629,10 +3672,11 @@ size_t herald_http_stream_route_config_chain(struct herald_http_stream *s, const
     for (size_t i = 0; i < cm->nfilters; i++)
         if (cm->filters[i].conf == filter_conf) {
             const struct route_filter_config *fc[3];
-            size_t n = route_filter_config_chain(stream_route(s), i, fc, max < 3 ? max : 3);
-            for (size_t k = 0; k < n; k++)
-                confs[k] = fc[k]->conf;
-            return n;
+            size_t n = route_filter_config_chain(stream_route(s), i, fc, 3), out = 0;
+            for (size_t k = 0; k < n && out < max; k++)
+                if (fc[k]->conf)   /* an on/off switch carries no configuration */
+                    confs[out++] = fc[k]->conf;
+            return out;
         }
     return 0;
 }
@@ -3767,7 +3811,7 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
             break;
         }
     for (size_t i = 0; i < nf; i++)
-        if (make_http_filter(cm, herald_cfg_at(hf, i), env, d, i == last, i, nf) < 0)
+        if (make_http_filter(cm, herald_cfg_at(hf, i), env, d, i == last, i > last) < 0)
             bad = 1;
     if (bad)
         goto fail;

@@ -22,7 +22,7 @@ static const struct herald_field http_filter_fields[] = {
           .help = "the filter's config; may be omitted when the name is canonical (defaults)"),
     UNSUP("config_discovery", .oneof = "config_type", .help = "extension config discovery (ECDS)"),
     BOOL("is_optional", .help = "skip the filter when no plugin provides it, instead of failing"),
-    BOOL("disabled", .help = "leave the filter out of the chain (herald has no per-route re-enabling)"),
+    BOOL("disabled", .help = "off by default; routes turn it on in typed_per_filter_config"),
     REMOVED("config", "use typed_config with its \"@type\""),
     END,
 };

@@ -65,7 +65,9 @@ struct route_filter_config {
     char *name;
     const struct herald_cfg *node;     /* the value; valid while the config tree is */
     size_t filter;                     /* the connection manager's filter index */
-    void *conf;                        /* what that filter made of it */
+    void *conf;                        /* what that filter made of it; NULL: nothing to make */
+    bool disabled;                     /* FilterConfig {disabled: true}: the filter sits this route out;
+                                        * any other entry turns it on (one disabled by default too) */
 };
 void route_table_foreach_filter_config(struct route_table *t,
                                        void (*cb)(struct route_filter_config *fc, void *arg), void *arg);

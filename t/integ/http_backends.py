@@ -584,12 +584,15 @@ def file_access_log(path, fmt=None):
     return {"name": "envoy.access_loggers.file", "typed_config": cfg}
 
 
-def hcm(stat_prefix, routes, http_filters=None, domains=("*",), vhost_extra=None, **extra):
+def hcm(stat_prefix, routes, http_filters=None, domains=("*",), vhost_extra=None, route_config_extra=None,
+        **extra):
     """An http_connection_manager network filter with one virtual host."""
     vh = {"name": stat_prefix + "_vh", "domains": list(domains), "routes": list(routes)}
     vh.update(vhost_extra or {})
+    rc = {"name": stat_prefix + "_routes", "virtual_hosts": [vh]}
+    rc.update(route_config_extra or {})
     cfg = {"@type": HCM_TYPE, "stat_prefix": stat_prefix, "codec_type": "AUTO",
-           "route_config": {"name": stat_prefix + "_routes", "virtual_hosts": [vh]},
+           "route_config": rc,
            "http_filters": list(http_filters or []) + [router_filter()]}
     cfg.update(extra)
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": cfg}

@@ -313,8 +313,8 @@ def test_per_route_config_errors(tmp_path):
         ({"envoy.filters.http.router": {}}, [],
          r"HTTP filter 'envoy.filters.http.router' \(envoy.filters.http.router\) takes no per-route"),
         ({"envoy.filters.http.local_ratelimit": {
-            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}}, [lrl()],
-         r"disabled: not supported"),
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "is_optional": True}}, [lrl()],
+         r"FilterConfig needs config \(or disabled\)"),
         ({"envoy.filters.http.local_ratelimit": dict(rl, token_bucket={"max_tokens": 1, "fill_interval": "0.001s"})},
          [lrl()], r"token_bucket\.fill_interval: fill_interval must be at least 50ms"),
     ]
