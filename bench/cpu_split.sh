@@ -14,11 +14,20 @@
 #   bench/http.sh; DUR seconds of load after a 2 s warm-up; utime and stime of the
 #   proxy's processes from /proc/PID/stat (all threads, nginx's master and worker)
 #   before and after; requests from wrk. Prints per proxy: user, kernel and total
-#   us/op, and the bound the 0.7 x target would need.
+#   us/op, and the bound the 0.7 x target would need. ROUNDS > 1 runs the whole
+#   list again that many times, interleaved, and prints medians: HAProxy's own
+#   us/op moves by a third from one minute to the next on this VM.
 #
-# KNOBS: DUR (default 10) CONNS (50) PROXIES ("haproxy nginx herald"; the summary
-#   lines need haproxy and herald) BASE_PORT (28240: +0 backend, +1 haproxy,
-#   +2 nginx, +3 herald) LOAD_CPU PROXY_CPU HERALD PLUGIN_DIR OUT (kept files).
+#   Three more "proxies" measure the floor (bench/floor_proxy.c, built here with
+#   cc): floor forwards bytes between each client and its own backend connection
+#   with the calls HAProxy makes and no other work; floor_batch reads every
+#   ready socket before writing any; floor_uring does it through io_uring (needs
+#   liburing-dev). What a proxy spends above floor is its user-space work.
+#
+# KNOBS: DUR (default 10) CONNS (50) ROUNDS (1) PROXIES ("haproxy nginx herald",
+#   also floor floor_batch floor_uring; the summary lines need haproxy and herald)
+#   BASE_PORT (28240: +0 backend, +1 haproxy, +2 nginx, +3 herald, +4..6 the
+#   floors) LOAD_CPU PROXY_CPU HERALD PLUGIN_DIR OUT (kept files).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,12 +36,14 @@ PLUGIN_DIR=${PLUGIN_DIR:-$HERE/../build/plugins}
 DUR=${DUR:-10}
 PROXIES=${PROXIES:-haproxy nginx herald}
 CONNS=${CONNS:-50}
+ROUNDS=${ROUNDS:-1}
 BASE_PORT=${BASE_PORT:-28240}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 OUT=${OUT:-$(mktemp -d /tmp/herald-cpu-split.XXXXXX)}
 BE=$BASE_PORT
-declare -A PORT=([haproxy]=$((BASE_PORT + 1)) [nginx]=$((BASE_PORT + 2)) [herald]=$((BASE_PORT + 3)))
+declare -A PORT=([haproxy]=$((BASE_PORT + 1)) [nginx]=$((BASE_PORT + 2)) [herald]=$((BASE_PORT + 3))
+                 [floor]=$((BASE_PORT + 4)) [floor_uring]=$((BASE_PORT + 5)) [floor_batch]=$((BASE_PORT + 6)))
 HZ=$(getconf CLK_TCK)
 STARTED=()
 
@@ -155,6 +166,30 @@ start_herald() {
     echo $!
 }
 
+# floor_proxy.c: the same system calls as HAProxy and nothing else (see its comment);
+# floor_uring: the same forwarding through io_uring (needs liburing-dev)
+floor_bin() {
+    local flags=() libs=()
+    if [ -e /usr/include/liburing.h ]; then flags=(-DHAVE_URING); libs=(-luring); fi
+    cc -O2 "${flags[@]}" -o "$OUT/floor_proxy" "$HERE/floor_proxy.c" "${libs[@]}" || die "cannot build floor_proxy"
+}
+start_floor() {
+    floor_bin
+    taskset -c "$PROXY_CPU" "$OUT/floor_proxy" epoll "${PORT[floor]}" "$BE" > "$OUT/floor.log" 2>&1 &
+    echo $!
+}
+start_floor_batch() {
+    floor_bin
+    taskset -c "$PROXY_CPU" "$OUT/floor_proxy" epoll-batch "${PORT[floor_batch]}" "$BE" > "$OUT/floor_batch.log" 2>&1 &
+    echo $!
+}
+start_floor_uring() {
+    floor_bin
+    [ -e /usr/include/liburing.h ] || die "floor_uring needs liburing-dev"
+    taskset -c "$PROXY_CPU" "$OUT/floor_proxy" io_uring "${PORT[floor_uring]}" "$BE" > "$OUT/floor_uring.log" 2>&1 &
+    echo $!
+}
+
 declare -A USER SYS TOTAL RATE
 run() {  # name
     local name=$1 pid u0 s0 u1 s1 reqs
@@ -177,17 +212,37 @@ run() {  # name
     RATE[$name]=$(awk -v n="$reqs" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')
 }
 
-echo "# cpu_split.sh: wrk -t1 -c$CONNS -d${DUR}s, 128 B keep-alive; proxy alone on CPU $PROXY_CPU; $(date -u +%FT%TZ)"
-for name in $PROXIES; do run "$name"; done
-printf '| proxy | req/s | user us/op | kernel us/op | total us/op | kernel share |\n|---|---|---|---|---|---|\n'
-for name in $PROXIES; do
-    awk -v n="$name" -v r="${RATE[$name]}" -v u="${USER[$name]}" -v s="${SYS[$name]}" -v t="${TOTAL[$name]}" \
-        'BEGIN { printf "| %s | %s | %s | %s | %s | %.0f%% |\n", n, r, u, s, t, (t > 0 ? s / t * 100 : 0) }'
+echo "# cpu_split.sh: wrk -t1 -c$CONNS -d${DUR}s, 128 B keep-alive; proxy alone on CPU $PROXY_CPU; $ROUNDS round(s); $(date -u +%FT%TZ)"
+declare -A ALL   # name -> the round totals, space-separated
+RATIOS=()        # herald / HAProxy per round
+for round in $(seq "$ROUNDS"); do
+    for name in $PROXIES; do run "$name"; done
+    [ "$ROUNDS" -gt 1 ] && echo "## round $round"
+    printf '| proxy | req/s | user us/op | kernel us/op | total us/op | kernel share |\n|---|---|---|---|---|---|\n'
+    for name in $PROXIES; do
+        awk -v n="$name" -v r="${RATE[$name]}" -v u="${USER[$name]}" -v s="${SYS[$name]}" -v t="${TOTAL[$name]}" \
+            'BEGIN { printf "| %s | %s | %s | %s | %s | %.0f%% |\n", n, r, u, s, t, (t > 0 ? s / t * 100 : 0) }'
+        ALL[$name]="${ALL[$name]:-} ${TOTAL[$name]}"
+    done
+    if [ -n "${TOTAL[haproxy]:-}" ] && [ -n "${TOTAL[herald]:-}" ]; then
+        RATIOS+=("$(awk -v a="${TOTAL[herald]}" -v b="${TOTAL[haproxy]}" 'BEGIN { printf "%.2f", a / b }')")
+        awk -v ht="${TOTAL[haproxy]}" -v hs="${SYS[haproxy]}" -v ks="${SYS[herald]}" -v kt="${TOTAL[herald]}" \
+            -v ft="${TOTAL[floor]:-}" 'BEGIN {
+            printf "0.7 x HAProxy total = %.2f us/op; HAProxy kernel alone = %.2f, herald kernel alone = %.2f\n", 0.7 * ht, hs, ks
+            printf "herald total / HAProxy total = %.2f; herald user / HAProxy user = %.2f\n", kt / ht, (kt - ks) / (ht - hs)
+            if (ft != "") {
+                printf "floor (no user-space work) / HAProxy = %.2f; the target leaves herald %.2f us/op above the floor\n", ft / ht, 0.7 * ht - ft
+                if (ft >= 0.7 * ht)
+                    print "the 0.7 x target is below the floor this round: no proxy on kernel sockets could meet it"
+            } else if (ks >= 0.7 * ht)
+                print "the 0.7 x target is below herald'"'"'s kernel time alone: no user-space change can reach it"
+        }'
+    fi
 done
-[ -n "${TOTAL[haproxy]:-}" ] && [ -n "${TOTAL[herald]:-}" ] && awk -v ht="${TOTAL[haproxy]}" -v hs="${SYS[haproxy]}" -v ks="${SYS[herald]}" -v kt="${TOTAL[herald]}" 'BEGIN {
-    printf "0.7 x HAProxy total = %.2f us/op; HAProxy kernel alone = %.2f, herald kernel alone = %.2f\n", 0.7 * ht, hs, ks
-    printf "herald total / HAProxy total = %.2f; herald user / HAProxy user = %.2f\n", kt / ht, (kt - ks) / (ht - hs)
-    if (ks >= 0.7 * ht)
-        print "the 0.7 x target is below herald'"'"'s kernel time alone: no user-space change can reach it"
-}'
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+if [ "$ROUNDS" -gt 1 ]; then
+    echo "## medians over $ROUNDS rounds (total us/op)"
+    for name in $PROXIES; do echo "$name: $(echo "${ALL[$name]}" | median)  (rounds:${ALL[$name]})"; done
+    [ ${#RATIOS[@]} -gt 0 ] && echo "herald / HAProxy: median $(echo "${RATIOS[*]}" | median) (rounds: ${RATIOS[*]})"
+fi
 echo "# files: $OUT"
