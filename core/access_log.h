@@ -19,6 +19,9 @@ struct herald_access_log *access_log_format_create(const struct herald_cfg *sfs,
                                                   char **err);
 /* The same for a lone text format string (a header value) at node `at`. */
 struct herald_access_log *access_log_text_create(const char *text, const struct herald_cfg *at, char **err);
+/* A header value (HeaderValueOption): the same, except that an operator
+ * without a value renders as nothing rather than "-", as Envoy's headers. */
+struct herald_access_log *access_log_header_value_create(const char *text, const struct herald_cfg *at, char **err);
 /* Whether the format is json_format (a local reply's application/json). */
 bool access_log_is_json(const struct herald_access_log *l);
 /* l rendered for one request: a malloc'd, NUL-terminated string (*len). */

@@ -253,6 +253,7 @@ int server_run(struct options *o)
         if (!o->validate)
             s->dns = evdns_base_new(s->base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
         tls_clusters_build(s->boot, o->validate, &d);
+        health_checks_validate(s->boot, &d);
         if (cluster_manager_init(s->boot, s->base, s->dns, &d) == 0) {
             listeners_build(s->boot, nworkers, o->validate, &d);
             stats_sinks_init(s->boot, o->validate ? NULL : s->base, &d);

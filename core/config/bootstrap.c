@@ -473,23 +473,7 @@ static void extract_health_check(const struct herald_cfg *n, struct health_check
         }
         h->retriable = extract_ranges(get(http, "retriable_statuses"), &h->nretriable, d);
         const struct herald_cfg *add = get(http, "request_headers_to_add");
-        h->headers_add = xcalloc(herald_cfg_len(add) + 1, sizeof(*h->headers_add));
-        for (size_t i = 0; i < herald_cfg_len(add); i++) {
-            const struct herald_cfg *o = herald_cfg_at(add, i), *hv = get(o, "header");
-            /* as Envoy: an empty value is not sent unless keep_empty_value */
-            if (!*herald_cfg_str(get(hv, "value"), "") && !herald_cfg_bool(get(o, "keep_empty_value"), false))
-                continue;
-            struct hc_header *x = &h->headers_add[h->nheaders_add++];
-            const char *action = herald_cfg_str(get(o, "append_action"), NULL);
-            x->key = xstrdup(herald_cfg_str(get(hv, "key"), ""));
-            x->value = xstrdup(herald_cfg_str(get(hv, "value"), ""));
-            static const char *const actions[] = { "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT",
-                                                   "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS" };
-            if (action)
-                x->action = (enum hc_header_action)enum_index(action, actions, ARRAY_SIZE(actions));
-            else
-                x->action = herald_cfg_bool(get(o, "append"), true) ? HC_HDR_APPEND : HC_HDR_OVERWRITE_OR_ADD;
-        }
+        h->headers_add = add;
         const struct herald_cfg *rm = get(http, "request_headers_to_remove");
         h->headers_remove = xcalloc(herald_cfg_len(rm) + 1, sizeof(char *));
         for (size_t i = 0; i < herald_cfg_len(rm); i++)
@@ -535,11 +519,6 @@ static void free_health_checks(struct cluster_cfg *c)
         free(h->method);
         free(h->expected);
         free(h->retriable);
-        for (size_t j = 0; j < h->nheaders_add; j++) {
-            free(h->headers_add[j].key);
-            free(h->headers_add[j].value);
-        }
-        free(h->headers_add);
         free_str_list(h->headers_remove, h->nheaders_remove);
         free(h->send.data);
         for (size_t j = 0; j < h->nreceive; j++)

@@ -132,9 +132,6 @@ struct outlier_cfg {
 
 /* ---- active health checking (core.v3.HealthCheck; health_check.c) ---- */
 struct hc_range { uint32_t start, end; };          /* [start, end) */
-/* HeaderValueOption.append_action (append: true = APPEND, false = OVERWRITE_OR_ADD) */
-enum hc_header_action { HC_HDR_APPEND = 0, HC_HDR_ADD_IF_ABSENT, HC_HDR_OVERWRITE_OR_ADD, HC_HDR_OVERWRITE };
-struct hc_header { char *key, *value; enum hc_header_action action; };
 struct hc_payload { unsigned char *data; size_t len; };  /* from hex text */
 
 enum hc_kind { HC_HTTP = 0, HC_TCP };
@@ -158,7 +155,7 @@ struct health_check_cfg {
     char *method;                                     /* default GET */
     struct hc_range *expected; size_t nexpected;      /* default [200, 201) */
     struct hc_range *retriable; size_t nretriable;
-    struct hc_header *headers_add; size_t nheaders_add;
+    const struct herald_cfg *headers_add;   /* request_headers_to_add: the health checker parses it */
     char **headers_remove; size_t nheaders_remove;
     bool http2;                                       /* codec_client_type HTTP2 */
     /* tcp_health_check */

@@ -327,30 +327,7 @@ static const struct herald_field hc_range_fields[] = {
 };
 static const struct herald_message hc_range_msg = { "envoy.type.v3.Int64Range", hc_range_fields, NULL };
 
-static const struct herald_field hc_header_value_fields[] = {
-    F_("key", STRING, HERALD_F_REQUIRED),
-    STR("value"),
-    UNSUP("raw_value"),
-    END,
-};
-static const struct herald_message hc_header_value_msg = {
-    "envoy.config.core.v3.HeaderValue", hc_header_value_fields, NULL,
-};
-
-static const char *const hc_append_action_values[] = {
-    "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS", NULL,
-};
-
-static const struct herald_field hc_header_option_fields[] = {
-    F_("header", MESSAGE, HERALD_F_REQUIRED, .message = &hc_header_value_msg),
-    BOOL("append", .help = "default true here (HeaderValueOption.append)"),
-    ENUM("append_action", hc_append_action_values),
-    BOOL("keep_empty_value"),
-    END,
-};
-static const struct herald_message hc_header_option_msg = {
-    "envoy.config.core.v3.HeaderValueOption", hc_header_option_fields, NULL,
-};
+#define hc_header_option_msg herald_header_value_option_schema   /* http/header_option.c */
 
 static const char *const hc_codec_values[] = { "HTTP1", "HTTP2", "HTTP3", NULL };
 static const char *const hc_method_values[] = {

@@ -52,6 +52,7 @@
 #include "http/conn_manager.h"
 #include "http/h1.h"
 #include "http/h2_server.h"
+#include "http/header_option.h"
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "http/route.h"
@@ -195,6 +196,7 @@ struct fdir {
 
 struct herald_http_stream {
     struct herald_headers *lr_extra;      /* headers for the next local reply */
+    const struct herald_header_options *lr_options; /* ... and a filter's HeaderValueOptions for it */
     struct cm_conn *cc;
     uint64_t id;
     void **sessions;            /* [nfilters]; NULL until the headers came */
@@ -1187,7 +1189,7 @@ static void encode_headers_in(struct herald_http_stream *s, struct herald_header
      * (not on the HCM's own early rejections) */
     const struct herald_route *r = s->route_valid ? s->route : NULL;
     if (r)
-        herald_route_apply_response(r, h);
+        route_apply_response(r, h, log_field, s);
     s->resp = h;
     struct fdir *d = &s->enc;
     if (!s->local_reply)
@@ -1324,6 +1326,10 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
             herald_headers_add(h, n, v);
         herald_headers_free(s->lr_extra);
         s->lr_extra = NULL;
+    }
+    if (s->lr_options) {
+        header_options_apply_with(s->lr_options, h, log_field, s);
+        s->lr_options = NULL;
     }
     if (mapper) {
         /* Envoy evaluates headers_to_add before the status rewrite: %RESPONSE_CODE% is the original */
@@ -3074,6 +3080,24 @@ void herald_http_stream_send_local_reply(struct herald_http_stream *s, int statu
 void herald_http_stream_mark_health_check(struct herald_http_stream *s)
 {
     s->health_check = true;
+}
+
+void herald_http_stream_local_reply_header_options(struct herald_http_stream *s,
+                                                   const struct herald_header_options *o)
+{
+    s->lr_options = o;
+}
+
+void herald_header_options_apply(const struct herald_header_options *o, struct herald_headers *h,
+                                 struct herald_http_stream *s)
+{
+    header_options_apply_with(o, h, s ? log_field : NULL, s);
+}
+
+void herald_route_apply_request_stream(const struct herald_route *r, struct herald_headers *req,
+                                       const char *upstream_hostname, struct herald_http_stream *s)
+{
+    route_apply_request(r, req, upstream_hostname, s ? log_field : NULL, s);
 }
 
 void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name, const char *value)

@@ -11,16 +11,8 @@
 #include "access_log.h"
 #include "access_log_filter.h"
 #include "common.h"
+#include "http/header_option.h"
 #include "http/local_reply.h"
-
-enum append_action { APPEND_OR_ADD = 0, ADD_IF_ABSENT, OVERWRITE_OR_ADD, OVERWRITE_IF_EXISTS };
-
-struct lr_header {
-    char *name;
-    struct herald_access_log *value;   /* the value may hold %OPERATORS% */
-    enum append_action action;
-    bool keep_empty;
-};
 
 struct body_format {
     struct herald_access_log *fmt;
@@ -32,8 +24,7 @@ struct lr_mapper {
     int status;                        /* 0: keep */
     char *body;                        /* NULL: keep */
     struct body_format *override;      /* NULL: the config's body_format */
-    struct lr_header *headers;
-    size_t nheaders;
+    struct herald_header_options *headers;   /* headers_to_add */
 };
 
 struct local_reply {
@@ -173,51 +164,6 @@ static struct body_format *body_format_create(const struct herald_cfg *n, char *
     return b;
 }
 
-static int parse_header(struct lr_header *h, const struct herald_cfg *n, char **err)
-{
-    static const char *const keys[] = {"header", "append", "append_action", "keep_empty_value", NULL};
-    static const char *const hkeys[] = {"key", "value", "raw_value", NULL};
-    static const char *const actions[] = {"APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD",
-                                          "OVERWRITE_IF_EXISTS", NULL};
-    if (!keys_ok(n, keys, "envoy.config.core.v3.HeaderValueOption", err))
-        return -1;
-    const struct herald_cfg *hv = herald_cfg_get(n, "header");
-    if (!hv)
-        return herald_cfg_errorf(n, err, "header is required");
-    if (!keys_ok(hv, hkeys, "envoy.config.core.v3.HeaderValue", err))
-        return -1;
-    const char *key = herald_cfg_str(herald_cfg_get(hv, "key"), "");
-    if (!*key)
-        return herald_cfg_errorf(hv, err, "key is required");
-    if (herald_cfg_get(hv, "raw_value"))
-        return herald_cfg_errorf(herald_cfg_get(hv, "raw_value"), err, "not supported by herald: raw_value "
-                                                                        "(use value)");
-    h->name = xstrdup(key);
-    for (char *p = h->name; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    const struct herald_cfg *val = herald_cfg_get(hv, "value");
-    if (!(h->value = access_log_text_create(herald_cfg_str(val, ""), val ? val : hv, err)))
-        return -1;
-    const struct herald_cfg *ap = herald_cfg_get(n, "append"), *aa = herald_cfg_get(n, "append_action");
-    if (ap && aa)
-        return herald_cfg_errorf(ap, err, "append and append_action may not both be set");
-    if (ap)
-        h->action = herald_cfg_bool(ap, true) ? APPEND_OR_ADD : OVERWRITE_OR_ADD;
-    if (aa) {
-        const char *a = herald_cfg_str(aa, "");
-        size_t i = 0;
-        while (actions[i] && strcmp(actions[i], a))
-            i++;
-        if (!actions[i])
-            return herald_cfg_errorf(aa, err, "append_action must be APPEND_IF_EXISTS_OR_ADD, ADD_IF_ABSENT, "
-                                              "OVERWRITE_IF_EXISTS_OR_ADD or OVERWRITE_IF_EXISTS");
-        h->action = (enum append_action)i;
-    }
-    h->keep_empty = herald_cfg_bool(herald_cfg_get(n, "keep_empty_value"), false);
-    return 0;
-}
-
 static int parse_mapper(struct lr_mapper *m, const struct herald_cfg *n, char **err)
 {
     static const char *const keys[] = {"filter", "status_code", "body", "body_format_override", "headers_to_add",
@@ -248,14 +194,8 @@ static int parse_mapper(struct lr_mapper *m, const struct herald_cfg *n, char **
             return herald_cfg_errorf(hs, err, "headers_to_add must be a list");
         if (herald_cfg_len(hs) > 1000)
             return herald_cfg_errorf(hs, err, "at most 1000 headers_to_add");
-        m->headers = xcalloc(herald_cfg_len(hs) + 1, sizeof(*m->headers));
-        for (size_t i = 0; i < herald_cfg_len(hs); i++) {
-            if (parse_header(&m->headers[i], herald_cfg_at(hs, i), err) < 0) {
-                m->nheaders = i + 1;   /* free what it holds */
-                return -1;
-            }
-            m->nheaders = i + 1;
-        }
+        if (herald_header_options_new(hs, &m->headers, err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -295,11 +235,7 @@ void local_reply_free(struct local_reply *lr)
         log_filter_free(m->filter);
         free(m->body);
         body_format_free(m->override);
-        for (size_t j = 0; j < m->nheaders; j++) {
-            free(m->headers[j].name);
-            herald_access_log_destroy(m->headers[j].value);
-        }
-        free(m->headers);
+        herald_header_options_free(m->headers);
     }
     free(lr->mappers);
     body_format_free(lr->format);
@@ -327,21 +263,7 @@ const char *lr_mapper_body(const struct lr_mapper *m)
 void lr_mapper_add_headers(const struct lr_mapper *m, struct herald_headers *h, herald_log_field_cb field,
                            void *ctx)
 {
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const struct lr_header *hd = &m->headers[i];
-        size_t len;
-        char *v = access_log_render(hd->value, field, ctx, &len);
-        bool present = herald_headers_get(h, hd->name) != NULL;
-        if (len || hd->keep_empty) {
-            switch (hd->action) {
-            case APPEND_OR_ADD: herald_headers_add(h, hd->name, v); break;
-            case ADD_IF_ABSENT: if (!present) herald_headers_add(h, hd->name, v); break;
-            case OVERWRITE_OR_ADD: herald_headers_set(h, hd->name, v); break;
-            case OVERWRITE_IF_EXISTS: if (present) herald_headers_set(h, hd->name, v); break;
-            }
-        }
-        free(v);
-    }
+    header_options_apply_with(m->headers, h, field, ctx);
 }
 
 char *local_reply_format(const struct local_reply *lr, const struct lr_mapper *m, herald_log_field_cb field,

@@ -14,18 +14,15 @@
 
 #include "common.h"
 #include "config/tree.h"
+#include "http/header_option.h"
 #include "http/headers.h"
 #include "http/route.h"
 #include "runtime.h"
 
 /* ------------------------------------------------------------ types */
 
-enum { ACT_APPEND = 0, ACT_ADD_IF_ABSENT, ACT_OVERWRITE_OR_ADD, ACT_OVERWRITE_IF_EXISTS };
-
-struct hdr_add { char *key, *value; int action; bool keep_empty; };
-
 struct hdr_ops {
-    struct hdr_add *add; size_t nadd, capadd;
+    struct herald_header_options *add;   /* http/header_option.c */
     char **remove; size_t nremove, capremove;
 };
 
@@ -171,11 +168,7 @@ struct route_table {
 
 static void hdr_ops_free(struct hdr_ops *o)
 {
-    for (size_t i = 0; i < o->nadd; i++) {
-        free(o->add[i].key);
-        free(o->add[i].value);
-    }
-    free(o->add);
+    herald_header_options_free(o->add);
     for (size_t i = 0; i < o->nremove; i++)
         free(o->remove[i]);
     free(o->remove);
@@ -337,24 +330,10 @@ static int parse_hdr_ops(const struct herald_cfg *owner, const char *add_key, co
 {
     int rc = 0;
     const struct herald_cfg *adds = herald_cfg_get(owner, add_key);
-    for (size_t i = 0; i < herald_cfg_len(adds); i++) {
-        const struct herald_cfg *hvo = herald_cfg_at(adds, i), *hv = herald_cfg_get(hvo, "header");
-        struct hdr_add *a = VEC_PUSH(o->add, o->nadd, o->capadd);
-        a->key = lower_dup(herald_cfg_str(herald_cfg_get(hv, "key"), ""));
-        a->value = xstrdup(herald_cfg_str(herald_cfg_get(hv, "value"), ""));
-        a->keep_empty = herald_cfg_bool(herald_cfg_get(hvo, "keep_empty_value"), false);
-        const struct herald_cfg *append = herald_cfg_get(hvo, "append");
-        const char *act = herald_cfg_str(herald_cfg_get(hvo, "append_action"), "APPEND_IF_EXISTS_OR_ADD");
-        if (append)
-            a->action = herald_cfg_bool(append, true) ? ACT_APPEND : ACT_OVERWRITE_OR_ADD;
-        else if (strcmp(act, "ADD_IF_ABSENT") == 0)
-            a->action = ACT_ADD_IF_ABSENT;
-        else if (strcmp(act, "OVERWRITE_IF_EXISTS_OR_ADD") == 0)
-            a->action = ACT_OVERWRITE_OR_ADD;
-        else if (strcmp(act, "OVERWRITE_IF_EXISTS") == 0)
-            a->action = ACT_OVERWRITE_IF_EXISTS;
-        else
-            a->action = ACT_APPEND;
+    char *err = NULL;
+    if (herald_header_options_new(adds, &o->add, &err) < 0) {
+        diag_error_take(d, err);
+        rc = -1;
     }
     const struct herald_cfg *rems = herald_cfg_get(owner, remove_key);
     for (size_t i = 0; i < herald_cfg_len(rems); i++) {
@@ -1789,74 +1768,47 @@ bool herald_route_hash(const struct herald_route *r, const struct herald_headers
     return have;
 }
 
-/* Header value formatting: "%%" is '%', %REQ(name)% the request header (when
- * req is given); other %VARIABLES% are kept literally (not implemented yet). */
-static char *format_value(const char *v, const struct herald_headers *req)
+/* The operators of header values: %REQ()% (%RESP()% for a response) read
+ * the map being changed, so that a value added by an earlier entry is seen,
+ * as in Envoy; the others are the stream's (none without one). */
+struct value_source {
+    const struct herald_headers *h;
+    const char *own_op;                 /* "REQ" or "RESP" */
+    herald_log_field_cb field;
+    void *ctx;
+};
+
+static const char *value_field(void *arg, const char *op, const char *arg1, char *scratch, size_t len)
 {
-    if (!strchr(v, '%'))
-        return xstrdup(v);
-    struct sbuf b = { 0 };
-    sb_add(&b, "", 0);
-    while (*v) {
-        if (v[0] == '%' && v[1] == '%') {
-            sb_add(&b, "%", 1);
-            v += 2;
-        } else if (req && strncmp(v, "%REQ(", 5) == 0 && strstr(v + 5, ")%")) {
-            const char *end = strstr(v + 5, ")%");
-            char *name = xstrndup(v + 5, (size_t)(end - v - 5));
-            char *colon = strchr(name, ':'); /* %REQ(x):N% length limits are not taken */
-            if (colon && colon != name)
-                *colon = '\0';
-            const char *hv = herald_headers_get(req, name);
-            if (hv)
-                sb_str(&b, hv);
-            free(name);
-            v = end + 2;
-        } else {
-            sb_add(&b, v, 1);
-            v++;
-        }
+    struct value_source *vs = arg;
+    if (!strcmp(op, vs->own_op)) {
+        /* X?Y: the first present of the two, as access logs */
+        char name[256];
+        const char *alt = arg1 ? strchr(arg1, '?') : NULL;
+        size_t n = alt ? (size_t)(alt - arg1) : arg1 ? strlen(arg1) : 0;
+        if (!arg1 || n >= sizeof(name))
+            return NULL;
+        memcpy(name, arg1, n);
+        name[n] = '\0';
+        const char *v = herald_headers_get(vs->h, name);
+        return v ? v : alt ? herald_headers_get(vs->h, alt + 1) : NULL;
     }
-    return b.s;
+    return vs->field ? vs->field(vs->ctx, op, arg1, scratch, len) : NULL;
 }
 
-static void apply_ops(const struct hdr_ops *o, struct herald_headers *h, const struct herald_headers *req)
+static void apply_ops(const struct hdr_ops *o, struct herald_headers *h, struct value_source *vs)
 {
     for (size_t i = 0; i < o->nremove; i++)
         herald_headers_remove(h, o->remove[i]);
-    for (size_t i = 0; i < o->nadd; i++) {
-        const struct hdr_add *a = &o->add[i];
-        char *v = format_value(a->value, req);
-        bool exists = herald_headers_get(h, a->key) != NULL;
-        if (!*v && !a->keep_empty) {
-            free(v);
-            continue;
-        }
-        switch (a->action) {
-        case ACT_APPEND:
-            herald_headers_add(h, a->key, v);
-            break;
-        case ACT_ADD_IF_ABSENT:
-            if (!exists)
-                herald_headers_add(h, a->key, v);
-            break;
-        case ACT_OVERWRITE_OR_ADD:
-            herald_headers_set(h, a->key, v);
-            break;
-        case ACT_OVERWRITE_IF_EXISTS:
-            if (exists)
-                herald_headers_set(h, a->key, v);
-            break;
-        }
-        free(v);
-    }
+    header_options_apply_with(o->add, h, value_field, vs);
 }
 
 /* Envoy's order: weighted cluster, route, vhost, route config, so the more
  * general level wins; most_specific_header_mutations_wins reverses it. */
 static void apply_levels(const struct herald_route *r, struct herald_headers *h, bool request,
-                         const struct herald_headers *req)
+                         herald_log_field_cb field, void *ctx)
 {
+    struct value_source vs = {.h = h, .own_op = request ? "REQ" : "RESP", .field = field, .ctx = ctx};
     const struct herald_route *route = ROUTE(r);
     const struct mutations *levels[4];
     size_t n = 0;
@@ -1868,12 +1820,18 @@ static void apply_levels(const struct herald_route *r, struct herald_headers *h,
     bool reverse = route->vh->table->most_specific_wins;
     for (size_t i = 0; i < n; i++) {
         const struct mutations *m = levels[reverse ? n - 1 - i : i];
-        apply_ops(request ? &m->req : &m->resp, h, req);
+        apply_ops(request ? &m->req : &m->resp, h, &vs);
     }
 }
 
 void herald_route_apply_request(const struct herald_route *r, struct herald_headers *req,
                                 const char *upstream_hostname)
+{
+    route_apply_request(r, req, upstream_hostname, NULL, NULL);
+}
+
+void route_apply_request(const struct herald_route *r, struct herald_headers *req, const char *upstream_hostname,
+                         herald_log_field_cb field, void *ctx)
 {
     const struct herald_route *route = ROUTE(r);
     const char *path = HEADERS_GET(req, ":path");
@@ -1899,13 +1857,18 @@ void herald_route_apply_request(const struct herald_route *r, struct herald_head
         herald_headers_set(req, ":authority", nh);
         free(nh);
     }
-    /* %REQ()% reads a snapshot-free view: values added earlier in the walk are visible, as in Envoy */
-    apply_levels(r, req, true, req);
+    apply_levels(r, req, true, field, ctx);
 }
 
 void herald_route_apply_response(const struct herald_route *r, struct herald_headers *resp)
 {
-    apply_levels(r, resp, false, NULL);
+    route_apply_response(r, resp, NULL, NULL);
+}
+
+void route_apply_response(const struct herald_route *r, struct herald_headers *resp, herald_log_field_cb field,
+                          void *ctx)
+{
+    apply_levels(r, resp, false, field, ctx);
 }
 
 /* Envoy's processRequestHost: the request's host, without its port when a

@@ -14,6 +14,7 @@
 
 #include "config/diag.h"
 #include "herald/config.h"
+#include "herald/access_log.h"
 #include "herald/http.h"
 
 /* envoy.config.route.v3.RouteConfiguration and the messages under it
@@ -56,6 +57,13 @@ int route_upgrade_override(const struct herald_route *r, const char *upgrade_typ
 /* Parses a RetryPolicy.retry_on comma list into HERALD_RETRY_* bits; an
  * unknown or unsupported condition is an error on n. 0 / -1. */
 int route_parse_retry_on(const struct herald_cfg *n, unsigned *bits, char **err);
+
+/* herald_route_apply_request / _response with the operators of header
+ * values read through field(ctx, ...) (the stream's access log fields). */
+void route_apply_request(const struct herald_route *r, struct herald_headers *req, const char *upstream_hostname,
+                         herald_log_field_cb field, void *ctx);
+void route_apply_response(const struct herald_route *r, struct herald_headers *resp, herald_log_field_cb field,
+                          void *ctx);
 
 /* typed_per_filter_config of the route configuration, its virtual hosts and
  * routes: one entry per key (an http_filters[].name). The connection manager

@@ -33,50 +33,9 @@ static const struct herald_message regex_subst_msg = {
 
 /* ------------------------------------------------------------ core.v3 bits */
 
-static const struct herald_field header_value_fields[] = {
-    F_("key", STRING, HERALD_F_REQUIRED),
-    STR("value", .help = "the value; %VARIABLES% are not expanded yet (kept literally)"),
-    UNSUP("raw_value", .hint = "use value"),
-    END,
-};
-static const struct herald_message header_value_msg = {
-    "envoy.config.core.v3.HeaderValue", header_value_fields, NULL,
-};
-
-static const char *const append_action_values[] = {
-    "APPEND_IF_EXISTS_OR_ADD", "ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS", NULL,
-};
-
-static int header_value_option_check(const struct herald_cfg *n, char **err)
-{
-    const struct herald_cfg *append = herald_cfg_get(n, "append");
-    if (append && herald_cfg_get(n, "append_action"))
-        return herald_cfg_errorf(append, err, "append and append_action are both set: give only "
-                                 "append_action");
-    const struct herald_cfg *hv = herald_cfg_get(n, "header");
-    if (!hv)
-        return herald_cfg_errorf(n, err, "missing required field 'header'");
-    const char *key = herald_cfg_str(herald_cfg_get(hv, "key"), "");
-    if (!*key)
-        return herald_cfg_errorf(hv, err, "the header key is empty");
-    if (key[0] == ':' || strcasecmp(key, "host") == 0)
-        return herald_cfg_errorf(herald_cfg_get(hv, "key"), err,
-                                 "':'-prefixed or host headers may not be modified (use the route's "
-                                 "prefix_rewrite / host_rewrite_literal)");
-    return 0;
-}
-
-static const struct herald_field header_value_option_fields[] = {
-    MSG("header", header_value_msg),
-    F_("append", BOOL, HERALD_F_DEPRECATED, .hint = "use append_action"),
-    ENUM("append_action", append_action_values, .help = "APPEND_IF_EXISTS_OR_ADD (default), ADD_IF_ABSENT, "
-         "OVERWRITE_IF_EXISTS_OR_ADD, OVERWRITE_IF_EXISTS"),
-    BOOL("keep_empty_value", .help = "add the header even when its value is empty"),
-    END,
-};
-static const struct herald_message header_value_option_msg = {
-    "envoy.config.core.v3.HeaderValueOption", header_value_option_fields, header_value_option_check,
-};
+/* HeaderValueOption: http/header_option.c, shared with local replies, health
+ * checks and filters (herald_header_value_option_schema in the SDK). */
+#define header_value_option_msg herald_header_value_option_schema
 
 static const struct herald_field data_source_fields[] = {
     STR("filename", .oneof = "specifier", .help = "read once, at load"),

@@ -34,6 +34,7 @@
 #include "common.h"
 #include "herald/stats.h"
 #include "http/h1.h"
+#include "http/header_option.h"
 #include "http/headers.h"
 #include "log.h"
 #include "net/tls.h"
@@ -69,6 +70,7 @@ struct checker {
     struct cluster *cl;
     const struct health_check_cfg *cfg;
     char *authority;
+    struct herald_header_options *headers_add;   /* cfg's request_headers_to_add */
     struct session **s; size_t n, cap;
     struct herald_stat *attempt, *success, *failure, *passive_failure, *network_failure, *verify_cluster,
         *healthy, *degraded;
@@ -268,14 +270,7 @@ static struct herald_headers *request_headers(const struct session *s)
     herald_headers_add(h, ":scheme", "http");
     herald_headers_add(h, ":authority", s->ck->authority);
     herald_headers_add(h, "user-agent", "Envoy/HC");
-    for (size_t i = 0; i < c->nheaders_add; i++) {
-        const struct hc_header *x = &c->headers_add[i];
-        bool present = herald_headers_get(h, x->key) != NULL;
-        if (x->action == HC_HDR_APPEND || (x->action == HC_HDR_ADD_IF_ABSENT && !present))
-            herald_headers_add(h, x->key, x->value);
-        else if (x->action == HC_HDR_OVERWRITE_OR_ADD || (x->action == HC_HDR_OVERWRITE && present))
-            herald_headers_set(h, x->key, x->value);
-    }
+    header_options_apply_with(s->ck->headers_add, h, NULL, NULL);
     for (size_t i = 0; i < c->nheaders_remove; i++)
         if (c->headers_remove[i][0] != ':')
             herald_headers_remove(h, c->headers_remove[i]);
@@ -731,6 +726,12 @@ static struct checker *checker_new(struct cluster *cl, const struct health_check
     ck->cl = cl;
     ck->cfg = cfg;
     ck->authority = xstrdup(cfg->host ? cfg->host : cl->cfg->name);
+    char *err = NULL;
+    if (herald_header_options_new(cfg->headers_add, &ck->headers_add, &err) < 0) {
+        /* health_checks_validate() refused the config before this could happen */
+        log_error(LOGC, "cluster %s: health check request_headers_to_add: %s", cl->cfg->name, err);
+        free(err);
+    }
     ck->attempt = herald_counter(p, "attempt");
     ck->success = herald_counter(p, "success");
     ck->failure = herald_counter(p, "failure");
@@ -741,6 +742,18 @@ static struct checker *checker_new(struct cluster *cl, const struct health_check
     ck->degraded = herald_gauge(p, "degraded");
     free(p);
     return ck;
+}
+
+void health_checks_validate(const struct bootstrap *boot, struct cfg_diag *d)
+{
+    for (size_t i = 0; i < boot->nclusters; i++)
+        for (size_t j = 0; j < boot->clusters[i].nhealth_checks; j++) {
+            struct herald_header_options *o;
+            char *err = NULL;
+            if (herald_header_options_new(boot->clusters[i].health_checks[j].headers_add, &o, &err) < 0)
+                diag_error_take(d, err);
+            herald_header_options_free(o);
+        }
 }
 
 int health_check_start(struct event_base *base)
@@ -769,6 +782,7 @@ void health_check_shutdown(void)
             session_free(ck->s[j]);
         free(ck->s);
         free(ck->authority);
+        herald_header_options_free(ck->headers_add);
         free(ck);
     }
     free(hc.ck);

@@ -10,6 +10,13 @@
 
 #include <event2/event.h>
 
+#include "config/bootstrap.h"
+#include "config/diag.h"
+
+/* The request_headers_to_add of every HTTP health check, parsed once to put
+ * a bad one (an unknown %OPERATOR%) in d at start-up and in validate mode. */
+void health_checks_validate(const struct bootstrap *boot, struct cfg_diag *d);
+
 /* Main thread, after cluster_manager_start(). 0 = OK. */
 int health_check_start(struct event_base *base);
 /* Main thread, before cluster_manager_shutdown(): stops every check and

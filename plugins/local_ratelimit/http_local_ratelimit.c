@@ -20,7 +20,6 @@
 
 #include "herald/herald.h"
 #include "fraction.h"
-#include "header_option.h"
 #include "token_bucket_config.h"
 
 #define DEFAULT_STATUS 429
@@ -30,8 +29,8 @@ struct conf {
     struct token_bucket bucket;
     int status;
     struct fraction enabled, enforced;
-    struct header_option *resp_add; size_t nresp_add;
-    struct header_option *req_add; size_t nreq_add;
+    struct herald_header_options *resp_add;   /* response_headers_to_add */
+    struct herald_header_options *req_add;    /* request_headers_to_add_when_not_enforced */
     bool x_ratelimit_headers;          /* enable_x_ratelimit_headers: DRAFT_VERSION_03 */
     struct herald_stat *st_enabled, *st_ok, *st_rate_limited, *st_enforced;
 };
@@ -66,10 +65,10 @@ static const struct herald_field lrl_fields[] = {
     {.name = "filter_enforced", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_runtime_schema,
      .help = "the share of limited requests answered `status`; unset: none (only counted)"},
     {.name = "request_headers_to_add_when_not_enforced", .kind = HERALD_FIELD_MESSAGE,
-     .flags = HERALD_F_REPEATED, .message = &header_option_msg,
+     .flags = HERALD_F_REPEATED, .message = &herald_header_value_option_schema,
      .help = "added to a limited request that goes on because enforcement is off"},
     {.name = "response_headers_to_add", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED,
-     .message = &header_option_msg, .help = "added to the answer of a limited request"},
+     .message = &herald_header_value_option_schema, .help = "added to the answer of a limited request"},
     {.name = "enable_x_ratelimit_headers", .kind = HERALD_FIELD_ENUM, .enum_values = x_ratelimit_values,
      .help = "DRAFT_VERSION_03: x-ratelimit-limit, -remaining and -reset on the responses"},
     {.name = "local_rate_limit_per_downstream_connection", .kind = HERALD_FIELD_BOOL,
@@ -107,14 +106,13 @@ static void conf_destroy(void *p)
         return;
     fraction_free(&c->enabled);
     fraction_free(&c->enforced);
-    header_options_free(c->resp_add, c->nresp_add);
-    header_options_free(c->req_add, c->nreq_add);
+    herald_header_options_free(c->resp_add);
+    herald_header_options_free(c->req_add);
     free(c);
 }
 
 static int conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out, char **err)
 {
-    (void)err;
     struct conf *c = calloc(1, sizeof(*c));
     if (!c)
         abort();
@@ -132,8 +130,12 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     fraction_parse(herald_cfg_get(n, "filter_enforced"), &c->enforced);
     if (!c->enabled.set)
         herald_env_warn(env, n, "no filter_enabled: the filter checks no request (Envoy's default, 0%%)");
-    c->resp_add = header_options_parse(herald_cfg_get(n, "response_headers_to_add"), &c->nresp_add);
-    c->req_add = header_options_parse(herald_cfg_get(n, "request_headers_to_add_when_not_enforced"), &c->nreq_add);
+    if (herald_header_options_new(herald_cfg_get(n, "response_headers_to_add"), &c->resp_add, err) < 0 ||
+        herald_header_options_new(herald_cfg_get(n, "request_headers_to_add_when_not_enforced"), &c->req_add,
+                                  err) < 0) {
+        conf_destroy(c);
+        return -1;
+    }
     c->x_ratelimit_headers = !strcmp(herald_cfg_str(herald_cfg_get(n, "enable_x_ratelimit_headers"), "OFF"),
                                      "DRAFT_VERSION_03");
 
@@ -192,12 +194,11 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     }
     herald_stat_inc(c->st_rate_limited);
     if (!fraction_on(&c->enforced, false)) {
-        header_options_apply(c->req_add, c->nreq_add, headers);
+        herald_header_options_apply(c->req_add, headers, ss->s);
         return HERALD_HTTP_CONTINUE;
     }
     herald_stat_inc(c->st_enforced);
-    for (size_t i = 0; i < c->nresp_add; i++)
-        herald_http_stream_add_local_reply_header(ss->s, c->resp_add[i].key, c->resp_add[i].value);
+    herald_http_stream_local_reply_header_options(ss->s, c->resp_add);
     herald_http_stream_send_local_reply(ss->s, c->status, "local_rate_limited", "local_rate_limited", "RL");
     return HERALD_HTTP_STOP;
 }

@@ -351,7 +351,7 @@ static void start_try(struct session *ss)
     struct herald_headers *hdrs = last ? ss->req : headers_copy(ss->req);
     if (last)
         ss->req = NULL;
-    herald_route_apply_request(ss->route, hdrs, herald_host_hostname(h));
+    herald_route_apply_request_stream(ss->route, hdrs, herald_host_hostname(h), ss->s);
     uint64_t expected = ss->per_try_ms ? ss->per_try_ms : ss->timeout_ms;
     if (!ss->conf->suppress_envoy_headers && expected && !ss->upgrade) {
         char num[24];
@@ -701,7 +701,7 @@ static void start_shadows(struct session *ss, const struct herald_headers *heade
         abort();
     for (size_t i = 0; i < n; i++) {
         const char *cluster = herald_route_mirror_cluster(ss->route, i, headers, next_random());
-        struct shadow *sh = cluster ? shadow_start(ss->route, i, cluster, headers, end_stream, ss->timeout_ms)
+        struct shadow *sh = cluster ? shadow_start(ss->s, ss->route, i, cluster, headers, end_stream, ss->timeout_ms)
                                     : NULL;
         if (sh)
             ss->shadows[ss->nshadows++] = sh;

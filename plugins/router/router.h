@@ -54,7 +54,8 @@ void router_buf_copy(struct herald_buf *dst, const struct herald_buf *src); /* a
 /* shadow.c: request_mirror_policies. A copy of the request (headers taken
  * from request, copied) to a host of cluster; NULL when none is healthy. */
 struct shadow;
-struct shadow *shadow_start(const struct herald_route *route, size_t policy, const char *cluster,
+struct shadow *shadow_start(struct herald_http_stream *s, const struct herald_route *route, size_t policy,
+                            const char *cluster,
                             const struct herald_headers *request, bool end_stream, uint64_t timeout_ms);
 void shadow_data(struct shadow *sh, const struct herald_buf *data, bool end_stream);
 void shadow_trailers(struct shadow *sh, const struct herald_headers *trailers);

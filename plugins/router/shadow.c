@@ -111,7 +111,8 @@ static void add_suffix(struct herald_headers *h)
     free(v);
 }
 
-struct shadow *shadow_start(const struct herald_route *route, size_t policy, const char *cluster,
+struct shadow *shadow_start(struct herald_http_stream *s, const struct herald_route *route, size_t policy,
+                            const char *cluster,
                             const struct herald_headers *request, bool end_stream, uint64_t timeout_ms)
 {
     struct herald_cluster *c = herald_cluster_get(cluster);
@@ -127,7 +128,7 @@ struct shadow *shadow_start(const struct herald_route *route, size_t policy, con
         return NULL;
     }
     struct herald_headers *copy = herald_headers_copy(request);
-    herald_route_apply_request(route, copy, herald_host_hostname(h));
+    herald_route_apply_request_stream(route, copy, herald_host_hostname(h), s);
     if (herald_route_mirror_host_suffix(route, policy))
         add_suffix(copy);
     if (timeout_ms) {

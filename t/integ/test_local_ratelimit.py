@@ -161,7 +161,7 @@ def test_local_ratelimit_bad_configs(tmp_path):
                            "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}]),
          r"descriptors: not supported"),
         (lrl(response_headers_to_add=[{"header": {"key": "bad key", "value": "v"}}]),
-         r"response_headers_to_add\[0\]\.header: 'bad key' is not a header name"),
+         r"response_headers_to_add\[0\]\.header\.key: 'bad key' is not a header name"),
     ]
     for f, want in cases:
         cfg = {"static_resources": {

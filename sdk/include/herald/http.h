@@ -166,6 +166,33 @@ HERALD_EXPORT bool herald_header_matcher_match(const struct herald_header_matche
                                                const struct herald_headers *h);
 HERALD_EXPORT void herald_header_matcher_free(struct herald_header_matcher *m);
 
+/* (1.7) Envoy's HeaderValueOption list (request_headers_to_add and the
+ * like): header {key, value}, append_action or the deprecated append,
+ * keep_empty_value, applied in order as routes apply theirs. A value may
+ * hold the access log's %OPERATORS% (%% is '%'); they are read from the
+ * stream when applied, an operator without a value renders as nothing, and
+ * a value that comes out empty is not added unless keep_empty_value. Name
+ * herald_header_value_option_schema as the .message of a repeated field,
+ * then build the list in config_create: new gives NULL for an absent or
+ * empty list, and -1 with a malloc'd *err on a bad one. apply: s may be NULL
+ * (operators then have no value). */
+struct herald_header_options;
+HERALD_EXPORT extern const struct herald_message herald_header_value_option_schema;
+HERALD_EXPORT int herald_header_options_new(const struct herald_cfg *list, struct herald_header_options **out,
+                                            char **err);
+HERALD_EXPORT void herald_header_options_apply(const struct herald_header_options *o, struct herald_headers *h,
+                                               struct herald_http_stream *s);
+HERALD_EXPORT void herald_header_options_free(struct herald_header_options *o);
+/* (1.7) o is applied to the stream's next local reply (after its own
+ * headers); o must outlive the stream (a filter's config does). */
+HERALD_EXPORT void herald_http_stream_local_reply_header_options(struct herald_http_stream *s,
+                                                                 const struct herald_header_options *o);
+/* (1.7) herald_route_apply_request for this stream: the header values'
+ * %OPERATORS% read the stream (herald_route_apply_request gives them no
+ * value but %REQ()%). */
+HERALD_EXPORT void herald_route_apply_request_stream(const struct herald_route *r, struct herald_headers *req,
+                                                     const char *upstream_hostname, struct herald_http_stream *s);
+
 struct herald_http_filter_ops {
     size_t size;
     int (*config_create)(const struct herald_cfg *typed_config, const struct herald_filter_env *env,

@@ -37,12 +37,17 @@
  *                    authenticated);
  *                    herald_http_stream_mark_health_check (access logs'
  *                    not_health_check_filter).
+ *   1.7  2026-11-29  herald_header_options_* and
+ *                    herald_header_value_option_schema (Envoy's
+ *                    HeaderValueOption lists, values with %OPERATORS%),
+ *                    herald_http_stream_local_reply_header_options,
+ *                    herald_route_apply_request_stream.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 6
+#define HERALD_ABI_MINOR 7
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
