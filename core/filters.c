@@ -23,6 +23,12 @@ bool herald_env_cluster_exists(const struct herald_filter_env *e, const char *cl
     return c != NULL;
 }
 
+void env_mark_all_clusters_referenced(const struct herald_filter_env *e)
+{
+    for (size_t i = 0; e->boot && i < e->boot->nclusters; i++)
+        ((struct cluster_cfg *)&e->boot->clusters[i])->referenced = true;
+}
+
 void herald_env_warn(const struct herald_filter_env *e, const struct herald_cfg *at, const char *fmt, ...)
 {
     va_list ap;

@@ -20,6 +20,10 @@ struct herald_filter_env {
     struct cfg_diag *diag;
 };
 
+/* Every cluster counts as used (a route's cluster_header can name any):
+ * no "never referenced" warning. */
+void env_mark_all_clusters_referenced(const struct herald_filter_env *e);
+
 struct net_filter {
     const struct plugin *plugin;
     const struct herald_network_filter_ops *ops;

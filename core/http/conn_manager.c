@@ -3743,6 +3743,11 @@ struct check_clusters {
 static void check_cluster(const char *cluster, const struct herald_cfg *at, void *arg)
 {
     struct check_clusters *cc = arg;
+    if (!cluster) {
+        /* a cluster_header may name any of them: none is "never referenced" */
+        env_mark_all_clusters_referenced(cc->env);
+        return;
+    }
     if (herald_env_cluster_exists(cc->env, cluster) || !cc->d)
         return;
     diag_error(cc->d, at, "route names unknown cluster '%s' (set validate_clusters: false to allow it)", cluster);

@@ -1957,12 +1957,20 @@ void route_table_foreach_cluster(const struct route_table *t,
                 continue;
             if (r->cluster && *r->cluster)
                 cb(r->cluster, r->node, arg);
-            for (size_t m = 0; m < r->nmirrors; m++)
+            if (r->cluster_header)
+                cb(NULL, r->node, arg);
+            for (size_t m = 0; m < r->nmirrors; m++) {
                 if (r->mirrors[m].cluster && *r->mirrors[m].cluster)
                     cb(r->mirrors[m].cluster, r->node, arg);
-            for (size_t w = 0; w < r->nwc; w++)
+                if (r->mirrors[m].cluster_header)
+                    cb(NULL, r->node, arg);
+            }
+            for (size_t w = 0; w < r->nwc; w++) {
                 if (r->wc[w]->cluster && *r->wc[w]->cluster)
                     cb(r->wc[w]->cluster, r->node, arg);
+                if (r->wc[w]->cluster_header)
+                    cb(NULL, r->node, arg);
+            }
         }
 }
 

@@ -85,8 +85,9 @@ bool route_table_has_filter_configs(const struct route_table *t);
 size_t route_filter_config_chain(const struct herald_route *r, size_t filter, const struct route_filter_config **out,
                                  size_t max);
 
-/* Calls cb for every cluster a route names (cluster and weighted_clusters;
- * not cluster_header, which is only known per request). */
+/* Calls cb for every cluster a route names (cluster, weighted_clusters,
+ * mirrors), and with cluster NULL for a cluster_header: any cluster may be
+ * named per request. */
 void route_table_foreach_cluster(const struct route_table *t,
                                  void (*cb)(const char *cluster, const struct herald_cfg *at, void *arg), void *arg);
 

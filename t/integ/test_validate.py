@@ -126,3 +126,23 @@ def test_validate_etc_config(path):
 
 def test_etc_has_configs():
     assert os.path.exists(os.path.join(SRCDIR, "etc", "herald.yaml")), "etc/herald.yaml is missing"
+
+
+def test_cluster_named_only_by_cluster_header_is_not_unreferenced(tmp_path):
+    """A cluster that only a route's cluster_header can reach is in use; an
+    unused one is still warned about."""
+    import json
+    import http_backends as hb
+    routes = [hb.route("/h", None, cluster_header="x-cluster"), hb.route("/", "backend")]
+    cfg = {"static_resources": {
+        "listeners": [hb.http_listener(1, hb.hcm("x", routes))],
+        "clusters": [hb.http_cluster("backend", [1]), hb.http_cluster("by_header", [2])]}}
+    path = tmp_path / "ch.json"
+    path.write_text(json.dumps(cfg))
+    r = run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", PLUGIN_DIR])
+    assert r.returncode == 0 and "never referenced" not in r.stderr, r.stderr
+    routes = [hb.route("/", "backend")]
+    cfg["static_resources"]["listeners"] = [hb.http_listener(1, hb.hcm("x", routes))]
+    path.write_text(json.dumps(cfg))
+    r = run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", PLUGIN_DIR])
+    assert r.returncode == 0 and "cluster 'by_header' is never referenced" in r.stderr, r.stderr
