@@ -76,6 +76,10 @@ struct mirror {                        /* a RequestMirrorPolicy */
     bool host_suffix;                  /* not disable_shadow_host_suffix_append */
 };
 
+struct mirrors {                       /* request_mirror_policies of a route, vhost or route config */
+    struct mirror *e; size_t n;
+};
+
 struct filter_configs {                /* typed_per_filter_config */
     struct route_filter_config *e;
     size_t n;
@@ -116,7 +120,7 @@ struct herald_route {
     struct herald_retry_policy *retry; uint32_t *retry_codes;
     char **up_types; bool *up_enabled; size_t nup;
     struct hash_policy *hp; size_t nhp;
-    struct mirror *mirrors; size_t nmirrors;
+    struct mirrors mirrors;
 
     /* FORWARD and REDIRECT path rewrites */
     char *prefix_rewrite;
@@ -145,6 +149,8 @@ struct vhost {
     struct mutations mut;
     struct herald_retry_policy *retry; uint32_t *retry_codes;
     struct filter_configs fcs;
+    struct mirrors mirrors;
+    const struct herald_cfg *mirrors_node;   /* for messages */
 };
 
 struct domain { char *s; size_t len; struct vhost *vh; const struct herald_cfg *node; };
@@ -162,9 +168,21 @@ struct route_table {
     struct mutations mut;
     struct filter_configs fcs;
     bool any_fcs;                      /* some level has typed_per_filter_config */
+    struct mirrors mirrors;
+    const struct herald_cfg *mirrors_node;   /* for messages */
 };
 
 /* ------------------------------------------------------------ freeing */
+
+static void mirrors_free(struct mirrors *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->e[i].cluster);
+        free(m->e[i].cluster_header);
+        free(m->e[i].key);
+    }
+    free(m->e);
+}
 
 static void hdr_ops_free(struct hdr_ops *o)
 {
@@ -211,12 +229,7 @@ static void route_free(struct herald_route *r)
     }
     free(r->hm);
     filter_configs_free(&r->fcs);
-    for (size_t i = 0; i < r->nmirrors; i++) {
-        free(r->mirrors[i].cluster);
-        free(r->mirrors[i].cluster_header);
-        free(r->mirrors[i].key);
-    }
-    free(r->mirrors);
+    mirrors_free(&r->mirrors);
     for (size_t i = 0; i < r->nqm; i++) {
         free(r->qm[i].name);
         sm_free(&r->qm[i].sm);
@@ -266,6 +279,7 @@ void route_table_free(struct route_table *t)
         free(vh->routes);
         mutations_free(&vh->mut);
         filter_configs_free(&vh->fcs);
+        mirrors_free(&vh->mirrors);
         free(vh->retry);
         free(vh->retry_codes);
         free(vh->name);
@@ -283,6 +297,7 @@ void route_table_free(struct route_table *t)
     free(t->prefix);
     mutations_free(&t->mut);
     filter_configs_free(&t->fcs);
+    mirrors_free(&t->mirrors);
     free(t->name);
     free(t);
 }
@@ -667,18 +682,15 @@ static bool parse_runtime_fraction(const struct herald_cfg *n, uint32_t *num, ui
     return true;
 }
 
-static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
+/* request_mirror_policies of n (a RouteAction, VirtualHost or RouteConfiguration) */
+static void parse_mirrors(const struct herald_cfg *n, struct mirrors *out)
 {
-    r->node = n;
-    int rc = 0;
-    const struct herald_cfg *v;
-    r->kind = HERALD_ROUTE_FORWARD;
-    const struct herald_cfg *mps = herald_cfg_get(n, "request_mirror_policies");
-    r->nmirrors = herald_cfg_len(mps);
-    r->mirrors = r->nmirrors ? xcalloc(r->nmirrors, sizeof(*r->mirrors)) : NULL;
-    for (size_t i = 0; i < r->nmirrors; i++) {
+    const struct herald_cfg *mps = herald_cfg_get(n, "request_mirror_policies"), *v;
+    out->n = herald_cfg_len(mps);
+    out->e = out->n ? xcalloc(out->n, sizeof(*out->e)) : NULL;
+    for (size_t i = 0; i < out->n; i++) {
         const struct herald_cfg *mp = herald_cfg_at(mps, i), *rf = herald_cfg_get(mp, "runtime_fraction");
-        struct mirror *m = &r->mirrors[i];
+        struct mirror *m = &out->e[i];
         if ((v = herald_cfg_get(mp, "cluster")))
             m->cluster = xstrdup(herald_cfg_str(v, ""));
         if ((v = herald_cfg_get(mp, "cluster_header")))
@@ -686,6 +698,15 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
         m->host_suffix = !herald_cfg_bool(herald_cfg_get(mp, "disable_shadow_host_suffix_append"), false);
         m->has_fraction = parse_runtime_fraction(rf, &m->num, &m->den, &m->key);
     }
+}
+
+static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
+{
+    r->node = n;
+    int rc = 0;
+    const struct herald_cfg *v;
+    r->kind = HERALD_ROUTE_FORWARD;
+    parse_mirrors(n, &r->mirrors);
     if ((v = herald_cfg_get(n, "cluster")))
         r->cluster = xstrdup(herald_cfg_str(v, ""));
     if ((v = herald_cfg_get(n, "cluster_header")))
@@ -988,6 +1009,8 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
     if (parse_mutations(rc, &t->mut, d) < 0)
         err = -1;
     parse_filter_configs(rc, &t->fcs, &t->any_fcs);
+    parse_mirrors(rc, &t->mirrors);
+    t->mirrors_node = herald_cfg_get(rc, "request_mirror_policies");
 
     const struct herald_cfg *vhs = herald_cfg_get(rc, "virtual_hosts");
     bool any_port = false;
@@ -1013,6 +1036,8 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
         if (parse_mutations(vn, &vh->mut, d) < 0)
             err = -1;
         parse_filter_configs(vn, &vh->fcs, &t->any_fcs);
+        parse_mirrors(vn, &vh->mirrors);
+        vh->mirrors_node = herald_cfg_get(vn, "request_mirror_policies");
         if (parse_retry(herald_cfg_get(vn, "retry_policy"), &vh->retry, &vh->retry_codes, d) < 0)
             err = -1;
         const struct herald_cfg *routes = herald_cfg_get(vn, "routes");
@@ -1947,9 +1972,23 @@ char *herald_route_redirect_location(const struct herald_route *r, const struct 
     return b.s;
 }
 
+static void mirror_clusters(const struct mirrors *ms, const struct herald_cfg *at,
+                            void (*cb)(const char *cluster, const struct herald_cfg *at, void *arg), void *arg)
+{
+    for (size_t m = 0; m < ms->n; m++) {
+        if (ms->e[m].cluster && *ms->e[m].cluster)
+            cb(ms->e[m].cluster, at, arg);
+        if (ms->e[m].cluster_header)
+            cb(NULL, at, arg);
+    }
+}
+
 void route_table_foreach_cluster(const struct route_table *t,
                                  void (*cb)(const char *cluster, const struct herald_cfg *at, void *arg), void *arg)
 {
+    mirror_clusters(&t->mirrors, t->mirrors_node, cb, arg);
+    for (size_t v = 0; v < t->nvhosts; v++)
+        mirror_clusters(&t->vhosts[v]->mirrors, t->vhosts[v]->mirrors_node, cb, arg);
     for (size_t v = 0; v < t->nvhosts; v++)
         for (size_t i = 0; i < t->vhosts[v]->nroutes; i++) {
             const struct herald_route *r = t->vhosts[v]->routes[i];
@@ -1959,12 +1998,7 @@ void route_table_foreach_cluster(const struct route_table *t,
                 cb(r->cluster, r->node, arg);
             if (r->cluster_header)
                 cb(NULL, r->node, arg);
-            for (size_t m = 0; m < r->nmirrors; m++) {
-                if (r->mirrors[m].cluster && *r->mirrors[m].cluster)
-                    cb(r->mirrors[m].cluster, r->node, arg);
-                if (r->mirrors[m].cluster_header)
-                    cb(NULL, r->node, arg);
-            }
+            mirror_clusters(&r->mirrors, r->node, cb, arg);
             for (size_t w = 0; w < r->nwc; w++) {
                 if (r->wc[w]->cluster && *r->wc[w]->cluster)
                     cb(r->wc[w]->cluster, r->node, arg);
@@ -1976,18 +2010,28 @@ void route_table_foreach_cluster(const struct route_table *t,
 
 /* ------------------------------------------------------------ request_mirror_policies (SDK 1.6) */
 
+/* As Envoy: the most specific level that has any wins whole (route,
+ * virtual host, route configuration); lists are not merged. */
+static const struct mirrors *mirrors_of(const struct herald_route *r)
+{
+    r = ROUTE(r);
+    if (r->mirrors.n)
+        return &r->mirrors;
+    return r->vh->mirrors.n ? &r->vh->mirrors : &r->vh->table->mirrors;
+}
+
 size_t herald_route_mirror_count(const struct herald_route *r)
 {
-    return ROUTE(r)->nmirrors;
+    return mirrors_of(r)->n;
 }
 
 const char *herald_route_mirror_cluster(const struct herald_route *r, size_t i, const struct herald_headers *req,
                                         uint64_t random)
 {
-    r = ROUTE(r);
-    if (i >= r->nmirrors)
+    const struct mirrors *ms = mirrors_of(r);
+    if (i >= ms->n)
         return NULL;
-    const struct mirror *m = &r->mirrors[i];
+    const struct mirror *m = &ms->e[i];
     if (m->has_fraction && !runtime_fraction_enabled(m->key, m->num, m->den, random))
         return NULL;
     if (m->cluster)
@@ -1998,6 +2042,6 @@ const char *herald_route_mirror_cluster(const struct herald_route *r, size_t i, 
 
 bool herald_route_mirror_host_suffix(const struct herald_route *r, size_t i)
 {
-    r = ROUTE(r);
-    return i < r->nmirrors && r->mirrors[i].host_suffix;
+    const struct mirrors *ms = mirrors_of(r);
+    return i < ms->n && ms->e[i].host_suffix;
 }

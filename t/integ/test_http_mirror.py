@@ -100,3 +100,45 @@ def test_mirror_config_errors(tmp_path):
         r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*mirror.json:\d+:\d+: .*(" + want + ")", r.stderr), (want, r.stderr)
+
+
+def test_mirror_policies_of_vhost_and_route_config(herald, upstreams, port):
+    """request_mirror_policies of a virtual host serve its routes that have
+    none; a route's own list replaces it whole; the route configuration's
+    serve virtual hosts with none."""
+    b = upstreams(HttpBackend, "primary")
+    m = upstreams(HttpBackend, "mirror")
+    m2 = upstreams(HttpBackend, "mirror2")
+    routes = [mirrored("/own", {"cluster": "mirror2", "disable_shadow_host_suffix_append": True}),
+              hb.route("/", "backend")]
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=routes,
+                           extra_clusters=[hb.http_cluster("mirror", [m.port]), hb.http_cluster("mirror2", [m2.port])],
+                           vhost_extra={"request_mirror_policies": [{"cluster": "mirror"}]},
+                           route_config_extra={"request_mirror_policies": [{"cluster": "mirror2"}]})
+    assert hb.request(lp, "/plain")[0] == 200
+    assert hb.request(lp, "/own/x")[0] == 200
+    assert wait_for(lambda: m.served() == 1 and m2.served() == 1)
+    time.sleep(0.2)
+    assert [r["target"] for r in m.requests] == ["/plain"]      # the vhost's policy
+    assert [r["target"] for r in m2.requests] == ["/own/x"]     # the route's, not merged with the vhost's
+    assert hb.hget(m2.requests[0]["headers"], "host") == "127.0.0.1:%d" % lp
+    assert hb.hget(m.requests[0]["headers"], "host") == "127.0.0.1-shadow:%d" % lp
+
+
+def test_route_config_mirror_policy_and_its_cluster_checked(herald, upstreams, port, tmp_path):
+    b = upstreams(HttpBackend, "primary")
+    m = upstreams(HttpBackend, "mirror")
+    h, lp = start(herald, port, b, m.port, [hb.route("/", "backend")],
+                  route_config_extra={"request_mirror_policies": [{"cluster": "mirror"}]})
+    assert hb.request(lp, "/rc")[0] == 200
+    assert wait_for(lambda: m.served() == 1)
+    # a vhost-level policy naming an unknown cluster stops start-up, as a route's does
+    cfg = {"static_resources": {
+        "listeners": [hb.http_listener(1, hb.hcm("x", [hb.route("/", "backend")],
+                                                vhost_extra={"request_mirror_policies": [{"cluster": "nope"}]}))],
+        "clusters": [hb.http_cluster("backend", [1])]}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(cfg))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+    assert r.returncode == 1 and re.search(r"m.json:\d+:\d+: .*request_mirror_policies.*unknown cluster 'nope'",
+                                           r.stderr), r.stderr
