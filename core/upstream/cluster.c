@@ -833,7 +833,12 @@ const char *herald_cluster_name(const struct herald_cluster *c)
 
 struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_t hash)
 {
-    struct herald_host *h = lb_choose(c->lb, c->cluster->cfg, c->hosts, hash);
+    return herald_cluster_choose_host_attempt(c, hash, 0);
+}
+
+struct herald_host *herald_cluster_choose_host_attempt(struct herald_cluster *c, uint64_t hash, uint32_t attempt)
+{
+    struct herald_host *h = lb_choose_attempt(c->lb, c->cluster->cfg, c->hosts, hash, attempt);
 
     if (!h)
         herald_stat_inc(c->cluster->stats.upstream_cx_none_healthy);

@@ -152,6 +152,10 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
 void lb_free(void *lb);
 struct herald_host *lb_choose(void *lb, const struct cluster_cfg *cfg, const struct host_set *hs,
                               uint64_t hash);
+/* attempt > 0: a re-pick after a retry host predicate refused the earlier
+ * picks; only the hashing policies use it (the others pick afresh anyway). */
+struct herald_host *lb_choose_attempt(void *lb, const struct cluster_cfg *cfg, const struct host_set *hs,
+                                      uint64_t hash, uint32_t attempt);
 /* LEAST_REQUEST compares hosts by their rq_active + cx_active (relaxed atomics
  * kept by the upstream code), so no per-request bookkeeping is needed here. */
 

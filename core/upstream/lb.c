@@ -265,6 +265,12 @@ void lb_free(void *p)
 struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const struct host_set *hs,
                               uint64_t hash)
 {
+    return lb_choose_attempt(p, cfg, hs, hash, 0);
+}
+
+struct herald_host *lb_choose_attempt(void *p, const struct cluster_cfg *cfg, const struct host_set *hs,
+                                      uint64_t hash, uint32_t attempt)
+{
     struct lb *lb = p;
 
     if (!lb || lb->n == 0)
@@ -274,7 +280,7 @@ struct herald_host *lb_choose(void *p, const struct cluster_cfg *cfg, const stru
     if (lb->n == 1)
         return lb->hosts[0];
     if (lb->hash)
-        return lb_hash_choose(lb->hash, hash ? hash : next_rand(lb));
+        return lb_hash_choose_attempt(lb->hash, hash ? hash : next_rand(lb), attempt);
     switch (lb->policy) {
     case LB_RANDOM: return pick_random(lb);
     case LB_LEAST_REQUEST: return lb->weighted ? pick_weighted_least(lb) : pick_p2c(lb);

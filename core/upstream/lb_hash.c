@@ -275,10 +275,29 @@ struct lb_hash *lb_hash_new(const struct cluster_cfg *cfg, struct herald_host *c
 
 struct herald_host *lb_hash_choose(const struct lb_hash *lh, uint64_t hash)
 {
+    return lb_hash_choose_attempt(lh, hash, 0);
+}
+
+/* splitmix64's finalizer: one attempt number changes every bit of the hash */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* As Envoy when a retry host predicate rejected the pick: the ring steps
+ * `attempt` points past the hash's own (so a rejected host's neighbour on
+ * the ring answers, unless the same host owns that point too), Maglev looks
+ * the hash up again mixed with the attempt. Attempt 0 is the plain pick. */
+struct herald_host *lb_hash_choose_attempt(const struct lb_hash *lh, uint64_t hash, uint32_t attempt)
+{
     if (!lh)
         return NULL;
     if (lh->table)
-        return lh->table[hash % lh->size];
+        return lh->table[(attempt ? hash ^ mix(attempt) : hash) % lh->size];
     if (lh->nring == 0)
         return NULL;
     /* the first point at or after hash; past the last one, the first */
@@ -290,7 +309,7 @@ struct herald_host *lb_hash_choose(const struct lb_hash *lh, uint64_t hash)
         else
             hi = mid;
     }
-    return lh->ring[lo == lh->nring ? 0 : lo].host;
+    return lh->ring[((lo == lh->nring ? 0 : lo) + attempt) % lh->nring].host;
 }
 
 size_t lb_hash_size(const struct lb_hash *lh)

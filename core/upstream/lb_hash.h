@@ -25,6 +25,9 @@ struct lb_hash *lb_hash_new(const struct cluster_cfg *cfg, struct herald_host *c
 /* The host for a request hash (the caller passes a random value when the
  * request had no hash key, as Envoy does). */
 struct herald_host *lb_hash_choose(const struct lb_hash *h, uint64_t hash);
+/* The same for the attempt-th re-pick after a retry host predicate refused
+ * the earlier ones (0: lb_hash_choose). */
+struct herald_host *lb_hash_choose_attempt(const struct lb_hash *h, uint64_t hash, uint32_t attempt);
 void lb_hash_free(struct lb_hash *h);
 /* Ring points or table slots (for tests and /clusters). */
 size_t lb_hash_size(const struct lb_hash *h);

@@ -310,7 +310,7 @@ static struct herald_host *choose_host(struct session *ss, struct herald_cluster
     if (!h || !ss->rp || !ss->rp->other_hosts)
         return h;
     for (uint32_t i = 0; i < ss->rp->host_selection_max_attempts && was_tried(ss, h); i++) {
-        struct herald_host *again = herald_cluster_choose_host(c, ss->hash);
+        struct herald_host *again = herald_cluster_choose_host_attempt(c, ss->hash, i + 1);
         if (!again)
             break;
         h = again;

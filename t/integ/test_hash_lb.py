@@ -316,3 +316,34 @@ def test_load_balancing_policy_round_robin_and_errors(herald, upstreams, port, t
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*lbp.json:\d+:\d+: static_resources.clusters\[0\]\..*" + want, r.stderr), \
             (want, r.stderr)
+
+
+PREVIOUS_HOSTS = {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}
+
+
+@pytest.mark.parametrize("lb_policy", POLICIES)
+def test_previous_hosts_moves_a_hashed_retry(herald, upstreams, port, lb_policy):
+    """A key whose host is down: without a host predicate its retry hashes
+    to the same dead host again and fails; with previous_hosts the re-pick
+    walks the ring (RING_HASH) or rehashes (MAGLEV) to the live host."""
+    live = upstreams(HttpBackend, "live")
+    dead = port()                       # nothing listens there
+    lp = port()
+    hp = [{"header": {"header_name": "x-user"}}]
+    retry = {"retry_on": "connect-failure", "num_retries": 1}
+    routes = [route("/avoid", "hashed", hash_policy=hp,
+                    retry_policy=dict(retry, retry_host_predicate=[PREVIOUS_HOSTS],
+                                      host_selection_retry_max_attempts=8)),
+              route("/", "hashed", hash_policy=hp, retry_policy=retry)]
+    cfg = {"static_resources": {
+        "listeners": [http_listener(lp, hcm("hash", routes))],
+        "clusters": [http_cluster("hashed", [dead, live.port], lb_policy=lb_policy)]}}
+    herald(cfg, concurrency=1)
+    keys = ["user-%d" % k for k in range(24)]
+    plain = {k: request(lp, "/plain", headers={"x-user": k})[0] for k in keys}
+    doomed = [k for k in keys if plain[k] == 503]
+    assert doomed and len(doomed) < len(keys), plain   # the control: some keys live on the dead host
+    assert all(plain[k] == 200 for k in keys if k not in doomed), plain
+    avoid = {k: request(lp, "/avoid", headers={"x-user": k})[0] for k in doomed}
+    assert set(avoid.values()) == {200}, avoid

@@ -875,6 +875,38 @@ static void test_health_panic(void)
     fixture_free(&f);
 }
 
+/* Re-picks for a retry host predicate: attempt 0 is the plain pick; the
+ * attempts after it reach another host for almost every key within a few
+ * tries, and are as stable as the pick itself (same key, same attempt, same
+ * host). */
+static void test_hash_attempts(enum lb_policy policy)
+{
+    struct fixture f;
+    fixture_init(&f, 4, NULL, NULL, policy);
+    struct lb_hash *h = lb_hash_new(&f.cfg, f.ptrs, 4, NULL);
+    int same0 = 0, moved = 0, stable = 0, tries = 0;
+    for (int k = 0; k < NKEYS; k++) {
+        uint64_t kh = key_hash(k);
+        struct herald_host *first = lb_hash_choose(h, kh);
+        same0 += lb_hash_choose_attempt(h, kh, 0) == first;
+        for (uint32_t a = 1; a <= 4; a++) {
+            struct herald_host *again = lb_hash_choose_attempt(h, kh, a);
+            stable += again == lb_hash_choose_attempt(h, kh, a);
+            tries++;
+            if (again != first) {
+                moved++;
+                break;
+            }
+        }
+    }
+    const char *name = hash_name(&f.cfg);
+    ok(same0 == NKEYS, "%s: attempt 0 is the plain pick", name);
+    ok(moved > NKEYS * 97 / 100, "%s: within 4 re-picks, %d of %d keys reach another host", name, moved, NKEYS);
+    ok(stable == tries, "%s: a re-pick is deterministic (%d of %d)", name, stable, tries);
+    lb_hash_free(h);
+    fixture_free(&f);
+}
+
 int main(void)
 {
     evthread_use_pthreads();   /* worker_post wakes another thread's loop */
@@ -898,6 +930,8 @@ int main(void)
     test_hash_weights(LB_RING_HASH);
     test_hash_weights(LB_MAGLEV);
     test_hash_tables();
+    test_hash_attempts(LB_RING_HASH);
+    test_hash_attempts(LB_MAGLEV);
     test_hash_config();
     return done_testing();
 }

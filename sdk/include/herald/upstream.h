@@ -25,6 +25,12 @@ HERALD_EXPORT const char *herald_cluster_name(const struct herald_cluster *c);
 /* Picks a host by the cluster's lb_policy (hash used by hashing policies;
  * 0 when there is none). NULL: no healthy host (counted as upstream_cx_none_healthy). */
 HERALD_EXPORT struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_t hash);
+/* (1.7) The attempt-th re-pick (attempt >= 1) after a retry host predicate
+ * refused the earlier picks: RING_HASH steps along its ring and MAGLEV
+ * rehashes, so that they too can land elsewhere; other policies pick as
+ * herald_cluster_choose_host does. */
+HERALD_EXPORT struct herald_host *herald_cluster_choose_host_attempt(struct herald_cluster *c, uint64_t hash,
+                                                                     uint32_t attempt);
 HERALD_EXPORT const char *herald_host_address(const struct herald_host *h); /* "ip:port" */
 /* (1.1) The endpoint's hostname (endpoint.hostname, or the DNS name it was
  * resolved from), or NULL: what auto_host_rewrite puts in Host. */
