@@ -143,6 +143,7 @@ struct herald_http_cm {
     char *server_name;
     enum server_transform server_transform;
     char *via;
+    const char *scheme_overwrite;       /* scheme_header_transformation.scheme_to_overwrite, NULL: none */
     bool use_remote_address, skip_xff_append, generate_request_id, preserve_external_request_id,
         always_set_request_id, keep_xfcc;
     uint32_t xff_num_trusted_hops;
@@ -2297,7 +2298,9 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
             h1_codec_cancel_upgrade(cc->codec);
     }
     if (cc->h2) {
-        if (!HEADERS_GET(h, ":scheme"))
+        if (cc->cm->scheme_overwrite)
+            herald_headers_set(h, ":scheme", cc->cm->scheme_overwrite);
+        else if (!HEADERS_GET(h, ":scheme"))
             herald_headers_set(h, ":scheme", herald_conn_is_tls(cc->c) ? "https" : "http");
         const char *ex = HEADERS_GET(h, "expect");
         if (ex && !strcasecmp(ex, "100-continue")) {
@@ -2312,8 +2315,15 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         }
         return true;
     }
-    if (!HEADERS_GET(h, ":scheme"))
-        herald_headers_set(h, ":scheme", "http");
+    /* HTTP/1 carries no scheme: Envoy's is the sanitized x-forwarded-proto
+     * (mutate_forwarding ran), else the connection's */
+    if (cc->cm->scheme_overwrite) {
+        herald_headers_set(h, ":scheme", cc->cm->scheme_overwrite);
+    } else if (!HEADERS_GET(h, ":scheme")) {
+        const char *xfp = HEADERS_GET(h, "x-forwarded-proto");
+        bool https = xfp ? !strcasecmp(xfp, "https") : herald_conn_is_tls(cc->c);
+        herald_headers_set(h, ":scheme", https ? "https" : "http");
+    }
     if (h1_codec_expect_continue(cc->codec)) {
         /* proxy_100_continue is false: answer it here and do not pass it on */
         herald_headers_remove(h, "expect");
@@ -3866,6 +3876,9 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
     cm->via = via && *via ? xstrdup(via) : NULL;
     cm->use_remote_address = herald_cfg_bool(herald_cfg_get(n, "use_remote_address"), false);
     cm->skip_xff_append = herald_cfg_bool(herald_cfg_get(n, "skip_xff_append"), false);
+    const char *sto = herald_cfg_str(herald_cfg_get(herald_cfg_get(n, "scheme_header_transformation"),
+                                                    "scheme_to_overwrite"), NULL);
+    cm->scheme_overwrite = !sto ? NULL : !strcmp(sto, "https") ? "https" : "http";
     cm->xff_num_trusted_hops = (uint32_t)herald_cfg_int(herald_cfg_get(n, "xff_num_trusted_hops"), 0);
     cm->generate_request_id = herald_cfg_bool(herald_cfg_get(n, "generate_request_id"), true);
     cm->preserve_external_request_id =

@@ -158,6 +158,24 @@ static const char *const escaped_slashes_values[] = {
     "UNESCAPE_AND_FORWARD", NULL,
 };
 
+static const char *const scheme_values[] = { "http", "https", NULL };
+static int scheme_transform_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *mu = herald_cfg_get(n, "match_upstream");
+    if (herald_cfg_get(n, "scheme_to_overwrite") && herald_cfg_bool(mu, false))
+        return herald_cfg_errorf(mu, err, "scheme_to_overwrite and match_upstream are one of: give only one");
+    return 0;
+}
+static const struct herald_field scheme_transform_fields[] = {
+    ENUM("scheme_to_overwrite", scheme_values, .help = "http or https: the :scheme of every request"),
+    BOOL("match_upstream", .help = "the :scheme sent upstream follows the upstream's transport "
+                                   "(what herald's HTTP/2 upstreams always do)"),
+    END,
+};
+static const struct herald_message scheme_transform_msg = {
+    "envoy.config.core.v3.SchemeHeaderTransformation", scheme_transform_fields, scheme_transform_check,
+};
+
 static const struct herald_field hcm_fields[] = {
     ENUM("codec_type", codec_values,
          .help = "AUTO (default: ALPN h2 on TLS, the client preface on plaintext, else HTTP/1.1), "
@@ -179,7 +197,7 @@ static const struct herald_field hcm_fields[] = {
     STR("server_name", .help = "the Server header value (default \"herald\"; Envoy says \"envoy\")"),
     ENUM("server_header_transformation", server_transform_values,
          .help = "OVERWRITE (default), APPEND_IF_ABSENT or PASS_THROUGH"),
-    UNSUP("scheme_header_transformation"),
+    MSG("scheme_header_transformation", scheme_transform_msg),
     UINT("max_request_headers_kb", .help = "request header block limit in KiB (default 60, at most 8192); "
                                            "more is a 431"),
     DUR("stream_idle_timeout", .help = "a stream without activity this long is ended: 408 before the "

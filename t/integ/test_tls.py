@@ -960,3 +960,29 @@ def test_rbac_authenticated_config_errors(tmp_path):
             assert r.returncode == 1, r.stderr
             assert re.search(r"bad\.json:%d:\d+: \S*authenticated\.principal_name\S*: .*%s" % (line, msg),
                              r.stderr), r.stderr
+
+
+def test_http1_over_tls_scheme(herald, upstreams, port, pki):
+    """:scheme of an HTTP/1.1 request over TLS is https (Envoy: from the
+    sanitized x-forwarded-proto, else the connection), so a redirect that
+    keeps the scheme says https, over HTTP/1.1 as over h2; and
+    scheme_header_transformation.scheme_to_overwrite replaces it."""
+    b = upstreams(hb.HttpBackend, "b")
+    fp = port()
+    routes = [hb.route("/old", redirect={"path_redirect": "/new"}), hb.route("/", "backend")]
+    listener = hb.http_listener(fp, hb.hcm("tls_http", routes))
+    listener["filter_chains"][0]["transport_socket"] = tls_socket(certs(pki.a_rsa),
+                                                                  alpn_protocols=["h2", "http/1.1"])
+    plain = port()
+    over = hb.http_listener(plain, hb.hcm("plain_http", routes,
+                                          scheme_header_transformation={"scheme_to_overwrite": "https"}))
+    herald({"static_resources": {"listeners": [listener, over],
+                                 "clusters": [hb.http_cluster("backend", [b.port])]}})
+    for flag in ("--http1.1", "--http2"):
+        r = subprocess.run(["curl", "-sS", "--max-time", "10", flag, "--cacert", pki.ca,
+                            "--resolve", "a.example:%d:127.0.0.1" % fp, "-o", "/dev/null",
+                            "-w", "%{http_code} %{redirect_url}", "https://a.example:%d/old" % fp],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        assert r.stdout.decode() == "301 https://a.example:%d/new" % fp, (flag, r.stdout, r.stderr)
+    status, headers, _ = hb.request(plain, "/old")
+    assert status == 301 and headers.get("location") == "https://127.0.0.1:%d/new" % plain, headers
