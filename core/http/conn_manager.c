@@ -1793,6 +1793,12 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
             herald_stat_inc(cm->st.cx_max_requests_reached);
             cc->draining = true;
             h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+        } else if (!cc->draining && overload_action_on(OVERLOAD_DISABLE_HTTP_KEEPALIVE)) {
+            /* HTTP/2's "Connection: close", as Envoy: the streams in flight finish, the
+             * client takes its next requests elsewhere */
+            herald_stat_inc(cm->st.cx_overload_disable_keepalive);
+            cc->draining = true;
+            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
         }
     } else {
         cc->stream = s;

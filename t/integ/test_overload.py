@@ -5,7 +5,9 @@ sockets still in listener filters counted too), the per-listener limit
 from the runtime, the global runtime key, and the admin listener never
 limited."""
 
+import re
 import socket
+import subprocess
 import struct
 
 from helpers import EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, tcp_listener, wait_for
@@ -287,6 +289,15 @@ def test_disable_keepalive_and_reject_connections(herald, upstreams, port, tmp_p
     status, headers, _ = hb.request(lp, "/nka")
     assert status == 200 and headers.get("connection") == "close", headers
     assert h.stat("http.ingress_http.downstream_cx_overload_disable_keepalive") >= 1
+    # HTTP/2: the request is served and the connection told to go (GOAWAY),
+    # counted once for the connection
+    before = h.stat("http.ingress_http.downstream_cx_overload_disable_keepalive")
+    r = subprocess.run(["nghttp", "-nv", "http://127.0.0.1:%d/h2" % lp], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=20)
+    out = r.stdout.decode(errors="replace")
+    assert re.search(r"recv GOAWAY frame.*\n.*error_code=NO_ERROR", out), out
+    assert re.search(r":status: 200", out), out
+    assert h.stat("http.ingress_http.downstream_cx_overload_disable_keepalive") == before + 1
     set_pressure(h, p, 0.95, "reject_incoming_connections", 1)
     s = connect(lp, timeout=3)
     assert closed_by_peer(s), "a new connection was not closed"
