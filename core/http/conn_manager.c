@@ -187,6 +187,7 @@ struct fdir {
     bool held_end;              /* the held data ends the body */
     struct herald_headers *trailers; /* held trailers */
     size_t trailers_pos;        /* first position the trailers have not reached */
+    struct herald_buf *added;   /* add_encoded_data from a trailers callback: goes on in front of them */
     bool end_in;                /* the end of the body (or trailers) entered the chain */
     bool end_out;               /* ... and left it */
     unsigned gen;               /* bumped to abandon a walk in progress */
@@ -826,6 +827,15 @@ static void run_trailers(struct herald_http_stream *s, bool enc, size_t p)
         enum herald_http_status st = call_filter(s, enc, OP_TRAILERS, p, d->trailers, NULL, true);
         if (walk_dead(s, d, gen))
             return;
+        if (d->added) {
+            /* the filter's last bytes (a compressor's end) go on before the trailers */
+            struct herald_buf *added = d->added;
+            d->added = NULL;
+            run_data(s, enc, p + 1, added, false);
+            herald_buf_free(added);
+            if (walk_dead(s, d, gen))
+                return;
+        }
         if (!enc && p == d->n - 1)
             break;
         if (st != HERALD_HTTP_CONTINUE) {
@@ -1253,6 +1263,8 @@ static void drop_encoding(struct herald_http_stream *s)
     d->gen++;
     if (d->held)
         herald_buf_free(d->held);
+    if (d->added)
+        herald_buf_free(d->added);
     herald_headers_free(d->trailers);
     herald_headers_free(s->resp);
     s->resp = NULL;
@@ -1857,6 +1869,8 @@ static void stream_finish(struct herald_http_stream *s)
         struct fdir *d = k ? &s->enc : &s->dec;
         if (d->held)
             herald_buf_free(d->held);
+        if (d->added)
+            herald_buf_free(d->added);
         herald_headers_free(d->trailers);
     }
     herald_headers_free(s->req);
@@ -3142,6 +3156,18 @@ void herald_http_stream_encode_data(struct herald_http_stream *s, struct herald_
     enter(cc);
     encode_data_in(s, data, end_stream);
     leave_sdk(cc);
+}
+
+void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct herald_buf *data)
+{
+    struct fdir *d = &s->enc;
+    if (!d->trailers || !d->in_cb) {
+        herald_buf_drain(data, herald_buf_len(data));
+        return;
+    }
+    if (!d->added)
+        d->added = herald_buf_new();
+    herald_buf_move(d->added, data, SIZE_MAX);
 }
 
 void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers)

@@ -8,7 +8,8 @@
  * HEAD, 204, 304) and passes the ETag rule. Then Content-Length goes,
  * Content-Encoding: gzip and Vary: accept-encoding come, and the body streams
  * through deflate: each chunk is deflated and sync-flushed so the client can
- * read it at once (as Envoy flushes), the last one finishes the gzip stream.
+ * read it at once (as Envoy flushes); the last one, or the trailers, end the
+ * gzip stream (its end goes in front of the trailers).
  *
  * request_direction_config (request body compression) is not supported.
  * Stats: http.<prefix>.compressor.<library name>.gzip.* (Envoy's names). */
@@ -554,6 +555,20 @@ static enum herald_http_status encode_data(void *p, struct herald_buf *data, boo
     return HERALD_HTTP_CONTINUE;
 }
 
+/* Trailers end the body: the gzip end goes in front of them. */
+static enum herald_http_status encode_trailers(void *p, struct herald_headers *trailers)
+{
+    (void)trailers;
+    struct session *ss = p;
+    if (!ss->compressing || ss->finished)
+        return HERALD_HTTP_CONTINUE;
+    struct herald_buf *end = herald_buf_new();
+    compress_buf(ss, end, true);
+    herald_http_stream_add_encoded_data(ss->s, end);
+    herald_buf_free(end);
+    return HERALD_HTTP_CONTINUE;
+}
+
 static const struct herald_http_filter_ops ops = {
     .size = sizeof(struct herald_http_filter_ops),
     .config_create = conf_create,
@@ -563,6 +578,7 @@ static const struct herald_http_filter_ops ops = {
     .decode_headers = decode_headers,
     .encode_headers = encode_headers,
     .encode_data = encode_data,
+    .encode_trailers = encode_trailers,
     .route_config_schema = &per_route_schema,
     .route_config_create = route_conf_create,
     .route_config_destroy = route_conf_destroy,

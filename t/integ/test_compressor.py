@@ -291,3 +291,28 @@ def test_bad_configs(tmp_path):
                     response_direction_config={"common_config": {"enabled": {"default_value": False,
                                                                              "runtime_key": "c.on"}}})
     assert validate(tmp_path, ok).returncode == 0
+
+
+def test_trailers_end_the_gzip_stream(herald, upstreams, port):
+    """A chunked response with trailers: the gzip end goes in front of them."""
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[compressor(**OCTET)])
+    s = socket.create_connection(("127.0.0.1", lp), timeout=5)
+    s.sendall(b"GET /t?bytes=50000&chunks=4&trailer=1 HTTP/1.1\r\nhost: x\r\naccept-encoding: gzip\r\n"
+              b"te: trailers\r\n\r\n")
+    r = hb.Reader(s)
+    assert b"200" in r.readline()
+    headers = hb.read_headers(r)
+    assert hb.hget(headers, "content-encoding") == "gzip"
+    body, trailers = hb.read_chunked(r)
+    s.close()
+    d = zlib.decompressobj(16 + 15)
+    plain = d.decompress(body) + d.flush()
+    assert d.eof and sha(plain) == hb.hget(headers, "x-body-sha256")
+    # HTTP/2 carries the trailers: they come after the whole gzip stream
+    url = "http://127.0.0.1:%d/t?bytes=50000&chunks=4&trailer=1" % lp
+    r = subprocess.run(["nghttp", "-H", "accept-encoding: gzip", url], stdout=subprocess.PIPE, timeout=15)
+    # nghttp inflates a gzip body itself, and fails on a truncated one
+    assert r.returncode == 0 and sha(r.stdout) == hb.sha256(hb.pattern_bytes(50000))
+    r = subprocess.run(["nghttp", "-v", "-H", "accept-encoding: gzip", url], stdout=subprocess.PIPE, timeout=15)
+    assert b"content-encoding: gzip" in r.stdout and b"x-trailer: done" in r.stdout

@@ -41,7 +41,8 @@
  *                    herald_header_value_option_schema (Envoy's
  *                    HeaderValueOption lists, values with %OPERATORS%),
  *                    herald_http_stream_local_reply_header_options,
- *                    herald_route_apply_request_stream.
+ *                    herald_route_apply_request_stream,
+ *                    herald_http_stream_add_encoded_data.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
