@@ -187,7 +187,7 @@ struct fdir {
     bool held_end;              /* the held data ends the body */
     struct herald_headers *trailers; /* held trailers */
     size_t trailers_pos;        /* first position the trailers have not reached */
-    struct herald_buf *added;   /* add_encoded_data from a trailers callback: goes on in front of them */
+    struct herald_buf *added;   /* add_*_data from a trailers callback: goes on in front of them */
     bool end_in;                /* the end of the body (or trailers) entered the chain */
     bool end_out;               /* ... and left it */
     unsigned gen;               /* bumped to abandon a walk in progress */
@@ -3158,9 +3158,8 @@ void herald_http_stream_encode_data(struct herald_http_stream *s, struct herald_
     leave_sdk(cc);
 }
 
-void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct herald_buf *data)
+static void add_data(struct fdir *d, struct herald_buf *data)
 {
-    struct fdir *d = &s->enc;
     if (!d->trailers || !d->in_cb) {
         herald_buf_drain(data, herald_buf_len(data));
         return;
@@ -3168,6 +3167,16 @@ void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct he
     if (!d->added)
         d->added = herald_buf_new();
     herald_buf_move(d->added, data, SIZE_MAX);
+}
+
+void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct herald_buf *data)
+{
+    add_data(&s->enc, data);
+}
+
+void herald_http_stream_add_decoded_data(struct herald_http_stream *s, struct herald_buf *data)
+{
+    add_data(&s->dec, data);
 }
 
 void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers)

@@ -11,8 +11,13 @@
  * read it at once (as Envoy flushes); the last one, or the trailers, end the
  * gzip stream (its end goes in front of the trailers).
  *
- * request_direction_config (request body compression) is not supported.
- * Stats: http.<prefix>.compressor.<library name>.gzip.* (Envoy's names). */
+ * With request_direction_config, request bodies are compressed the same way
+ * (enabled, content type, min_content_length, no Content-Encoding yet; no
+ * Accept-Encoding to ask), as Envoy's: Content-Encoding: gzip is set and
+ * Content-Length removed for the upstream.
+ *
+ * Stats: http.<prefix>.compressor.<library name>.gzip.* for responses and
+ * ...gzip.request.* for requests (Envoy's names). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,14 +44,33 @@ struct stats {
         *total_compressed_bytes, *content_length_too_small, *not_compressed_etag;
 };
 
-struct conf {
+struct request_stats {
+    struct herald_stat *compressed, *not_compressed, *total_uncompressed_bytes, *total_compressed_bytes;
+};
+
+/* CommonDirectionConfig */
+struct direction {
+    bool configured;                   /* request: only with request_direction_config */
     struct feature_flag enabled;
     uint64_t min_content_length;
     char **content_types; size_t ncontent_types;
+};
+
+struct conf {
+    struct direction response, request;
     bool disable_on_etag, remove_accept_encoding;
     int level, strategy, window_bits, memory_level;
     size_t chunk_size;
     struct stats st;
+    struct request_stats rq;
+};
+
+/* One body going through deflate. */
+struct deflater {
+    bool active, finished;
+    z_stream z;
+    unsigned char *out;                /* chunk_size bytes */
+    struct herald_stat *uncompressed, *compressed;
 };
 
 struct route_conf {                    /* CompressorPerRoute */
@@ -60,10 +84,7 @@ struct session {
     bool no_accept_header;
     const char *accept_stat;           /* which header_* the Accept-Encoding counts as */
     bool head;
-    bool compressing;
-    bool finished;                     /* deflate saw Z_FINISH */
-    z_stream z;
-    unsigned char *out;                /* chunk_size bytes */
+    struct deflater resp, req;
 };
 
 /* ------------------------------------------------------------ schema */
@@ -126,10 +147,18 @@ static const struct herald_message response_schema = {
     "envoy.extensions.filters.http.compressor.v3.Compressor.ResponseDirectionConfig", response_fields, NULL,
 };
 
+static const struct herald_field request_fields[] = {
+    {.name = "common_config", .kind = HERALD_FIELD_MESSAGE, .message = &common_schema},
+    {.name = NULL},
+};
+static const struct herald_message request_schema = {
+    "envoy.extensions.filters.http.compressor.v3.Compressor.RequestDirectionConfig", request_fields, NULL,
+};
+
 static const struct herald_field compressor_fields[] = {
     {.name = "response_direction_config", .kind = HERALD_FIELD_MESSAGE, .message = &response_schema},
-    {.name = "request_direction_config", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "request body compression"},
+    {.name = "request_direction_config", .kind = HERALD_FIELD_MESSAGE, .message = &request_schema,
+     .help = "request body compression; off when absent"},
     {.name = "compressor_library", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED,
      .message = &library_schema},
     {.name = "choose_first", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
@@ -200,10 +229,13 @@ static void conf_destroy(void *p)
     struct conf *c = p;
     if (!c)
         return;
-    feature_flag_free(&c->enabled);
-    for (size_t i = 0; i < c->ncontent_types; i++)
-        free(c->content_types[i]);
-    free(c->content_types);
+    struct direction *dirs[] = {&c->response, &c->request};
+    for (size_t k = 0; k < 2; k++) {
+        feature_flag_free(&dirs[k]->enabled);
+        for (size_t i = 0; i < dirs[k]->ncontent_types; i++)
+            free(dirs[k]->content_types[i]);
+        free(dirs[k]->content_types);
+    }
     free(c);
 }
 
@@ -213,6 +245,25 @@ static char *xdup(const char *s)
     if (!d)
         abort();
     return d;
+}
+
+static void direction_parse(const struct herald_cfg *common, struct direction *d)
+{
+    d->configured = true;
+    feature_flag_parse(herald_cfg_get(common, "enabled"), true, &d->enabled);
+    d->min_content_length = (uint64_t)herald_cfg_int(herald_cfg_get(common, "min_content_length"), 30);
+    const struct herald_cfg *types = herald_cfg_get(common, "content_type");
+    size_t n = herald_cfg_len(types);
+    if (!n)
+        while (default_content_types[n])
+            n++;
+    d->ncontent_types = n;
+    d->content_types = calloc(n, sizeof(char *));
+    if (!d->content_types)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        d->content_types[i] = xdup(herald_cfg_len(types) ? herald_cfg_str(herald_cfg_at(types, i), "")
+                                                         : default_content_types[i]);
 }
 
 static void stats_create(struct stats *st, const struct herald_filter_env *env, const char *library_name)
@@ -232,6 +283,18 @@ static void stats_create(struct stats *st, const struct herald_filter_env *env, 
     st->total_compressed_bytes = herald_counter(prefix, "total_compressed_bytes");
     st->content_length_too_small = herald_counter(prefix, "content_length_too_small");
     st->not_compressed_etag = herald_counter(prefix, "not_compressed_etag");
+}
+
+static void request_stats_create(struct request_stats *st, const struct herald_filter_env *env,
+                                 const char *library_name)
+{
+    char prefix[512];
+    const char *sp = herald_env_stat_prefix(env);
+    snprintf(prefix, sizeof(prefix), "%s.compressor.%s.gzip.request", sp ? sp : "http", library_name);
+    st->compressed = herald_counter(prefix, "compressed");
+    st->not_compressed = herald_counter(prefix, "not_compressed");
+    st->total_uncompressed_bytes = herald_counter(prefix, "total_uncompressed_bytes");
+    st->total_compressed_bytes = herald_counter(prefix, "total_compressed_bytes");
 }
 
 static int conf_create(const struct herald_cfg *n, const struct herald_filter_env *env, void **out, char **err)
@@ -257,29 +320,14 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     c->strategy = strategy_of(typed_library_enum(gz, &gzip_schema, "compression_strategy", "DEFAULT_STRATEGY"));
 
     const struct herald_cfg *resp = herald_cfg_get(n, "response_direction_config");
-    const struct herald_cfg *common = herald_cfg_get(resp, "common_config");
-    feature_flag_parse(herald_cfg_get(common, "enabled"), true, &c->enabled);
-    c->min_content_length = (uint64_t)herald_cfg_int(herald_cfg_get(common, "min_content_length"), 30);
-    const struct herald_cfg *types = herald_cfg_get(common, "content_type");
-    if (herald_cfg_len(types)) {
-        c->ncontent_types = herald_cfg_len(types);
-        c->content_types = calloc(c->ncontent_types, sizeof(char *));
-        if (!c->content_types)
-            abort();
-        for (size_t i = 0; i < c->ncontent_types; i++)
-            c->content_types[i] = xdup(herald_cfg_str(herald_cfg_at(types, i), ""));
-    } else {
-        while (default_content_types[c->ncontent_types])
-            c->ncontent_types++;
-        c->content_types = calloc(c->ncontent_types, sizeof(char *));
-        if (!c->content_types)
-            abort();
-        for (size_t i = 0; i < c->ncontent_types; i++)
-            c->content_types[i] = xdup(default_content_types[i]);
-    }
+    direction_parse(herald_cfg_get(resp, "common_config"), &c->response);
+    const struct herald_cfg *req = herald_cfg_get(n, "request_direction_config");
+    if (req)
+        direction_parse(herald_cfg_get(req, "common_config"), &c->request);
     c->disable_on_etag = herald_cfg_bool(herald_cfg_get(resp, "disable_on_etag_header"), false);
     c->remove_accept_encoding = herald_cfg_bool(herald_cfg_get(resp, "remove_accept_encoding_header"), false);
     stats_create(&c->st, env, herald_cfg_str(herald_cfg_get(lib, "name"), "gzip"));
+    request_stats_create(&c->rq, env, herald_cfg_str(herald_cfg_get(lib, "name"), "gzip"));
     *out = c;
     return 0;
 fail:
@@ -362,7 +410,7 @@ static void read_accept_encoding(struct session *ss, const struct herald_headers
     }
 }
 
-static bool content_type_allowed(const struct conf *c, const char *ct)
+static bool content_type_allowed(const struct direction *c, const char *ct)
 {
     if (!ct)
         return true;                   /* Envoy compresses a response that names no type */
@@ -404,11 +452,11 @@ static bool should_compress(struct session *ss, struct herald_headers *h, bool e
     if (!ss->accepts_gzip)
         return false;
     const char *cl = herald_headers_get(h, "content-length");
-    if (cl && strtoull(cl, NULL, 10) < c->min_content_length) {
+    if (cl && strtoull(cl, NULL, 10) < c->response.min_content_length) {
         herald_stat_inc(c->st.content_length_too_small);
         return false;
     }
-    if (!content_type_allowed(c, herald_headers_get(h, "content-type")))
+    if (!content_type_allowed(&c->response, herald_headers_get(h, "content-type")))
         return false;
     if (header_has_token(h, "cache-control", "no-transform"))
         return false;
@@ -439,18 +487,45 @@ static void *session_new(void *conf, struct herald_http_stream *s)
 static void session_destroy(void *p)
 {
     struct session *ss = p;
-    if (ss->compressing)
-        deflateEnd(&ss->z);
-    free(ss->out);
+    struct deflater *dfs[] = {&ss->resp, &ss->req};
+    for (size_t k = 0; k < 2; k++) {
+        if (dfs[k]->active)
+            deflateEnd(&dfs[k]->z);
+        free(dfs[k]->out);
+    }
     free(ss);
+}
+
+static bool start_deflate(const struct conf *c, struct deflater *df);
+
+/* Envoy's request direction: no Accept-Encoding to ask, the rest as for responses. */
+static void maybe_compress_request(struct session *ss, struct herald_headers *h, bool end_stream)
+{
+    const struct conf *c = ss->conf;
+    if (!c->request.configured || end_stream)
+        return;
+    const char *cl = herald_headers_get(h, "content-length");
+    const char *ce = herald_headers_get(h, "content-encoding");
+    if (!feature_flag_on(&c->request.enabled) || (cl && strtoull(cl, NULL, 10) < c->request.min_content_length) ||
+        !content_type_allowed(&c->request, herald_headers_get(h, "content-type")) || (ce && *ce) ||
+        header_has_token(h, "cache-control", "no-transform") || !start_deflate(c, &ss->req)) {
+        herald_stat_inc(c->rq.not_compressed);
+        return;
+    }
+    ss->req.uncompressed = c->rq.total_uncompressed_bytes;
+    ss->req.compressed = c->rq.total_compressed_bytes;
+    herald_stat_inc(c->rq.compressed);
+    herald_headers_remove(h, "content-length");
+    herald_headers_set(h, "content-encoding", "gzip");
 }
 
 static enum herald_http_status decode_headers(void *p, struct herald_headers *headers, bool end_stream)
 {
-    (void)end_stream;
     struct session *ss = p;
     const struct route_conf *r = herald_http_stream_route_config(ss->s, ss->conf);
-    if ((r && r->disabled) || !feature_flag_on(&ss->conf->enabled)) {
+    if (!(r && r->disabled))
+        maybe_compress_request(ss, headers, end_stream);
+    if ((r && r->disabled) || !feature_flag_on(&ss->conf->response.enabled)) {
         ss->accept_stat = NULL;        /* off for this request: the response is not looked at */
         ss->no_accept_header = false;
         return HERALD_HTTP_CONTINUE;
@@ -465,15 +540,14 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     return HERALD_HTTP_CONTINUE;
 }
 
-static bool start_deflate(struct session *ss)
+static bool start_deflate(const struct conf *c, struct deflater *df)
 {
-    const struct conf *c = ss->conf;
-    if (deflateInit2(&ss->z, c->level, Z_DEFLATED, c->window_bits + 16, c->memory_level, c->strategy) != Z_OK)
+    if (deflateInit2(&df->z, c->level, Z_DEFLATED, c->window_bits + 16, c->memory_level, c->strategy) != Z_OK)
         return false;
-    ss->out = malloc(c->chunk_size);
-    if (!ss->out)
+    df->out = malloc(c->chunk_size);
+    if (!df->out)
         abort();
-    ss->compressing = true;
+    df->active = true;
     return true;
 }
 
@@ -496,10 +570,12 @@ static enum herald_http_status encode_headers(void *p, struct herald_headers *he
     struct session *ss = p;
     if (!ss->accept_stat && !ss->no_accept_header)
         return HERALD_HTTP_CONTINUE;   /* disabled for this request */
-    if (!should_compress(ss, headers, end_stream) || !start_deflate(ss)) {
+    if (!should_compress(ss, headers, end_stream) || !start_deflate(ss->conf, &ss->resp)) {
         herald_stat_inc(ss->conf->st.not_compressed);
         return HERALD_HTTP_CONTINUE;
     }
+    ss->resp.uncompressed = ss->conf->st.total_uncompressed_bytes;
+    ss->resp.compressed = ss->conf->st.total_compressed_bytes;
     herald_stat_inc(ss->conf->st.compressed);
     herald_headers_remove(headers, "content-length");
     herald_headers_set(headers, "content-encoding", "gzip");
@@ -509,49 +585,79 @@ static enum herald_http_status encode_headers(void *p, struct herald_headers *he
 }
 
 /* Deflates len bytes with flush into out, in chunk_size pieces. */
-static void deflate_into(struct session *ss, const void *in, size_t len, int flush, struct herald_buf *out)
+static void deflate_into(struct deflater *df, size_t chunk_size, const void *in, size_t len, int flush,
+                         struct herald_buf *out)
 {
-    ss->z.next_in = (Bytef *)(uintptr_t)in;
-    ss->z.avail_in = (uInt)len;
+    df->z.next_in = (Bytef *)(uintptr_t)in;
+    df->z.avail_in = (uInt)len;
     do {
-        ss->z.next_out = ss->out;
-        ss->z.avail_out = (uInt)ss->conf->chunk_size;
-        int rc = deflate(&ss->z, flush);
-        size_t produced = ss->conf->chunk_size - ss->z.avail_out;
+        df->z.next_out = df->out;
+        df->z.avail_out = (uInt)chunk_size;
+        int rc = deflate(&df->z, flush);
+        size_t produced = chunk_size - df->z.avail_out;
         if (produced)
-            herald_buf_add(out, ss->out, produced);
+            herald_buf_add(out, df->out, produced);
         if (rc == Z_STREAM_END || rc == Z_STREAM_ERROR)
             break;
-        if (rc == Z_BUF_ERROR && ss->z.avail_in == 0)
+        if (rc == Z_BUF_ERROR && df->z.avail_in == 0)
             break;                     /* nothing left to do for this flush */
-    } while (ss->z.avail_out == 0 || ss->z.avail_in > 0);
+    } while (df->z.avail_out == 0 || df->z.avail_in > 0);
 }
 
-/* Replaces data's bytes with their deflated form; finish: end the gzip stream. */
-static void compress_buf(struct session *ss, struct herald_buf *data, bool finish)
+/* Replaces data's bytes with their deflated form, sync-flushed; finish: end
+ * the gzip stream. */
+static void compress_buf(struct deflater *df, size_t chunk_size, struct herald_buf *data, bool finish)
 {
     struct herald_buf *out = herald_buf_new();
-    size_t total = herald_buf_len(data);
-    herald_stat_add(ss->conf->st.total_uncompressed_bytes, total);
+    herald_stat_add(df->uncompressed, herald_buf_len(data));
     while (herald_buf_len(data)) {
         struct iovec v;
         herald_buf_peek(data, herald_buf_len(data), &v, 1);
-        deflate_into(ss, v.iov_base, v.iov_len, Z_NO_FLUSH, out);
+        deflate_into(df, chunk_size, v.iov_base, v.iov_len, Z_NO_FLUSH, out);
         herald_buf_drain(data, v.iov_len);
     }
-    deflate_into(ss, NULL, 0, finish ? Z_FINISH : Z_SYNC_FLUSH, out);
-    ss->finished = finish;
-    herald_stat_add(ss->conf->st.total_compressed_bytes, herald_buf_len(out));
+    deflate_into(df, chunk_size, NULL, 0, finish ? Z_FINISH : Z_SYNC_FLUSH, out);
+    df->finished = finish;
+    herald_stat_add(df->compressed, herald_buf_len(out));
     herald_buf_move(data, out, SIZE_MAX);
     herald_buf_free(out);
+}
+
+/* The trailers end the body: the gzip end to send in front of them, or NULL. */
+static struct herald_buf *finish_before_trailers(struct deflater *df, size_t chunk_size)
+{
+    if (!df->active || df->finished)
+        return NULL;
+    struct herald_buf *end = herald_buf_new();
+    compress_buf(df, chunk_size, end, true);
+    return end;
+}
+
+static enum herald_http_status decode_data(void *p, struct herald_buf *data, bool end_stream)
+{
+    struct session *ss = p;
+    if (ss->req.active && !ss->req.finished)
+        compress_buf(&ss->req, ss->conf->chunk_size, data, end_stream);
+    return HERALD_HTTP_CONTINUE;
+}
+
+static enum herald_http_status decode_trailers(void *p, struct herald_headers *trailers)
+{
+    (void)trailers;
+    struct session *ss = p;
+    struct herald_buf *end = finish_before_trailers(&ss->req, ss->conf->chunk_size);
+    if (end) {
+        herald_http_stream_add_decoded_data(ss->s, end);
+        herald_buf_free(end);
+    }
+    return HERALD_HTTP_CONTINUE;
 }
 
 static enum herald_http_status encode_data(void *p, struct herald_buf *data, bool end_stream)
 {
     struct session *ss = p;
-    if (!ss->compressing || ss->finished)
-        return HERALD_HTTP_CONTINUE;
-    compress_buf(ss, data, end_stream);
+    if (ss->resp.active && !ss->resp.finished)
+        compress_buf(&ss->resp, ss->conf->chunk_size, data, end_stream);
     return HERALD_HTTP_CONTINUE;
 }
 
@@ -560,12 +666,11 @@ static enum herald_http_status encode_trailers(void *p, struct herald_headers *t
 {
     (void)trailers;
     struct session *ss = p;
-    if (!ss->compressing || ss->finished)
-        return HERALD_HTTP_CONTINUE;
-    struct herald_buf *end = herald_buf_new();
-    compress_buf(ss, end, true);
-    herald_http_stream_add_encoded_data(ss->s, end);
-    herald_buf_free(end);
+    struct herald_buf *end = finish_before_trailers(&ss->resp, ss->conf->chunk_size);
+    if (end) {
+        herald_http_stream_add_encoded_data(ss->s, end);
+        herald_buf_free(end);
+    }
     return HERALD_HTTP_CONTINUE;
 }
 
@@ -576,6 +681,8 @@ static const struct herald_http_filter_ops ops = {
     .session_new = session_new,
     .session_destroy = session_destroy,
     .decode_headers = decode_headers,
+    .decode_data = decode_data,
+    .decode_trailers = decode_trailers,
     .encode_headers = encode_headers,
     .encode_data = encode_data,
     .encode_trailers = encode_trailers,
