@@ -366,3 +366,17 @@ def test_request_with_trailers_compressed_intact(herald, upstreams, port):
     seen = b.requests[-1]
     assert seen["body_sha256"] == sha(b"".join(parts)), seen
     assert h2.stats()[DSTATS + "request.decompressor_error"] == 0
+
+
+def test_decompressor_corrupt_response_resets(herald, upstreams, port):
+    """A response that says gzip but is not: its headers are gone already, so
+    the stream is reset; counted, and herald goes on serving."""
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], http_filters=[decompressor()])
+    url = "http://127.0.0.1:%d/x?bytes=50000&hdr=content-encoding:gzip" % lp
+    r = hb.curl("-o", "/dev/null", "-w", "%{http_code}", url)
+    assert r.returncode != 0, (r.stdout, r.stderr)     # cut short, not a clean body
+    status, headers, body = hb.request(lp, "/ok")
+    assert status == 200
+    st = h.stats()
+    assert st[DSTATS + "response.decompressor_error"] == 1 and st[DSTATS + "response.decompressed"] == 1
