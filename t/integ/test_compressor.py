@@ -380,3 +380,35 @@ def test_decompressor_corrupt_response_resets(herald, upstreams, port):
     assert status == 200
     st = h.stats()
     assert st[DSTATS + "response.decompressor_error"] == 1 and st[DSTATS + "response.decompressed"] == 1
+
+
+def test_enabled_runtime_flag_and_http2_upload(herald, upstreams, port, tmp_path):
+    """enabled: default_value false, turned on by its runtime key; the
+    decompressor's enabled switched off by its key. A gzip upload over h2."""
+    b = upstreams(HttpBackend, "b")
+    comp = compressor(response_direction_config={"common_config": {
+        "content_type": ["application/octet-stream"],
+        "enabled": {"default_value": False, "runtime_key": "comp.on"}}})
+    dec = decompressor(response_direction_config={"common_config": {
+        "enabled": {"default_value": True, "runtime_key": "dec.resp"}}})
+    lp = port()
+    cfg = {"static_resources": {
+        "listeners": [hb.http_listener(lp, hb.hcm("ingress_http", [hb.route("/", "backend")], [dec, comp]),
+                                       "proxy")],
+        "clusters": [hb.http_cluster("backend", [b.port])]},
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {"comp.on": True, "dec.resp": False}}]}}
+    herald(cfg)
+    status, headers, body = get(lp, "/x?bytes=5000")
+    assert headers.get("content-encoding") == "gzip"
+    # response decompression is off by the runtime: nothing advertised upstream
+    get(lp, "/y?bytes=5000", ae="br")
+    assert hb.hget(b.requests[-1]["headers"], "accept-encoding") == "br"
+    plain = hb.pattern_bytes(300000)
+    path = tmp_path / "up.gz"
+    path.write_bytes(gzip.compress(plain))
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", "content-encoding: gzip",
+                        "--data-binary", "@%s" % path, "-o", "/dev/null", "-w", "%{http_code}",
+                        "http://127.0.0.1:%d/up" % lp], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=15)
+    assert r.stdout == "200", r.stderr
+    assert b.requests[-1]["body_sha256"] == sha(plain)
