@@ -188,6 +188,7 @@ struct fdir {
     bool held_end;              /* the held data ends the body */
     struct herald_headers *trailers; /* held trailers */
     size_t trailers_pos;        /* first position the trailers have not reached */
+    struct herald_buf *added;   /* add_*_data from a trailers callback: goes on in front of them */
     bool end_in;                /* the end of the body (or trailers) entered the chain */
     bool end_out;               /* ... and left it */
     unsigned gen;               /* bumped to abandon a walk in progress */
@@ -827,6 +828,15 @@ static void run_trailers(struct herald_http_stream *s, bool enc, size_t p)
         enum herald_http_status st = call_filter(s, enc, OP_TRAILERS, p, d->trailers, NULL, true);
         if (walk_dead(s, d, gen))
             return;
+        if (d->added) {
+            /* the filter's last bytes (a compressor's end) go on before the trailers */
+            struct herald_buf *added = d->added;
+            d->added = NULL;
+            run_data(s, enc, p + 1, added, false);
+            herald_buf_free(added);
+            if (walk_dead(s, d, gen))
+                return;
+        }
         if (!enc && p == d->n - 1)
             break;
         if (st != HERALD_HTTP_CONTINUE) {
@@ -1254,6 +1264,8 @@ static void drop_encoding(struct herald_http_stream *s)
     d->gen++;
     if (d->held)
         herald_buf_free(d->held);
+    if (d->added)
+        herald_buf_free(d->added);
     herald_headers_free(d->trailers);
     herald_headers_free(s->resp);
     s->resp = NULL;
@@ -1864,6 +1876,8 @@ static void stream_finish(struct herald_http_stream *s)
         struct fdir *d = k ? &s->enc : &s->dec;
         if (d->held)
             herald_buf_free(d->held);
+        if (d->added)
+            herald_buf_free(d->added);
         herald_headers_free(d->trailers);
     }
     herald_headers_free(s->req);
@@ -3158,6 +3172,27 @@ void herald_http_stream_encode_data(struct herald_http_stream *s, struct herald_
     enter(cc);
     encode_data_in(s, data, end_stream);
     leave_sdk(cc);
+}
+
+static void add_data(struct fdir *d, struct herald_buf *data)
+{
+    if (!d->trailers || !d->in_cb) {
+        herald_buf_drain(data, herald_buf_len(data));
+        return;
+    }
+    if (!d->added)
+        d->added = herald_buf_new();
+    herald_buf_move(d->added, data, SIZE_MAX);
+}
+
+void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct herald_buf *data)
+{
+    add_data(&s->enc, data);
+}
+
+void herald_http_stream_add_decoded_data(struct herald_http_stream *s, struct herald_buf *data)
+{
+    add_data(&s->dec, data);
 }
 
 void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers)

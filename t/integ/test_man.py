@@ -139,7 +139,8 @@ def pages_for(path):
         d = rel[1]
         # plugins/common holds messages several plugins compile in: their pages
         names = {"rbac": ["herald-rbac.5"],
-                 "common": ["herald-local_ratelimit.5", "herald-fault.5", "herald-cors.5"]}.get(
+                 "common": ["herald-local_ratelimit.5", "herald-fault.5", "herald-cors.5",
+                            "herald-compressor.5", "herald-decompressor.5"]}.get(
                      d, ["herald-%s.5" % d])
         return names + ["herald.yaml.5"]
     if rel[:2] == ["core", "http"]:

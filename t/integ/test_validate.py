@@ -45,7 +45,7 @@ EXPECTED_VALID = {
     "docs-configs-retry-retry-previous-hosts.yaml", "docs-configs-upstream-health-checking.yaml",
     "docs-configuration-http_filters-local-rate-limit-global-configuration.yaml",
     "examples-double-proxy-envoy-backend.yaml", "examples-double-proxy-envoy-frontend.yaml",
-    "examples-fault-injection-envoy.yaml", "examples-front-proxy-envoy.yaml",
+    "examples-fault-injection-envoy.yaml", "examples-front-proxy-envoy.yaml", "examples-gzip-envoy.yaml",
     "examples-grpc-bridge-server-envoy-proxy.yaml", "examples-local_ratelimit-envoy.yaml",
     "examples-mysql-envoy.yaml", "examples-route-mirror-envoy.yaml", "examples-tls-envoy-http-https.yaml",
     "examples-tls-envoy-https-http.yaml", "examples-tls-envoy-https-https.yaml",

@@ -111,6 +111,12 @@ HERALD_EXPORT void herald_http_stream_encode_headers(struct herald_http_stream *
 HERALD_EXPORT void herald_http_stream_encode_data(struct herald_http_stream *s, struct herald_buf *data,
                                                   bool end_stream);
 HERALD_EXPORT void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers);
+/* (1.7) From a filter's encode_trailers (decode_trailers) only, elsewhere
+ * the bytes are dropped: data (moved out) goes on to the next filters as
+ * body, in front of the trailers, as Envoy's addEncodedData /
+ * addDecodedData; a compressor ends its stream this way. */
+HERALD_EXPORT void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct herald_buf *data);
+HERALD_EXPORT void herald_http_stream_add_decoded_data(struct herald_http_stream *s, struct herald_buf *data);
 /* Flow control for the terminal filter: the downstream cannot take more
  * response bytes now (pause the upstream) / can again. Delivered through
  * on_watermark below. Returns true while the response side is over its limit. */

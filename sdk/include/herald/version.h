@@ -42,7 +42,9 @@
  *                    HeaderValueOption lists, values with %OPERATORS%),
  *                    herald_http_stream_local_reply_header_options,
  *                    herald_route_apply_request_stream,
- *                    herald_cluster_choose_host_attempt.
+ *                    herald_cluster_choose_host_attempt,
+ *                    herald_http_stream_add_encoded_data,
+ *                    herald_http_stream_add_decoded_data.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
