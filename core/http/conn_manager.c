@@ -149,6 +149,7 @@ struct herald_http_cm {
     uint32_t xff_num_trusted_hops;
     uint64_t idle_timeout_ms, max_connection_duration_ms, max_stream_duration_ms, stream_idle_timeout_ms,
         request_timeout_ms, request_headers_timeout_ms;
+    uint64_t delayed_close_ms;          /* delayed_close_timeout: the linger after a half-close; 0: none */
     uint32_t max_requests_per_connection;
     enum underscores underscores;
     struct h1_limits limits;
@@ -556,9 +557,9 @@ static void on_linger_timer(struct herald_timer *t, void *arg)
 }
 
 /* FLUSH: a half-close once the output is out, then whatever the client
- * still sends is read and dropped until it closes or a second passes
- * (Envoy's delayed_close_timeout): closing with unread input would send an
- * RST that can destroy the response before the client reads it. */
+ * still sends is read and dropped until it closes or delayed_close_timeout
+ * (1 s) passes, as Envoy: closing with unread input would send an RST that
+ * can destroy the response before the client reads it. 0 closes at once. */
 static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
 {
     if (cc->closing || cc->gone)
@@ -574,12 +575,12 @@ static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
     }
     cc->closing = true;
     herald_timer_cancel(cc->idle_timer);
-    if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer) {
+    if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer && cc->cm->delayed_close_ms) {
         struct evbuffer *empty = evbuffer_new();
         herald_conn_write(cc->c, ev_buf(empty), true);
         evbuffer_free(empty);
         if (!cc->gone)
-            herald_timer_arm(cc->linger_timer, 1000);
+            herald_timer_arm(cc->linger_timer, cc->cm->delayed_close_ms);
         return;
     }
     herald_conn_close(cc->c, mode);
@@ -3960,6 +3961,7 @@ struct herald_http_cm *herald_http_cm_create(const struct herald_cfg *n, const s
     cm->stream_idle_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "stream_idle_timeout"), 300 * 1000);
     cm->request_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "request_timeout"), 0);
     cm->request_headers_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "request_headers_timeout"), 0);
+    cm->delayed_close_ms = herald_cfg_duration_ms(herald_cfg_get(n, "delayed_close_timeout"), 1000);
 
     const struct herald_cfg *ups = herald_cfg_get(n, "upgrade_configs");
     for (size_t i = 0; i < herald_cfg_len(ups); i++) {

@@ -206,7 +206,9 @@ static const struct herald_field hcm_fields[] = {
     DUR("request_headers_timeout",
         .help = "the request headers must arrive in this time (default: no limit)"),
     UNSUP("drain_timeout", .help = "herald has no listener draining yet"),
-    UNSUP("delayed_close_timeout", .help = "herald closes once the last response is flushed"),
+    DUR("delayed_close_timeout", .help = "default 1s: after its last response herald half-closes and reads "
+                                         "what the client still sends this long before closing; 0s closes "
+                                         "at once"),
     LIST("access_log", access_log_msg, .help = "one line per request, at its end"),
     UNSUP("access_log_flush_interval"),
     UNSUP("flush_access_log_on_new_request"),

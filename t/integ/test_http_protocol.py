@@ -330,3 +330,43 @@ def test_http_wrk_short_load(herald, upstreams, port, report):
     # pooled: far fewer upstream connections than requests
     assert sum(b.accepted for b in backends) <= 64, [b.accepted for b in backends]
     assert h.alive()
+
+
+def _reset_after_response(lp, within):
+    """Sends a Connection: close request, reads the response to EOF (herald's
+    half-close), then keeps writing: seconds until herald's full close shows
+    as a reset, or None when none came within `within` seconds."""
+    s = socket.create_connection(("127.0.0.1", lp), timeout=5)
+    s.sendall(b"GET /dc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    assert hb.status_of(out) == 200, out[:200]
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < within:
+            s.sendall(b"x" * 100)
+            time.sleep(0.05)
+    except (BrokenPipeError, ConnectionResetError):
+        return time.monotonic() - t0
+    finally:
+        s.close()
+    return None
+
+
+def test_delayed_close_timeout(herald, upstreams, port):
+    """After its last response herald half-closes and keeps reading what the
+    client sends for delayed_close_timeout (default 1 s), so the close is no
+    reset; 0s closes at once and further client bytes meet a reset."""
+    h, lp, b = one_backend(herald, upstreams, port)
+    assert _reset_after_response(lp, 0.4) is None              # the default second of grace
+    h2, lp2, _ = one_backend(herald, upstreams, port, delayed_close_timeout="0s")
+    took = _reset_after_response(lp2, 2.0)
+    assert took is not None and took < 1.0, took
+    # longer than the default: still reading after the default second, closed after its own
+    h3, lp3, _ = one_backend(herald, upstreams, port, delayed_close_timeout="2.5s")
+    took = _reset_after_response(lp3, 6.0)
+    assert took is not None and 1.3 <= took < 6.0, took
