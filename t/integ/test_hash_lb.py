@@ -334,7 +334,10 @@ def test_previous_hosts_moves_a_hashed_retry(herald, upstreams, port, lb_policy)
     retry = {"retry_on": "connect-failure", "num_retries": 1}
     routes = [route("/avoid", "hashed", hash_policy=hp,
                     retry_policy=dict(retry, retry_host_predicate=[PREVIOUS_HOSTS],
-                                      host_selection_retry_max_attempts=8)),
+                                      # each re-pick lands on the dead one of the two hosts with
+                                      # odds 1/2 (the next ring point, or a fresh Maglev slot): 30
+                                      # keep a key's chance of never leaving it under 1e-9
+                                      host_selection_retry_max_attempts=30)),
               route("/", "hashed", hash_policy=hp, retry_policy=retry)]
     cfg = {"static_resources": {
         "listeners": [http_listener(lp, hcm("hash", routes))],
