@@ -71,3 +71,24 @@ const char *typed_library_enum(const struct herald_cfg *n, const struct herald_m
     const char *s = f && v ? enum_spelling(f, v) : NULL;
     return s ? s : dflt;
 }
+
+int typed_library_uint(const struct herald_cfg *n, const char *field, int64_t lo, int64_t hi, int64_t dflt,
+                       int64_t *out, char **err)
+{
+    const struct herald_cfg *v = herald_cfg_get(n, field);
+    *out = herald_cfg_int(v, dflt);
+    if (*out < lo || *out > hi)
+        return herald_cfg_errorf(v, err, "%s must be from %lld to %lld", field, (long long)lo, (long long)hi);
+    return 0;
+}
+
+static const struct herald_field library_fields[] = {
+    {.name = "name", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
+     .help = "names the library in the stats"},
+    {.name = "typed_config", .kind = HERALD_FIELD_TYPED, .flags = HERALD_F_REQUIRED,
+     .help = "the library's config: envoy.extensions.compression.gzip's (the only library herald has)"},
+    {.name = NULL},
+};
+const struct herald_message typed_library_schema = {
+    "envoy.config.core.v3.TypedExtensionConfig", library_fields, NULL,
+};

@@ -109,17 +109,6 @@ static const struct herald_field gzip_fields[] = {
 /* Checked by typed_library_check (the core leaves Any alone). */
 static const struct herald_message gzip_schema = {GZIP_TYPE, gzip_fields, NULL};
 
-static const struct herald_field library_fields[] = {
-    {.name = "name", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
-     .help = "names the library in the stats"},
-    {.name = "typed_config", .kind = HERALD_FIELD_TYPED, .flags = HERALD_F_REQUIRED,
-     .help = "envoy.extensions.compression.gzip.compressor.v3.Gzip (the only library herald has)"},
-    {.name = NULL},
-};
-static const struct herald_message library_schema = {
-    "envoy.config.core.v3.TypedExtensionConfig", library_fields, NULL,
-};
-
 static const struct herald_field common_fields[] = {
     {.name = "enabled", .kind = HERALD_FIELD_MESSAGE, .message = &feature_flag_schema,
      .help = "a RuntimeFeatureFlag; default on"},
@@ -160,7 +149,7 @@ static const struct herald_field compressor_fields[] = {
     {.name = "request_direction_config", .kind = HERALD_FIELD_MESSAGE, .message = &request_schema,
      .help = "request body compression; off when absent"},
     {.name = "compressor_library", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED,
-     .message = &library_schema},
+     .message = &typed_library_schema},
     {.name = "choose_first", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
     {.name = "content_length", .kind = HERALD_FIELD_REMOVED,
      .hint = "deprecated: use response_direction_config.common_config.min_content_length"},
@@ -212,16 +201,6 @@ static int strategy_of(const char *name)
     if (!strcmp(name, "FIXED"))
         return Z_FIXED;
     return Z_DEFAULT_STRATEGY;
-}
-
-static int uint_in(const struct herald_cfg *n, const char *field, int64_t lo, int64_t hi, int64_t dflt, int64_t *out,
-                   char **err)
-{
-    const struct herald_cfg *v = herald_cfg_get(n, field);
-    *out = herald_cfg_int(v, dflt);
-    if (*out < lo || *out > hi)
-        return herald_cfg_errorf(v, err, "%s must be from %lld to %lld", field, (long long)lo, (long long)hi);
-    return 0;
 }
 
 static void conf_destroy(void *p)
@@ -307,13 +286,13 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     if (!c)
         abort();
     int64_t v;
-    if (uint_in(gz, "memory_level", 1, 9, 5, &v, err) < 0)
+    if (typed_library_uint(gz, "memory_level", 1, 9, 5, &v, err) < 0)
         goto fail;
     c->memory_level = (int)v;
-    if (uint_in(gz, "window_bits", 9, 15, 12, &v, err) < 0)
+    if (typed_library_uint(gz, "window_bits", 9, 15, 12, &v, err) < 0)
         goto fail;
     c->window_bits = (int)v;
-    if (uint_in(gz, "chunk_size", 4096, 65536, 4096, &v, err) < 0)
+    if (typed_library_uint(gz, "chunk_size", 4096, 65536, 4096, &v, err) < 0)
         goto fail;
     c->chunk_size = (size_t)v;
     c->level = level_of(typed_library_enum(gz, &gzip_schema, "compression_level", "DEFAULT_COMPRESSION"));

@@ -75,17 +75,6 @@ static const struct herald_field gzip_fields[] = {
 /* Checked by typed_library_check (the core leaves Any alone). */
 static const struct herald_message gzip_schema = {GZIP_TYPE, gzip_fields, NULL};
 
-static const struct herald_field library_fields[] = {
-    {.name = "name", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
-     .help = "names the library in the stats"},
-    {.name = "typed_config", .kind = HERALD_FIELD_TYPED, .flags = HERALD_F_REQUIRED,
-     .help = "envoy.extensions.compression.gzip.decompressor.v3.Gzip (the only library herald has)"},
-    {.name = NULL},
-};
-static const struct herald_message library_schema = {
-    "envoy.config.core.v3.TypedExtensionConfig", library_fields, NULL,
-};
-
 static const struct herald_field common_fields[] = {
     {.name = "enabled", .kind = HERALD_FIELD_MESSAGE, .message = &feature_flag_schema,
      .help = "a RuntimeFeatureFlag; default on"},
@@ -117,7 +106,7 @@ static const struct herald_message response_schema = {
 
 static const struct herald_field decompressor_fields[] = {
     {.name = "decompressor_library", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REQUIRED,
-     .message = &library_schema},
+     .message = &typed_library_schema},
     {.name = "request_direction_config", .kind = HERALD_FIELD_MESSAGE, .message = &request_schema},
     {.name = "response_direction_config", .kind = HERALD_FIELD_MESSAGE, .message = &response_schema},
     {.name = NULL},
@@ -127,16 +116,6 @@ static const struct herald_message decompressor_schema = {
 };
 
 /* ------------------------------------------------------------ config */
-
-static int uint_in(const struct herald_cfg *n, const char *field, int64_t lo, int64_t hi, int64_t dflt, int64_t *out,
-                   char **err)
-{
-    const struct herald_cfg *v = herald_cfg_get(n, field);
-    *out = herald_cfg_int(v, dflt);
-    if (*out < lo || *out > hi)
-        return herald_cfg_errorf(v, err, "%s must be from %lld to %lld", field, (long long)lo, (long long)hi);
-    return 0;
-}
 
 static void direction_parse(const struct herald_cfg *n, struct direction *d, const struct herald_filter_env *env,
                             const char *library_name, const char *which)
@@ -171,9 +150,9 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     if (typed_library_check(gz, &gzip_schema, err) < 0)
         return -1;
     int64_t window_bits, chunk_size, ratio;
-    if (uint_in(gz, "window_bits", 9, 15, 15, &window_bits, err) < 0 ||
-        uint_in(gz, "chunk_size", 4096, 65536, 4096, &chunk_size, err) < 0 ||
-        uint_in(gz, "max_inflate_ratio", 1, 1032, 100, &ratio, err) < 0)
+    if (typed_library_uint(gz, "window_bits", 9, 15, 15, &window_bits, err) < 0 ||
+        typed_library_uint(gz, "chunk_size", 4096, 65536, 4096, &chunk_size, err) < 0 ||
+        typed_library_uint(gz, "max_inflate_ratio", 1, 1032, 100, &ratio, err) < 0)
         return -1;
     struct conf *c = calloc(1, sizeof(*c));
     if (!c)
