@@ -1002,6 +1002,7 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
 {
     struct route_table *t = xcalloc(1, sizeof(*t));
     int err = 0;
+    size_t errors_before = d->nerrors; /* earlier errors elsewhere in the config are not this table's */
     t->name = xstrdup(herald_cfg_str(herald_cfg_get(rc, "name"), ""));
     t->most_specific_wins = herald_cfg_bool(herald_cfg_get(rc, "most_specific_header_mutations_wins"), false);
     const struct herald_cfg *mb = herald_cfg_get(rc, "max_direct_response_body_size_bytes");
@@ -1065,7 +1066,7 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
         qsort(t->suffix, t->nsuffix, sizeof(*t->suffix), cmp_len_desc);
     if (t->nprefix)
         qsort(t->prefix, t->nprefix, sizeof(*t->prefix), cmp_len_desc);
-    if (err < 0 || d->nerrors) {
+    if (err < 0 || d->nerrors > errors_before) {
         route_table_free(t);
         return NULL;
     }

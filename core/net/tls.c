@@ -992,9 +992,13 @@ static struct herald_cfg *unwrap(const struct herald_cfg *ts, bool server, bool 
             bool wrong_side = false;
             for (int i = 0; other[i]; i++)
                 wrong_side |= strcmp(url, other[i]) == 0;
-            diag_error(d, herald_cfg_get(tc, "@type"), wrong_side ? "%s here: a %s takes %s"
-                       : "not supported: transport socket type %s (herald has %s)",
-                       url, server ? "listener filter chain" : "cluster", want[0]);
+            if (wrong_side)
+                diag_error(d, herald_cfg_get(tc, "@type"), "%s here: a %s takes %s", url,
+                           server ? "listener filter chain" : "cluster", want[0]);
+            else
+                diag_error(d, herald_cfg_get(tc, "@type"), "not supported: transport socket type %s (a %s takes "
+                           "envoy.transport_sockets.raw_buffer or %s)", url,
+                           server ? "listener filter chain" : "cluster", want[0]);
             return NULL;
         }
     } else if (strcmp(name, "envoy.transport_sockets.tls") != 0 && strcmp(name, "tls") != 0) {

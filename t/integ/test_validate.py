@@ -101,6 +101,9 @@ def test_validate_envoy_conformance_configs(report, tmp_path):
             problems.append("%s: exit status %d (a signal is negative)\n%s" % (name, r.returncode, r.stderr[-2000:]))
             continue
         errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        vague = [line for line in errors if not loc.match(line)]
+        if vague:
+            problems.append("%s: an error without FILE:LINE:COL (one problem reported twice?): %s" % (name, vague))
         clear = [line for line in errors
                  if "not supported" in line or "unknown filter" in line or loc.match(line)]
         if not clear:
@@ -146,3 +149,27 @@ def test_cluster_named_only_by_cluster_header_is_not_unreferenced(tmp_path):
     path.write_text(json.dumps(cfg))
     r = run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", PLUGIN_DIR])
     assert r.returncode == 0 and "cluster 'by_header' is never referenced" in r.stderr, r.stderr
+
+
+def test_a_cluster_error_is_reported_once(tmp_path):
+    """A bad cluster stops start-up with its own error only: the listener's
+    http_connection_manager, which is fine, must not add a vague "invalid
+    HttpConnectionManager configuration" (its route table took any earlier
+    error in the file for one of its own), and the error names what a cluster
+    does take."""
+    import json
+    import http_backends as hb
+    cluster = hb.http_cluster("backend", [1])
+    cluster["transport_socket"] = {"name": "envoy.transport_sockets.alts", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.alts.v3.Alts"}}
+    cfg = {"static_resources": {"listeners": [hb.http_listener(1, hb.hcm("x", [hb.route("/", "backend")]))],
+                                "clusters": [cluster]}}
+    path = tmp_path / "bad-cluster.json"
+    path.write_text(json.dumps(cfg))
+    r = run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", PLUGIN_DIR])
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 1 and len(errors) == 1, r.stderr
+    assert re.match(r"error: .*bad-cluster\.json:\d+:\d+: static_resources\.clusters\[0\]\.transport_socket\."
+                    r"typed_config\.@type: not supported: transport socket type "
+                    r"envoy\.extensions\.transport_sockets\.alts\.v3\.Alts \(a cluster takes "
+                    r"envoy\.transport_sockets\.raw_buffer or .*UpstreamTlsContext\)", errors[0]), errors[0]
