@@ -110,13 +110,21 @@ class H2Client:
     def read_events(self, until, timeout=5.0):
         """Reads until until(events) is true or the connection closes; returns all events."""
         deadline = time.monotonic() + timeout
+        saved = self.sock.gettimeout()
         while not until(self.events) and time.monotonic() < deadline:
+            # recv waits no longer than what is left of timeout (the socket's own is 5 s)
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             try:
                 data = self.sock.recv(65536)
             except socket.timeout:
                 break
             except OSError:
                 break
+            finally:
+                try:
+                    self.sock.settimeout(saved)
+                except OSError:
+                    pass
             if not data:
                 self.events.append("EOF")
                 break
