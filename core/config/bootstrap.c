@@ -140,6 +140,8 @@ static void extract_match(const struct herald_cfg *n, struct filter_chain_match_
     m->application_protocols = str_list(get(n, "application_protocols"), &m->napplication_protocols);
     m->prefix_ranges = cidr_list(get(n, "prefix_ranges"), &m->nprefix_ranges, d);
     m->source_prefix_ranges = cidr_list(get(n, "source_prefix_ranges"), &m->nsource_prefix_ranges, d);
+    m->direct_source_prefix_ranges =
+        cidr_list(get(n, "direct_source_prefix_ranges"), &m->ndirect_source_prefix_ranges, d);
     const struct herald_cfg *sp = get(n, "source_ports");
     size_t len = herald_cfg_len(sp);
     if (len && sp->type == HERALD_CFG_ARRAY) {
@@ -165,6 +167,9 @@ static void free_match(struct filter_chain_match_cfg *m)
     for (size_t i = 0; i < m->nsource_prefix_ranges; i++)
         free(m->source_prefix_ranges[i].prefix);
     free(m->source_prefix_ranges);
+    for (size_t i = 0; i < m->ndirect_source_prefix_ranges; i++)
+        free(m->direct_source_prefix_ranges[i].prefix);
+    free(m->direct_source_prefix_ranges);
     free(m->source_ports);
 }
 

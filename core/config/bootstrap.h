@@ -37,6 +37,7 @@ struct filter_chain_match_cfg {
     char **application_protocols; size_t napplication_protocols;
     struct cidr_cfg *prefix_ranges; size_t nprefix_ranges;
     struct cidr_cfg *source_prefix_ranges; size_t nsource_prefix_ranges;
+    struct cidr_cfg *direct_source_prefix_ranges; size_t ndirect_source_prefix_ranges;
     uint32_t *source_ports; size_t nsource_ports;
 };
 
@@ -64,6 +65,8 @@ struct listener_cfg {
 };
 
 struct tls_ctx;
+struct pp_upstream;
+struct pp_tlvs;
 
 enum cluster_type { CLUSTER_STATIC = 0, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS };
 enum lb_policy { LB_ROUND_ROBIN = 0, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
@@ -76,6 +79,7 @@ struct endpoint_cfg {
     uint16_t hc_port;                        /* health_check_config.port_value; 0: the address's port */
     struct address_cfg hc_address;           /* health_check_config.address (an IP); host NULL: unset */
     const struct herald_cfg *node;
+    struct pp_tlvs *pp_tlvs;                 /* PerHostConfig added_tlvs (net/proxy_header.c), or NULL */
 };
 
 struct locality_cfg {
@@ -193,6 +197,9 @@ struct cluster_cfg {
     bool tls_alpn_set;                       /* the UpstreamTlsContext names alpn_protocols itself */
     const struct herald_cfg *transport_socket; /* NULL: plaintext */
     struct tls_ctx *tls;                     /* built from it by tls_clusters_build (net/tls.c) */
+    /* envoy.transport_sockets.upstream_proxy_protocol around it (net/proxy_header.c), or NULL;
+     * transport_socket is then the inner socket */
+    struct pp_upstream *proxy_protocol;
     /* active health checking (health_check.c) and the LB's panic threshold */
     struct health_check_cfg *health_checks; size_t nhealth_checks;  /* at most one, as Envoy */
     double healthy_panic_threshold;          /* common_lb_config, percent, default 50 */

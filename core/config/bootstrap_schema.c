@@ -105,7 +105,7 @@ static const struct herald_field filter_chain_match_fields[] = {
     LIST("prefix_ranges", cidr_msg),
     UNSUP("address_suffix"),
     UNSUP("suffix_len"),
-    UNSUP("direct_source_prefix_ranges"),
+    LIST("direct_source_prefix_ranges", cidr_msg),
     F_("source_type", ENUM, HERALD_F_UNSUPPORTED, .enum_values = source_type_values),
     LIST("source_prefix_ranges", cidr_msg),
     F_("source_ports", UINT, HERALD_F_REPEATED),

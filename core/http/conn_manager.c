@@ -1622,22 +1622,33 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return s->client_addr;
         if (!strcmp(op, "DOWNSTREAM_REMOTE_PORT"))
             return s->client_from_xff ? "0" : port_part(herald_conn_remote_str(c), scratch, len);
-        if (!strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS"))
-            return herald_conn_remote_str(c);
-        if (!strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT")) {
-            strip_port(herald_conn_remote_str(c), scratch, len);
-            return scratch;
+        if (!strncmp(op, "DOWNSTREAM_DIRECT_", 18)) {
+            /* the socket's own addresses (DOWNSTREAM_REMOTE_* show a PROXY header's) */
+            const char *rest = op + 18, *a;
+            if (!strncmp(rest, "REMOTE_", 7)) {
+                a = herald_conn_direct_remote_str(c);
+                rest += 7;
+            } else if (!strncmp(rest, "LOCAL_", 6)) {
+                a = herald_conn_direct_local_str(c);
+                rest += 6;
+            } else {
+                return NULL;
+            }
+            if (!strcmp(rest, "ADDRESS"))
+                return a;
+            if (!strcmp(rest, "ADDRESS_WITHOUT_PORT")) {
+                strip_port(a, scratch, len);
+                return scratch;
+            }
+            return !strcmp(rest, "PORT") ? port_part(a, scratch, len) : NULL;
         }
-        if (!strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_PORT"))
-            return port_part(herald_conn_remote_str(c), scratch, len);
-        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS"))
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS"))
             return herald_conn_local_str(c);
-        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT") ||
-            !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT")) {
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT")) {
             strip_port(herald_conn_local_str(c), scratch, len);
             return scratch;
         }
-        if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
+        if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT"))
             return port_part(herald_conn_local_str(c), scratch, len);
         if (!strncmp(op, "DOWNSTREAM_", 11) && (strstr(op, "_WIRE_BYTES_") || strstr(op, "_HEADER_BYTES_")))
             return wire_field(&s->dn, op, scratch, len);
@@ -2910,6 +2921,9 @@ void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *
     return cc;
 }
 
+/* pool.c (pool.h's client-side struct h2_stats is not h2_server.h's) */
+void http_pools_owner_closed(uint64_t id);
+
 void herald_http_cm_session_destroy(void *session)
 {
     struct cm_conn *cc = session;
@@ -2939,6 +2953,8 @@ void herald_http_cm_session_destroy(void *session)
         }
         stream_finish(s);
     }
+    /* upstream connections that carry this connection's PROXY header go with it */
+    http_pools_owner_closed(herald_conn_id(cc->c));
     account_bytes(cc);
     herald_stat_inc(cm->st.cx_destroy);
     herald_stat_inc(cc->remote_closed ? cm->st.cx_destroy_remote : cm->st.cx_destroy_local);
@@ -3355,7 +3371,8 @@ const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, 
     for (size_t i = 0; i < s->nmeta; i++)
         if (!strcmp(s->meta[i].ns, ns) && !strcmp(s->meta[i].key, key))
             return s->meta[i].value;
-    return NULL;
+    /* then the connection's (listener and network filters': a PROXY TLV) */
+    return s->cc ? herald_conn_metadata_get(s->cc->c, ns, key) : NULL;
 }
 
 bool herald_http_stream_is_upgrade(const struct herald_http_stream *s) { return s->upgrade_requested; }

@@ -976,7 +976,7 @@ int h2_pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     enum herald_upstream_error err;
     struct h2_conn *hc = xcalloc(1, sizeof(*hc));
     hc->pool = p;
-    hc->up = upstream_connect(p->view, p->host, &conn_cbs, hc, &err, pool_grow_priority(p), true);
+    hc->up = upstream_connect(p->view, p->host, &conn_cbs, hc, &err, pool_grow_priority(p), true, NULL, 0);
     if (!hc->up) {
         free(hc);
         if (err == HERALD_UPSTREAM_OVERFLOW && p->nh2 > 0)

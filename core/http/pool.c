@@ -19,6 +19,7 @@
 #include "http/headers.h"
 #include "http/pool.h"
 #include "log.h"
+#include "net/proxy_header.h"
 #include "net/upstream_conn.h"
 #include "upstream/cluster.h"
 #include "upstream/outlier.h"
@@ -29,6 +30,8 @@ struct worker_pools {
     struct worker *worker;
     struct http_pool *pools;
     struct worker_pools *next;         /* in the registry */
+    struct event *sweep_ev;            /* an owned pool may be free to go (made on first need) */
+    unsigned nowned;                   /* owned pools (PROXY protocol clusters) */
 };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -124,6 +127,7 @@ static void conn_free(struct pool_conn *c)
         h1_codec_free(c->codec);
     evbuffer_free(c->wbuf);
     event_free(c->idle_ev);
+    pool_unref(c->pool);
     free(c);
 }
 
@@ -231,7 +235,7 @@ static void conn_available(struct pool_conn *c)
         ureq_bind(r, c);
         return;
     }
-    if (pools_draining) {
+    if (pools_draining || p->owner_gone) {   /* no one is left to reuse it */
         conn_close(c, HERALD_CLOSE_FLUSH);
         return;
     }
@@ -621,7 +625,7 @@ int pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     enum herald_upstream_error err;
     struct pool_conn *c = xcalloc(1, sizeof(*c));
     c->pool = p;
-    c->up = upstream_connect(p->view, p->host, &conn_cbs, c, &err, pool_grow_priority(p), true);
+    c->up = upstream_connect(p->view, p->host, &conn_cbs, c, &err, pool_grow_priority(p), true, p->pp, p->pplen);
     if (!c->up) {
         free(c);
         if (err == HERALD_UPSTREAM_OVERFLOW && pool_nconns(p) > 0)
@@ -640,6 +644,7 @@ int pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     c->codec = h1_codec_new(H1_CLIENT, &lim, &codec_cbs, c);
     c->wbuf = evbuffer_new();
     c->idle_ev = evtimer_new(p->wp->worker->base, on_idle_timeout, c);
+    pool_ref(p);
     herald_stat_inc(p->cluster->stats.upstream_cx_http1_total);
     conn_link(c, PCONN_CONNECTING);
     return 0;
@@ -658,6 +663,7 @@ void pool_adopt_h1(struct http_pool *p, struct herald_upstream *up)
     c->codec = h1_codec_new(H1_CLIENT, &lim, &codec_cbs, c);
     c->wbuf = evbuffer_new();
     c->idle_ev = evtimer_new(p->wp->worker->base, on_idle_timeout, c);
+    pool_ref(p);
     herald_stat_inc(p->cluster->stats.upstream_cx_http1_total);
     conn_link(c, PCONN_CONNECTING);
     conn_available(c);
@@ -666,7 +672,7 @@ void pool_adopt_h1(struct http_pool *p, struct herald_upstream *up)
 
 /* ------------------------------------------------------------ pools */
 
-struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
+static struct worker_pools *worker_pools(void)
 {
     struct worker_pools *wp = tls_pools;
     if (!wp) {
@@ -678,19 +684,74 @@ struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
         pthread_mutex_unlock(&reg_lock);
         tls_pools = wp;
     }
-    struct http_pool **pp, *p;
-    for (pp = &wp->pools; (p = *pp); pp = &p->next)
-        if (p->host == h && p->cluster == view->cluster)
-            break;
-    if (p) {
-        /* most recently used first: few hosts per worker are hot */
-        *pp = p->next;
-        p->next = wp->pools;
-        wp->pools = p;
-        p->view = view;
-        return p;
+    return wp;
+}
+
+static void pool_free(struct http_pool *p)
+{
+    host_put(p->host);
+    free(p->pp);
+    free(p);
+}
+
+/* Frees the owned pools whose owner left and that nothing refers to. It runs
+ * from the event loop, never under a pool's own callbacks. */
+static void sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker_pools *wp = arg;
+    for (struct http_pool **pp = &wp->pools, *p; (p = *pp);) {
+        if (p->owner && p->owner_gone && p->refs == 0) {
+            *pp = p->next;
+            wp->nowned--;
+            pool_free(p);
+        } else {
+            pp = &p->next;
+        }
     }
-    p = xcalloc(1, sizeof(*p));
+}
+
+static void sweep_soon(struct worker_pools *wp)
+{
+    if (!wp->sweep_ev)
+        wp->sweep_ev = evtimer_new(wp->worker->base, sweep, wp);
+    if (!evtimer_pending(wp->sweep_ev, NULL)) {
+        struct timeval now = {0, 0};
+        evtimer_add(wp->sweep_ev, &now);
+    }
+}
+
+void pool_ref(struct http_pool *p)
+{
+    if (p)
+        p->refs++;
+}
+
+void pool_unref(struct http_pool *p)
+{
+    if (p && --p->refs == 0 && p->owner_gone)
+        sweep_soon(p->wp);
+}
+
+void http_pools_owner_closed(uint64_t id)
+{
+    struct worker_pools *wp = tls_pools;
+    if (!wp || !wp->nowned)
+        return;
+    for (struct http_pool *p = wp->pools; p; p = p->next) {
+        if (p->owner != id || p->owner_gone)
+            continue;
+        p->owner_gone = true;
+        while (p->conns[PCONN_IDLE])
+            conn_close(p->conns[PCONN_IDLE], HERALD_CLOSE_FLUSH);
+        if (p->refs == 0)
+            sweep_soon(wp);
+    }
+}
+
+/* A new pool of this worker for h; first in the list (the most recently used) */
+static struct http_pool *pool_new(struct worker_pools *wp, struct herald_cluster *view, struct herald_host *h)
+{
+    struct http_pool *p = xcalloc(1, sizeof(*p));
     p->wp = wp;
     p->cluster = view->cluster;
     p->view = view;
@@ -705,6 +766,44 @@ struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
     p->next = wp->pools;
     wp->pools = p;
     return p;
+}
+
+struct http_pool *pool_get_for(struct herald_cluster *view, struct herald_host *h, const struct herald_conn *d)
+{
+    const struct pp_upstream *pp = view->cluster->cfg->proxy_protocol;
+    if (!pp || !d)
+        return pool_get(view, h);
+    struct worker_pools *wp = worker_pools();
+    uint64_t owner = herald_conn_id(d);
+    for (struct http_pool *p = wp->pools; p; p = p->next)
+        if (p->owner == owner && p->host == h && p->cluster == view->cluster) {
+            p->view = view;
+            return p;
+        }
+    /* HTTP/1.1 only: proxy_header.c refuses PROXY headers with HTTP/2 upstreams */
+    struct http_pool *p = pool_new(wp, view, h);
+    p->owner = owner;
+    p->pp = pp_header_new(pp, h->ep ? h->ep->pp_tlvs : NULL, d, &p->pplen);
+    wp->nowned++;
+    return p;
+}
+
+struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
+{
+    struct worker_pools *wp = worker_pools();
+    struct http_pool **pp, *p;
+    for (pp = &wp->pools; (p = *pp); pp = &p->next)
+        if (p->host == h && p->cluster == view->cluster && !p->owner)
+            break;
+    if (p) {
+        /* most recently used first: few hosts per worker are hot */
+        *pp = p->next;
+        p->next = wp->pools;
+        wp->pools = p;
+        p->view = view;
+        return p;
+    }
+    return pool_new(wp, view, h);
 }
 
 void http_pools_worker_drain(struct worker *w)
@@ -740,10 +839,11 @@ void http_pools_worker_close_all(struct worker *w)
             while (p->conns[st])
                 conn_close(p->conns[st], HERALD_CLOSE_RESET);
         h2_pool_close_all(p);
-        host_put(p->host);
-        free(p);
+        pool_free(p);
     }
     if (tls_pools == wp)
         tls_pools = NULL;
+    if (wp->sweep_ev)
+        event_free(wp->sweep_ev);
     free(wp);
 }

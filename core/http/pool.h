@@ -94,6 +94,13 @@ struct http_pool {
     unsigned npending;
     struct h2_conn *h2_conns;          /* HTTP/2 connections (and auto_config's first, undecided) */
     unsigned nh2, nh2_connecting;
+    /* A cluster that sends PROXY protocol headers: the pool is one downstream
+     * connection's (owner, its id), its connections start with pp, and it
+     * goes once the owner closed and nothing refers to it any more. */
+    uint64_t owner;
+    uint8_t *pp; size_t pplen;
+    bool owner_gone;
+    unsigned refs;                     /* owned pools: live requests and connections */
     struct http_pool *next;
 };
 
@@ -155,6 +162,16 @@ struct pool_cluster *pool_cluster_get(struct cluster *cl);
 /* The priority a new connection of p counts under: its first pending request's. */
 int pool_grow_priority(const struct http_pool *p);
 struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h);
+/* pool_get for a request of downstream connection d (NULL: none). A cluster
+ * that sends PROXY protocol headers gives each downstream connection pools of
+ * its own: an upstream connection carries one client's addresses. */
+struct http_pool *pool_get_for(struct herald_cluster *view, struct herald_host *h, const struct herald_conn *d);
+/* An owned pool gained or lost a request or connection. */
+void pool_ref(struct http_pool *p);
+void pool_unref(struct http_pool *p);
+/* Downstream connection id closed: its pools close their idle connections
+ * and go when their last request and connection are done. */
+void http_pools_owner_closed(uint64_t id);
 /* A connection for the pool's pending requests: new ones while max_connections
  * allows. 0, or -1 with *why (OVERFLOW/CONNECT_FAILURE) when none can come. */
 int pool_grow(struct http_pool *p, enum herald_upstream_reset *why);

@@ -112,6 +112,7 @@ static void ureq_destroy(struct herald_http_upstream *r)
     herald_headers_free(r->h2_in_headers);
     herald_headers_free(r->h2_in_trailers);
     host_put(r->host);
+    pool_unref(r->pool);
     mem_cache_free(r, sizeof(*r));
 }
 
@@ -442,6 +443,10 @@ void ureq_orphan_all(struct worker *w)
 
 /* ------------------------------------------------------------ SDK */
 
+static struct herald_http_upstream *ureq_new(struct herald_cluster *view, struct herald_host *h,
+                                             const struct herald_http_upstream_cbs *cbs, void *arg,
+                                             enum herald_priority priority, const struct herald_conn *d);
+
 struct herald_http_upstream *herald_http_upstream_new(struct herald_cluster *view, struct herald_host *h,
                                                       const struct herald_http_upstream_cbs *cbs, void *arg)
 {
@@ -453,12 +458,28 @@ struct herald_http_upstream *herald_http_upstream_new_priority(struct herald_clu
                                                                const struct herald_http_upstream_cbs *cbs,
                                                                void *arg, enum herald_priority priority)
 {
+    return ureq_new(view, h, cbs, arg, priority, NULL);
+}
+
+struct herald_http_upstream *herald_http_upstream_new_for(struct herald_cluster *view, struct herald_host *h,
+                                                          const struct herald_http_upstream_cbs *cbs, void *arg,
+                                                          enum herald_priority priority, const struct herald_conn *d)
+{
+    return ureq_new(view, h, cbs, arg, priority, d);
+}
+
+/* A request of downstream connection d (NULL: none known) */
+static struct herald_http_upstream *ureq_new(struct herald_cluster *view, struct herald_host *h,
+                                             const struct herald_http_upstream_cbs *cbs, void *arg,
+                                             enum herald_priority priority, const struct herald_conn *d)
+{
     struct worker *w = worker_self();
     if (!w || !view || !h || !cbs || tls_closed)
         return NULL;
-    struct http_pool *p = pool_get(view, h);
+    struct http_pool *p = pool_get_for(view, h, d);
     struct herald_http_upstream *r = mem_cache_alloc_zeroed(sizeof(*r));
     r->pool = p;
+    pool_ref(p);
     r->pcl = p->pc;
     r->priority = cb_prio((int)priority);
     r->host = h;

@@ -289,6 +289,13 @@ static void free_conn(struct herald_conn *c)
     free(c->alpn);
     free(c->remote_str);
     free(c->local_str);
+    free(c->direct_remote);
+    free(c->direct_local);
+    free(c->direct_remote_str);
+    free(c->direct_local_str);
+    for (size_t i = 0; i < c->ntlvs; i++)
+        free(c->tlvs[i].value);
+    free(c->tlvs);
     free(c);
 }
 
@@ -416,22 +423,45 @@ static void finalize(struct herald_conn *c, bool reset)
     defer(c, DEFER_FREE);
 }
 
+/* A copy of sa when it differs from the presented address p, else NULL. */
+static union inet_addr *direct_copy(const struct sockaddr *sa, socklen_t len, const union inet_addr *p,
+                                    socklen_t plen)
+{
+    if (!sa || (len == plen && memcmp(sa, p, len) == 0))
+        return NULL;
+    union inet_addr *a = xcalloc(1, sizeof(*a));
+    memcpy(a, sa, len < sizeof(*a) ? len : sizeof(*a));
+    return a;
+}
+
 struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, struct tls_ctx *tls,
-                             int fd, const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
-                             socklen_t llen, const char *server_name)
+                             struct conn_origin *o)
 {
     struct conn_alloc *a = xcalloc(1, sizeof(*a));
     struct herald_conn *c = &a->c;
+    int fd = o->fd;
     c->id = ((uint64_t)w->index << 48) | ++w->next_conn_id;
     c->worker = w;
     c->listener = l;
     c->chain = chain;
     c->fd = fd;
-    memcpy(&c->remote, remote, rlen < sizeof(c->remote) ? rlen : sizeof(c->remote));
-    c->remote_len = rlen;
-    memcpy(&c->local, local, llen < sizeof(c->local) ? llen : sizeof(c->local));
-    c->local_len = llen;
-    c->server_name = server_name ? xstrdup(server_name) : NULL;
+    memcpy(&c->remote, o->remote, o->rlen < sizeof(c->remote) ? o->rlen : sizeof(c->remote));
+    c->remote_len = o->rlen;
+    memcpy(&c->local, o->local, o->llen < sizeof(c->local) ? o->llen : sizeof(c->local));
+    c->local_len = o->llen;
+    if ((c->direct_remote = direct_copy(o->direct_remote, o->drlen, &c->remote, c->remote_len)))
+        c->direct_remote_len = o->drlen;
+    if ((c->direct_local = direct_copy(o->direct_local, o->dllen, &c->local, c->local_len)))
+        c->direct_local_len = o->dllen;
+    c->meta = o->meta;
+    c->nmeta = o->nmeta;
+    c->capmeta = o->capmeta;
+    c->tlvs = o->tlvs;
+    c->ntlvs = o->ntlvs;
+    o->meta = NULL;
+    o->tlvs = NULL;
+    o->nmeta = o->capmeta = o->ntlvs = 0;
+    c->server_name = o->server_name ? xstrdup(o->server_name) : NULL;
     c->stopped_at = SIZE_MAX;
     c->buffer_limit = l->cfg->buffer_limit ? l->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
     c->start_wall_ms = wall_ms();
@@ -570,6 +600,36 @@ const char *herald_conn_local_str(const struct herald_conn *c)
 {
     struct herald_conn *m = (struct herald_conn *)c;
     return addr_str(&m->local_str, &c->local);
+}
+
+const struct sockaddr *herald_conn_direct_remote_addr(const struct herald_conn *c, socklen_t *len)
+{
+    if (!c->direct_remote)
+        return herald_conn_remote_addr(c, len);
+    if (len)
+        *len = c->direct_remote_len;
+    return &c->direct_remote->sa;
+}
+
+const struct sockaddr *herald_conn_direct_local_addr(const struct herald_conn *c, socklen_t *len)
+{
+    if (!c->direct_local)
+        return herald_conn_local_addr(c, len);
+    if (len)
+        *len = c->direct_local_len;
+    return &c->direct_local->sa;
+}
+
+const char *herald_conn_direct_remote_str(const struct herald_conn *c)
+{
+    struct herald_conn *m = (struct herald_conn *)c;
+    return c->direct_remote ? addr_str(&m->direct_remote_str, c->direct_remote) : herald_conn_remote_str(c);
+}
+
+const char *herald_conn_direct_local_str(const struct herald_conn *c)
+{
+    struct herald_conn *m = (struct herald_conn *)c;
+    return c->direct_local ? addr_str(&m->direct_local_str, c->direct_local) : herald_conn_local_str(c);
 }
 const char *herald_conn_server_name(const struct herald_conn *c)
 {

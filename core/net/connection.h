@@ -6,6 +6,7 @@
 
 #include <event2/bufferevent.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -20,6 +21,22 @@ struct ssl_st;
 
 struct metadata_kv { char *ns, *key, *value; };
 
+/* A PROXY protocol v2 TLV a connection carries (a listener filter kept it)
+ * for upstream PROXY headers that pass TLVs through. */
+struct proxy_tlv { uint8_t type; uint16_t len; uint8_t *value; };
+
+/* What the listener filters made of an accepted socket: the addresses the
+ * connection presents (restored from a PROXY protocol header) and its own,
+ * and what it keeps; conn_new takes meta and tlvs over. */
+struct conn_origin {
+    int fd;
+    const struct sockaddr *remote, *local, *direct_remote, *direct_local;
+    socklen_t rlen, llen, drlen, dllen;
+    const char *server_name;
+    struct metadata_kv *meta; size_t nmeta, capmeta;
+    struct proxy_tlv *tlvs; size_t ntlvs;
+};
+
 struct herald_conn {
     uint64_t id;
     struct worker *worker;
@@ -30,6 +47,11 @@ struct herald_conn {
     union inet_addr { struct sockaddr sa; struct sockaddr_in in; struct sockaddr_in6 in6; } remote, local;
     socklen_t remote_len, local_len;
     char *remote_str, *local_str;     /* formatted when first asked for */
+    /* the socket's own addresses, when a PROXY protocol header restored others */
+    union inet_addr *direct_remote, *direct_local;
+    socklen_t direct_remote_len, direct_local_len;
+    char *direct_remote_str, *direct_local_str;
+    struct proxy_tlv *tlvs; size_t ntlvs;
     char *server_name;
     struct tls_ctx *tls;              /* the chain's DownstreamTlsContext, or NULL (plaintext) */
     struct ssl_st *ssl;               /* owned by the connection's tls_stream */
@@ -58,8 +80,7 @@ struct herald_conn {
  * runs first and the filters' sessions start when it is done (so they see
  * the negotiated SNI and ALPN); a failed handshake never reaches them. */
 struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter_chain *chain, struct tls_ctx *tls,
-                             int fd, const struct sockaddr *remote, socklen_t rlen, const struct sockaddr *local,
-                             socklen_t llen, const char *server_name);
+                             struct conn_origin *o);
 /* Closes every live connection on this worker (shutdown after the drain time). */
 void conn_close_all(struct worker *w);
 unsigned conn_count(struct worker *w);

@@ -135,10 +135,13 @@ int listeners_build(const struct bootstrap *b, unsigned nworkers, bool validate_
             if (parse_ranges(fcc->match.prefix_ranges, fcc->match.nprefix_ranges, &l->matches[c].prefix_ranges,
                              fcc->node, d) < 0 ||
                 parse_ranges(fcc->match.source_prefix_ranges, fcc->match.nsource_prefix_ranges,
-                             &l->matches[c].source_ranges, fcc->node, d) < 0)
+                             &l->matches[c].source_ranges, fcc->node, d) < 0 ||
+                parse_ranges(fcc->match.direct_source_prefix_ranges, fcc->match.ndirect_source_prefix_ranges,
+                             &l->matches[c].direct_source_ranges, fcc->node, d) < 0)
                 rc = -1;
             l->matches[c].nprefix = fcc->match.nprefix_ranges;
             l->matches[c].nsource = fcc->match.nsource_prefix_ranges;
+            l->matches[c].ndirect_source = fcc->match.ndirect_source_prefix_ranges;
         }
         if (cfg->default_chain) {
             l->default_chain = xcalloc(1, sizeof(*l->default_chain));
@@ -245,9 +248,15 @@ struct herald_socket {
     struct worker *w;
     struct listener *l;
     int fd;
-    struct sockaddr_storage remote, local;
+    struct sockaddr_storage remote, local;   /* as the connection presents them (a PROXY header's) */
     socklen_t rlen, llen;
+    struct sockaddr_storage direct_remote, direct_local; /* the socket's own */
+    socklen_t drlen, dllen;
     size_t filter;                 /* the listener filter running */
+    size_t shown, drain;           /* bytes the running filter saw / consumes when it continues */
+    bool peeked;                   /* a filter peeked: the next one may find bytes already there */
+    struct metadata_kv *meta; size_t nmeta, capmeta;
+    struct proxy_tlv *tlvs; size_t ntlvs, captlvs;
     void **sessions;
     struct event *read_ev, *timeout_ev;
     uint8_t *peek; size_t peek_cap;
@@ -333,7 +342,8 @@ static struct filter_chain *select_chain(struct listener *l, const struct herald
     const struct sockaddr *local = (const struct sockaddr *)&s->local;
     const struct sockaddr *remote = (const struct sockaddr *)&s->remote;
     const char *tp = s->transport_protocol ? s->transport_protocol : "raw_buffer";
-    for (int step = 0; step < 7 && ncand > 0; step++) {
+    const struct sockaddr *direct = (const struct sockaddr *)&s->direct_remote;
+    for (int step = 0; step < 8 && ncand > 0; step++) {
         int best = -1;
         int *spec = xmalloc(ncand * sizeof(*spec));
         for (size_t k = 0; k < ncand; k++) {
@@ -345,7 +355,8 @@ static struct filter_chain *select_chain(struct listener *l, const struct herald
             case 2: spec[k] = spec_server_name(m->server_names, m->nserver_names, s->server_name); break;
             case 3: spec[k] = spec_string(m->transport_protocol, tp); break;
             case 4: spec[k] = spec_alpn(m->application_protocols, m->napplication_protocols, s->alpn, s->nalpn); break;
-            case 5: spec[k] = spec_ranges(cm->source_ranges, cm->nsource, remote); break;
+            case 5: spec[k] = spec_ranges(cm->direct_source_ranges, cm->ndirect_source, direct); break;
+            case 6: spec[k] = spec_ranges(cm->source_ranges, cm->nsource, remote); break;
             default: spec[k] = spec_source_port(m->source_ports, m->nsource_ports, addr_port(remote)); break;
             }
             if (spec[k] > best)
@@ -379,6 +390,15 @@ static void socket_free(struct herald_socket *s, bool close_fd)
     }
     free(s->sessions);
     free(s->peek);
+    for (size_t i = 0; i < s->nmeta; i++) {
+        free(s->meta[i].ns);
+        free(s->meta[i].key);
+        free(s->meta[i].value);
+    }
+    free(s->meta);
+    for (size_t i = 0; i < s->ntlvs; i++)
+        free(s->tlvs[i].value);
+    free(s->tlvs);
     free(s->server_name);
     free(s->transport_protocol);
     for (size_t i = 0; i < s->nalpn; i++)
@@ -408,12 +428,40 @@ static void socket_finish(struct herald_socket *s)
     }
     count_accept(l, s->w);
     struct tls_ctx *tls = fc == l->default_chain ? l->default_tls : l->chain_tls[fc - l->chains];
-    conn_new(s->w, l, fc, tls, s->fd, (struct sockaddr *)&s->remote, s->rlen, (struct sockaddr *)&s->local, s->llen,
-             s->server_name);
+    struct conn_origin o = {
+        .fd = s->fd, .server_name = s->server_name,
+        .remote = (struct sockaddr *)&s->remote, .rlen = s->rlen,
+        .local = (struct sockaddr *)&s->local, .llen = s->llen,
+        .direct_remote = (struct sockaddr *)&s->direct_remote, .drlen = s->drlen,
+        .direct_local = (struct sockaddr *)&s->direct_local, .dllen = s->dllen,
+        .meta = s->meta, .nmeta = s->nmeta, .capmeta = s->capmeta, .tlvs = s->tlvs, .ntlvs = s->ntlvs,
+    };
+    conn_new(s->w, l, fc, tls, &o);
+    s->meta = o.meta;   /* conn_new took them: NULL */
+    s->nmeta = o.nmeta;
+    s->tlvs = o.tlvs;
+    s->ntlvs = o.ntlvs;
     socket_free(s, false);
 }
 
 static void run_filters(struct herald_socket *s);
+
+/* Reads away the bytes the filter that just finished consumed: they were
+ * peeked, so they are in the socket's buffer and one recv takes them. */
+static int consume(struct herald_socket *s)
+{
+    size_t left = s->drain;
+    s->drain = 0;
+    while (left > 0) {
+        ssize_t r = recv(s->fd, s->peek, left, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        left -= (size_t)r;
+    }
+    return 0;
+}
 
 static void on_peekable(evutil_socket_t fd, short what, void *arg)
 {
@@ -443,10 +491,15 @@ static void on_peekable(evutil_socket_t fd, short what, void *arg)
         socket_free(s, true);
         return;
     }
+    s->peeked = true;
+    s->shown = (size_t)n;
+    s->drain = 0;
     enum herald_status st = lf->ops->on_data(s->sessions[s->filter], s->peek, (size_t)n);
     if (st == HERALD_STOP && (size_t)n < want)
         return; /* edge-triggered: we hear again when more arrives */
     event_del(s->read_ev);
+    if (st != HERALD_CLOSE && s->drain && consume(s) < 0)
+        st = HERALD_CLOSE;
     if (st == HERALD_CLOSE) {
         herald_gauge_add(s->l->stats.downstream_pre_cx_active, -1);
         socket_free(s, true);
@@ -480,6 +533,10 @@ static void run_filters(struct herald_socket *s)
                 }
             }
             event_add(s->read_ev, NULL);
+            /* What an earlier filter left may be all there is: no new edge
+             * would announce it, so look once now. */
+            if (s->peeked)
+                event_active(s->read_ev, EV_READ, 0);
             return;
         }
         s->filter++;
@@ -517,6 +574,8 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
     s->fd = fd;
     memcpy(&s->remote, sa, (size_t)salen);
     s->rlen = (socklen_t)salen;
+    memcpy(&s->direct_remote, sa, (size_t)salen);
+    s->drlen = (socklen_t)salen;
     /* A socket bound to one address accepts only connections to it: no
      * getsockname(2) per connection. evconnlistener made fd non-blocking. */
     if (l->bound_wildcard) {
@@ -526,6 +585,8 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
         memcpy(&s->local, &l->bound_sa, l->bound_len);
         s->llen = l->bound_len;
     }
+    memcpy(&s->direct_local, &s->local, s->llen);
+    s->dllen = s->llen;
     if (l->nlfilters == 0) {
         socket_finish(s);
         return;
@@ -619,6 +680,7 @@ void listeners_destroy(void)
             filter_chain_destroy(&l->chains[c], l->nworkers);
             free(l->matches[c].prefix_ranges);
             free(l->matches[c].source_ranges);
+            free(l->matches[c].direct_source_ranges);
         }
         tls_ctx_free(l->default_tls);
         if (l->default_chain) {
@@ -699,4 +761,63 @@ void herald_socket_set_transport_protocol(struct herald_socket *s, const char *p
 void herald_socket_add_application_protocol(struct herald_socket *s, const char *proto)
 {
     *VEC_PUSH(s->alpn, s->nalpn, s->capalpn) = xstrdup(proto);
+}
+
+void herald_socket_drain(struct herald_socket *s, size_t n)
+{
+    s->drain = n < s->shown ? n : s->shown;
+}
+
+static bool inet_len_ok(const struct sockaddr *sa, socklen_t len)
+{
+    return (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) ||
+           (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6));
+}
+
+int herald_socket_restore_addresses(struct herald_socket *s, const struct sockaddr *remote, socklen_t rlen,
+                                    const struct sockaddr *local, socklen_t llen)
+{
+    if ((remote && !inet_len_ok(remote, rlen)) || (local && !inet_len_ok(local, llen)))
+        return -1;
+    if (remote) {
+        s->rlen = remote->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+        memset(&s->remote, 0, sizeof(s->remote));
+        memcpy(&s->remote, remote, s->rlen);
+    }
+    if (local) {
+        s->llen = local->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+        memset(&s->local, 0, sizeof(s->local));
+        memcpy(&s->local, local, s->llen);
+    }
+    return 0;
+}
+
+int herald_socket_metadata_set(struct herald_socket *s, const char *ns, const char *key, const char *value)
+{
+    if (!ns || !key || !value)
+        return -1;
+    for (size_t i = 0; i < s->nmeta; i++)
+        if (strcmp(s->meta[i].ns, ns) == 0 && strcmp(s->meta[i].key, key) == 0) {
+            free(s->meta[i].value);
+            s->meta[i].value = xstrdup(value);
+            return 0;
+        }
+    struct metadata_kv *kv = VEC_PUSH(s->meta, s->nmeta, s->capmeta);
+    kv->ns = xstrdup(ns);
+    kv->key = xstrdup(key);
+    kv->value = xstrdup(value);
+    return 0;
+}
+
+int herald_socket_add_proxy_tlv(struct herald_socket *s, uint8_t type, const uint8_t *value, size_t len)
+{
+    if (len > UINT16_MAX || (len && !value))
+        return -1;
+    struct proxy_tlv *t = VEC_PUSH(s->tlvs, s->ntlvs, s->captlvs);
+    t->type = type;
+    t->len = (uint16_t)len;
+    t->value = xmalloc(len ? len : 1);
+    if (len)
+        memcpy(t->value, value, len);
+    return 0;
 }

@@ -30,6 +30,7 @@ struct listener_stats {
 struct chain_match {          /* filter_chain_match, parsed */
     struct cidr *prefix_ranges; size_t nprefix;
     struct cidr *source_ranges; size_t nsource;
+    struct cidr *direct_source_ranges; size_t ndirect_source;
 };
 
 struct listener {

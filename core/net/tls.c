@@ -34,6 +34,7 @@
 #include "config/schema.h"
 #include "herald/stats.h"
 #include "log.h"
+#include "net/proxy_header.h"
 #include "net/tls.h"
 
 #define TICKET_ROTATE_MS (3600u * 1000u)
@@ -1181,6 +1182,8 @@ int tls_clusters_build(struct bootstrap *b, bool validate_only, struct cfg_diag 
     int rc = 0;
     for (size_t i = 0; i < b->nclusters; i++) {
         struct cluster_cfg *c = &b->clusters[i];
+        if (pp_cluster_parse(c, d) < 0)   /* a PROXY protocol wrapper: its inner socket is what follows */
+            rc = -1;
         if (!c->transport_socket)
             continue;
         size_t before = d->nerrors;
@@ -1196,6 +1199,7 @@ void tls_clusters_destroy(struct bootstrap *b)
     for (size_t i = 0; b && i < b->nclusters; i++) {
         tls_ctx_free(b->clusters[i].tls);
         b->clusters[i].tls = NULL;
+        pp_cluster_free(&b->clusters[i]);
     }
 }
 

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "net/address.h"
 #include "net/connection.h"
+#include "net/proxy_header.h"
 #include "net/tls.h"
 #include "net/upstream_conn.h"
 #include "net/sock_reader.h"
@@ -323,12 +324,73 @@ struct herald_upstream *herald_upstream_connect(struct herald_cluster *view, str
                                                 const struct herald_upstream_cbs *cbs, void *arg,
                                                 enum herald_upstream_error *why)
 {
-    return upstream_connect(view, h, cbs, arg, why, 0, false);
+    return upstream_connect(view, h, cbs, arg, why, 0, false, NULL, 0);
+}
+
+struct herald_upstream *herald_upstream_connect_from(struct herald_cluster *view, struct herald_host *h,
+                                                     const struct herald_upstream_cbs *cbs, void *arg,
+                                                     enum herald_upstream_error *why, const struct herald_conn *d)
+{
+    const struct pp_upstream *pp = view && view->cluster ? view->cluster->cfg->proxy_protocol : NULL;
+    if (!pp || !h)
+        return upstream_connect(view, h, cbs, arg, why, 0, false, NULL, 0);
+    size_t len;
+    uint8_t *hdr = pp_header_new(pp, h->ep ? h->ep->pp_tlvs : NULL, d, &len);
+    struct herald_upstream *u = upstream_connect(view, h, cbs, arg, why, 0, false, hdr, len);
+    free(hdr);
+    return u;
+}
+
+struct bufferevent *upstream_bev_new(struct event_base *base, const struct cluster_cfg *cfg,
+                                     const struct herald_host *h, const uint8_t *pp, size_t pplen, SSL **ssl_out,
+                                     struct bufferevent **connect_bev)
+{
+    SSL *ssl = NULL;
+    struct bufferevent *bev, *raw;
+    *ssl_out = NULL;
+    if (cfg->tls && !(ssl = tls_ssl_new(cfg->tls)))
+        return NULL;
+    if (ssl && !cfg->proxy_protocol) {
+        bev = *connect_bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                            BEV_OPT_CLOSE_ON_FREE);
+        if (!bev) {
+            SSL_free(ssl);
+            return NULL;
+        }
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        *ssl_out = ssl;
+        return bev;
+    }
+    raw = *connect_bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!raw) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    if (cfg->proxy_protocol) {
+        /* the PROXY header goes first, once connected; none given: a connection of our own */
+        uint8_t *own = pp ? NULL : pp_header_new(cfg->proxy_protocol, h && h->ep ? h->ep->pp_tlvs : NULL, NULL,
+                                                  &pplen);
+        evbuffer_add(bufferevent_get_output(raw), pp ? pp : own, pplen);
+        free(own);
+    }
+    if (!ssl)
+        return raw;
+    /* TLS after a PROXY header, which goes out in the clear: a filter over the plain bufferevent */
+    bev = bufferevent_openssl_filter_new(base, raw, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        bufferevent_free(raw);
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    *ssl_out = ssl;
+    return bev;
 }
 
 struct herald_upstream *upstream_connect(struct herald_cluster *view, struct herald_host *h,
                                          const struct herald_upstream_cbs *cbs, void *arg,
-                                         enum herald_upstream_error *why, int priority, bool http)
+                                         enum herald_upstream_error *why, int priority, bool http,
+                                         const uint8_t *pp, size_t pplen)
 {
     struct worker *w = worker_self();
     struct cluster *cl = view ? view->cluster : NULL;
@@ -347,20 +409,8 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
     /* The transport socket seam: a cluster with an UpstreamTlsContext gets an OpenSSL bufferevent;
      * CONNECTED then comes after the handshake. */
     SSL *ssl = NULL;
-    struct bufferevent *bev;
-    if (cl->cfg->tls) {
-        if (!(ssl = tls_ssl_new(cl->cfg->tls))) {
-            cb_release(cl->cb, priority, CB_CX);
-            return NULL;
-        }
-        bev = bufferevent_openssl_socket_new(w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-        if (bev)
-            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-        else
-            SSL_free(ssl);
-    } else {
-        bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
+    struct bufferevent *connect_bev = NULL;
+    struct bufferevent *bev = upstream_bev_new(w->base, cl->cfg, h, pp, pplen, &ssl, &connect_bev);
     if (!bev) {
         cb_release(cl->cb, priority, CB_CX);
         return NULL;
@@ -404,7 +454,7 @@ struct herald_upstream *upstream_connect(struct herald_cluster *view, struct her
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(u->timeout_ev, &tv);
     /* Refusals come back as an error event (libevent defers them), never from here. */
-    if (bufferevent_socket_connect(bev, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
+    if (bufferevent_socket_connect(connect_bev, (struct sockaddr *)&h->addr, (int)h->addrlen) < 0) {
         herald_stat_inc(cl->stats.upstream_cx_connect_fail);
         atomic_fetch_add_explicit(&h->cx_connect_fail, 1, memory_order_relaxed);
         if (!http)

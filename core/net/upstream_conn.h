@@ -47,7 +47,18 @@ struct herald_upstream {
  * detection then hears about its requests, not about this connect). */
 struct herald_upstream *upstream_connect(struct herald_cluster *view, struct herald_host *h,
                                          const struct herald_upstream_cbs *cbs, void *arg,
-                                         enum herald_upstream_error *why, int priority, bool http);
+                                         enum herald_upstream_error *why, int priority, bool http,
+                                         const uint8_t *pp, size_t pplen);
+
+/* The bufferevent of a new connection of cluster cfg to h, by its transport
+ * socket: plain, TLS (*ssl set; CONNECTED comes after the handshake), and
+ * a PROXY protocol header pp first when the cluster sends one (NULL: the
+ * LOCAL / UNKNOWN header). Connect *connect_bev (bufferevent_socket_connect);
+ * use the one returned. */
+struct cluster_cfg;
+struct bufferevent *upstream_bev_new(struct event_base *base, const struct cluster_cfg *cfg,
+                                     const struct herald_host *h, const uint8_t *pp, size_t pplen,
+                                     struct ssl_st **ssl, struct bufferevent **connect_bev);
 
 /* The splice engine takes the socket over; counted as a local close. */
 void upstream_release(struct herald_upstream *u, bool reset);

@@ -122,6 +122,7 @@ static struct herald_host *host_new(struct cluster_target *t, const struct socka
     h->priority = t->priority;
     h->cluster = t->cl;
     h->hc_port = t->ep->hc_port;
+    h->ep = t->ep;
     if (t->ep->hc_address.host)
         literal_addr(&t->ep->hc_address, &h->hc_addr, &h->hc_addrlen);
     /* as Envoy: a host of a health-checked cluster is unusable until its first check passes */

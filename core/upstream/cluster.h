@@ -42,6 +42,7 @@ struct herald_host {
     uint16_t hc_port;                  /* active health checks go to this port (0: the host's) */
     struct sockaddr_storage hc_addr;   /* ... and this address (hc_addrlen 0: the host's) */
     socklen_t hc_addrlen;
+    const struct endpoint_cfg *ep;     /* its lb_endpoint (the bootstrap outlives the host) */
 };
 
 #define HOST_FAILED_ACTIVE_HC  0x1u    /* /failed_active_hc */

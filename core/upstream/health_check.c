@@ -38,6 +38,7 @@
 #include "http/headers.h"
 #include "log.h"
 #include "net/tls.h"
+#include "net/upstream_conn.h"
 #include "runtime.h"
 #include "upstream/cluster.h"
 #include "upstream/health_check.h"
@@ -595,27 +596,18 @@ static int connect_host(struct session *s)
         ((struct sockaddr_in *)&ss)->sin_port = htons(s->host->hc_port);
     else if (s->host->hc_port && ss.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->host->hc_port);
-    struct tls_ctx *tls = s->ck->cl->cfg->tls;
-    if (tls) {
-        SSL *ssl = tls_ssl_new(tls);
-        if (!ssl)
-            return -1;
-        /* CONNECTED comes after the handshake; the bufferevent frees the SSL */
-        s->bev = bufferevent_openssl_socket_new(hc.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-        if (!s->bev) {
-            SSL_free(ssl);
-            return -1;
-        }
-        bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
-    } else {
-        s->bev = bufferevent_socket_new(hc.base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
+    /* the cluster's transport socket, as its traffic gets: TLS (CONNECTED comes
+     * after the handshake; the bufferevent frees the SSL), a PROXY header
+     * (LOCAL / UNKNOWN: no client is behind a check) */
+    SSL *ssl;
+    struct bufferevent *connect_bev;
+    s->bev = upstream_bev_new(hc.base, s->ck->cl->cfg, s->host, NULL, 0, &ssl, &connect_bev);
     if (!s->bev)
         return -1;
     bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     s->connected = false;
-    if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss, (int)len) < 0) {
+    if (bufferevent_socket_connect(connect_bev, (struct sockaddr *)&ss, (int)len) < 0) {
         close_conn(s);
         return -1;
     }

@@ -148,7 +148,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     if (rbac_ip_parse(&remote, herald_http_stream_downstream_address(ss->s)) == 0)
         ctx.remote = &remote;
     if (conn) {
-        if (rbac_ip_from_sockaddr(&direct, herald_conn_remote_addr(conn, &len)) == 0)
+        if (rbac_ip_from_sockaddr(&direct, herald_conn_direct_remote_addr(conn, &len)) == 0)
             ctx.direct_remote = &direct;
         if (rbac_ip_from_sockaddr(&local, herald_conn_local_addr(conn, &len)) == 0)
             ctx.local = &local;

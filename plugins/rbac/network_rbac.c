@@ -103,14 +103,17 @@ static const char *get_md(void *arg, const char *ns, const char *key)
     return herald_conn_metadata_get(arg, ns, key);
 }
 
-static void fill_ctx(struct session *s, struct rbac_ctx *ctx, struct rbac_ip *peer, struct rbac_ip *local)
+static void fill_ctx(struct session *s, struct rbac_ctx *ctx, struct rbac_ip *peer, struct rbac_ip *direct,
+                     struct rbac_ip *local)
 {
     socklen_t len;
 
     memset(ctx, 0, sizeof(*ctx));
-    /* no proxy protocol address here: remote_ip and direct_remote_ip are both the peer */
+    /* remote_ip: a PROXY protocol header's source when there was one; direct_remote_ip: the peer */
     if (rbac_ip_from_sockaddr(peer, herald_conn_remote_addr(s->c, &len)) == 0)
-        ctx->remote = ctx->direct_remote = peer;
+        ctx->remote = peer;
+    if (rbac_ip_from_sockaddr(direct, herald_conn_direct_remote_addr(s->c, &len)) == 0)
+        ctx->direct_remote = direct;
     if (rbac_ip_from_sockaddr(local, herald_conn_local_addr(s->c, &len)) == 0)
         ctx->local = local;
     ctx->sni = herald_conn_server_name(s->c);
@@ -126,7 +129,7 @@ static enum herald_status on_read(void *p, struct herald_buf *data, bool end_str
     struct session *s = p;
     struct conf *c = s->conf;
     struct rbac_ctx ctx;
-    struct rbac_ip peer, local;
+    struct rbac_ip peer, direct, local;
     const char *policy;
 
     if (s->verdict == V_DENY)
@@ -135,7 +138,7 @@ static enum herald_status on_read(void *p, struct herald_buf *data, bool end_str
         return HERALD_CONTINUE;
     if (!c->rules && (!c->shadow || s->shadow_done))
         return HERALD_CONTINUE;
-    fill_ctx(s, &ctx, &peer, &local);
+    fill_ctx(s, &ctx, &peer, &direct, &local);
 
     if (c->shadow && !s->shadow_done) {
         s->shadow_done = true;

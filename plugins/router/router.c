@@ -359,7 +359,8 @@ static void start_try(struct session *ss)
     }
     ss->attempts++;
     ss->try_start_ms = herald_now_ms();
-    ss->u = herald_http_upstream_new_priority(c, h, &upstream_cbs, ss, herald_route_priority(ss->route));
+    ss->u = herald_http_upstream_new_for(c, h, &upstream_cbs, ss, herald_route_priority(ss->route),
+                                         herald_http_stream_conn(ss->s));
     if (!ss->u) {
         herald_headers_free(hdrs);
         upstream_failed(ss, HERALD_UPSTREAM_RESET_CONNECT_FAILURE);

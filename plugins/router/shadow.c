@@ -122,7 +122,7 @@ struct shadow *shadow_start(struct herald_http_stream *s, const struct herald_ro
     struct shadow *sh = calloc(1, sizeof(*sh));
     if (!sh)
         abort();
-    sh->u = herald_http_upstream_new(c, h, &shadow_cbs, sh);
+    sh->u = herald_http_upstream_new_for(c, h, &shadow_cbs, sh, HERALD_PRIORITY_DEFAULT, herald_http_stream_conn(s));
     if (!sh->u) {
         free(sh);
         return NULL;

@@ -59,6 +59,7 @@ struct log_strings {
     char upstream_local[64];
     uint64_t upstream_id;               /* 0: no upstream connection yet */
     char remote[64], local[64];
+    char direct_remote[64], direct_local[64];  /* the socket's own, when a PROXY header said others */
     char sni[256];
 };
 
@@ -253,7 +254,7 @@ static int connect_next(struct session *s)
         enum herald_upstream_error why = HERALD_UPSTREAM_OK;
         s->in_connect = true;
         s->connect_failed_sync = false;
-        struct herald_upstream *u = herald_upstream_connect(s->cluster, h, &upstream_cbs, s, &why);
+        struct herald_upstream *u = herald_upstream_connect_from(s->cluster, h, &upstream_cbs, s, &why, s->c);
         s->in_connect = false;
         if (u && !s->connect_failed_sync) {
             s->up = u;
@@ -406,6 +407,8 @@ static void *session_new(void *conf, void *wstate, struct herald_conn *c)
         }
         copy_str(s->ls->remote, sizeof(s->ls->remote), herald_conn_remote_str(c));
         copy_str(s->ls->local, sizeof(s->ls->local), herald_conn_local_str(c));
+        copy_str(s->ls->direct_remote, sizeof(s->ls->direct_remote), herald_conn_direct_remote_str(c));
+        copy_str(s->ls->direct_local, sizeof(s->ls->direct_local), herald_conn_direct_local_str(c));
         copy_str(s->ls->sni, sizeof(s->ls->sni), herald_conn_server_name(c));
     }
     return s;
@@ -596,20 +599,33 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
     case 'D':
         if (!strcmp(op, "DURATION"))
             return u64(scratch, len, herald_now_ms() - s->start_mono_ms);
-        if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS"))
-            return empty_null(s->ls->remote);
-        if (!strcmp(op, "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT") ||
-            !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT"))
-            return without_port(s->ls->remote, scratch, len);
-        if (!strcmp(op, "DOWNSTREAM_REMOTE_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_REMOTE_PORT"))
-            return port_of(s->ls->remote, scratch, len);
-        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS"))
-            return empty_null(s->ls->local);
-        if (!strcmp(op, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT") ||
-            !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT"))
-            return without_port(s->ls->local, scratch, len);
-        if (!strcmp(op, "DOWNSTREAM_LOCAL_PORT") || !strcmp(op, "DOWNSTREAM_DIRECT_LOCAL_PORT"))
-            return port_of(s->ls->local, scratch, len);
+        if (!strncmp(op, "DOWNSTREAM_", 11) && (!strncmp(op + 11, "REMOTE_", 7) || !strncmp(op + 11, "LOCAL_", 6) ||
+                                                 !strncmp(op + 11, "DIRECT_", 7))) {
+            /* DOWNSTREAM_[DIRECT_]{REMOTE,LOCAL}_{ADDRESS,ADDRESS_WITHOUT_PORT,PORT}; DIRECT_: the
+             * socket's own, the others a PROXY protocol header's when there was one */
+            bool direct = !strncmp(op + 11, "DIRECT_", 7);
+            const char *rest = op + 11 + (direct ? 7 : 0);
+            bool remote = !strncmp(rest, "REMOTE_", 7);
+            if (!remote && strncmp(rest, "LOCAL_", 6) != 0)
+                return NULL;
+            const char *a = remote ? (direct ? s->ls->direct_remote : s->ls->remote)
+                                   : (direct ? s->ls->direct_local : s->ls->local);
+            rest += remote ? 7 : 6;
+            if (!strcmp(rest, "ADDRESS"))
+                return empty_null(a);
+            if (!strcmp(rest, "ADDRESS_WITHOUT_PORT"))
+                return without_port(a, scratch, len);
+            if (!strcmp(rest, "PORT"))
+                return port_of(a, scratch, len);
+        }
+        if (!strcmp(op, "DYNAMIC_METADATA") && arg && s->c) {
+            char ns[128];
+            const char *colon = strchr(arg, ':');
+            if (!colon || (size_t)(colon - arg) >= sizeof(ns))
+                return NULL;
+            snprintf(ns, sizeof(ns), "%.*s", (int)(colon - arg), arg);
+            return herald_conn_metadata_get(s->c, ns, colon + 1);
+        }
         /* no framing on a TCP stream: its wire bytes are the bytes */
         if (!strcmp(op, "DOWNSTREAM_WIRE_BYTES_RECEIVED"))
             return u64(scratch, len, s->rx_bytes);

@@ -145,6 +145,8 @@ def pages_for(path):
         return names + ["herald.yaml.5"]
     if rel[:2] == ["core", "http"]:
         return ["herald.yaml.5", "herald-http_connection_manager.5"]
+    if rel[:2] == ["core", "net"] and rel[2].startswith("proxy_header"):
+        return ["herald.yaml.5", "herald-proxy_protocol.5"]
     return ["herald.yaml.5"]
 
 

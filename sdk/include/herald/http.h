@@ -385,6 +385,15 @@ HERALD_EXPORT struct herald_http_upstream *
 herald_http_upstream_new_priority(struct herald_cluster *c, struct herald_host *h,
                                   const struct herald_http_upstream_cbs *cbs, void *arg,
                                   enum herald_priority priority);
+/* (1.8) herald_http_upstream_new_priority on behalf of downstream connection
+ * d (herald_http_stream_conn): a cluster whose transport sends a PROXY
+ * protocol header gives d upstream connections of its own, which carry its
+ * addresses (without d: the LOCAL / UNKNOWN header). An attempt at a
+ * stream's request still calls herald_http_upstream_set_stream. */
+HERALD_EXPORT struct herald_http_upstream *
+herald_http_upstream_new_for(struct herald_cluster *c, struct herald_host *h,
+                             const struct herald_http_upstream_cbs *cbs, void *arg,
+                             enum herald_priority priority, const struct herald_conn *d);
 /* (1.2) The retry circuit breaker (max_retries): true when a retry may be
  * made; it then counts as a retry in flight until herald_cluster_retry_end.
  * false: over budget (count it as upstream_rq_retry_overflow and return the

@@ -67,6 +67,12 @@ HERALD_EXPORT const struct sockaddr *herald_conn_remote_addr(const struct herald
 HERALD_EXPORT const struct sockaddr *herald_conn_local_addr(const struct herald_conn *c, socklen_t *len);
 HERALD_EXPORT const char *herald_conn_remote_str(const struct herald_conn *c); /* "ip:port" */
 HERALD_EXPORT const char *herald_conn_local_str(const struct herald_conn *c);
+/* (1.8) The socket's own addresses: the same as the above unless a listener
+ * filter (PROXY protocol) restored others (Envoy's direct remote address). */
+HERALD_EXPORT const struct sockaddr *herald_conn_direct_remote_addr(const struct herald_conn *c, socklen_t *len);
+HERALD_EXPORT const struct sockaddr *herald_conn_direct_local_addr(const struct herald_conn *c, socklen_t *len);
+HERALD_EXPORT const char *herald_conn_direct_remote_str(const struct herald_conn *c);
+HERALD_EXPORT const char *herald_conn_direct_local_str(const struct herald_conn *c);
 HERALD_EXPORT const char *herald_conn_server_name(const struct herald_conn *c); /* SNI or NULL */
 /* TLS (transport_socket envoy.transport_sockets.tls on the filter chain): whether
  * the connection is TLS, and the ALPN protocol the handshake chose (or NULL). */

@@ -55,6 +55,13 @@ struct herald_upstream_cbs {
 HERALD_EXPORT struct herald_upstream *herald_upstream_connect(struct herald_cluster *c, struct herald_host *h,
                                                              const struct herald_upstream_cbs *cbs, void *arg,
                                                              enum herald_upstream_error *why);
+/* (1.8) herald_upstream_connect on behalf of downstream connection d: a
+ * cluster whose transport sends a PROXY protocol header sends d's addresses
+ * (herald_upstream_connect: none, the LOCAL / UNKNOWN header). */
+HERALD_EXPORT struct herald_upstream *herald_upstream_connect_from(struct herald_cluster *c, struct herald_host *h,
+                                                                  const struct herald_upstream_cbs *cbs, void *arg,
+                                                                  enum herald_upstream_error *why,
+                                                                  const struct herald_conn *d);
 HERALD_EXPORT int herald_upstream_write(struct herald_upstream *u, struct herald_buf *buf, bool end_stream);
 HERALD_EXPORT size_t herald_upstream_output_len(const struct herald_upstream *u);
 /* Frees u; no event follows. */

@@ -45,12 +45,21 @@
  *                    herald_cluster_choose_host_attempt,
  *                    herald_http_stream_add_encoded_data,
  *                    herald_http_stream_add_decoded_data.
+ *   1.8  2026-11-29  PROXY protocol: listener filters may consume bytes
+ *                    (herald_socket_drain), restore the connection's
+ *                    addresses (herald_socket_restore_addresses), set its
+ *                    dynamic metadata (herald_socket_metadata_set) and keep
+ *                    TLVs for upstream PROXY headers
+ *                    (herald_socket_add_proxy_tlv); herald_conn_direct_*
+ *                    (the peer's own addresses); herald_upstream_connect_from
+ *                    and herald_http_upstream_new_for (the downstream
+ *                    connection an upstream connection speaks for).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 7
+#define HERALD_ABI_MINOR 8
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
