@@ -322,7 +322,8 @@ static bool eval(const struct log_filter *f, struct eval *e)
         return false;
     }
     case LF_HEADER: {
-        const char *v = ask(e, "REQ", route_header_matcher_name(f->header));
+        /* every value of the header, joined with ',' as Envoy matches them */
+        const char *v = ask(e, "REQ_ALL", route_header_matcher_name(f->header));
         return route_header_matcher_value_matches(f->header, v);
     }
     case LF_AND:

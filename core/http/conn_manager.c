@@ -235,6 +235,7 @@ struct herald_http_stream {
     struct ssl_session_st *upstream_tls;
     uint32_t upstream_attempts;
     struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
+    char *joined;                      /* REQ_ALL's last answer (log_field), freed with the stream */
     /* progress */
     bool request_complete;      /* the codec delivered the whole request */
     bool response_started;      /* response headers went to the codec */
@@ -1580,6 +1581,34 @@ static const char *without_port(const char *addr, char *out, size_t len)
     return out;
 }
 
+/* Every value of request header name joined with ',' (Envoy's getAllOfHeaderAsString): for the
+ * access log's header_filter, which an attacker must not dodge by sending the header twice. */
+static const char *joined_header(struct herald_http_stream *s, const char *name)
+{
+    const char *first = NULL, *k, *v;
+    size_t n = herald_headers_count(s->req), total = 0, count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (herald_headers_at(s->req, i, &k, &v) && !strcasecmp(k, name)) {
+            first = first ? first : v;
+            total += strlen(v) + 1;
+            count++;
+        }
+    if (count < 2)
+        return first;
+    free(s->joined);
+    char *p = s->joined = xmalloc(total);
+    for (size_t i = 0; i < n; i++)
+        if (herald_headers_at(s->req, i, &k, &v) && !strcasecmp(k, name)) {
+            if (p != s->joined)
+                *p++ = ',';
+            size_t vl = strlen(v);
+            memcpy(p, v, vl);
+            p += vl;
+        }
+    *p = '\0';
+    return s->joined;
+}
+
 static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len)
 {
     struct herald_http_stream *s = ctx;
@@ -1687,6 +1716,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
     case 'R':
         if (!strcmp(op, "REQ"))
             return header_alt(s->req, arg);
+        if (!strcmp(op, "REQ_ALL"))   /* not a log operator: the header_filter's question */
+            return arg && s->req ? joined_header(s, arg) : NULL;
         if (!strcmp(op, "RESP"))
             return header_alt(s->resp, arg);
         if (!strcmp(op, "RESPONSE_CODE"))
@@ -1902,6 +1933,7 @@ static void stream_finish(struct herald_http_stream *s)
         free(s->meta[i].value);
     }
     free(s->meta);
+    free(s->joined);
     free(s->details_owned);
     if (s->upstream_cluster != s->upstream_cluster_inline)
         free(s->upstream_cluster);

@@ -87,6 +87,29 @@ def test_access_log_filters_pick_lines(herald, upstreams, port, tmp_path):
         assert sorted(have) == sorted(lines), (k, have)
 
 
+def test_access_log_header_filter_sees_every_value(herald, upstreams, port, tmp_path):
+    """A header sent twice is matched as its values joined with ',' (Envoy's
+    getAllOfHeaderAsString): a request cannot slip past a header_filter by
+    putting a harmless first copy before the one the filter looks for."""
+    b = upstreams(HttpBackend, "b")
+    debug, joined = str(tmp_path / "debug.log"), str(tmp_path / "joined.log")
+    access_log = [
+        filtered_log(debug, {"header_filter": {"header": {"name": "x-debug", "string_match": {"contains": "on"}}}}),
+        filtered_log(joined, {"header_filter": {"header": {"name": "x-debug", "string_match": {"exact": "off,on"}}}}),
+    ]
+    h, lp = hb.start_proxy(herald, port, [b.port], access_log=access_log)
+
+    def get(path, *values):
+        head = "".join("x-debug: %s\r\n" % v for v in values)
+        out = hb.raw(lp, ("GET %s HTTP/1.1\r\nhost: x\r\n%sconnection: close\r\n\r\n" % (path, head)).encode())
+        assert hb.status_of(out) == 200, out[:200]
+    get("/one-off", "off")
+    get("/two", "off", "on")
+    get("/one-on", "on")
+    assert sorted(wait_lines(debug, 2, timeout=1.5)) == ["/one-on 200 -", "/two 200 -"]
+    assert wait_lines(joined, 1, timeout=1.0) == ["/two 200 -"]
+
+
 def test_access_log_response_flag_filter_by_name(herald, upstreams, port, tmp_path):
     """flags: [UH] takes only the no-healthy-upstream request, not the 404."""
     b = upstreams(HttpBackend, "b")
