@@ -585,6 +585,11 @@ static void extract_hash_lb(const struct herald_cfg *n, struct cluster_cfg *c, s
     c->maglev_table_size = (uint64_t)herald_cfg_int(get(mg, "table_size"), 65537);
     const struct herald_cfg *chc = get(get(n, "common_lb_config"), "consistent_hashing_lb_config");
     c->hash_use_hostname = herald_cfg_bool(get(chc, "use_hostname_for_hashing"), false);
+    const struct herald_cfg *lw = get(get(n, "common_lb_config"), "locality_weighted_lb_config");
+    c->locality_weighted = lw != NULL;
+    if (lw && (c->lb_policy == LB_RING_HASH || c->lb_policy == LB_MAGLEV))
+        diag_error(d, lw, "not supported: locality_weighted_lb_config with %s (herald weighs localities for "
+                   "ROUND_ROBIN, LEAST_REQUEST and RANDOM)", c->lb_policy == LB_RING_HASH ? "RING_HASH" : "MAGLEV");
     if (rh && c->lb_policy != LB_RING_HASH)
         diag_warn(d, rh, "ring_hash_lb_config has no effect: lb_policy is not RING_HASH");
     if (mg && c->lb_policy != LB_MAGLEV)

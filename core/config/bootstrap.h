@@ -188,6 +188,7 @@ struct cluster_cfg {
     bool ring_murmur2;                       /* hash_function MURMUR_HASH_2 (default XX_HASH) */
     uint64_t maglev_table_size;              /* table_size, default 65537, prime */
     bool hash_use_hostname;                  /* use_hostname_for_hashing */
+    bool locality_weighted;                  /* common_lb_config.locality_weighted_lb_config (lb.c) */
     /* HttpProtocolOptions.common_http_protocol_options (typed_extension_protocol_options) */
     uint64_t http_idle_timeout_ms;           /* idle_timeout, default 1h; 0: never */
     uint32_t max_requests_per_connection;    /* 0: no limit (also the deprecated Cluster field) */

@@ -697,11 +697,17 @@ static const struct herald_message consistent_hashing_msg = {
     NULL,
 };
 
+static const struct herald_field locality_weighted_fields[] = { END };
+static const struct herald_message locality_weighted_msg = {
+    "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig", locality_weighted_fields, NULL,
+};
+
 static const struct herald_field common_lb_fields[] = {
     MSG("healthy_panic_threshold", hc_percent_msg,
         .help = "percent; below it, hosts are used whatever their health; default 50"),
     UNSUP("zone_aware_lb_config", .oneof = "locality_config_specifier"),
-    UNSUP("locality_weighted_lb_config", .oneof = "locality_config_specifier"),
+    MSG("locality_weighted_lb_config", locality_weighted_msg, .oneof = "locality_config_specifier",
+        .help = "{}: pick a locality by its load_balancing_weight (times its health), then a host in it"),
     UNSUP("update_merge_window"),
     UNSUP("ignore_new_hosts_until_first_hc"),
     UNSUP("close_connections_on_host_set_change"),

@@ -36,6 +36,7 @@ struct cluster_target {
     struct cluster *cl;
     const struct endpoint_cfg *ep;
     uint32_t priority;
+    uint32_t locality;                 /* index in cfg->localities */
     const char *name;                  /* what is resolved (the endpoint's address) */
     bool literal;                      /* IP address or pipe: no DNS */
     bool answered;                     /* first answer in (success or failure) */
@@ -123,6 +124,8 @@ static struct herald_host *host_new(struct cluster_target *t, const struct socka
     h->cluster = t->cl;
     h->hc_port = t->ep->hc_port;
     h->ep = t->ep;
+    h->locality = t->locality;
+    h->locality_weight = t->cl->cfg->localities[t->locality].weight;
     if (t->ep->hc_address.host)
         literal_addr(&t->ep->hc_address, &h->hc_addr, &h->hc_addrlen);
     /* as Envoy: a host of a health-checked cluster is unusable until its first check passes */
@@ -444,6 +447,7 @@ static int cluster_setup(struct cluster *cl, struct cluster_cfg *cfg, unsigned i
             t->cl = cl;
             t->ep = ep;
             t->priority = cfg->localities[i].priority;
+            t->locality = (uint32_t)i;
             t->name = ep->address.pipe ? ep->address.pipe : ep->address.host ? ep->address.host : "";
             t->first_only = cfg->type == CLUSTER_LOGICAL_DNS;
             t->literal = literal_addr(&ep->address, &ss, &len);

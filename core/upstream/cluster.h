@@ -43,6 +43,8 @@ struct herald_host {
     struct sockaddr_storage hc_addr;   /* ... and this address (hc_addrlen 0: the host's) */
     socklen_t hc_addrlen;
     const struct endpoint_cfg *ep;     /* its lb_endpoint (the bootstrap outlives the host) */
+    uint32_t locality;                 /* index of its LocalityLbEndpoints in the cluster */
+    uint32_t locality_weight;          /* that locality's load_balancing_weight (0: unset) */
 };
 
 #define HOST_FAILED_ACTIVE_HC  0x1u    /* /failed_active_hc */

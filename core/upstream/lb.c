@@ -13,8 +13,12 @@
  * the lowest level, in panic. Envoy would also spill part of the load of a
  * partly healthy level to the next one (by overprovisioned health); herald
  * keeps to one level.
- * Locality weights only matter for locality-weighted LB, which herald does
- * not do: a host's weight is its lb_endpoint's load_balancing_weight. */
+ * Locality-weighted LB (common_lb_config.locality_weighted_lb_config): within
+ * that level, a locality is picked first, by its load_balancing_weight times
+ * its availability (its healthy share, overprovisioned by 1.4, at most 1;
+ * plain weights in panic), as Envoy does; then a host in it by lb_policy.
+ * A locality without a weight gets nothing. Otherwise a host's weight is its
+ * lb_endpoint's load_balancing_weight. */
 #include <string.h>
 
 #include "common.h"
@@ -36,6 +40,9 @@ struct lb {
     size_t *cand;
     struct lb_hash *hash;                  /* RING_HASH, MAGLEV */
     struct herald_stat *panic;             /* lb_healthy_panic while in panic mode, else NULL */
+    /* locality-weighted: a balancer per locality of the level, picked by smooth WRR */
+    struct lb **sub; size_t nsub;
+    int64_t *sub_weight, *sub_cur, sub_total;
 };
 
 /* splitmix64, to turn a small seed into a well-mixed xorshift state */
@@ -212,15 +219,66 @@ static struct herald_host *pick_weighted_least(struct lb *lb)
     return lb->hosts[best];
 }
 
-void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed)
+static struct lb *lb_alloc(const struct cluster_cfg *cfg, unsigned seed)
 {
     struct lb *lb = xcalloc(1, sizeof(*lb));
-
     lb->policy = cfg->lb_policy;
     lb->choices = cfg->least_request_choice_count >= 2 ? cfg->least_request_choice_count : 2;
     lb->rng = mix64(((uint64_t)seed << 32) ^ mono_ms() ^ (uintptr_t)lb);
     if (!lb->rng)
         lb->rng = 1;
+    return lb;
+}
+
+static void init_weights(struct lb *lb, unsigned seed);
+
+/* Locality-weighted LB: a sub-balancer per locality of lb's hosts, each with
+ * its effective weight (see the top of the file). */
+static void split_localities(struct lb *lb, const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed)
+{
+    uint32_t level = lb->hosts[0]->priority, nloc = (uint32_t)cfg->nlocalities;
+    size_t *total = xcalloc(nloc ? nloc : 1, sizeof(*total)), *healthy = xcalloc(nloc ? nloc : 1, sizeof(*healthy));
+    for (size_t i = 0; i < hs->nhosts; i++) {
+        const struct herald_host *h = hs->hosts[i];
+        if (h->priority == level && h->locality < nloc) {
+            total[h->locality]++;
+            healthy[h->locality] += host_healthy(h);
+        }
+    }
+    lb->sub = xcalloc(nloc ? nloc : 1, sizeof(*lb->sub));
+    lb->sub_weight = xcalloc(nloc ? nloc : 1, sizeof(*lb->sub_weight));
+    lb->sub_cur = xcalloc(nloc ? nloc : 1, sizeof(*lb->sub_cur));
+    for (uint32_t l = 0; l < nloc; l++) {
+        uint64_t avail = 100;   /* percent */
+        if (!lb->panic && total[l])
+            avail = healthy[l] * OVERPROVISIONING / total[l] < 100 ? healthy[l] * OVERPROVISIONING / total[l] : 100;
+        int64_t w = (int64_t)cfg->localities[l].weight * (int64_t)avail;
+        if (w <= 0)
+            continue;
+        struct lb *sub = lb_alloc(cfg, seed + l + 1);
+        sub->hosts = xcalloc(lb->n, sizeof(*sub->hosts));
+        for (size_t i = 0; i < lb->n; i++)
+            if (lb->hosts[i]->locality == l)
+                sub->hosts[sub->n++] = lb->hosts[i];
+        if (sub->n == 0) {
+            free(sub->hosts);
+            free(sub);
+            continue;
+        }
+        init_weights(sub, seed);
+        lb->sub[lb->nsub] = sub;
+        lb->sub_weight[lb->nsub++] = w;
+        lb->sub_total += w;
+    }
+    if (lb->nsub == 0)
+        lb->n = 0;   /* no locality has a weight: no host, as Envoy */
+    free(total);
+    free(healthy);
+}
+
+void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed)
+{
+    struct lb *lb = lb_alloc(cfg, seed);
     pick_level(lb, hs, cfg->healthy_panic_threshold);
     if (lb->n == 0)
         return lb;
@@ -228,6 +286,16 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
         lb->hash = lb_hash_new(cfg, lb->hosts, lb->n, hs);
         return lb;
     }
+    if (cfg->locality_weighted)
+        split_localities(lb, cfg, hs, seed);
+    else
+        init_weights(lb, seed);
+    return lb;
+}
+
+/* The per-host state of ROUND_ROBIN and LEAST_REQUEST over lb's hosts. */
+static void init_weights(struct lb *lb, unsigned seed)
+{
     lb->weight = xcalloc(lb->n, sizeof(*lb->weight));
     for (size_t i = 0; i < lb->n; i++) {
         lb->weight[i] = lb->hosts[i]->weight ? lb->hosts[i]->weight : 1;
@@ -244,7 +312,6 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
             pick_smooth_wrr(lb);
     else
         lb->next = seed % lb->n;
-    return lb;
 }
 
 void lb_free(void *p)
@@ -259,6 +326,11 @@ void lb_free(void *p)
     free(lb->dcur);
     free(lb->cand);
     lb_hash_free(lb->hash);
+    for (size_t i = 0; i < lb->nsub; i++)
+        lb_free(lb->sub[i]);
+    free(lb->sub);
+    free(lb->sub_weight);
+    free(lb->sub_cur);
     free(lb);
 }
 
@@ -277,6 +349,17 @@ struct herald_host *lb_choose_attempt(void *p, const struct cluster_cfg *cfg, co
         return NULL;
     if (lb->panic)
         herald_stat_inc(lb->panic);
+    if (lb->nsub) {
+        /* the locality, by smooth weighted round robin over the effective weights */
+        size_t best = 0;
+        for (size_t i = 0; i < lb->nsub; i++) {
+            lb->sub_cur[i] += lb->sub_weight[i];
+            if (lb->sub_cur[i] > lb->sub_cur[best])
+                best = i;
+        }
+        lb->sub_cur[best] -= lb->sub_total;
+        lb = lb->sub[best];
+    }
     if (lb->n == 1)
         return lb->hosts[0];
     if (lb->hash)

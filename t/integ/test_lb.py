@@ -74,3 +74,34 @@ def test_concurrency_two_spreads_over_workers(herald, upstreams, port):
     assert counts.get(0, 0) > 0 and counts.get(1, 0) > 0, \
         "connections not spread over both workers: %r" % counts
     assert sum(counts.values()) == 200, counts
+
+
+def test_locality_weighted_round_robin(herald, upstreams, port):
+    """common_lb_config.locality_weighted_lb_config: the zone of weight 3
+    takes three quarters of the connections, split evenly over its two
+    backends; the zone of weight 1 the rest; a zone without a weight none.
+    Without the option, every backend gets the same share."""
+    backends = [upstreams(EchoServer, tag="backend-%d" % i) for i in range(5)]
+    zones = [(1, backends[0:1]), (3, backends[1:3]), (None, backends[3:5])]
+
+    def localities():
+        out = []
+        for w, bs in zones:
+            loc = {"locality": {"zone": "z%d" % len(out)},
+                   "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                       "address": b.addr[0], "port_value": b.addr[1]}}}} for b in bs]}
+            if w:
+                loc["load_balancing_weight"] = w
+            out.append(loc)
+        return out
+    lport, plain_port = port(), port()
+    weighted = cluster("weighted", [], common_lb_config={"locality_weighted_lb_config": {}})
+    weighted["load_assignment"]["endpoints"] = localities()
+    plain = cluster("plain", [])
+    plain["load_assignment"]["endpoints"] = localities()
+    h = herald(bootstrap([tcp_listener(lport, "weighted", stat_prefix="w"),
+                          tcp_listener(plain_port, "plain", stat_prefix="p")], [weighted, plain]))
+    tags = collections.Counter(tag_of_new_connection(lport) for _ in range(400))
+    assert tags == {"backend-0": 100, "backend-1": 150, "backend-2": 150}, tags
+    tags = collections.Counter(tag_of_new_connection(plain_port) for _ in range(100))
+    assert tags == {"backend-%d" % i: 20 for i in range(5)}, tags

@@ -907,6 +907,62 @@ static void test_hash_attempts(enum lb_policy policy)
     fixture_free(&f);
 }
 
+/* Locality-weighted LB: localities share the traffic by their weights,
+ * each host of one by the policy; a locality with unhealthy hosts loses its
+ * share (its availability, overprovisioned by 1.4), one without a weight
+ * gets nothing. */
+static void test_locality_weighted(enum lb_policy policy)
+{
+    const char *name = policy == LB_ROUND_ROBIN ? "RR" : policy == LB_RANDOM ? "RANDOM" : "LR";
+    struct locality_cfg locs[3] = {{.weight = 1}, {.weight = 3}, {.weight = 0}};
+    struct fixture f;
+    int count[MAXH];
+    fixture_init(&f, 7, NULL, NULL, policy);
+    /* hosts 0-1 in locality 0 (weight 1), 2-5 in locality 1 (weight 3), 6 in locality 2 (no weight) */
+    static const uint32_t loc_of[7] = {0, 0, 1, 1, 1, 1, 2};
+    for (int i = 0; i < 7; i++)
+        f.hosts[i].locality = loc_of[i];
+    f.cfg.localities = locs;
+    f.cfg.nlocalities = 3;
+    f.cfg.locality_weighted = true;
+    f.cfg.healthy_panic_threshold = 50;
+
+    void *lb = lb_new(&f.cfg, &f.hs, 1);
+    memset(count, 0, sizeof(count));
+    for (int i = 0; i < 4000; i++)
+        count[index_of(&f, lb_choose(lb, &f.cfg, &f.hs, 0))]++;
+    lb_free(lb);
+    int l0 = count[0] + count[1], l1 = count[2] + count[3] + count[4] + count[5];
+    ok(l0 >= 950 && l0 <= 1050 && l1 >= 2950 && l1 <= 3050, "locality %s: weights 1:3 give %d:%d of 4000", name, l0,
+       l1);
+    is_int(count[6], 0, "locality %s: a locality without a weight gets nothing", name);
+    ok(count[0] > 300 && count[1] > 300 && count[2] > 500 && count[5] > 500,
+       "locality %s: every host of a locality gets some (%d %d %d %d %d %d)", name, count[0], count[1], count[2],
+       count[3], count[4], count[5]);
+
+    /* half of locality 1 unhealthy: availability 2/4 * 1.4 = 70%, so 1 : 3 * 0.7 */
+    atomic_store(&f.hosts[2].health, HOST_FAILED_ACTIVE_HC);
+    atomic_store(&f.hosts[3].health, HOST_FAILED_ACTIVE_HC);
+    lb = lb_new(&f.cfg, &f.hs, 1);
+    memset(count, 0, sizeof(count));
+    for (int i = 0; i < 3100; i++)
+        count[index_of(&f, lb_choose(lb, &f.cfg, &f.hs, 0))]++;
+    lb_free(lb);
+    l0 = count[0] + count[1];
+    l1 = count[4] + count[5];
+    ok(l0 >= 950 && l0 <= 1050 && l1 >= 2050 && l1 <= 2150 && count[2] + count[3] == 0,
+       "locality %s: a half-healthy locality weighs 70%% (%d:%d, %d to its failed hosts)", name, l0, l1,
+       count[2] + count[3]);
+    atomic_store(&f.hosts[2].health, 0);
+    atomic_store(&f.hosts[3].health, 0);
+
+    locs[0].weight = locs[1].weight = 0;
+    lb = lb_new(&f.cfg, &f.hs, 1);
+    ok(lb_choose(lb, &f.cfg, &f.hs, 0) == NULL, "locality %s: no locality with a weight, no host", name);
+    lb_free(lb);
+    fixture_free(&f);
+}
+
 int main(void)
 {
     evthread_use_pthreads();   /* worker_post wakes another thread's loop */
@@ -933,5 +989,8 @@ int main(void)
     test_hash_attempts(LB_RING_HASH);
     test_hash_attempts(LB_MAGLEV);
     test_hash_config();
+    test_locality_weighted(LB_ROUND_ROBIN);
+    test_locality_weighted(LB_RANDOM);
+    test_locality_weighted(LB_LEAST_REQUEST);
     return done_testing();
 }
