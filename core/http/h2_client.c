@@ -253,6 +253,7 @@ static void h2c_free(struct h2_conn *hc)
     evbuffer_free(hc->wbuf);
     event_free(hc->idle_ev);
     herald_timer_free(hc->send_soon);
+    pool_unref(hc->pool);
     free(hc);
 }
 
@@ -976,7 +977,7 @@ int h2_pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     enum herald_upstream_error err;
     struct h2_conn *hc = xcalloc(1, sizeof(*hc));
     hc->pool = p;
-    hc->up = upstream_connect(p->view, p->host, &conn_cbs, hc, &err, pool_grow_priority(p), true, NULL, 0);
+    hc->up = upstream_connect(p->view, p->host, &conn_cbs, hc, &err, pool_grow_priority(p), true, p->pp, p->pplen);
     if (!hc->up) {
         free(hc);
         if (err == HERALD_UPSTREAM_OVERFLOW && p->nh2 > 0)
@@ -997,6 +998,7 @@ int h2_pool_grow(struct http_pool *p, enum herald_upstream_reset *why)
     hc->wbuf = evbuffer_new();
     hc->idle_ev = evtimer_new(worker_self()->base, on_idle_timeout, hc);
     hc->send_soon = herald_timer_new(on_send_soon, hc);
+    pool_ref(p);
     if (cfg->http_protocol != UPSTREAM_HTTP_AUTO)
         herald_stat_inc(p->cluster->stats.upstream_cx_http2_total);
     conn_link(hc);

@@ -743,6 +743,7 @@ void http_pools_owner_closed(uint64_t id)
         p->owner_gone = true;
         while (p->conns[PCONN_IDLE])
             conn_close(p->conns[PCONN_IDLE], HERALD_CLOSE_FLUSH);
+        h2_pool_drain(p);   /* HTTP/2: GOAWAY, and close once its streams are done */
         if (p->refs == 0)
             sweep_soon(wp);
     }
@@ -780,7 +781,6 @@ struct http_pool *pool_get_for(struct herald_cluster *view, struct herald_host *
             p->view = view;
             return p;
         }
-    /* HTTP/1.1 only: proxy_header.c refuses PROXY headers with HTTP/2 upstreams */
     struct http_pool *p = pool_new(wp, view, h);
     p->owner = owner;
     p->pp = pp_header_new(pp, h->ep ? h->ep->pp_tlvs : NULL, d, &p->pplen);

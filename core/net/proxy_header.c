@@ -136,12 +136,6 @@ int pp_cluster_parse(struct cluster_cfg *c, struct cfg_diag *d)
         c->transport_socket = NULL;
         return -1;
     }
-    if (c->http_protocol != UPSTREAM_HTTP1) {
-        diag_error(d, ts, "not supported: upstream_proxy_protocol on a cluster whose HTTP upstreams may speak "
-                   "HTTP/2 (herald sends PROXY headers on HTTP/1.1 and TCP upstreams)");
-        c->transport_socket = NULL;
-        return -1;
-    }
     struct pp_upstream *pp = xcalloc(1, sizeof(*pp));
     const struct herald_cfg *cfg = herald_cfg_get(tc, "config");
     pp->version = strcmp(herald_cfg_str(herald_cfg_get(cfg, "version"), "V1"), "V2") == 0 ? 2 : 1;

@@ -1321,3 +1321,30 @@ def test_haproxy_accept_proxy_behind_herald(herald, upstreams, port, tmp_path, p
     status, _, body, c = get(lp, "/tls", src="127.0.0.2")
     assert (status, body.decode()) == (200, "127.0.0.2 %d 127.0.0.1 %d uid=herald-tls-uid ssl=1\n" % (c.port, lp))
     assert h.wait_stat("cluster.tls.ssl.handshake", lambda v: v >= 1) == 1
+
+
+@needs_haproxy
+def test_http2_upstream_carries_each_clients_header(herald, upstreams, port, tmp_path):
+    """An HTTP/2 upstream (http2_protocol_options) behind a V2 PROXY transport:
+    HAProxy (bind ... accept-proxy proto h2) sees each client's own address,
+    because each downstream connection gets HTTP/2 connections of its own;
+    two requests of one client share one; when the clients leave, herald
+    closes them (GOAWAY once their streams are done)."""
+    hp = port()
+    start_haproxy(upstreams, tmp_path, "frontend h2c\n    bind 127.0.0.1:%d accept-proxy proto h2\n"
+                  '    http-request return status 200 content-type text/plain lf-string '
+                  '"%%[src] %%[src_port] %%[dst] %%[dst_port] %%[req.ver]\\n"\n' % hp, [hp])
+    c = pp_cluster("h2", [hp], "V2")
+    c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}}
+    h, lp, log = pp_proxy(herald, port, tmp_path, [c], routes=[hb.route("/", "h2")],
+                          allow_requests_without_proxy_protocol=True)
+    a, b = Client(lp, "127.0.0.2"), Client(lp, "127.0.0.3")
+    for cl in (a, b, a):
+        status, _, body = cl.request("/x")
+        assert (status, body.decode()) == (200, "%s %d 127.0.0.1 %d 2.0\n" % (cl.ip, cl.port, lp)), body
+    assert h.wait_stat("cluster.h2.upstream_cx_http2_total", lambda v: v >= 2) == 2
+    a.close()
+    b.close()
+    assert h.wait_stat("cluster.h2.upstream_cx_active", lambda v: v == 0) == 0
