@@ -14,6 +14,7 @@
 #include "admin.h"
 #include "common.h"
 #include "config/schema.h"
+#include "config/xds_files.h"
 #include "http/pool.h"
 #include "log.h"
 #include "mem_cache.h"
@@ -181,6 +182,12 @@ static struct cfg_doc *load_config(const struct options *o, struct cfg_diag *d)
     return doc;
 }
 
+/* A dynamic_resources file changed: the same reload as SIGHUP */
+static void on_xds_changed(void *arg)
+{
+    reload_begin(arg);
+}
+
 /* Likely mistakes worth a warning (printed at start-up and by --mode validate). */
 static void warn_unreferenced_clusters(const struct bootstrap *b, struct cfg_diag *d)
 {
@@ -199,6 +206,13 @@ static void cleanup(struct server *s)
     outlier_shutdown();
     cluster_manager_shutdown();
     tls_watch_stop();
+    xds_watch_stop(s->xds);
+    s->xds = NULL;
+    for (size_t i = 0; i < s->nxds; i++)
+        free(s->xds_paths[i]);
+    free(s->xds_paths);
+    s->xds_paths = NULL;
+    s->nxds = 0;
     tls_clusters_destroy(s->boot);
     if (s->boot)
         bootstrap_free(s->boot);
@@ -239,6 +253,10 @@ int server_run(struct options *o)
     s->nworkers = nworkers;
 
     struct cfg_doc *doc = load_config(o, &d);
+    if (doc && xds_files_expand(doc, &d, &s->xds_paths, &s->nxds) < 0) {
+        cfg_doc_free(doc);   /* its errors are said; the rest would only repeat them */
+        doc = NULL;
+    }
     if (doc)
         s->boot = bootstrap_load(doc, &d);
     if (s->boot) {
@@ -300,6 +318,7 @@ int server_run(struct options *o)
         }
     listeners_start(s->workers, nworkers);
     tls_watch_start(s->base);
+    s->xds = xds_watch_start(s->base, s->xds_paths, s->nxds, on_xds_changed, s);
     cluster_manager_start();
     health_check_start(s->base);
     outlier_init(s->base);

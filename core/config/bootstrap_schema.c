@@ -1207,11 +1207,54 @@ static const struct herald_field admin_fields[] = {
 };
 static const struct herald_message admin_msg = { "envoy.config.bootstrap.v3.Admin", admin_fields, NULL };
 
+/* dynamic_resources: LDS and CDS from files (config/xds_files.c) */
+static const struct herald_field watched_directory_fields[] = {
+    STR("path", .help = "the directory to watch (herald polls the file itself, so any way of changing it counts)"),
+    END,
+};
+static const struct herald_message watched_directory_msg = {
+    "envoy.config.core.v3.WatchedDirectory", watched_directory_fields, NULL,
+};
+static const struct herald_field path_config_source_fields[] = {
+    REQ("path", STRING, .help = "a file of xDS resources: resources: [{\"@type\": ...Listener or ...Cluster, ...}]"),
+    MSG("watched_directory", watched_directory_msg),
+    END,
+};
+static const struct herald_message path_config_source_msg = {
+    "envoy.config.core.v3.PathConfigSource", path_config_source_fields, NULL,
+};
+static const char *const api_version_values[] = { "AUTO", "V2", "V3", NULL };
+static const struct herald_field config_source_fields[] = {
+    MSG("path_config_source", path_config_source_msg, .oneof = "config_source_specifier"),
+    F_("path", STRING, HERALD_F_DEPRECATED, .oneof = "config_source_specifier", .hint = "use path_config_source"),
+    UNSUP("api_config_source", .oneof = "config_source_specifier", .hint = "xDS servers: herald reads files only"),
+    UNSUP("ads", .oneof = "config_source_specifier", .hint = "xDS servers: herald reads files only"),
+    UNSUP("self", .oneof = "config_source_specifier"),
+    UNSUP("authorities"),
+    DUR("initial_fetch_timeout", .help = "accepted; files are read at start-up, nothing is waited for"),
+    ENUM("resource_api_version", api_version_values, .help = "V3 (the resources are v3)"),
+    END,
+};
+static const struct herald_message config_source_msg = {
+    "envoy.config.core.v3.ConfigSource", config_source_fields, NULL,
+};
+static const struct herald_field dynamic_resources_fields[] = {
+    MSG("lds_config", config_source_msg, .help = "listeners from a file, reloaded when it changes"),
+    MSG("cds_config", config_source_msg, .help = "clusters from a file, reloaded when it changes"),
+    UNSUP("lds_resources_locator"),
+    UNSUP("cds_resources_locator"),
+    UNSUP("ads_config", .hint = "xDS servers: herald reads files only"),
+    END,
+};
+static const struct herald_message dynamic_resources_msg = {
+    "envoy.config.bootstrap.v3.Bootstrap.DynamicResources", dynamic_resources_fields, NULL,
+};
+
 static const struct herald_field bootstrap_fields[] = {
     MSG("node", node_msg),
     UNSUP("node_context_params"),
     MSG("static_resources", static_resources_msg),
-    UNSUP("dynamic_resources", .hint = "xDS; herald reads static_resources only"),
+    MSG("dynamic_resources", dynamic_resources_msg, .help = "LDS and CDS from files (path_config_source)"),
     MSG("cluster_manager", cluster_manager_msg),
     UNSUP("hds_config"),
     UNSUP("flags_path"),

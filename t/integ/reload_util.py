@@ -80,6 +80,23 @@ class Reloads:
             time.sleep(0.02)
         raise AssertionError("no reload outcome within %ss\n%s" % (timeout, self.h.log_tail()))
 
+    def wait_outcome(self, before, timeout=15.0):
+        """After a reload that something other than sighup() set off (a
+        watched file changed): waits for its outcome, before being counts()
+        taken earlier. Returns the new PID, or None when it failed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.h.log()
+            ready = READY_RE.findall(log)
+            if len(ready) > before[0]:
+                self.pid = int(ready[-1])
+                self.pids.append(self.pid)
+                return self.pid
+            if len(FAILED_RE.findall(log)) > before[1]:
+                return None
+            time.sleep(0.05)
+        raise AssertionError("no reload outcome within %ss\n%s" % (timeout, self.h.log_tail()))
+
     def started(self):
         return self.h.log().count("SIGHUP: validating")
 
