@@ -91,7 +91,8 @@ static size_t v2(uint8_t *out, uint8_t cmd, uint8_t fam, const uint8_t *addrs, s
     out[13] = fam;
     out[14] = (uint8_t)((alen + tlen) >> 8);
     out[15] = (uint8_t)(alen + tlen);
-    memcpy(out + 16, addrs, alen);
+    if (alen)
+        memcpy(out + 16, addrs, alen);
     if (tlen)
         memcpy(out + 16 + alen, tlvs, tlen);
     return 16 + alen + tlen;
