@@ -208,11 +208,8 @@ static void cleanup(struct server *s)
     tls_watch_stop();
     xds_watch_stop(s->xds);
     s->xds = NULL;
-    for (size_t i = 0; i < s->nxds; i++)
-        free(s->xds_paths[i]);
-    free(s->xds_paths);
-    s->xds_paths = NULL;
-    s->nxds = 0;
+    xds_files_free(s->xds_files);
+    s->xds_files = NULL;
     tls_clusters_destroy(s->boot);
     if (s->boot)
         bootstrap_free(s->boot);
@@ -253,7 +250,7 @@ int server_run(struct options *o)
     s->nworkers = nworkers;
 
     struct cfg_doc *doc = load_config(o, &d);
-    if (doc && xds_files_expand(doc, &d, &s->xds_paths, &s->nxds) < 0) {
+    if (doc && xds_files_expand(doc, &d, &s->xds_files) < 0) {
         cfg_doc_free(doc);   /* its errors are said; the rest would only repeat them */
         doc = NULL;
     }
@@ -318,7 +315,7 @@ int server_run(struct options *o)
         }
     listeners_start(s->workers, nworkers);
     tls_watch_start(s->base);
-    s->xds = xds_watch_start(s->base, s->xds_paths, s->nxds, on_xds_changed, s);
+    s->xds = xds_watch_start(s->base, s->xds_files, on_xds_changed, s);
     cluster_manager_start();
     health_check_start(s->base);
     outlier_init(s->base);

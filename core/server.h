@@ -37,7 +37,7 @@ struct server {
     uint64_t start_wall_ms;
     struct admin *admin;
     struct event *sigterm, *sigint, *sigusr1, *sighup;
-    char **xds_paths; size_t nxds;     /* dynamic_resources files (config/xds_files.h) */
+    struct xds_files *xds_files;       /* dynamic_resources files (config/xds_files.h) */
     struct xds_watch *xds;
     int exit_code;
 };

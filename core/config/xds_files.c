@@ -7,6 +7,30 @@
 #include "config/xds_files.h"
 #include "log.h"
 
+struct file_state { dev_t dev; ino_t ino; off_t size; struct timespec mtime; bool present; };
+
+struct xds_files {
+    char **paths; size_t n;
+    struct file_state *last;           /* as read at start-up, then as last seen */
+};
+
+/* stat, not lstat: a ConfigMap's ..data symlink swap changes what the path leads to */
+static struct file_state state_of(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return (struct file_state){.present = false};
+    return (struct file_state){.dev = st.st_dev, .ino = st.st_ino, .size = st.st_size, .mtime = st.st_mtim,
+                               .present = true};
+}
+
+static bool same_state(const struct file_state *a, const struct file_state *b)
+{
+    return a->present == b->present && (!a->present || (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+                                                         a->mtime.tv_sec == b->mtime.tv_sec &&
+                                                         a->mtime.tv_nsec == b->mtime.tv_nsec));
+}
+
 static const struct {
     const char *config, *list, *type, *what, *name;
 } kinds[] = {
@@ -83,10 +107,9 @@ static int expand_one(struct cfg_doc *doc, const struct herald_cfg *pathnode, co
     return 0;
 }
 
-int xds_files_expand(struct cfg_doc *doc, struct cfg_diag *d, char ***paths, size_t *npaths)
+int xds_files_expand(struct cfg_doc *doc, struct cfg_diag *d, struct xds_files **files)
 {
-    *paths = NULL;
-    *npaths = 0;
+    *files = NULL;
     const struct herald_cfg *dr = herald_cfg_get(doc->root, "dynamic_resources");
     if (!dr || dr->type != HERALD_CFG_OBJECT)
         return 0;   /* absent, or the schema says what is wrong with it */
@@ -99,52 +122,47 @@ int xds_files_expand(struct cfg_doc *doc, struct cfg_diag *d, char ***paths, siz
         const char *path = herald_cfg_str(pn, NULL);
         if (!path || !*path)
             continue;   /* no file: the schema reports what the config source lacks */
-        *paths = xrealloc(*paths, (*npaths + 1) * sizeof(**paths));
-        (*paths)[(*npaths)++] = xstrdup(path);
+        struct xds_files *f = *files ? *files : (*files = xcalloc(1, sizeof(**files)));
+        f->paths = xrealloc(f->paths, (f->n + 1) * sizeof(*f->paths));
+        f->last = xrealloc(f->last, (f->n + 1) * sizeof(*f->last));
+        f->last[f->n] = state_of(path);   /* before reading: a change while we read is a change */
+        f->paths[f->n++] = xstrdup(path);
         if (expand_one(doc, pn, path, k, d) < 0)
             rc = -1;
     }
     return rc;
 }
 
-/* ------------------------------------------------------------ the watch */
+void xds_files_free(struct xds_files *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n; i++)
+        free(f->paths[i]);
+    free(f->paths);
+    free(f->last);
+    free(f);
+}
 
-struct file_state { dev_t dev; ino_t ino; off_t size; struct timespec mtime; bool present; };
+/* ------------------------------------------------------------ the watch */
 
 struct xds_watch {
     struct event *timer;
-    char **paths; size_t n;
-    struct file_state *last;
+    struct xds_files *files;
     void (*changed)(void *arg);
     void *arg;
 };
 
-/* stat, not lstat: a ConfigMap's ..data symlink swap changes what the path leads to */
-static struct file_state state_of(const char *path)
-{
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return (struct file_state){.present = false};
-    return (struct file_state){.dev = st.st_dev, .ino = st.st_ino, .size = st.st_size, .mtime = st.st_mtim,
-                               .present = true};
-}
-
-static bool same_state(const struct file_state *a, const struct file_state *b)
-{
-    return a->present == b->present && (!a->present || (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-                                                         a->mtime.tv_sec == b->mtime.tv_sec &&
-                                                         a->mtime.tv_nsec == b->mtime.tv_nsec));
-}
-
 static void poll_files(evutil_socket_t fd, short what, void *arg)
 {
     struct xds_watch *w = arg;
+    struct xds_files *f = w->files;
     bool changed = false;
-    for (size_t i = 0; i < w->n; i++) {
-        struct file_state now = state_of(w->paths[i]);
-        if (!same_state(&now, &w->last[i])) {
-            log_info("config", "%s %s: reloading", w->paths[i], now.present ? "changed" : "is gone");
-            w->last[i] = now;
+    for (size_t i = 0; i < f->n; i++) {
+        struct file_state now = state_of(f->paths[i]);
+        if (!same_state(&now, &f->last[i])) {
+            log_info("config", "%s %s: reloading", f->paths[i], now.present ? "changed" : "is gone");
+            f->last[i] = now;
             changed = true;
         }
     }
@@ -152,19 +170,15 @@ static void poll_files(evutil_socket_t fd, short what, void *arg)
         w->changed(w->arg);
 }
 
-struct xds_watch *xds_watch_start(struct event_base *base, char **paths, size_t npaths, void (*changed)(void *arg),
+struct xds_watch *xds_watch_start(struct event_base *base, struct xds_files *files, void (*changed)(void *arg),
                                   void *arg)
 {
-    if (!npaths)
+    if (!files || !files->n)
         return NULL;
     struct xds_watch *w = xcalloc(1, sizeof(*w));
-    w->paths = paths;
-    w->n = npaths;
+    w->files = files;
     w->changed = changed;
     w->arg = arg;
-    w->last = xcalloc(npaths, sizeof(*w->last));
-    for (size_t i = 0; i < npaths; i++)
-        w->last[i] = state_of(paths[i]);
     w->timer = event_new(base, -1, EV_PERSIST, poll_files, w);
     struct timeval second = {1, 0};
     event_add(w->timer, &second);
@@ -176,6 +190,5 @@ void xds_watch_stop(struct xds_watch *w)
     if (!w)
         return;
     event_free(w->timer);
-    free(w->last);
     free(w);
 }

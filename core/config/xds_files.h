@@ -14,19 +14,25 @@
 #include "config/diag.h"
 #include "config/tree.h"
 
+struct xds_files;
+
 /* Moves the resources of the files doc's dynamic_resources name into its
- * static_resources; *paths (malloc'd, *npaths of them) are the files, to
- * watch. 0, or -1 with the errors in d. */
-int xds_files_expand(struct cfg_doc *doc, struct cfg_diag *d, char ***paths, size_t *npaths);
+ * static_resources; *files (NULL when there are none) remembers them, and
+ * what they were when they were read, for xds_watch_start. 0, or -1 with the
+ * errors in d. */
+int xds_files_expand(struct cfg_doc *doc, struct cfg_diag *d, struct xds_files **files);
+void xds_files_free(struct xds_files *f);
 
 
 
 struct event_base;
 struct xds_watch;
 
-/* Polls paths once a second (stat: inode, size, modification time, or
- * missing): when one changes, changed(arg) runs, once per change. */
-struct xds_watch *xds_watch_start(struct event_base *base, char **paths, size_t npaths, void (*changed)(void *arg),
+/* Polls the files once a second (stat: inode, size, modification time, or
+ * missing): when one differs from what was read, or last seen, changed(arg)
+ * runs, once per change. A change made while a reload was starting is seen
+ * by the new process, which compares with what it read itself. */
+struct xds_watch *xds_watch_start(struct event_base *base, struct xds_files *files, void (*changed)(void *arg),
                                   void *arg);
 void xds_watch_stop(struct xds_watch *w);
 #endif
