@@ -55,9 +55,16 @@ static int status_code_of(const struct herald_cfg *n)
 static int http_status_check(const struct herald_cfg *n, char **err)
 {
     const struct herald_cfg *code = herald_cfg_get(n, "code");
-    if (!status_code_of(code))
+    if (!status_code_of(code)) {
+        char num[32];
+        const char *s = herald_cfg_str(code, NULL);
+        if (!s) {
+            snprintf(num, sizeof(num), "%lld", (long long)herald_cfg_int(code, 0));
+            s = num;
+        }
         return herald_cfg_errorf(code, err, "'%s' is not an HTTP status Envoy defines (a number such as 403, "
-                                 "or a StatusCode name such as Forbidden)", herald_cfg_str(code, "?"));
+                                 "or a StatusCode name such as Forbidden)", s);
+    }
     return 0;
 }
 

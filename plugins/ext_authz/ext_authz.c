@@ -206,9 +206,11 @@ static void denied(struct session *ss, int status)
     const char *n, *v;
     for (size_t i = 0; herald_headers_at(ss->answer, i, &n, &v); i++) {
         char *name = lower_dup(n);
-        /* Envoy: all of them but Host when allowed_client_headers is unset */
+        /* Envoy: all of them but Host when allowed_client_headers is unset, else
+         * what it matches and always WWW-Authenticate and Location */
         if (answer_header_usable(name) && strcmp(name, "x-envoy-auth-headers-to-remove") != 0 &&
-            (!c->client.set || name_list_match(&c->client, name))) {
+            (!c->client.set || name_list_match(&c->client, name) || !strcmp(name, "www-authenticate") ||
+             !strcmp(name, "location"))) {
             if (!ss->deny_headers)
                 ss->deny_headers = herald_headers_new();
             herald_headers_add(ss->deny_headers, name, v);
