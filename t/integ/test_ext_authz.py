@@ -104,10 +104,10 @@ def per_route(**cfg):
     return {"envoy.filters.http.ext_authz": dict(cfg, **{"@type": PER_ROUTE_TYPE})}
 
 
-def start(herald, port, backend, authz_port, filt, routes=None, log=None, **kw):
-    extra = {"access_log": [hb.file_access_log(log, LOG_FMT)]} if log else {}
+def start(herald, port, backend, authz_port, filt, routes=None, log=None, fmt=LOG_FMT, extra_clusters=None, **kw):
+    extra = {"access_log": [hb.file_access_log(log, fmt)]} if log else {}
     return hb.start_proxy(herald, port, [backend.port], routes=routes, http_filters=[filt],
-                          extra_clusters=[hb.http_cluster("authz", [authz_port])], **extra, **kw)
+                          extra_clusters=extra_clusters or [hb.http_cluster("authz", [authz_port])], **extra, **kw)
 
 
 def hval(headers, name):
@@ -124,13 +124,15 @@ def test_allowed_request_carries_the_services_headers(herald, upstreams, port, t
     log = str(tmp_path / "access.log")
     resp = {"allowed_upstream_headers": {"patterns": [{"exact": "x-current-user"}]},
             "allowed_upstream_headers_to_append": {"patterns": [{"prefix": "x-append"}]},
-            "allowed_client_headers_on_success": {"patterns": [{"exact": "x-client-ok"}]}}
+            "allowed_client_headers_on_success": {"patterns": [{"exact": "x-client-ok"}]},
+            "dynamic_metadata_from_headers": {"patterns": [{"exact": "x-current-user"}]}}
     f = ext_authz(http_service=http_service(
         path_prefix="/check", authorization_response=resp,
         authorization_request={"headers_to_add": [{"key": "X-Authz-Added", "value": "yes 100%%"}]}),
         allowed_headers={"patterns": [{"prefix": "x-allowed"}]},
         disallowed_headers={"patterns": [{"exact": "x-allowed-not"}]}, transport_api_version="V3")
-    h, lp = start(herald, port, b, a.port, f, log=log)
+    h, lp = start(herald, port, b, a.port, f, log=log,
+                  fmt=LOG_FMT.replace("\n", " %DYNAMIC_METADATA(envoy.filters.http.ext_authz:x-current-user)%\n"))
     st, hd, body = hb.request(lp, "/app/x?q=1", method="PUT", body=b"payload", headers={
         "Authorization": "Bearer good", "X-Current-User": "mallory", "X-Append": "client",
         "X-Allowed-One": "1", "X-Allowed-Not": "no", "X-Secret": "s", "X-Drop": "d", "X-Drop-Too": "d2",
@@ -159,7 +161,7 @@ def test_allowed_request_carries_the_services_headers(herald, upstreams, port, t
     assert st == 200 and got["body_len"] == len(big) and got["body_sha256"] == hb.sha256(big), (st, got)
     assert h.wait_stat(STATS + "ok", lambda v: v >= 2) == 2
     assert h.stat("cluster.backend.ext_authz.ok") == 2
-    assert wait_lines(log, 2) == ["/app/x?q=1 200 - via_upstream", "/pause/upload 200 - via_upstream"]
+    assert wait_lines(log, 2) == ["/app/x?q=1 200 - via_upstream alice", "/pause/upload 200 - via_upstream alice"]
 
 
 def test_denied_gets_the_services_answer(herald, upstreams, port, tmp_path):
@@ -405,3 +407,19 @@ def test_bad_configs(tmp_path):
         res = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
         assert res.returncode == 1, (want, res.stderr)
         assert re.search(r"error: .*authz.yaml:\d+:\d+: .*" + want, res.stderr), (want, res.stderr)
+
+
+def test_clear_route_cache_routes_by_the_services_headers(herald, upstreams, port):
+    """clear_route_cache: a route matching the header the service set is
+    found after the check; without it the request keeps its first route."""
+    a, b, alice = upstreams(AuthzService), upstreams(HttpBackend, "b"), upstreams(HttpBackend, "alice")
+    resp = {"allowed_upstream_headers": {"patterns": [{"exact": "x-current-user"}]}}
+    routes = [hb.route(None, "alice_backend", match={"prefix": "/", "headers": [
+                  {"name": "x-current-user", "string_match": {"exact": "alice"}}]}),
+              hb.route("/", "backend")]
+    for clear, want in ((True, "alice"), (False, "b")):
+        f = ext_authz(http_service=http_service(authorization_response=resp), clear_route_cache=clear)
+        h, lp = start(herald, port, b, a.port, f, routes=routes,
+                      extra_clusters=[hb.http_cluster("authz", [a.port]), hb.http_cluster("alice_backend", [alice.port])])
+        st, hd, _ = hb.request(lp, "/who", headers={"Authorization": "Bearer good"})
+        assert st == 200 and hd.get("x-backend") == want, (clear, st, hd)
