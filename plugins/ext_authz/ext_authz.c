@@ -91,7 +91,7 @@ static bool answer_header_usable(const char *n)
     return n[0] != ':' && strcmp(n, "host") != 0 && !hop_by_hop(n);
 }
 
-static void count(struct session *ss, struct herald_stat *own, struct herald_stat *cluster)
+static void count(struct herald_stat *own, struct herald_stat *cluster)
 {
     herald_stat_inc(own);
     if (cluster)
@@ -132,9 +132,9 @@ static void on_error(struct session *ss, const char *why)
     stop_check(ss);
     HERALD_LOGF(HERALD_LOG_DEBUG, COMPONENT, "[S%llu] check failed: %s",
                 (unsigned long long)herald_http_stream_id(ss->s), why);
-    count(ss, c->st_error, ss->cs ? ss->cs->error : NULL);
+    count(c->st_error, ss->cs ? ss->cs->error : NULL);
     if (c->failure_mode_allow) {
-        count(ss, c->st_failure_mode_allowed, ss->cs ? ss->cs->failure_mode_allowed : NULL);
+        count(c->st_failure_mode_allowed, ss->cs ? ss->cs->failure_mode_allowed : NULL);
         if (c->failure_header_add)
             herald_headers_add(ss->req, "x-envoy-auth-failure-mode-allowed", "true");
         go_on(ss);
@@ -196,7 +196,7 @@ static void allowed(struct session *ss)
     }
     if (c->clear_route_cache && changed)
         herald_http_stream_clear_route_cache(ss->s);
-    count(ss, c->st_ok, ss->cs ? ss->cs->ok : NULL);
+    count(c->st_ok, ss->cs ? ss->cs->ok : NULL);
     go_on(ss);
 }
 
@@ -217,7 +217,7 @@ static void denied(struct session *ss, int status)
         }
         free(name);
     }
-    count(ss, c->st_denied, ss->cs ? ss->cs->denied : NULL);
+    count(c->st_denied, ss->cs ? ss->cs->denied : NULL);
     size_t len = ss->answer_body ? herald_buf_len(ss->answer_body) : 0;
     char *body = malloc(len + 1);
     if (!body)
@@ -576,7 +576,7 @@ static enum herald_http_status decode_trailers(void *p, struct herald_headers *t
     ss->request_ended = true;
     if (ss->state == ST_BUFFERING)
         start_check(ss);
-    return ss->state == ST_CALLING ? HERALD_HTTP_STOP : HERALD_HTTP_CONTINUE;
+    return ss->state == ST_CALLING || ss->replied ? HERALD_HTTP_STOP : HERALD_HTTP_CONTINUE;
 }
 
 static enum herald_http_status encode_headers(void *p, struct herald_headers *headers, bool end_stream)
