@@ -41,7 +41,7 @@ def reason_of(line):
 EXPECTED_VALID = {
     "configs-admin-interface.yaml", "configs-envoy-demo.yaml", "configs-google-vrp-envoy-edge.yaml",
     "docs-configuration-best_practices-edge.yaml", "docs-configs-load-balancing-load-balancing-policies.yaml",
-    "examples-cors-backend-envoy.yaml",
+    "examples-cors-backend-envoy.yaml", "examples-ext_authz-config-http-service.yaml",
     "docs-configs-retry-retry-previous-hosts.yaml", "docs-configs-upstream-health-checking.yaml",
     "docs-configuration-http_filters-local-rate-limit-global-configuration.yaml",
     "examples-double-proxy-envoy-backend.yaml", "examples-double-proxy-envoy-frontend.yaml",
