@@ -1,8 +1,9 @@
 /* Listeners. The main thread binds one SO_REUSEPORT socket per worker per
  * listener (so the kernel spreads accepts), then hands each worker its
- * socket. A worker accepts, runs the listener filters (peeking, never
- * consuming), picks the filter chain by filter_chain_match and makes the
- * connection, which lives on that worker to the end. */
+ * socket. A worker accepts, runs the listener filters (peeking; a filter may
+ * drain what it read, as the PROXY protocol's does), picks the filter chain
+ * by filter_chain_match and makes the connection, which lives on that worker
+ * to the end. */
 #ifndef HERALD_CORE_NET_LISTENER_H
 #define HERALD_CORE_NET_LISTENER_H
 

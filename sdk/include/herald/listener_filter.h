@@ -1,7 +1,8 @@
 /* herald SDK: listener filters. They run on a freshly accepted socket before
- * a filter chain is chosen, may peek at the first bytes (never consuming
- * them), and set what filter_chain_match selects on: server name,
- * transport protocol, application protocols.
+ * a filter chain is chosen, may peek at the first bytes (consuming only what
+ * they drain: a PROXY protocol header), and set what filter_chain_match
+ * selects on: server name, transport protocol, application protocols, and
+ * (restored) addresses.
  *
  * on_accept returns CONTINUE (done), STOP (send me data) or CLOSE. While
  * stopped, on_data is called with every byte peeked so far (at most
