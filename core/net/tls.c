@@ -36,6 +36,7 @@
 #include "log.h"
 #include "net/proxy_header.h"
 #include "net/tls.h"
+#include "net/tls_ocsp.h"
 
 #define TICKET_ROTATE_MS (3600u * 1000u)
 #define NTICKET_KEYS 3 /* the current key and two older ones that still decrypt */
@@ -72,9 +73,10 @@ struct tls_stats {
         *fail_verify_error, *fail_verify_san, *fail_verify_cert_hash, *context_update, *context_update_error;
     struct named_stat *ciphers; size_t nciphers;
     struct named_stat versions[4], curves[5];
+    struct ocsp_stats ocsp;
 };
 
-struct cert_src { struct datasrc chain, key, password; bool has_password; };
+struct cert_src { struct datasrc chain, key, password, ocsp; bool has_password, has_ocsp; };
 
 struct watched { char *path; struct timespec mtime; off_t size; ino_t ino; };
 
@@ -93,6 +95,8 @@ struct tls_ctx {
     uint32_t max_depth;
     unsigned char *alpn; size_t alpn_len; /* wire format */
     bool require_client_cert, require_sni, no_tickets, no_stateful, prefer_client;
+    enum ocsp_policy ocsp_policy;
+    bool any_ocsp;                     /* a certificate has an ocsp_staple */
     uint64_t session_timeout_s;
     uint64_t handshake_timeout_ms;
     char *sni;
@@ -467,7 +471,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 
 /* ------------------------------------------------------------ SSL_CTX */
 
-static int load_cert(SSL_CTX *ctx, const struct cert_src *c, int *key_types, char **err)
+static int load_cert(SSL_CTX *ctx, const struct cert_src *c, int *key_types, X509 **leaf_out, char **err)
 {
     char *cbuf = NULL, *kbuf = NULL, *pbuf = NULL;
     BIO *cb = NULL, *kb = NULL;
@@ -522,6 +526,8 @@ static int load_cert(SSL_CTX *ctx, const struct cert_src *c, int *key_types, cha
                                     ds_name(&c->chain)));
         goto out;
     }
+    X509_up_ref(leaf);
+    *leaf_out = leaf;
     rc = 0;
 out:
     X509_free(leaf);
@@ -616,9 +622,24 @@ static SSL_CTX *build_ctx(struct tls_ctx *t, char **err)
         goto fail;
     }
     int key_types[8] = {0};
-    for (size_t i = 0; i < t->ncerts; i++)
-        if (load_cert(ctx, &t->certs[i], key_types, err) < 0)
+    for (size_t i = 0; i < t->ncerts; i++) {
+        X509 *leaf = NULL;
+        if (load_cert(ctx, &t->certs[i], key_types, &leaf, err) < 0)
             goto fail;
+        if (t->server && t->certs[i].has_ocsp) {
+            size_t len;
+            char *der = ds_load(&t->certs[i].ocsp, &len, err);
+            int rc = der ? tls_ocsp_add(ctx, leaf, (unsigned char *)der, len, ds_name(&t->certs[i].ocsp), err) : -1;
+            free(der);
+            if (rc < 0) {
+                X509_free(leaf);
+                goto fail;
+            }
+        }
+        X509_free(leaf);
+    }
+    if (t->server && t->any_ocsp)
+        tls_ocsp_enable(ctx, t->ocsp_policy, &t->st.ocsp);
     if (t->has_ca && load_ca(ctx, t, err) < 0)
         goto fail;
     if (t->system_roots && !SSL_CTX_set_default_verify_paths(ctx)) {
@@ -862,6 +883,16 @@ static int parse_common(struct tls_ctx *t, const struct herald_cfg *cc, struct c
             cs->has_password = true;
             add_watch(t, &cs->password);
         }
+        const struct herald_cfg *oc = herald_cfg_get(c, "ocsp_staple");
+        if (oc && !t->server) {
+            diag_warn(d, oc, "ocsp_staple is ignored on a cluster: servers staple OCSP responses, clients do not");
+        } else if (oc) {
+            if (ds_parse(oc, &cs->ocsp, "ocsp_staple", d) < 0)
+                return -1;
+            cs->has_ocsp = true;
+            t->any_ocsp = true;
+            add_watch(t, &cs->ocsp);
+        }
         add_watch(t, &cs->chain);
         add_watch(t, &cs->key);
     }
@@ -958,6 +989,12 @@ static void make_stats(struct tls_ctx *t, const char *prefix, bool validate_only
     char *n1 = xasprintf("%s.ssl_context_update_by_file", fac), *n2 = xasprintf("%s.ssl_context_update_error", fac);
     s->context_update = herald_counter(prefix, n1);
     s->context_update_error = herald_counter(prefix, n2);
+    if (t->any_ocsp) {
+        s->ocsp.requests = herald_counter(prefix, "ssl.ocsp_staple_requests");
+        s->ocsp.responses = herald_counter(prefix, "ssl.ocsp_staple_responses");
+        s->ocsp.omitted = herald_counter(prefix, "ssl.ocsp_staple_omitted");
+        s->ocsp.failed = herald_counter(prefix, "ssl.ocsp_staple_failed");
+    }
     free(n1);
     free(n2);
 }
@@ -1073,6 +1110,16 @@ struct tls_ctx *tls_server_new(const struct herald_cfg *ts, const struct herald_
     t->no_tickets = herald_cfg_bool(herald_cfg_get(tc, "disable_stateless_session_resumption"), false);
     t->no_stateful = herald_cfg_bool(herald_cfg_get(tc, "disable_stateful_session_resumption"), false);
     t->prefer_client = herald_cfg_bool(herald_cfg_get(tc, "prefer_client_ciphers"), false);
+    const struct herald_cfg *op = herald_cfg_get(tc, "ocsp_staple_policy");
+    const char *pol = herald_cfg_str(op, "LENIENT_STAPLING");
+    t->ocsp_policy = !strcmp(pol, "MUST_STAPLE") ? OCSP_MUST : !strcmp(pol, "STRICT_STAPLING") ? OCSP_STRICT : OCSP_LENIENT;
+    if (t->ocsp_policy == OCSP_MUST)
+        for (size_t i = 0; i < t->ncerts; i++)
+            if (!t->certs[i].has_ocsp) {
+                diag_error(d, op, "MUST_STAPLE: tls_certificates[%zu] has no ocsp_staple (every certificate needs "
+                           "one)", i);
+                goto fail;
+            }
     t->session_timeout_s = (herald_cfg_duration_ms(herald_cfg_get(tc, "session_timeout"), 0) + 999) / 1000;
     const struct herald_cfg *stk = herald_cfg_get(tc, "session_ticket_keys");
     if (stk) {
@@ -1151,6 +1198,7 @@ void tls_ctx_free(struct tls_ctx *t)
         ds_free(&t->certs[i].chain);
         ds_free(&t->certs[i].key);
         ds_free(&t->certs[i].password);
+        ds_free(&t->certs[i].ocsp);
     }
     free(t->certs);
     ds_free(&t->ca);

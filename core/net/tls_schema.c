@@ -41,7 +41,8 @@ static const struct herald_field tls_certificate_fields[] = {
     UNSUP("pkcs12"),
     UNSUP("watched_directory", .hint = "herald watches certificate_chain and private_key files by itself"),
     UNSUP("private_key_provider"),
-    UNSUP("ocsp_staple"),
+    MSG("ocsp_staple", data_source_msg, .help = "a DER OCSP response for this certificate, stapled to handshakes "
+        "whose client asks (status_request); a server's only"),
     UNSUP("signed_certificate_timestamp"),
     END,
 };
@@ -139,6 +140,8 @@ static const struct herald_message session_ticket_keys_msg = {
     "envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys", session_ticket_keys_fields, NULL,
 };
 
+static const char *const ocsp_policy_values[] = { "LENIENT_STAPLING", "STRICT_STAPLING", "MUST_STAPLE", NULL };
+
 static const struct herald_field downstream_fields[] = {
     MSG("common_tls_context", common_tls_context_msg),
     BOOL("require_client_certificate"),
@@ -148,7 +151,9 @@ static const struct herald_field downstream_fields[] = {
     BOOL("disable_stateless_session_resumption", .oneof = "session_ticket_keys_type"),
     BOOL("disable_stateful_session_resumption"),
     DUR("session_timeout"),
-    UNSUP("ocsp_staple_policy"),
+    ENUM("ocsp_staple_policy", ocsp_policy_values,
+         .help = "LENIENT_STAPLING (default: an expired staple is left out), STRICT_STAPLING (an expired one fails "
+         "the handshake), MUST_STAPLE (every certificate needs one; missing or expired fails)"),
     UNSUP("full_scan_certs_on_sni_mismatch"),
     BOOL("prefer_client_ciphers"),
     END,

@@ -53,7 +53,7 @@ EXPECTED_VALID = {
     "examples-tls-sni-envoy-client.yaml", "examples-tls-sni-envoy.yaml", "examples-websocket-envoy-ws-route.yaml",
     "examples-websocket-envoy-ws.yaml",
     "configs-proxy_protocol.yaml", "docs-intro-arch_overview-other_features-proxy-protocol.yaml",
-    "examples-locality-load-balancing-envoy.yaml",
+    "examples-locality-load-balancing-envoy.yaml", "docs-intro-arch_overview-security-ssl.yaml",
 }
 
 
