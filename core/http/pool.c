@@ -30,8 +30,11 @@ struct worker_pools {
     struct worker *worker;
     struct http_pool *pools;
     struct worker_pools *next;         /* in the registry */
+    /* Pools owned by one downstream connection (PROXY protocol clusters): a
+     * list of their own, so that the shared pools' lookup never walks them */
+    struct http_pool *owned;
+    unsigned nowned;
     struct event *sweep_ev;            /* an owned pool may be free to go (made on first need) */
-    unsigned nowned;                   /* owned pools (PROXY protocol clusters) */
 };
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -699,8 +702,8 @@ static void pool_free(struct http_pool *p)
 static void sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct worker_pools *wp = arg;
-    for (struct http_pool **pp = &wp->pools, *p; (p = *pp);) {
-        if (p->owner && p->owner_gone && p->refs == 0) {
+    for (struct http_pool **pp = &wp->owned, *p; (p = *pp);) {
+        if (p->owner_gone && p->refs == 0) {
             *pp = p->next;
             wp->nowned--;
             pool_free(p);
@@ -737,7 +740,7 @@ void http_pools_owner_closed(uint64_t id)
     struct worker_pools *wp = tls_pools;
     if (!wp || !wp->nowned)
         return;
-    for (struct http_pool *p = wp->pools; p; p = p->next) {
+    for (struct http_pool *p = wp->owned; p; p = p->next) {
         if (p->owner != id || p->owner_gone)
             continue;
         p->owner_gone = true;
@@ -749,8 +752,9 @@ void http_pools_owner_closed(uint64_t id)
     }
 }
 
-/* A new pool of this worker for h; first in the list (the most recently used) */
-static struct http_pool *pool_new(struct worker_pools *wp, struct herald_cluster *view, struct herald_host *h)
+/* A new pool of this worker for h; first in *list (the most recently used) */
+static struct http_pool *pool_new(struct worker_pools *wp, struct http_pool **list, struct herald_cluster *view,
+                                  struct herald_host *h)
 {
     struct http_pool *p = xcalloc(1, sizeof(*p));
     p->wp = wp;
@@ -764,8 +768,8 @@ static struct http_pool *pool_new(struct worker_pools *wp, struct herald_cluster
     }
     p->host = h;
     host_get(h);
-    p->next = wp->pools;
-    wp->pools = p;
+    p->next = *list;
+    *list = p;
     return p;
 }
 
@@ -776,12 +780,17 @@ struct http_pool *pool_get_for(struct herald_cluster *view, struct herald_host *
         return pool_get(view, h);
     struct worker_pools *wp = worker_pools();
     uint64_t owner = herald_conn_id(d);
-    for (struct http_pool *p = wp->pools; p; p = p->next)
+    struct http_pool **link, *p;
+    for (link = &wp->owned; (p = *link); link = &p->next)
         if (p->owner == owner && p->host == h && p->cluster == view->cluster) {
+            /* most recently used first: a connection's requests come close together */
+            *link = p->next;
+            p->next = wp->owned;
+            wp->owned = p;
             p->view = view;
             return p;
         }
-    struct http_pool *p = pool_new(wp, view, h);
+    p = pool_new(wp, &wp->owned, view, h);
     p->owner = owner;
     p->pp = pp_header_new(pp, h->ep ? h->ep->pp_tlvs : NULL, d, &p->pplen);
     wp->nowned++;
@@ -793,7 +802,7 @@ struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
     struct worker_pools *wp = worker_pools();
     struct http_pool **pp, *p;
     for (pp = &wp->pools; (p = *pp); pp = &p->next)
-        if (p->host == h && p->cluster == view->cluster && !p->owner)
+        if (p->host == h && p->cluster == view->cluster)
             break;
     if (p) {
         /* most recently used first: few hosts per worker are hot */
@@ -803,7 +812,7 @@ struct http_pool *pool_get(struct herald_cluster *view, struct herald_host *h)
         p->view = view;
         return p;
     }
-    return pool_new(wp, view, h);
+    return pool_new(wp, &wp->pools, view, h);
 }
 
 void http_pools_worker_drain(struct worker *w)
@@ -812,11 +821,12 @@ void http_pools_worker_drain(struct worker *w)
     struct worker_pools *wp = tls_pools;
     if (!wp || wp->worker != w)
         return;
-    for (struct http_pool *p = wp->pools; p; p = p->next) {
-        while (p->conns[PCONN_IDLE])
-            conn_close(p->conns[PCONN_IDLE], HERALD_CLOSE_FLUSH);
-        h2_pool_drain(p);
-    }
+    for (int owned = 0; owned < 2; owned++)
+        for (struct http_pool *p = owned ? wp->owned : wp->pools; p; p = p->next) {
+            while (p->conns[PCONN_IDLE])
+                conn_close(p->conns[PCONN_IDLE], HERALD_CLOSE_FLUSH);
+            h2_pool_drain(p);
+        }
 }
 
 void http_pools_worker_close_all(struct worker *w)
@@ -832,6 +842,14 @@ void http_pools_worker_close_all(struct worker *w)
     if (!wp)
         return;
     ureq_orphan_all(w);
+    if (wp->owned) {   /* one list to empty */
+        struct http_pool *last = wp->owned;
+        while (last->next)
+            last = last->next;
+        last->next = wp->pools;
+        wp->pools = wp->owned;
+        wp->owned = NULL;
+    }
     while (wp->pools) {
         struct http_pool *p = wp->pools;
         wp->pools = p->next;
