@@ -10,8 +10,6 @@
 #include "config/schema.h"
 #include "net/proxy_header.h"
 
-extern const struct herald_message pp_upstream_msg, pp_per_host_msg;
-
 #define PER_HOST_NS "envoy.transport_sockets.proxy_protocol"
 #define UPSTREAM_TYPE "envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport"
 

@@ -15,6 +15,9 @@
 #include "config/diag.h"
 #include "net/connection.h"
 
+/* proxy_header_schema.c: ProxyProtocolUpstreamTransport, PerHostConfig */
+extern const struct herald_message pp_upstream_msg, pp_per_host_msg;
+
 struct pp_tlvs { struct proxy_tlv *v; size_t n; };
 
 struct pp_upstream {

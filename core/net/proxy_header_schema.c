@@ -2,6 +2,7 @@
  * messages of envoy.config.core.v3, as schema tables (net/proxy_header.c). */
 #include <stddef.h>
 
+#include "net/proxy_header.h"
 #include "net/tls.h"
 
 #include "config/schema_tables.h"
@@ -13,7 +14,7 @@ static const struct herald_field pass_through_fields[] = {
     F_("tlv_type", UINT, HERALD_F_REPEATED, .help = "0 to 255"),
     END,
 };
-const struct herald_message pp_pass_through_msg = {
+static const struct herald_message pp_pass_through_msg = {
     "envoy.config.core.v3.ProxyProtocolPassThroughTLVs", pass_through_fields, NULL,
 };
 
