@@ -56,6 +56,7 @@
 #include "http/headers.h"
 #include "http/local_reply.h"
 #include "http/route.h"
+#include "metadata.h"
 #include "log.h"
 #include "plugin.h"
 #include "mem_cache.h"
@@ -234,8 +235,8 @@ struct herald_http_stream {
      * UPSTREAM_PEER_* operators; only taken when a log format has one */
     struct ssl_session_st *upstream_tls;
     uint32_t upstream_attempts;
-    struct stream_kv { char *ns, *key, *value; } *meta; size_t nmeta, capmeta;
-    char *joined;                      /* REQ_ALL's last answer (log_field), freed with the stream */
+    struct metadata meta;
+    char *joined;                      /* REQ_ALL's last answer (log_field): all values of a header */
     /* progress */
     bool request_complete;      /* the codec delivered the whole request */
     bool response_started;      /* response headers went to the codec */
@@ -1581,34 +1582,6 @@ static const char *without_port(const char *addr, char *out, size_t len)
     return out;
 }
 
-/* Every value of request header name joined with ',' (Envoy's getAllOfHeaderAsString): for the
- * access log's header_filter, which an attacker must not dodge by sending the header twice. */
-static const char *joined_header(struct herald_http_stream *s, const char *name)
-{
-    const char *first = NULL, *k, *v;
-    size_t n = herald_headers_count(s->req), total = 0, count = 0;
-    for (size_t i = 0; i < n; i++)
-        if (herald_headers_at(s->req, i, &k, &v) && !strcasecmp(k, name)) {
-            first = first ? first : v;
-            total += strlen(v) + 1;
-            count++;
-        }
-    if (count < 2)
-        return first;
-    free(s->joined);
-    char *p = s->joined = xmalloc(total);
-    for (size_t i = 0; i < n; i++)
-        if (herald_headers_at(s->req, i, &k, &v) && !strcasecmp(k, name)) {
-            if (p != s->joined)
-                *p++ = ',';
-            size_t vl = strlen(v);
-            memcpy(p, v, vl);
-            p += vl;
-        }
-    *p = '\0';
-    return s->joined;
-}
-
 static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len)
 {
     struct herald_http_stream *s = ctx;
@@ -1716,8 +1689,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
     case 'R':
         if (!strcmp(op, "REQ"))
             return header_alt(s->req, arg);
-        if (!strcmp(op, "REQ_ALL"))   /* not a log operator: the header_filter's question */
-            return arg && s->req ? joined_header(s, arg) : NULL;
+        if (!strcmp(op, "REQ_ALL")) {   /* not a log operator: the header_filter's question */
+            free(s->joined);
+            return s->joined = herald_headers_get_all(s->req, arg);
+        }
         if (!strcmp(op, "RESP"))
             return header_alt(s->resp, arg);
         if (!strcmp(op, "RESPONSE_CODE"))
@@ -1927,12 +1902,7 @@ static void stream_finish(struct herald_http_stream *s)
     herald_headers_free(s->lr_extra);
     herald_headers_free(s->resp);
     herald_headers_free(s->resp_trailers);
-    for (size_t i = 0; i < s->nmeta; i++) {
-        free(s->meta[i].ns);
-        free(s->meta[i].key);
-        free(s->meta[i].value);
-    }
-    free(s->meta);
+    metadata_free(&s->meta);
     free(s->joined);
     free(s->details_owned);
     if (s->upstream_cluster != s->upstream_cluster_inline)
@@ -3382,29 +3352,15 @@ void herald_http_stream_add_response_flag(struct herald_http_stream *s, const ch
 int herald_http_stream_metadata_set(struct herald_http_stream *s, const char *ns, const char *key,
                                     const char *value)
 {
-    if (!ns || !key || !value)
-        return -1;
-    for (size_t i = 0; i < s->nmeta; i++)
-        if (!strcmp(s->meta[i].ns, ns) && !strcmp(s->meta[i].key, key)) {
-            free(s->meta[i].value);
-            s->meta[i].value = xstrdup(value);
-            return 0;
-        }
-    struct stream_kv *kv = VEC_PUSH(s->meta, s->nmeta, s->capmeta);
-    kv->ns = xstrdup(ns);
-    kv->key = xstrdup(key);
-    kv->value = xstrdup(value);
-    return 0;
+    return metadata_set(&s->meta, ns, key, value);
 }
 
 const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, const char *ns,
                                             const char *key)
 {
-    for (size_t i = 0; i < s->nmeta; i++)
-        if (!strcmp(s->meta[i].ns, ns) && !strcmp(s->meta[i].key, key))
-            return s->meta[i].value;
+    const char *v = metadata_get(&s->meta, ns, key);
     /* then the connection's (listener and network filters': a PROXY TLV) */
-    return s->cc ? herald_conn_metadata_get(s->cc->c, ns, key) : NULL;
+    return v || !s->cc ? v : herald_conn_metadata_get(s->cc->c, ns, key);
 }
 
 bool herald_http_stream_is_upgrade(const struct herald_http_stream *s) { return s->upgrade_requested; }

@@ -221,6 +221,33 @@ const char *herald_headers_get(const struct herald_headers *h, const char *name)
     return NULL;
 }
 
+char *herald_headers_get_all(const struct herald_headers *h, const char *name)
+{
+    if (!h || !name)
+        return NULL;
+    struct key k = key_of(name);
+    if (!may_have(h, &k))
+        return NULL;
+    size_t total = 0, count = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (name_is(&h->e[i], &k)) {
+            total += h->e[i].vlen + 1;
+            count++;
+        }
+    if (!count)
+        return NULL;
+    char *out = xmalloc(total), *p = out;
+    for (size_t i = 0; i < h->n; i++)
+        if (name_is(&h->e[i], &k)) {
+            if (p != out)
+                *p++ = ',';
+            memcpy(p, h->e[i].value, h->e[i].vlen);
+            p += h->e[i].vlen;
+        }
+    *p = '\0';
+    return out;
+}
+
 const char *headers_get_lc(const struct herald_headers *h, const char *lc, size_t len)
 {
     if (!h)

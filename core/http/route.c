@@ -1122,26 +1122,6 @@ bool route_table_vhost_found(const struct route_table *t, const struct herald_he
     return t && find_vhost(t, req) != NULL;
 }
 
-/* All values of name joined with ',' (Envoy's getAllOfHeaderAsString); NULL when absent. */
-static char *header_joined(const struct herald_headers *h, const char *name)
-{
-    char *out = NULL;
-    size_t n = herald_headers_count(h);
-    for (size_t i = 0; i < n; i++) {
-        const char *k, *v;
-        if (!herald_headers_at(h, i, &k, &v) || strcasecmp(k, name) != 0)
-            continue;
-        if (!out) {
-            out = xstrdup(v);
-        } else {
-            char *j = xasprintf("%s,%s", out, v);
-            free(out);
-            out = j;
-        }
-    }
-    return out;
-}
-
 /* val: the header's value(s), NULL when absent */
 static bool header_value_matches(const struct hdr_matcher *hm, const char *val)
 {
@@ -1164,7 +1144,7 @@ static bool header_value_matches(const struct hdr_matcher *hm, const char *val)
 
 static bool header_matches(const struct hdr_matcher *hm, const struct herald_headers *req)
 {
-    char *val = header_joined(req, hm->name);
+    char *val = herald_headers_get_all(req, hm->name);
     bool match = header_value_matches(hm, val);
     free(val);
     return match;

@@ -278,12 +278,7 @@ static void free_conn(struct herald_conn *c)
         c->link.next->link.prev = c->link.prev;
     w->active_conns--;
     listener_conn_closed(c->listener, w, c->start_mono_ms);
-    for (size_t i = 0; i < c->nmeta; i++) {
-        free(c->meta[i].ns);
-        free(c->meta[i].key);
-        free(c->meta[i].value);
-    }
-    free(c->meta);
+    metadata_free(&c->meta);
     free(c->sessions);
     free(c->server_name);
     free(c->alpn);
@@ -454,13 +449,11 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     if ((c->direct_local = direct_copy(o->direct_local, o->dllen, &c->local, c->local_len)))
         c->direct_local_len = o->dllen;
     c->meta = o->meta;
-    c->nmeta = o->nmeta;
-    c->capmeta = o->capmeta;
     c->tlvs = o->tlvs;
     c->ntlvs = o->ntlvs;
-    o->meta = NULL;
+    o->meta = (struct metadata){0};
     o->tlvs = NULL;
-    o->nmeta = o->capmeta = o->ntlvs = 0;
+    o->ntlvs = 0;
     c->server_name = o->server_name ? xstrdup(o->server_name) : NULL;
     c->stopped_at = SIZE_MAX;
     c->buffer_limit = l->cfg->buffer_limit ? l->cfg->buffer_limit : DEFAULT_BUFFER_LIMIT;
@@ -758,23 +751,10 @@ void herald_conn_bytes(const struct herald_conn *c, uint64_t *received, uint64_t
 
 int herald_conn_metadata_set(struct herald_conn *c, const char *ns, const char *key, const char *value)
 {
-    for (size_t i = 0; i < c->nmeta; i++)
-        if (strcmp(c->meta[i].ns, ns) == 0 && strcmp(c->meta[i].key, key) == 0) {
-            free(c->meta[i].value);
-            c->meta[i].value = xstrdup(value);
-            return 0;
-        }
-    struct metadata_kv *kv = VEC_PUSH(c->meta, c->nmeta, c->capmeta);
-    kv->ns = xstrdup(ns);
-    kv->key = xstrdup(key);
-    kv->value = xstrdup(value);
-    return 0;
+    return metadata_set(&c->meta, ns, key, value);
 }
 
 const char *herald_conn_metadata_get(const struct herald_conn *c, const char *ns, const char *key)
 {
-    for (size_t i = 0; i < c->nmeta; i++)
-        if (strcmp(c->meta[i].ns, ns) == 0 && strcmp(c->meta[i].key, key) == 0)
-            return c->meta[i].value;
-    return NULL;
+    return metadata_get(&c->meta, ns, key);
 }

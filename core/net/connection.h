@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "filters.h"
+#include "metadata.h"
 #include "herald/network_filter.h"
 #include "net/address.h"
 
@@ -18,8 +19,6 @@ struct listener;
 struct worker;
 struct tls_ctx;
 struct ssl_st;
-
-struct metadata_kv { char *ns, *key, *value; };
 
 /* A PROXY protocol v2 TLV a connection carries (a listener filter kept it)
  * for upstream PROXY headers that pass TLVs through. */
@@ -33,7 +32,7 @@ struct conn_origin {
     const struct sockaddr *remote, *local, *direct_remote, *direct_local;
     socklen_t rlen, llen, drlen, dllen;
     const char *server_name;
-    struct metadata_kv *meta; size_t nmeta, capmeta;
+    struct metadata meta;
     struct proxy_tlv *tlvs; size_t ntlvs;
 };
 
@@ -72,7 +71,7 @@ struct herald_conn {
     uint64_t start_wall_ms, start_mono_ms;
     uint64_t rx_bytes, tx_bytes;      /* from/to the peer, whichever path moved them */
     struct splice_pair *splice;       /* net/splice.c, while the core forwards by itself */
-    struct metadata_kv *meta; size_t nmeta, capmeta;
+    struct metadata meta;
     struct conn_list_node { struct herald_conn *prev, *next; } link; /* the worker's live connections */
 };
 

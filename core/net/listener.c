@@ -255,7 +255,7 @@ struct herald_socket {
     size_t filter;                 /* the listener filter running */
     size_t shown, drain;           /* bytes the running filter saw / consumes when it continues */
     bool peeked;                   /* a filter peeked: the next one may find bytes already there */
-    struct metadata_kv *meta; size_t nmeta, capmeta;
+    struct metadata meta;
     struct proxy_tlv *tlvs; size_t ntlvs, captlvs;
     void **sessions;
     struct event *read_ev, *timeout_ev;
@@ -390,12 +390,7 @@ static void socket_free(struct herald_socket *s, bool close_fd)
     }
     free(s->sessions);
     free(s->peek);
-    for (size_t i = 0; i < s->nmeta; i++) {
-        free(s->meta[i].ns);
-        free(s->meta[i].key);
-        free(s->meta[i].value);
-    }
-    free(s->meta);
+    metadata_free(&s->meta);
     for (size_t i = 0; i < s->ntlvs; i++)
         free(s->tlvs[i].value);
     free(s->tlvs);
@@ -434,11 +429,10 @@ static void socket_finish(struct herald_socket *s)
         .local = (struct sockaddr *)&s->local, .llen = s->llen,
         .direct_remote = (struct sockaddr *)&s->direct_remote, .drlen = s->drlen,
         .direct_local = (struct sockaddr *)&s->direct_local, .dllen = s->dllen,
-        .meta = s->meta, .nmeta = s->nmeta, .capmeta = s->capmeta, .tlvs = s->tlvs, .ntlvs = s->ntlvs,
+        .meta = s->meta, .tlvs = s->tlvs, .ntlvs = s->ntlvs,
     };
     conn_new(s->w, l, fc, tls, &o);
-    s->meta = o.meta;   /* conn_new took them: NULL */
-    s->nmeta = o.nmeta;
+    s->meta = o.meta;   /* conn_new took them: empty */
     s->tlvs = o.tlvs;
     s->ntlvs = o.ntlvs;
     socket_free(s, false);
@@ -794,19 +788,7 @@ int herald_socket_restore_addresses(struct herald_socket *s, const struct sockad
 
 int herald_socket_metadata_set(struct herald_socket *s, const char *ns, const char *key, const char *value)
 {
-    if (!ns || !key || !value)
-        return -1;
-    for (size_t i = 0; i < s->nmeta; i++)
-        if (strcmp(s->meta[i].ns, ns) == 0 && strcmp(s->meta[i].key, key) == 0) {
-            free(s->meta[i].value);
-            s->meta[i].value = xstrdup(value);
-            return 0;
-        }
-    struct metadata_kv *kv = VEC_PUSH(s->meta, s->nmeta, s->capmeta);
-    kv->ns = xstrdup(ns);
-    kv->key = xstrdup(key);
-    kv->value = xstrdup(value);
-    return 0;
+    return metadata_set(&s->meta, ns, key, value);
 }
 
 int herald_socket_add_proxy_tlv(struct herald_socket *s, uint8_t type, const uint8_t *value, size_t len)

@@ -171,8 +171,9 @@ static void allowed(struct session *ss)
     struct authz_conf *c = ss->conf;
     bool changed = false;
     const char *n, *v;
+    /* names in a header map are lower-case already */
     for (size_t i = 0; herald_headers_at(ss->answer, i, &n, &v); i++) {
-        char *name = lower_dup(n);
+        const char *name = n;
         if (!strcmp(name, "x-envoy-auth-headers-to-remove")) {
             changed |= remove_listed(ss, v);
         } else if (answer_header_usable(name)) {
@@ -192,7 +193,6 @@ static void allowed(struct session *ss)
             if (name_list_match(&c->metadata, name))
                 herald_http_stream_metadata_set(ss->s, EXT_AUTHZ_NAME, name, v);
         }
-        free(name);
     }
     if (c->clear_route_cache && changed)
         herald_http_stream_clear_route_cache(ss->s);
@@ -205,7 +205,7 @@ static void denied(struct session *ss, int status)
     struct authz_conf *c = ss->conf;
     const char *n, *v;
     for (size_t i = 0; herald_headers_at(ss->answer, i, &n, &v); i++) {
-        char *name = lower_dup(n);
+        const char *name = n;
         /* Envoy: all of them but Host when allowed_client_headers is unset, else
          * what it matches and always WWW-Authenticate and Location */
         if (answer_header_usable(name) && strcmp(name, "x-envoy-auth-headers-to-remove") != 0 &&
@@ -215,7 +215,6 @@ static void denied(struct session *ss, int status)
                 ss->deny_headers = herald_headers_new();
             herald_headers_add(ss->deny_headers, name, v);
         }
-        free(name);
     }
     count(c->st_denied, ss->cs ? ss->cs->denied : NULL);
     size_t len = ss->answer_body ? herald_buf_len(ss->answer_body) : 0;
@@ -334,44 +333,29 @@ static struct herald_headers *check_headers(struct session *ss, size_t body_len,
     struct herald_headers *h = herald_headers_new();
     const char *n, *v;
     for (size_t i = 0; herald_headers_at(ss->req, i, &n, &v); i++) {
-        char *name = lower_dup(n);
-        bool send = true;
+        const char *name = n;   /* lower-case in a header map */
         /* Host travels as :authority; the rest are this exchange's own */
-        if (!strcmp(name, "host") || hop_by_hop(name) || !strcmp(name, "x-envoy-auth-partial-body"))
-            send = false;
-        else if (name[0] == ':' && !always_sent(name))
-            send = false;
-        else if (name_list_match(&c->disallowed, name))
-            send = false;
-        else if (!always_sent(name) && !name_list_match(&c->allowed, name))
-            send = false;
-        if (send) {
-            const char *prev = herald_headers_get(h, name);
-            if (!strcmp(name, ":path") && *c->path_prefix) {
-                size_t lp = strlen(c->path_prefix), lv = strlen(v);
-                char *p = malloc(lp + lv + 1);
-                if (!p)
-                    abort();
-                memcpy(p, c->path_prefix, lp);
-                memcpy(p + lp, v, lv + 1);
-                herald_headers_set(h, name, p);
-                free(p);
-            } else if (prev) {
-                /* Envoy's CheckRequest holds one value per name: joined with "," */
-                size_t lp = strlen(prev), lv = strlen(v);
-                char *j = malloc(lp + lv + 2);
-                if (!j)
-                    abort();
-                memcpy(j, prev, lp);
-                j[lp] = ',';
-                memcpy(j + lp + 1, v, lv + 1);
-                herald_headers_set(h, name, j);
-                free(j);
-            } else {
-                herald_headers_add(h, name, v);
-            }
+        if (!strcmp(name, "host") || hop_by_hop(name) || !strcmp(name, "x-envoy-auth-partial-body") ||
+            (name[0] == ':' && !always_sent(name)) || name_list_match(&c->disallowed, name) ||
+            (!always_sent(name) && !name_list_match(&c->allowed, name)))
+            continue;
+        if (!strcmp(name, ":path") && *c->path_prefix) {
+            size_t lp = strlen(c->path_prefix), lv = strlen(v);
+            char *p = malloc(lp + lv + 1);
+            if (!p)
+                abort();
+            memcpy(p, c->path_prefix, lp);
+            memcpy(p + lp, v, lv + 1);
+            herald_headers_set(h, name, p);
+            free(p);
+        } else if (herald_headers_get(h, name)) {
+            /* a repeated name: Envoy's CheckRequest holds one value per name, all of them joined */
+            char *all = herald_headers_get_all(ss->req, name);
+            herald_headers_set(h, name, all);
+            free(all);
+        } else {
+            herald_headers_add(h, name, v);
         }
-        free(name);
     }
     char num[32];
     snprintf(num, sizeof(num), "%zu", body_len);

@@ -110,25 +110,7 @@ static void session_destroy(void *p)
 /* All values of name joined with ",", as Envoy's getAllOfHeaderAsString. */
 static char *get_header(void *arg, const char *name)
 {
-    const struct herald_headers *h = arg;
-    const char *k, *v;
-    char *out = NULL;
-    size_t len = 0;
-
-    for (size_t i = 0; herald_headers_at(h, i, &k, &v); i++) {
-        if (strcasecmp(k, name) != 0)
-            continue;
-        size_t vl = strlen(v);
-        char *n = realloc(out, len + vl + 2);
-        if (!n)
-            abort();
-        out = n;
-        if (len)
-            out[len++] = ',';
-        memcpy(out + len, v, vl + 1);
-        len += vl;
-    }
-    return out;
+    return herald_headers_get_all(arg, name);
 }
 
 static enum herald_http_status decode_headers(void *p, struct herald_headers *headers, bool end_stream)

@@ -45,11 +45,15 @@ struct herald_headers;
 HERALD_EXPORT struct herald_headers *herald_headers_new(void);
 HERALD_EXPORT void herald_headers_free(struct herald_headers *h);
 HERALD_EXPORT size_t herald_headers_count(const struct herald_headers *h);
-/* Entry i in order; false past the end. */
+/* Entry i in order; false past the end. Names come back lower-cased. */
 HERALD_EXPORT bool herald_headers_at(const struct herald_headers *h, size_t i, const char **name,
                                      const char **value);
 /* First value of name, or NULL. */
 HERALD_EXPORT const char *herald_headers_get(const struct herald_headers *h, const char *name);
+/* (1.8) Every value of name joined with "," in order (Envoy's
+ * getAllOfHeaderAsString: what header matchers must see, so a second copy of
+ * a header cannot hide behind a first), malloc'd; NULL when absent. */
+HERALD_EXPORT char *herald_headers_get_all(const struct herald_headers *h, const char *name);
 HERALD_EXPORT void herald_headers_add(struct herald_headers *h, const char *name, const char *value);
 /* Replaces every value of name with one. */
 HERALD_EXPORT void herald_headers_set(struct herald_headers *h, const char *name, const char *value);

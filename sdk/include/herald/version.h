@@ -50,7 +50,8 @@
  *                    addresses (herald_socket_restore_addresses), set its
  *                    dynamic metadata (herald_socket_metadata_set) and keep
  *                    TLVs for upstream PROXY headers
- *                    (herald_socket_add_proxy_tlv); herald_conn_direct_*
+ *                    (herald_socket_add_proxy_tlv); herald_headers_get_all;
+ *                    herald_conn_direct_*
  *                    (the peer's own addresses); herald_upstream_connect_from
  *                    and herald_http_upstream_new_for (the downstream
  *                    connection an upstream connection speaks for).
