@@ -24,7 +24,7 @@ static const struct herald_field regex_fields[] = {
 static const struct herald_message regex_msg = {
     .name = "envoy.type.matcher.v3.RegexMatcher", .fields = regex_fields};
 
-static const struct herald_field string_matcher_fields[] = {
+const struct herald_field rbac_string_matcher_fields[] = {
     {.name = "exact", .kind = HERALD_FIELD_STRING, .oneof = "match_pattern", .help = "the whole value"},
     {.name = "prefix", .kind = HERALD_FIELD_STRING, .oneof = "match_pattern",
      .help = "the value starts with it"},
@@ -40,7 +40,7 @@ static const struct herald_field string_matcher_fields[] = {
     {NULL},
 };
 static const struct herald_message string_matcher_msg = {
-    .name = "envoy.type.matcher.v3.StringMatcher", .fields = string_matcher_fields};
+    .name = "envoy.type.matcher.v3.StringMatcher", .fields = rbac_string_matcher_fields};
 
 static const struct herald_field int64_range_fields[] = {
     {.name = "start", .kind = HERALD_FIELD_INT, .help = "inclusive"},
@@ -96,7 +96,7 @@ static const struct herald_field cidr_fields[] = {
      .help = "bits of the prefix (default: the whole address)"},
     {NULL},
 };
-static const struct herald_message cidr_msg = {.name = "envoy.config.core.v3.CidrRange",
+const struct herald_message rbac_cidr_msg = {.name = "envoy.config.core.v3.CidrRange",
                                                .fields = cidr_fields};
 
 /* envoy.type.matcher.v3.MetadataMatcher, as far as string metadata goes */
@@ -172,7 +172,7 @@ static const struct herald_field permission_fields[] = {
      .help = "a request header (HTTP only; never matches on the network filter)"},
     {.name = "url_path", .kind = HERALD_FIELD_MESSAGE, .oneof = R, .message = &path_matcher_msg,
      .help = "the request path without the query (HTTP only)"},
-    {.name = "destination_ip", .kind = HERALD_FIELD_MESSAGE, .oneof = R, .message = &cidr_msg,
+    {.name = "destination_ip", .kind = HERALD_FIELD_MESSAGE, .oneof = R, .message = &rbac_cidr_msg,
      .help = "the local address the connection came in on"},
     {.name = "destination_port", .kind = HERALD_FIELD_UINT, .oneof = R,
      .help = "the local port the connection came in on"},
@@ -221,12 +221,12 @@ static const struct herald_field principal_fields[] = {
      .help = "any of these"},
     {.name = "not_id", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &principal_msg,
      .help = "the negation of this one"},
-    {.name = "remote_ip", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &cidr_msg,
+    {.name = "remote_ip", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &rbac_cidr_msg,
      .help = "the client address (HTTP: as the connection manager decided it from x-forwarded-for)"},
-    {.name = "direct_remote_ip", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &cidr_msg,
+    {.name = "direct_remote_ip", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &rbac_cidr_msg,
      .help = "the peer of the downstream socket"},
     {.name = "source_ip", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_DEPRECATED, .oneof = I,
-     .message = &cidr_msg, .hint = "use direct_remote_ip (same meaning) or remote_ip"},
+     .message = &rbac_cidr_msg, .hint = "use direct_remote_ip (same meaning) or remote_ip"},
     {.name = "header", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &header_matcher_msg,
      .help = "a request header (HTTP only)"},
     {.name = "url_path", .kind = HERALD_FIELD_MESSAGE, .oneof = I, .message = &path_matcher_msg,
@@ -287,10 +287,11 @@ static const struct herald_field http_fields[] = {
      .help = "policies only evaluated and counted (shadow_allowed/shadow_denied), never enforced"},
     {.name = "shadow_rules_stat_prefix", .kind = HERALD_FIELD_STRING,
      .help = "extra prefix of the shadow stats and metadata keys"},
-    {.name = "matcher", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "xds matcher tree instead of rules"},
-    {.name = "shadow_matcher", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "xds matcher tree instead of shadow_rules"},
+    {.name = "matcher", .kind = HERALD_FIELD_MESSAGE, .message = &rbac_xds_matcher_msg,
+     .help = "a unified matcher tree whose actions (envoy.config.rbac.v3.Action) decide; no match: denied. "
+             "Replaces rules"},
+    {.name = "shadow_matcher", .kind = HERALD_FIELD_MESSAGE, .message = &rbac_xds_matcher_msg,
+     .help = "a matcher tree only evaluated and counted, never enforced. Replaces shadow_rules"},
     {.name = "track_per_rule_stats", .kind = HERALD_FIELD_BOOL, .flags = HERALD_F_UNSUPPORTED,
      .help = "a counter per policy"},
     {NULL},
@@ -330,10 +331,11 @@ static const struct herald_field network_fields[] = {
      .help = "extra prefix of the shadow stats and metadata keys"},
     {.name = "enforcement_type", .kind = HERALD_FIELD_ENUM, .enum_values = enforcement_values,
      .help = "ONE_TIME_ON_FIRST_BYTE (default): decide once, on the first bytes; CONTINUOUS: on every read"},
-    {.name = "matcher", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "xds matcher tree instead of rules"},
-    {.name = "shadow_matcher", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "xds matcher tree instead of shadow_rules"},
+    {.name = "matcher", .kind = HERALD_FIELD_MESSAGE, .message = &rbac_xds_matcher_msg,
+     .help = "a unified matcher tree whose actions (envoy.config.rbac.v3.Action) decide; no match: denied. "
+             "Replaces rules"},
+    {.name = "shadow_matcher", .kind = HERALD_FIELD_MESSAGE, .message = &rbac_xds_matcher_msg,
+     .help = "a matcher tree only evaluated and counted, never enforced. Replaces shadow_rules"},
     {.name = "delay_deny", .kind = HERALD_FIELD_DURATION, .flags = HERALD_F_UNSUPPORTED,
      .help = "wait before closing a denied connection"},
     {NULL},
@@ -349,7 +351,7 @@ const struct herald_message rbac_network_schema = {
 
 static struct rbac_rule *rule_from_cfg(const struct herald_cfg *n, bool principal, char **err);
 
-static int str_from_cfg(struct rbac_str_matcher *m, const struct herald_cfg *n, char **err)
+int rbac_str_from_cfg(struct rbac_str_matcher *m, const struct herald_cfg *n, char **err)
 {
     static const struct { const char *key; enum rbac_str_kind kind; } kinds[] = {
         {"exact", RBAC_STR_EXACT}, {"prefix", RBAC_STR_PREFIX}, {"suffix", RBAC_STR_SUFFIX},
@@ -391,7 +393,7 @@ static int header_from_cfg(struct rbac_header_matcher *h, const struct herald_cf
     h->missing_as_empty = herald_cfg_bool(herald_cfg_get(n, "treat_missing_header_as_empty"), false);
     if ((v = herald_cfg_get(n, "string_match"))) {
         h->kind = RBAC_HDR_STRING;
-        return str_from_cfg(&h->str, v, err);
+        return rbac_str_from_cfg(&h->str, v, err);
     }
     if ((v = herald_cfg_get(n, "present_match"))) {
         h->kind = RBAC_HDR_PRESENT;
@@ -426,7 +428,7 @@ static int header_from_cfg(struct rbac_header_matcher *h, const struct herald_cf
     return 0;
 }
 
-static int cidr_from_cfg(struct rbac_cidr *c, const struct herald_cfg *n, char **err)
+int rbac_cidr_from_cfg(struct rbac_cidr *c, const struct herald_cfg *n, char **err)
 {
     const struct herald_cfg *pl = herald_cfg_get(n, "prefix_len");
     const struct herald_cfg *ap = herald_cfg_get(n, "address_prefix");
@@ -459,11 +461,11 @@ static int md_from_cfg(struct rbac_md_matcher *m, const struct herald_cfg *n, ch
     m->invert = herald_cfg_bool(herald_cfg_get(n, "invert"), false);
     if ((v = herald_cfg_get(val, "string_match"))) {
         m->kind = RBAC_MD_STRING;
-        return str_from_cfg(&m->str, v, err);
+        return rbac_str_from_cfg(&m->str, v, err);
     }
     if ((v = herald_cfg_get(herald_cfg_get(herald_cfg_get(val, "list_match"), "one_of"), "string_match"))) {
         m->kind = RBAC_MD_LIST;
-        return str_from_cfg(&m->str, v, err);
+        return rbac_str_from_cfg(&m->str, v, err);
     }
     if ((v = herald_cfg_get(val, "present_match"))) {
         m->kind = RBAC_MD_PRESENT;
@@ -520,10 +522,10 @@ static struct rbac_rule *rule_from_cfg(const struct herald_cfg *n, bool principa
         rc = header_from_cfg(&r->hdr, v, err);
     } else if ((v = herald_cfg_get(n, "url_path"))) {
         r = rbac_rule_new(RBAC_URL_PATH);
-        rc = str_from_cfg(&r->str, herald_cfg_get(v, "path"), err);
+        rc = rbac_str_from_cfg(&r->str, herald_cfg_get(v, "path"), err);
     } else if (!principal && (v = herald_cfg_get(n, "destination_ip"))) {
         r = rbac_rule_new(RBAC_DST_IP);
-        rc = cidr_from_cfg(&r->cidr, v, err);
+        rc = rbac_cidr_from_cfg(&r->cidr, v, err);
     } else if (!principal && (v = herald_cfg_get(n, "destination_port"))) {
         int64_t p = herald_cfg_int(v, -1);
         if (p < 0 || p > 65535) {
@@ -546,7 +548,7 @@ static struct rbac_rule *rule_from_cfg(const struct herald_cfg *n, bool principa
         }
     } else if (!principal && (v = herald_cfg_get(n, "requested_server_name"))) {
         r = rbac_rule_new(RBAC_SNI);
-        rc = str_from_cfg(&r->str, v, err);
+        rc = rbac_str_from_cfg(&r->str, v, err);
     } else if (!principal && (v = herald_cfg_get(n, "metadata"))) {
         r = rbac_rule_new(RBAC_METADATA);
         rc = md_from_cfg(&r->md, v, err);
@@ -555,14 +557,14 @@ static struct rbac_rule *rule_from_cfg(const struct herald_cfg *n, bool principa
         r = rbac_rule_new(RBAC_AUTHENTICATED);
         r->has_name = name != NULL;
         if (name)
-            rc = str_from_cfg(&r->str, name, err);
+            rc = rbac_str_from_cfg(&r->str, name, err);
     } else if (principal && (v = herald_cfg_get(n, "remote_ip"))) {
         r = rbac_rule_new(RBAC_REMOTE_IP);
-        rc = cidr_from_cfg(&r->cidr, v, err);
+        rc = rbac_cidr_from_cfg(&r->cidr, v, err);
     } else if (principal &&
                ((v = herald_cfg_get(n, "direct_remote_ip")) || (v = herald_cfg_get(n, "source_ip")))) {
         r = rbac_rule_new(RBAC_DIRECT_REMOTE_IP);
-        rc = cidr_from_cfg(&r->cidr, v, err);
+        rc = rbac_cidr_from_cfg(&r->cidr, v, err);
     } else {
         herald_cfg_errorf(n, err, "%s needs one rule (any, %s, %s, %s, header, url_path, ...)",
                           principal ? "a Principal" : "a Permission", and_key, or_key, not_key);

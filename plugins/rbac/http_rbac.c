@@ -49,11 +49,28 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
         abort();
     const struct herald_cfg *rules = herald_cfg_get(n, "rules");
     const struct herald_cfg *shadow = herald_cfg_get(n, "shadow_rules");
+    const struct herald_cfg *matcher = herald_cfg_get(n, "matcher");
+    const struct herald_cfg *shadow_matcher = herald_cfg_get(n, "shadow_matcher");
 
     if (rules && !(c->rules = rbac_engine_from_cfg(rules, err)))
         goto fail;
     if (shadow && !(c->shadow = rbac_engine_from_cfg(shadow, err)))
         goto fail;
+    /* Envoy: with both, the matcher wins and the rules are ignored */
+    if (matcher) {
+        if (rules)
+            herald_env_warn(env, rules, "rules are ignored: matcher is set too");
+        rbac_engine_free(c->rules);
+        if (!(c->rules = rbac_engine_from_matcher(matcher, true, err)))
+            goto fail;
+    }
+    if (shadow_matcher) {
+        if (shadow)
+            herald_env_warn(env, shadow, "shadow_rules are ignored: shadow_matcher is set too");
+        rbac_engine_free(c->shadow);
+        if (!(c->shadow = rbac_engine_from_matcher(shadow_matcher, true, err)))
+            goto fail;
+    }
     const char *rp = herald_cfg_str(herald_cfg_get(n, "rules_stat_prefix"), "");
     const char *sp = herald_cfg_str(herald_cfg_get(n, "shadow_rules_stat_prefix"), "");
     c->shadow_prefix = strdup(sp);
@@ -75,7 +92,7 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     c->shadow_allowed = rbac_counter(base, sp, "shadow_allowed");
     c->shadow_denied = rbac_counter(base, sp, "shadow_denied");
     free(base);
-    if (c->rules && c->rules->action == RBAC_ALLOW && c->rules->npolicies == 0)
+    if (c->rules && !c->rules->tree && c->rules->action == RBAC_ALLOW && c->rules->npolicies == 0)
         herald_env_warn(env, rules, "rules with action ALLOW and no policies deny every request");
     *out = c;
     return 0;
@@ -141,20 +158,26 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     }
     if (!ctx.remote)
         ctx.remote = ctx.direct_remote;
+    else if (ctx.direct_remote && ctx.remote->family == ctx.direct_remote->family &&
+             !memcmp(ctx.remote->addr, ctx.direct_remote->addr, sizeof(remote.addr)))
+        remote.port = ctx.direct_remote->port; /* the client is the peer: its port is known */
 
+    struct rbac_verdict v;
     if (c->shadow) {
-        bool ok = rbac_engine_allowed(c->shadow, &ctx, &policy);
-        herald_stat_inc(ok ? c->shadow_allowed : c->shadow_denied);
-        if (policy)
-            herald_http_stream_metadata_set(ss->s, MD_NS, c->md_policy_key, policy);
-        herald_http_stream_metadata_set(ss->s, MD_NS, c->md_result_key, ok ? "allowed" : "denied");
+        rbac_engine_decide(c->shadow, &ctx, &v);
+        herald_stat_inc(v.allowed ? c->shadow_allowed : c->shadow_denied);
+        if (v.policy)
+            herald_http_stream_metadata_set(ss->s, MD_NS, c->md_policy_key, v.policy);
+        herald_http_stream_metadata_set(ss->s, MD_NS, c->md_result_key, v.allowed ? "allowed" : "denied");
     }
     if (!c->rules)
         return HERALD_HTTP_CONTINUE;
-    bool ok = rbac_engine_allowed(c->rules, &ctx, &policy);
-    if (c->rules->action == RBAC_LOG) {
-        herald_stat_inc(policy ? c->logged : c->not_logged);
-        herald_http_stream_metadata_set(ss->s, "envoy.common", "access_log_hint", policy ? "true" : "false");
+    rbac_engine_decide(c->rules, &ctx, &v);
+    policy = v.policy;
+    bool ok = v.allowed;
+    if (v.log_hint >= 0) {
+        herald_stat_inc(v.log_hint ? c->logged : c->not_logged);
+        herald_http_stream_metadata_set(ss->s, "envoy.common", "access_log_hint", v.log_hint ? "true" : "false");
     }
     if (ok) {
         HERALD_LOGF(HERALD_LOG_DEBUG, "rbac", "[S%llu] allowed, matched policy %s",

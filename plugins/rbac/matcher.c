@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "matcher.h"
+#include "xmatcher.h"
 
 static void *xcalloc_(size_t n, size_t sz)
 {
@@ -452,10 +453,19 @@ void rbac_engine_finish(struct rbac_engine *e)
         qsort(e->policies, e->npolicies, sizeof(*e->policies), policy_cmp);
 }
 
+struct rbac_engine *rbac_engine_new_tree(struct rbac_xmatcher *tree)
+{
+    struct rbac_engine *e = xcalloc_(1, sizeof(*e));
+    e->tree = tree;
+    e->tree_logs = rbac_xmatcher_has_log(tree);
+    return e;
+}
+
 void rbac_engine_free(struct rbac_engine *e)
 {
     if (!e)
         return;
+    rbac_xmatcher_free(e->tree);
     for (size_t i = 0; i < e->npolicies; i++) {
         struct rbac_policy *p = &e->policies[i];
         for (size_t j = 0; j < p->nperms; j++)
@@ -488,21 +498,40 @@ const struct rbac_policy *rbac_engine_match(const struct rbac_engine *e, const s
     return NULL;
 }
 
-bool rbac_engine_allowed(const struct rbac_engine *e, const struct rbac_ctx *ctx, const char **policy)
+void rbac_engine_decide(const struct rbac_engine *e, const struct rbac_ctx *ctx, struct rbac_verdict *v)
 {
+    v->log_hint = -1;
+    if (e->tree) {
+        const struct rbac_on_match *om = rbac_xmatch(e->tree, ctx);
+        v->policy = om ? om->action_name : NULL;
+        v->allowed = om && om->action != RBAC_DENY;
+        if (e->tree_logs)
+            v->log_hint = om && om->action == RBAC_LOG;
+        return;
+    }
     const struct rbac_policy *p = rbac_engine_match(e, ctx);
-
-    if (policy)
-        *policy = p ? p->name : NULL;
+    v->policy = p ? p->name : NULL;
     switch (e->action) {
     case RBAC_ALLOW:
-        return p != NULL;
+        v->allowed = p != NULL;
+        break;
     case RBAC_DENY:
-        return p == NULL;
+        v->allowed = p == NULL;
+        break;
     case RBAC_LOG:
-        return true;
+        v->allowed = true;
+        v->log_hint = p != NULL;
+        break;
     }
-    return false;
+}
+
+bool rbac_engine_allowed(const struct rbac_engine *e, const struct rbac_ctx *ctx, const char **policy)
+{
+    struct rbac_verdict v;
+    rbac_engine_decide(e, ctx, &v);
+    if (policy)
+        *policy = v.policy;
+    return v.allowed;
 }
 
 const char *rbac_action_name(enum rbac_action a)

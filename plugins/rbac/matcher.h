@@ -139,10 +139,15 @@ struct rbac_policy {
     size_t nids;
 };
 
+struct rbac_xmatcher;                  /* xmatcher.h */
+
+/* Policies, or (matcher / shadow_matcher) a unified matcher tree. */
 struct rbac_engine {
     enum rbac_action action;
     struct rbac_policy *policies;      /* sorted by name once finished (Envoy keeps a std::map) */
     size_t npolicies;
+    struct rbac_xmatcher *tree;        /* set: policies are unused, action too */
+    bool tree_logs;                    /* some action in the tree is LOG */
 };
 
 /* What a request or connection offers to the rules. Everything may be
@@ -177,6 +182,8 @@ bool rbac_peer_names(void *conn, int which, bool (*fn)(void *arg, const char *v,
 bool rbac_md_match(const struct rbac_md_matcher *m, const struct rbac_ctx *ctx);
 
 struct rbac_engine *rbac_engine_new(enum rbac_action action);
+/* An engine over a matcher tree (takes it). */
+struct rbac_engine *rbac_engine_new_tree(struct rbac_xmatcher *tree);
 struct rbac_policy *rbac_engine_add_policy(struct rbac_engine *e, const char *name);
 void rbac_policy_add_permission(struct rbac_policy *p, struct rbac_rule *r); /* takes r */
 void rbac_policy_add_principal(struct rbac_policy *p, struct rbac_rule *r);  /* takes r */
@@ -190,6 +197,18 @@ const struct rbac_policy *rbac_engine_match(const struct rbac_engine *e, const s
 /* ALLOW: allowed iff a policy matched; DENY: allowed iff none did; LOG:
  * always. *policy: the matched policy's name, or NULL. */
 bool rbac_engine_allowed(const struct rbac_engine *e, const struct rbac_ctx *ctx, const char **policy);
+
+/* The whole decision: allowed, the effective policy (a policy's name, or the
+ * matched Action's name with a tree; NULL: none) and the access_log_hint to
+ * publish (-1: none; rules with action LOG, or a tree with a LOG action,
+ * set it on every decision: 1 when logged). A tree that matches nothing
+ * denies, as Envoy's matcher engine does. */
+struct rbac_verdict {
+    bool allowed;
+    const char *policy;
+    int log_hint;
+};
+void rbac_engine_decide(const struct rbac_engine *e, const struct rbac_ctx *ctx, struct rbac_verdict *v);
 const char *rbac_action_name(enum rbac_action a);
 
 /* ---------------------------------------------------------------- config.c
@@ -201,6 +220,17 @@ extern const struct herald_message rbac_network_schema; /* envoy.extensions.filt
 /* An envoy.config.rbac.v3.RBAC node -> engine; NULL with *err (via
  * herald_cfg_errorf) on a bad regex or address. */
 struct rbac_engine *rbac_engine_from_cfg(const struct herald_cfg *rules, char **err);
+/* StringMatcher and CidrRange nodes, shared with xmatcher_config.c; 0 or -1 with *err. */
+extern const struct herald_field rbac_string_matcher_fields[];
+extern const struct herald_message rbac_cidr_msg;
+int rbac_str_from_cfg(struct rbac_str_matcher *m, const struct herald_cfg *n, char **err);
+int rbac_cidr_from_cfg(struct rbac_cidr *c, const struct herald_cfg *n, char **err);
+
+/* xmatcher_config.c: the schema of xds.type.matcher.v3.Matcher as RBAC uses
+ * it, and a matcher / shadow_matcher node -> engine. http: HTTP inputs are
+ * allowed (the HTTP filter); the network filter refuses them. */
+extern const struct herald_message rbac_xds_matcher_msg;
+struct rbac_engine *rbac_engine_from_matcher(const struct herald_cfg *matcher, bool http, char **err);
 /* The counter prefix.(a + b): Envoy's rbac stats put the rules' own prefix
  * before the name (rules_stat_prefix + "allowed"). */
 struct herald_stat *rbac_counter(const char *prefix, const char *a, const char *b);

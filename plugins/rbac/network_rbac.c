@@ -48,6 +48,8 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
         abort();
     const struct herald_cfg *rules = herald_cfg_get(n, "rules");
     const struct herald_cfg *shadow = herald_cfg_get(n, "shadow_rules");
+    const struct herald_cfg *matcher = herald_cfg_get(n, "matcher");
+    const struct herald_cfg *shadow_matcher = herald_cfg_get(n, "shadow_matcher");
     const struct herald_cfg *sp = herald_cfg_get(n, "stat_prefix");
 
     if (!*herald_cfg_str(sp, "")) {
@@ -58,6 +60,21 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
         goto fail;
     if (shadow && !(c->shadow = rbac_engine_from_cfg(shadow, err)))
         goto fail;
+    /* Envoy: with both, the matcher wins and the rules are ignored */
+    if (matcher) {
+        if (rules)
+            herald_env_warn(env, rules, "rules are ignored: matcher is set too");
+        rbac_engine_free(c->rules);
+        if (!(c->rules = rbac_engine_from_matcher(matcher, false, err)))
+            goto fail;
+    }
+    if (shadow_matcher) {
+        if (shadow)
+            herald_env_warn(env, shadow, "shadow_rules are ignored: shadow_matcher is set too");
+        rbac_engine_free(c->shadow);
+        if (!(c->shadow = rbac_engine_from_matcher(shadow_matcher, false, err)))
+            goto fail;
+    }
     c->continuous = !strcmp(herald_cfg_str(herald_cfg_get(n, "enforcement_type"), ""), "CONTINUOUS");
     const char *ssp = herald_cfg_str(herald_cfg_get(n, "shadow_rules_stat_prefix"), "");
     if (asprintf(&c->md_policy_key, "%sshadow_effective_policy_id", ssp) < 0 ||
@@ -73,7 +90,7 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     c->shadow_allowed = rbac_counter(prefix, ssp, "shadow_allowed");
     c->shadow_denied = rbac_counter(prefix, ssp, "shadow_denied");
     free(prefix);
-    if (c->rules && c->rules->action == RBAC_ALLOW && c->rules->npolicies == 0)
+    if (c->rules && !c->rules->tree && c->rules->action == RBAC_ALLOW && c->rules->npolicies == 0)
         herald_env_warn(env, rules, "rules with action ALLOW and no policies close every connection");
     *out = c;
     return 0;
@@ -140,22 +157,25 @@ static enum herald_status on_read(void *p, struct herald_buf *data, bool end_str
         return HERALD_CONTINUE;
     fill_ctx(s, &ctx, &peer, &direct, &local);
 
+    struct rbac_verdict v;
     if (c->shadow && !s->shadow_done) {
         s->shadow_done = true;
-        bool ok = rbac_engine_allowed(c->shadow, &ctx, &policy);
-        herald_stat_inc(ok ? c->shadow_allowed : c->shadow_denied);
-        if (policy)
-            herald_conn_metadata_set(s->c, MD_NS, c->md_policy_key, policy);
-        herald_conn_metadata_set(s->c, MD_NS, c->md_result_key, ok ? "allowed" : "denied");
+        rbac_engine_decide(c->shadow, &ctx, &v);
+        herald_stat_inc(v.allowed ? c->shadow_allowed : c->shadow_denied);
+        if (v.policy)
+            herald_conn_metadata_set(s->c, MD_NS, c->md_policy_key, v.policy);
+        herald_conn_metadata_set(s->c, MD_NS, c->md_result_key, v.allowed ? "allowed" : "denied");
     }
     if (!c->rules) {
         s->verdict = V_ALLOW;
         return HERALD_CONTINUE;
     }
-    bool ok = rbac_engine_allowed(c->rules, &ctx, &policy);
-    if (c->rules->action == RBAC_LOG && s->verdict == V_UNKNOWN) {
-        herald_stat_inc(policy ? c->logged : c->not_logged);
-        herald_conn_metadata_set(s->c, "envoy.common", "access_log_hint", policy ? "true" : "false");
+    rbac_engine_decide(c->rules, &ctx, &v);
+    policy = v.policy;
+    bool ok = v.allowed;
+    if (v.log_hint >= 0 && s->verdict == V_UNKNOWN) {
+        herald_stat_inc(v.log_hint ? c->logged : c->not_logged);
+        herald_conn_metadata_set(s->c, "envoy.common", "access_log_hint", v.log_hint ? "true" : "false");
     }
     if (ok) {
         /* counted once per connection, also when CONTINUOUS checks again */

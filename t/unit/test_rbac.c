@@ -1,5 +1,5 @@
 /* plugins/rbac/matcher.c: every permission and principal kind, and/or/not,
- * ALLOW/DENY/LOG. Build: cc -I plugins/rbac -I sdk/include t/unit/test_rbac.c
+ * ALLOW/DENY/LOG; and plugins/rbac/xmatcher.c, the unified matcher tree. Build: cc -I plugins/rbac -I sdk/include t/unit/test_rbac.c
  * plugins/rbac/matcher.c -lpcre2-8 */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -9,6 +9,7 @@
 
 #include "matcher.h"
 #include "tap.h"
+#include "xmatcher.h"
 
 struct req {
     const char *names[8], *values[8];
@@ -436,6 +437,145 @@ static void test_authenticated(void)
     rbac_rule_free(not);
 }
 
+/* ---------------------------------------------------------------- the matcher tree */
+
+static struct rbac_pred *x_single(enum rbac_input_kind in, const char *arg, enum rbac_str_kind sk, const char *v)
+{
+    struct rbac_pred *p = rbac_pred_new(RBAC_PRED_SINGLE);
+    p->in.kind = in;
+    p->in.arg = arg ? strdup(arg) : NULL;
+    if (rbac_str_init(&p->str, sk, v, false, NULL) < 0)
+        abort();
+    return p;
+}
+
+static void x_action(struct rbac_on_match *om, const char *name, enum rbac_action a)
+{
+    om->set = true;
+    om->action = a;
+    om->action_name = strdup(name);
+}
+
+static const char *x_result(const struct rbac_xmatcher *m, const struct rbac_ctx *ctx)
+{
+    const struct rbac_on_match *om = rbac_xmatch(m, ctx);
+    return om ? om->action_name : "(none)";
+}
+
+static void test_xmatcher(void)
+{
+    struct req r = {{"x-key", "x-role", "x-role"}, {"k1", "a", "b"}};
+    struct rbac_ip remote, local;
+    rbac_ip_parse(&remote, "10.1.2.3");
+    remote.port = 4321;
+    rbac_ip_parse(&local, "127.0.0.1");
+    local.port = 8080;
+    struct rbac_ctx ctx = {.header = get_header, .arg = &r, .path = "/api/v1?a=1&debug=%4f%4B&flag#frag",
+                           .remote = &remote, .direct_remote = &remote, .local = &local};
+
+    /* inputs */
+    struct rbac_input in = {RBAC_IN_QUERY_PARAM, "debug"};
+    char *v = rbac_input_value(&in, &ctx);
+    is_str(v, "OK", "query parameter percent-decoded");
+    free(v);
+    in.arg = "flag";
+    v = rbac_input_value(&in, &ctx);
+    is_str(v, "", "a parameter without '=' is empty");
+    free(v);
+    in.arg = "frag";
+    ok(rbac_input_value(&in, &ctx) == NULL, "the fragment is not the query");
+    in = (struct rbac_input){RBAC_IN_REQUEST_HEADER, "x-role"};
+    v = rbac_input_value(&in, &ctx);
+    is_str(v, "a,b", "header values joined with ','");
+    free(v);
+    in = (struct rbac_input){RBAC_IN_SOURCE_PORT, NULL};
+    v = rbac_input_value(&in, &ctx);
+    is_str(v, "4321", "source port");
+    free(v);
+    in = (struct rbac_input){RBAC_IN_DESTINATION_IP, NULL};
+    v = rbac_input_value(&in, &ctx);
+    is_str(v, "127.0.0.1", "destination ip");
+    free(v);
+    in = (struct rbac_input){RBAC_IN_SOURCE_TYPE, NULL};
+    ok(rbac_input_value(&in, &ctx) == NULL, "a remote source has no source type");
+    in = (struct rbac_input){RBAC_IN_TRANSPORT_PROTOCOL, NULL};
+    v = rbac_input_value(&in, &ctx);
+    is_str(v, "raw_buffer", "transport protocol without TLS");
+    free(v);
+    in = (struct rbac_input){RBAC_IN_SERVER_NAME, NULL};
+    ok(rbac_input_value(&in, &ctx) == NULL, "no SNI: absent");
+
+    /* predicates: an absent input never matches, so its negation does */
+    struct rbac_pred *absent = x_single(RBAC_IN_REQUEST_HEADER, "referer", RBAC_STR_PREFIX, "");
+    ok(!rbac_pred_match(absent, &ctx), "absent header: no match, even for prefix \"\"");
+    struct rbac_pred *not = rbac_pred_new(RBAC_PRED_NOT);
+    rbac_pred_add(not, absent);
+    ok(rbac_pred_match(not, &ctx), "not(absent) matches");
+    rbac_pred_free(not);
+
+    struct rbac_pred *ipm = rbac_pred_new(RBAC_PRED_SINGLE);
+    ipm->in.kind = RBAC_IN_SOURCE_IP;
+    ipm->is_ip = true;
+    ipm->cidrs = calloc(2, sizeof(*ipm->cidrs));
+    rbac_cidr_init(&ipm->cidrs[0], "192.168.0.0", 16, NULL);
+    rbac_cidr_init(&ipm->cidrs[1], "10.0.0.0", 8, NULL);
+    ipm->ncidrs = 2;
+    ok(rbac_pred_match(ipm, &ctx), "Ip matcher: any range");
+    rbac_cidr_init(&ipm->cidrs[1], "10.2.0.0", 16, NULL);
+    ok(!rbac_pred_match(ipm, &ctx), "Ip matcher: no range");
+    rbac_pred_free(ipm);
+
+    /* a prefix tree, longest first, with a nested list that may find nothing */
+    struct rbac_xmatcher *nested = rbac_xmatcher_new(RBAC_XM_LIST);
+    struct rbac_xm_field *f = rbac_xmatcher_add_field(nested);
+    f->pred = x_single(RBAC_IN_REQUEST_HEADER, "x-key", RBAC_STR_EXACT, "k2");
+    x_action(&f->on_match, "key", RBAC_ALLOW);
+
+    struct rbac_xmatcher *m = rbac_xmatcher_new(RBAC_XM_PREFIX);
+    m->in.kind = RBAC_IN_REQUEST_HEADER;
+    m->in.arg = strdup(":path");
+    x_action(&rbac_xmatcher_add_entry(m, "/a")->on_match, "short", RBAC_DENY);
+    struct rbac_xm_entry *e = rbac_xmatcher_add_entry(m, "/api");
+    e->on_match.set = true;
+    e->on_match.matcher = nested;
+    x_action(&rbac_xmatcher_add_entry(m, "/api/v1")->on_match, "skipped", RBAC_ALLOW);
+    m->entries[2].on_match.keep_matching = true;
+    x_action(&m->on_no_match, "fallback", RBAC_LOG);
+    rbac_xmatcher_finish(m);
+    is_str(m->entries[0].key, "/api/v1", "prefix keys sorted longest first");
+
+    struct req pr = {{":path", "x-key"}, {"/api/v1/x", "k2"}};
+    struct rbac_ctx pctx = {.header = get_header, .arg = &pr};
+    is_str(x_result(m, &pctx), "key", "keep_matching skipped, then the nested matcher decides");
+    pr.values[1] = "nope";
+    is_str(x_result(m, &pctx), "short", "nested found nothing: the next shorter prefix");
+    pr.values[0] = "/b";
+    is_str(x_result(m, &pctx), "fallback", "no key: on_no_match");
+    ok(rbac_xmatcher_has_log(m), "the tree has a LOG action");
+
+    struct rbac_engine *eng = rbac_engine_new_tree(m);
+    struct rbac_verdict vd;
+    rbac_engine_decide(eng, &pctx, &vd);
+    ok(vd.allowed && vd.log_hint == 1 && !strcmp(vd.policy, "fallback"), "LOG allows and asks for the log");
+    pr.values[0] = "/abc";
+    rbac_engine_decide(eng, &pctx, &vd);
+    ok(!vd.allowed && vd.log_hint == 0 && !strcmp(vd.policy, "short"), "DENY, no log");
+    rbac_engine_free(eng);
+
+    /* an exact tree without on_no_match: nothing matched denies */
+    m = rbac_xmatcher_new(RBAC_XM_EXACT);
+    m->in.kind = RBAC_IN_REQUEST_HEADER;
+    m->in.arg = strdup("x-key");
+    x_action(&rbac_xmatcher_add_entry(m, "k1")->on_match, "k1", RBAC_ALLOW);
+    eng = rbac_engine_new_tree(m);
+    rbac_engine_decide(eng, &ctx, &vd);
+    ok(vd.allowed && !strcmp(vd.policy, "k1") && vd.log_hint == -1, "exact key");
+    r.values[0] = "k10";
+    rbac_engine_decide(eng, &ctx, &vd);
+    ok(!vd.allowed && vd.policy == NULL, "no key and no on_no_match: denied, no policy");
+    rbac_engine_free(eng);
+}
+
 int main(void)
 {
     test_strings();
@@ -443,5 +583,6 @@ int main(void)
     test_rules();
     test_engines();
     test_authenticated();
+    test_xmatcher();
     return done_testing();
 }
