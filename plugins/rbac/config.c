@@ -252,8 +252,8 @@ static const struct herald_field policy_fields[] = {
      .message = &permission_msg, .help = "the policy matches when any permission and any principal match"},
     {.name = "principals", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED | HERALD_F_REQUIRED,
      .message = &principal_msg, .help = "who the policy is about"},
-    {.name = "condition", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "a CEL expression"},
+    {.name = "condition", .kind = HERALD_FIELD_MESSAGE, .message = &rbac_cel_expr_msg,
+     .help = "a CEL expression (parsed form) that must be true too; see CONDITIONS"},
     {.name = "checked_condition", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
      .help = "a checked CEL expression"},
     {.name = "cel_config", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
@@ -608,6 +608,9 @@ struct rbac_engine *rbac_engine_from_cfg(const struct herald_cfg *rules, char **
                 goto fail;
             rbac_policy_add_principal(p, r);
         }
+        const struct herald_cfg *cond = herald_cfg_get(pn, "condition");
+        if (cond && !(p->condition = rbac_cel_from_cfg(cond, err)))
+            goto fail;
     }
     rbac_engine_finish(e);
     return e;

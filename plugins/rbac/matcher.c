@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cel.h"
 #include "matcher.h"
 #include "xmatcher.h"
 
@@ -475,6 +476,7 @@ void rbac_engine_free(struct rbac_engine *e)
         free(p->perms);
         free(p->ids);
         free(p->name);
+        cel_expr_free(p->condition);
     }
     free(e->policies);
     free(e);
@@ -492,7 +494,8 @@ const struct rbac_policy *rbac_engine_match(const struct rbac_engine *e, const s
 {
     for (size_t i = 0; i < e->npolicies; i++) {
         const struct rbac_policy *p = &e->policies[i];
-        if (any_match(p->perms, p->nperms, ctx) && any_match(p->ids, p->nids, ctx))
+        if (any_match(p->perms, p->nperms, ctx) && any_match(p->ids, p->nids, ctx) &&
+            (!p->condition || cel_true(p->condition, ctx)))
             return p;
     }
     return NULL;

@@ -131,8 +131,11 @@ void rbac_rule_free(struct rbac_rule *r);
 /* ---------------------------------------------------------------- engines */
 enum rbac_action { RBAC_ALLOW = 0, RBAC_DENY, RBAC_LOG };
 
+struct cel_expr;                       /* cel.h */
+
 struct rbac_policy {
     char *name;
+    struct cel_expr *condition;        /* NULL: none; else it must be true too */
     struct rbac_rule **perms;
     size_t nperms;
     struct rbac_rule **ids;
@@ -230,6 +233,9 @@ int rbac_cidr_from_cfg(struct rbac_cidr *c, const struct herald_cfg *n, char **e
  * it, and a matcher / shadow_matcher node -> engine. http: HTTP inputs are
  * allowed (the HTTP filter); the network filter refuses them. */
 extern const struct herald_message rbac_xds_matcher_msg;
+/* cel_config.c: a policy's condition (google.api.expr.v1alpha1.Expr). */
+extern const struct herald_message rbac_cel_expr_msg;
+struct cel_expr *rbac_cel_from_cfg(const struct herald_cfg *condition, char **err);
 struct rbac_engine *rbac_engine_from_matcher(const struct herald_cfg *matcher, bool http, char **err);
 /* The counter prefix.(a + b): Envoy's rbac stats put the rules' own prefix
  * before the name (rules_stat_prefix + "allowed"). */

@@ -1,9 +1,10 @@
-"""RBAC with the unified matcher API (`matcher` / `shadow_matcher`,
-xds.type.matcher.v3.Matcher) instead of policies, in the HTTP and the network
-filter: Envoy's own example (a DENY on a bad referer), matcher trees with
-nested matchers, query parameters, source addresses through the Ip custom
-matcher, shadow and LOG actions, what the backend got and what the client
-saw, the stats, and the config errors."""
+"""RBAC beyond permissions and principals: the unified matcher API
+(`matcher` / `shadow_matcher`, xds.type.matcher.v3.Matcher) in the HTTP and
+the network filter (Envoy's own example, a DENY on a bad referer; matcher
+trees with nested matchers, query parameters, source addresses through the
+Ip custom matcher, shadow and LOG actions) and policy conditions in CEL
+(Envoy's docs example; headers, methods, paths, addresses): what the backend
+got, what the client saw, the stats, and the config errors."""
 
 import json
 import os
@@ -275,3 +276,126 @@ def test_bad_matcher_configs_are_refused(tmp_path, kind, matcher, message):
     # every error names the place: file:line:col and the field path
     line = next(l for l in r.stderr.splitlines() if message in l)
     assert line.startswith("error: %s:" % path) and ".matcher." in line, line
+
+
+# ------------------------------------------------------------------ CEL conditions
+
+
+def ident(name):
+    return {"ident_expr": {"name": name}}
+
+
+def attr(top, field):
+    return {"select_expr": {"operand": ident(top), "field": field}}
+
+
+def const(v):
+    if isinstance(v, bool):
+        return {"const_expr": {"bool_value": v}}
+    if isinstance(v, int):
+        return {"const_expr": {"int64_value": str(v)}}
+    return {"const_expr": {"string_value": v}}
+
+
+def call(fn, *args, target=None):
+    c = {"function": fn, "args": list(args)}
+    if target is not None:
+        c["target"] = target
+    return {"call_expr": c}
+
+
+def headers_get(name):
+    return call("_[_]", attr("request", "headers"), const(name))
+
+
+def policy_with(condition):
+    return {"permissions": [{"any": True}], "principals": [{"any": True}], "condition": condition}
+
+
+def test_envoy_docs_condition_example_validates():
+    path = os.path.join(SHARED, "docs-intro-arch_overview-security-rbac-http.yaml")
+    if not os.path.exists(path):
+        pytest.skip("no shared conformance configs here")
+    r = conftest.run_herald(["--mode", "validate", "-c", path, "--plugin-dir", conftest.PLUGIN_DIR])
+    assert r.returncode == 0, r.stderr
+
+
+def test_http_conditions(herald, upstreams, port):
+    """ALLOW policies whose permissions and principals are `any`, decided by
+    their conditions: "admin" = request.path.startsWith('/admin/') &&
+    request.headers['x-token'] == 'ok'; "reads" = request.method in ['GET',
+    'HEAD'] && !request.url_path.matches('^/(admin|private)') &&
+    has(request.headers.x-user). A missing x-token makes "admin" an error,
+    which never matches."""
+    admin = call("_&&_", call("startsWith", const("/admin/"), target=attr("request", "path")),
+                 call("_==_", headers_get("x-token"), const("ok")))
+    reads = call("_&&_",
+                 call("_&&_", call("@in", attr("request", "method"), {"list_expr": {"elements": [const("GET"),
+                                                                                                  const("HEAD")]}}),
+                      call("!_", call("matches", const("^/(admin|private)"), target=attr("request", "url_path")))),
+                 {"select_expr": {"operand": attr("request", "headers"), "field": "x-user", "test_only": True}})
+    rbac = http_rbac(rules={"action": "ALLOW", "policies": {"admin": policy_with(admin),
+                                                            "reads": policy_with(reads)}})
+    h, lp, b = start(herald, upstreams, port, rbac)
+    cases = [
+        ("GET", "/admin/x", {"x-token": "ok"}, 200), ("POST", "/admin/x", {"x-token": "ok"}, 200),
+        ("GET", "/admin/x", {"x-token": "no"}, 403), ("GET", "/admin/x", {"x-user": "u"}, 403),
+        ("GET", "/pub?a=1", {"x-user": "u"}, 200), ("HEAD", "/pub", {"x-user": "u"}, 200),
+        ("GET", "/pub", {}, 403), ("POST", "/pub", {"x-user": "u"}, 403), ("GET", "/private/y", {"x-user": "u"}, 403),
+    ]
+    got = [(m, p, hd, hb.request(lp, p, method=m, headers=hd)[0]) for m, p, hd, _ in cases]
+    assert got == cases
+    assert b.served() == 4
+    assert h.wait_stat("http.ingress_http.rbac.denied", lambda v: v >= 5) == 5
+
+
+def test_network_condition_on_addresses(herald, upstreams, port):
+    """The network filter: a DENY policy whose condition is
+    source.address.startsWith('127.0.0.2:') && int(string(destination.port)) == <port>."""
+    echo = upstreams(helpers.EchoServer)
+    lp = port()
+    cond = call("_&&_", call("startsWith", const("127.0.0.2:"), target=attr("source", "address")),
+                call("_==_", call("int", call("string", attr("destination", "port"))), const(lp)))
+    h = herald(helpers.bootstrap([helpers.tcp_listener(lp, "echo", before=[{
+        "name": "envoy.filters.network.rbac", "typed_config": {
+            "@type": NET_RBAC_TYPE, "stat_prefix": "netc",
+            "rules": {"action": "DENY", "policies": {"from-2": policy_with(cond)}}}}])],
+        [helpers.cluster("echo", [("127.0.0.1", echo.port)])]))
+
+    def roundtrip(src):
+        s = socket.create_connection(("127.0.0.1", lp), timeout=5, source_address=(src, 0))
+        try:
+            s.sendall(b"ping\n")
+            return s.recv(64)
+        except OSError:
+            return b""
+        finally:
+            s.close()
+    assert roundtrip("127.0.0.1") == b"ping\n"
+    assert roundtrip("127.0.0.2") == b""
+    assert h.wait_stat("netc.rbac.denied", lambda v: v >= 1) == 1
+    assert h.stat("netc.rbac.allowed") == 1
+
+
+BAD_CEL = [
+    (attr("request", "bogus"), "unknown attribute request.bogus"),
+    (call("frobnicate", const("x")), "the CEL function 'frobnicate' is not supported"),
+    (call("matches", const("("), target=attr("request", "path")), "invalid regex at offset"),
+    (call("startsWith", attr("request", "path")), "'startsWith' does not take 1 argument"),
+    (ident("request"), "'request' alone is not a value"),
+    ({"comprehension_expr": {}}, "not supported"),
+]
+
+
+@pytest.mark.parametrize("condition,message", BAD_CEL, ids=[m for _, m in BAD_CEL])
+def test_bad_conditions_are_refused(tmp_path, condition, message):
+    rbac = http_rbac(rules={"action": "ALLOW", "policies": {"p": policy_with(condition)}})
+    cfg = helpers.bootstrap([hb.http_listener(18998, hb.hcm("x", [hb.route("/", "c")], [rbac]))],
+                            [helpers.cluster("c", [("127.0.0.1", 1)])])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(cfg, indent=1))
+    r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+    assert r.returncode != 0, "accepted:\n" + r.stderr
+    line = next((l for l in r.stderr.splitlines() if message in l), None)
+    assert line, r.stderr
+    assert line.startswith("error: %s:" % path) and ".condition" in line, line

@@ -1,5 +1,6 @@
 /* plugins/rbac/matcher.c: every permission and principal kind, and/or/not,
- * ALLOW/DENY/LOG; and plugins/rbac/xmatcher.c, the unified matcher tree. Build: cc -I plugins/rbac -I sdk/include t/unit/test_rbac.c
+ * ALLOW/DENY/LOG; plugins/rbac/xmatcher.c, the unified matcher tree; and
+ * plugins/rbac/cel.c, policy conditions. Build: cc -I plugins/rbac -I sdk/include t/unit/test_rbac.c
  * plugins/rbac/matcher.c -lpcre2-8 */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cel.h"
 #include "matcher.h"
 #include "tap.h"
 #include "xmatcher.h"
@@ -576,6 +578,176 @@ static void test_xmatcher(void)
     rbac_engine_free(eng);
 }
 
+/* ---------------------------------------------------------------- CEL conditions */
+
+static struct cel_expr *c_str(const char *v)
+{
+    struct cel_expr *e = cel_expr_new(CEL_CONST);
+    e->value.t = CEL_T_STRING;
+    e->value.s = strdup(v);
+    return e;
+}
+
+static struct cel_expr *c_int(int64_t v)
+{
+    struct cel_expr *e = cel_expr_new(CEL_CONST);
+    e->value.t = CEL_T_INT;
+    e->value.i = v;
+    return e;
+}
+
+static struct cel_expr *c_uint(uint64_t v)
+{
+    struct cel_expr *e = cel_expr_new(CEL_CONST);
+    e->value.t = CEL_T_UINT;
+    e->value.u = v;
+    return e;
+}
+
+static struct cel_expr *c_attr(enum cel_attr a)
+{
+    struct cel_expr *e = cel_expr_new(CEL_ATTR);
+    e->attr = a;
+    return e;
+}
+
+static struct cel_expr *c_call(enum cel_fn fn, struct cel_expr *a, struct cel_expr *b)
+{
+    struct cel_expr *e = cel_expr_new(CEL_CALL);
+    e->fn = fn;
+    if (a)
+        cel_expr_add(e, a);
+    if (b)
+        cel_expr_add(e, b);
+    return e;
+}
+
+static struct cel_expr *c_header(const char *name)
+{
+    return c_call(CEL_F_INDEX, c_attr(CEL_A_REQUEST_HEADERS), c_str(name));
+}
+
+/* The condition's value as text ("true", "error", "42", "\"s\""), then the condition freed. */
+static const char *c_show(struct cel_expr *e, const struct rbac_ctx *ctx)
+{
+    static char buf[128];
+    struct cel_val v = cel_eval(e, ctx);
+    switch (v.t) {
+    case CEL_T_BOOL: snprintf(buf, sizeof(buf), "%s", v.b ? "true" : "false"); break;
+    case CEL_T_INT: snprintf(buf, sizeof(buf), "%lld", (long long)v.i); break;
+    case CEL_T_UINT: snprintf(buf, sizeof(buf), "%lluu", (unsigned long long)v.u); break;
+    case CEL_T_STRING: snprintf(buf, sizeof(buf), "\"%s\"", v.s); break;
+    case CEL_T_ERROR: snprintf(buf, sizeof(buf), "error"); break;
+    default: snprintf(buf, sizeof(buf), "type %d", (int)v.t); break;
+    }
+    cel_val_fini(&v);
+    cel_expr_free(e);
+    return buf;
+}
+
+static void test_cel(void)
+{
+    struct req r = {{":method", ":authority", "x-a", "x-a", "x-n"}, {"GET", "h.example", "1", "2", "héllo"}};
+    struct rbac_ip remote, local;
+    rbac_ip_parse(&remote, "10.1.2.3");
+    remote.port = 4321;
+    rbac_ip_parse(&local, "::1");
+    local.port = 443;
+    struct rbac_ctx ctx = {.header = get_header, .arg = &r, .path = "/admin/x?q=1#f", .remote = &remote,
+                           .local = &local};
+
+    ok(cel_fn_of("_&&_") == CEL_F_AND && cel_fn_of("startsWith") == CEL_F_STARTS_WITH && cel_fn_of("nope") < 0,
+       "function names");
+    ok(cel_attr_of("request", "path") == CEL_A_REQUEST_PATH && cel_attr_of("request", "nope") < 0, "attributes");
+
+    is_str(c_show(c_attr(CEL_A_REQUEST_PATH), &ctx), "\"/admin/x?q=1#f\"", "request.path");
+    is_str(c_show(c_attr(CEL_A_REQUEST_URL_PATH), &ctx), "\"/admin/x\"", "request.url_path");
+    is_str(c_show(c_attr(CEL_A_REQUEST_QUERY), &ctx), "\"q=1\"", "request.query");
+    is_str(c_show(c_attr(CEL_A_REQUEST_HOST), &ctx), "\"h.example\"", "request.host");
+    is_str(c_show(c_attr(CEL_A_SOURCE_ADDRESS), &ctx), "\"10.1.2.3:4321\"", "source.address");
+    is_str(c_show(c_attr(CEL_A_DESTINATION_ADDRESS), &ctx), "\"[::1]:443\"", "destination.address (v6)");
+    is_str(c_show(c_attr(CEL_A_DESTINATION_PORT), &ctx), "443", "destination.port");
+    is_str(c_show(c_attr(CEL_A_CONNECTION_MTLS), &ctx), "false", "connection.mtls without TLS");
+    is_str(c_show(c_attr(CEL_A_REQUEST_REFERER), &ctx), "error", "a missing header attribute is an error");
+    is_str(c_show(c_header("x-a"), &ctx), "\"1,2\"", "headers[]: values joined");
+    is_str(c_show(c_header("x-missing"), &ctx), "error", "headers[] of a missing key: error");
+    is_str(c_show(c_call(CEL_F_IN, c_str("x-a"), c_attr(CEL_A_REQUEST_HEADERS)), &ctx), "true", "'x-a' in headers");
+    is_str(c_show(c_call(CEL_F_SIZE, c_header("x-n"), NULL), &ctx), "5", "size() counts code points");
+
+    /* logic absorbs errors the CEL way */
+    struct cel_expr *f = c_call(CEL_F_EQ, c_int(1), c_int(2));
+    is_str(c_show(c_call(CEL_F_AND, c_header("x-missing"), f), &ctx), "false", "error && false = false");
+    struct cel_expr *t = c_call(CEL_F_EQ, c_int(2), c_uint(2));
+    is_str(c_show(c_call(CEL_F_OR, c_header("x-missing"), t), &ctx), "true", "error || true = true (2 == 2u)");
+    is_str(c_show(c_call(CEL_F_AND, c_header("x-missing"), c_call(CEL_F_EQ, c_int(1), c_int(1))), &ctx), "error",
+           "error && true = error");
+    struct cel_expr *missing = c_header("x-missing");
+    ok(!cel_true(missing, &ctx), "an error is not true");
+    cel_expr_free(missing);
+    struct cel_expr *notx = c_call(CEL_F_NOT, c_header("x-missing"), NULL);
+    ok(!cel_true(notx, &ctx), "!error is not true either");
+    cel_expr_free(notx);
+
+    is_str(c_show(c_call(CEL_F_STARTS_WITH, c_attr(CEL_A_REQUEST_PATH), c_str("/admin/")), &ctx), "true",
+           "startsWith");
+    is_str(c_show(c_call(CEL_F_ENDS_WITH, c_attr(CEL_A_REQUEST_URL_PATH), c_str("/x")), &ctx), "true", "endsWith");
+    is_str(c_show(c_call(CEL_F_CONTAINS, c_attr(CEL_A_REQUEST_HOST), c_str("exam")), &ctx), "true", "contains");
+    struct cel_expr *m = c_call(CEL_F_MATCHES, c_attr(CEL_A_REQUEST_HOST), c_str("^h\\.ex"));
+    ok(cel_compile_regex(m, "^h\\.ex", NULL) == 0, "a constant pattern compiles");
+    is_str(c_show(m, &ctx), "true", "matches is a search");
+    char *err = NULL;
+    struct cel_expr *bad = c_call(CEL_F_MATCHES, c_str("x"), c_str("("));
+    ok(cel_compile_regex(bad, "(", &err) < 0 && err && strstr(err, "offset"), "a bad pattern: %s", err ? err : "");
+    free(err);
+    cel_expr_free(bad);
+    is_str(c_show(c_call(CEL_F_MATCHES, c_str("x"), c_call(CEL_F_ADD, c_str("("), c_str(""))), &ctx), "error",
+           "a bad pattern at run time is an error");
+
+    is_str(c_show(c_call(CEL_F_ADD, c_int(INT64_MAX), c_int(1)), &ctx), "error", "int overflow is an error");
+    is_str(c_show(c_call(CEL_F_DIV, c_int(7), c_int(0)), &ctx), "error", "division by zero is an error");
+    is_str(c_show(c_call(CEL_F_MOD, c_int(-7), c_int(3)), &ctx), "-1", "%% truncates like C and CEL");
+    is_str(c_show(c_call(CEL_F_ADD, c_str("a"), c_str("b")), &ctx), "\"ab\"", "string +");
+    is_str(c_show(c_call(CEL_F_INT, c_str("-12"), NULL), &ctx), "-12", "int(string)");
+    is_str(c_show(c_call(CEL_F_INT, c_str("12x"), NULL), &ctx), "error", "int() of a non-number");
+    is_str(c_show(c_call(CEL_F_UINT, c_int(-1), NULL), &ctx), "error", "uint(-1)");
+    is_str(c_show(c_call(CEL_F_STRING, c_attr(CEL_A_SOURCE_PORT), NULL), &ctx), "\"4321\"", "string(int)");
+    is_str(c_show(c_call(CEL_F_LT, c_str("abc"), c_str("abd")), &ctx), "true", "strings order");
+    is_str(c_show(c_call(CEL_F_LT, c_str("1"), c_int(2)), &ctx), "error", "string < int is an error");
+    is_str(c_show(c_call(CEL_F_EQ, c_str("1"), c_int(1)), &ctx), "false", "'1' == 1 is false, not an error");
+
+    struct cel_expr *list = cel_expr_new(CEL_LIST);
+    cel_expr_add(list, c_str("POST"));
+    cel_expr_add(list, c_str("GET"));
+    is_str(c_show(c_call(CEL_F_IN, c_attr(CEL_A_REQUEST_METHOD), list), &ctx), "true", "method in [list]");
+    list = cel_expr_new(CEL_LIST);
+    cel_expr_add(list, c_str("a"));
+    is_str(c_show(c_call(CEL_F_INDEX, list, c_int(1)), &ctx), "error", "list index out of range");
+
+    struct cel_expr *has = cel_expr_new(CEL_SELECT);
+    has->test_only = true;
+    cel_expr_add(has, c_attr(CEL_A_REQUEST_REFERER));
+    is_str(c_show(has, &ctx), "false", "has(request.referer) without one");
+    struct cel_expr *hs = cel_expr_new(CEL_SELECT);
+    hs->field = strdup("x-a");
+    hs->test_only = true;
+    cel_expr_add(hs, c_attr(CEL_A_REQUEST_HEADERS));
+    is_str(c_show(hs, &ctx), "true", "has(request.headers.x-a)");
+
+    /* a policy whose condition is false does not match */
+    struct rbac_engine *e = rbac_engine_new(RBAC_ALLOW);
+    struct rbac_policy *p = rbac_engine_add_policy(e, "cond");
+    rbac_policy_add_permission(p, rbac_rule_new(RBAC_ANY));
+    rbac_policy_add_principal(p, rbac_rule_new(RBAC_ANY));
+    p->condition = c_call(CEL_F_STARTS_WITH, c_attr(CEL_A_REQUEST_PATH), c_str("/admin/"));
+    rbac_engine_finish(e);
+    ok(rbac_engine_allowed(e, &ctx, NULL), "condition true: the policy matches");
+    ctx.path = "/public";
+    ok(!rbac_engine_allowed(e, &ctx, NULL), "condition false: it does not");
+    ctx.path = NULL;
+    ok(!rbac_engine_allowed(e, &ctx, NULL), "condition an error: it does not");
+    rbac_engine_free(e);
+}
+
 int main(void)
 {
     test_strings();
@@ -584,5 +756,6 @@ int main(void)
     test_engines();
     test_authenticated();
     test_xmatcher();
+    test_cel();
     return done_testing();
 }
