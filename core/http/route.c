@@ -121,6 +121,8 @@ struct herald_route {
     char **up_types; bool *up_enabled; size_t nup;
     struct hash_policy *hp; size_t nhp;
     struct mirrors mirrors;
+    struct herald_rate_limits *rate_limits;  /* RouteAction.rate_limits; NULL: none */
+    bool include_vh_rate_limits;
 
     /* FORWARD and REDIRECT path rewrites */
     char *prefix_rewrite;
@@ -151,6 +153,7 @@ struct vhost {
     struct filter_configs fcs;
     struct mirrors mirrors;
     const struct herald_cfg *mirrors_node;   /* for messages */
+    struct herald_rate_limits *rate_limits;  /* VirtualHost.rate_limits; NULL: none */
 };
 
 struct domain { char *s; size_t len; struct vhost *vh; const struct herald_cfg *node; };
@@ -256,6 +259,7 @@ static void route_free(struct herald_route *r)
         free(r->hp[i].path);
     }
     free(r->hp);
+    herald_rate_limits_free(r->rate_limits);
     free(r->prefix_rewrite);
     if (r->rx_rewrite)
         pcre2_code_free(r->rx_rewrite);
@@ -280,6 +284,7 @@ void route_table_free(struct route_table *t)
         mutations_free(&vh->mut);
         filter_configs_free(&vh->fcs);
         mirrors_free(&vh->mirrors);
+        herald_rate_limits_free(vh->rate_limits);
         free(vh->retry);
         free(vh->retry_codes);
         free(vh->name);
@@ -700,6 +705,19 @@ static void parse_mirrors(const struct herald_cfg *n, struct mirrors *out)
     }
 }
 
+/* rate_limits of a RouteAction or VirtualHost (herald_route_rate_limits). */
+static int parse_rate_limits(const struct herald_cfg *n, struct herald_rate_limits **out, struct cfg_diag *d)
+{
+    char *err = NULL;
+    if (!herald_cfg_len(n))
+        return 0;
+    if (!(*out = herald_rate_limits_new(n, &err))) {
+        diag_error_take(d, err);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
 {
     r->node = n;
@@ -762,6 +780,9 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
         rc = -1;
     if (parse_hash_policies(herald_cfg_get(n, "hash_policy"), r, d) < 0)
         rc = -1;
+    if (parse_rate_limits(herald_cfg_get(n, "rate_limits"), &r->rate_limits, d) < 0)
+        rc = -1;
+    r->include_vh_rate_limits = herald_cfg_bool(herald_cfg_get(n, "include_vh_rate_limits"), false);
     const struct herald_cfg *ups = herald_cfg_get(n, "upgrade_configs");
     r->nup = herald_cfg_len(ups);
     if (r->nup) {
@@ -1039,6 +1060,8 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
         parse_filter_configs(vn, &vh->fcs, &t->any_fcs);
         parse_mirrors(vn, &vh->mirrors);
         vh->mirrors_node = herald_cfg_get(vn, "request_mirror_policies");
+        if (parse_rate_limits(herald_cfg_get(vn, "rate_limits"), &vh->rate_limits, d) < 0)
+            err = -1;
         if (parse_retry(herald_cfg_get(vn, "retry_policy"), &vh->retry, &vh->retry_codes, d) < 0)
             err = -1;
         const struct herald_cfg *routes = herald_cfg_get(vn, "routes");
@@ -2025,4 +2048,29 @@ bool herald_route_mirror_host_suffix(const struct herald_route *r, size_t i)
 {
     const struct mirrors *ms = mirrors_of(r);
     return i < ms->n && ms->e[i].host_suffix;
+}
+
+/* ---------------------------------------------------------------- rate limits */
+
+static const struct herald_route *entry_of(const struct herald_route *r)
+{
+    return r && r->parent ? r->parent : r;   /* a weighted cluster's entry: its route's */
+}
+
+const struct herald_rate_limits *herald_route_rate_limits(const struct herald_route *r)
+{
+    r = entry_of(r);
+    return r ? r->rate_limits : NULL;
+}
+
+const struct herald_rate_limits *herald_route_vhost_rate_limits(const struct herald_route *r)
+{
+    r = entry_of(r);
+    return r && r->vh ? r->vh->rate_limits : NULL;
+}
+
+bool herald_route_include_vh_rate_limits(const struct herald_route *r)
+{
+    r = entry_of(r);
+    return r && r->include_vh_rate_limits;
 }

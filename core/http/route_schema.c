@@ -507,8 +507,10 @@ static const struct herald_field route_action_fields[] = {
          .help = "a copy of each request to another cluster, its answer thrown away"),
     ENUM("priority", route_priority_values,
          .help = "DEFAULT or HIGH: which circuit_breakers thresholds apply"),
-    UNSUP("rate_limits"),
-    UNSUP("include_vh_rate_limits"),
+    LIST("rate_limits", herald_rate_limit_schema,
+         .help = "descriptors for the rate limit filters (local_ratelimit) made from each request"),
+    BOOL("include_vh_rate_limits", .help = "the virtual host's rate_limits apply too (default: only when "
+         "the route has none)"),
     LIST("hash_policy", hash_policy_msg, .help = "what RING_HASH and MAGLEV clusters hash: header, cookie, "
          "connection_properties, query_parameter"),
     UNSUP("cors"),
@@ -624,7 +626,8 @@ static const struct herald_field virtual_host_fields[] = {
     UNSUP("matcher", .hint = "use routes"),
     UNSUP("require_tls"),
     UNSUP("virtual_clusters"),
-    UNSUP("rate_limits"),
+    LIST("rate_limits", herald_rate_limit_schema,
+         .help = "descriptors for the rate limit filters, for routes without their own (see RouteAction)"),
     LIST("request_headers_to_add", header_value_option_msg),
     STRS("request_headers_to_remove"),
     LIST("response_headers_to_add", header_value_option_msg),

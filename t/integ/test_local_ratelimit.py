@@ -1,7 +1,9 @@
 """envoy.filters.http.local_ratelimit against real clients and backends: the
 token bucket shared by all workers, 429 with the configured headers, the
 RL flag and Envoy's stats, enforcement and the filter itself switched by
-runtime fractions, refills, the x-ratelimit-* headers, and bad configs."""
+runtime fractions, refills, the x-ratelimit-* headers, descriptors made by
+the rate_limits of routes, virtual hosts and the filter (a bucket per client
+address, per path, per header match), and bad configs."""
 
 import json
 import re
@@ -158,8 +160,13 @@ def test_local_ratelimit_bad_configs(tmp_path):
         (lrl(local_rate_limit_per_downstream_connection=True),
          r"local_rate_limit_per_downstream_connection: not supported: a bucket per downstream connection"),
         (lrl(descriptors=[{"entries": [{"key": "a", "value": "b"}],
-                           "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}]),
-         r"descriptors: not supported"),
+                           "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}] * 2),
+         r"descriptors\[1\]: the same descriptor twice"),
+        (lrl(descriptors=[{"entries": [{"key": "a"}]}]), r"descriptors\[0\]: .*token_bucket"),
+        (lrl(rate_limits=[{"actions": [{"request_headers": {"header_name": "x"}}]}]),
+         r"rate_limits\[0\]\.actions\[0\]\.request_headers: .*descriptor_key"),
+        (lrl(rate_limits=[{"actions": [{"dynamic_metadata": {}}]}]),
+         r"rate_limits\[0\]\.actions\[0\]\.dynamic_metadata: not supported"),
         (lrl(response_headers_to_add=[{"header": {"key": "bad key", "value": "v"}}]),
          r"response_headers_to_add\[0\]\.header\.key: 'bad key' is not a header name"),
     ]
@@ -329,3 +336,110 @@ def test_per_route_config_errors(tmp_path):
         r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*pfc.json:\d+:\d+: .*" + want, r.stderr), (want, r.stderr)
+
+
+# ------------------------------------------------------------------ descriptors
+
+
+def bucket(n, fill="60s"):
+    return {"max_tokens": n, "fill_interval": fill}
+
+
+def get_from(lp, path, src, headers=None):
+    """The status of one request from source address src (127.0.0.x)."""
+    s = socket.create_connection(("127.0.0.1", lp), timeout=5, source_address=(src, 0))
+    try:
+        extra = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % (path, extra)).encode())
+        data = recv_until_eof(s)
+    finally:
+        s.close()
+    return int(data.split(b" ", 2)[1])
+
+
+def test_descriptors_a_bucket_per_client_address(herald, upstreams, port):
+    """The common ask: N requests per client. The route's rate_limits make
+    ("remote_address", <client>); a descriptor with that key and no value
+    gives every client a bucket of its own (max_dynamic_descriptors of them
+    kept); the filter's default bucket is large and only counts."""
+    b = upstreams(HttpBackend, "b")
+    r = hb.route("/", "backend", rate_limits=[{"actions": [{"remote_address": {}}]}])
+    f = lrl(max_tokens=1000, descriptors=[{"entries": [{"key": "remote_address"}], "token_bucket": bucket(2)}],
+            enable_x_ratelimit_headers="DRAFT_VERSION_03")
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=[r], http_filters=[f], use_remote_address=True)
+    got = {src: [get_from(lp, "/p", src) for _ in range(3)] for src in ("127.0.0.1", "127.0.0.2", "127.0.0.3")}
+    assert got == {src: [200, 200, 429] for src in got}, got
+    assert b.served() == 6
+    # x-ratelimit-* report the client's own bucket
+    status, headers, _ = get(lp, "/p")
+    assert status == 429 and headers.get("x-ratelimit-limit") == "2" and headers.get("x-ratelimit-remaining") == "0", headers
+    st = limiter_stats(h, 10)
+    assert st["rate_limited"] == 4 and st["ok"] == 6, st
+
+
+def test_descriptors_route_path_and_vh_rate_limits(herald, upstreams, port):
+    """Envoy's docs example: the route's rate_limits put the path in a
+    descriptor and its typed_per_filter_config gives /slow a bucket of one;
+    other paths use the default bucket. The virtual host's rate_limits apply
+    only to routes without their own (OVERRIDE), unless include_vh_rate_limits."""
+    b = upstreams(HttpBackend, "b")
+    path_rl = [{"actions": [{"request_headers": {"header_name": ":path", "descriptor_key": "path"}}]}]
+    per_route = dict(lrl(max_tokens=100)["typed_config"], stat_prefix="route_rl", descriptors=[
+        {"entries": [{"key": "path", "value": "/slow"}], "token_bucket": bucket(1)},
+        {"entries": [{"key": "team", "value": "red"}], "token_bucket": bucket(1)}])
+    slow = hb.route("/slow", "backend", rate_limits=path_rl)
+    slow["typed_per_filter_config"] = {"envoy.filters.http.local_ratelimit": per_route}
+    both = hb.route("/both", "backend", rate_limits=path_rl, include_vh_rate_limits=True)
+    both["typed_per_filter_config"] = {"envoy.filters.http.local_ratelimit": per_route}
+    plain = hb.route("/", "backend")
+    plain["typed_per_filter_config"] = {"envoy.filters.http.local_ratelimit": per_route}
+    vh_rl = [{"actions": [{"header_value_match": {"descriptor_key": "team", "descriptor_value": "red",
+                                                  "headers": [{"name": "x-team", "string_match": {"exact": "red"}}]}}]}]
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=[slow, both, plain], http_filters=[lrl(max_tokens=100)],
+                           vhost_extra={"rate_limits": vh_rl})
+    red = {"x-team": "red"}
+    assert [get(lp, "/slow")[0] for _ in range(2)] == [200, 429]        # path descriptor
+    assert [get(lp, "/slow", red)[0] for _ in range(1)] == [429]          # route has rate_limits: vh's not used
+    assert [get(lp, "/other", red)[0] for _ in range(2)] == [200, 429]  # no route rate_limits: the vh's (team)
+    # include_vh: the team descriptor too, in /both's own buckets (a per-route config has its own, as in Envoy)
+    assert [get(lp, "/both", red)[0] for _ in range(2)] == [200, 429]
+    assert get(lp, "/both")[0] == 200                                    # /both's path has no descriptor
+    assert [get(lp, "/other")[0] for _ in range(3)] == [200] * 3         # no descriptor: the default bucket
+
+
+def test_descriptors_filter_rate_limits_and_default_bucket(herald, upstreams, port):
+    """The filter's own rate_limits (routes' are then not used): a generic
+    key for every request plus a masked client network. With
+    always_consume_default_token_bucket false the default bucket is not
+    touched by requests a descriptor matched."""
+    b = upstreams(HttpBackend, "b")
+    f = lrl(max_tokens=1, rate_limits=[
+        {"actions": [{"generic_key": {"descriptor_value": "api"}},
+                     {"masked_remote_address": {"v4_prefix_mask_len": 24}}]},
+        {"actions": [{"request_headers": {"header_name": "x-user", "descriptor_key": "user"}}]}],
+        descriptors=[{"entries": [{"key": "generic_key", "value": "api"},
+                                  {"key": "masked_remote_address", "value": "127.0.0.0/24"}],
+                      "token_bucket": bucket(3)}],
+        always_consume_default_token_bucket=False)
+    r = hb.route("/", "backend", rate_limits=[{"actions": [{"generic_key": {"descriptor_value": "never"}}]}])
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=[r], http_filters=[f], use_remote_address=True)
+    # 127.0.0.1 and .2 share 127.0.0.0/24: three tokens between them; the default bucket (1) untouched
+    assert [get_from(lp, "/a", src) for src in ("127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2")] == \
+        [200, 200, 200, 429]
+    # the user header makes a second descriptor that matches nothing, so it does not change that
+    assert get_from(lp, "/a", "127.0.0.1", {"x-user": "u1"}) == 429
+
+
+def test_descriptors_validate_with_rate_limits_on_routes(tmp_path):
+    """rate_limits on routes and virtual hosts are checked like the rest
+    (they were refused before): a bad one names its place."""
+    r = hb.route("/", "backend", rate_limits=[{"stage": 11, "actions": [{"remote_address": {}}]}])
+    cfg = {"static_resources": {
+        "listeners": [hb.http_listener(1, hb.hcm("x", [r], [lrl()]))],
+        "clusters": [hb.http_cluster("backend", [1])]}}
+    path = tmp_path / "rl.json"
+    path.write_text(json.dumps(cfg))
+    res = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
+    assert res.returncode == 1, res.stderr
+    assert re.search(r"error: .*rl.json:\d+:\d+: .*routes\[0\]\.route\.rate_limits\[0\]\.stage: stage must be "
+                     r"from 0 to 10", res.stderr), res.stderr

@@ -330,6 +330,43 @@ HERALD_EXPORT size_t herald_route_hash_policy_count(const struct herald_route *r
 enum herald_priority { HERALD_PRIORITY_DEFAULT = 0, HERALD_PRIORITY_HIGH = 1 };
 HERALD_EXPORT enum herald_priority herald_route_priority(const struct herald_route *r);
 
+/* (1.9) Rate limit descriptors (envoy.config.route.v3.RateLimit): each
+ * RateLimit of a list makes at most one descriptor per request, its actions'
+ * (key, value) entries in order (source_cluster, destination_cluster,
+ * request_headers, query_parameters, remote_address, masked_remote_address,
+ * generic_key, header_value_match), as Envoy's routes make them for its rate
+ * limit filters. A filter gets the lists of the request's route (and virtual
+ * host), or makes its own from a field whose .message is
+ * herald_rate_limit_schema (repeated), in config_create. */
+struct herald_rate_limits;
+struct herald_rl_entry {
+    const char *key, *value;
+};
+struct herald_rl_descriptor {
+    const struct herald_rl_entry *entries;
+    size_t n;
+};
+struct herald_rl_descriptors;
+HERALD_EXPORT extern const struct herald_message herald_rate_limit_schema;
+/* A list of RateLimit nodes -> rate limits; NULL with a malloc'd *err. */
+HERALD_EXPORT struct herald_rate_limits *herald_rate_limits_new(const struct herald_cfg *list, char **err);
+HERALD_EXPORT void herald_rate_limits_free(struct herald_rate_limits *rl);
+/* Appends to out the descriptors of the request for the RateLimits of this
+ * stage (and not turned off by their disable_key). */
+HERALD_EXPORT void herald_rate_limits_populate(const struct herald_rate_limits *rl, uint32_t stage,
+                                               struct herald_http_stream *s, const struct herald_headers *req,
+                                               struct herald_rl_descriptors *out);
+HERALD_EXPORT struct herald_rl_descriptors *herald_rl_descriptors_new(void);
+HERALD_EXPORT size_t herald_rl_descriptors_count(const struct herald_rl_descriptors *d);
+HERALD_EXPORT const struct herald_rl_descriptor *herald_rl_descriptors_at(const struct herald_rl_descriptors *d,
+                                                                          size_t i);
+HERALD_EXPORT void herald_rl_descriptors_free(struct herald_rl_descriptors *d);
+/* (1.9) The route's RouteAction.rate_limits and its virtual host's
+ * rate_limits (NULL: none), and include_vh_rate_limits. */
+HERALD_EXPORT const struct herald_rate_limits *herald_route_rate_limits(const struct herald_route *r);
+HERALD_EXPORT const struct herald_rate_limits *herald_route_vhost_rate_limits(const struct herald_route *r);
+HERALD_EXPORT bool herald_route_include_vh_rate_limits(const struct herald_route *r);
+
 /* ------------------------------------------------------------ upstream requests
  * An HTTP request to a host of a cluster, over a connection from the
  * calling worker's pool for (cluster, host, protocol). The pool enforces

@@ -55,12 +55,18 @@
  *                    (the peer's own addresses); herald_upstream_connect_from
  *                    and herald_http_upstream_new_for (the downstream
  *                    connection an upstream connection speaks for).
+ *   1.9  2026-11-29  Rate limit descriptors: herald_rate_limit_schema,
+ *                    herald_rate_limits_* and herald_rl_descriptors_*
+ *                    (envoy.config.route.v3.RateLimit actions),
+ *                    herald_route_rate_limits,
+ *                    herald_route_vhost_rate_limits,
+ *                    herald_route_include_vh_rate_limits.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 8
+#define HERALD_ABI_MINOR 9
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
