@@ -566,26 +566,26 @@ static void validator_read(evutil_socket_t fd, short what, void *arg)
         validation_done(false);
 }
 
-void reload_begin(struct server *s)
+void reload_begin(struct server *s, const char *why)
 {
     srv = s;
     if (state == R_HANDED_OVER) {
-        log_warn("reload", "SIGHUP ignored: this process already handed over to a new one and is draining");
+        log_warn("reload", "%s ignored: this process already handed over to a new one and is draining", why);
         return;
     }
     if (state != R_IDLE) {
-        log_warn("reload", "SIGHUP ignored: a reload is already in progress");
+        log_warn("reload", "%s ignored: a reload is already in progress", why);
         return;
     }
     if (s->state != SERVER_LIVE) {
-        log_warn("reload", "SIGHUP ignored: the server is %s", server_state_name(s->state));
+        log_warn("reload", "%s ignored: the server is %s", why, server_state_name(s->state));
         return;
     }
     if (!*self_exe) {
-        log_error("reload", "SIGHUP ignored: cannot find our own binary (/proc/self/exe)");
+        log_error("reload", "%s ignored: cannot find our own binary (/proc/self/exe)", why);
         return;
     }
-    log_info("reload", "SIGHUP: validating the configuration again");
+    log_info("reload", "%s: validating the configuration again", why);
     sd_notify_reloading();
 
     const struct options *o = &s->opt;

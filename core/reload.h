@@ -28,8 +28,8 @@ void reload_add_socket(const char *key, int fd);
 /* Listeners and admin are up: closes the inherited sockets nobody took and,
  * in a reloaded process, tells the old one it may stop accepting. */
 void reload_started(struct server *s);
-/* SIGHUP. */
-void reload_begin(struct server *s);
+/* SIGHUP, or a dynamic_resources file changed: why says which, in the log. */
+void reload_begin(struct server *s, const char *why);
 /* Shutdown: a new process not yet ready is killed. */
 void reload_abort(void);
 /* true once a new process took over from this one. */

@@ -150,7 +150,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_reopen();
         access_log_reopen_all();
         break;
-    case SIGHUP: reload_begin(s); break;
+    case SIGHUP: reload_begin(s, "SIGHUP"); break;
     }
 }
 
@@ -185,7 +185,7 @@ static struct cfg_doc *load_config(const struct options *o, struct cfg_diag *d)
 /* A dynamic_resources file changed: the same reload as SIGHUP */
 static void on_xds_changed(void *arg)
 {
-    reload_begin(arg);
+    reload_begin(arg, "a dynamic_resources file changed");
 }
 
 /* Likely mistakes worth a warning (printed at start-up and by --mode validate). */

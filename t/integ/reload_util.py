@@ -98,7 +98,7 @@ class Reloads:
         raise AssertionError("no reload outcome within %ss\n%s" % (timeout, self.h.log_tail()))
 
     def started(self):
-        return self.h.log().count("SIGHUP: validating")
+        return self.h.log().count(": validating the configuration again")
 
     def settle(self, started_before, timeout=15.0):
         """Waits until a reload started after `started_before` ones and every

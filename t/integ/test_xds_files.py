@@ -121,6 +121,9 @@ def test_listeners_and_clusters_from_files_follow_every_change(herald, upstreams
         replace(cds_path, cds("app", two.port))
         assert r.wait_outcome(before), h.log_tail()
         assert backend_of(lp)[2] == b"from v2\n"
+        # the log says why each reload began; no SIGHUP was sent
+        assert "a dynamic_resources file changed: validating the configuration again" in h.log()
+        assert "SIGHUP: validating" not in h.log()
     finally:
         r.cleanup()
 
