@@ -55,12 +55,20 @@
  *                    (the peer's own addresses); herald_upstream_connect_from
  *                    and herald_http_upstream_new_for (the downstream
  *                    connection an upstream connection speaks for).
+ *   1.9  2026-11-30  Subset load balancing: herald_http_stream_choose_host
+ *                    (a route's metadata_match and the stream's envoy.lb
+ *                    dynamic metadata pick the subset);
+ *                    herald_http_stream_metadata_set_typed and enum
+ *                    herald_metadata_type (numbers and booleans as Envoy's
+ *                    protobuf Values); herald_regex_subst_* (Envoy's
+ *                    RegexMatchAndSubstitute) and herald_headers_cookie,
+ *                    for header_to_metadata.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 8
+#define HERALD_ABI_MINOR 9
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
