@@ -76,7 +76,8 @@ static void combine(struct build *b, const struct subset_selector_cfg *sel, cons
     if (k == sel->nkeys) {
         struct entry *e = VEC_PUSH(b->e, b->n, b->cap);
         e->id = xmalloc(id->n ? id->n : 1);
-        memcpy(e->id, id->s, id->n);
+        if (id->n)
+            memcpy(e->id, id->s, id->n);
         e->idlen = id->n;
         e->host = host;
         return;
@@ -155,7 +156,8 @@ struct lb_subsets *lb_subsets_build(const struct cluster_cfg *cfg, const struct 
         }
     }
     free(id.s);
-    qsort(b.e, b.n, sizeof(*b.e), cmp_entry);
+    if (b.n)
+        qsort(b.e, b.n, sizeof(*b.e), cmp_entry);
     size_t cap = 0, vcap = 0;
     for (size_t i = 0; i < b.n; i++) {
         struct lb_subset *cur = out->n ? &out->v[out->n - 1] : NULL;

@@ -13,7 +13,7 @@ import struct
 
 import helpers
 import http_backends as hb
-from conftest import PLUGIN_DIR, run_herald
+from conftest import PLUGIN_DIR, run_herald, scan_log
 from http_backends import HttpBackend, get_json, hcm, http_listener, request, sock_addr
 
 H2M_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
@@ -178,6 +178,7 @@ def test_config_errors(tmp_path):
         p = tmp_path / "h2m.json"
         p.write_text(json.dumps(cfg))
         res = run_herald(["--mode", "validate", "-c", str(p), "--plugin-dir", PLUGIN_DIR])
+        assert not scan_log(res.stderr), res.stderr
         errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
         return res.returncode, errors
 

@@ -8,6 +8,7 @@ config (docs-configuration-http_filters-header-to-metadata-filter.yaml),
 validated and run."""
 
 import collections
+import json
 import os
 import re
 
@@ -15,7 +16,7 @@ import pytest
 
 import helpers
 import http_backends as hb
-from conftest import PLUGIN_DIR, run_herald
+from conftest import PLUGIN_DIR, run_herald, scan_log
 from http_backends import HttpBackend, hcm, http_listener, request, sock_addr
 from test_health_check import HealthBackend, addr, host_flags
 
@@ -243,7 +244,7 @@ def test_envoy_example_config(herald, upstreams, port, tmp_path):
     if not os.path.exists(ENVOY_CONFIG):
         pytest.skip("no %s" % ENVOY_CONFIG)
     r = run_herald(["--mode", "validate", "-c", ENVOY_CONFIG, "--plugin-dir", PLUGIN_DIR])
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and not scan_log(r.stderr), r.stderr
     default, v1 = upstreams(HttpBackend, "default"), upstreams(HttpBackend, "v1.0")
     lp = port()
     text = open(ENVOY_CONFIG).read()
@@ -267,9 +268,10 @@ def test_config_errors(tmp_path):
         r = hb.route("/", "c", **(route_extra or {}))
         cfg = {"static_resources": {"listeners": [http_listener(1, hcm("x", [r]))], "clusters": [c]}}
         p = tmp_path / "c.json"
-        import json
         p.write_text(json.dumps(cfg))
-        return run_herald(["--mode", "validate", "-c", str(p), "--plugin-dir", PLUGIN_DIR])
+        r = run_herald(["--mode", "validate", "-c", str(p), "--plugin-dir", PLUGIN_DIR])
+        assert not scan_log(r.stderr), r.stderr
+        return r
 
     r = validate({"subset": {"metadata_fallback_policy": "FALLBACK_LIST"}})
     assert r.returncode == 1 and re.search(r"error: .+c\.json:\d+:\d+: .*not supported: metadata_fallback_policy "

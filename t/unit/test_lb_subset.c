@@ -435,6 +435,20 @@ static void test_rebuild(void)
     lb_subsets_account(&f->st, third, third, &shown);
     is_int((int)stat_of("cluster.subset_rebuild.lb_subsets_created"), 4, "rebuild: same subsets, nothing counted");
     is_int((int)stat_of("cluster.subset_rebuild.lb_subsets_active"), 3, "rebuild: 3 active again");
+    f->hs.nhosts = 0;   /* every host gone */
+    struct lb_subsets *none = lb_subsets_build(f->cfg, &f->hs);
+    lb_subsets_account(&f->st, third, none, &shown);
+    is_int((int)lb_subsets_count(none), 0, "rebuild: no hosts, no subsets");
+    is_int((int)stat_of("cluster.subset_rebuild.lb_subsets_active"), 0, "rebuild: none active");
+    is_int((int)stat_of("cluster.subset_rebuild.lb_subsets_removed"), 4, "rebuild: all three removed");
+    struct subset_lb *empty = subset_lb_new(f->cfg, &f->hs, 0, NULL);
+    f->hs.subsets = none;
+    subset_lb_free(empty);
+    empty = subset_lb_new(f->cfg, &f->hs, 0, NULL);
+    ok(subset_lb_choose(empty, NULL, 0, 0, 0) == NULL, "rebuild: an empty cluster picks nothing");
+    subset_lb_free(empty);
+    f->hs.subsets = NULL;
+    lb_subsets_free(none);
     lb_subsets_free(first);
     lb_subsets_free(second);
     lb_subsets_free(third);
