@@ -858,8 +858,8 @@ struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_
 
 struct herald_host *herald_cluster_choose_host_attempt(struct herald_cluster *c, uint64_t hash, uint32_t attempt)
 {
-    /* a subset cluster asked without criteria (tcp_proxy, mirrors, health and
-     * authorization requests): its fallback policy decides, as in Envoy */
+    /* a subset cluster asked without criteria (tcp_proxy, request mirrors,
+     * ext_authz's service): its fallback policy decides, as in Envoy */
     struct herald_host *h = c->subset ? subset_lb_choose(c->subset, NULL, 0, hash, attempt)
                                       : lb_choose_attempt(c->lb, c->cluster->cfg, c->hosts, hash, attempt);
 

@@ -18,7 +18,10 @@
  * its availability (its healthy share, overprovisioned by 1.4, at most 1;
  * plain weights in panic), as Envoy does; then a host in it by lb_policy.
  * A locality without a weight gets nothing. Otherwise a host's weight is its
- * lb_endpoint's load_balancing_weight. */
+ * lb_endpoint's load_balancing_weight.
+ * With lb_subset_config each subset gets a balancer of its own over its hosts
+ * (lb_subset.c, through lb_new_opts: locality weighting only with the
+ * subset config's locality_weight_aware). */
 #include <string.h>
 
 #include "common.h"
