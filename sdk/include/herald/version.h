@@ -55,7 +55,7 @@
  *                    (the peer's own addresses); herald_upstream_connect_from
  *                    and herald_http_upstream_new_for (the downstream
  *                    connection an upstream connection speaks for).
- *   1.9  2026-11-30  Subset load balancing: herald_http_stream_choose_host
+ *   1.9  2026-11-29  Subset load balancing: herald_http_stream_choose_host
  *                    (a route's metadata_match and the stream's envoy.lb
  *                    dynamic metadata pick the subset);
  *                    herald_http_stream_metadata_set_typed and enum
