@@ -46,6 +46,10 @@ static inline void ref_get(struct refcount *r) { atomic_fetch_add_explicit(&r->n
 /* true when this was the last reference */
 static inline bool ref_put(struct refcount *r) { return atomic_fetch_sub_explicit(&r->n, 1, memory_order_acq_rel) == 1; }
 
+/* A double as protobuf's JSON prints it: the shorter of %.15g and %.17g that
+ * reads back the same value ("1", "1.5", "0.1"). */
+void double_str(double d, char *out, size_t size);
+
 uint64_t mono_ms(void);      /* CLOCK_MONOTONIC in ms */
 uint64_t wall_ms(void);      /* CLOCK_REALTIME in ms */
 

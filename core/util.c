@@ -103,3 +103,10 @@ static uint64_t clock_ms(clockid_t id)
 
 uint64_t mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 uint64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+
+void double_str(double d, char *out, size_t size)
+{
+    snprintf(out, size, "%.15g", d);
+    if (strtod(out, NULL) != d)
+        snprintf(out, size, "%.17g", d);
+}

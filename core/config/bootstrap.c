@@ -310,6 +310,12 @@ static void extract_endpoints(const struct herald_cfg *la, struct cluster_cfg *c
                 continue;
             }
             extract_address(addr, &e->address);
+            if (c->subset) {
+                const struct herald_cfg *md = get(get(get(lb, "metadata"), "filter_metadata"), "envoy.lb");
+                if (lbmd_kvs_from_struct(md, &e->lb_meta) < 0)
+                    diag_error(d, md, "metadata.filter_metadata[\"envoy.lb\"] must be a mapping of keys to "
+                               "values");
+            }
             const struct herald_cfg *sa = get(addr, "socket_address");
             if (!sa)
                 continue;
@@ -321,6 +327,103 @@ static void extract_endpoints(const struct herald_cfg *la, struct cluster_cfg *c
                 diag_error(d, sa, "an upstream endpoint needs a port_value");
         }
     }
+}
+
+static char **sorted_keys(const struct herald_cfg *list, size_t *n)
+{
+    size_t len = herald_cfg_len(list);
+    char **v = xcalloc(len ? len : 1, sizeof(*v));
+    *n = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *k = herald_cfg_str(herald_cfg_at(list, i), "");
+        size_t at = 0;
+        while (at < *n && strcmp(v[at], k) < 0)
+            at++;
+        if (at < *n && strcmp(v[at], k) == 0)
+            continue;                  /* a set, as Envoy's */
+        memmove(v + at + 1, v + at, (*n - at) * sizeof(*v));
+        v[at] = xstrdup(k);
+        (*n)++;
+    }
+    return v;
+}
+
+/* lb_subset_config (its schema checked the selectors' KEYS_SUBSET rules). */
+static void extract_subset(const struct herald_cfg *n, struct cluster_cfg *c, struct cfg_diag *d)
+{
+    static const char *const fallbacks[] = { "NO_FALLBACK", "ANY_ENDPOINT", "DEFAULT_SUBSET" };
+    static const char *const sel_fallbacks[] = { "NOT_DEFINED", "NO_FALLBACK", "ANY_ENDPOINT", "DEFAULT_SUBSET",
+                                                 "KEYS_SUBSET" };
+    const struct herald_cfg *lsc = get(n, "lb_subset_config");
+    const struct herald_cfg *sels = get(lsc, "subset_selectors");
+    if (!lsc)
+        return;
+    if (!herald_cfg_len(sels)) {
+        /* as Envoy: without selectors there is no subset load balancing */
+        diag_warn(d, lsc, "lb_subset_config has no subset_selectors: it has no effect");
+        return;
+    }
+    struct subset_cfg *s = xcalloc(1, sizeof(*s));
+    c->subset = s;
+    s->fallback = (enum subset_fallback)enum_index(herald_cfg_str(get(lsc, "fallback_policy"), "NO_FALLBACK"),
+                                                   fallbacks, ARRAY_SIZE(fallbacks));
+    const struct herald_cfg *ds = get(lsc, "default_subset");
+    if (lbmd_kvs_from_struct(ds, &s->default_subset) < 0)
+        diag_error(d, ds, "default_subset must be a mapping of metadata keys to values");
+    s->locality_weight_aware = herald_cfg_bool(get(lsc, "locality_weight_aware"), false);
+    s->scale_locality_weight = herald_cfg_bool(get(lsc, "scale_locality_weight"), false);
+    s->panic_mode_any = herald_cfg_bool(get(lsc, "panic_mode_any"), false);
+    s->list_as_any = herald_cfg_bool(get(lsc, "list_as_any"), false);
+    if (s->scale_locality_weight && !s->locality_weight_aware)
+        diag_warn(d, get(lsc, "scale_locality_weight"), "scale_locality_weight has no effect without "
+                  "locality_weight_aware");
+    if (s->locality_weight_aware && !c->locality_weighted)
+        diag_warn(d, get(lsc, "locality_weight_aware"), "locality_weight_aware has no effect: the cluster has "
+                  "no common_lb_config.locality_weighted_lb_config");
+    if (ds && s->fallback != SUBSET_DEFAULT_SUBSET) {
+        bool used = false;
+        for (size_t i = 0; i < herald_cfg_len(sels); i++)
+            used |= strcmp(herald_cfg_str(get(herald_cfg_at(sels, i), "fallback_policy"), ""), "DEFAULT_SUBSET") == 0;
+        if (!used)
+            diag_warn(d, ds, "default_subset has no effect: neither fallback_policy nor a selector's is "
+                      "DEFAULT_SUBSET");
+    }
+    s->selectors = xcalloc(herald_cfg_len(sels), sizeof(*s->selectors));
+    for (size_t i = 0; i < herald_cfg_len(sels); i++) {
+        const struct herald_cfg *sn = herald_cfg_at(sels, i);
+        struct subset_selector_cfg *sel = &s->selectors[s->nselectors];
+        if (!herald_cfg_len(get(sn, "keys"))) {
+            diag_warn(d, sn, "a subset selector without keys is ignored (as Envoy ignores it)");
+            continue;
+        }
+        sel->keys = sorted_keys(get(sn, "keys"), &sel->nkeys);
+        sel->fallback = (enum selector_fallback)enum_index(herald_cfg_str(get(sn, "fallback_policy"),
+                                                                          "NOT_DEFINED"),
+                                                           sel_fallbacks, ARRAY_SIZE(sel_fallbacks));
+        const struct herald_cfg *fk = get(sn, "fallback_keys_subset");
+        if (sel->fallback == SELECTOR_KEYS_SUBSET)
+            sel->fallback_keys = sorted_keys(fk, &sel->nfallback_keys);
+        else if (herald_cfg_len(fk))
+            diag_warn(d, fk, "fallback_keys_subset has no effect: fallback_policy is not KEYS_SUBSET");
+        s->nselectors++;
+    }
+}
+
+static void free_subset(struct subset_cfg *s)
+{
+    if (!s)
+        return;
+    lbmd_kvs_free(&s->default_subset);
+    for (size_t i = 0; i < s->nselectors; i++) {
+        for (size_t k = 0; k < s->selectors[i].nkeys; k++)
+            free(s->selectors[i].keys[k]);
+        free(s->selectors[i].keys);
+        for (size_t k = 0; k < s->selectors[i].nfallback_keys; k++)
+            free(s->selectors[i].fallback_keys[k]);
+        free(s->selectors[i].fallback_keys);
+    }
+    free(s->selectors);
+    free(s);
 }
 
 /* explicit_http_config / auto_config of HttpProtocolOptions, and whether TLS brings its own ALPN. */
@@ -679,6 +782,7 @@ static void extract_cluster(const struct herald_cfg *n, struct cluster_cfg *c, s
     extract_http_protocol(n, c, d);
 
     extract_health_checks(n, c, d);
+    extract_subset(n, c, d);   /* before the endpoints: they read their metadata only for subsets */
     const struct herald_cfg *la = get(n, "load_assignment");
     extract_endpoints(la, c, d);
     if (c->type == CLUSTER_LOGICAL_DNS) {
@@ -701,10 +805,12 @@ static void free_cluster(struct cluster_cfg *c)
             free_address(&l->endpoints[j].address);
             free(l->endpoints[j].hostname);
             free_address(&l->endpoints[j].hc_address);
+            lbmd_kvs_free(&l->endpoints[j].lb_meta);
         }
         free(l->endpoints);
     }
     free(c->localities);
+    free_subset(c->subset);
 }
 
 static bool same_address(const struct address_cfg *a, const struct address_cfg *b)

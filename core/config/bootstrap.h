@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config/diag.h"
+#include "config/lb_metadata.h"
 #include "config/tree.h"
 
 #define DEFAULT_BUFFER_LIMIT (1024u * 1024u)
@@ -80,6 +81,8 @@ struct endpoint_cfg {
     struct address_cfg hc_address;           /* health_check_config.address (an IP); host NULL: unset */
     const struct herald_cfg *node;
     struct pp_tlvs *pp_tlvs;                 /* PerHostConfig added_tlvs (net/proxy_header.c), or NULL */
+    struct lb_kvs lb_meta;                   /* metadata.filter_metadata["envoy.lb"] (lb_subset.c); read
+                                              * only when the cluster has lb_subset_config */
 };
 
 struct locality_cfg {
@@ -132,6 +135,27 @@ struct outlier_cfg {
     uint32_t failure_percentage_minimum_hosts; /* 5 */
     uint32_t failure_percentage_request_volume; /* 50 */
     bool always_eject_one_host;              /* false */
+};
+
+/* ---- subset load balancing (Cluster.LbSubsetConfig; upstream/lb_subset.c) ---- */
+enum subset_fallback { SUBSET_NO_FALLBACK = 0, SUBSET_ANY_ENDPOINT, SUBSET_DEFAULT_SUBSET };
+enum selector_fallback {
+    SELECTOR_NOT_DEFINED = 0, SELECTOR_NO_FALLBACK, SELECTOR_ANY_ENDPOINT, SELECTOR_DEFAULT_SUBSET,
+    SELECTOR_KEYS_SUBSET,
+};
+
+struct subset_selector_cfg {
+    char **keys; size_t nkeys;               /* sorted, without duplicates (Envoy keeps a set) */
+    enum selector_fallback fallback;
+    char **fallback_keys; size_t nfallback_keys;  /* KEYS_SUBSET: sorted, a strict subset of keys */
+};
+
+struct subset_cfg {
+    enum subset_fallback fallback;           /* default NO_FALLBACK */
+    struct lb_kvs default_subset;            /* empty: every host */
+    /* selectors with keys, in config order (selectors without keys are dropped, as Envoy) */
+    struct subset_selector_cfg *selectors; size_t nselectors;
+    bool locality_weight_aware, scale_locality_weight, panic_mode_any, list_as_any;
 };
 
 /* ---- active health checking (core.v3.HealthCheck; health_check.c) ---- */
@@ -189,6 +213,8 @@ struct cluster_cfg {
     uint64_t maglev_table_size;              /* table_size, default 65537, prime */
     bool hash_use_hostname;                  /* use_hostname_for_hashing */
     bool locality_weighted;                  /* common_lb_config.locality_weighted_lb_config (lb.c) */
+    /* lb_subset_config with subset_selectors, or NULL: no subset load balancing at all */
+    struct subset_cfg *subset;
     /* HttpProtocolOptions.common_http_protocol_options (typed_extension_protocol_options) */
     uint64_t http_idle_timeout_ms;           /* idle_timeout, default 1h; 0: never */
     uint32_t max_requests_per_connection;    /* 0: no limit (also the deprecated Cluster field) */

@@ -857,6 +857,89 @@ static const struct herald_message http_options_msg = {
 static const char *const cluster_type_values[] = {
     "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST", NULL,
 };
+/* Cluster.LbSubsetConfig (upstream/lb_subset.c). Envoy's field list: its
+ * allow_redundant_keys and subset_lb_policy belong to the
+ * envoy.load_balancing_policies.subset extension, not to this message. */
+static const char *const subset_fallback_values[] = { "NO_FALLBACK", "ANY_ENDPOINT", "DEFAULT_SUBSET", NULL };
+static const char *const selector_fallback_values[] = {
+    "NOT_DEFINED", "NO_FALLBACK", "ANY_ENDPOINT", "DEFAULT_SUBSET", "KEYS_SUBSET", NULL,
+};
+static const char *const metadata_fallback_values[] = { "METADATA_NO_FALLBACK", "FALLBACK_LIST", NULL };
+
+static bool str_in(const struct herald_cfg *list, const char *s)
+{
+    for (size_t i = 0; i < herald_cfg_len(list); i++)
+        if (strcmp(herald_cfg_str(herald_cfg_at(list, i), ""), s) == 0)
+            return true;
+    return false;
+}
+
+/* Envoy's SubsetSelector checks for KEYS_SUBSET. */
+static int subset_selector_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *fp = herald_cfg_get(n, "fallback_policy");
+    const struct herald_cfg *keys = herald_cfg_get(n, "keys"), *fk = herald_cfg_get(n, "fallback_keys_subset");
+    if (strcmp(herald_cfg_str(fp, "NOT_DEFINED"), "KEYS_SUBSET") != 0)
+        return 0;
+    if (!herald_cfg_len(fk))
+        return herald_cfg_errorf(fk ? fk : fp, err, "fallback_keys_subset cannot be empty with fallback_policy "
+                                 "KEYS_SUBSET");
+    bool all = true;
+    for (size_t i = 0; i < herald_cfg_len(fk); i++) {
+        const struct herald_cfg *k = herald_cfg_at(fk, i);
+        if (!str_in(keys, herald_cfg_str(k, "")))
+            return herald_cfg_errorf(k, err, "fallback_keys_subset must be a subset of the selector's keys: "
+                                     "'%s' is not one of them", herald_cfg_str(k, ""));
+    }
+    for (size_t i = 0; i < herald_cfg_len(keys); i++)
+        all &= str_in(fk, herald_cfg_str(herald_cfg_at(keys, i), ""));
+    if (all)
+        return herald_cfg_errorf(fk, err, "fallback_keys_subset cannot be equal to keys (KEYS_SUBSET falls back "
+                                 "to fewer keys)");
+    return 0;
+}
+
+static const struct herald_field subset_selector_fields[] = {
+    STRS("keys", .help = "endpoint metadata keys (filter_metadata envoy.lb) that make one subset per "
+         "combination of values"),
+    UNSUP("single_host_per_subset", .hint = "a selector with one key and one host per value routes the same way"),
+    ENUM("fallback_policy", selector_fallback_values,
+         .help = "NOT_DEFINED (default: the cluster's), NO_FALLBACK, ANY_ENDPOINT, DEFAULT_SUBSET or KEYS_SUBSET"),
+    STRS("fallback_keys_subset", .help = "KEYS_SUBSET: the keys to try again with"),
+    END,
+};
+static const struct herald_message subset_selector_msg = {
+    "envoy.config.cluster.v3.Cluster.LbSubsetConfig.LbSubsetSelector", subset_selector_fields,
+    subset_selector_check,
+};
+
+static int subset_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *mf = herald_cfg_get(n, "metadata_fallback_policy");
+    if (mf && strcmp(herald_cfg_str(mf, ""), "FALLBACK_LIST") == 0)
+        return herald_cfg_errorf(mf, err, "not supported: metadata_fallback_policy FALLBACK_LIST (herald does "
+                                 "not implement fallback_list; use METADATA_NO_FALLBACK)");
+    return 0;
+}
+
+static const struct herald_field subset_fields[] = {
+    ENUM("fallback_policy", subset_fallback_values,
+         .help = "NO_FALLBACK (default), ANY_ENDPOINT or DEFAULT_SUBSET: when no subset matches"),
+    STRUCT("default_subset", .help = "the metadata of DEFAULT_SUBSET's hosts ({}: every host)"),
+    LIST("subset_selectors", subset_selector_msg),
+    BOOL("locality_weight_aware", .help = "subsets keep the cluster's locality weights"),
+    BOOL("scale_locality_weight", .help = "... scaled by the share of each locality's hosts in the subset"),
+    BOOL("panic_mode_any", .help = "when the fallback finds no host, any host of the cluster"),
+    BOOL("list_as_any", .help = "a list value in endpoint metadata matches each of its elements"),
+    ENUM("metadata_fallback_policy", metadata_fallback_values, .help = "METADATA_NO_FALLBACK only"),
+    UNSUP("allow_redundant_keys", .hint = "Envoy has it only in the envoy.load_balancing_policies.subset "
+          "extension, not in Cluster.LbSubsetConfig"),
+    END,
+};
+static const struct herald_message subset_msg = {
+    "envoy.config.cluster.v3.Cluster.LbSubsetConfig", subset_fields, subset_check,
+};
+
 static const char *const lb_policy_values[] = {
     "ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM", "MAGLEV", "CLUSTER_PROVIDED",
     "LOAD_BALANCING_POLICY_CONFIG", NULL,
@@ -884,6 +967,11 @@ static int cluster_check(const struct herald_cfg *n, char **err)
     if (strcmp(pol, "CLUSTER_PROVIDED") == 0)
         return herald_cfg_errorf(lb, err, "not supported: lb_policy %s (herald does not implement it yet; "
                                  "use ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", pol);
+    if (herald_cfg_get(n, "lb_subset_config") && herald_cfg_get(n, "load_balancing_policy"))
+        return herald_cfg_errorf(herald_cfg_get(n, "lb_subset_config"), err, "not supported: lb_subset_config "
+                                 "with load_balancing_policy (Envoy then wants the subset policy inside "
+                                 "load_balancing_policy, envoy.load_balancing_policies.subset, which herald does "
+                                 "not have; use lb_policy)");
     const struct herald_cfg *teo = herald_cfg_get(n, "typed_extension_protocol_options");
     for (size_t i = 0; i < herald_cfg_len(teo) && herald_cfg_type(teo) == HERALD_CFG_OBJECT; i++)
         if (strcmp(herald_cfg_key_at(teo, i), HTTP_OPTIONS_KEY) != 0)
@@ -953,7 +1041,8 @@ static const struct herald_field cluster_fields[] = {
     MSG("outlier_detection", outlier_detection_msg),
     DUR("cleanup_interval"),
     UNSUP("upstream_bind_config"),
-    UNSUP("lb_subset_config"),
+    MSG("lb_subset_config", subset_msg, .help = "subsets of the hosts by endpoint metadata, chosen by a route's "
+        "metadata_match and envoy.lb dynamic metadata"),
     MSG("ring_hash_lb_config", ring_hash_msg, .oneof = "lb_config"),
     MSG("maglev_lb_config", maglev_msg, .oneof = "lb_config"),
     UNSUP("original_dst_lb_config", .oneof = "lb_config"),

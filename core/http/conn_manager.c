@@ -63,6 +63,7 @@
 #include "net/tls_log.h"
 #include "overload.h"
 #include "timer.h"
+#include "upstream/cluster.h"
 #include "access_log.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
@@ -3353,6 +3354,25 @@ int herald_http_stream_metadata_set(struct herald_http_stream *s, const char *ns
                                     const char *value)
 {
     return metadata_set(&s->meta, ns, key, value);
+}
+
+int herald_http_stream_metadata_set_typed(struct herald_http_stream *s, const char *ns, const char *key,
+                                          const char *value, enum herald_metadata_type type)
+{
+    /* the SDK's kinds are metadata.h's, in the same order */
+    if ((unsigned)type > HERALD_METADATA_NULL)
+        return -1;
+    return metadata_set_typed(&s->meta, ns, key, value, (enum metadata_type)type);
+}
+
+/* Only the stream's own envoy.lb entries count, as in Envoy (its router reads
+ * the request's dynamic metadata, not the connection's). */
+struct herald_host *herald_http_stream_choose_host(struct herald_http_stream *s, const struct herald_route *r,
+                                                   struct herald_cluster *c, uint64_t hash, uint32_t attempt)
+{
+    if (!c->subset)
+        return herald_cluster_choose_host_attempt(c, hash, attempt);
+    return cluster_choose_host_matching(c, hash, attempt, route_metadata_match(r), s ? &s->meta : NULL);
 }
 
 const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, const char *ns,

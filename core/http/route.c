@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "common.h"
+#include "config/lb_metadata.h"
 #include "config/tree.h"
 #include "http/header_option.h"
 #include "http/headers.h"
@@ -123,6 +124,9 @@ struct herald_route {
     struct mirrors mirrors;
     struct herald_rate_limits *rate_limits;  /* RouteAction.rate_limits; NULL: none */
     bool include_vh_rate_limits;
+    /* metadata_match's envoy.lb (a weighted cluster's entry: merged over its
+     * route's); has_mm false: none (an entry then has its route's) */
+    struct lb_kvs mm; bool has_mm;
 
     /* FORWARD and REDIRECT path rewrites */
     char *prefix_rewrite;
@@ -240,6 +244,7 @@ static void route_free(struct herald_route *r)
     free(r->qm);
     free(r->cluster);
     free(r->cluster_header);
+    lbmd_kvs_free(&r->mm);
     for (size_t i = 0; i < r->nwc; i++)
         route_free(r->wc[i]);
     free(r->wc);
@@ -718,6 +723,22 @@ static int parse_rate_limits(const struct herald_cfg *n, struct herald_rate_limi
     return 0;
 }
 
+/* metadata_match.filter_metadata["envoy.lb"] (the schema checked it is a mapping). */
+static int parse_metadata_match(const struct herald_cfg *mm, struct lb_kvs *out, bool *has, struct cfg_diag *d)
+{
+    const struct herald_cfg *lb = herald_cfg_get(herald_cfg_get(mm, "filter_metadata"), "envoy.lb");
+    *out = (struct lb_kvs){ 0 };
+    *has = false;
+    if (!lb)
+        return 0;
+    if (lbmd_kvs_from_struct(lb, out) < 0) {
+        diag_error(d, lb, "metadata_match.filter_metadata[\"envoy.lb\"] must be a mapping");
+        return -1;
+    }
+    *has = true;
+    return 0;
+}
+
 static int parse_forward(const struct herald_cfg *n, struct herald_route *r, struct cfg_diag *d)
 {
     r->node = n;
@@ -725,6 +746,8 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
     const struct herald_cfg *v;
     r->kind = HERALD_ROUTE_FORWARD;
     parse_mirrors(n, &r->mirrors);
+    if (parse_metadata_match(herald_cfg_get(n, "metadata_match"), &r->mm, &r->has_mm, d) < 0)
+        rc = -1;
     if ((v = herald_cfg_get(n, "cluster")))
         r->cluster = xstrdup(herald_cfg_str(v, ""));
     if ((v = herald_cfg_get(n, "cluster_header")))
@@ -748,6 +771,15 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
                 w->weight_key = xasprintf("%s.%s", wprefix, w->cluster);
             if ((v = herald_cfg_get(c, "host_rewrite_literal")))
                 w->host_literal = xstrdup(herald_cfg_str(v, ""));
+            struct lb_kvs own;
+            bool has_own = false;
+            if (parse_metadata_match(herald_cfg_get(c, "metadata_match"), &own, &has_own, d) < 0)
+                rc = -1;
+            if (has_own) {   /* the entry's keys over the route's, as Envoy's mergeMatchCriteria */
+                lbmd_kvs_merge(&w->mm, &r->mm, &own);
+                w->has_mm = true;
+                lbmd_kvs_free(&own);
+            }
             if (parse_mutations(c, &w->mut, d) < 0)
                 rc = -1;
         }
@@ -1475,6 +1507,15 @@ void herald_header_matcher_free(struct herald_header_matcher *m)
 /* the route itself (a weighted cluster's entry shares its route's settings) */
 #define ROUTE(r) ((r)->parent ? (r)->parent : (r))
 
+const struct lb_kvs *route_metadata_match(const struct herald_route *r)
+{
+    if (!r)
+        return NULL;
+    if (r->has_mm)
+        return &r->mm;
+    return r->parent && r->parent->has_mm ? &r->parent->mm : NULL;
+}
+
 enum herald_route_kind herald_route_kind(const struct herald_route *r)
 {
     return ROUTE(r)->kind;
@@ -2073,4 +2114,47 @@ bool herald_route_include_vh_rate_limits(const struct herald_route *r)
 {
     r = entry_of(r);
     return r && r->include_vh_rate_limits;
+}
+
+/* ------------------------------------------------------------ SDK regex substitution, cookies */
+
+struct herald_regex_subst { pcre2_code *re; char *subst; };
+
+struct herald_regex_subst *herald_regex_subst_new(const struct herald_cfg *n, char **err)
+{
+    struct cfg_diag d = {0};
+    pcre2_code *re = compile_regex(herald_cfg_get(herald_cfg_get(n, "pattern"), "regex"), &d);
+    if (!re) {
+        if (err)
+            *err = xstrdup(d.nerrors ? d.errors[0] : "bad regex");
+        diag_free(&d);
+        return NULL;
+    }
+    diag_free(&d);
+    struct herald_regex_subst *r = xcalloc(1, sizeof(*r));
+    r->re = re;
+    r->subst = xstrdup(herald_cfg_str(herald_cfg_get(n, "substitution"), ""));
+    return r;
+}
+
+char *herald_regex_subst_apply(const struct herald_regex_subst *r, const char *s)
+{
+    struct sbuf b = { 0 };
+    sb_add(&b, "", 0);
+    regex_replace_all(&b, r->re, r->subst, s, strlen(s));
+    return b.s;
+}
+
+void herald_regex_subst_free(struct herald_regex_subst *r)
+{
+    if (!r)
+        return;
+    pcre2_code_free(r->re);
+    free(r->subst);
+    free(r);
+}
+
+char *herald_headers_cookie(const struct herald_headers *h, const char *name)
+{
+    return h && name ? cookie_value(h, name) : NULL;
 }

@@ -44,6 +44,12 @@ const char *route_table_name(const struct route_table *t);
 const struct herald_route *route_table_match(const struct route_table *t, const struct herald_headers *req,
                                              uint64_t random);
 
+/* The envoy.lb criteria of a route's metadata_match (a weighted cluster's
+ * entry: its own merged over its route's), or NULL when it has none: what
+ * subset load balancing starts from (upstream/lb_subset.h). */
+struct lb_kvs;
+const struct lb_kvs *route_metadata_match(const struct herald_route *r);
+
 /* Whether some virtual host takes this request's :authority, so a caller can
  * tell "no vhost" from "no route in the vhost" (both are 404 "route_not_found"
  * in Envoy). */

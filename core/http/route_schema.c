@@ -27,11 +27,34 @@ static const struct herald_field regex_subst_fields[] = {
     STR("substitution", .help = "replaces every match; \\1..\\9 are the capture groups"),
     END,
 };
-static const struct herald_message regex_subst_msg = {
+/* exported: filters put it in their own schemas (SDK 1.9, herald_regex_subst_new) */
+const struct herald_message herald_regex_subst_schema = {
     "envoy.type.matcher.v3.RegexMatchAndSubstitute", regex_subst_fields, NULL,
 };
+#define regex_subst_msg herald_regex_subst_schema
 
 /* ------------------------------------------------------------ core.v3 bits */
+
+/* core.v3.Metadata as metadata_match: only filter_metadata["envoy.lb"]
+ * counts (subset load balancing, upstream/lb_subset.c). */
+static int metadata_match_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *lb = herald_cfg_get(herald_cfg_get(n, "filter_metadata"), "envoy.lb");
+    if (lb && herald_cfg_type(lb) != HERALD_CFG_OBJECT && herald_cfg_type(lb) != HERALD_CFG_NULL)
+        return herald_cfg_errorf(lb, err, "filter_metadata[\"envoy.lb\"] must be a mapping of endpoint metadata "
+                                 "keys to values");
+    return 0;
+}
+
+static const struct herald_field metadata_match_fields[] = {
+    F_("filter_metadata", MAP, 0, .help = "under envoy.lb: the keys and values of the subset to use "
+       "(other namespaces are not read)"),
+    UNSUP("typed_filter_metadata", .hint = "subsets are chosen by filter_metadata[\"envoy.lb\"]"),
+    END,
+};
+static const struct herald_message metadata_match_msg = {
+    "envoy.config.core.v3.Metadata", metadata_match_fields, metadata_match_check,
+};
 
 /* HeaderValueOption: http/header_option.c, shared with local replies, health
  * checks and filters (herald_header_value_option_schema in the SDK). */
@@ -191,7 +214,7 @@ static const struct herald_field cluster_weight_fields[] = {
     STR("name", .oneof = "cluster_specifier"),
     UNSUP("cluster_header", .oneof = "cluster_specifier"),
     UINT("weight", .help = "relative to the other clusters' weights"),
-    UNSUP("metadata_match"),
+    MSG("metadata_match", metadata_match_msg, .help = "merged over the route's metadata_match, its keys winning"),
     LIST("request_headers_to_add", header_value_option_msg),
     STRS("request_headers_to_remove"),
     LIST("response_headers_to_add", header_value_option_msg),
@@ -486,7 +509,8 @@ static const struct herald_field route_action_fields[] = {
     UNSUP("inline_cluster_specifier_plugin", .oneof = "cluster_specifier"),
     ENUM("cluster_not_found_response_code", cluster_not_found_values,
          .help = "SERVICE_UNAVAILABLE (503, default), NOT_FOUND, INTERNAL_SERVER_ERROR"),
-    UNSUP("metadata_match"),
+    MSG("metadata_match", metadata_match_msg, .help = "filter_metadata envoy.lb: the subset of a cluster with "
+        "lb_subset_config to use"),
     STR("prefix_rewrite", .help = "replaces the matched prefix (or path) of :path"),
     MSG("regex_rewrite", regex_subst_msg, .help = "rewrites the path (without query) by regex"),
     UNSUP("path_rewrite_policy"),

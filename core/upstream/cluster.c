@@ -28,6 +28,7 @@
 #include "upstream/circuit_breaker.h"
 #include "upstream/cluster.h"
 #include "upstream/dns.h"
+#include "upstream/lb_subset.h"
 #include "worker.h"
 
 #define DEFAULT_REFRESH_MS 5000
@@ -157,6 +158,7 @@ static void host_set_put(struct host_set *hs)
         return;
     for (size_t i = 0; i < hs->nhosts; i++)
         host_put(hs->hosts[i]);
+    lb_subsets_free(hs->subsets);
     free(hs->hosts);
     free(hs);
 }
@@ -197,11 +199,15 @@ static void publish(struct cluster *cl, bool membership)
         }
     struct host_set *hs = host_set_new(hosts, n), *old;
     bool was_empty;
+    if (cl->cfg->subset)   /* part of the snapshot: every worker's subset balancers use the same */
+        hs->subsets = lb_subsets_build(cl->cfg, hs);
     pthread_mutex_lock(&cm.lock);
     old = cl->current;
     cl->current = hs;
     pthread_mutex_unlock(&cm.lock);
     was_empty = !old || old->nhosts == 0;
+    if (cl->cfg->subset)
+        lb_subsets_account(&cl->stats, old ? old->subsets : NULL, hs->subsets, &cl->shown_subsets);
     host_set_put(old);
 
     int64_t healthy = 0;
@@ -409,6 +415,8 @@ static void stats_init_cluster(struct cluster *cl)
     G(upstream_rq_pending_active); C(upstream_rq_pending_overflow); C(upstream_rq_timeout);
     C(upstream_rq_retry); C(upstream_rq_completed);
     G(membership_degraded); G(membership_excluded); C(update_no_rebuild);
+    G(lb_subsets_active); C(lb_subsets_created); C(lb_subsets_removed); C(lb_subsets_selected);
+    C(lb_subsets_fallback); C(lb_subsets_fallback_panic);
 #undef C
 #undef G
 #undef H
@@ -743,10 +751,16 @@ void cluster_manager_dump(struct evbuffer *out, bool json)
 static void view_set(struct herald_cluster *v, struct cluster *cl, struct host_set *hs, unsigned seed)
 {
     lb_free(v->lb);
+    subset_lb_free(v->subset);
     host_set_put(v->hosts);
     v->cluster = cl;
     v->hosts = hs;
-    v->lb = lb_new(cl->cfg, hs, seed);
+    v->lb = NULL;
+    v->subset = NULL;
+    if (cl->cfg->subset)
+        v->subset = subset_lb_new(cl->cfg, hs, seed, &cl->stats);
+    else
+        v->lb = lb_new(cl->cfg, hs, seed);
 }
 
 static struct host_set *current_ref(struct cluster *cl)
@@ -810,6 +824,7 @@ void cluster_worker_free(struct worker *w)
     w->clusters = NULL;
     for (size_t i = 0; i < cw->nviews; i++) {
         lb_free(cw->views[i].lb);
+        subset_lb_free(cw->views[i].subset);
         host_set_put(cw->views[i].hosts);
     }
     free(cw->views);
@@ -843,8 +858,24 @@ struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_
 
 struct herald_host *herald_cluster_choose_host_attempt(struct herald_cluster *c, uint64_t hash, uint32_t attempt)
 {
-    struct herald_host *h = lb_choose_attempt(c->lb, c->cluster->cfg, c->hosts, hash, attempt);
+    /* a subset cluster asked without criteria (tcp_proxy, request mirrors,
+     * ext_authz's service): its fallback policy decides, as in Envoy */
+    struct herald_host *h = c->subset ? subset_lb_choose(c->subset, NULL, 0, hash, attempt)
+                                      : lb_choose_attempt(c->lb, c->cluster->cfg, c->hosts, hash, attempt);
 
+    if (!h)
+        herald_stat_inc(c->cluster->stats.upstream_cx_none_healthy);
+    return h;
+}
+
+struct herald_host *cluster_choose_host_matching(struct herald_cluster *c, uint64_t hash, uint32_t attempt,
+                                                 const struct lb_kvs *route, const struct metadata *dyn)
+{
+    if (!c->subset)   /* the common case: nothing read, nothing built */
+        return herald_cluster_choose_host_attempt(c, hash, attempt);
+    struct lb_match m[LB_MATCH_MAX];
+    size_t n = lb_match_build(m, LB_MATCH_MAX, route, dyn);
+    struct herald_host *h = subset_lb_choose(c->subset, m, n == SIZE_MAX ? 0 : n, hash, attempt);
     if (!h)
         herald_stat_inc(c->cluster->stats.upstream_cx_none_healthy);
     return h;

@@ -17,8 +17,11 @@
 #include "common.h"
 #include "config/bootstrap.h"
 #include "herald/upstream.h"
+#include "metadata.h"
 
 struct worker;
+struct lb_subsets;
+struct subset_lb;
 
 /* One upstream host; shared by host sets across updates while its address
  * stays, so its stats survive re-resolution. */
@@ -74,7 +77,10 @@ struct cluster_stats {
         *upstream_rq_total, *upstream_rq_active, *upstream_rq_pending_total,
         *upstream_rq_pending_active, *upstream_rq_pending_overflow, *upstream_rq_timeout,
         *upstream_rq_retry, *upstream_rq_completed,
-        *membership_degraded, *membership_excluded, *update_no_rebuild;
+        *membership_degraded, *membership_excluded, *update_no_rebuild,
+        /* subset load balancing (lb_subset.c); created for every cluster, as Envoy's */
+        *lb_subsets_active, *lb_subsets_created, *lb_subsets_removed, *lb_subsets_selected,
+        *lb_subsets_fallback, *lb_subsets_fallback_panic;
 };
 
 /* Immutable membership snapshot. */
@@ -82,6 +88,7 @@ struct host_set {
     struct refcount ref;
     struct herald_host **hosts; size_t nhosts;  /* sorted by priority, then config order */
     uint32_t npriorities;
+    struct lb_subsets *subsets;        /* lb_subset.c: with lb_subset_config, else NULL */
 };
 
 struct cluster {
@@ -96,6 +103,7 @@ struct cluster {
     /* discovery state, private to cluster.c: one target per endpoint to resolve */
     struct cluster_target *targets; size_t ntargets;
     int64_t shown_total, shown_healthy, shown_max_weight;  /* last values put in the membership gauges */
+    int64_t shown_subsets;             /* ... and in lb_subsets_active */
 };
 
 /* A worker's view of one cluster (the SDK's struct herald_cluster). */
@@ -103,6 +111,7 @@ struct herald_cluster {
     struct cluster *cluster;
     struct host_set *hosts;            /* current snapshot (ref held) */
     void *lb;                          /* lb.c state for this worker, rebuilt on swap */
+    struct subset_lb *subset;          /* instead of lb with lb_subset_config (lb_subset.c) */
 };
 
 struct cluster_worker {
@@ -145,6 +154,14 @@ void host_health_flags_str(unsigned flags, char *out, size_t size);
 void cluster_worker_init(struct worker *w);
 void cluster_worker_free(struct worker *w);
 
+/* Worker: the host for a request that brings subset criteria: route (a
+ * route's metadata_match, may be NULL) with dyn's envoy.lb entries over it
+ * (may be NULL). A cluster without lb_subset_config picks as
+ * herald_cluster_choose_host_attempt, reading neither. NULL: no host
+ * (counted as upstream_cx_none_healthy). */
+struct herald_host *cluster_choose_host_matching(struct herald_cluster *c, uint64_t hash, uint32_t attempt,
+                                                 const struct lb_kvs *route, const struct metadata *dyn);
+
 /* Host references. */
 void host_get(struct herald_host *h);
 void host_put(struct herald_host *h);
@@ -152,11 +169,17 @@ void host_put(struct herald_host *h);
 /* lb.c: per-worker load-balancer state over a host set (which must outlive
  * it). seed: the worker index, so that workers start at different hosts. */
 void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed);
+/* lb_new for a subset's hosts (lb_subset.c): locality weighting on or off
+ * whatever the cluster says, and each locality's weight times
+ * locality_scale[locality] (NULL: unscaled). */
+struct lb_opts { bool locality_weighted; const double *locality_scale; };
+void *lb_new_opts(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed, const struct lb_opts *o);
 void lb_free(void *lb);
 struct herald_host *lb_choose(void *lb, const struct cluster_cfg *cfg, const struct host_set *hs,
                               uint64_t hash);
 /* attempt > 0: a re-pick after a retry host predicate refused the earlier
- * picks; only the hashing policies use it (the others pick afresh anyway). */
+ * picks; only the hashing policies use it (the others pick afresh anyway).
+ * cfg and hs are not read (the balancer keeps what it needs). */
 struct herald_host *lb_choose_attempt(void *lb, const struct cluster_cfg *cfg, const struct host_set *hs,
                                       uint64_t hash, uint32_t attempt);
 /* LEAST_REQUEST compares hosts by their rq_active + cx_active (relaxed atomics

@@ -18,7 +18,10 @@
  * its availability (its healthy share, overprovisioned by 1.4, at most 1;
  * plain weights in panic), as Envoy does; then a host in it by lb_policy.
  * A locality without a weight gets nothing. Otherwise a host's weight is its
- * lb_endpoint's load_balancing_weight. */
+ * lb_endpoint's load_balancing_weight.
+ * With lb_subset_config each subset gets a balancer of its own over its hosts
+ * (lb_subset.c, through lb_new_opts: locality weighting only with the
+ * subset config's locality_weight_aware). */
 #include <string.h>
 
 #include "common.h"
@@ -234,7 +237,8 @@ static void init_weights(struct lb *lb, unsigned seed);
 
 /* Locality-weighted LB: a sub-balancer per locality of lb's hosts, each with
  * its effective weight (see the top of the file). */
-static void split_localities(struct lb *lb, const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed)
+static void split_localities(struct lb *lb, const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed,
+                             const double *scale)
 {
     uint32_t level = lb->hosts[0]->priority, nloc = (uint32_t)cfg->nlocalities;
     size_t *total = xcalloc(nloc ? nloc : 1, sizeof(*total)), *healthy = xcalloc(nloc ? nloc : 1, sizeof(*healthy));
@@ -253,6 +257,8 @@ static void split_localities(struct lb *lb, const struct cluster_cfg *cfg, const
         if (!lb->panic && total[l])
             avail = healthy[l] * OVERPROVISIONING / total[l] < 100 ? healthy[l] * OVERPROVISIONING / total[l] : 100;
         int64_t w = (int64_t)cfg->localities[l].weight * (int64_t)avail;
+        if (scale)   /* a subset's share of the locality (x1000: the shares are fractions) */
+            w = (int64_t)((double)w * scale[l] * 1000.0 + 0.5);
         if (w <= 0)
             continue;
         struct lb *sub = lb_alloc(cfg, seed + l + 1);
@@ -278,6 +284,11 @@ static void split_localities(struct lb *lb, const struct cluster_cfg *cfg, const
 
 void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed)
 {
+    return lb_new_opts(cfg, hs, seed, NULL);
+}
+
+void *lb_new_opts(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned seed, const struct lb_opts *o)
+{
     struct lb *lb = lb_alloc(cfg, seed);
     pick_level(lb, hs, cfg->healthy_panic_threshold);
     if (lb->n == 0)
@@ -286,8 +297,8 @@ void *lb_new(const struct cluster_cfg *cfg, const struct host_set *hs, unsigned 
         lb->hash = lb_hash_new(cfg, lb->hosts, lb->n, hs);
         return lb;
     }
-    if (cfg->locality_weighted)
-        split_localities(lb, cfg, hs, seed);
+    if (o ? o->locality_weighted : cfg->locality_weighted)
+        split_localities(lb, cfg, hs, seed, o ? o->locality_scale : NULL);
     else
         init_weights(lb, seed);
     return lb;

@@ -301,16 +301,18 @@ static bool was_tried(const struct session *ss, const struct herald_host *h)
     return false;
 }
 
-/* The cluster's pick; with previous_hosts, a retry asks again (up to
- * host_selection_max_attempts times) while the pick was already tried, and
- * keeps the last one, as Envoy does when every host has been tried. */
+/* The cluster's pick (in the subset the route's metadata_match and the
+ * stream's envoy.lb metadata select, for a cluster with lb_subset_config);
+ * with previous_hosts, a retry asks again (up to host_selection_max_attempts
+ * times) while the pick was already tried, and keeps the last one, as Envoy
+ * does when every host has been tried. */
 static struct herald_host *choose_host(struct session *ss, struct herald_cluster *c)
 {
-    struct herald_host *h = herald_cluster_choose_host(c, ss->hash);
+    struct herald_host *h = herald_http_stream_choose_host(ss->s, ss->route, c, ss->hash, 0);
     if (!h || !ss->rp || !ss->rp->other_hosts)
         return h;
     for (uint32_t i = 0; i < ss->rp->host_selection_max_attempts && was_tried(ss, h); i++) {
-        struct herald_host *again = herald_cluster_choose_host_attempt(c, ss->hash, i + 1);
+        struct herald_host *again = herald_http_stream_choose_host(ss->s, ss->route, c, ss->hash, i + 1);
         if (!again)
             break;
         h = again;

@@ -55,6 +55,7 @@ EXPECTED_VALID = {
     "configs-proxy_protocol.yaml", "docs-intro-arch_overview-other_features-proxy-protocol.yaml",
     "examples-locality-load-balancing-envoy.yaml", "docs-intro-arch_overview-security-ssl.yaml",
     "examples-rbac-envoy.yaml", "docs-intro-arch_overview-security-rbac-http.yaml",
+    "docs-configuration-http_filters-header-to-metadata-filter.yaml",
 }
 
 

@@ -423,9 +423,9 @@ static void test_errors(void)
           "h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
           "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n",
           "6:36: ", "expands to more than 1000000 nodes");
-    fails("unsupported field", "e.yaml", CL "    lb_subset_config: {}\n",
-          "4:5: static_resources.clusters[0].lb_subset_config: ",
-          "not supported: envoy.config.cluster.v3.Cluster.lb_subset_config (herald does not implement it "
+    fails("unsupported field", "e.yaml", CL "    upstream_bind_config: {}\n",
+          "4:5: static_resources.clusters[0].upstream_bind_config: ",
+          "not supported: envoy.config.cluster.v3.Cluster.upstream_bind_config (herald does not implement it "
           "yet");
     /* health_checks (core.v3.HealthCheck) */
     fails("health check without a checker", "e.yaml",

@@ -139,6 +139,23 @@ HERALD_EXPORT int herald_http_stream_metadata_set(struct herald_http_stream *s, 
                                                   const char *value);
 HERALD_EXPORT const char *herald_http_stream_metadata_get(const struct herald_http_stream *s, const char *ns,
                                                           const char *key);
+/* (1.9) The kind of protobuf Value a dynamic metadata value stands for
+ * (herald_http_stream_metadata_set: a string). */
+enum herald_metadata_type {
+    HERALD_METADATA_STRING = 0,
+    HERALD_METADATA_NUMBER,
+    HERALD_METADATA_BOOL,
+    HERALD_METADATA_NULL,
+};
+/* (1.9) herald_http_stream_metadata_set with a kind: NUMBER takes a decimal
+ * number, kept in its shortest form (herald_http_stream_metadata_get then
+ * gives "1.5" for "1.50"), BOOL "true" or "false", NULL ignores value (reads
+ * back "null"); -1 when value is not of its kind. Subset load balancing
+ * compares values with their kinds, as Envoy does: the string "1" does not
+ * select hosts whose metadata has the number 1. */
+HERALD_EXPORT int herald_http_stream_metadata_set_typed(struct herald_http_stream *s, const char *ns,
+                                                        const char *key, const char *value,
+                                                        enum herald_metadata_type type);
 /* Added with the connection manager (still SDK 1.1, nothing released yet):
  * %UPSTREAM_TRANSPORT_FAILURE_REASON% for the access log. */
 HERALD_EXPORT void herald_http_stream_set_upstream_failure_reason(struct herald_http_stream *s, const char *reason);
@@ -175,6 +192,20 @@ HERALD_EXPORT struct herald_header_matcher *herald_header_matcher_new(const stru
 HERALD_EXPORT bool herald_header_matcher_match(const struct herald_header_matcher *m,
                                                const struct herald_headers *h);
 HERALD_EXPORT void herald_header_matcher_free(struct herald_header_matcher *m);
+/* (1.9) Envoy's RegexMatchAndSubstitute ({pattern: RegexMatcher,
+ * substitution}), applied as routes apply regex_rewrite: every match
+ * replaced, \1..\9 in the substitution being the capture groups. Same use:
+ * schema as the .message of a field, new in config_create (NULL with a
+ * malloc'd *err on a bad node), apply gives a malloc'd string. */
+struct herald_regex_subst;
+HERALD_EXPORT extern const struct herald_message herald_regex_subst_schema;
+HERALD_EXPORT struct herald_regex_subst *herald_regex_subst_new(const struct herald_cfg *n, char **err);
+HERALD_EXPORT char *herald_regex_subst_apply(const struct herald_regex_subst *r, const char *s);
+HERALD_EXPORT void herald_regex_subst_free(struct herald_regex_subst *r);
+/* (1.9) The value of cookie name in h's Cookie headers, as hash_policy reads
+ * it (the first one, without surrounding double quotes), malloc'd; NULL when
+ * absent or empty. */
+HERALD_EXPORT char *herald_headers_cookie(const struct herald_headers *h, const char *name);
 
 /* (1.7) Envoy's HeaderValueOption list (request_headers_to_add and the
  * like): header {key, value}, append_action or the deprecated append,
@@ -323,6 +354,19 @@ HERALD_EXPORT bool herald_route_upgrade_allowed(const struct herald_route *r, co
 HERALD_EXPORT bool herald_route_hash(const struct herald_route *r, const struct herald_headers *req,
                                      const char *client_ip, const char *cookie_seed, uint64_t *hash,
                                      char **set_cookie);
+/* (1.9) herald_cluster_choose_host_attempt for stream s's request on route r
+ * (the one herald_http_stream_route gave: for weighted_clusters, the picked
+ * cluster's entry; may be NULL). On a cluster with lb_subset_config the host
+ * comes from the subset that r's metadata_match (filter_metadata envoy.lb, a
+ * weighted cluster's own over its route's) and the envoy.lb dynamic metadata
+ * filters set on s (over those, key by key) select, with the cluster's
+ * fallback policies, as Envoy's router does. Any other cluster picks as
+ * herald_cluster_choose_host_attempt, reading neither. NULL: no host
+ * (counted as upstream_cx_none_healthy). */
+HERALD_EXPORT struct herald_host *herald_http_stream_choose_host(struct herald_http_stream *s,
+                                                                 const struct herald_route *r,
+                                                                 struct herald_cluster *c, uint64_t hash,
+                                                                 uint32_t attempt);
 /* (1.2) How many hash_policy entries the route has (0: herald_route_hash has nothing to do). */
 HERALD_EXPORT size_t herald_route_hash_policy_count(const struct herald_route *r);
 /* (1.2) Routing priority (RouteAction priority): which of the cluster's

@@ -55,7 +55,15 @@
  *                    (the peer's own addresses); herald_upstream_connect_from
  *                    and herald_http_upstream_new_for (the downstream
  *                    connection an upstream connection speaks for).
- *   1.9  2026-11-29  Rate limit descriptors: herald_rate_limit_schema,
+ *   1.9  2026-11-29  Subset load balancing: herald_http_stream_choose_host
+ *                    (a route's metadata_match and the stream's envoy.lb
+ *                    dynamic metadata pick the subset);
+ *                    herald_http_stream_metadata_set_typed and enum
+ *                    herald_metadata_type (numbers and booleans as Envoy's
+ *                    protobuf Values); herald_regex_subst_* (Envoy's
+ *                    RegexMatchAndSubstitute) and herald_headers_cookie,
+ *                    for header_to_metadata;
+ *                    rate limit descriptors: herald_rate_limit_schema,
  *                    herald_rate_limits_* and herald_rl_descriptors_*
  *                    (envoy.config.route.v3.RateLimit actions),
  *                    herald_route_rate_limits,
