@@ -492,10 +492,36 @@ int redis_proxy_config_create(const struct herald_cfg *n, const struct herald_fi
     if (user) {
         if (read_data_source(user, &secret, &slen, err) < 0)
             goto fail;
-        if (slen)
-            conf->username = secret, conf->username_len = slen;
-        else
+        if (slen) {
+            conf->username = secret;
+            conf->username_len = slen;
+        } else {
             free(secret);
+        }
+    }
+
+    /* the servers' AUTH: each cluster's RedisProtocolOptions (typed_extension_protocol_options) */
+    for (size_t i = 0; i < conf->nclusters; i++) {
+        struct redis_cluster *c = &conf->clusters[i];
+        const struct herald_cfg *po =
+            herald_env_cluster_protocol_options(env, c->name, "envoy.filters.network.redis_proxy");
+        const struct herald_cfg *pass = herald_cfg_get(po, "auth_password"), *un = herald_cfg_get(po, "auth_username");
+        if (pass) {
+            if (read_data_source(pass, &c->auth_password, &c->auth_password_len, err) < 0)
+                goto fail;
+            if (!c->auth_password_len) {   /* as Envoy: an empty password sends no AUTH */
+                free(c->auth_password);
+                c->auth_password = NULL;
+            }
+        }
+        if (un && c->auth_password) {
+            if (read_data_source(un, &c->auth_username, &c->auth_username_len, err) < 0)
+                goto fail;
+            if (!c->auth_username_len) {
+                free(c->auth_username);
+                c->auth_username = NULL;
+            }
+        }
     }
 
     const struct herald_cfg *cc = herald_cfg_get(n, "custom_commands");

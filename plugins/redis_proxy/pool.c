@@ -325,8 +325,8 @@ static struct client *client_new(struct redis_pool *p, size_t ci, struct herald_
             resp_encode_array_header(rc->auth_username ? 3 : 2, buf_write, b);
             resp_encode_bulk("AUTH", 4, buf_write, b);
             if (rc->auth_username)
-                resp_encode_bulk(rc->auth_username, strlen(rc->auth_username), buf_write, b);
-            resp_encode_bulk(rc->auth_password, strlen(rc->auth_password), buf_write, b);
+                resp_encode_bulk(rc->auth_username, rc->auth_username_len, buf_write, b);
+            resp_encode_bulk(rc->auth_password, rc->auth_password_len, buf_write, b);
             if (enqueue(cl, NULL, true))
                 herald_upstream_write(cl->u, b, false);
             herald_buf_free(b);

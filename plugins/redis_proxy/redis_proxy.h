@@ -52,6 +52,7 @@ struct redis_mirror {
 struct redis_cluster {
     char *name;
     char *auth_username, *auth_password;   /* RedisProtocolOptions of the cluster (NULL: none) */
+    size_t auth_username_len, auth_password_len;
     struct herald_stat *upstream_rq_total, *upstream_rq_timeout, *upstream_rq_active;  /* cluster.<name>.* */
 };
 

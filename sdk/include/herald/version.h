@@ -55,12 +55,15 @@
  *                    (the peer's own addresses); herald_upstream_connect_from
  *                    and herald_http_upstream_new_for (the downstream
  *                    connection an upstream connection speaks for).
+ *   1.9  2026-11-29  herald_env_cluster_protocol_options (a cluster's
+ *                    typed_extension_protocol_options entry for a filter:
+ *                    redis_proxy's RedisProtocolOptions).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 8
+#define HERALD_ABI_MINOR 9
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
