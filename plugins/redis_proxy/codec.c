@@ -107,6 +107,7 @@ static enum resp_result fail(struct resp_decoder *d, const char *why)
 {
     d->error = why;
     d->state = D_DEAD;
+    d->line_len = 0;
     resp_value_free(d->root);
     d->root = NULL;
     d->bulk = NULL;

@@ -15,7 +15,7 @@
 
 #include "redis_proxy.h"
 
-#define MAX_INFLIGHT 1024            /* requests queued per client before reading from it pauses */
+#define MAX_INFLIGHT 256             /* requests waiting per client before reading from it pauses */
 #define PAUSE_INFLIGHT HERALD_PAUSE_USER
 #define CMD_NAME_IN_ERRORS 128       /* how much of an unknown command's name an error repeats */
 
@@ -166,6 +166,8 @@ static void cancel_all(struct session *s)
     s->nreq = 0;
 }
 
+static void resume_if_unblocked(struct session *s);
+
 static void close_conn(struct session *s)
 {
     /* LOCAL_CLOSE comes back at once (on_event) and cancels what is left */
@@ -210,10 +212,7 @@ static void flush(struct session *s)
         close_conn(s);
         return;
     }
-    if (s->paused_inflight && s->nreq <= MAX_INFLIGHT / 2) {
-        s->paused_inflight = false;
-        herald_conn_resume_reading(s->c, PAUSE_INFLIGHT);
-    }
+    resume_if_unblocked(s);
 }
 
 /* ---------------------------------------------------------------- replies from servers */
@@ -634,18 +633,28 @@ static void protocol_error(struct session *s)
     s->closing = true;
 }
 
-/* Decodes p[0..n) into requests; false once nothing more is to be read. */
-static bool feed(struct session *s, const uint8_t *p, size_t n)
+/* Whether to leave further requests unread for now: too many waiting for
+ * replies, or the client is not reading its replies. Requests are decoded
+ * (and sent on) only while this is false, so what a client can make the
+ * proxy hold is bounded by the replies of MAX_INFLIGHT requests. */
+static bool blocked(const struct session *s)
 {
-    while (n > 0 && !s->closing) {
+    return s->nreq >= MAX_INFLIGHT || herald_conn_output_len(s->c) > herald_conn_buffer_limit(s->c);
+}
+
+/* Decodes requests from p[0..n) until it is all taken or blocked() says
+ * stop; returns the bytes taken. */
+static size_t feed(struct session *s, const uint8_t *p, size_t n)
+{
+    size_t taken = 0;
+    while (taken < n && !s->closing && !blocked(s)) {
         size_t used;
         struct resp_value *v;
-        enum resp_result r = resp_decode(&s->dec, p, n, &used, &v);
-        p += used;
-        n -= used;
+        enum resp_result r = resp_decode(&s->dec, p + taken, n - taken, &used, &v);
+        taken += used;
         if (r == RESP_ERR) {
             protocol_error(s);
-            return false;
+            break;
         }
         if (r == RESP_DONE) {
             struct request *rq = request_new(s);
@@ -653,45 +662,57 @@ static bool feed(struct session *s, const uint8_t *p, size_t n)
             resp_value_free(v);
         }
     }
-    return !s->closing;
+    return taken;
+}
+
+static void resume_if_unblocked(struct session *s)
+{
+    if (s->paused_inflight && !s->closed && !blocked(s)) {
+        s->paused_inflight = false;
+        herald_conn_resume_reading(s->c, PAUSE_INFLIGHT);   /* what is left in the read buffer comes again */
+    }
 }
 
 static enum herald_status on_read(void *p, struct herald_buf *data, bool end_stream)
 {
     struct session *s = p;
-    size_t len = herald_buf_len(data);
+    size_t len = herald_buf_len(data), off = 0;
     struct iovec vec[16];
     uint8_t chunk[16384];
 
-    herald_stat_add(s->conf->stats.downstream_cx_rx_bytes_total, len);
     if (s->closed || s->closing) {
         herald_buf_drain(data, len);
         return HERALD_CONTINUE;
     }
+    /* bytes are counted once, when taken: a blocked read leaves the rest for later */
     s->in_read = true;
-    size_t off = 0;
-    bool more = true;
+    bool stop = false;
     int nvec = herald_buf_peek(data, len, vec, 16);
-    for (int i = 0; i < nvec && i < 16 && more; i++) {
-        off += vec[i].iov_len;
-        more = feed(s, vec[i].iov_base, vec[i].iov_len);
-    }
-    while (off < len && more) {
-        size_t k = herald_buf_copyout(data, off, chunk, sizeof(chunk));
-        if (!k)
-            break;
+    for (int i = 0; i < nvec && i < 16 && !stop; i++) {
+        size_t k = feed(s, vec[i].iov_base, vec[i].iov_len);
         off += k;
-        more = feed(s, chunk, k);
+        stop = k < vec[i].iov_len;
     }
-    herald_buf_drain(data, len);
+    while (off < len && !stop) {
+        size_t n = herald_buf_copyout(data, off, chunk, sizeof(chunk));
+        if (!n)
+            break;
+        size_t k = feed(s, chunk, n);
+        off += k;
+        stop = k < n;
+    }
     s->in_read = false;
+    if (s->closing)
+        off = len;   /* QUIT or bad input: the rest is not read */
+    herald_stat_add(s->conf->stats.downstream_cx_rx_bytes_total, off);
+    herald_buf_drain(data, off);
     set_gauge(s->conf->stats.downstream_cx_rx_bytes_buffered, &s->rx_buffered,
-              (int64_t)resp_decoder_buffered(&s->dec));
-    if (end_stream)
-        s->down_ended = true;
-    if (!s->paused_inflight && s->nreq >= MAX_INFLIGHT && !s->closing) {
+              (int64_t)(resp_decoder_buffered(&s->dec) + herald_buf_len(data)));
+    if (off < len && !s->paused_inflight) {
         s->paused_inflight = true;
         herald_conn_pause_reading(s->c, PAUSE_INFLIGHT);
+    } else if (off == len && end_stream) {
+        s->down_ended = true;
     }
     flush(s);
     return HERALD_CONTINUE;
@@ -720,9 +741,11 @@ static void on_event(void *p, enum herald_conn_event ev)
             s->paused_peer = false;
             herald_conn_resume_reading(s->c, HERALD_PAUSE_PEER);
         }
-        if (!s->closed)
+        if (!s->closed) {
             set_gauge(s->conf->stats.downstream_cx_tx_bytes_buffered, &s->tx_buffered,
                       (int64_t)herald_conn_output_len(s->c));
+            resume_if_unblocked(s);
+        }
         break;
     case HERALD_EV_DRAIN:
         s->draining = true;
