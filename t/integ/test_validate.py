@@ -54,6 +54,7 @@ EXPECTED_VALID = {
     "examples-websocket-envoy-ws.yaml",
     "configs-proxy_protocol.yaml", "docs-intro-arch_overview-other_features-proxy-protocol.yaml",
     "examples-locality-load-balancing-envoy.yaml", "docs-intro-arch_overview-security-ssl.yaml",
+    "examples-redis-envoy.yaml",
 }
 
 
