@@ -117,7 +117,7 @@ static void client_fail(struct client *cl, const char *err)
 
 static void arm_op_timer(struct client *cl)
 {
-    if (cl->connected && cl->npending > 0)
+    if (cl->connected && cl->npending > 0 && cl->pool->conf->op_timeout_ms > 0)   /* 0s: no limit */
         herald_timer_arm(cl->op_timer, cl->pool->conf->op_timeout_ms);
     else
         herald_timer_cancel(cl->op_timer);

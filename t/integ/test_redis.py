@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -257,11 +258,11 @@ def redis_cluster(name, servers, lb_policy="MAGLEV", password=None, username=Non
     return c
 
 
-def start(herald, port, servers, filt=None, lb_policy="MAGLEV", concurrency=1, **kw):
+def start(herald, port, servers, filt=None, lb_policy="MAGLEV", concurrency=1, drain_time=1, **kw):
     lp = port()
     cfg = helpers.bootstrap([listener(lp, filt or redis_filter(**kw))],
                             [redis_cluster("redis", servers, lb_policy)])
-    return herald(cfg, concurrency=concurrency), lp
+    return herald(cfg, concurrency=concurrency, drain_time=drain_time), lp
 
 
 def where(servers, key):
@@ -620,6 +621,51 @@ def test_killed_server(herald, port, own_servers):
     a.start()
     assert c.call("SET", on_a[0], "back") == "OK"
     assert a.get(on_a[0]) == "back"
+    c.close()
+
+
+def test_client_leaves_with_requests_waiting(herald, port, own_servers):
+    """Clients that reset their connections while their requests wait on a
+    stopped server are gone at once (a client that only closes its side
+    waits for its replies); the replies that come later are dropped, and the
+    connection to the server serves the next client."""
+    a = own_servers()
+    h, lp = start(herald, port, [a], op_timeout="10s")
+    c = Client(lp)
+    assert c.call("SET", "w", "1") == "OK"
+    a.pause()
+    try:
+        for i in range(3):
+            c = Client(lp)
+            c.send(("GET", "w"), ("INCR", "w"), ("MGET", "w", "w"))
+            time.sleep(0.1)
+            if i:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        assert h.wait_stat("redis.rp.downstream_cx_active", lambda v: v == 1) == 1   # the first, still waiting
+        assert h.stat("cluster.redis.upstream_rq_active") == 12
+    finally:
+        a.resume()
+    c = Client(lp)
+    assert c.call("GET", "w") == b"4"
+    c.close()
+    assert h.wait_stat("redis.rp.downstream_cx_active", lambda v: v == 0) == 0
+    h.wait_stat("cluster.redis.upstream_rq_active", lambda v: v == 0)
+    assert h.stat("redis.rp.downstream_rq_active") == 0
+    assert h.stat("cluster.redis.upstream_cx_total") == 1
+
+
+def test_drain_closes_idle_clients(herald, port, redis3):
+    """On SIGTERM an idle client connection is closed at once (not at the
+    end of the 20 s drain time) and herald exits."""
+    h, lp = start(herald, port, redis3, drain_time=20)
+    c = Client(lp)
+    assert c.call("PING") == "PONG"
+    t0 = time.monotonic()
+    h.signal(signal.SIGTERM)
+    assert c.closed(timeout=10)
+    assert h.wait_exit(10) == 0
+    assert time.monotonic() - t0 < 5, "the idle connection held the drain"
     c.close()
 
 
