@@ -275,9 +275,9 @@ static enum resp_result line_done(struct resp_decoder *d)
             return complete(d) ? RESP_DONE : RESP_MORE;
         }
         v->type = RESP_BULK;
-        v->len = (size_t)num;
+        v->len = (size_t)num;   /* announced; the bytes come in D_BULK (str holds what arrived) */
         if (v->len + 1 > d->lim.max_mem - d->mem)
-            return fail(d, "value too large");   /* it could never fit: nothing is allocated for it */   /* announced; the bytes come in D_BULK (str holds what arrived) */
+            return fail(d, "value too large");   /* it could never fit: nothing is allocated for it */
         {
             size_t first = v->len < BULK_FIRST_ALLOC ? v->len + 1 : BULK_FIRST_ALLOC;
             if (!charge(d, first))

@@ -108,7 +108,6 @@ static struct request *request_new(struct session *s)
         s->head = rq;
     s->tail = rq;
     s->nreq++;
-    herald_stat_inc(s->conf->stats.downstream_rq_total);
     herald_gauge_add(s->conf->stats.downstream_rq_active, 1);
     return rq;
 }
@@ -628,7 +627,7 @@ static void protocol_error(struct session *s)
     HERALD_LOGF(HERALD_LOG_DEBUG, "redis_proxy", "[C%llu] %s: %s", (unsigned long long)herald_conn_id(s->c),
                 REDIS_DOWNSTREAM_PROTOCOL_ERROR, s->dec.error ? s->dec.error : "?");
     herald_stat_inc(s->conf->stats.downstream_cx_protocol_error);
-    /* the requests before it are still answered, then this error, then the close */
+    /* the requests before it are still answered, then this error (not a request), then the close */
     reply_error(request_new(s), REDIS_DOWNSTREAM_PROTOCOL_ERROR);
     s->closing = true;
 }
@@ -658,6 +657,7 @@ static size_t feed(struct session *s, const uint8_t *p, size_t n)
         }
         if (r == RESP_DONE) {
             struct request *rq = request_new(s);
+            herald_stat_inc(s->conf->stats.downstream_rq_total);
             dispatch(s, rq, v);
             resp_value_free(v);
         }

@@ -690,6 +690,7 @@ def test_bad_input_closed_cleanly(herald, port, redis3, bad, why):
     assert c.closed()
     c.close()
     h.wait_stat("redis.rp.downstream_cx_protocol_error", lambda v: v == 1)
+    assert h.stat("redis.rp.downstream_rq_total") == 2
     c = Client(lp)
     assert c.call("GET", "before") == b"1"
     c.close()
@@ -824,7 +825,8 @@ def test_protocol_options_errors(tmp_path):
     import json
     cl = helpers.cluster("redis", [("127.0.0.1", 1)], lb_policy="MAGLEV")
     cases = [
-        ({OPTS_KEY: {"@type": OPTS_TYPE, "auth_username": {"inline_string": "u"}}}, "auth_username needs auth_password"),
+        ({OPTS_KEY: {"@type": OPTS_TYPE, "auth_username": {"inline_string": "u"}}},
+         "auth_username needs auth_password"),
         ({OPTS_KEY: {"@type": OPTS_TYPE, "aws_iam": {}}}, "not supported: .*aws_iam"),
         ({OPTS_KEY: {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"}},
          "must be type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProtocolOptions"),
