@@ -23,6 +23,13 @@ bool herald_env_cluster_exists(const struct herald_filter_env *e, const char *cl
     return c != NULL;
 }
 
+const struct herald_cfg *herald_env_cluster_protocol_options(const struct herald_filter_env *e, const char *cluster,
+                                                              const char *name)
+{
+    const struct cluster_cfg *c = e && e->boot && cluster ? bootstrap_find_cluster(e->boot, cluster) : NULL;
+    return c && name ? herald_cfg_get(herald_cfg_get(c->node, "typed_extension_protocol_options"), name) : NULL;
+}
+
 void env_mark_all_clusters_referenced(const struct herald_filter_env *e)
 {
     for (size_t i = 0; e->boot && i < e->boot->nclusters; i++)

@@ -854,6 +854,71 @@ static const struct herald_message http_options_msg = {
     HTTP_OPTIONS_KEY, http_options_fields, http_options_check,
 };
 
+/* ------------------------------------------------------------ redis_proxy.v3 */
+
+/* RedisProtocolOptions: the AUTH redis_proxy sends on each new connection to
+ * the cluster's hosts (the plugin reads it with herald_env_cluster_protocol_options). */
+#define REDIS_OPTIONS_KEY "envoy.filters.network.redis_proxy"
+#define REDIS_OPTIONS_TYPE "envoy.extensions.filters.network.redis_proxy.v3.RedisProtocolOptions"
+
+static const struct herald_field redis_data_source_fields[] = {
+    STR("filename", .oneof = "specifier", .help = "read when the config loads"),
+    STR("inline_bytes", .oneof = "specifier", .help = "base64 in YAML/JSON"),
+    STR("inline_string", .oneof = "specifier"),
+    STR("environment_variable", .oneof = "specifier"),
+    UNSUP("watched_directory"),
+    END,
+};
+static const struct herald_message redis_data_source_msg = {
+    "envoy.config.core.v3.DataSource", redis_data_source_fields, NULL,
+};
+
+static int redis_options_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *t = herald_cfg_get(n, "@type");
+    const char *type = herald_cfg_str(t, NULL);
+    if (type) {
+        const char *slash = strrchr(type, '/');
+        const char *name = slash ? slash + 1 : type;
+        if (strcmp(name, REDIS_OPTIONS_TYPE) != 0 &&
+            strcmp(name, "envoy.config.filter.network.redis_proxy.v2.RedisProtocolOptions") != 0)
+            return herald_cfg_errorf(t, err, "\"@type\" must be type.googleapis.com/" REDIS_OPTIONS_TYPE
+                                     " under this key, not '%s'", type);
+    }
+    if (herald_cfg_get(n, "auth_username") && !herald_cfg_get(n, "auth_password"))
+        return herald_cfg_errorf(herald_cfg_get(n, "auth_username"), err, "auth_username needs auth_password");
+    return 0;
+}
+
+static const struct herald_field redis_options_fields[] = {
+    MSG("auth_password", redis_data_source_msg, .help = "redis_proxy sends AUTH with it on each new connection to "
+        "the cluster's hosts (the servers' requirepass)"),
+    MSG("auth_username", redis_data_source_msg, .help = "and this ACL user name (AUTH user password)"),
+    UNSUP("aws_iam"),
+    UNSUP("credentials"),
+    END,
+};
+static const struct herald_message redis_options_msg = {
+    REDIS_OPTIONS_TYPE, redis_options_fields, redis_options_check,
+};
+
+/* typed_extension_protocol_options: a map from extension name to its options,
+ * each name with its own message. */
+static const struct herald_field protocol_options_fields[] = {
+    MSG("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", http_options_msg, .help = "HttpProtocolOptions: "
+        "idle_timeout, "
+        "max_requests_per_connection, HTTP/2 with explicit_http_config or auto_config"),
+    MSG("envoy.filters.network.redis_proxy", redis_options_msg, .help = "RedisProtocolOptions: the AUTH "
+        "redis_proxy sends to the "
+        "cluster's hosts"),
+    UNSUP("envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"),
+    UNSUP("envoy.filters.network.thrift_proxy"),
+    END,
+};
+static const struct herald_message protocol_options_msg = {
+    "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", protocol_options_fields, NULL,
+};
+
 static const char *const cluster_type_values[] = {
     "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST", NULL,
 };
@@ -973,10 +1038,6 @@ static int cluster_check(const struct herald_cfg *n, char **err)
                                  "load_balancing_policy, envoy.load_balancing_policies.subset, which herald does "
                                  "not have; use lb_policy)");
     const struct herald_cfg *teo = herald_cfg_get(n, "typed_extension_protocol_options");
-    for (size_t i = 0; i < herald_cfg_len(teo) && herald_cfg_type(teo) == HERALD_CFG_OBJECT; i++)
-        if (strcmp(herald_cfg_key_at(teo, i), HTTP_OPTIONS_KEY) != 0)
-            return herald_cfg_errorf(herald_cfg_at(teo, i), err, "not supported: protocol options '%s' "
-                                     "(herald reads only " HTTP_OPTIONS_KEY ")", herald_cfg_key_at(teo, i));
     /* As Envoy: the old places and the new one do not mix (which would win is
      * anybody's guess), and HTTP/1 and HTTP/2 options name one protocol. */
     for (const char *const *f = legacy_http_fields; *f; f++) {
@@ -1025,9 +1086,9 @@ static const struct herald_field cluster_fields[] = {
        .hint = LEGACY_HINT),
     F_("http2_protocol_options", MESSAGE, HERALD_F_DEPRECATED, .message = &http2_options_msg,
        .hint = LEGACY_HINT " (explicit_http_config: {http2_protocol_options: ...})"),
-    F_("typed_extension_protocol_options", MAP, 0, .message = &http_options_msg,
-       .help = "by extension name: " HTTP_OPTIONS_KEY " (idle_timeout, "
-       "max_requests_per_connection, HTTP/2 with explicit_http_config or auto_config)"),
+    MSG("typed_extension_protocol_options", protocol_options_msg,
+        .help = "by extension name: " HTTP_OPTIONS_KEY " (idle_timeout, max_requests_per_connection, HTTP/2 "
+        "with explicit_http_config or auto_config) and " REDIS_OPTIONS_KEY " (the servers' AUTH)"),
     DUR("dns_refresh_rate", .help = "default 5s"),
     UNSUP("dns_failure_refresh_rate"),
     BOOL("respect_dns_ttl"),

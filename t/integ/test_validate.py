@@ -56,6 +56,7 @@ EXPECTED_VALID = {
     "examples-locality-load-balancing-envoy.yaml", "docs-intro-arch_overview-security-ssl.yaml",
     "examples-rbac-envoy.yaml", "docs-intro-arch_overview-security-rbac-http.yaml",
     "docs-configuration-http_filters-header-to-metadata-filter.yaml",
+    "examples-redis-envoy.yaml",
 }
 
 

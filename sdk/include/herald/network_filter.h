@@ -139,6 +139,12 @@ HERALD_EXPORT const char *herald_env_listener_name(const struct herald_filter_en
 /* true under --mode validate: check, but open no files and start nothing. */
 HERALD_EXPORT bool herald_env_validate_only(const struct herald_filter_env *e);
 HERALD_EXPORT bool herald_env_cluster_exists(const struct herald_filter_env *e, const char *cluster);
+/* (1.9) The cluster's typed_extension_protocol_options entry for extension
+ * name (e.g. "envoy.filters.network.redis_proxy"), already checked against
+ * the schema the core has for it, or NULL (no such cluster or entry). Good
+ * for the config_create call it is asked in. */
+HERALD_EXPORT const struct herald_cfg *herald_env_cluster_protocol_options(const struct herald_filter_env *e,
+                                                                          const char *cluster, const char *name);
 /* (1.1) For HTTP filters: the connection manager's stat prefix, "http.<stat_prefix>",
  * under which Envoy keeps HTTP filter stats. NULL elsewhere. */
 HERALD_EXPORT const char *herald_env_stat_prefix(const struct herald_filter_env *e);

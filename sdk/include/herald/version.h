@@ -68,7 +68,10 @@
  *                    (envoy.config.route.v3.RateLimit actions),
  *                    herald_route_rate_limits,
  *                    herald_route_vhost_rate_limits,
- *                    herald_route_include_vh_rate_limits.
+ *                    herald_route_include_vh_rate_limits;
+ *                    herald_env_cluster_protocol_options (a cluster's
+ *                    typed_extension_protocol_options entry for a filter:
+ *                    redis_proxy's RedisProtocolOptions).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
