@@ -32,6 +32,12 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* malloc'd printf; never NULL. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Base64 (RFC 4648): the standard alphabet, and the URL-safe one too when
+ * url (protobuf's JSON takes both for bytes); '=' padding optional, only at
+ * the end; the bits past the last whole byte must be zero. The n bytes of in
+ * -> malloc'd bytes with a NUL after them, *len of them; NULL when in is not
+ * base64. (The SDK's herald_base64_decode.) */
+char *base64_decode(const char *in, size_t n, size_t *len, bool url);
 char *xvasprintf(const char *fmt, va_list ap);
 
 /* Grows *arr (of *cap elements of size sz) so that index n fits. */

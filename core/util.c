@@ -5,6 +5,8 @@
 #include <time.h>
 
 #include "common.h"
+#include "herald/config.h"
+#include "herald/upstream.h"
 
 static void oom(size_t n)
 {
@@ -109,4 +111,87 @@ void double_str(double d, char *out, size_t size)
     snprintf(out, size, "%.15g", d);
     if (strtod(out, NULL) != d)
         snprintf(out, size, "%.17g", d);
+}
+
+static int base64_value(unsigned char c, bool url)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || (url && c == '-'))
+        return 62;
+    if (c == '/' || (url && c == '_'))
+        return 63;
+    return -1;
+}
+
+char *base64_decode(const char *in, size_t n, size_t *len, bool url)
+{
+    if (n && in[n - 1] == '=')
+        n--;
+    if (n && in[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)   /* one character past a whole group carries no byte */
+        return NULL;
+    char *out = xmalloc(n / 4 * 3 + 3);
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = base64_value((unsigned char)in[i], url);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (char)(acc >> bits & 0xff);
+        }
+    }
+    if (acc & ((1u << bits) - 1)) {   /* a non-canonical tail: "aGl=" for "hi" */
+        free(out);
+        return NULL;
+    }
+    out[o] = '\0';
+    *len = o;
+    return out;
+}
+
+char *herald_base64_decode(const char *in, size_t n, size_t *len, bool url)
+{
+    return in && len ? base64_decode(in, n, len, url) : NULL;
+}
+
+static uint64_t shift_mix(uint64_t v)
+{
+    return v ^ (v >> 47);
+}
+
+uint64_t herald_murmur2_64(const void *data, size_t len, uint64_t seed)
+{
+    const uint64_t mul = 0xc6a4a7935bd1e995ull;
+    const unsigned char *p = data;
+    size_t whole = len & ~(size_t)7;
+    uint64_t h = seed ^ (len * mul);
+
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t w = 0;
+        for (int b = 7; b >= 0; b--)    /* little-endian, whatever the machine (as on x86/arm64 Envoys) */
+            w = (w << 8) | p[i + (size_t)b];
+        h ^= shift_mix(w * mul) * mul;
+        h *= mul;
+    }
+    if (len & 7) {
+        uint64_t tail = 0;
+        for (size_t i = len; i > whole; i--)
+            tail = (tail << 8) | p[i - 1];
+        h ^= tail;
+        h *= mul;
+    }
+    return shift_mix(shift_mix(h) * mul);
 }

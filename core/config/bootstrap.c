@@ -467,17 +467,6 @@ static int hex_val(char ch)
     return -1;
 }
 
-static int b64_val(char ch)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const char *p = ch ? strchr(tab, ch) : NULL;
-    if (ch == '-')
-        return 62;
-    if (ch == '_')
-        return 63;
-    return p ? (int)(p - tab) : -1;
-}
-
 /* Payload {text (hex) | binary (base64)} */
 static void extract_payload(const struct herald_cfg *n, struct hc_payload *p, struct cfg_diag *d)
 {
@@ -502,22 +491,15 @@ static void extract_payload(const struct herald_cfg *n, struct hc_payload *p, st
             p->data[p->len++] = (unsigned char)(hi << 4 | lo);
         }
     } else if (b) {
-        uint32_t acc = 0;
-        int bits = 0;
-        for (size_t i = 0; i < len && s[i] != '='; i++) {
-            int v = b64_val(s[i]);
-            if (v < 0) {
-                diag_error(d, b, "'%s' is not base64", s);
-                p->len = 0;
-                return;
-            }
-            acc = acc << 6 | (uint32_t)v;
-            bits += 6;
-            if (bits >= 8) {
-                bits -= 8;
-                p->data[p->len++] = (unsigned char)(acc >> bits);
-            }
+        size_t blen;
+        char *bytes = base64_decode(s, len, &blen, true);
+        if (!bytes) {
+            diag_error(d, b, "'%s' is not base64", s);
+            return;
         }
+        memcpy(p->data, bytes, blen);   /* blen <= len: p->data has len + 1 bytes */
+        p->len = blen;
+        free(bytes);
     }
 }
 

@@ -52,46 +52,6 @@ static bool keys_ok(const struct herald_cfg *n, const char *const *allowed, cons
     return true;
 }
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* inline_bytes: protobuf JSON writes bytes in base64 (standard or URL-safe) */
-static char *base64_decode(const char *s, size_t *len)
-{
-    size_t n = strlen(s);
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-    unsigned acc = 0, bits = 0;
-    for (size_t i = 0; i < n && s[i] != '='; i++) {
-        int v = b64val((unsigned char)s[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = acc << 6 | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)(acc >> bits & 0xff);
-        }
-    }
-    out[o] = '\0';
-    *len = o;
-    return out;
-}
-
 /* A DataSource's text (inline_string, inline_bytes, filename, environment_variable). */
 static char *data_source(const struct herald_cfg *n, char **err)
 {
@@ -109,7 +69,7 @@ static char *data_source(const struct herald_cfg *n, char **err)
         return xstrdup(s);
     if (!strcmp(k, "inline_bytes")) {
         size_t len;
-        char *b = base64_decode(s, &len);
+        char *b = base64_decode(s, strlen(s), &len, true);
         if (!b || strlen(b) != len) {
             free(b);
             herald_cfg_errorf(v, err, "inline_bytes must be base64 text (without NUL bytes)");

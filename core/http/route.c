@@ -491,49 +491,6 @@ static int parse_retry(const struct herald_cfg *n, struct herald_retry_policy **
     return 0;
 }
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* Standard or URL-safe base64, padding optional, whitespace skipped. */
-static char *b64_decode(const char *s, size_t *len)
-{
-    size_t n = strlen(s);
-    char *out = xmalloc(n / 4 * 3 + 4);
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (; *s; s++) {
-        if (*s == '=' || isspace((unsigned char)*s))
-            continue;
-        int v = b64val((unsigned char)*s);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    *len = o;
-    return out;
-}
-
 static int parse_body(const struct herald_cfg *ds, struct herald_route *r, uint64_t max, struct cfg_diag *d)
 {
     const struct herald_cfg *v;
@@ -541,7 +498,7 @@ static int parse_body(const struct herald_cfg *ds, struct herald_route *r, uint6
         r->body = xstrdup(herald_cfg_str(v, ""));
         r->body_len = strlen(r->body);
     } else if ((v = herald_cfg_get(ds, "inline_bytes"))) {
-        r->body = b64_decode(herald_cfg_str(v, ""), &r->body_len);
+        r->body = base64_decode(herald_cfg_str(v, ""), strlen(herald_cfg_str(v, "")), &r->body_len, true);
         if (!r->body) {
             diag_error(d, v, "inline_bytes is not valid base64");
             return -1;

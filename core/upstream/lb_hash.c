@@ -49,34 +49,6 @@ struct lb_hash {
     struct herald_host **table; uint64_t size; /* MAGLEV */
 };
 
-static uint64_t shift_mix(uint64_t v)
-{
-    return v ^ (v >> 47);
-}
-
-uint64_t lb_hash_murmur2_64(const void *data, size_t len, uint64_t seed)
-{
-    const uint64_t mul = 0xc6a4a7935bd1e995ull;
-    const unsigned char *p = data;
-    size_t whole = len & ~(size_t)7;
-    uint64_t h = seed ^ (len * mul);
-
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);   /* little-endian load, as on the x86/arm64 Envoy runs on */
-        h ^= shift_mix(w * mul) * mul;
-        h *= mul;
-    }
-    if (len & 7) {
-        uint64_t tail = 0;
-        for (size_t i = len; i > whole; i--)
-            tail = (tail << 8) | p[i - 1];
-        h ^= tail;
-        h *= mul;
-    }
-    return shift_mix(shift_mix(h) * mul);
-}
-
 bool lb_hash_is_prime(uint64_t n)
 {
     if (n < 2)
@@ -178,7 +150,7 @@ static void build_ring(struct lb_hash *lh, const struct cluster_cfg *cfg, struct
         for (uint64_t j = 0; have < want && lh->nring < cap; j++, have++) {
             int dl = snprintf(buf + klen + 1, 23, "%llu", (unsigned long long)j);
             size_t len = klen + 1 + (size_t)dl;
-            uint64_t h = cfg->ring_murmur2 ? lb_hash_murmur2_64(buf, len, MURMUR_STD_SEED)
+            uint64_t h = cfg->ring_murmur2 ? herald_murmur2_64(buf, len, MURMUR_STD_SEED)
                                            : XXH64(buf, len, 0);
             lh->ring[lh->nring++] = (struct ring_entry){ h, ref[i] };
         }

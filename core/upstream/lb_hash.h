@@ -32,9 +32,6 @@ void lb_hash_free(struct lb_hash *h);
 /* Ring points or table slots (for tests and /clusters). */
 size_t lb_hash_size(const struct lb_hash *h);
 
-/* libstdc++'s 64-bit MurmurHash2 (std::_Hash_bytes), Envoy's MURMUR_HASH_2;
- * Envoy seeds it with 0xc70f6907. */
-uint64_t lb_hash_murmur2_64(const void *data, size_t len, uint64_t seed);
 bool lb_hash_is_prime(uint64_t n);
 
 #endif

@@ -3,60 +3,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "herald/config.h"
 #include "value.h"
-
-static int b64(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
 
 int h2m_base64_decode(const char *in, size_t n, char **out, size_t *len)
 {
-    /* at most two '=' at the end; without them the length tells the tail */
-    if (n && in[n - 1] == '=')
-        n--;
-    if (n && in[n - 1] == '=')
-        n--;
-    if (n == 0 || n % 4 == 1)
-        return -1;
-    unsigned char *o = malloc(n / 4 * 3 + 3);
-    if (!o)
-        abort();
-    size_t k = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64((unsigned char)in[i]);
-        if (v < 0) {
-            free(o);
-            return -1;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            o[k++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) {                    /* a last character with bits that encode nothing */
-        free(o);
-        return -1;
-    }
-    o[k] = '\0';
-    *out = (char *)o;
-    *len = k;
-    return 0;
+    /* Envoy's decodeWithoutPadding: the standard alphabet only, and nothing
+     * decoded is a failure too */
+    *out = n ? herald_base64_decode(in, n, len, false) : NULL;
+    if (*out && *len)
+        return 0;
+    free(*out);
+    *out = NULL;
+    return -1;
 }
 
 static int varint(const unsigned char **p, const unsigned char *end, uint64_t *v)

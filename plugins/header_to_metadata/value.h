@@ -6,9 +6,9 @@
 
 #include <stddef.h>
 
-/* Standard base64 (RFC 4648 section 4), '=' padding optional. The bytes go
- * to a malloc'd *out (NUL-terminated, *len without it). -1: not base64, or
- * nothing decoded. */
+/* Standard base64 (RFC 4648 section 4), '=' padding optional, through the
+ * SDK's herald_base64_decode. The bytes go to a malloc'd *out
+ * (NUL-terminated, *len without it). -1: not base64, or nothing decoded. */
 int h2m_base64_decode(const char *in, size_t inlen, char **out, size_t *len);
 
 enum h2m_kind { H2M_NONE = 0, H2M_NULL, H2M_NUMBER, H2M_STRING, H2M_BOOL, H2M_STRUCT, H2M_LIST };

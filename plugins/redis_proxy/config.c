@@ -193,47 +193,6 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-static int b64(int c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-}
-
-/* Base64 (standard or URL alphabet, padding optional) into a new string. */
-static char *base64_decode(const char *in, size_t *outlen)
-{
-    size_t n = strlen(in);
-    char *out = malloc(n / 4 * 3 + 4);
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-
-    if (!out)
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        if (in[i] == '=')
-            break;
-        int v = b64((unsigned char)in[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    *outlen = o;
-    return out;
-}
-
 /* A DataSource's bytes into *out (len in *len). */
 static int read_data_source(const struct herald_cfg *n, char **out, size_t *len, char **err)
 {
@@ -244,7 +203,7 @@ static int read_data_source(const struct herald_cfg *n, char **out, size_t *len,
         return 0;
     }
     if ((f = herald_cfg_get(n, "inline_bytes"))) {
-        if (!(*out = base64_decode(herald_cfg_str(f, ""), len)))
+        if (!(*out = herald_base64_decode(herald_cfg_str(f, ""), strlen(herald_cfg_str(f, "")), len, true)))
             return herald_cfg_errorf(f, err, "inline_bytes is not base64");
         return 0;
     }

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "herald/upstream.h"
 #include "router.h"
 
 #define STD_HASH_SEED 0xc70f6907ull   /* libstdc++'s std::hash seed, Envoy's MurmurHash::STD_HASH_SEED */
@@ -52,38 +53,9 @@ void redis_hash_part(const char *key, size_t len, bool hashtagging, size_t *off,
     *n = (size_t)(close - (key + start));
 }
 
-static uint64_t shift_mix(uint64_t v)
-{
-    return v ^ (v >> 47);
-}
-
-uint64_t redis_murmur2_64(const void *data, size_t len, uint64_t seed)
-{
-    const uint64_t mul = 0xc6a4a7935bd1e995ull;
-    const unsigned char *p = data;
-    size_t whole = len & ~(size_t)7;
-    uint64_t h = seed ^ (len * mul);
-
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t w = 0;
-        for (int b = 7; b >= 0; b--)    /* little-endian, whatever the machine */
-            w = (w << 8) | p[i + (size_t)b];
-        h ^= shift_mix(w * mul) * mul;
-        h *= mul;
-    }
-    if (len & 7) {
-        uint64_t tail = 0;
-        for (size_t i = len; i > whole; i--)
-            tail = (tail << 8) | p[i - 1];
-        h ^= tail;
-        h *= mul;
-    }
-    return shift_mix(shift_mix(h) * mul);
-}
-
 uint64_t redis_key_hash(const char *key, size_t len, bool hashtagging)
 {
     size_t off, n;
     redis_hash_part(key, len, hashtagging, &off, &n);
-    return redis_murmur2_64(key + off, n, STD_HASH_SEED);
+    return herald_murmur2_64(key + off, n, STD_HASH_SEED);
 }

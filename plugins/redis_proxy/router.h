@@ -39,7 +39,6 @@ void redis_router_sort(struct redis_router *r);
 const struct redis_route *redis_route_match(const struct redis_router *r, const char *key, size_t len);
 /* The part of key hashed: the hash tag when hashtagging and there is one. */
 void redis_hash_part(const char *key, size_t len, bool hashtagging, size_t *off, size_t *n);
-uint64_t redis_murmur2_64(const void *data, size_t len, uint64_t seed);
 uint64_t redis_key_hash(const char *key, size_t len, bool hashtagging);
 
 #endif

@@ -729,11 +729,11 @@ static void test_hash_tables(void)
 
     /* libstdc++'s std::_Hash_bytes(s, len, 0xc70f6907), which Envoy's MURMUR_HASH_2 is */
     const uint64_t seed = 0xc70f6907;
-    is_int((long long)lb_hash_murmur2_64("", 0, seed), (long long)0x553e93901e462a6eull, "murmur2 of \"\"");
-    is_int((long long)lb_hash_murmur2_64("a", 1, seed), (long long)0x454ddee488c1ed6bull, "murmur2 of a");
-    is_int((long long)lb_hash_murmur2_64("10.0.0.1:80_0", 13, seed), (long long)0xbd8f6461ecffb28cull,
+    is_int((long long)herald_murmur2_64("", 0, seed), (long long)0x553e93901e462a6eull, "murmur2 of \"\"");
+    is_int((long long)herald_murmur2_64("a", 1, seed), (long long)0x454ddee488c1ed6bull, "murmur2 of a");
+    is_int((long long)herald_murmur2_64("10.0.0.1:80_0", 13, seed), (long long)0xbd8f6461ecffb28cull,
            "murmur2 of 10.0.0.1:80_0");
-    is_int((long long)lb_hash_murmur2_64("hello world, murmur", 19, seed), (long long)0x4fa263ebd02a97eaull,
+    is_int((long long)herald_murmur2_64("hello world, murmur", 19, seed), (long long)0x4fa263ebd02a97eaull,
            "murmur2 of 19 bytes");
 }
 

@@ -55,6 +55,12 @@ HERALD_EXPORT int herald_cfg_line(const struct herald_cfg *n);
 HERALD_EXPORT int herald_cfg_column(const struct herald_cfg *n);
 HERALD_EXPORT size_t herald_cfg_path(const struct herald_cfg *n, char *out, size_t size);
 
+/* (1.9) Base64 (RFC 4648) as configs and headers carry bytes: the standard
+ * alphabet, and the URL-safe one too when url (protobuf's JSON takes both);
+ * '=' padding optional. The n bytes of in -> malloc'd bytes with a NUL after
+ * them, *len of them; NULL when in is not base64. */
+HERALD_EXPORT char *herald_base64_decode(const char *in, size_t n, size_t *len, bool url);
+
 /* Formats "file:line:col: path: <message>" into a malloc'd *err (freed by the
  * core) and returns -1, so a factory can write `return herald_cfg_errorf(...)`. */
 HERALD_EXPORT int herald_cfg_errorf(const struct herald_cfg *n, char **err, const char *fmt, ...)

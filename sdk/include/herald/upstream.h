@@ -22,6 +22,11 @@ struct herald_upstream; /* one upstream TCP connection */
 /* NULL when no cluster has that name. */
 HERALD_EXPORT struct herald_cluster *herald_cluster_get(const char *name);
 HERALD_EXPORT const char *herald_cluster_name(const struct herald_cluster *c);
+/* (1.9) libstdc++'s 64-bit MurmurHash2 (std::_Hash_bytes): what Envoy's
+ * RING_HASH uses with hash_function MURMUR_HASH_2, and, with the seed
+ * 0xc70f6907, std::hash of a string (redis_proxy's key hash). */
+HERALD_EXPORT uint64_t herald_murmur2_64(const void *data, size_t len, uint64_t seed);
+
 /* Picks a host by the cluster's lb_policy (hash used by hashing policies;
  * 0 when there is none). NULL: no healthy host (counted as upstream_cx_none_healthy). */
 HERALD_EXPORT struct herald_host *herald_cluster_choose_host(struct herald_cluster *c, uint64_t hash);
