@@ -18,8 +18,12 @@
 #include "access_log.h"
 #include "access_log_filter.h"
 #include "common.h"
+#include "config/data_source.h"
 #include "filters.h"
 #include "log.h"
+
+/* A format longer than this is a mistake (a log file named by accident). */
+#define MAX_FORMAT_FILE (1 << 20)
 
 #define TYPE_PREFIX "type.googleapis.com/"
 
@@ -491,29 +495,6 @@ static int check_keys(const struct herald_cfg *n, const char *const *allowed, co
     return 0;
 }
 
-static char *read_format_file(const struct herald_cfg *at, const char *path, char **err)
-{
-    FILE *fp = fopen(path, "re");
-    if (!fp) {
-        herald_cfg_errorf(at, err, "cannot read format file '%s': %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, len = 0;
-    char *buf = xmalloc(cap);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len - 1, fp)) > 0) {
-        len += r;
-        if (cap - len - 1 == 0) {
-            if (cap >= (1u << 20))
-                break;
-            cap *= 2;
-            buf = xrealloc(buf, cap);
-        }
-    }
-    fclose(fp);
-    buf[len] = '\0';
-    return buf;
-}
 
 /* SubstitutionFormatString (log_format). */
 static int parse_log_format(struct herald_access_log *l, const struct herald_cfg *lf, const char *def,
@@ -553,27 +534,17 @@ static int parse_log_format(struct herald_access_log *l, const struct herald_cfg
         if (check_keys(ts, skeys, "text_format_source (envoy.config.core.v3.DataSource)", err) < 0)
             return -1;
         const struct herald_cfg *v;
-        if ((v = herald_cfg_get(ts, "inline_string")))
-            return fmt_parse(&l->text, herald_cfg_str(v, ""), v, err);
-        if ((v = herald_cfg_get(ts, "environment_variable"))) {
-            const char *e = getenv(herald_cfg_str(v, ""));
-            if (!e)
-                return herald_cfg_errorf(v, err, "environment variable '%s' is not set",
-                                         herald_cfg_str(v, ""));
-            return fmt_parse(&l->text, e, v, err);
-        }
-        if ((v = herald_cfg_get(ts, "filename"))) {
-            char *text = read_format_file(v, herald_cfg_str(v, ""), err);
-            if (!text)
-                return -1;
-            int rc = fmt_parse(&l->text, text, v, err);
-            free(text);
-            return rc;
-        }
         if ((v = herald_cfg_get(ts, "inline_bytes")))
             return herald_cfg_errorf(v, err, "inline_bytes is not supported by herald; use inline_string");
-        return herald_cfg_errorf(ts, err, "text_format_source needs inline_string, filename or "
-                                 "environment_variable");
+        size_t len;
+        char *text = data_source_read(ts, MAX_FORMAT_FILE, &len, err);
+        if (!text)
+            return -1;
+        v = herald_cfg_at(ts, 0);
+        int rc = len > MAX_FORMAT_FILE ? herald_cfg_errorf(v, err, "the format is over %d bytes", MAX_FORMAT_FILE)
+                                       : fmt_parse(&l->text, text, v, err);
+        free(text);
+        return rc;
     }
     return fmt_parse(&l->text, def, lf, err);
 }

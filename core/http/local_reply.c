@@ -11,6 +11,7 @@
 #include "access_log.h"
 #include "access_log_filter.h"
 #include "common.h"
+#include "config/data_source.h"
 #include "http/header_option.h"
 #include "http/local_reply.h"
 
@@ -63,42 +64,14 @@ static char *data_source(const struct herald_cfg *n, char **err)
                                   "and environment_variable");
         return NULL;
     }
-    const struct herald_cfg *v = herald_cfg_at(n, 0);
-    const char *k = herald_cfg_key_at(n, 0), *s = herald_cfg_str(v, "");
-    if (!strcmp(k, "inline_string"))
-        return xstrdup(s);
-    if (!strcmp(k, "inline_bytes")) {
-        size_t len;
-        char *b = base64_decode(s, strlen(s), &len, true);
-        if (!b || strlen(b) != len) {
-            free(b);
-            herald_cfg_errorf(v, err, "inline_bytes must be base64 text (without NUL bytes)");
-            return NULL;
-        }
-        return b;
-    }
-    if (!strcmp(k, "environment_variable")) {
-        const char *e = getenv(s);
-        if (!e)
-            herald_cfg_errorf(v, err, "environment variable '%s' is not set", s);
-        return e ? xstrdup(e) : NULL;
-    }
-    FILE *f = fopen(s, "rb");
-    if (!f) {
-        herald_cfg_errorf(v, err, "cannot read '%s'", s);
+    size_t len;
+    char *b = data_source_read(n, SIZE_MAX, &len, err);
+    if (b && strlen(b) != len) {   /* bodies are text here */
+        herald_cfg_errorf(herald_cfg_at(n, 0), err, "a body with NUL bytes is not supported");
+        free(b);
         return NULL;
     }
-    size_t cap = 4096, len = 0;
-    char *buf = xmalloc(cap);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += r;
-        if (cap - len - 1 == 0)
-            buf = xrealloc(buf, cap *= 2);
-    }
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
+    return b;
 }
 
 static void body_format_free(struct body_format *b)

@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "common.h"
+#include "config/data_source.h"
 #include "config/lb_metadata.h"
 #include "config/tree.h"
 #include "http/header_option.h"
@@ -493,52 +494,18 @@ static int parse_retry(const struct herald_cfg *n, struct herald_retry_policy **
 
 static int parse_body(const struct herald_cfg *ds, struct herald_route *r, uint64_t max, struct cfg_diag *d)
 {
-    const struct herald_cfg *v;
-    if ((v = herald_cfg_get(ds, "inline_string"))) {
-        r->body = xstrdup(herald_cfg_str(v, ""));
-        r->body_len = strlen(r->body);
-    } else if ((v = herald_cfg_get(ds, "inline_bytes"))) {
-        r->body = base64_decode(herald_cfg_str(v, ""), strlen(herald_cfg_str(v, "")), &r->body_len, true);
-        if (!r->body) {
-            diag_error(d, v, "inline_bytes is not valid base64");
-            return -1;
-        }
-    } else if ((v = herald_cfg_get(ds, "environment_variable"))) {
-        const char *e = getenv(herald_cfg_str(v, ""));
-        if (!e) {
-            diag_error(d, v, "environment variable '%s' is not set", herald_cfg_str(v, ""));
-            return -1;
-        }
-        r->body = xstrdup(e);
-        r->body_len = strlen(e);
-    } else if ((v = herald_cfg_get(ds, "filename"))) {
-        const char *fn = herald_cfg_str(v, "");
-        FILE *f = fopen(fn, "rb");
-        if (!f) {
-            diag_error(d, v, "cannot read '%s': %s", fn, strerror(errno));
-            return -1;
-        }
-        size_t cap = 4096, n = 0, got;
-        char *buf = xmalloc(cap + 1);
-        while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-            n += got;
-            if (n > max)
-                break;
-            if (n == cap)
-                buf = xrealloc(buf, (cap *= 2) + 1);
-        }
-        fclose(f);
-        buf[n] = '\0';
-        r->body = buf;
-        r->body_len = n;
-    } else {
-        return 0;
+    char *err = NULL;
+    if (!herald_cfg_len(ds))
+        return 0;   /* body: {} */
+    if (!(r->body = data_source_read(ds, (size_t)max, &r->body_len, &err))) {
+        diag_error_take(d, err);
+        return -1;
     }
     if (r->body_len > max) {
         bool from_file = herald_cfg_get(ds, "filename") != NULL;
-        diag_error(d, v, "the direct response body is %s%zu bytes; the maximum is %llu (raise the route "
-                   "config's max_direct_response_body_size_bytes)", from_file ? "over " : "", r->body_len,
-                   (unsigned long long)max);
+        diag_error(d, herald_cfg_at(ds, 0), "the direct response body is %s%zu bytes; the maximum is %llu (raise "
+                   "the route config's max_direct_response_body_size_bytes)", from_file ? "over " : "",
+                   from_file ? (size_t)max : r->body_len, (unsigned long long)max);
         return -1;
     }
     return 0;

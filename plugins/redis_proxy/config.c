@@ -193,44 +193,18 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-/* A DataSource's bytes into *out (len in *len). */
+/* A DataSource's bytes into *out (len in *len); a secret, so a file of at most 4 KiB. */
 static int read_data_source(const struct herald_cfg *n, char **out, size_t *len, char **err)
 {
-    const struct herald_cfg *f;
-    if ((f = herald_cfg_get(n, "inline_string"))) {
-        *out = xstrdup(herald_cfg_str(f, ""));
-        *len = strlen(*out);
-        return 0;
+    enum { MAX_SECRET = 4095 };
+    if (!(*out = herald_cfg_data_source(n, MAX_SECRET, len, err)))
+        return -1;
+    if (*len > MAX_SECRET) {
+        free(*out);
+        *out = NULL;
+        return herald_cfg_errorf(herald_cfg_at(n, 0), err, "a secret longer than %d bytes", MAX_SECRET);
     }
-    if ((f = herald_cfg_get(n, "inline_bytes"))) {
-        if (!(*out = herald_base64_decode(herald_cfg_str(f, ""), strlen(herald_cfg_str(f, "")), len, true)))
-            return herald_cfg_errorf(f, err, "inline_bytes is not base64");
-        return 0;
-    }
-    if ((f = herald_cfg_get(n, "environment_variable"))) {
-        const char *v = getenv(herald_cfg_str(f, ""));
-        if (!v)
-            return herald_cfg_errorf(f, err, "environment variable '%s' is not set", herald_cfg_str(f, ""));
-        *out = xstrdup(v);
-        *len = strlen(v);
-        return 0;
-    }
-    if ((f = herald_cfg_get(n, "filename"))) {
-        const char *path = herald_cfg_str(f, "");
-        FILE *fp = fopen(path, "rb");
-        if (!fp)
-            return herald_cfg_errorf(f, err, "cannot read %s: %s", path, strerror(errno));
-        char buf[4096];
-        size_t k = fread(buf, 1, sizeof(buf), fp);
-        bool longer = !feof(fp);
-        fclose(fp);
-        if (longer)
-            return herald_cfg_errorf(f, err, "%s: a secret longer than %zu bytes", path, sizeof(buf) - 1);
-        *out = xstrndup(buf, k);
-        *len = k;
-        return 0;
-    }
-    return herald_cfg_errorf(n, err, "give one of inline_string, inline_bytes, filename, environment_variable");
+    return 0;
 }
 
 /* The index of cluster name in conf->clusters, added when new. */

@@ -55,6 +55,13 @@ HERALD_EXPORT int herald_cfg_line(const struct herald_cfg *n);
 HERALD_EXPORT int herald_cfg_column(const struct herald_cfg *n);
 HERALD_EXPORT size_t herald_cfg_path(const struct herald_cfg *n, char *out, size_t size);
 
+/* (1.9) An envoy.config.core.v3.DataSource node's bytes: inline_string,
+ * inline_bytes (base64), environment_variable or filename (at most max + 1
+ * bytes of it read, so *len > max tells a file over the caller's limit;
+ * SIZE_MAX: none). Malloc'd, a NUL after them; NULL with *err (the place)
+ * when n names none, the variable is not set or the file cannot be read. */
+HERALD_EXPORT char *herald_cfg_data_source(const struct herald_cfg *n, size_t max, size_t *len, char **err);
+
 /* (1.9) Base64 (RFC 4648) as configs and headers carry bytes: the standard
  * alphabet, and the URL-safe one too when url (protobuf's JSON takes both);
  * '=' padding optional. The n bytes of in -> malloc'd bytes with a NUL after
