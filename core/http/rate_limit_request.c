@@ -11,39 +11,6 @@
 #include "http/rate_limit.h"
 #include "server.h"
 
-/* The first value of name in :path's query, percent-decoded (malloc'd), or NULL. */
-static char *query_value(const char *path, const char *name)
-{
-    const char *q = path ? strchr(path, '?') : NULL;
-    size_t nlen = strlen(name);
-    if (!q)
-        return NULL;
-    for (const char *p = q + 1; *p && *p != '#';) {
-        size_t len = strcspn(p, "&#");
-        const char *eq = memchr(p, '=', len);
-        size_t klen = eq ? (size_t)(eq - p) : len;
-        if (klen == nlen && !memcmp(p, name, nlen)) {
-            const char *v = eq ? eq + 1 : p + len;
-            size_t vlen = (size_t)(p + len - v);
-            char *out = xcalloc(1, vlen + 1), *o = out;
-            for (size_t i = 0; i < vlen; i++) {
-                unsigned hi, lo;
-                if (v[i] == '%' && i + 2 < vlen && sscanf(v + i + 1, "%1x%1x", &hi, &lo) == 2) {
-                    *o++ = (char)(hi * 16 + lo);
-                    i += 2;
-                } else {
-                    *o++ = v[i];
-                }
-            }
-            return out;
-        }
-        p += len;
-        if (*p == '&')
-            p++;
-    }
-    return NULL;
-}
-
 /* "10.1.2.0/24" for the client's address masked to len bits, or NULL. */
 static char *masked(const char *ip, unsigned v4, unsigned v6)
 {
@@ -84,7 +51,7 @@ static char *action_value(const struct rl_action *a, struct herald_http_stream *
         return v;
     }
     case RL_QUERY_PARAMETER: {
-        char *v = query_value(herald_headers_get(req, ":path"), a->name);
+        char *v = herald_http_query_param(herald_headers_get(req, ":path"), a->name);
         *skip = !v && a->skip_if_absent;
         return v;
     }

@@ -1170,9 +1170,9 @@ static char *url_decode(const char *s, size_t n)
 }
 
 /* The first value of query parameter name in path (decoded), or NULL. */
-static char *query_param(const char *path, const char *name)
+char *herald_http_query_param(const char *path, const char *name)
 {
-    const char *q = strchr(path, '?');
+    const char *q = path && name ? strchr(path, '?') : NULL;
     if (!q)
         return NULL;
     q++;
@@ -1224,7 +1224,7 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
         const char *full = HEADERS_GET(req, ":path");
         for (size_t i = 0; i < r->nqm; i++) {
             const struct query_matcher *qm = &r->qm[i];
-            char *v = query_param(full ? full : "", qm->name);
+            char *v = herald_http_query_param(full ? full : "", qm->name);
             bool ok = qm->by_presence ? (v != NULL) == qm->present : v && sm_match(&qm->sm, v, strlen(v));
             free(v);
             if (!ok)
@@ -1740,7 +1740,7 @@ bool herald_route_hash(const struct herald_route *r, const struct herald_headers
             break;
         case HP_QUERY: {
             const char *path = HEADERS_GET(req, ":path");
-            s = path ? query_param(path, hp->name) : NULL;
+            s = path ? herald_http_query_param(path, hp->name) : NULL;
             break;
         }
         }

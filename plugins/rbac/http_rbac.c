@@ -143,7 +143,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     if (!c->rules && !c->shadow)
         return HERALD_HTTP_CONTINUE;
     struct rbac_ctx ctx = {.header = get_header, .arg = headers,
-                           .path = herald_headers_get(headers, ":path")};
+                           .path = herald_headers_get(headers, ":path"), .query = herald_http_query_param};
     if (rbac_ip_parse(&remote, herald_http_stream_downstream_address(ss->s)) == 0)
         ctx.remote = &remote;
     if (conn) {

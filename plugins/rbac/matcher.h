@@ -160,6 +160,8 @@ struct rbac_ctx {
     char *(*header)(void *arg, const char *name);
     void *arg;
     const char *path;                  /* :path, with its query */
+    /* the first value of a query parameter, decoded, malloc'd; NULL: absent (or no request) */
+    char *(*query)(const char *path, const char *name);
     const struct rbac_ip *remote;      /* remote_ip */
     const struct rbac_ip *direct_remote;
     const struct rbac_ip *local;       /* destination_ip / destination_port */

@@ -49,48 +49,6 @@ static char *port_string(const struct rbac_ip *ip)
     return dup_or_null(buf);
 }
 
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* The first value of name in path's query string, percent-decoded; a
- * parameter without "=" has the value "". */
-static char *query_param(const char *path, const char *name)
-{
-    const char *q = path ? strchr(path, '?') : NULL;
-    size_t nlen = strlen(name);
-
-    if (!q)
-        return NULL;
-    for (const char *p = q + 1; *p && *p != '#';) {
-        size_t len = strcspn(p, "&#");
-        const char *eq = memchr(p, '=', len);
-        size_t klen = eq ? (size_t)(eq - p) : len;
-        if (klen == nlen && !memcmp(p, name, nlen)) {
-            const char *v = eq ? eq + 1 : p + len;
-            size_t vlen = (size_t)(p + len - v);
-            char *out = zalloc(vlen + 1), *o = out;
-            for (size_t i = 0; i < vlen; i++) {
-                int hi, lo;
-                if (v[i] == '%' && i + 2 < vlen &&
-                    (hi = hexval((unsigned char)v[i + 1])) >= 0 && (lo = hexval((unsigned char)v[i + 2])) >= 0) {
-                    *o++ = (char)(hi * 16 + lo);
-                    i += 2;
-                } else {
-                    *o++ = v[i];
-                }
-            }
-            *o = '\0';
-            return out;
-        }
-        p += len;
-        if (*p == '&')
-            p++;
-    }
-    return NULL;
-}
-
 struct joined {
     char *s;
     size_t len;
@@ -146,7 +104,7 @@ char *rbac_input_value(const struct rbac_input *in, const struct rbac_ctx *ctx)
     case RBAC_IN_REQUEST_HEADER:
         return ctx->header ? ctx->header(ctx->arg, in->arg) : NULL;
     case RBAC_IN_QUERY_PARAM:
-        return query_param(ctx->path, in->arg);
+        return ctx->query && ctx->path ? ctx->query(ctx->path, in->arg) : NULL;
     case RBAC_IN_DESTINATION_IP:
         return ip_string(ctx->local);
     case RBAC_IN_DESTINATION_PORT:

@@ -374,6 +374,11 @@ HERALD_EXPORT size_t herald_route_hash_policy_count(const struct herald_route *r
 enum herald_priority { HERALD_PRIORITY_DEFAULT = 0, HERALD_PRIORITY_HIGH = 1 };
 HERALD_EXPORT enum herald_priority herald_route_priority(const struct herald_route *r);
 
+/* (1.9) The first value of query parameter name in path's query string
+ * (names and values percent-decoded, '+' kept; "" for a parameter without
+ * '='), malloc'd, or NULL when it is absent: as route matching reads them. */
+HERALD_EXPORT char *herald_http_query_param(const char *path, const char *name);
+
 /* (1.9) Rate limit descriptors (envoy.config.route.v3.RateLimit): each
  * RateLimit of a list makes at most one descriptor per request, its actions'
  * (key, value) entries in order (source_cluster, destination_cluster,

@@ -72,9 +72,9 @@
  *                    herald_env_cluster_protocol_options (a cluster's
  *                    typed_extension_protocol_options entry for a filter:
  *                    redis_proxy's RedisProtocolOptions);
- *                    herald_base64_decode, herald_murmur2_64 and
- *                    herald_cfg_data_source (one copy of each for the
- *                    core and the plugins).
+ *                    herald_base64_decode, herald_murmur2_64,
+ *                    herald_cfg_data_source and herald_http_query_param
+ *                    (one copy of each for the core and the plugins).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
