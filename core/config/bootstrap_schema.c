@@ -10,6 +10,7 @@
 #include "config/tree.h"
 #include "herald/http.h"
 
+#include "config/data_source.h"
 #include "config/schema_tables.h"
 
 /* ------------------------------------------------------------ core.v3 */
@@ -861,17 +862,6 @@ static const struct herald_message http_options_msg = {
 #define REDIS_OPTIONS_KEY "envoy.filters.network.redis_proxy"
 #define REDIS_OPTIONS_TYPE "envoy.extensions.filters.network.redis_proxy.v3.RedisProtocolOptions"
 
-static const struct herald_field redis_data_source_fields[] = {
-    STR("filename", .oneof = "specifier", .help = "read when the config loads"),
-    STR("inline_bytes", .oneof = "specifier", .help = "base64 in YAML/JSON"),
-    STR("inline_string", .oneof = "specifier"),
-    STR("environment_variable", .oneof = "specifier"),
-    UNSUP("watched_directory"),
-    END,
-};
-static const struct herald_message redis_data_source_msg = {
-    "envoy.config.core.v3.DataSource", redis_data_source_fields, NULL,
-};
 
 static int redis_options_check(const struct herald_cfg *n, char **err)
 {
@@ -891,9 +881,9 @@ static int redis_options_check(const struct herald_cfg *n, char **err)
 }
 
 static const struct herald_field redis_options_fields[] = {
-    MSG("auth_password", redis_data_source_msg, .help = "redis_proxy sends AUTH with it on each new connection to "
+    MSG("auth_password", schema_data_source, .help = "redis_proxy sends AUTH with it on each new connection to "
         "the cluster's hosts (the servers' requirepass)"),
-    MSG("auth_username", redis_data_source_msg, .help = "and this ACL user name (AUTH user password)"),
+    MSG("auth_username", schema_data_source, .help = "and this ACL user name (AUTH user password)"),
     UNSUP("aws_iam"),
     UNSUP("credentials"),
     END,

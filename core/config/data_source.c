@@ -10,6 +10,18 @@
 
 #include "common.h"
 #include "config/data_source.h"
+#include "config/schema_tables.h"
+
+static const struct herald_field data_source_fields[] = {
+    STR("filename", .oneof = "specifier",
+        .help = "read when the config loads (a TLS certificate's is watched for changes too)"),
+    STR("inline_bytes", .oneof = "specifier", .help = "base64 (standard or URL-safe)"),
+    STR("inline_string", .oneof = "specifier"),
+    STR("environment_variable", .oneof = "specifier"),
+    UNSUP("watched_directory"),
+    END,
+};
+const struct herald_message schema_data_source = {"envoy.config.core.v3.DataSource", data_source_fields, NULL};
 
 static char *read_file(const struct herald_cfg *at, const char *path, size_t max, size_t *len, char **err)
 {

@@ -9,6 +9,9 @@
 
 #include "herald/config.h"
 
+/* Its schema, for every DataSource field of the core's messages. */
+extern const struct herald_message schema_data_source;
+
 /* The bytes (malloc'd, a NUL after them, *len of them) of n's
  * inline_string, inline_bytes (base64, standard or URL-safe),
  * environment_variable or filename. Of a file at most max + 1 bytes are

@@ -14,6 +14,7 @@
 #include "config/tree.h"
 #include "http/route.h"
 
+#include "config/data_source.h"
 #include "config/schema_tables.h"
 
 /* ------------------------------------------------------------ matchers (type.matcher.v3)
@@ -60,17 +61,6 @@ static const struct herald_message metadata_match_msg = {
  * checks and filters (herald_header_value_option_schema in the SDK). */
 #define header_value_option_msg herald_header_value_option_schema
 
-static const struct herald_field data_source_fields[] = {
-    STR("filename", .oneof = "specifier", .help = "read once, at load"),
-    STR("inline_bytes", .oneof = "specifier", .help = "base64"),
-    STR("inline_string", .oneof = "specifier"),
-    STR("environment_variable", .oneof = "specifier"),
-    UNSUP("watched_directory"),
-    END,
-};
-static const struct herald_message data_source_msg = {
-    "envoy.config.core.v3.DataSource", data_source_fields, NULL,
-};
 
 /* ------------------------------------------------------------ RouteMatch */
 
@@ -600,7 +590,7 @@ static int direct_response_check(const struct herald_cfg *n, char **err)
 
 static const struct herald_field direct_response_fields[] = {
     F_("status", UINT, HERALD_F_REQUIRED, .help = "200-599"),
-    MSG("body", data_source_msg),
+    MSG("body", schema_data_source),
     UNSUP("body_format"),
     END,
 };

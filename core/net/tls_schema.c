@@ -5,18 +5,9 @@
 
 #include "net/tls.h"
 
+#include "config/data_source.h"
 #include "config/schema_tables.h"
 
-/* envoy.config.core.v3.DataSource */
-static const struct herald_field data_source_fields[] = {
-    STR("filename", .oneof = "specifier", .help = "read from this file (watched for changes)"),
-    STR("inline_bytes", .oneof = "specifier", .help = "base64 in YAML/JSON"),
-    STR("inline_string", .oneof = "specifier"),
-    STR("environment_variable", .oneof = "specifier"),
-    UNSUP("watched_directory"),
-    END,
-};
-static const struct herald_message data_source_msg = { "envoy.config.core.v3.DataSource", data_source_fields, NULL };
 
 static const char *const tls_protocol_values[] = { "TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3", NULL };
 
@@ -35,13 +26,13 @@ static const struct herald_message tls_params_msg = {
 };
 
 static const struct herald_field tls_certificate_fields[] = {
-    REQ("certificate_chain", MESSAGE, .message = &data_source_msg),
-    REQ("private_key", MESSAGE, .message = &data_source_msg),
-    MSG("password", data_source_msg),
+    REQ("certificate_chain", MESSAGE, .message = &schema_data_source),
+    REQ("private_key", MESSAGE, .message = &schema_data_source),
+    MSG("password", schema_data_source),
     UNSUP("pkcs12"),
     UNSUP("watched_directory", .hint = "herald watches certificate_chain and private_key files by itself"),
     UNSUP("private_key_provider"),
-    MSG("ocsp_staple", data_source_msg, .help = "a DER OCSP response for this certificate, stapled to handshakes "
+    MSG("ocsp_staple", schema_data_source, .help = "a DER OCSP response for this certificate, stapled to handshakes "
         "whose client asks (status_request); a server's only"),
     UNSUP("signed_certificate_timestamp"),
     END,
@@ -87,7 +78,7 @@ static const struct herald_message system_root_certs_msg = {
 static const char *const trust_chain_values[] = { "VERIFY_TRUST_CHAIN", "ACCEPT_UNTRUSTED", NULL };
 
 static const struct herald_field validation_context_fields[] = {
-    MSG("trusted_ca", data_source_msg),
+    MSG("trusted_ca", schema_data_source),
     UNSUP("ca_certificate_provider_instance"),
     MSG("system_root_certs", system_root_certs_msg, .help = "trust the system's CA store"),
     UNSUP("watched_directory"),
@@ -132,7 +123,7 @@ static const struct herald_message common_tls_context_msg = {
 };
 
 static const struct herald_field session_ticket_keys_fields[] = {
-    F_("keys", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &data_source_msg,
+    F_("keys", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &schema_data_source,
        .help = "80 bytes each; the first encrypts"),
     END,
 };
