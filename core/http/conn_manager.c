@@ -1603,6 +1603,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
     case 'C':
         if (!strcmp(op, "CONNECTION_ID"))
             return num(scratch, len, herald_conn_id(c));
+        if (!strcmp(op, "CLUSTER_METADATA"))
+            return herald_cluster_metadata(s->upstream_cluster, arg, scratch, len);
         break;
     case 'D':
         if (!strcmp(op, "DURATION"))
@@ -1757,6 +1759,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return s->req ? HEADERS_GET(s->req, "x-request-id") : NULL;
         if (strstr(op, "_WIRE_BYTES_") || strstr(op, "_HEADER_BYTES_"))
             return wire_field(&s->up, op, scratch, len);
+        if (!strcmp(op, "UPSTREAM_METADATA"))
+            return herald_upstream_metadata(s->upstream_cluster, s->upstream_host, arg, scratch, len);
         if (!strcmp(op, "UPSTREAM_HOST_NAME"))   /* the DNS name, else the address */
             return s->upstream_hostname ? s->upstream_hostname : s->upstream_host;
         if (!strcmp(op, "UPSTREAM_HOST_NAME_WITHOUT_PORT"))

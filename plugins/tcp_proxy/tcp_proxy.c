@@ -595,6 +595,8 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return u64(scratch, len, s->conn_id);
         if (!strcmp(op, "CONNECTION_TERMINATION_DETAILS"))
             return s->termination;
+        if (!strcmp(op, "CLUSTER_METADATA"))
+            return s->tc ? herald_cluster_metadata(s->tc->name, arg, scratch, len) : NULL;
         break;
     case 'D':
         if (!strcmp(op, "DURATION"))
@@ -687,6 +689,9 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
             return u64(scratch, len, s->tx_bytes);   /* all of it went downstream */
         if (!strcmp(op, "UPSTREAM_REQUEST_ATTEMPT_COUNT"))
             return u64(scratch, len, s->attempts);
+        if (!strcmp(op, "UPSTREAM_METADATA"))
+            return s->tc ? herald_upstream_metadata(s->tc->name, empty_null(s->ls->upstream_host), arg, scratch, len)
+                         : NULL;
         break;
     }
     /* PROTOCOL, REQ(...), RESP(...) and the other HTTP operators: "-" */

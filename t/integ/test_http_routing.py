@@ -498,3 +498,45 @@ def test_http_stats_http_and_cluster(herald, upstreams, port):
     # the prometheus rendering has them too
     status, prom = h.admin_get("/stats/prometheus")
     assert status == 200 and "http_downstream_rq_total" in prom, prom[:500]
+
+
+def test_http_access_log_cluster_and_upstream_metadata(herald, upstreams, port, tmp_path):
+    """%CLUSTER_METADATA(ns:key)% and %UPSTREAM_METADATA(ns:key)%: the
+    cluster's metadata and the metadata of the endpoint that answered (two
+    endpoints, round robin, each with its own version), nested keys, non-string
+    values as JSON, "-" when absent; and the same operators in a tcp_proxy log."""
+    a = upstreams(HttpBackend, "a")
+    b = upstreams(HttpBackend, "b")
+    log, tlog = str(tmp_path / "access.log"), str(tmp_path / "tcp.log")
+    fmt = ("%UPSTREAM_HOST% %CLUSTER_METADATA(acme:team)% %CLUSTER_METADATA(acme:limits)% "
+           "%UPSTREAM_METADATA(acme:version)% %UPSTREAM_METADATA(acme:build:sha)% %UPSTREAM_METADATA(acme:nope)% "
+           "%UPSTREAM_METADATA(envoy.lb:canary)%\n")
+    cluster = hb.http_cluster("backend", [a.port, b.port])
+    cluster["metadata"] = {"filter_metadata": {"acme": {"team": "payments", "limits": {"rps": 5, "burst": True}}}}
+    eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    eps[0]["metadata"] = {"filter_metadata": {"acme": {"version": "1.0", "build": {"sha": "abc123"}},
+                                              "envoy.lb": {"canary": False}}}
+    eps[1]["metadata"] = {"filter_metadata": {"acme": {"version": 2}}}
+    lp, tp = port(), port()
+    tcp = {"name": "tcp", "address": hb.sock_addr(tp), "filter_chains": [{"filters": [{
+        "name": "envoy.filters.network.tcp_proxy", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "tcp", "cluster": "backend", "access_log": [hb.file_access_log(tlog, fmt)]}}]}]}
+    cfg = {"static_resources": {
+        "listeners": [hb.http_listener(lp, hb.hcm("ingress_http", [hb.route("/", "backend")],
+                                                   access_log=[hb.file_access_log(log, fmt)])), tcp],
+        "clusters": [cluster]}}
+    herald(cfg)
+    assert [hb.request(lp, "/x%d" % i)[0] for i in range(2)] == [200, 200]
+    lines = sorted(wait_lines(log, 2))
+    want = sorted(["127.0.0.1:%d payments {\"rps\":5,\"burst\":true} 1.0 abc123 - false" % a.port,
+                   "127.0.0.1:%d payments {\"rps\":5,\"burst\":true} 2 - - -" % b.port])
+    assert lines == want, lines
+    # tcp_proxy: one connection, one line, from whichever endpoint it reached
+    s = socket.create_connection(("127.0.0.1", tp), timeout=5)
+    s.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    while s.recv(65536):
+        pass
+    s.close()
+    tline = wait_lines(tlog, 1)[0]
+    assert tline in want, (tline, want)

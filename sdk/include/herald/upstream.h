@@ -22,6 +22,16 @@ struct herald_upstream; /* one upstream TCP connection */
 /* NULL when no cluster has that name. */
 HERALD_EXPORT struct herald_cluster *herald_cluster_get(const char *name);
 HERALD_EXPORT const char *herald_cluster_name(const struct herald_cluster *c);
+/* (1.9) A value of a cluster's metadata (CLUSTER_METADATA) or of the
+ * endpoint of one of its hosts ("ip:port", UPSTREAM_METADATA), by the access
+ * log operators' path "NAMESPACE:KEY[:KEY...]" into filter_metadata: a string
+ * as it is, a number or bool as written, a struct or list as compact JSON
+ * (in out, len bytes, or static). NULL: absent. A worker's call (the host
+ * is looked up among the worker's current hosts). */
+HERALD_EXPORT const char *herald_cluster_metadata(const char *cluster, const char *path, char *out, size_t len);
+HERALD_EXPORT const char *herald_upstream_metadata(const char *cluster, const char *host, const char *path,
+                                                   char *out, size_t len);
+
 /* (1.9) libstdc++'s 64-bit MurmurHash2 (std::_Hash_bytes): what Envoy's
  * RING_HASH uses with hash_function MURMUR_HASH_2, and, with the seed
  * 0xc70f6907, std::hash of a string (redis_proxy's key hash). */

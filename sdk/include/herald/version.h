@@ -74,7 +74,9 @@
  *                    redis_proxy's RedisProtocolOptions);
  *                    herald_base64_decode, herald_murmur2_64,
  *                    herald_cfg_data_source and herald_http_query_param
- *                    (one copy of each for the core and the plugins).
+ *                    (one copy of each for the core and the plugins);
+ *                    herald_cluster_metadata and herald_upstream_metadata
+ *                    (%CLUSTER_METADATA% and %UPSTREAM_METADATA%).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
