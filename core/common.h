@@ -32,6 +32,12 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* malloc'd printf; never NULL. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A growing string, always NUL-terminated once something was added
+ * (s NULL until then); the caller frees s. */
+struct sbuf { char *s; size_t n, cap; };
+void sb_add(struct sbuf *b, const char *s, size_t n);
+void sb_str(struct sbuf *b, const char *s);
+
 /* Base64 (RFC 4648): the standard alphabet, and the URL-safe one too when
  * url (protobuf's JSON takes both for bytes); '=' padding optional, only at
  * the end; the bits past the last whole byte must be zero. The n bytes of in

@@ -195,3 +195,19 @@ uint64_t herald_murmur2_64(const void *data, size_t len, uint64_t seed)
     }
     return shift_mix(shift_mix(h) * mul);
 }
+
+void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+
+void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}

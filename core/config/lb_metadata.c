@@ -7,19 +7,6 @@
 #include "config/lb_metadata.h"
 #include "config/tree.h"
 
-struct sbuf { char *s; size_t n, cap; };
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = '\0';
-}
-
 /* a length-prefixed piece, so that nested values cannot run into each other */
 static void sb_piece(struct sbuf *b, const char *s, size_t n)
 {

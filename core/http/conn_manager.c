@@ -3374,8 +3374,7 @@ int herald_http_stream_metadata_set_typed(struct herald_http_stream *s, const ch
 struct herald_host *herald_http_stream_choose_host(struct herald_http_stream *s, const struct herald_route *r,
                                                    struct herald_cluster *c, uint64_t hash, uint32_t attempt)
 {
-    if (!c->subset)
-        return herald_cluster_choose_host_attempt(c, hash, attempt);
+    /* without subsets it reads neither the route's criteria nor the stream's */
     return cluster_choose_host_matching(c, hash, attempt, route_metadata_match(r), s ? &s->meta : NULL);
 }
 

@@ -1529,24 +1529,6 @@ const char *herald_route_direct_body(const struct herald_route *r, size_t *len)
 
 /* ------------------------------------------------------------ rewriting */
 
-struct sbuf { char *s; size_t n, cap; };
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
 /* Every match of re in [s, s+n) replaced by subst (\0-\9 = groups, \\ = '\'), as RE2::GlobalReplace. */
 static void regex_replace_all(struct sbuf *out, const pcre2_code *re, const char *subst, const char *s,
                               size_t n)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "descriptors.h"
+#include "xalloc.h"
 
 struct dyn_bucket {
     char *key;                         /* the request's values, each followed by '\0' */
@@ -16,35 +17,17 @@ struct dyn_bucket {
     struct token_bucket bucket;
 };
 
-static void *zalloc(size_t n)
-{
-    void *p = calloc(1, n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *dup_or_null(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
-
 struct lrl_descriptor *lrl_descriptor_new(const char *const *keys, const char *const *values, size_t n,
                                           uint32_t max_tokens, uint32_t tokens_per_fill, uint64_t fill_interval_ms,
                                           size_t max_dynamic, uint64_t now_ms)
 {
-    struct lrl_descriptor *d = zalloc(sizeof(*d));
-    d->keys = zalloc(n * sizeof(*d->keys));
-    d->values = zalloc(n * sizeof(*d->values));
+    struct lrl_descriptor *d = xcalloc(1, sizeof(*d));
+    d->keys = xcalloc(n, sizeof(*d->keys));
+    d->values = xcalloc(n, sizeof(*d->values));
     d->n = n;
     for (size_t i = 0; i < n; i++) {
-        d->keys[i] = dup_or_null(keys[i]);
-        d->values[i] = values[i] && *values[i] ? dup_or_null(values[i]) : NULL;
+        d->keys[i] = xstrdup(keys[i]);
+        d->values[i] = values[i] && *values[i] ? xstrdup(values[i]) : NULL;
         d->wildcard |= d->values[i] == NULL;
     }
     d->max_tokens = max_tokens;
@@ -56,7 +39,7 @@ struct lrl_descriptor *lrl_descriptor_new(const char *const *keys, const char *c
         d->table_size = 16;
         while (d->table_size < d->max * 2 && d->table_size < (1u << 20))
             d->table_size *= 2;
-        d->table = zalloc(d->table_size * sizeof(*d->table));
+        d->table = xcalloc(d->table_size, sizeof(*d->table));
         pthread_mutex_init(&d->lock, NULL);
     }
     return d;
@@ -198,7 +181,7 @@ static struct dyn_bucket *dyn_get(struct lrl_descriptor *d, const struct lrl_req
     for (size_t i = 0; i < d->n; i++)
         if (!d->values[i])
             klen += strlen(r->values[i]) + 1;
-    char stack[256], *key = klen <= sizeof(stack) ? stack : zalloc(klen);
+    char stack[256], *key = klen <= sizeof(stack) ? stack : xcalloc(1, klen);
     char *p = key;
     for (size_t i = 0; i < d->n; i++)
         if (!d->values[i]) {
@@ -222,8 +205,8 @@ static struct dyn_bucket *dyn_get(struct lrl_descriptor *d, const struct lrl_req
             free(old);
             d->count--;
         }
-        b = zalloc(sizeof(*b));
-        b->key = zalloc(klen);
+        b = xcalloc(1, sizeof(*b));
+        b->key = xcalloc(1, klen);
         memcpy(b->key, key, klen);
         b->klen = klen;
         b->hash = h;

@@ -11,24 +11,7 @@
 #include <string.h>
 
 #include "cel.h"
-
-static void *zalloc(size_t size)
-{
-    void *p = calloc(1, size);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *dupn(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
+#include "xalloc.h"
 
 /* ---------------------------------------------------------------- names */
 
@@ -77,7 +60,7 @@ int cel_attr_of(const char *top, const char *field)
 
 struct cel_expr *cel_expr_new(enum cel_kind kind)
 {
-    struct cel_expr *e = zalloc(sizeof(*e));
+    struct cel_expr *e = xcalloc(1, sizeof(*e));
     e->kind = kind;
     return e;
 }
@@ -147,7 +130,7 @@ static struct cel_val str_val(char *s)
 
 static struct cel_val str_copy(const char *s)
 {
-    return s ? str_val(dupn(s, strlen(s))) : err_val();
+    return s ? str_val(xstrndup(s, strlen(s))) : err_val();
 }
 
 static char *header(const struct rbac_ctx *ctx, const char *name)
@@ -172,7 +155,7 @@ struct first_name {
 static bool take_first(void *arg, const char *v, size_t len)
 {
     struct first_name *f = arg;
-    f->s = dupn(v, len);
+    f->s = xstrndup(v, len);
     return true;
 }
 
@@ -192,13 +175,13 @@ static struct cel_val attribute(enum cel_attr a, const struct rbac_ctx *ctx)
     case CEL_A_REQUEST_PATH:
         return str_copy(ctx->path);
     case CEL_A_REQUEST_URL_PATH:
-        return ctx->path ? str_val(dupn(ctx->path, strcspn(ctx->path, "?#"))) : err_val();
+        return ctx->path ? str_val(xstrndup(ctx->path, strcspn(ctx->path, "?#"))) : err_val();
     case CEL_A_REQUEST_QUERY:
         if (!ctx->path)
             return err_val();
         q = ctx->path + strcspn(ctx->path, "?#");
         q = *q == '?' ? q + 1 : q + strlen(q);
-        return str_val(dupn(q, strcspn(q, "#")));
+        return str_val(xstrndup(q, strcspn(q, "#")));
     case CEL_A_REQUEST_HOST:
         return str_val(header(ctx, ":authority"));
     case CEL_A_REQUEST_SCHEME:
@@ -575,7 +558,7 @@ struct cel_val cel_eval(const struct cel_expr *e, const struct rbac_ctx *ctx)
     case CEL_CONST:
         v = e->value;
         if (v.t == CEL_T_STRING)
-            v.s = dupn(e->value.s, strlen(e->value.s));
+            v.s = xstrndup(e->value.s, strlen(e->value.s));
         return v;
     case CEL_ATTR:
         return attribute(e->attr, ctx);

@@ -10,24 +10,9 @@
 #include <strings.h>
 
 #include "cel.h"
+#include "xalloc.h"
 #include "matcher.h"
 #include "xmatcher.h"
-
-static void *xcalloc_(size_t n, size_t sz)
-{
-    void *p = calloc(n ? n : 1, sz ? sz : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup_(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d)
-        abort();
-    return d;
-}
 
 static void push(void ***arr, size_t *n, void *item)
 {
@@ -45,7 +30,7 @@ int rbac_str_init(struct rbac_str_matcher *m, enum rbac_str_kind kind, const cha
 {
     memset(m, 0, sizeof(*m));
     m->kind = kind;
-    m->value = xstrdup_(value);
+    m->value = xstrdup(value ? value : "");
     m->ignore_case = ignore_case;
     if (kind != RBAC_STR_REGEX)
         return 0;
@@ -224,7 +209,7 @@ bool rbac_cidr_match(const struct rbac_cidr *c, const struct rbac_ip *ip)
 
 struct rbac_rule *rbac_rule_new(enum rbac_rule_kind kind)
 {
-    struct rbac_rule *r = xcalloc_(1, sizeof(*r));
+    struct rbac_rule *r = xcalloc(1, sizeof(*r));
     r->kind = kind;
     return r;
 }
@@ -416,7 +401,7 @@ bool rbac_rule_match(const struct rbac_rule *r, const struct rbac_ctx *ctx)
 
 struct rbac_engine *rbac_engine_new(enum rbac_action action)
 {
-    struct rbac_engine *e = xcalloc_(1, sizeof(*e));
+    struct rbac_engine *e = xcalloc(1, sizeof(*e));
     e->action = action;
     return e;
 }
@@ -429,7 +414,7 @@ struct rbac_policy *rbac_engine_add_policy(struct rbac_engine *e, const char *na
     e->policies = p;
     p = &e->policies[e->npolicies++];
     memset(p, 0, sizeof(*p));
-    p->name = xstrdup_(name);
+    p->name = xstrdup(name ? name : "");
     return p;
 }
 
@@ -456,7 +441,7 @@ void rbac_engine_finish(struct rbac_engine *e)
 
 struct rbac_engine *rbac_engine_new_tree(struct rbac_xmatcher *tree)
 {
-    struct rbac_engine *e = xcalloc_(1, sizeof(*e));
+    struct rbac_engine *e = xcalloc(1, sizeof(*e));
     e->tree = tree;
     e->tree_logs = rbac_xmatcher_has_log(tree);
     return e;

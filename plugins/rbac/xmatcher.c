@@ -5,25 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "xalloc.h"
 #include "xmatcher.h"
-
-static void *zalloc(size_t size)
-{
-    void *p = calloc(1, size);
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *dup_or_null(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
 
 /* ---------------------------------------------------------------- inputs */
 
@@ -37,7 +20,7 @@ static char *ip_string(const struct rbac_ip *ip)
     char buf[INET6_ADDRSTRLEN];
     if (!ip || !ip->family || !inet_ntop(ip->family, ip->addr, buf, sizeof(buf)))
         return NULL;
-    return dup_or_null(buf);
+    return xstrdup(buf);
 }
 
 static char *port_string(const struct rbac_ip *ip)
@@ -46,7 +29,7 @@ static char *port_string(const struct rbac_ip *ip)
     if (!ip || !ip->family)
         return NULL;
     snprintf(buf, sizeof(buf), "%u", (unsigned)ip->port);
-    return dup_or_null(buf);
+    return xstrdup(buf);
 }
 
 struct joined {
@@ -116,11 +99,11 @@ char *rbac_input_value(const struct rbac_input *in, const struct rbac_ctx *ctx)
     case RBAC_IN_DIRECT_SOURCE_IP:
         return ip_string(ctx->direct_remote);
     case RBAC_IN_SOURCE_TYPE:
-        return is_local_source(ctx) ? dup_or_null("local") : NULL;
+        return is_local_source(ctx) ? xstrdup("local") : NULL;
     case RBAC_IN_SERVER_NAME:
-        return ctx->sni && *ctx->sni ? dup_or_null(ctx->sni) : NULL;
+        return ctx->sni && *ctx->sni ? xstrdup(ctx->sni) : NULL;
     case RBAC_IN_TRANSPORT_PROTOCOL:
-        return dup_or_null(ctx->tls ? "tls" : "raw_buffer");
+        return xstrdup(ctx->tls ? "tls" : "raw_buffer");
     case RBAC_IN_URI_SAN:
         return cert_names(ctx, RBAC_CERT_URI_SAN);
     case RBAC_IN_DNS_SAN:
@@ -135,7 +118,7 @@ char *rbac_input_value(const struct rbac_input *in, const struct rbac_ctx *ctx)
 
 struct rbac_pred *rbac_pred_new(enum rbac_pred_kind kind)
 {
-    struct rbac_pred *p = zalloc(sizeof(*p));
+    struct rbac_pred *p = xcalloc(1, sizeof(*p));
     p->kind = kind;
     return p;
 }
@@ -206,7 +189,7 @@ bool rbac_pred_match(const struct rbac_pred *p, const struct rbac_ctx *ctx)
 
 struct rbac_xmatcher *rbac_xmatcher_new(enum rbac_xm_kind kind)
 {
-    struct rbac_xmatcher *m = zalloc(sizeof(*m));
+    struct rbac_xmatcher *m = xcalloc(1, sizeof(*m));
     m->kind = kind;
     return m;
 }
@@ -230,7 +213,7 @@ struct rbac_xm_entry *rbac_xmatcher_add_entry(struct rbac_xmatcher *m, const cha
     m->entries = e;
     e = &m->entries[m->nentries++];
     memset(e, 0, sizeof(*e));
-    e->key = dup_or_null(key ? key : "");
+    e->key = xstrdup(key ? key : "");
     return e;
 }
 

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "redis_proxy.h"
+#include "xalloc.h"
 
 #define PREFIX_MAX 1000   /* Envoy's max_bytes on a route prefix */
 
@@ -169,29 +170,6 @@ const struct herald_message redis_proxy_schema = {
 };
 
 /* ---------------------------------------------------------------- factory */
-
-static char *xstrndup(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
-static char *xstrdup(const char *s)
-{
-    return xstrndup(s, strlen(s));
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p)
-        abort();
-    return p;
-}
 
 /* A DataSource's bytes into *out (len in *len); a secret, so a file of at most 4 KiB. */
 static int read_data_source(const struct herald_cfg *n, char **out, size_t *len, char **err)

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "redis_proxy.h"
+#include "xalloc.h"
 
 #define MAX_INFLIGHT 256             /* requests waiting per client before reading from it pauses */
 #define PAUSE_INFLIGHT HERALD_PAUSE_USER
@@ -63,14 +64,8 @@ struct session {
 static const struct redis_cmd custom_cmd = {"", REDIS_CMD_SIMPLE, true};
 
 /* Sizes a peer controls are bounded before anything is allocated for them;
- * a failing malloc for what is left is the end, as elsewhere in herald. */
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p)
-        abort();
-    return p;
-}
+ * a failing malloc for what is left is the end (xalloc.h), as elsewhere in
+ * herald. */
 
 static void buf_write(void *arg, const void *p, size_t n)
 {
