@@ -268,6 +268,8 @@ struct herald_http_stream {
     bool dec_paused;            /* pause_decoding, per stream */
     bool h2_above;              /* its queued response is over the limit */
     bool h2_unblock;            /* ... and drained under half of it (tell the filters from the kick timer) */
+    uint8_t wm_above;           /* why the response side is over its limit: WM_* bits */
+    uint16_t wm_filters;        /* filters holding response data over their limit (encode_watermark) */
 };
 
 enum proto { PROTO_NONE = 0, PROTO_H1, PROTO_H2 };
@@ -594,6 +596,22 @@ static void touch(struct herald_http_stream *s) { s->last_activity = herald_now_
 static bool decode_paused(const struct herald_http_stream *s)
 {
     return s->cc->h2 ? s->dec_paused : s->cc->decode_paused;
+}
+
+/* The reasons a stream's upstream should stop sending: the downstream is
+ * not taking the response (its connection, or its HTTP/2 window), or a
+ * filter holds more of it than its limit (a pacing filter). The filters
+ * hear of the first reason coming and of the last one going. */
+enum { WM_DOWNSTREAM = 1, WM_FILTER = 2 };
+
+static void notify_watermark(struct herald_http_stream *s, bool above);
+
+static void stream_watermark(struct herald_http_stream *s, unsigned why, bool above)
+{
+    unsigned was = s->wm_above;
+    s->wm_above = (uint8_t)(above ? was | why : was & ~why);
+    if (!was != !s->wm_above)
+        notify_watermark(s, above);
 }
 
 static void notify_watermark(struct herald_http_stream *s, bool above)
@@ -1100,7 +1118,7 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
             /* this stream's client window is shut: stop its upstream, not the others */
             s->h2_above = true;
             s->h2_unblock = false;
-            notify_watermark(s, true);
+            stream_watermark(s, WM_DOWNSTREAM, true);
         }
         if (end && !s->over) {
             s->response_complete = true;
@@ -2651,7 +2669,7 @@ static void on_kick_timer(struct herald_timer *t, void *arg)
         if (s->h2_unblock && !s->over) {
             s->h2_unblock = false;
             s->h2_above = false;
-            notify_watermark(s, false);
+            stream_watermark(s, WM_DOWNSTREAM, false);
         }
     h2_server_deliver(cc->h2);
     leave(cc);
@@ -3064,9 +3082,7 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
             herald_stat_inc(cc->cm->st.flow_paused);
             herald_conn_pause_reading(cc->c, PAUSE_WRITE);
             if (s && s->sessions)
-                for (size_t i = 0; i < cc->cm->nfilters && !s->over; i++)
-                    if (s->sessions[i] && cc->cm->filters[i].ops->on_watermark)
-                        cc->cm->filters[i].ops->on_watermark(s->sessions[i], true);
+                stream_watermark(s, WM_DOWNSTREAM, true);
         }
         break;
     case HERALD_EV_BELOW_WRITE_LOW:
@@ -3079,10 +3095,12 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
         if (cc->above_high) {
             cc->above_high = false;
             herald_stat_inc(cc->cm->st.flow_resumed);
-            if (s && s->sessions)
-                for (size_t i = 0; i < cc->cm->nfilters && !s->over; i++)
-                    if (s->sessions[i] && cc->cm->filters[i].ops->on_watermark)
-                        cc->cm->filters[i].ops->on_watermark(s->sessions[i], false);
+            if (s && s->sessions) {
+                if (s->wm_above & WM_DOWNSTREAM)
+                    stream_watermark(s, WM_DOWNSTREAM, false);
+                else if (!s->wm_above)
+                    notify_watermark(s, false); /* it began while we were above: encode_blocked paused it */
+            }
             if (!cc->gone && !cc->closing)
                 herald_conn_resume_reading(cc->c, PAUSE_WRITE);
         }
@@ -3219,6 +3237,71 @@ void herald_http_stream_add_decoded_data(struct herald_http_stream *s, struct he
     add_data(&s->dec, data);
 }
 
+/* The position in direction enc of the filter that owns session, or NONE. */
+static size_t session_pos(struct herald_http_stream *s, bool enc, const void *session)
+{
+    struct fdir *d = dir_of(s, enc);
+    if (!s->sessions || !session)
+        return NONE;
+    for (size_t p = 0; p < d->n; p++)
+        if (s->sessions[filter_index(s, enc, p)] == session)
+            return p;
+    return NONE;
+}
+
+/* Pacing (Envoy's inject*DataToFilterChain): bytes a filter took with STOP
+ * go on from the filter after it. Its STOP left the mark "data waits after
+ * this filter" (hold_pos); the injected bytes pass that mark, behind
+ * anything buffered at it. */
+static void inject_data(struct herald_http_stream *s, bool enc, void *session, struct herald_buf *data, bool end)
+{
+    struct fdir *d = dir_of(s, enc);
+    size_t p = session_pos(s, enc, session);
+    if (p == NONE || s->over || s->reset || !d->headers_in || d->end_out) {
+        herald_buf_drain(data, herald_buf_len(data));
+        return;
+    }
+    if (d->hold_pos == p + 1) {
+        bool ignored;
+        struct herald_buf *held = take_held(d, &ignored);
+        herald_buf_move(held, data, SIZE_MAX);
+        herald_buf_move(data, held, SIZE_MAX);
+        herald_buf_free(held);
+    }
+    touch(s);
+    run_data(s, enc, p + 1, data, end);
+}
+
+void herald_http_stream_inject_encoded_data(struct herald_http_stream *s, void *session, struct herald_buf *data,
+                                            bool end_stream)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    inject_data(s, true, session, data, end_stream);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_inject_decoded_data(struct herald_http_stream *s, void *session, struct herald_buf *data,
+                                            bool end_stream)
+{
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    inject_data(s, false, session, data, end_stream);
+    leave_sdk(cc);
+}
+
+void herald_http_stream_encode_watermark(struct herald_http_stream *s, bool above)
+{
+    struct cm_conn *cc = s->cc;
+    if (s->over)
+        return;
+    if (above ? s->wm_filters++ > 0 : !s->wm_filters || --s->wm_filters > 0)
+        return;
+    enter(cc);
+    stream_watermark(s, WM_FILTER, above);
+    leave_sdk(cc);
+}
+
 void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct herald_headers *trailers)
 {
     struct cm_conn *cc = s->cc;
@@ -3229,7 +3312,7 @@ void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct her
 
 bool herald_http_stream_encode_blocked(const struct herald_http_stream *s)
 {
-    return s->cc->h2 ? s->h2_above : s->cc->above_high;
+    return s->wm_above || (!s->cc->h2 && s->cc->above_high);
 }
 
 void herald_http_stream_pause_decoding(struct herald_http_stream *s, bool pause)

@@ -571,6 +571,8 @@ void herald_http_upstream_pause_reading(struct herald_http_upstream *r, bool pau
     if (r->paused == pause)
         return;
     r->paused = pause;
+    herald_stat_inc(pause ? r->pcl->cluster->stats.upstream_flow_control_paused_reading_total
+                          : r->pcl->cluster->stats.upstream_flow_control_resumed_reading_total);
     if (r->state == UREQ_BOUND && r->conn)
         apply_pause(r->conn, pause);
     if (!pause && r->state == UREQ_BOUND && !r->conn &&

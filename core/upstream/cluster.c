@@ -410,6 +410,7 @@ static void stats_init_cluster(struct cluster *cl)
     C(upstream_cx_http1_total); C(upstream_cx_http2_total); C(upstream_cx_idle_timeout);
     C(upstream_cx_max_requests); C(upstream_cx_protocol_error); C(upstream_cx_destroy_with_active_rq);
     C(upstream_cx_drained_after_cancel);
+    C(upstream_flow_control_paused_reading_total); C(upstream_flow_control_resumed_reading_total);
     G(upstream_cx_rx_bytes_buffered); G(upstream_cx_tx_bytes_buffered);
     C(upstream_rq_total); G(upstream_rq_active); C(upstream_rq_pending_total);
     G(upstream_rq_pending_active); C(upstream_rq_pending_overflow); C(upstream_rq_timeout);

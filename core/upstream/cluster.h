@@ -73,6 +73,7 @@ struct cluster_stats {
         *upstream_cx_http1_total, *upstream_cx_http2_total, *upstream_cx_idle_timeout,
         *upstream_cx_max_requests, *upstream_cx_protocol_error, *upstream_cx_destroy_with_active_rq,
         *upstream_cx_drained_after_cancel,
+        *upstream_flow_control_paused_reading_total, *upstream_flow_control_resumed_reading_total,
         *upstream_cx_rx_bytes_buffered, *upstream_cx_tx_bytes_buffered,
         *upstream_rq_total, *upstream_rq_active, *upstream_rq_pending_total,
         *upstream_rq_pending_active, *upstream_rq_pending_overflow, *upstream_rq_timeout,

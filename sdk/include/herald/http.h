@@ -121,6 +121,22 @@ HERALD_EXPORT void herald_http_stream_encode_trailers(struct herald_http_stream 
  * addDecodedData; a compressor ends its stream this way. */
 HERALD_EXPORT void herald_http_stream_add_encoded_data(struct herald_http_stream *s, struct herald_buf *data);
 HERALD_EXPORT void herald_http_stream_add_decoded_data(struct herald_http_stream *s, struct herald_buf *data);
+/* (1.10) Pacing, as Envoy's inject{En,De}codedDataToFilterChain: a filter
+ * that took data with HERALD_HTTP_STOP (keeping it itself) sends it on later,
+ * from its own timer: data (moved out) goes to the filters after it (session:
+ * the filter's own session, which says where it is in the chain) and on to
+ * the client (the upstream), end_stream as given. When the filter stopped
+ * trailers too, it calls continue_encoding (decoding) after its last bytes.
+ * Call it from the filter's events, not from inside its own callbacks. */
+HERALD_EXPORT void herald_http_stream_inject_encoded_data(struct herald_http_stream *s, void *session,
+                                                          struct herald_buf *data, bool end_stream);
+HERALD_EXPORT void herald_http_stream_inject_decoded_data(struct herald_http_stream *s, void *session,
+                                                          struct herald_buf *data, bool end_stream);
+/* (1.10) A filter holding more response data than it wants (a pacing
+ * filter): true stops the upstream (the filters hear on_watermark(true))
+ * until the same filter calls with false. Counted with the client's own
+ * backpressure: the upstream resumes when neither holds it. Calls pair up. */
+HERALD_EXPORT void herald_http_stream_encode_watermark(struct herald_http_stream *s, bool above);
 /* Flow control for the terminal filter: the downstream cannot take more
  * response bytes now (pause the upstream) / can again. Delivered through
  * on_watermark below. Returns true while the response side is over its limit. */

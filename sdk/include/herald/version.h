@@ -77,12 +77,18 @@
  *                    (one copy of each for the core and the plugins);
  *                    herald_cluster_metadata and herald_upstream_metadata
  *                    (%CLUSTER_METADATA% and %UPSTREAM_METADATA%).
+ *   1.10 2026-11-29  Pacing: herald_http_stream_inject_encoded_data and
+ *                    herald_http_stream_inject_decoded_data (a filter
+ *                    sends on, from its timer, the bytes it took with
+ *                    STOP), herald_http_stream_encode_watermark (a filter
+ *                    holding response bytes stops the upstream); for
+ *                    fault's response_rate_limit and bandwidth_limit.
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 9
+#define HERALD_ABI_MINOR 10
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
