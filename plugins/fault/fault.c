@@ -5,14 +5,21 @@
  * "fault filter abort". header_delay / header_abort take the delay and the
  * status from the request's x-envoy-fault-delay-request and
  * x-envoy-fault-abort-request headers instead. The shares, the delay and the
- * status can be overridden by Envoy's runtime keys (fault.http.*).
+ * status can be overridden by Envoy's runtime keys (fault.http.*). A share
+ * (response_rate_limit.percentage) gets its response body at
+ * fixed_limit.limit_kbps KiB/s (header_limit: the request's
+ * x-envoy-fault-throughput-response), paced by plugins/common/stream_pacer.
+ * The request headers' percentage headers lower the shares of the faults
+ * whose values come from headers (header_delay, header_abort, header_limit),
+ * as Envoy's HeaderPercentageProvider; fixed faults keep their share.
  *
  * A route, virtual host or route configuration may give its own HTTPFault in
  * typed_per_filter_config: the most specific one replaces the filter's for
  * its requests (its own max_active_faults count; the same stats), as Envoy.
  *
  * Stats (Envoy's): http.<stat_prefix>.fault.delays_injected,
- * .aborts_injected, .faults_overflow and the gauge .active_faults. */
+ * .aborts_injected, .response_rl_injected, .faults_overflow and the gauge
+ * .active_faults. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,12 +27,15 @@
 
 #include "fraction.h"
 #include "herald/herald.h"
+#include "stream_pacer.h"
 
 #define DELAY_HEADER "x-envoy-fault-delay-request"
 #define DELAY_PERCENT_HEADER "x-envoy-fault-delay-request-percentage"
 #define ABORT_HEADER "x-envoy-fault-abort-request"
 #define ABORT_PERCENT_HEADER "x-envoy-fault-abort-request-percentage"
 #define NODE_HEADER "x-envoy-downstream-service-node"
+#define THROUGHPUT_HEADER "x-envoy-fault-throughput-response"
+#define THROUGHPUT_PERCENT_HEADER "x-envoy-fault-throughput-response-percentage"
 
 struct conf {
     bool has_delay, delay_from_header;
@@ -34,13 +44,16 @@ struct conf {
     bool has_abort, abort_from_header;
     int abort_status;
     struct fraction abort_pct;
+    bool has_rate_limit, rate_from_header;
+    uint64_t rate_kbps;
+    struct fraction rate_pct;
     struct herald_header_matcher **hm; size_t nhm;
     char **nodes; size_t nnodes;
     bool has_max_active;
     uint32_t max_active;
-    char *rt_delay_pct, *rt_abort_pct, *rt_delay_ms, *rt_abort_status, *rt_max_active;
+    char *rt_delay_pct, *rt_abort_pct, *rt_delay_ms, *rt_abort_status, *rt_max_active, *rt_rate_pct;
     _Atomic uint64_t active;               /* faults in progress, on all workers */
-    struct herald_stat *st_delays, *st_aborts, *st_overflow, *st_active;
+    struct herald_stat *st_delays, *st_aborts, *st_rl, *st_overflow, *st_active;
 };
 
 struct session {
@@ -51,6 +64,7 @@ struct session {
     bool active;                           /* counted in conf->active until the stream ends, as Envoy */
     uint64_t abort_status_hdr;             /* header_abort: the request's status, 0: none */
     struct fraction abort_pct;              /* this request's abort share */
+    struct stream_pacer *pacer;            /* response_rate_limit: the body at its rate */
 };
 
 /* ------------------------------------------------------------ schema */
@@ -109,6 +123,46 @@ static const struct herald_message abort_msg = {
     "envoy.extensions.filters.http.fault.v3.FaultAbort", abort_fields, abort_check,
 };
 
+static const struct herald_field fixed_limit_fields[] = {
+    {.name = "limit_kbps", .kind = HERALD_FIELD_UINT, .flags = HERALD_F_REQUIRED, .help = "KiB/s, at least 1"},
+    {.name = NULL},
+};
+
+static int fixed_limit_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *k = herald_cfg_get(n, "limit_kbps");
+    if (k && herald_cfg_int(k, 0) < 1)
+        return herald_cfg_errorf(k, err, "limit_kbps must be at least 1");
+    return 0;
+}
+
+static const struct herald_message fixed_limit_msg = {
+    "envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit", fixed_limit_fields, fixed_limit_check,
+};
+static const struct herald_message header_limit_msg = {
+    "envoy.extensions.filters.common.fault.v3.FaultRateLimit.HeaderLimit", empty_fields, NULL,
+};
+
+static int rate_limit_check(const struct herald_cfg *n, char **err)
+{
+    if (!herald_cfg_get(n, "fixed_limit") && !herald_cfg_get(n, "header_limit"))
+        return herald_cfg_errorf(n, err, "a response_rate_limit needs fixed_limit or header_limit");
+    return 0;
+}
+
+static const struct herald_field rate_limit_fields[] = {
+    {.name = "fixed_limit", .kind = HERALD_FIELD_MESSAGE, .oneof = "limit_type", .message = &fixed_limit_msg,
+     .help = "the response body at limit_kbps KiB/s"},
+    {.name = "header_limit", .kind = HERALD_FIELD_MESSAGE, .oneof = "limit_type", .message = &header_limit_msg,
+     .help = "{}: the rate from the request's " THROUGHPUT_HEADER " (KiB/s, > 0)"},
+    {.name = "percentage", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_percent_schema,
+     .help = "the share of requests whose responses are slowed; default 100%"},
+    {.name = NULL},
+};
+static const struct herald_message rate_limit_msg = {
+    "envoy.extensions.filters.common.fault.v3.FaultRateLimit", rate_limit_fields, rate_limit_check,
+};
+
 static const struct herald_field fault_fields[] = {
     {.name = "delay", .kind = HERALD_FIELD_MESSAGE, .message = &delay_msg},
     {.name = "abort", .kind = HERALD_FIELD_MESSAGE, .message = &abort_msg},
@@ -119,7 +173,8 @@ static const struct herald_field fault_fields[] = {
      .help = "faults only for requests whose " NODE_HEADER " is one of them"},
     {.name = "max_active_faults", .kind = HERALD_FIELD_UINT,
      .help = "faults at once, all workers together; past it counted in faults_overflow; default no limit"},
-    {.name = "response_rate_limit", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "response_rate_limit", .kind = HERALD_FIELD_MESSAGE, .message = &rate_limit_msg,
+     .help = "the response body of a share of requests, slowed to a rate"},
     {.name = "delay_percent_runtime", .kind = HERALD_FIELD_STRING,
      .help = "default fault.http.delay.fixed_delay_percent"},
     {.name = "abort_percent_runtime", .kind = HERALD_FIELD_STRING, .help = "default fault.http.abort.abort_percent"},
@@ -127,7 +182,8 @@ static const struct herald_field fault_fields[] = {
      .help = "default fault.http.delay.fixed_duration_ms"},
     {.name = "abort_http_status_runtime", .kind = HERALD_FIELD_STRING, .help = "default fault.http.abort.http_status"},
     {.name = "max_active_faults_runtime", .kind = HERALD_FIELD_STRING, .help = "default fault.http.max_active_faults"},
-    {.name = "response_rate_limit_percent_runtime", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "response_rate_limit_percent_runtime", .kind = HERALD_FIELD_STRING,
+     .help = "default fault.http.rate_limit.response_percent"},
     {.name = "abort_grpc_status_runtime", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
     {.name = "disable_downstream_cluster_stats", .kind = HERALD_FIELD_BOOL,
      .help = "accepted; herald keeps no per-downstream-cluster fault stats"},
@@ -177,6 +233,7 @@ static void conf_destroy(void *p)
     free(c->rt_delay_ms);
     free(c->rt_abort_status);
     free(c->rt_max_active);
+    free(c->rt_rate_pct);
     free(c);
 }
 
@@ -198,8 +255,15 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
         c->abort_status = (int)herald_cfg_int(herald_cfg_get(a, "http_status"), 503);
         c->abort_pct = percent_of(herald_cfg_get(a, "percentage"));
     }
-    if (!d && !a)
-        herald_env_warn(env, n, "neither delay nor abort: the filter injects no fault");
+    const struct herald_cfg *rl = herald_cfg_get(n, "response_rate_limit");
+    if (rl) {
+        c->has_rate_limit = true;
+        c->rate_from_header = herald_cfg_get(rl, "header_limit") != NULL;
+        c->rate_kbps = (uint64_t)herald_cfg_int(herald_cfg_get(herald_cfg_get(rl, "fixed_limit"), "limit_kbps"), 0);
+        c->rate_pct = percent_of(herald_cfg_get(rl, "percentage"));
+    }
+    if (!d && !a && !rl)
+        herald_env_warn(env, n, "no delay, abort or response_rate_limit: the filter injects no fault");
     const struct herald_cfg *hs = herald_cfg_get(n, "headers");
     c->nhm = herald_cfg_len(hs);
     c->hm = calloc(c->nhm + 1, sizeof(*c->hm));
@@ -226,12 +290,14 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     c->rt_delay_ms = runtime_key(n, "delay_duration_runtime", "fault.http.delay.fixed_duration_ms");
     c->rt_abort_status = runtime_key(n, "abort_http_status_runtime", "fault.http.abort.http_status");
     c->rt_max_active = runtime_key(n, "max_active_faults_runtime", "fault.http.max_active_faults");
+    c->rt_rate_pct = runtime_key(n, "response_rate_limit_percent_runtime", "fault.http.rate_limit.response_percent");
 
     char prefix[256];
     const char *sp = herald_env_stat_prefix(env);
     snprintf(prefix, sizeof(prefix), "%s.fault", sp ? sp : "http");
     c->st_delays = herald_counter(prefix, "delays_injected");
     c->st_aborts = herald_counter(prefix, "aborts_injected");
+    c->st_rl = herald_counter(prefix, "response_rl_injected");
     c->st_overflow = herald_counter(prefix, "faults_overflow");
     c->st_active = herald_gauge(prefix, "active_faults");
     *out = c;
@@ -263,6 +329,7 @@ static void session_destroy(void *p)
 {
     struct session *ss = p;
     herald_timer_free(ss->timer);
+    stream_pacer_free(ss->pacer);
     fault_end(ss);
     free(ss);
 }
@@ -272,6 +339,7 @@ static void on_complete(void *p)
     struct session *ss = p;
     if (ss->timer)
         herald_timer_cancel(ss->timer);
+    stream_pacer_stop(ss->pacer);
     ss->delaying = false;
     fault_end(ss);
 }
@@ -298,6 +366,38 @@ static struct fraction header_percent(const struct herald_headers *h, const char
     if (header_u64(h, name, &v) && v < p.numerator)
         p.numerator = (uint32_t)v;
     return p;
+}
+
+/* Envoy counts all of a request's faults as one active fault. */
+static void fault_begin(struct session *ss)
+{
+    if (ss->active)
+        return;
+    atomic_fetch_add(&ss->conf->active, 1);
+    ss->active = true;
+    herald_gauge_add(ss->conf->st_active, 1);
+}
+
+/* Envoy's maybeSetupResponseRateLimit: the response body of this request at
+ * the configured (or the request's) rate, for the configured share. */
+static bool maybe_rate_limit(struct session *ss, const struct herald_headers *h)
+{
+    struct conf *c = ss->conf;
+    if (!c->has_rate_limit)
+        return false;
+    uint64_t kbps = c->rate_kbps;
+    struct fraction pct = c->rate_pct;
+    if (c->rate_from_header) {
+        if (!header_u64(h, THROUGHPUT_HEADER, &kbps) || !kbps)
+            return false;
+        pct = header_percent(h, THROUGHPUT_PERCENT_HEADER, c->rate_pct);
+    }
+    if (!herald_runtime_feature_enabled(c->rt_rate_pct, pct.numerator, pct.denominator))
+        return false;
+    fault_begin(ss);
+    herald_stat_inc(c->st_rl);
+    ss->pacer = stream_pacer_new(ss->s, ss, true, NULL, kbps, 0, NULL, NULL);
+    return true;
 }
 
 static bool applies(const struct conf *c, const struct herald_headers *h)
@@ -360,7 +460,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     if (route)
         ss->conf = route;
     struct conf *c = ss->conf;
-    if ((!c->has_delay && !c->has_abort) || !applies(c, headers))
+    if ((!c->has_delay && !c->has_abort && !c->has_rate_limit) || !applies(c, headers))
         return HERALD_HTTP_CONTINUE;
     /* Envoy's faultOverflow(): a fuzzy limit, like its circuit breakers */
     if (c->has_max_active &&
@@ -372,11 +472,14 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         uint64_t v;
         if (c->abort_from_header && header_u64(headers, ABORT_HEADER, &v))
             ss->abort_status_hdr = v;
-        ss->abort_pct = header_percent(headers, ABORT_PERCENT_HEADER, c->abort_pct);
+        ss->abort_pct = c->abort_from_header ? header_percent(headers, ABORT_PERCENT_HEADER, c->abort_pct)
+                                             : c->abort_pct;
     }
+    maybe_rate_limit(ss, headers);
     uint64_t delay_ms = 0;
     if (c->has_delay) {
-        struct fraction pct = header_percent(headers, DELAY_PERCENT_HEADER, c->delay_pct);
+        struct fraction pct = c->delay_from_header ? header_percent(headers, DELAY_PERCENT_HEADER, c->delay_pct)
+                                                   : c->delay_pct;
         uint64_t from_header = 0;
         bool wanted = c->delay_from_header ? header_u64(headers, DELAY_HEADER, &from_header) && from_header : true;
         if (wanted && herald_runtime_feature_enabled(c->rt_delay_pct, pct.numerator, pct.denominator))
@@ -385,9 +488,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     bool aborting = c->has_abort && (!c->abort_from_header || ss->abort_status_hdr);
     if (!delay_ms && !aborting)
         return HERALD_HTTP_CONTINUE;
-    atomic_fetch_add(&c->active, 1);
-    ss->active = true;
-    herald_gauge_add(c->st_active, 1);
+    fault_begin(ss);
     if (delay_ms) {
         herald_stat_inc(c->st_delays);
         herald_http_stream_add_response_flag(ss->s, "DI");
@@ -418,6 +519,20 @@ static enum herald_http_status decode_trailers(void *p, struct herald_headers *t
     return ss->delaying ? HERALD_HTTP_STOP : HERALD_HTTP_CONTINUE;
 }
 
+/* The response body of a rate-limited request goes through the pacer. */
+static enum herald_http_status encode_data(void *p, struct herald_buf *data, bool end_stream)
+{
+    struct session *ss = p;
+    return ss->pacer ? stream_pacer_data(ss->pacer, data, end_stream) : HERALD_HTTP_CONTINUE;
+}
+
+static enum herald_http_status encode_trailers(void *p, struct herald_headers *trailers)
+{
+    (void)trailers;
+    struct session *ss = p;
+    return ss->pacer ? stream_pacer_trailers(ss->pacer) : HERALD_HTTP_CONTINUE;
+}
+
 static const struct herald_http_filter_ops ops = {
     .size = sizeof(struct herald_http_filter_ops),
     .config_create = conf_create,
@@ -427,6 +542,8 @@ static const struct herald_http_filter_ops ops = {
     .decode_headers = decode_headers,
     .decode_data = decode_data,
     .decode_trailers = decode_trailers,
+    .encode_data = encode_data,
+    .encode_trailers = encode_trailers,
     .on_complete = on_complete,
     .route_config_schema = &fault_schema,
     .route_config_create = conf_create,
@@ -446,6 +563,6 @@ HERALD_PLUGIN(.name = "envoy.filters.http.fault",
               .aliases = aliases,
               .type_urls = type_urls,
               .version = "1.0.0",
-              .description = "fault injection: delays and aborts for a share of requests",
+              .description = "fault injection: delays, aborts and slow responses for a share of requests",
               .config_schema = &fault_schema,
               .ops = &ops);

@@ -6,6 +6,7 @@ bounded by max_active_faults, with Envoy's stats and response flags."""
 import json
 import re
 import socket
+import subprocess
 import threading
 import time
 
@@ -137,12 +138,78 @@ def test_fault_client_leaves_during_the_delay(herald, upstreams, port):
     assert hb.request(lp, "/after")[0] == 200       # and herald goes on
 
 
+def test_fault_response_rate_limit(herald, upstreams, port, tmp_path):
+    """fixed_limit: the body at 16 KiB/s (the first second's worth at once),
+    bytes intact, the headers not held; one active fault while it lasts."""
+    b = upstreams(HttpBackend, "b")
+    log = str(tmp_path / "access.log")
+    h, lp = start(herald, port, b, fault(response_rate_limit={"fixed_limit": {"limit_kbps": 16},
+                                                              "percentage": pct(100)}), log)
+    s = socket.create_connection(("127.0.0.1", lp), timeout=10)
+    t0 = time.monotonic()
+    s.sendall(b"GET /slow?bytes=40960 HTTP/1.1\r\nHost: x\r\n\r\n")
+    r = hb.Reader(s)
+    status_line = r.readline()
+    head_at = time.monotonic() - t0
+    headers = hb.read_headers(r)
+    assert status_line.startswith(b"HTTP/1.1 200"), status_line
+    assert h.wait_stat(STATS + "active_faults", lambda v: v == 1) == 1
+    body = r.read(int(hb.hget(headers, "content-length")))
+    took = time.monotonic() - t0
+    s.close()
+    assert len(body) == 40960 and hb.sha256(body) == hb.hget(headers, "x-body-sha256")
+    assert head_at < 1.0 and 1.2 <= took < 12, (head_at, took)
+    st = h.stats()
+    assert (st[STATS + "response_rl_injected"], st[STATS + "delays_injected"]) == (1, 0), st
+    assert h.wait_stat(STATS + "active_faults", lambda v: v == 0) == 0
+    assert wait_lines(log, 1) == ["/slow?bytes=40960 200 - via_upstream"]
+
+
+def test_fault_response_rate_limit_from_headers(herald, upstreams, port):
+    """header_limit: only requests that carry x-envoy-fault-throughput-response
+    (> 0) are slowed; its percentage header can lower the share to 0."""
+    b = upstreams(HttpBackend, "b")
+    h, lp = start(herald, port, b, fault(response_rate_limit={"header_limit": {}, "percentage": pct(100)}))
+    (status, _, body), took = timed(lp, "/plain?bytes=40960")
+    assert status == 200 and len(body) == 40960 and took < 1.0, took
+    for bad in ("0", "abc"):
+        (status, _, body), took = timed(lp, "/bad?bytes=40960", headers={"x-envoy-fault-throughput-response": bad})
+        assert status == 200 and took < 1.0, (bad, took)
+    (status, _, body), took = timed(lp, "/off?bytes=40960", headers={
+        "x-envoy-fault-throughput-response": "16", "x-envoy-fault-throughput-response-percentage": "0"})
+    assert status == 200 and took < 1.0, took
+    (status, headers, body), took = timed(lp, "/slow?bytes=40960",
+                                          headers={"x-envoy-fault-throughput-response": "16"})
+    assert status == 200 and hb.sha256(body) == headers["x-body-sha256"] and took >= 1.2, took
+    assert h.stat(STATS + "response_rl_injected") == 1
+
+
+def test_fault_response_rate_limit_over_http2_with_trailers(herald, upstreams, port):
+    """HTTP/2: the paced body, then the upstream's trailers after its last byte."""
+    b = upstreams(HttpBackend, "b")
+    h, lp = start(herald, port, b, fault(response_rate_limit={"fixed_limit": {"limit_kbps": 16}}))
+    t0 = time.monotonic()
+    r = subprocess.run(["nghttp", "-v", "http://127.0.0.1:%d/t?bytes=40960&chunks=4&trailer=1" % lp],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    took = time.monotonic() - t0
+    out = r.stdout.decode("latin-1")
+    assert r.returncode == 0 and took >= 1.2, (took, out[-500:])
+    data, last = out.rfind("recv DATA frame"), out.rfind("recv HEADERS frame")
+    assert 0 < data < last and "x-trailer: done" in out[data:last], out
+    assert h.stat(STATS + "response_rl_injected") == 1
+
+
 def test_fault_bad_configs(tmp_path):
     cases = [
         (fault(abort={"http_status": 700}), r"abort\.http_status: http_status must be from 200 to 599"),
         (fault(delay={"percentage": pct(10)}), r"delay: a delay needs fixed_delay or header_delay"),
         (fault(abort={"grpc_status": 14}), r"abort\.grpc_status: not supported"),
         (fault(upstream_cluster="x"), r"upstream_cluster: not supported"),
+        (fault(response_rate_limit={"percentage": pct(5)}),
+         r"response_rate_limit: a response_rate_limit needs fixed_limit or header_limit"),
+        (fault(response_rate_limit={"fixed_limit": {"limit_kbps": 0}}),
+         r"response_rate_limit\.fixed_limit\.limit_kbps: limit_kbps must be at least 1"),
+        (fault(response_rate_limit={"fixed_limit": {}}), r"limit_kbps"),
         (fault(abort={"http_status": 503}, headers=[{"name": "x", "string_match": {"safe_regex": {"regex": "("}}}]),
          r"regex"),
     ]
