@@ -214,6 +214,7 @@ struct herald_http_stream {
     struct fdir dec, enc;
     size_t dec_cur;             /* decoder position being called, or NONE */
     const struct herald_route *route;
+    const char *vcluster;       /* the virtual cluster the router counted it in (route table's) */
     bool route_valid;
     char client_addr[64];       /* decided by XFF rules */
     bool client_from_xff;
@@ -1760,6 +1761,10 @@ static const char *log_field(void *ctx, const char *op, const char *arg, char *s
         if (!strcmp(op, "TRAILER"))
             return header_alt(s->resp_trailers, arg);
         break;
+    case 'V':
+        if (!strcmp(op, "VIRTUAL_CLUSTER_NAME"))
+            return s->vcluster;
+        break;
     case 'U':
         if (!strcmp(op, "UPSTREAM_HOST") || !strcmp(op, "UPSTREAM_REMOTE_ADDRESS"))
             return s->upstream_host;
@@ -3132,6 +3137,16 @@ const struct herald_route *herald_http_stream_route(struct herald_http_stream *s
     if (r && herald_route_idle_timeout_ms(r) && !s->over)
         stream_timer_arm(s);
     return r;
+}
+
+const char *herald_http_stream_virtual_cluster(struct herald_http_stream *s, const char **stat_prefix)
+{
+    const char *prefix = NULL;
+    const char *name = route_virtual_cluster(stream_route(s), s->req, &prefix);
+    s->vcluster = name;
+    if (stat_prefix)
+        *stat_prefix = prefix;
+    return name;
 }
 
 void herald_http_stream_clear_route_cache(struct herald_http_stream *s)

@@ -148,6 +148,14 @@ struct herald_route {
     struct filter_configs fcs;
 };
 
+/* A VirtualHost's virtual_clusters entry: a class of requests with its
+ * own stats (the router counts them) and %VIRTUAL_CLUSTER_NAME%. */
+struct vcluster {
+    char *name;
+    char *stat_prefix;                 /* "vhost.<virtual host>.vcluster.<name>" */
+    struct hdr_matcher *hm; size_t nhm;
+};
+
 struct vhost {
     char *name;
     int line;
@@ -159,6 +167,8 @@ struct vhost {
     struct mirrors mirrors;
     const struct herald_cfg *mirrors_node;   /* for messages */
     struct herald_rate_limits *rate_limits;  /* VirtualHost.rate_limits; NULL: none */
+    struct vcluster *vcs; size_t nvcs;       /* virtual_clusters */
+    struct vcluster other;                   /* Envoy's catch-all, when there are any */
 };
 
 struct domain { char *s; size_t len; struct vhost *vh; const struct herald_cfg *node; };
@@ -278,6 +288,65 @@ static void route_free(struct herald_route *r)
     free(r);
 }
 
+static int parse_header_matcher(const struct herald_cfg *n, struct hdr_matcher *hm, struct cfg_diag *d);
+
+static void vcluster_fini(struct vcluster *vc)
+{
+    free(vc->name);
+    free(vc->stat_prefix);
+    for (size_t i = 0; i < vc->nhm; i++) {
+        free(vc->hm[i].name);
+        sm_free(&vc->hm[i].sm);
+    }
+    free(vc->hm);
+}
+
+static void vclusters_free(struct vhost *vh)
+{
+    for (size_t i = 0; i < vh->nvcs; i++)
+        vcluster_fini(&vh->vcs[i]);
+    free(vh->vcs);
+    if (vh->nvcs)
+        vcluster_fini(&vh->other);
+}
+
+static void vcluster_init(struct vcluster *vc, const struct vhost *vh, const char *name)
+{
+    vc->name = xstrdup(name);
+    vc->stat_prefix = xasprintf("vhost.%s.vcluster.%s", vh->name, name);
+}
+
+static int parse_vclusters(const struct herald_cfg *list, struct vhost *vh, struct cfg_diag *d)
+{
+    int rc = 0;
+    vh->nvcs = herald_cfg_len(list);
+    if (!vh->nvcs)
+        return 0;
+    vh->vcs = xcalloc(vh->nvcs, sizeof(*vh->vcs));
+    for (size_t i = 0; i < vh->nvcs; i++) {
+        const struct herald_cfg *n = herald_cfg_at(list, i);
+        struct vcluster *vc = &vh->vcs[i];
+        const char *name = herald_cfg_str(herald_cfg_get(n, "name"), "");
+        vcluster_init(vc, vh, name);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(vh->vcs[j].name, name))
+                diag_warn(d, herald_cfg_get(n, "name"), "virtual cluster '%s' is named twice in virtual host "
+                          "'%s': the second never matches what the first does, and their stats mix", name,
+                          vh->name);
+        if (!strcmp(name, "other"))
+            diag_warn(d, herald_cfg_get(n, "name"), "virtual cluster 'other' shares its stats with the "
+                      "requests no virtual cluster matches");
+        const struct herald_cfg *hs = herald_cfg_get(n, "headers");
+        vc->nhm = herald_cfg_len(hs);
+        vc->hm = xcalloc(vc->nhm ? vc->nhm : 1, sizeof(*vc->hm));
+        for (size_t j = 0; j < vc->nhm; j++)
+            if (parse_header_matcher(herald_cfg_at(hs, j), &vc->hm[j], d) < 0)
+                rc = -1;
+    }
+    vcluster_init(&vh->other, vh, "other");
+    return rc;
+}
+
 void route_table_free(struct route_table *t)
 {
     if (!t)
@@ -291,6 +360,7 @@ void route_table_free(struct route_table *t)
         filter_configs_free(&vh->fcs);
         mirrors_free(&vh->mirrors);
         herald_rate_limits_free(vh->rate_limits);
+        vclusters_free(vh);
         free(vh->retry);
         free(vh->retry_codes);
         free(vh->name);
@@ -1017,6 +1087,8 @@ struct route_table *route_table_create(const struct herald_cfg *rc, struct cfg_d
         parse_mirrors(vn, &vh->mirrors);
         vh->mirrors_node = herald_cfg_get(vn, "request_mirror_policies");
         if (parse_rate_limits(herald_cfg_get(vn, "rate_limits"), &vh->rate_limits, d) < 0)
+            err = -1;
+        if (parse_vclusters(herald_cfg_get(vn, "virtual_clusters"), vh, d) < 0)
             err = -1;
         if (parse_retry(herald_cfg_get(vn, "retry_policy"), &vh->retry, &vh->retry_codes, d) < 0)
             err = -1;
@@ -2014,6 +2086,29 @@ const struct herald_rate_limits *herald_route_vhost_rate_limits(const struct her
 {
     r = entry_of(r);
     return r && r->vh ? r->vh->rate_limits : NULL;
+}
+
+/* Envoy's VirtualHostImpl::virtualCluster: the first whose headers all
+ * match, else the catch-all "other"; NULL when the virtual host has none. */
+const char *route_virtual_cluster(const struct herald_route *r, const struct herald_headers *req,
+                                  const char **stat_prefix)
+{
+    r = entry_of(r);
+    const struct vhost *vh = r ? r->vh : NULL;
+    if (!vh || !vh->nvcs || !req)
+        return NULL;
+    const struct vcluster *vc = &vh->other;
+    for (size_t i = 0; i < vh->nvcs; i++) {
+        bool all = true;
+        for (size_t j = 0; j < vh->vcs[i].nhm && all; j++)
+            all = header_matches(&vh->vcs[i].hm[j], req);
+        if (all) {
+            vc = &vh->vcs[i];
+            break;
+        }
+    }
+    *stat_prefix = vc->stat_prefix;
+    return vc->name;
 }
 
 bool herald_route_include_vh_rate_limits(const struct herald_route *r)

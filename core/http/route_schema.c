@@ -632,6 +632,19 @@ static const struct herald_field route_fields[] = {
 };
 static const struct herald_message route_msg = { "envoy.config.route.v3.Route", route_fields, route_check };
 
+static const struct herald_field virtual_cluster_fields[] = {
+    F_("name", STRING, HERALD_F_REQUIRED,
+       .help = "stats under vhost.<virtual host>.vcluster.<name>. and %VIRTUAL_CLUSTER_NAME%"),
+    F_("headers", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &header_matcher_msg,
+       .help = "a request belongs to the first virtual cluster whose headers all match (:path, :method...)"),
+    REMOVED("pattern", "v2 field: use headers: [{name: \":path\", string_match: {safe_regex: ...}}]"),
+    REMOVED("method", "v2 field: use headers: [{name: \":method\", string_match: {exact: ...}}]"),
+    END,
+};
+static const struct herald_message virtual_cluster_msg = {
+    "envoy.config.route.v3.VirtualCluster", virtual_cluster_fields, NULL,
+};
+
 static const struct herald_field virtual_host_fields[] = {
     F_("name", STRING, HERALD_F_REQUIRED),
     F_("domains", STRING, HERALD_F_REPEATED | HERALD_F_REQUIRED,
@@ -639,7 +652,8 @@ static const struct herald_field virtual_host_fields[] = {
     LIST("routes", route_msg),
     UNSUP("matcher", .hint = "use routes"),
     UNSUP("require_tls"),
-    UNSUP("virtual_clusters"),
+    LIST("virtual_clusters", virtual_cluster_msg,
+         .help = "request classes with their own stats; the requests no class matches are in \"other\""),
     LIST("rate_limits", herald_rate_limit_schema,
          .help = "descriptors for the rate limit filters, for routes without their own (see RouteAction)"),
     LIST("request_headers_to_add", header_value_option_msg),

@@ -50,36 +50,47 @@ int router_config_create(const struct herald_cfg *n, const struct herald_filter_
     return 0;
 }
 
-void router_config_destroy(void *p)
+static void free_stats_list(struct router_cluster_stats *cs)
 {
-    struct router_conf *conf = p;
-    if (!conf)
-        return;
-    for (struct router_cluster_stats *cs = conf->clusters, *next; cs; cs = next) {
+    for (struct router_cluster_stats *next; cs; cs = next) {
         next = cs->next;
         free(cs->name);
         free(cs->prefix);
         free(cs);
     }
+}
+
+void router_config_destroy(void *p)
+{
+    struct router_conf *conf = p;
+    if (!conf)
+        return;
+    free_stats_list(conf->clusters);
+    free_stats_list(conf->vclusters);
     pthread_mutex_destroy(&conf->lock);
     free(conf);
 }
 
-struct router_cluster_stats *router_cluster_stats(struct router_conf *conf, const char *cluster)
+/* Finds or makes the stats under prefix_head + name in *list (name: the list's key). */
+static struct router_cluster_stats *stats_for(struct router_conf *conf, struct router_cluster_stats **list,
+                                              const char *name, const char *prefix_head, bool vcluster)
 {
     struct router_cluster_stats *cs;
 
     pthread_mutex_lock(&conf->lock);
-    for (cs = conf->clusters; cs; cs = cs->next)
-        if (!strcmp(cs->name, cluster))
+    for (cs = *list; cs; cs = cs->next)
+        if (!strcmp(cs->name, name))
             goto out;
     cs = calloc(1, sizeof(*cs));
-    if (!cs || !(cs->name = strdup(cluster)) || asprintf(&cs->prefix, "cluster.%s", cluster) < 0)
+    if (!cs || !(cs->name = strdup(name)) || asprintf(&cs->prefix, "%s%s", prefix_head, name) < 0)
         abort();
     const char *p = cs->prefix;
     cs->rq_completed = herald_counter(p, "upstream_rq_completed");
     cs->rq_timeout = herald_counter(p, "upstream_rq_timeout");
-    cs->rq_per_try_timeout = herald_counter(p, "upstream_rq_per_try_timeout");
+    if (!vcluster)
+        cs->rq_per_try_timeout = herald_counter(p, "upstream_rq_per_try_timeout");
+    else
+        cs->rq_total = herald_counter(p, "upstream_rq_total");
     cs->rq_retry = herald_counter(p, "upstream_rq_retry");
     cs->rq_retry_success = herald_counter(p, "upstream_rq_retry_success");
     cs->rq_retry_overflow = herald_counter(p, "upstream_rq_retry_overflow");
@@ -87,16 +98,26 @@ struct router_cluster_stats *router_cluster_stats(struct router_conf *conf, cons
     if (conf->dynamic_stats) {
         cs->rq_time = herald_histogram(p, "upstream_rq_time");
         for (int i = 1; i <= 5; i++) {
-            char name[32];
-            snprintf(name, sizeof(name), "upstream_rq_%dxx", i);
-            cs->rq_xx[i] = herald_counter(p, name);
+            char name_xx[32];
+            snprintf(name_xx, sizeof(name_xx), "upstream_rq_%dxx", i);
+            cs->rq_xx[i] = herald_counter(p, name_xx);
         }
     }
-    cs->next = conf->clusters;
-    conf->clusters = cs;
+    cs->next = *list;
+    *list = cs;
 out:
     pthread_mutex_unlock(&conf->lock);
     return cs;
+}
+
+struct router_cluster_stats *router_cluster_stats(struct router_conf *conf, const char *cluster)
+{
+    return stats_for(conf, &conf->clusters, cluster, "cluster.", false);
+}
+
+struct router_cluster_stats *router_vcluster_stats(struct router_conf *conf, const char *stat_prefix)
+{
+    return stats_for(conf, &conf->vclusters, stat_prefix, "", true);
 }
 
 struct herald_stat *router_code_stat(struct router_cluster_stats *cs, int code, bool retried)

@@ -33,6 +33,7 @@ struct session {
     char *cluster;                         /* cluster_inline, or malloc'd when longer */
     char cluster_inline[64];
     struct router_cluster_stats *cs;
+    struct router_cluster_stats *vcs;      /* the request's virtual cluster, NULL: none */
     const struct herald_retry_policy *rp;  /* route lifetime, or &own_rp */
     struct herald_retry_policy own_rp;     /* the route's, changed by x-envoy-retry-on / -max-retries */
 
@@ -68,6 +69,17 @@ struct session {
     struct herald_timer *global, *per_try, *backoff;
     bool done;                             /* on_complete ran: no more stream calls */
 };
+
+/* A counter of the cluster's, and of the request's virtual cluster's when
+ * it has one and the counter (Envoy's virtual cluster stats are fewer). */
+#define CHARGE(ss, field)                                                  \
+    do {                                                                   \
+        herald_stat_inc((ss)->cs->field);                                  \
+        if ((ss)->vcs && (ss)->vcs->field)                                 \
+            herald_stat_inc((ss)->vcs->field);                             \
+    } while (0)
+
+static void count_response(struct session *ss, int status, bool retried);
 
 static const struct herald_http_upstream_cbs upstream_cbs;
 
@@ -190,7 +202,7 @@ static bool retry_possible(struct session *ss)
         return false;
     retry_release(ss);
     if (!herald_cluster_retry_begin(herald_cluster_get(ss->cluster), herald_route_priority(ss->route))) {
-        herald_stat_inc(ss->cs->rq_retry_overflow);
+        CHARGE(ss, rq_retry_overflow);
         return false;
     }
     ss->retry_held = true;
@@ -253,7 +265,7 @@ static void schedule_retry(struct session *ss)
     free_upstream(ss);
     timer_stop(ss->per_try);
     ss->retries_left--;
-    herald_stat_inc(ss->cs->rq_retry);
+    CHARGE(ss, rq_retry);
     uint64_t ms = backoff_ms(ss);
     HERALD_LOGF(HERALD_LOG_DEBUG, COMPONENT, "[S%llu] retrying in %llu ms (%u left)",
                 (unsigned long long)herald_http_stream_id(ss->s), (unsigned long long)ms, ss->retries_left);
@@ -434,6 +446,7 @@ static void fail_reply(struct session *ss, enum herald_upstream_reset why, bool 
     snprintf(flags, sizeof(flags), "%s%s", flag, limit ? ",URX" : "");
     if (why == HERALD_UPSTREAM_RESET_OVERFLOW && !ss->conf->suppress_envoy_headers)
         herald_http_stream_add_local_reply_header(ss->s, "x-envoy-overloaded", "true");
+    count_response(ss, 503, false); /* Envoy's chargeUpstreamAbort: the code the upstream "gave" */
     local_reply(ss, 503, body, details, flags);
 }
 
@@ -450,7 +463,7 @@ static void upstream_failed(struct session *ss, enum herald_upstream_reset why)
         }
         bool limit = retriable && ss->rp && ss->rp->num_retries && ss->retries_left == 0;
         if (limit)
-            herald_stat_inc(ss->cs->rq_retry_limit_exceeded);
+            CHARGE(ss, rq_retry_limit_exceeded);
         fail_reply(ss, why, limit);
         return;
     }
@@ -468,7 +481,7 @@ static void on_global_timeout(struct herald_timer *t, void *arg)
     struct session *ss = arg;
     if (ss->done || ss->replied)
         return;
-    herald_stat_inc(ss->cs->rq_timeout);
+    CHARGE(ss, rq_timeout);
     if (ss->response_started) {
         timer_stop(ss->per_try);
         free_upstream(ss);
@@ -477,6 +490,7 @@ static void on_global_timeout(struct herald_timer *t, void *arg)
         herald_http_stream_reset(ss->s);
         return;
     }
+    count_response(ss, 504, false);
     local_reply(ss, 504, "upstream request timeout", "upstream_response_timeout", "UT");
 }
 
@@ -485,7 +499,7 @@ static void on_per_try_timeout(struct herald_timer *t, void *arg)
     struct session *ss = arg;
     if (ss->done || ss->replied || ss->response_started)
         return;
-    herald_stat_inc(ss->cs->rq_per_try_timeout);
+    CHARGE(ss, rq_per_try_timeout);
     free_upstream(ss);
     unsigned on = ss->rp ? ss->rp->on : 0;
     bool retriable = on & (HERALD_RETRY_5XX | HERALD_RETRY_GATEWAY_ERROR | HERALD_RETRY_RESET);
@@ -495,7 +509,8 @@ static void on_per_try_timeout(struct herald_timer *t, void *arg)
     }
     bool limit = retriable && ss->rp && ss->rp->num_retries && ss->retries_left == 0;
     if (limit)
-        herald_stat_inc(ss->cs->rq_retry_limit_exceeded);
+        CHARGE(ss, rq_retry_limit_exceeded);
+    count_response(ss, 504, false);
     local_reply(ss, 504, "upstream request timeout", "upstream_per_try_timeout", limit ? "UT,URX" : "UT");
 }
 
@@ -507,8 +522,11 @@ static void response_over(struct session *ss)
     if (ss->upgraded && !ss->down_end)
         return; /* a half-close of the tunnel: the client's direction goes on */
     ss->replied = true;
+    uint64_t took = herald_now_ms() - ss->try_start_ms;
     if (ss->cs->rq_time)
-        herald_histogram_record(ss->cs->rq_time, herald_now_ms() - ss->try_start_ms);
+        herald_histogram_record(ss->cs->rq_time, took);
+    if (ss->vcs && ss->vcs->rq_time)
+        herald_histogram_record(ss->vcs->rq_time, took);
     free_upstream(ss);
 }
 
@@ -518,11 +536,8 @@ static void up_ready(void *arg)
 {
 }
 
-static void count_response(struct session *ss, int status, bool retried)
+static void count_code(struct router_cluster_stats *cs, int status, bool retried)
 {
-    struct router_cluster_stats *cs = ss->cs;
-    if (!ss->conf->dynamic_stats)
-        return;
     struct herald_stat *st = router_code_stat(cs, status, retried);
     if (st)
         herald_stat_inc(st);
@@ -531,6 +546,15 @@ static void count_response(struct session *ss, int status, bool retried)
         if (status >= 100 && status <= 599)
             herald_stat_inc(cs->rq_xx[status / 100]);
     }
+}
+
+static void count_response(struct session *ss, int status, bool retried)
+{
+    if (!ss->conf->dynamic_stats)
+        return;
+    count_code(ss->cs, status, retried);
+    if (ss->vcs && !retried)
+        count_code(ss->vcs, status, false);
 }
 
 static void up_headers(void *arg, struct herald_headers *h, bool end_stream)
@@ -560,11 +584,11 @@ static void up_headers(void *arg, struct herald_headers *h, bool end_stream)
             return;
         }
         if (ss->rp && ss->rp->num_retries && ss->retries_left == 0) {
-            herald_stat_inc(ss->cs->rq_retry_limit_exceeded);
+            CHARGE(ss, rq_retry_limit_exceeded);
             herald_http_stream_add_response_flag(ss->s, "URX");
         }
     } else if (ss->attempts > 1) {
-        herald_stat_inc(ss->cs->rq_retry_success);
+        CHARGE(ss, rq_retry_success);
     }
     count_response(ss, status, false);
     timer_stop(ss->per_try);
@@ -857,6 +881,11 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         abort();
     memcpy(ss->cluster, cluster, clen + 1);
     ss->cs = router_cluster_stats(ss->conf, cluster);
+    const char *vprefix;
+    if (herald_http_stream_virtual_cluster(ss->s, &vprefix)) {
+        ss->vcs = router_vcluster_stats(ss->conf, vprefix);
+        herald_stat_inc(ss->vcs->rq_total);
+    }
     ss->req = headers_copy(headers);
     compute_hash(ss, headers);
     const char *method = herald_headers_get(headers, ":method");

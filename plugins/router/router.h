@@ -21,9 +21,10 @@
  * is enough. */
 struct router_cluster_stats {
     char *name;
-    char *prefix;                          /* "cluster.<name>" */
+    char *prefix;                          /* "cluster.<name>", or a virtual cluster's */
     struct herald_stat *rq_completed, *rq_time, *rq_timeout, *rq_per_try_timeout, *rq_retry,
         *rq_retry_success, *rq_retry_overflow, *rq_retry_limit_exceeded;
+    struct herald_stat *rq_total;          /* virtual clusters only (the core counts a cluster's) */
     struct herald_stat *rq_xx[6];          /* upstream_rq_1xx .. 5xx */
     _Atomic(struct herald_stat *) rq_code[600];
     _Atomic(struct herald_stat *) retry_code[600]; /* retry.upstream_rq_<code> */
@@ -37,6 +38,7 @@ struct router_conf {
     bool start_child_span;                 /* accepted; herald does no tracing */
     pthread_mutex_t lock;                  /* guards the clusters list */
     struct router_cluster_stats *clusters;
+    struct router_cluster_stats *vclusters; /* "vhost.<vh>.vcluster.<name>": Envoy's virtual cluster stats */
 };
 
 /* config.c */
@@ -44,6 +46,9 @@ int router_config_create(const struct herald_cfg *typed_config, const struct her
                          void **conf, char **err);
 void router_config_destroy(void *conf);
 struct router_cluster_stats *router_cluster_stats(struct router_conf *conf, const char *cluster);
+/* Those of a virtual cluster, by its stat prefix (Envoy's set: no per-try
+ * timeouts; upstream_rq_total counted here, once per request). */
+struct router_cluster_stats *router_vcluster_stats(struct router_conf *conf, const char *stat_prefix);
 struct herald_stat *router_code_stat(struct router_cluster_stats *cs, int code, bool retried);
 extern const struct herald_message router_schema;
 

@@ -88,6 +88,14 @@ HERALD_EXPORT const char *herald_http_stream_downstream_address(const struct her
  * herald_http_stream_clear_route_cache). NULL: no route (a 404 is due). */
 HERALD_EXPORT const struct herald_route *herald_http_stream_route(struct herald_http_stream *s);
 HERALD_EXPORT void herald_http_stream_clear_route_cache(struct herald_http_stream *s);
+/* (1.10) The virtual cluster (VirtualHost.virtual_clusters) of the request
+ * on its route: the first whose headers match, else "other"; NULL when the
+ * virtual host has none. *stat_prefix (may be NULL) gets
+ * "vhost.<virtual host>.vcluster.<name>", under which the router counts
+ * Envoy's virtual cluster stats. The name is the access log's
+ * %VIRTUAL_CLUSTER_NAME% from this call on. Strings live as long as the route. */
+HERALD_EXPORT const char *herald_http_stream_virtual_cluster(struct herald_http_stream *s,
+                                                             const char **stat_prefix);
 
 /* Answers the request from here: the remaining decoder filters are skipped,
  * the encoder filters already passed run on the reply. details goes to

@@ -82,7 +82,10 @@
  *                    sends on, from its timer, the bytes it took with
  *                    STOP), herald_http_stream_encode_watermark (a filter
  *                    holding response bytes stops the upstream); for
- *                    fault's response_rate_limit and bandwidth_limit.
+ *                    fault's response_rate_limit and bandwidth_limit;
+ *                    herald_http_stream_virtual_cluster (a request's
+ *                    VirtualHost.virtual_clusters entry, for the router's
+ *                    vhost.<vh>.vcluster.<name>.* stats).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
