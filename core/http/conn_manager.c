@@ -54,6 +54,7 @@
 #include "http/h2_server.h"
 #include "http/header_option.h"
 #include "http/headers.h"
+#include "http/grpc_reply.h"
 #include "http/local_reply.h"
 #include "http/route.h"
 #include "metadata.h"
@@ -215,6 +216,7 @@ struct herald_http_stream {
     size_t dec_cur;             /* decoder position being called, or NONE */
     const struct herald_route *route;
     const char *vcluster;       /* the virtual cluster the router counted it in (route table's) */
+    int lr_grpc_status;         /* the next local reply's grpc-status, -1: from its HTTP status */
     bool route_valid;
     char client_addr[64];       /* decided by XFF rules */
     bool client_from_xff;
@@ -1350,12 +1352,22 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
         formatted = local_reply_format(cc->cm->local_reply, mapper, log_field, s, &blen, &content_type);
         body = formatted;
     }
-    snprintf(num, sizeof(num), "%d", status);
-    herald_headers_add(h, ":status", num);
-    if (blen)
-        herald_headers_add(h, "content-type", content_type);
-    snprintf(num, sizeof(num), "%zu", blen);
-    herald_headers_add(h, "content-length", num);
+    int grpc_status = s->lr_grpc_status;
+    s->lr_grpc_status = -1;
+    if (s->req && headers_is_grpc(s->req)) {
+        /* a gRPC client gets a gRPC answer: the reason in grpc-message, no body */
+        grpc_reply_headers(h, grpc_status >= 0 ? grpc_status : grpc_status_for_http(status), body, blen);
+        blen = 0;
+        if (!cc->h2)
+            herald_headers_add(h, "content-length", "0");
+    } else {
+        snprintf(num, sizeof(num), "%d", status);
+        herald_headers_add(h, ":status", num);
+        if (blen)
+            herald_headers_add(h, "content-type", content_type);
+        snprintf(num, sizeof(num), "%zu", blen);
+        herald_headers_add(h, "content-length", num);
+    }
     if (s->lr_extra) {
         const char *n, *v;
         for (size_t i = 0; herald_headers_at(s->lr_extra, i, &n, &v); i++)
@@ -1822,6 +1834,7 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
     s->cc = cc;
     s->id = __atomic_add_fetch(&next_stream_id, 1, __ATOMIC_RELAXED);
     s->dec.hold_pos = s->enc.hold_pos = NONE;
+    s->lr_grpc_status = -1;
     s->dec.n = cm->nfilters;
     s->dec_cur = NONE;
     s->proto = HERALD_HTTP11;
@@ -3153,6 +3166,14 @@ void herald_http_stream_clear_route_cache(struct herald_http_stream *s)
 {
     s->route_valid = false;
     s->route = NULL;
+}
+
+void herald_http_stream_send_local_reply_grpc(struct herald_http_stream *s, int status, int grpc_status,
+                                              const char *body, const char *details, const char *flags)
+{
+    s->lr_grpc_status = grpc_status;
+    herald_http_stream_send_local_reply(s, status, body, details, flags);
+    s->lr_grpc_status = -1;
 }
 
 void herald_http_stream_send_local_reply(struct herald_http_stream *s, int status, const char *body,

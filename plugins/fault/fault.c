@@ -33,6 +33,7 @@
 #define DELAY_PERCENT_HEADER "x-envoy-fault-delay-request-percentage"
 #define ABORT_HEADER "x-envoy-fault-abort-request"
 #define ABORT_PERCENT_HEADER "x-envoy-fault-abort-request-percentage"
+#define ABORT_GRPC_HEADER "x-envoy-fault-abort-grpc-request"
 #define NODE_HEADER "x-envoy-downstream-service-node"
 #define THROUGHPUT_HEADER "x-envoy-fault-throughput-response"
 #define THROUGHPUT_PERCENT_HEADER "x-envoy-fault-throughput-response-percentage"
@@ -43,6 +44,8 @@ struct conf {
     struct fraction delay_pct;
     bool has_abort, abort_from_header;
     int abort_status;
+    bool abort_grpc;                       /* grpc_status instead of http_status */
+    uint32_t abort_grpc_status;
     struct fraction abort_pct;
     bool has_rate_limit, rate_from_header;
     uint64_t rate_kbps;
@@ -51,7 +54,8 @@ struct conf {
     char **nodes; size_t nnodes;
     bool has_max_active;
     uint32_t max_active;
-    char *rt_delay_pct, *rt_abort_pct, *rt_delay_ms, *rt_abort_status, *rt_max_active, *rt_rate_pct;
+    char *rt_delay_pct, *rt_abort_pct, *rt_delay_ms, *rt_abort_status, *rt_max_active, *rt_rate_pct,
+        *rt_abort_grpc;
     _Atomic uint64_t active;               /* faults in progress, on all workers */
     struct herald_stat *st_delays, *st_aborts, *st_rl, *st_overflow, *st_active;
 };
@@ -63,6 +67,8 @@ struct session {
     bool delaying;
     bool active;                           /* counted in conf->active until the stream ends, as Envoy */
     uint64_t abort_status_hdr;             /* header_abort: the request's status, 0: none */
+    bool has_grpc_hdr;                     /* header_abort: the request's gRPC status ... */
+    uint64_t abort_grpc_hdr;               /* ... this one */
     struct fraction abort_pct;              /* this request's abort share */
     struct stream_pacer *pacer;            /* response_rate_limit: the body at its rate */
 };
@@ -106,15 +112,16 @@ static int abort_check(const struct herald_cfg *n, char **err)
     if (st && (herald_cfg_int(st, 0) < 200 || herald_cfg_int(st, 0) >= 600))
         return herald_cfg_errorf(st, err, "http_status must be from 200 to 599");
     if (!st && !herald_cfg_get(n, "header_abort") && !herald_cfg_get(n, "grpc_status"))
-        return herald_cfg_errorf(n, err, "an abort needs http_status or header_abort");
+        return herald_cfg_errorf(n, err, "an abort needs http_status, grpc_status or header_abort");
     return 0;
 }
 
 static const struct herald_field abort_fields[] = {
     {.name = "http_status", .kind = HERALD_FIELD_UINT, .oneof = "error_type", .help = "200 to 599"},
-    {.name = "grpc_status", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED, .oneof = "error_type"},
+    {.name = "grpc_status", .kind = HERALD_FIELD_UINT, .oneof = "error_type",
+     .help = "a gRPC request gets this grpc-status (HTTP 200); another gets 200 and the abort body"},
     {.name = "header_abort", .kind = HERALD_FIELD_MESSAGE, .oneof = "error_type", .message = &header_abort_msg,
-     .help = "{}: the status from the request's " ABORT_HEADER},
+     .help = "{}: the status from the request's " ABORT_HEADER " (or " ABORT_GRPC_HEADER ")"},
     {.name = "percentage", .kind = HERALD_FIELD_MESSAGE, .message = &fraction_percent_schema,
      .help = "the share of requests aborted; default 100%"},
     {.name = NULL},
@@ -184,7 +191,7 @@ static const struct herald_field fault_fields[] = {
     {.name = "max_active_faults_runtime", .kind = HERALD_FIELD_STRING, .help = "default fault.http.max_active_faults"},
     {.name = "response_rate_limit_percent_runtime", .kind = HERALD_FIELD_STRING,
      .help = "default fault.http.rate_limit.response_percent"},
-    {.name = "abort_grpc_status_runtime", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
+    {.name = "abort_grpc_status_runtime", .kind = HERALD_FIELD_STRING, .help = "default fault.http.abort.grpc_status"},
     {.name = "disable_downstream_cluster_stats", .kind = HERALD_FIELD_BOOL,
      .help = "accepted; herald keeps no per-downstream-cluster fault stats"},
     {.name = "filter_metadata", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED},
@@ -234,6 +241,7 @@ static void conf_destroy(void *p)
     free(c->rt_abort_status);
     free(c->rt_max_active);
     free(c->rt_rate_pct);
+    free(c->rt_abort_grpc);
     free(c);
 }
 
@@ -253,6 +261,8 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
         c->has_abort = true;
         c->abort_from_header = herald_cfg_get(a, "header_abort") != NULL;
         c->abort_status = (int)herald_cfg_int(herald_cfg_get(a, "http_status"), 503);
+        c->abort_grpc = herald_cfg_get(a, "grpc_status") != NULL;
+        c->abort_grpc_status = (uint32_t)herald_cfg_int(herald_cfg_get(a, "grpc_status"), 0);
         c->abort_pct = percent_of(herald_cfg_get(a, "percentage"));
     }
     const struct herald_cfg *rl = herald_cfg_get(n, "response_rate_limit");
@@ -291,6 +301,7 @@ static int conf_create(const struct herald_cfg *n, const struct herald_filter_en
     c->rt_abort_status = runtime_key(n, "abort_http_status_runtime", "fault.http.abort.http_status");
     c->rt_max_active = runtime_key(n, "max_active_faults_runtime", "fault.http.max_active_faults");
     c->rt_rate_pct = runtime_key(n, "response_rate_limit_percent_runtime", "fault.http.rate_limit.response_percent");
+    c->rt_abort_grpc = runtime_key(n, "abort_grpc_status_runtime", "fault.http.abort.grpc_status");
 
     char prefix[256];
     const char *sp = herald_env_stat_prefix(env);
@@ -417,29 +428,46 @@ static bool applies(const struct conf *c, const struct herald_headers *h)
     return true;
 }
 
-/* Envoy's isAbortEnabled / abortHttpStatus: 0 when this request is not aborted. */
-static int abort_status(struct session *ss)
+/* Envoy's abortStatus: whether this request is aborted, with which HTTP
+ * status, and for a gRPC abort (HTTP 200) which grpc-status (-1: none). An
+ * HTTP status wins over a gRPC one, as in Envoy. */
+static bool abort_codes(struct session *ss, int *http, int *grpc)
 {
     struct conf *c = ss->conf;
+    *grpc = -1;
     if (!c->has_abort)
-        return 0;
-    if (c->abort_from_header && !ss->abort_status_hdr)
-        return 0;
+        return false;
+    if (c->abort_from_header && !ss->abort_status_hdr && !ss->has_grpc_hdr)
+        return false;
     if (!herald_runtime_feature_enabled(c->rt_abort_pct, ss->abort_pct.numerator, ss->abort_pct.denominator))
-        return 0;
-    uint64_t st = c->abort_from_header ? ss->abort_status_hdr : herald_runtime_uint(c->rt_abort_status,
-                                                                                    (uint64_t)c->abort_status);
-    return st >= 200 && st < 600 ? (int)st : 0;
+        return false;
+    if (c->abort_from_header ? ss->abort_status_hdr != 0 : !c->abort_grpc) {
+        uint64_t st = c->abort_from_header ? ss->abort_status_hdr
+                                           : herald_runtime_uint(c->rt_abort_status, (uint64_t)c->abort_status);
+        if (st >= 200 && st < 600) {
+            *http = (int)st;
+            return true;
+        }
+        if (!c->abort_from_header || !ss->has_grpc_hdr)
+            return false;
+    }
+    uint64_t g = c->abort_from_header ? ss->abort_grpc_hdr : herald_runtime_uint(c->rt_abort_grpc, c->abort_grpc_status);
+    *http = 200;
+    *grpc = (int)(g > 1000 ? 2 : g);           /* a nonsense code: UNKNOWN */
+    return true;
 }
 
 /* After the delay (or at once): abort, or let the request go on. */
 static bool maybe_abort(struct session *ss)
 {
-    int st = abort_status(ss);
-    if (!st)
+    int http, grpc;
+    if (!abort_codes(ss, &http, &grpc))
         return false;
     herald_stat_inc(ss->conf->st_aborts);
-    herald_http_stream_send_local_reply(ss->s, st, "fault filter abort", "fault_filter_abort", "FI");
+    if (grpc >= 0)
+        herald_http_stream_send_local_reply_grpc(ss->s, http, grpc, "fault filter abort", "fault_filter_abort", "FI");
+    else
+        herald_http_stream_send_local_reply(ss->s, http, "fault filter abort", "fault_filter_abort", "FI");
     return true;
 }
 
@@ -472,6 +500,10 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         uint64_t v;
         if (c->abort_from_header && header_u64(headers, ABORT_HEADER, &v))
             ss->abort_status_hdr = v;
+        if (c->abort_from_header && header_u64(headers, ABORT_GRPC_HEADER, &v)) {
+            ss->has_grpc_hdr = true;
+            ss->abort_grpc_hdr = v;
+        }
         ss->abort_pct = c->abort_from_header ? header_percent(headers, ABORT_PERCENT_HEADER, c->abort_pct)
                                              : c->abort_pct;
     }
@@ -485,7 +517,7 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
         if (wanted && herald_runtime_feature_enabled(c->rt_delay_pct, pct.numerator, pct.denominator))
             delay_ms = c->delay_from_header ? from_header : herald_runtime_uint(c->rt_delay_ms, c->delay_ms);
     }
-    bool aborting = c->has_abort && (!c->abort_from_header || ss->abort_status_hdr);
+    bool aborting = c->has_abort && (!c->abort_from_header || ss->abort_status_hdr || ss->has_grpc_hdr);
     if (!delay_ms && !aborting)
         return HERALD_HTTP_CONTINUE;
     fault_begin(ss);

@@ -189,3 +189,48 @@ def test_local_reply_envoy_demo_config(herald, port):
         assert b"<h1>Welcome to Envoy</h1>" in body, body
     st, hd, body = hb.request(p1, "/", method="POST", body=b"x")
     assert (st, body) == (404, b"") and "content-type" not in hd, (st, hd, body)
+
+
+def grpc_call(lp, path, extra=()):
+    """A gRPC-style request over HTTP/2 (curl): (headers as {name: value}, body bytes)."""
+    r = hb.curl("--http2-prior-knowledge", "-s", "-D", "-", "-o", "/dev/null", "-X", "POST",
+                "-H", "content-type: application/grpc", "-H", "te: trailers", *extra,
+                "--data-binary", "grpc", "http://127.0.0.1:%d%s" % (lp, path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    status = lines[0].split()[1]
+    headers = dict(ln.split(": ", 1) for ln in lines[1:] if ": " in ln)
+    return status, headers
+
+
+def test_local_replies_to_grpc_requests_are_grpc(herald, upstreams, port, tmp_path):
+    """Envoy's sendLocalReply for gRPC: :status 200, content-type
+    application/grpc, grpc-status from the HTTP code (or the filter's), the
+    reason percent-encoded in grpc-message, no body; a plain request to the
+    same routes gets the HTTP answer as before."""
+    log = str(tmp_path / "access.log")
+    routes_ = [hb.route("/nohost", "empty"), hb.route("/forbidden", direct_response={"status": 403}),
+               hb.route("/odd", direct_response={"status": 503, "body": {"inline_string": "50% d\u00e9j\u00e0"}})]
+    b = upstreams(HttpBackend, "b")
+    h, lp = hb.start_proxy(herald, port, [b.port], routes=routes_, extra_clusters=[hb.http_cluster("empty", [])],
+                           access_log=[hb.file_access_log(
+                               log, "%REQ(:PATH)% %RESPONSE_CODE% %GRPC_STATUS% %RESPONSE_CODE_DETAILS%\n")])
+    status, hd = grpc_call(lp, "/nohost/Svc/Call")
+    assert (status, hd["content-type"], hd["grpc-status"], hd["grpc-message"]) == \
+        ("200", "application/grpc", "14", "no healthy upstream"), hd
+    assert "content-length" not in hd, hd
+    status, hd = grpc_call(lp, "/forbidden/Svc/Call")
+    assert (status, hd["grpc-status"]) == ("200", "7"), hd
+    assert "grpc-message" not in hd, hd                    # an empty body: no message
+    status, hd = grpc_call(lp, "/missing/Svc/Call")        # no route: 404 -> UNIMPLEMENTED
+    assert (status, hd["grpc-status"]) == ("200", "12"), hd
+    status, hd = grpc_call(lp, "/odd/Svc/Call")
+    assert (status, hd["grpc-status"], hd["grpc-message"]) == ("200", "14", "50%25 d%C3%A9j%C3%A0"), hd
+    # not gRPC: the HTTP answer
+    st, headers, body = hb.request(lp, "/nohost/x")
+    assert (st, body) == (503, b"no healthy upstream"), (st, body)
+    lines = wait_lines(log, 5)
+    assert lines[0] == "/nohost/Svc/Call 200 Unavailable no_healthy_upstream", lines
+    assert lines[1].startswith("/forbidden/Svc/Call 200 PermissionDenied "), lines
+    assert lines[4] == "/nohost/x 503 - no_healthy_upstream", lines
+    assert h.stat("http.ingress_http.downstream_rq_2xx") == 4

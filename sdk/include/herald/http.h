@@ -102,6 +102,15 @@ HERALD_EXPORT const char *herald_http_stream_virtual_cluster(struct herald_http_
  * %RESPONSE_CODE_DETAILS%; flags (e.g. "NR", "UH") to %RESPONSE_FLAGS%. */
 HERALD_EXPORT void herald_http_stream_send_local_reply(struct herald_http_stream *s, int status, const char *body,
                                                        const char *details, const char *flags);
+/* (1.10) The same, with the grpc-status a gRPC request gets (Envoy's
+ * sendLocalReply with a grpc_status; the fault filter's grpc_status abort).
+ * Every local reply to a gRPC request (content-type application/grpc) is a
+ * trailers-only gRPC answer: :status 200, grpc-status (this one, else the
+ * gRPC mapping of status), the body as grpc-message; other requests get
+ * status and body as usual. */
+HERALD_EXPORT void herald_http_stream_send_local_reply_grpc(struct herald_http_stream *s, int status,
+                                                            int grpc_status, const char *body,
+                                                            const char *details, const char *flags);
 /* (1.1) Adds a header to the next local reply of this stream (e.g. the
  * router's x-envoy-overloaded: true on a circuit-breaker 503). */
 HERALD_EXPORT void herald_http_stream_add_local_reply_header(struct herald_http_stream *s, const char *name,

@@ -85,7 +85,10 @@
  *                    fault's response_rate_limit and bandwidth_limit;
  *                    herald_http_stream_virtual_cluster (a request's
  *                    VirtualHost.virtual_clusters entry, for the router's
- *                    vhost.<vh>.vcluster.<name>.* stats).
+ *                    vhost.<vh>.vcluster.<name>.* stats);
+ *                    herald_http_stream_send_local_reply_grpc (a local
+ *                    reply's grpc-status for gRPC requests, which now get
+ *                    every local reply as a trailers-only gRPC answer).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
