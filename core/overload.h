@@ -44,14 +44,34 @@ enum overload_action {
     OVERLOAD_DISABLE_HTTP_KEEPALIVE,       /* HTTP/1 responses close, HTTP/2 connections get GOAWAY */
     OVERLOAD_REJECT_INCOMING_CONNECTIONS,  /* accepted sockets are closed at once */
     OVERLOAD_SHRINK_HEAP,                  /* malloc_trim on every refresh */
+    OVERLOAD_REDUCE_TIMEOUTS,              /* the timers below, shorter as pressure grows */
     OVERLOAD_NACTIONS
 };
 extern atomic_bool overload_active[OVERLOAD_NACTIONS];
-/* Any thread: one relaxed load. */
+/* Any thread: one relaxed load. An action is on when it is saturated (a
+ * threshold trigger reached, or a scaled trigger at its saturation_threshold). */
 static inline bool overload_action_on(enum overload_action a)
 {
     return atomic_load_explicit(&overload_active[a], memory_order_relaxed);
 }
+
+/* envoy.overload_actions.reduce_timeouts (ScaleTimersOverloadActionConfig):
+ * the timers it may shorten. */
+enum overload_timer {
+    OVERLOAD_TIMER_HTTP_CONN_IDLE = 0,     /* HTTP_DOWNSTREAM_CONNECTION_IDLE: the HCM's idle_timeout */
+    OVERLOAD_TIMER_HTTP_STREAM_IDLE,       /* HTTP_DOWNSTREAM_STREAM_IDLE: stream_idle_timeout */
+    OVERLOAD_TIMER_TRANSPORT_CONNECT,      /* TRANSPORT_SOCKET_CONNECT: transport_socket_connect_timeout */
+    OVERLOAD_NTIMERS
+};
+/* Any thread: the length a timer of ms has now, Envoy's scaled range timer:
+ * from ms with no pressure down to its minimum at saturation (the minimum
+ * is min_timeout, or min_scale of ms). ms itself when the timer is not scaled. */
+uint64_t overload_scaled_ms(enum overload_timer t, uint64_t ms);
+/* Main thread: fn runs (on the main thread) whenever the scale moves; the
+ * server makes every worker raise HERALD_EV_TIMERS_RESCALED on its
+ * connections, and the HTTP connection manager re-arms its idle timers for
+ * their new length, as Envoy's scaled timers follow the pressure. */
+void overload_on_rescale(void (*fn)(void));
 struct event_base;
 /* A resource_monitors entry of the pressure kind (fixed_heap, injected_resource):
  * 0 added, -1 bad (in d), 1 not one of those. */

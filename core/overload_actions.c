@@ -6,7 +6,13 @@
  * Monitors: envoy.resource_monitors.fixed_heap (the bytes malloc has handed
  * out, mallinfo2(), over max_heap_size_bytes) and
  * envoy.resource_monitors.injected_resource (a number read from a file,
- * Envoy's way to drive the overload manager in tests and drills). */
+ * Envoy's way to drive the overload manager in tests and drills).
+ *
+ * Each action has a scale from 0 to 1, the highest of its triggers': a
+ * threshold trigger gives 1 from its value on, a scaled one rises linearly
+ * from scaling_threshold to 1 at saturation_threshold. The on/off actions
+ * are on when saturated (Envoy's isSaturated()); reduce_timeouts uses the
+ * scale itself to shorten the timers its typed_config names. */
 #include "config.h"
 
 #include <malloc.h>
@@ -22,6 +28,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 #include "common.h"
+#include "config/schema.h"
 #include "herald/stats.h"
 #include "log.h"
 #include "overload.h"
@@ -47,7 +54,9 @@ struct monitor {
 
 struct trigger {
     struct monitor *m;
-    double threshold;
+    bool scaled;
+    double threshold;                      /* threshold: value; scaled: scaling_threshold */
+    double saturation;                     /* scaled: saturation_threshold */
 };
 
 struct action {
@@ -62,7 +71,39 @@ static const char *const action_names[OVERLOAD_NACTIONS] = {
     [OVERLOAD_DISABLE_HTTP_KEEPALIVE] = "envoy.overload_actions.disable_http_keepalive",
     [OVERLOAD_REJECT_INCOMING_CONNECTIONS] = "envoy.overload_actions.reject_incoming_connections",
     [OVERLOAD_SHRINK_HEAP] = "envoy.overload_actions.shrink_heap",
+    [OVERLOAD_REDUCE_TIMEOUTS] = "envoy.overload_actions.reduce_timeouts",
 };
+
+/* ScaleTimersOverloadActionConfig.TimerType, in overload_timer order */
+static const char *const timer_names[OVERLOAD_NTIMERS] = {
+    [OVERLOAD_TIMER_HTTP_CONN_IDLE] = "HTTP_DOWNSTREAM_CONNECTION_IDLE",
+    [OVERLOAD_TIMER_HTTP_STREAM_IDLE] = "HTTP_DOWNSTREAM_STREAM_IDLE",
+    [OVERLOAD_TIMER_TRANSPORT_CONNECT] = "TRANSPORT_SOCKET_CONNECT",
+};
+
+/* reduce_timeouts' timer_scale_factors; read by the workers, written once
+ * at start-up. */
+static struct scaled_timer {
+    bool set;
+    bool by_scale;                         /* min_scale, else min_timeout */
+    uint64_t min_ms;
+    double min_scale;                      /* 0 to 1 */
+} scaled_timers[OVERLOAD_NTIMERS];
+/* reduce_timeouts' scale now, in millionths */
+static _Atomic uint32_t timer_scale_ppm;
+
+uint64_t overload_scaled_ms(enum overload_timer t, uint64_t ms)
+{
+    const struct scaled_timer *st = &scaled_timers[t];
+    uint32_t ppm = atomic_load_explicit(&timer_scale_ppm, memory_order_relaxed);
+    if (!ppm || !st->set || !ms)
+        return ms;
+    uint64_t min = st->by_scale ? (uint64_t)((double)ms * st->min_scale) : st->min_ms;
+    if (min >= ms)
+        return ms;
+    /* Envoy's ScaledRangeTimer: from the full length down to the minimum */
+    return min + (uint64_t)((double)(ms - min) * (1.0 - (double)ppm / 1e6));
+}
 
 static struct {
     struct monitor *m; size_t nm;
@@ -108,6 +149,33 @@ static int read_pressure(struct monitor *m, double *out)
     return n == 1 && *out >= 0 ? 0 : -1;
 }
 
+static double trigger_value(const struct trigger *t)
+{
+    double p = t->m->pressure;
+    if (!t->scaled)
+        return p >= t->threshold ? 1.0 : 0.0;
+    if (p < t->threshold)
+        return 0.0;
+    if (p >= t->saturation)
+        return 1.0;
+    return (p - t->threshold) / (t->saturation - t->threshold);
+}
+
+static void (*rescale_hook)(void);
+
+void overload_on_rescale(void (*fn)(void))
+{
+    rescale_hook = fn;
+}
+
+/* The workers re-arm their scaled timers for their new length (the server's hook). */
+static void rescale_timers(uint32_t ppm)
+{
+    uint32_t was = atomic_exchange(&timer_scale_ppm, ppm);
+    if (was != ppm && rescale_hook)
+        rescale_hook();
+}
+
 static void refresh(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -126,15 +194,22 @@ static void refresh(evutil_socket_t fd, short what, void *arg)
     }
     for (size_t i = 0; i < om.na; i++) {
         struct action *a = &om.a[i];
-        bool on = false;
-        for (size_t k = 0; k < a->nt && !on; k++)
-            on = a->t[k].m->pressure >= a->t[k].threshold;
+        double v = 0;
+        for (size_t k = 0; k < a->nt; k++) {
+            double tv = trigger_value(&a->t[k]);
+            if (tv > v)
+                v = tv;
+        }
+        bool on = v >= 1.0;
         bool was = atomic_exchange(&overload_active[a->id], on);
+        int64_t pct = (int64_t)(v * 100.0 + 0.5);
+        herald_gauge_add(a->st_scale, pct - (int64_t)herald_stat_value(a->st_scale));
         if (on != was) {
             herald_gauge_add(a->st_active, on ? 1 : -1);
-            herald_gauge_add(a->st_scale, on ? 100 : -100);
             log_warn("overload", "%s %s", a->name, on ? "active" : "no longer active");
         }
+        if (a->id == OVERLOAD_REDUCE_TIMEOUTS)
+            rescale_timers((uint32_t)(v * 1e6 + 0.5));
         /* shrink_heap: give what malloc holds free back to the system */
         if (on && a->id == OVERLOAD_SHRINK_HEAP)
             malloc_trim(0);
@@ -224,6 +299,84 @@ int overload_monitor_add(const struct herald_cfg *m, struct cfg_diag *d)
     return 0;
 }
 
+/* envoy.config.overload.v3.ScaleTimersOverloadActionConfig */
+static const char *const timer_enum[] = {"UNSPECIFIED", "HTTP_DOWNSTREAM_CONNECTION_IDLE", "HTTP_DOWNSTREAM_STREAM_IDLE",
+                                         "TRANSPORT_SOCKET_CONNECT", "HTTP_DOWNSTREAM_CONNECTION_MAX",
+                                         "HTTP_DOWNSTREAM_STREAM_FLUSH", NULL};
+static const struct herald_field percent_fields[] = {
+    {.name = "value", .kind = HERALD_FIELD_DOUBLE, .help = "percent, 0 to 100"},
+    {.name = NULL},
+};
+static const struct herald_message percent_msg = {"envoy.type.v3.Percent", percent_fields, NULL};
+static const struct herald_field scale_timer_fields[] = {
+    {.name = "timer", .kind = HERALD_FIELD_ENUM, .flags = HERALD_F_REQUIRED, .enum_values = timer_enum,
+     .help = "HTTP_DOWNSTREAM_CONNECTION_IDLE, HTTP_DOWNSTREAM_STREAM_IDLE or TRANSPORT_SOCKET_CONNECT"},
+    {.name = "min_timeout", .kind = HERALD_FIELD_DURATION, .oneof = "overload_adjust",
+     .help = "the timer's length when the action is saturated"},
+    {.name = "min_scale", .kind = HERALD_FIELD_MESSAGE, .oneof = "overload_adjust", .message = &percent_msg,
+     .help = "the same, as a percent of the configured length"},
+    {.name = NULL},
+};
+static const struct herald_message scale_timer_msg = {
+    "envoy.config.overload.v3.ScaleTimersOverloadActionConfig.ScaleTimer", scale_timer_fields, NULL,
+};
+static const struct herald_field scale_timers_fields[] = {
+    {.name = "timer_scale_factors", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED | HERALD_F_REQUIRED,
+     .message = &scale_timer_msg, .help = "the timers to shorten, and how far"},
+    {.name = NULL},
+};
+static const struct herald_message scale_timers_msg = {
+    "envoy.config.overload.v3.ScaleTimersOverloadActionConfig", scale_timers_fields, NULL,
+};
+#define SCALE_TIMERS_TYPE "envoy.config.overload.v3.ScaleTimersOverloadActionConfig"
+
+static int parse_scale_timers(const struct herald_cfg *action, const struct herald_cfg *tc, struct cfg_diag *d)
+{
+    if (!tc) {
+        diag_error(d, action, "reduce_timeouts needs a typed_config (" SCALE_TIMERS_TYPE ")");
+        return -1;
+    }
+    const char *type = type_name(herald_cfg_str(herald_cfg_get(tc, "@type"), NULL));
+    if (!type || strcmp(type, SCALE_TIMERS_TYPE) != 0) {
+        diag_error(d, tc, "unexpected @type '%s' for reduce_timeouts (expected " SCALE_TIMERS_TYPE ")",
+                   type ? type : "(none)");
+        return -1;
+    }
+    if (schema_check((struct herald_cfg *)tc, &scale_timers_msg, d) < 0)
+        return -1;
+    const struct herald_cfg *list = herald_cfg_get(tc, "timer_scale_factors");
+    for (size_t i = 0; i < herald_cfg_len(list); i++) {
+        const struct herald_cfg *e = herald_cfg_at(list, i), *tn = herald_cfg_get(e, "timer");
+        const char *tname = herald_cfg_str(tn, "");
+        int t = -1;
+        for (int k = 0; k < OVERLOAD_NTIMERS; k++)
+            if (!strcmp(timer_names[k], tname))
+                t = k;
+        if (t < 0) {
+            diag_error(d, tn, "not supported: timer %s (herald scales HTTP_DOWNSTREAM_CONNECTION_IDLE, "
+                       "HTTP_DOWNSTREAM_STREAM_IDLE and TRANSPORT_SOCKET_CONNECT)", tname);
+            return -1;
+        }
+        const struct herald_cfg *mt = herald_cfg_get(e, "min_timeout"), *ms = herald_cfg_get(e, "min_scale");
+        if (!mt && !ms) {
+            diag_error(d, e, "a timer needs min_timeout or min_scale");
+            return -1;
+        }
+        if (scaled_timers[t].set) {
+            diag_error(d, tn, "timer %s is given twice", tname);
+            return -1;
+        }
+        double pct = herald_cfg_real(herald_cfg_get(ms, "value"), 0);
+        if (ms && (pct < 0 || pct > 100)) {
+            diag_error(d, ms, "min_scale must be from 0 to 100 (percent)");
+            return -1;
+        }
+        scaled_timers[t] = (struct scaled_timer){.set = true, .by_scale = ms != NULL,
+                                                 .min_ms = herald_cfg_duration_ms(mt, 0), .min_scale = pct / 100.0};
+    }
+    return 0;
+}
+
 static int add_action(const struct herald_cfg *n, struct cfg_diag *d)
 {
     const char *name = herald_cfg_str(herald_cfg_get(n, "name"), "");
@@ -236,7 +389,7 @@ static int add_action(const struct herald_cfg *n, struct cfg_diag *d)
     if (id < 0) {
         diag_error(d, herald_cfg_get(n, "name"), "not supported: overload action '%s' (herald has "
                    "stop_accepting_requests, disable_http_keepalive, stop_accepting_connections, "
-                   "reject_incoming_connections and shrink_heap)", name);
+                   "reject_incoming_connections, shrink_heap and reduce_timeouts)", name);
         return -1;
     }
     for (size_t i = 0; i < om.na; i++)
@@ -260,8 +413,20 @@ static int add_action(const struct herald_cfg *n, struct cfg_diag *d)
             free(a.t);
             return -1;
         }
-        const struct herald_cfg *th = herald_cfg_get(t, "threshold");
-        a.t[i] = (struct trigger){.m = m, .threshold = herald_cfg_real(herald_cfg_get(th, "value"), 1.0)};
+        const struct herald_cfg *th = herald_cfg_get(t, "threshold"), *sc = herald_cfg_get(t, "scaled");
+        if (sc)
+            a.t[i] = (struct trigger){.m = m, .scaled = true,
+                                      .threshold = herald_cfg_real(herald_cfg_get(sc, "scaling_threshold"), 1.0),
+                                      .saturation = herald_cfg_real(herald_cfg_get(sc, "saturation_threshold"), 1.0)};
+        else
+            a.t[i] = (struct trigger){.m = m, .threshold = herald_cfg_real(herald_cfg_get(th, "value"), 1.0)};
+    }
+    const struct herald_cfg *tc = herald_cfg_get(n, "typed_config");
+    if (id == OVERLOAD_REDUCE_TIMEOUTS ? parse_scale_timers(n, tc, d) < 0 : tc != NULL) {
+        if (id != OVERLOAD_REDUCE_TIMEOUTS)
+            diag_error(d, tc, "overload action '%s' takes no typed_config (only reduce_timeouts does)", name);
+        free(a.t);
+        return -1;
     }
     a.st_active = stat_of(true, a.name, "active");
     a.st_scale = stat_of(true, a.name, "scale_percent");
@@ -308,4 +473,7 @@ void overload_actions_shutdown(void)
     memset(&om, 0, sizeof(om));
     for (int i = 0; i < OVERLOAD_NACTIONS; i++)
         atomic_store(&overload_active[i], false);
+    memset(scaled_timers, 0, sizeof(scaled_timers));
+    rescale_hook = NULL;
+    atomic_store(&timer_scale_ppm, 0);
 }

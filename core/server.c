@@ -63,6 +63,21 @@ static void worker_finish(struct worker *w, void *arg)
     event_base_loopexit(w->base, &grace);
 }
 
+static void worker_rescale(struct worker *w, void *arg)
+{
+    (void)arg;
+    conn_raise_all(w, HERALD_EV_TIMERS_RESCALED);
+}
+
+/* The overload manager's reduce_timeouts scale moved: every worker re-arms
+ * the idle timers of its connections for their new length. */
+static void rescale_workers(void)
+{
+    struct server *s = the_server;
+    for (unsigned i = 0; s && i < s->nworkers; i++)
+        worker_post(&s->workers[i], worker_rescale, NULL);
+}
+
 static void worker_stop_accepting(struct worker *w, void *arg)
 {
     w->stopping = true;
@@ -314,6 +329,7 @@ int server_run(struct options *o)
             return 1;
         }
     listeners_start(s->workers, nworkers);
+    overload_on_rescale(rescale_workers);
     tls_watch_start(s->base);
     s->xds = xds_watch_start(s->base, s->xds_files, on_xds_changed, s);
     cluster_manager_start();

@@ -1267,16 +1267,37 @@ static int threshold_trigger_check(const struct herald_cfg *n, char **err)
 static const struct herald_message threshold_trigger_msg = {
     "envoy.config.overload.v3.ThresholdTrigger", threshold_trigger_fields, threshold_trigger_check,
 };
+static const struct herald_field scaled_trigger_fields[] = {
+    REQ("scaling_threshold", DOUBLE, .help = "below this pressure the action is off (0 to 1)"),
+    REQ("saturation_threshold", DOUBLE, .help = "from this pressure on the action is saturated (0 to 1)"),
+    END,
+};
+static int scaled_trigger_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *a = herald_cfg_get(n, "scaling_threshold"), *b = herald_cfg_get(n, "saturation_threshold");
+    double lo = herald_cfg_real(a, -1), hi = herald_cfg_real(b, -1);
+    if (lo < 0 || lo > 1)
+        return herald_cfg_errorf(a ? a : n, err, "scaling_threshold must be from 0 to 1");
+    if (hi < 0 || hi > 1)
+        return herald_cfg_errorf(b ? b : n, err, "saturation_threshold must be from 0 to 1");
+    if (lo >= hi)
+        return herald_cfg_errorf(n, err, "scaling_threshold must be less than saturation_threshold");
+    return 0;
+}
+static const struct herald_message scaled_trigger_msg = {
+    "envoy.config.overload.v3.ScaledTrigger", scaled_trigger_fields, scaled_trigger_check,
+};
 static int trigger_check(const struct herald_cfg *n, char **err)
 {
     if (!herald_cfg_get(n, "threshold") && !herald_cfg_get(n, "scaled"))
-        return herald_cfg_errorf(n, err, "a trigger needs threshold");
+        return herald_cfg_errorf(n, err, "a trigger needs threshold or scaled");
     return 0;
 }
 static const struct herald_field trigger_fields[] = {
     REQ("name", STRING, .help = "a resource monitor of resource_monitors"),
     MSG("threshold", threshold_trigger_msg, .oneof = "trigger_oneof"),
-    UNSUP("scaled", .oneof = "trigger_oneof"),
+    MSG("scaled", scaled_trigger_msg, .oneof = "trigger_oneof",
+        .help = "the action scales from 0 at scaling_threshold to saturated at saturation_threshold"),
     END,
 };
 static const struct herald_message trigger_msg = {
@@ -1284,10 +1305,10 @@ static const struct herald_message trigger_msg = {
 };
 static const struct herald_field overload_action_fields[] = {
     REQ("name", STRING, .help = "envoy.overload_actions.stop_accepting_requests, .disable_http_keepalive, "
-        ".stop_accepting_connections, .reject_incoming_connections or .shrink_heap"),
+        ".stop_accepting_connections, .reject_incoming_connections, .shrink_heap or .reduce_timeouts"),
     F_("triggers", MESSAGE, HERALD_F_REPEATED | HERALD_F_REQUIRED, .message = &trigger_msg,
-       .help = "the action is on while any of them is"),
-    UNSUP("typed_config"),
+       .help = "the action's scale is the highest of theirs; it is on when saturated"),
+    TYPED("typed_config", .help = "reduce_timeouts: ScaleTimersOverloadActionConfig {timer_scale_factors}"),
     END,
 };
 static const struct herald_message overload_action_msg = {

@@ -293,6 +293,7 @@ struct cm_conn {
     uint32_t nrequests;
     uint64_t rx_seen, tx_seen;
     uint64_t start_mono;
+    uint64_t idle_since;        /* when it last went idle (its idle timer counts from there) */
     int depth;
     bool codec_dead;            /* on_error came: no more parsing */
     bool pipeline_paused;       /* the codec paused itself after a request */
@@ -555,6 +556,17 @@ static void idle_arm(struct cm_conn *cc, uint64_t ms)
 {
     if (cc->idle_timer)
         herald_timer_arm(cc->idle_timer, ms);
+}
+
+/* The idle_timeout, counted from when the connection went idle (fresh: now),
+ * and shorter while the overload manager's reduce_timeouts scales it. */
+static void idle_arm_configured(struct cm_conn *cc, bool fresh)
+{
+    uint64_t now = herald_now_ms();
+    if (fresh)
+        cc->idle_since = now;
+    uint64_t due = cc->idle_since + overload_scaled_ms(OVERLOAD_TIMER_HTTP_CONN_IDLE, cc->cm->idle_timeout_ms);
+    idle_arm(cc, due > now ? due - now : 0);
 }
 
 static void on_linger_timer(struct herald_timer *t, void *arg)
@@ -1982,7 +1994,7 @@ static void settle_h2(struct cm_conn *cc)
         return;
     }
     if (finished && cc->cm->idle_timeout_ms)
-        idle_arm(cc, cc->cm->idle_timeout_ms);
+        idle_arm_configured(cc, true);
 }
 
 static bool any_over(struct cm_conn *cc)
@@ -2018,7 +2030,7 @@ static void settle(struct cm_conn *cc)
             h1_codec_resume(cc->codec);
     }
     if (cc->cm->idle_timeout_ms)
-        idle_arm(cc, cc->cm->idle_timeout_ms);
+        idle_arm_configured(cc, true);
     if (cc->in && evbuffer_get_length(buf_ev(cc->in)) > 0)
         herald_conn_resume_reading(cc->c, PAUSE_KICK);
     else if (cc->read_eof)
@@ -2699,7 +2711,7 @@ static uint64_t idle_ms(struct herald_http_stream *s)
 {
     const struct herald_route *r = s->route_valid ? s->route : NULL;
     uint64_t ri = r ? herald_route_idle_timeout_ms(r) : 0;
-    return ri ? ri : s->cc->cm->stream_idle_timeout_ms;
+    return overload_scaled_ms(OVERLOAD_TIMER_HTTP_STREAM_IDLE, ri ? ri : s->cc->cm->stream_idle_timeout_ms);
 }
 
 static void stream_timer_arm(struct herald_http_stream *s)
@@ -2947,7 +2959,7 @@ void *herald_http_cm_session_new(struct herald_http_cm *cm, struct herald_conn *
     cc->linger_timer = herald_timer_new(on_linger_timer, cc);
     if (cm->idle_timeout_ms) {
         cc->idle_timer = herald_timer_new(on_idle_timer, cc);
-        idle_arm(cc, cm->idle_timeout_ms);
+        idle_arm_configured(cc, true);
     }
     if (cm->max_connection_duration_ms) {
         cc->duration_timer = herald_timer_new(on_duration_timer, cc);
@@ -3085,6 +3097,18 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
             else
                 close_conn(cc, HERALD_CLOSE_FLUSH);
         }
+        break;
+    case HERALD_EV_TIMERS_RESCALED:
+        /* reduce_timeouts' scale moved: the idle timers take their new length */
+        if (cc->gone || cc->closing)
+            break;
+        if (s && !s->over)
+            stream_timer_arm(s);
+        for (struct herald_http_stream *h2s = cc->h2streams; h2s; h2s = h2s->next)
+            if (!h2s->over)
+                stream_timer_arm(h2s);
+        if (!s && !cc->h2streams && !cc->draining && cc->cm->idle_timeout_ms && cc->idle_since)
+            idle_arm_configured(cc, false);
         break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
         if (cc->h2) {

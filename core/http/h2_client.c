@@ -931,6 +931,7 @@ static void conn_on_event(void *arg, enum herald_conn_event ev)
         refill(p);
         break;
     case HERALD_EV_DRAIN:
+    case HERALD_EV_TIMERS_RESCALED:
         break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
         hc->above_high = true;

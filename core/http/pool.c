@@ -603,7 +603,8 @@ static void conn_on_event(void *arg, enum herald_conn_event ev)
         conn_close(c, HERALD_CLOSE_RESET);
         pool_refill(p);
         break;
-    case HERALD_EV_DRAIN: /* only downstream connections hear it */
+    case HERALD_EV_DRAIN: /* only downstream connections hear these */
+    case HERALD_EV_TIMERS_RESCALED:
         break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
     case HERALD_EV_BELOW_WRITE_LOW:

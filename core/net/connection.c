@@ -27,6 +27,7 @@
 #include "herald/timer.h"
 #include "log.h"
 #include "net/connection.h"
+#include "overload.h"
 #include "net/listener.h"
 #include "net/sock_reader.h"
 #include "net/tls.h"
@@ -474,7 +475,7 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     a->x.deferred = herald_timer_new(run_deferred, c);
     SSL *ssl = tls ? tls_ssl_new(tls) : NULL;
     if (ssl) {
-        a->x.tls_io = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, tls_handshake_timeout_ms(tls),
+        a->x.tls_io = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, overload_scaled_ms(OVERLOAD_TIMER_TRANSPORT_CONNECT, tls_handshake_timeout_ms(tls)),
                                      on_readable, on_writable, on_bev_event, c);
         if (!a->x.tls_io) {
             SSL_free(ssl);
@@ -545,6 +546,13 @@ void conn_close_all(struct worker *w)
 }
 
 unsigned conn_count(struct worker *w) { return w->active_conns; }
+
+void conn_raise_all(struct worker *w, enum herald_conn_event ev)
+{
+    for (struct herald_conn *c = w->conns; c; c = c->link.next)
+        if (!c->closing)
+            raise_event(c, ev);
+}
 
 void conn_drain_all(struct worker *w)
 {

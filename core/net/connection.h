@@ -90,6 +90,8 @@ int write_out(struct evbuffer *out, int fd);
 void conn_read_stop(struct herald_conn *c);
 /* Shutdown: tells every connection's filters that the server drains. */
 void conn_drain_all(struct worker *w);
+/* Every open connection of w hears ev (HERALD_EV_TIMERS_RESCALED). */
+void conn_raise_all(struct worker *w, enum herald_conn_event ev);
 /* Shutdown: drops every upstream connection of this worker (upstream_conn.c). */
 void upstream_close_all(struct worker *w);
 /* splice.c: ends a splice early (shutdown). */

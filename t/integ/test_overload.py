@@ -326,6 +326,67 @@ def test_fixed_heap_monitor(herald, upstreams, port):
     assert 0 <= h2.stat("overload.%s.pressure" % FIXED_HEAP) < 1
 
 
+SCALE_TYPE = "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig"
+
+
+def test_scaled_trigger_and_reduce_timeouts(herald, upstreams, port, tmp_path):
+    """A scaled trigger (0.5 -> 0.9): the action's scale follows the pressure
+    between them; reduce_timeouts shortens the HCM's idle timeout (30 s) and
+    stream idle timeout (60 s) toward their minimums, and connections and
+    streams already waiting get the new length, as Envoy's scaled timers;
+    stop_accepting_requests on a scaled trigger acts only when saturated."""
+    p = tmp_path / "pressure"
+    p.write_text("0.1\n")
+    scaled = {"name": INJECTED, "scaled": {"scaling_threshold": 0.5, "saturation_threshold": 0.9}}
+    om = {"refresh_interval": "0.05s", "resource_monitors": [injected(p)], "actions": [
+        {"name": ACTION + "reduce_timeouts", "triggers": [scaled], "typed_config": {
+            "@type": SCALE_TYPE, "timer_scale_factors": [
+                {"timer": "HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_timeout": "0.3s"},
+                {"timer": "HTTP_DOWNSTREAM_STREAM_IDLE", "min_scale": {"value": 1}}]}},
+        {"name": ACTION + "stop_accepting_requests", "triggers": [scaled]}]}
+    b = upstreams(HttpBackend, "b")
+    lp = port()
+    hcm = hb.hcm("ingress_http", [hb.route("/", "backend", timeout="0s")], stream_idle_timeout="60s",
+                 common_http_protocol_options={"idle_timeout": "30s"})
+    cfg = {"static_resources": {"listeners": [hb.http_listener(lp, hcm, "proxy")],
+                                "clusters": [hb.http_cluster("backend", [b.port])]}, "overload_manager": om}
+    h = herald(cfg)
+    idle = connect(lp, timeout=10)
+    idle.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+    # half way between the thresholds: the scale is 50%; the saturated-only action stays off
+    p.write_text("0.7\n")
+    assert h.wait_stat("overload.%sreduce_timeouts.scale_percent" % ACTION, lambda v: v == 50) == 50
+    assert h.stat("overload.%sreduce_timeouts.active" % ACTION) == 0
+    assert hb.request(lp, "/half")[0] == 200
+    assert not closed_by_peer(idle, timeout=1.0), "at 50% the idle timeout is still ~15 s"
+    # a request whose backend stalls, waiting on its stream idle timer (60 s)
+    slow = connect(lp, timeout=10)
+    slow.sendall(b"GET /slow?delay_ms=8000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_for(lambda: b.served() >= 3, timeout=5)
+    # saturated: 0.3 s idle, 0.6 s stream idle (1% of 60 s), both re-armed at once
+    p.write_text("0.95\n")
+    assert h.wait_stat("overload.%sreduce_timeouts.scale_percent" % ACTION, lambda v: v == 100) == 100
+    assert closed_by_peer(idle, timeout=3), "the idle keep-alive connection was not closed"
+    idle.close()
+    slow.settimeout(5)
+    got = slow.recv(65536)
+    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    slow.close()
+    assert h.stat("http.ingress_http.downstream_cx_idle_timeout") >= 1
+    assert h.stat("http.ingress_http.downstream_rq_idle_timeout") == 1
+    assert h.stat("overload.%sstop_accepting_requests.active" % ACTION) == 1
+    assert hb.request(lp, "/saturated")[0] == 503
+    # the pressure goes: full timeouts again for new idle connections
+    p.write_text("0.1\n")
+    assert h.wait_stat("overload.%sreduce_timeouts.scale_percent" % ACTION, lambda v: v == 0) == 0
+    again = connect(lp, timeout=10)
+    again.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert again.recv(65536).startswith(b"HTTP/1.1 200")
+    assert not closed_by_peer(again, timeout=1.0)
+    again.close()
+
+
 def test_overload_action_config_errors(tmp_path):
     mon = {"name": INJECTED, "typed_config": {"@type": INJECTED_TYPE, "filename": "/nonexistent"}}
     cases = [
@@ -336,8 +397,22 @@ def test_overload_action_config_errors(tmp_path):
                                                     "triggers": [{"name": "nope", "threshold": {"value": 0.5}}]}]},
          r"triggers\[0\]\.name: trigger names resource monitor 'nope'"),
         ({"resource_monitors": [mon], "actions": [{"name": ACTION + "shrink_heap", "triggers": [
-            {"name": INJECTED, "scaled": {"scaling_threshold": 0.5, "saturation_threshold": 0.9}}]}]},
-         r"triggers\[0\]\.scaled: not supported"),
+            {"name": INJECTED, "scaled": {"scaling_threshold": 0.9, "saturation_threshold": 0.5}}]}]},
+         r"triggers\[0\]\.scaled: scaling_threshold must be less than saturation_threshold"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "reduce_timeouts", "triggers": [
+            {"name": INJECTED, "threshold": {"value": 0.5}}]}]},
+         r"actions\[0\]: reduce_timeouts needs a typed_config"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "reduce_timeouts", "triggers": [
+            {"name": INJECTED, "threshold": {"value": 0.5}}], "typed_config": {"@type": SCALE_TYPE,
+             "timer_scale_factors": [{"timer": "HTTP_DOWNSTREAM_CONNECTION_MAX", "min_timeout": "1s"}]}}]},
+         r"timer: not supported: timer HTTP_DOWNSTREAM_CONNECTION_MAX"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "reduce_timeouts", "triggers": [
+            {"name": INJECTED, "threshold": {"value": 0.5}}], "typed_config": {"@type": SCALE_TYPE,
+             "timer_scale_factors": [{"timer": "HTTP_DOWNSTREAM_STREAM_IDLE"}]}}]},
+         r"timer_scale_factors\[0\]: a timer needs min_timeout or min_scale"),
+        ({"resource_monitors": [mon], "actions": [{"name": ACTION + "shrink_heap", "triggers": [
+            {"name": INJECTED, "threshold": {"value": 0.5}}], "typed_config": {"@type": SCALE_TYPE}}]},
+         r"typed_config: overload action 'envoy.overload_actions.shrink_heap' takes no typed_config"),
         ({"resource_monitors": [mon], "actions": [{"name": ACTION + "shrink_heap",
                                                     "triggers": [{"name": INJECTED, "threshold": {"value": 1.5}}]}]},
          r"threshold\.value: value must be from 0 to 1"),

@@ -44,6 +44,8 @@ enum herald_conn_event {
     HERALD_EV_ABOVE_WRITE_HIGH,  /* output passed the high watermark: stop feeding it */
     HERALD_EV_BELOW_WRITE_LOW,   /* output drained below the low watermark: feed again */
     HERALD_EV_DRAIN,             /* (1.1) the server is draining: finish the work in hand, then close */
+    HERALD_EV_TIMERS_RESCALED,   /* (1.10) the overload manager's reduce_timeouts scale moved: re-arm
+                                    idle timers for their new length (herald_overload_scaled_ms) */
 };
 
 enum herald_close_mode {

@@ -88,7 +88,9 @@
  *                    vhost.<vh>.vcluster.<name>.* stats);
  *                    herald_http_stream_send_local_reply_grpc (a local
  *                    reply's grpc-status for gRPC requests, which now get
- *                    every local reply as a trailers-only gRPC answer).
+ *                    every local reply as a trailers-only gRPC answer);
+ *                    the network event HERALD_EV_TIMERS_RESCALED (the
+ *                    overload manager's reduce_timeouts scale moved).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
