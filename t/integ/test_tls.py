@@ -986,3 +986,51 @@ def test_http1_over_tls_scheme(herald, upstreams, port, pki):
         assert r.stdout.decode() == "301 https://a.example:%d/new" % fp, (flag, r.stdout, r.stderr)
     status, headers, _ = hb.request(plain, "/old")
     assert status == 301 and headers.get("location") == "https://127.0.0.1:%d/new" % plain, headers
+
+
+INJECTED = "envoy.resource_monitors.injected_resource"
+
+
+def test_handshake_timeout_and_reduce_timeouts(herald, upstreams, port, pki, tmp_path):
+    """transport_socket_connect_timeout closes a connection whose handshake
+    does not finish (counted); under the overload manager's reduce_timeouts
+    (TRANSPORT_SOCKET_CONNECT, min_timeout 0.2 s) a handshake that starts
+    while the pressure is saturated gets the short one."""
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    lst = tls_listener(p, "echo", [(None, tls_socket(certs(pki.a_rsa)))])
+    lst["filter_chains"][0]["transport_socket_connect_timeout"] = "3s"
+    pressure = tmp_path / "pressure"
+    pressure.write_text("0\n")
+    om = {"refresh_interval": "0.05s", "resource_monitors": [{"name": INJECTED, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.injected_resource.v3.InjectedResourceConfig",
+        "filename": str(pressure)}}],
+        "actions": [{"name": "envoy.overload_actions.reduce_timeouts",
+                     "triggers": [{"name": INJECTED, "threshold": {"value": 0.9}}],
+                     "typed_config": {"@type": "type.googleapis.com/envoy.config.overload.v3."
+                                               "ScaleTimersOverloadActionConfig",
+                                      "timer_scale_factors": [{"timer": "TRANSPORT_SOCKET_CONNECT",
+                                                               "min_timeout": "0.2s"}]}}]}
+    cfg = helpers.bootstrap([lst], [helpers.cluster("echo", [echo.addr])])
+    cfg["overload_manager"] = om
+    h = herald(cfg)
+    mute = socket.create_connection(("127.0.0.1", p), timeout=10)   # never sends a ClientHello
+    t0 = time.monotonic()
+    assert helpers.closed_by_peer(mute, timeout=10)
+    took = time.monotonic() - t0
+    mute.close()
+    assert 2.5 <= took < 8, took
+    assert h.stat("listener.tls.downstream_cx_transport_socket_connect_timeout") == 1
+    pressure.write_text("0.95\n")
+    assert h.wait_stat("overload.envoy.overload_actions.reduce_timeouts.scale_percent", lambda v: v == 100) == 100
+    mute = socket.create_connection(("127.0.0.1", p), timeout=10)
+    t0 = time.monotonic()
+    assert helpers.closed_by_peer(mute, timeout=10)
+    took = time.monotonic() - t0
+    mute.close()
+    assert took < 2, took
+    assert h.stat("listener.tls.downstream_cx_transport_socket_connect_timeout") == 2
+    s = tls_connect(p, client_ctx(pki), "a.example")                 # a real client still gets through
+    s.sendall(b"ping\n")
+    assert s.recv(100)
+    s.close()
