@@ -212,3 +212,32 @@ def test_bandwidth_limit_bad_configs(tmp_path):
         r = conftest.run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", conftest.PLUGIN_DIR])
         assert r.returncode == 1, (want, r.stderr)
         assert re.search(r"error: .*bwl.json:\d+:\d+: .*" + want, r.stderr), (want, r.stderr)
+
+
+def test_bandwidth_limit_with_a_slow_reader(herald, upstreams, port):
+    """Both reasons to stop the upstream at once: the filter holds more than
+    the buffer limit, and the client reads nothing for a second while its
+    socket buffers fill. The upstream resumes only when neither holds, every
+    byte arrives, and nothing stalls."""
+    b = upstreams(HttpBackend, "b")
+    lp = port()
+    listener = hb.http_listener(lp, hb.hcm("ingress_http", [hb.route("/", "backend")],
+                                           [bwl(enable_mode="RESPONSE", limit_kbps=8192)]), "proxy")
+    listener["per_connection_buffer_limit_bytes"] = 32768
+    cfg = {"static_resources": {"listeners": [listener], "clusters": [hb.http_cluster("backend", [b.port])]}}
+    h = herald(cfg)
+    n = 12 << 20                                    # 8 MiB at once (the bucket's second), 4 more at 8 MiB/s
+    s = socket.create_connection(("127.0.0.1", lp), timeout=20)
+    s.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+    time.sleep(1.0)                                 # not reading: the kernel's buffers fill, then herald's
+    r = hb.Reader(s)
+    assert r.readline().startswith(b"HTTP/1.1 200")
+    headers = hb.read_headers(r)
+    body = r.read(n)
+    s.close()
+    assert len(body) == n and hb.sha256(body) == hb.hget(headers, "x-body-sha256"), len(body)
+    st = h.stats()
+    assert st["http.ingress_http.downstream_flow_control_paused_reading_total"] >= 1, st
+    assert st["cluster.backend.upstream_flow_control_paused_reading_total"] >= 1, st
+    assert (st["cluster.backend.upstream_flow_control_resumed_reading_total"]
+            == st["cluster.backend.upstream_flow_control_paused_reading_total"]), st
