@@ -268,7 +268,9 @@ struct herald_http_stream {
     /* HTTP/2: many streams per connection */
     int32_t h2id;               /* 0 once the codec's stream is gone */
     struct herald_http_stream *prev, *next; /* cm_conn.h2streams */
-    bool dec_paused;            /* pause_decoding, per stream */
+    bool dec_paused;            /* reading its request body is paused (HTTP/2: per stream) */
+    bool dec_asked;             /* ... because pause_decoding asked (the router, the core's holds) */
+    uint16_t dec_holds;         /* ... or because filters hold too much of it (decode_watermark) */
     bool h2_above;              /* its queued response is over the limit */
     bool h2_unblock;            /* ... and drained under half of it (tell the filters from the kick timer) */
     uint8_t wm_above;           /* why the response side is over its limit: WM_* bits */
@@ -3375,7 +3377,26 @@ bool herald_http_stream_encode_blocked(const struct herald_http_stream *s)
     return s->wm_above || (!s->cc->h2 && s->cc->above_high);
 }
 
+static void set_decode_paused(struct herald_http_stream *s, bool pause);
+
+/* Reading stays paused while anyone asks: pause_decoding's caller, or a
+ * filter that holds too much of the body (a pacer). */
 void herald_http_stream_pause_decoding(struct herald_http_stream *s, bool pause)
+{
+    s->dec_asked = pause;
+    set_decode_paused(s, pause || s->dec_holds > 0);
+}
+
+void herald_http_stream_decode_watermark(struct herald_http_stream *s, bool above)
+{
+    if (s->over)
+        return;
+    if (above ? s->dec_holds++ > 0 : !s->dec_holds || --s->dec_holds > 0)
+        return;
+    set_decode_paused(s, above || s->dec_asked);
+}
+
+static void set_decode_paused(struct herald_http_stream *s, bool pause)
 {
     struct cm_conn *cc = s->cc;
     if (cc->h2) {

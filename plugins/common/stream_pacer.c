@@ -54,19 +54,18 @@ struct stream_pacer *stream_pacer_new(struct herald_http_stream *s, void *sessio
     return p;
 }
 
-/* Stops (or lets go) whatever feeds this direction: the upstream through
- * the response watermark (counted, so called once each way), or the
- * client's reads. Pausing reads is asked again on every chunk over the
- * limit: the router may have resumed them for its own reasons meanwhile. */
+/* Stops (or lets go) whatever feeds this direction: the upstream, or the
+ * client's reads. Both watermarks are counted apart from the router's own
+ * reasons, so each is called once each way. */
 static void source_pause(struct stream_pacer *p, bool pause)
 {
-    if (p->encode) {
-        if (p->source_paused != pause)
-            herald_http_stream_encode_watermark(p->s, pause);
-    } else if (pause || p->source_paused) {
-        herald_http_stream_pause_decoding(p->s, pause);
-    }
+    if (p->source_paused == pause)
+        return;
     p->source_paused = pause;
+    if (p->encode)
+        herald_http_stream_encode_watermark(p->s, pause);
+    else
+        herald_http_stream_decode_watermark(p->s, pause);
 }
 
 static void arm(struct stream_pacer *p, uint64_t ms)

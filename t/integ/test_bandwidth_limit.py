@@ -241,3 +241,22 @@ def test_bandwidth_limit_with_a_slow_reader(herald, upstreams, port):
     assert st["cluster.backend.upstream_flow_control_paused_reading_total"] >= 1, st
     assert (st["cluster.backend.upstream_flow_control_resumed_reading_total"]
             == st["cluster.backend.upstream_flow_control_paused_reading_total"]), st
+
+
+def test_bandwidth_limit_large_request_body(herald, upstreams, port):
+    """A request body far over the buffer limit, paced: the filter stops
+    reading the client while it holds more than the limit (its own reason,
+    apart from the router's), and every byte reaches the backend."""
+    b = upstreams(HttpBackend, "b")
+    lp = port()
+    listener = hb.http_listener(lp, hb.hcm("ingress_http", [hb.route("/", "backend")],
+                                           [bwl(enable_mode="REQUEST", limit_kbps=512)]), "proxy")
+    listener["per_connection_buffer_limit_bytes"] = 32768
+    cfg = {"static_resources": {"listeners": [listener], "clusters": [hb.http_cluster("backend", [b.port])]}}
+    h = herald(cfg)
+    body = hb.pattern_bytes(1536 << 10)             # 512 KiB at once, 1 MiB more at 512 KiB/s
+    (status, _, _), took = timed(lp, "/upload", method="POST", body=body)
+    assert status == 200 and took >= 1.6, (status, took)
+    got = b.requests[0]
+    assert got["body_len"] == len(body) and got["body_sha256"] == hb.sha256(body), got
+    assert stats_of(h)["request_allowed_total_size"] == len(body)

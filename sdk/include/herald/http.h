@@ -154,6 +154,11 @@ HERALD_EXPORT void herald_http_stream_inject_decoded_data(struct herald_http_str
  * until the same filter calls with false. Counted with the client's own
  * backpressure: the upstream resumes when neither holds it. Calls pair up. */
 HERALD_EXPORT void herald_http_stream_encode_watermark(struct herald_http_stream *s, bool above);
+/* (1.10) The same for the request: a filter holding more request body than
+ * it wants stops reading the client until it calls with false; counted apart
+ * from herald_http_stream_pause_decoding (the router's), so reading resumes
+ * only when neither holds it. */
+HERALD_EXPORT void herald_http_stream_decode_watermark(struct herald_http_stream *s, bool above);
 /* Flow control for the terminal filter: the downstream cannot take more
  * response bytes now (pause the upstream) / can again. Delivered through
  * on_watermark below. Returns true while the response side is over its limit. */

@@ -81,7 +81,9 @@
  *                    herald_http_stream_inject_decoded_data (a filter
  *                    sends on, from its timer, the bytes it took with
  *                    STOP), herald_http_stream_encode_watermark (a filter
- *                    holding response bytes stops the upstream); for
+ *                    holding response bytes stops the upstream),
+ *                    herald_http_stream_decode_watermark (the same for
+ *                    the request body); for
  *                    fault's response_rate_limit and bandwidth_limit;
  *                    herald_http_stream_virtual_cluster (a request's
  *                    VirtualHost.virtual_clusters entry, for the router's
