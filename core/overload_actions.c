@@ -74,12 +74,6 @@ static const char *const action_names[OVERLOAD_NACTIONS] = {
     [OVERLOAD_REDUCE_TIMEOUTS] = "envoy.overload_actions.reduce_timeouts",
 };
 
-/* ScaleTimersOverloadActionConfig.TimerType, in overload_timer order */
-static const char *const timer_names[OVERLOAD_NTIMERS] = {
-    [OVERLOAD_TIMER_HTTP_CONN_IDLE] = "HTTP_DOWNSTREAM_CONNECTION_IDLE",
-    [OVERLOAD_TIMER_HTTP_STREAM_IDLE] = "HTTP_DOWNSTREAM_STREAM_IDLE",
-    [OVERLOAD_TIMER_TRANSPORT_CONNECT] = "TRANSPORT_SOCKET_CONNECT",
-};
 
 /* reduce_timeouts' timer_scale_factors; read by the workers, written once
  * at start-up. */
@@ -299,21 +293,18 @@ int overload_monitor_add(const struct herald_cfg *m, struct cfg_diag *d)
     return 0;
 }
 
-/* envoy.config.overload.v3.ScaleTimersOverloadActionConfig */
+/* envoy.config.overload.v3.ScaleTimersOverloadActionConfig. TimerType in
+ * Envoy's order: entry t + 1 is overload_timer t; those past
+ * OVERLOAD_NTIMERS are refused. */
 static const char *const timer_enum[] = {"UNSPECIFIED", "HTTP_DOWNSTREAM_CONNECTION_IDLE", "HTTP_DOWNSTREAM_STREAM_IDLE",
                                          "TRANSPORT_SOCKET_CONNECT", "HTTP_DOWNSTREAM_CONNECTION_MAX",
                                          "HTTP_DOWNSTREAM_STREAM_FLUSH", NULL};
-static const struct herald_field percent_fields[] = {
-    {.name = "value", .kind = HERALD_FIELD_DOUBLE, .help = "percent, 0 to 100"},
-    {.name = NULL},
-};
-static const struct herald_message percent_msg = {"envoy.type.v3.Percent", percent_fields, NULL};
 static const struct herald_field scale_timer_fields[] = {
     {.name = "timer", .kind = HERALD_FIELD_ENUM, .flags = HERALD_F_REQUIRED, .enum_values = timer_enum,
      .help = "HTTP_DOWNSTREAM_CONNECTION_IDLE, HTTP_DOWNSTREAM_STREAM_IDLE or TRANSPORT_SOCKET_CONNECT"},
     {.name = "min_timeout", .kind = HERALD_FIELD_DURATION, .oneof = "overload_adjust",
      .help = "the timer's length when the action is saturated"},
-    {.name = "min_scale", .kind = HERALD_FIELD_MESSAGE, .oneof = "overload_adjust", .message = &percent_msg,
+    {.name = "min_scale", .kind = HERALD_FIELD_MESSAGE, .oneof = "overload_adjust", .message = &schema_percent,
      .help = "the same, as a percent of the configured length"},
     {.name = NULL},
 };
@@ -350,7 +341,7 @@ static int parse_scale_timers(const struct herald_cfg *action, const struct hera
         const char *tname = herald_cfg_str(tn, "");
         int t = -1;
         for (int k = 0; k < OVERLOAD_NTIMERS; k++)
-            if (!strcmp(timer_names[k], tname))
+            if (!strcmp(timer_enum[k + 1], tname))
                 t = k;
         if (t < 0) {
             diag_error(d, tn, "not supported: timer %s (herald scales HTTP_DOWNSTREAM_CONNECTION_IDLE, "
@@ -422,9 +413,14 @@ static int add_action(const struct herald_cfg *n, struct cfg_diag *d)
             a.t[i] = (struct trigger){.m = m, .threshold = herald_cfg_real(herald_cfg_get(th, "value"), 1.0)};
     }
     const struct herald_cfg *tc = herald_cfg_get(n, "typed_config");
-    if (id == OVERLOAD_REDUCE_TIMEOUTS ? parse_scale_timers(n, tc, d) < 0 : tc != NULL) {
-        if (id != OVERLOAD_REDUCE_TIMEOUTS)
-            diag_error(d, tc, "overload action '%s' takes no typed_config (only reduce_timeouts does)", name);
+    bool bad = false;
+    if (id == OVERLOAD_REDUCE_TIMEOUTS) {
+        bad = parse_scale_timers(n, tc, d) < 0;
+    } else if (tc) {
+        diag_error(d, tc, "overload action '%s' takes no typed_config (only reduce_timeouts does)", name);
+        bad = true;
+    }
+    if (bad) {
         free(a.t);
         return -1;
     }

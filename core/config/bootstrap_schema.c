@@ -314,12 +314,13 @@ static const struct herald_message hc_payload_msg = {
     "envoy.config.core.v3.HealthCheck.Payload", hc_payload_fields, NULL,
 };
 
-/* type.v3.Percent, for common_lb_config.healthy_panic_threshold */
-static const struct herald_field hc_percent_fields[] = {
+/* type.v3.Percent: common_lb_config.healthy_panic_threshold, the overload
+ * manager's min_scale */
+static const struct herald_field percent_fields[] = {
     F_("value", DOUBLE, 0, .help = "0 to 100"),
     END,
 };
-static const struct herald_message hc_percent_msg = { "envoy.type.v3.Percent", hc_percent_fields, NULL };
+const struct herald_message schema_percent = { "envoy.type.v3.Percent", percent_fields, NULL };
 
 static const struct herald_field hc_range_fields[] = {
     F_("start", INT, 0, .help = "inclusive"),
@@ -704,7 +705,7 @@ static const struct herald_message locality_weighted_msg = {
 };
 
 static const struct herald_field common_lb_fields[] = {
-    MSG("healthy_panic_threshold", hc_percent_msg,
+    MSG("healthy_panic_threshold", schema_percent,
         .help = "percent; below it, hosts are used whatever their health; default 50"),
     UNSUP("zone_aware_lb_config", .oneof = "locality_config_specifier"),
     MSG("locality_weighted_lb_config", locality_weighted_msg, .oneof = "locality_config_specifier",

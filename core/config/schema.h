@@ -27,6 +27,8 @@ const char *schema_v2_filter_hint(const char *name);
 /* The table of the Envoy bootstrap (envoy.config.bootstrap.v3.Bootstrap) and
  * the messages under it that the core itself reads. */
 extern const struct herald_message schema_bootstrap;
+/* envoy.type.v3.Percent {value: 0 to 100}. */
+extern const struct herald_message schema_percent;
 /* envoy.type.matcher.v3.RegexMatcher (config/matcher_schema.c, with
  * herald_string_matcher_schema of the SDK) */
 extern const struct herald_message schema_regex_matcher;

@@ -216,7 +216,6 @@ struct herald_http_stream {
     size_t dec_cur;             /* decoder position being called, or NONE */
     const struct herald_route *route;
     const char *vcluster;       /* the virtual cluster the router counted it in (route table's) */
-    int lr_grpc_status;         /* the next local reply's grpc-status, -1: from its HTTP status */
     bool route_valid;
     char client_addr[64];       /* decided by XFF rules */
     bool client_from_xff;
@@ -271,8 +270,8 @@ struct herald_http_stream {
     bool dec_paused;            /* reading its request body is paused (HTTP/2: per stream) */
     bool dec_asked;             /* ... because pause_decoding asked (the router, the core's holds) */
     uint16_t dec_holds;         /* ... or because filters hold too much of it (decode_watermark) */
-    bool h2_above;              /* its queued response is over the limit */
-    bool h2_unblock;            /* ... and drained under half of it (tell the filters from the kick timer) */
+    bool h2_unblock;            /* HTTP/2: its queue drained under half the limit (WM_DOWNSTREAM goes
+                                   from the kick timer) */
     uint8_t wm_above;           /* why the response side is over its limit: WM_* bits */
     uint16_t wm_filters;        /* filters holding response data over their limit (encode_watermark) */
 };
@@ -613,6 +612,15 @@ static void touch(struct herald_http_stream *s) { s->last_activity = herald_now_
 static bool decode_paused(const struct herald_http_stream *s)
 {
     return s->cc->h2 ? s->dec_paused : s->cc->decode_paused;
+}
+
+/* A filter's hold, counted: true when this call is the first hold or the
+ * last release (the moment the stream's state changes). */
+static bool count_hold(uint16_t *holds, bool above)
+{
+    if (above)
+        return (*holds)++ == 0;
+    return *holds && --*holds == 0;
 }
 
 /* The reasons a stream's upstream should stop sending: the downstream is
@@ -1131,9 +1139,8 @@ static void sink_data(struct herald_http_stream *s, struct herald_buf *chunk, bo
             return;
         }
         s->tx_body += len;
-        if (!s->h2_above && !end && h2_server_queued(cc->h2, s->h2id) > body_limit(s)) {
+        if (!(s->wm_above & WM_DOWNSTREAM) && !end && h2_server_queued(cc->h2, s->h2id) > body_limit(s)) {
             /* this stream's client window is shut: stop its upstream, not the others */
-            s->h2_above = true;
             s->h2_unblock = false;
             stream_watermark(s, WM_DOWNSTREAM, true);
         }
@@ -1316,8 +1323,9 @@ static void drop_encoding(struct herald_http_stream *s)
     d->hold_pos = NONE;
 }
 
-static void send_local_reply(struct herald_http_stream *s, int status, const char *body, const char *details,
-                             const char *flags)
+/* grpc_status: what a gRPC request gets, -1: the mapping of status */
+static void send_local_reply_grpc(struct herald_http_stream *s, int status, int grpc_status, const char *body,
+                                  const char *details, const char *flags)
 {
     struct cm_conn *cc = s->cc;
 
@@ -1366,8 +1374,6 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
         formatted = local_reply_format(cc->cm->local_reply, mapper, log_field, s, &blen, &content_type);
         body = formatted;
     }
-    int grpc_status = s->lr_grpc_status;
-    s->lr_grpc_status = -1;
     if (s->req && headers_is_grpc(s->req)) {
         /* a gRPC client gets a gRPC answer: the reason in grpc-message, no body */
         grpc_reply_headers(h, grpc_status >= 0 ? grpc_status : grpc_status_for_http(status), body, blen);
@@ -1410,6 +1416,12 @@ static void send_local_reply(struct herald_http_stream *s, int status, const cha
     }
     free(formatted);
     s->local_reply_encoding = nested;
+}
+
+static void send_local_reply(struct herald_http_stream *s, int status, const char *body, const char *details,
+                             const char *flags)
+{
+    send_local_reply_grpc(s, status, -1, body, details, flags);
 }
 
 static void stream_over(struct herald_http_stream *s)
@@ -1848,7 +1860,8 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
     s->cc = cc;
     s->id = __atomic_add_fetch(&next_stream_id, 1, __ATOMIC_RELAXED);
     s->dec.hold_pos = s->enc.hold_pos = NONE;
-    s->lr_grpc_status = -1;
+    if (!cc->h2 && cc->above_high)
+        s->wm_above = WM_DOWNSTREAM;   /* the client is not taking output: encode_blocked says so */
     s->dec.n = cm->nfilters;
     s->dec_cur = NONE;
     s->proto = HERALD_HTTP11;
@@ -2665,7 +2678,7 @@ static void h2_drained(void *arg, void *stream, size_t queued)
 {
     struct herald_http_stream *s = stream;
     struct cm_conn *cc = s->cc;
-    if (s->h2_above && queued <= body_limit(s) / 2 && !s->h2_unblock) {
+    if ((s->wm_above & WM_DOWNSTREAM) && queued <= body_limit(s) / 2 && !s->h2_unblock) {
         s->h2_unblock = true;
         if (cc->kick_timer)
             herald_timer_arm(cc->kick_timer, 0);
@@ -2700,7 +2713,6 @@ static void on_kick_timer(struct herald_timer *t, void *arg)
     for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
         if (s->h2_unblock && !s->over) {
             s->h2_unblock = false;
-            s->h2_above = false;
             stream_watermark(s, WM_DOWNSTREAM, false);
         }
     h2_server_deliver(cc->h2);
@@ -3125,7 +3137,7 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
             cc->above_high = true;
             herald_stat_inc(cc->cm->st.flow_paused);
             herald_conn_pause_reading(cc->c, PAUSE_WRITE);
-            if (s && s->sessions)
+            if (s)
                 stream_watermark(s, WM_DOWNSTREAM, true);
         }
         break;
@@ -3139,12 +3151,8 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
         if (cc->above_high) {
             cc->above_high = false;
             herald_stat_inc(cc->cm->st.flow_resumed);
-            if (s && s->sessions) {
-                if (s->wm_above & WM_DOWNSTREAM)
-                    stream_watermark(s, WM_DOWNSTREAM, false);
-                else if (!s->wm_above)
-                    notify_watermark(s, false); /* it began while we were above: encode_blocked paused it */
-            }
+            if (s)
+                stream_watermark(s, WM_DOWNSTREAM, false);
             if (!cc->gone && !cc->closing)
                 herald_conn_resume_reading(cc->c, PAUSE_WRITE);
         }
@@ -3197,9 +3205,10 @@ void herald_http_stream_clear_route_cache(struct herald_http_stream *s)
 void herald_http_stream_send_local_reply_grpc(struct herald_http_stream *s, int status, int grpc_status,
                                               const char *body, const char *details, const char *flags)
 {
-    s->lr_grpc_status = grpc_status;
-    herald_http_stream_send_local_reply(s, status, body, details, flags);
-    s->lr_grpc_status = -1;
+    struct cm_conn *cc = s->cc;
+    enter(cc);
+    send_local_reply_grpc(s, status, grpc_status, body, details, flags);
+    leave_sdk(cc);
 }
 
 void herald_http_stream_send_local_reply(struct herald_http_stream *s, int status, const char *body,
@@ -3357,7 +3366,7 @@ void herald_http_stream_encode_watermark(struct herald_http_stream *s, bool abov
     struct cm_conn *cc = s->cc;
     if (s->over)
         return;
-    if (above ? s->wm_filters++ > 0 : !s->wm_filters || --s->wm_filters > 0)
+    if (!count_hold(&s->wm_filters, above))
         return;
     enter(cc);
     stream_watermark(s, WM_FILTER, above);
@@ -3374,7 +3383,7 @@ void herald_http_stream_encode_trailers(struct herald_http_stream *s, struct her
 
 bool herald_http_stream_encode_blocked(const struct herald_http_stream *s)
 {
-    return s->wm_above || (!s->cc->h2 && s->cc->above_high);
+    return s->wm_above != 0;
 }
 
 static void set_decode_paused(struct herald_http_stream *s, bool pause);
@@ -3391,7 +3400,7 @@ void herald_http_stream_decode_watermark(struct herald_http_stream *s, bool abov
 {
     if (s->over)
         return;
-    if (above ? s->dec_holds++ > 0 : !s->dec_holds || --s->dec_holds > 0)
+    if (!count_hold(&s->dec_holds, above))
         return;
     set_decode_paused(s, above || s->dec_asked);
 }

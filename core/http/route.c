@@ -230,6 +230,15 @@ static void sm_free(struct str_matcher *sm)
         pcre2_code_free(sm->re);
 }
 
+static void hdr_matchers_free(struct hdr_matcher *hm, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(hm[i].name);
+        sm_free(&hm[i].sm);
+    }
+    free(hm);
+}
+
 static void route_free(struct herald_route *r)
 {
     if (!r)
@@ -241,11 +250,7 @@ static void route_free(struct herald_route *r)
     free(r->weight_key);
     if (r->pre)
         pcre2_code_free(r->pre);
-    for (size_t i = 0; i < r->nhm; i++) {
-        free(r->hm[i].name);
-        sm_free(&r->hm[i].sm);
-    }
-    free(r->hm);
+    hdr_matchers_free(r->hm, r->nhm);
     filter_configs_free(&r->fcs);
     mirrors_free(&r->mirrors);
     for (size_t i = 0; i < r->nqm; i++) {
@@ -288,17 +293,14 @@ static void route_free(struct herald_route *r)
     free(r);
 }
 
-static int parse_header_matcher(const struct herald_cfg *n, struct hdr_matcher *hm, struct cfg_diag *d);
+static int parse_header_matchers(const struct herald_cfg *list, struct hdr_matcher **hm, size_t *n,
+                                 struct cfg_diag *d);
 
 static void vcluster_fini(struct vcluster *vc)
 {
     free(vc->name);
     free(vc->stat_prefix);
-    for (size_t i = 0; i < vc->nhm; i++) {
-        free(vc->hm[i].name);
-        sm_free(&vc->hm[i].sm);
-    }
-    free(vc->hm);
+    hdr_matchers_free(vc->hm, vc->nhm);
 }
 
 static void vclusters_free(struct vhost *vh)
@@ -336,12 +338,8 @@ static int parse_vclusters(const struct herald_cfg *list, struct vhost *vh, stru
         if (!strcmp(name, "other"))
             diag_warn(d, herald_cfg_get(n, "name"), "virtual cluster 'other' shares its stats with the "
                       "requests no virtual cluster matches");
-        const struct herald_cfg *hs = herald_cfg_get(n, "headers");
-        vc->nhm = herald_cfg_len(hs);
-        vc->hm = xcalloc(vc->nhm ? vc->nhm : 1, sizeof(*vc->hm));
-        for (size_t j = 0; j < vc->nhm; j++)
-            if (parse_header_matcher(herald_cfg_at(hs, j), &vc->hm[j], d) < 0)
-                rc = -1;
+        if (parse_header_matchers(herald_cfg_get(n, "headers"), &vc->hm, &vc->nhm, d) < 0)
+            rc = -1;
     }
     vcluster_init(&vh->other, vh, "other");
     return rc;
@@ -527,6 +525,20 @@ static int parse_header_matcher(const struct herald_cfg *n, struct hdr_matcher *
         }
     hm->any_value = true;
     return 0;
+}
+
+/* A list of HeaderMatcher: *n of them in *hm (NULL when none); -1 when one
+ * is bad (said in d). */
+static int parse_header_matchers(const struct herald_cfg *list, struct hdr_matcher **hm, size_t *n,
+                                 struct cfg_diag *d)
+{
+    int rc = 0;
+    *n = herald_cfg_len(list);
+    *hm = *n ? xcalloc(*n, sizeof(**hm)) : NULL;
+    for (size_t i = 0; i < *n; i++)
+        if (parse_header_matcher(herald_cfg_at(list, i), &(*hm)[i], d) < 0)
+            rc = -1;
+    return rc;
 }
 
 static int parse_retry(const struct herald_cfg *n, struct herald_retry_policy **out, uint32_t **codes_out,
@@ -874,12 +886,8 @@ static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost
     r->plen = strlen(r->pstr);
     r->desc = describe_match(r);
 
-    const struct herald_cfg *hs = herald_cfg_get(m, "headers");
-    r->nhm = herald_cfg_len(hs);
-    r->hm = r->nhm ? xcalloc(r->nhm, sizeof(*r->hm)) : NULL;
-    for (size_t i = 0; i < r->nhm; i++)
-        if (parse_header_matcher(herald_cfg_at(hs, i), &r->hm[i], d) < 0)
-            rc = -1;
+    if (parse_header_matchers(herald_cfg_get(m, "headers"), &r->hm, &r->nhm, d) < 0)
+        rc = -1;
     const struct herald_cfg *qs = herald_cfg_get(m, "query_parameters");
     r->nqm = herald_cfg_len(qs);
     r->qm = r->nqm ? xcalloc(r->nqm, sizeof(*r->qm)) : NULL;
@@ -1201,6 +1209,14 @@ static bool header_matches(const struct hdr_matcher *hm, const struct herald_hea
     return match;
 }
 
+static bool headers_all_match(const struct hdr_matcher *hm, size_t n, const struct herald_headers *req)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!header_matches(&hm[i], req))
+            return false;
+    return true;
+}
+
 /* ---------------------------------------------------------------- a lone HeaderMatcher
  * (the access log's header_filter): the SDK's herald_header_matcher, asked
  * about one value the log already has. */
@@ -1289,9 +1305,8 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
     }
     if (r->grpc && !headers_is_grpc(req))
         return false;
-    for (size_t i = 0; i < r->nhm; i++)
-        if (!header_matches(&r->hm[i], req))
-            return false;
+    if (!headers_all_match(r->hm, r->nhm, req))
+        return false;
     if (r->nqm) {
         const char *full = HEADERS_GET(req, ":path");
         for (size_t i = 0; i < r->nqm; i++) {
@@ -2098,15 +2113,11 @@ const char *route_virtual_cluster(const struct herald_route *r, const struct her
     if (!vh || !vh->nvcs || !req)
         return NULL;
     const struct vcluster *vc = &vh->other;
-    for (size_t i = 0; i < vh->nvcs; i++) {
-        bool all = true;
-        for (size_t j = 0; j < vh->vcs[i].nhm && all; j++)
-            all = header_matches(&vh->vcs[i].hm[j], req);
-        if (all) {
+    for (size_t i = 0; i < vh->nvcs; i++)
+        if (headers_all_match(vh->vcs[i].hm, vh->vcs[i].nhm, req)) {
             vc = &vh->vcs[i];
             break;
         }
-    }
     *stat_prefix = vc->stat_prefix;
     return vc->name;
 }

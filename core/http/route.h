@@ -41,13 +41,14 @@ const char *route_table_name(const struct route_table *t);
  * returned is that cluster's, so herald_route_cluster() gives it whatever
  * random it is passed, and herald_route_apply_request() adds the picked
  * cluster's own header mutations (before the route's, vhost's, config's). */
+const struct herald_route *route_table_match(const struct route_table *t, const struct herald_headers *req,
+                                             uint64_t random);
+
 /* The virtual cluster (VirtualHost.virtual_clusters) req belongs to on route
  * r: its name, and *stat_prefix "vhost.<vh>.vcluster.<name>"; NULL when the
  * route's virtual host has none. Both live as long as the route table. */
 const char *route_virtual_cluster(const struct herald_route *r, const struct herald_headers *req,
                                   const char **stat_prefix);
-const struct herald_route *route_table_match(const struct route_table *t, const struct herald_headers *req,
-                                             uint64_t random);
 
 /* The envoy.lb criteria of a route's metadata_match (a weighted cluster's
  * entry: its own merged over its route's), or NULL when it has none: what

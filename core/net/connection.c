@@ -27,10 +27,10 @@
 #include "herald/timer.h"
 #include "log.h"
 #include "net/connection.h"
-#include "overload.h"
 #include "net/listener.h"
 #include "net/sock_reader.h"
 #include "net/tls.h"
+#include "overload.h"
 #include "net/tls_stream.h"
 #include "worker.h"
 
@@ -475,7 +475,8 @@ struct herald_conn *conn_new(struct worker *w, struct listener *l, struct filter
     a->x.deferred = herald_timer_new(run_deferred, c);
     SSL *ssl = tls ? tls_ssl_new(tls) : NULL;
     if (ssl) {
-        a->x.tls_io = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, overload_scaled_ms(OVERLOAD_TIMER_TRANSPORT_CONNECT, tls_handshake_timeout_ms(tls)),
+        uint64_t handshake_ms = overload_scaled_ms(OVERLOAD_TIMER_TRANSPORT_CONNECT, tls_handshake_timeout_ms(tls));
+        a->x.tls_io = tls_stream_new(w->base, c->bev, fd, ssl, c->buffer_limit, handshake_ms,
                                      on_readable, on_writable, on_bev_event, c);
         if (!a->x.tls_io) {
             SSL_free(ssl);
