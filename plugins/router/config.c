@@ -65,22 +65,32 @@ void router_config_destroy(void *p)
     struct router_conf *conf = p;
     if (!conf)
         return;
-    free_stats_list(conf->clusters);
-    free_stats_list(conf->vclusters);
+    free_stats_list(atomic_load(&conf->clusters));
+    free_stats_list(atomic_load(&conf->vclusters));
     pthread_mutex_destroy(&conf->lock);
     free(conf);
 }
 
+static struct router_cluster_stats *stats_find(struct router_cluster_stats *cs, const char *name)
+{
+    for (; cs; cs = cs->next)
+        if (!strcmp(cs->name, name))
+            return cs;
+    return NULL;
+}
+
 /* Finds or makes the stats under prefix_head + name in *list (name: the list's key). */
-static struct router_cluster_stats *stats_for(struct router_conf *conf, struct router_cluster_stats **list,
+static struct router_cluster_stats *stats_for(struct router_conf *conf, _Atomic(struct router_cluster_stats *) *list,
                                               const char *name, const char *prefix_head, bool vcluster)
 {
-    struct router_cluster_stats *cs;
+    struct router_cluster_stats *cs = stats_find(atomic_load_explicit(list, memory_order_acquire), name);
+    if (cs)
+        return cs;
 
     pthread_mutex_lock(&conf->lock);
-    for (cs = *list; cs; cs = cs->next)
-        if (!strcmp(cs->name, name))
-            goto out;
+    /* another worker may have made it since the lock-free look */
+    if ((cs = stats_find(atomic_load_explicit(list, memory_order_relaxed), name)))
+        goto out;
     cs = calloc(1, sizeof(*cs));
     if (!cs || !(cs->name = strdup(name)) || asprintf(&cs->prefix, "%s%s", prefix_head, name) < 0)
         abort();
@@ -103,8 +113,9 @@ static struct router_cluster_stats *stats_for(struct router_conf *conf, struct r
             cs->rq_xx[i] = herald_counter(p, name_xx);
         }
     }
-    cs->next = *list;
-    *list = cs;
+    cs->next = atomic_load_explicit(list, memory_order_relaxed);
+    /* release: a reader that sees cs sees it whole */
+    atomic_store_explicit(list, cs, memory_order_release);
 out:
     pthread_mutex_unlock(&conf->lock);
     return cs;

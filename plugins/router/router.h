@@ -36,9 +36,12 @@ struct router_conf {
     bool suppress_envoy_headers;           /* no x-envoy-upstream-service-time and
                                               x-envoy-expected-rq-timeout-ms */
     bool start_child_span;                 /* accepted; herald does no tracing */
-    pthread_mutex_t lock;                  /* guards the clusters list */
-    struct router_cluster_stats *clusters;
-    struct router_cluster_stats *vclusters; /* "vhost.<vh>.vcluster.<name>": Envoy's virtual cluster stats */
+    /* The lists only grow (at the head) until the config goes, so a request
+     * finds its entry with acquire loads and no lock: the lock serialises
+     * makers only, which every worker would otherwise take per request. */
+    pthread_mutex_t lock;
+    _Atomic(struct router_cluster_stats *) clusters;
+    _Atomic(struct router_cluster_stats *) vclusters; /* "vhost.<vh>.vcluster.<name>": Envoy's virtual cluster stats */
 };
 
 /* config.c */
