@@ -274,6 +274,8 @@ struct herald_http_stream {
                                    from the kick timer) */
     uint8_t wm_above;           /* why the response side is over its limit: WM_* bits */
     uint16_t wm_filters;        /* filters holding response data over their limit (encode_watermark) */
+    uint32_t hold_limit[2];     /* [enc]: what a buffering filter may hold (0: the connection's
+                                   buffer limit); set_decode/encode_buffer_limit */
 };
 
 enum proto { PROTO_NONE = 0, PROTO_H1, PROTO_H2 };
@@ -765,6 +767,22 @@ static uint32_t body_limit(struct herald_http_stream *s)
     return l ? l : 1024 * 1024;
 }
 
+/* What the filters may hold of one direction's body before Envoy's 413 / 500. */
+static uint32_t hold_limit(struct herald_http_stream *s, bool enc)
+{
+    return s->hold_limit[enc] ? s->hold_limit[enc] : body_limit(s);
+}
+
+HERALD_EXPORT void herald_http_stream_set_decode_buffer_limit(struct herald_http_stream *s, uint32_t bytes)
+{
+    s->hold_limit[0] = bytes;
+}
+
+HERALD_EXPORT void herald_http_stream_set_encode_buffer_limit(struct herald_http_stream *s, uint32_t bytes)
+{
+    s->hold_limit[1] = bytes;
+}
+
 /* Keeps chunk (moved, no copy) for position p. */
 static void hold_at(struct herald_http_stream *s, bool enc, size_t p, struct herald_buf *chunk, bool end,
                     bool asked)
@@ -776,7 +794,7 @@ static void hold_at(struct herald_http_stream *s, bool enc, size_t p, struct her
         d->hold_pos = p;
     herald_buf_move(d->held, chunk, SIZE_MAX);
     d->held_end = d->held_end || end;
-    if (herald_buf_len(d->held) <= body_limit(s))
+    if (herald_buf_len(d->held) <= hold_limit(s, enc))
         return;
     /* a buffering filter past the limit: Envoy's 413 / 500 */
     if (!enc) {

@@ -159,6 +159,13 @@ HERALD_EXPORT void herald_http_stream_encode_watermark(struct herald_http_stream
  * from herald_http_stream_pause_decoding (the router's), so reading resumes
  * only when neither holds it. */
 HERALD_EXPORT void herald_http_stream_decode_watermark(struct herald_http_stream *s, bool above);
+/* (1.11) How many bytes of the request (decode) or response (encode) body
+ * the filters may hold with HERALD_HTTP_STOP_AND_BUFFER before the stream
+ * gets Envoy's 413 (request) or 500 (response): setDecoderBufferLimit /
+ * setEncoderBufferLimit. 0: the connection's per_connection_buffer_limit_bytes
+ * (the default). For this stream only; call it before the bytes arrive. */
+HERALD_EXPORT void herald_http_stream_set_decode_buffer_limit(struct herald_http_stream *s, uint32_t bytes);
+HERALD_EXPORT void herald_http_stream_set_encode_buffer_limit(struct herald_http_stream *s, uint32_t bytes);
 /* Flow control for the terminal filter: the downstream cannot take more
  * response bytes now (pause the upstream) / can again. Delivered through
  * on_watermark below. Returns true while the response side is over its limit. */

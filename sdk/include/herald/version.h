@@ -93,12 +93,15 @@
  *                    every local reply as a trailers-only gRPC answer);
  *                    the network event HERALD_EV_TIMERS_RESCALED (the
  *                    overload manager's reduce_timeouts scale moved).
+ *   1.11 2026-11-29  herald_http_stream_set_decode_buffer_limit and
+ *                    herald_http_stream_set_encode_buffer_limit (the buffer
+ *                    filter's max_request_bytes).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
 
 #define HERALD_ABI_MAJOR 1
-#define HERALD_ABI_MINOR 10
+#define HERALD_ABI_MINOR 11
 
 #define HERALD_ABI_AT_LEAST(maj, min) \
     (HERALD_ABI_MAJOR == (maj) && HERALD_ABI_MINOR >= (min))
