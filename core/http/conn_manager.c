@@ -134,6 +134,7 @@ struct herald_http_cm {
     struct cm_stats st;
     enum codec codec;
     struct h2_settings h2set;
+    bool h2_allow_connect;             /* http2_protocol_options.allow_connect */
     struct h2_stats h2st;
     struct route_table *routes;
     struct http_filter *filters; size_t nfilters;
@@ -979,8 +980,8 @@ static void maybe_over(struct herald_http_stream *s)
         if (!cc->h2)
             cc->close_after = true; /* h2: the codec stops the upload with RST_STREAM(NO_ERROR) */
     }
-    if (s->upgraded)
-        cc->close_after = true;
+    if (s->upgraded && !cc->h2)
+        cc->close_after = true; /* HTTP/1: the connection was the tunnel */
     herald_stat_inc(cc->cm->st.rq_completed);
     stream_over(s);
 }
@@ -1034,6 +1035,16 @@ static void response_common(struct herald_http_stream *s, struct herald_headers 
         herald_headers_set(h, "x-request-id", rid);
 }
 
+/* The upstream took the upgrade (101, CONNECT 2xx): bytes both ways from now on. */
+static void stream_upgraded(struct herald_http_stream *s)
+{
+    struct herald_http_cm *cm = s->cc->cm;
+    s->upgraded = true;
+    s->deadline_request = 0; /* a tunnel is not a slow request */
+    herald_stat_inc(cm->st.cx_upgrades_total);
+    herald_gauge_add(cm->st.cx_upgrades_active, 1);
+}
+
 static void h2_sink_headers(struct herald_http_stream *s)
 {
     struct cm_conn *cc = s->cc;
@@ -1044,6 +1055,9 @@ static void h2_sink_headers(struct herald_http_stream *s)
     headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
                                      HOP_UPGRADE);
     response_common(s, h);
+    bool tunnel = s->upgrade_requested && status >= 200 && status < 300 && !s->enc.headers_end;
+    if (tunnel)
+        herald_headers_remove(h, "content-length"); /* RFC 9110 9.3.6 */
     if (status < 200 || status > 999 || !s->h2id ||
         h2_server_submit_headers(cc->h2, s->h2id, h, s->enc.headers_end) < 0) {
         reset_stream(s, false, "invalid_response_headers");
@@ -1054,6 +1068,8 @@ static void h2_sink_headers(struct herald_http_stream *s)
     s->first_tx_mono = herald_now_ms();
     if (status < 600)
         herald_stat_inc(cc->cm->st.rq_xx[status / 100]);
+    if (tunnel)
+        stream_upgraded(s);
     if (s->enc.headers_end) {
         s->response_complete = true;
         s->last_tx_mono = herald_now_ms();
@@ -1096,7 +1112,8 @@ static void sink_headers(struct herald_http_stream *s)
     if (upgrade_ok && status == 101) {
         herald_headers_set(h, "connection", "upgrade");
     } else if (upgrade_ok) {
-        /* CONNECT 2xx: a tunnel, no framing */
+        /* CONNECT 2xx: a tunnel, no framing (RFC 9110 9.3.6: no length either) */
+        herald_headers_remove(h, "content-length");
     } else {
         if (s->upgrade_requested) {
             /* the upstream refused the upgrade: HTTP again, but this connection is done */
@@ -1113,7 +1130,8 @@ static void sink_headers(struct herald_http_stream *s)
         }
     }
 
-    unsigned flags = (s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0) | (s->head ? H1_ENC_HEAD : 0);
+    unsigned flags = (s->proto == HERALD_HTTP10 ? H1_ENC_HTTP10 : 0) | (s->head ? H1_ENC_HEAD : 0) |
+                     (upgrade_ok && status != 101 ? H1_ENC_UPGRADE : 0);
     h1_encoder_init(&s->h1enc, flags);
     size_t queued = h1_queued(cc);
     if (h1_encode_response_headers(&s->h1enc, cc->wbuf, h, s->enc.headers_end && !upgrade_ok) < 0) {
@@ -1130,9 +1148,7 @@ static void sink_headers(struct herald_http_stream *s)
     if (h1_encoder_close_delimited(&s->h1enc))
         cc->close_after = true;
     if (upgrade_ok) {
-        s->upgraded = true;
-        herald_stat_inc(cm->st.cx_upgrades_total);
-        herald_gauge_add(cm->st.cx_upgrades_active, 1);
+        stream_upgraded(s);
         /* the client may already have sent bytes of the new protocol */
         if (!cc->gone && !cc->closing)
             herald_conn_resume_reading(cc->c, PAUSE_KICK);
@@ -2268,8 +2284,9 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         send_local_reply(s, 503, "envoy overloaded", "overload", "OM");
         return false;
     }
-    if (cc->h2 && connect) {
-        /* allow_connect is not supported */
+    if (cc->h2 && connect && !cm->h2_allow_connect) {
+        /* Envoy's HTTP/2 codec refuses CONNECT unless allow_connect */
+        herald_stat_inc(cm->st.rq_ws_on_non_ws_route);
         send_local_reply(s, 403, "", "upgrade_failed", NULL);
         return false;
     }
@@ -2386,7 +2403,17 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     }
     mutate_forwarding(s);
 
-    if (codec_upgrade && (connect || up)) {
+    if (cc->h2 && connect) {
+        headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_UPGRADE);
+        if (!upgrade_allowed(s, "CONNECT")) {
+            herald_stat_inc(cm->st.rq_ws_on_non_ws_route);
+            send_local_reply(s, 403, "", "upgrade_failed", NULL);
+            return false;
+        }
+        /* the stream is the tunnel: its DATA both ways, END_STREAM each side's end */
+        s->upgrade_requested = true;
+        s->upgrade_type = xstrdup("CONNECT");
+    } else if (codec_upgrade && (connect || up)) {
         char type[64];
         snprintf(type, sizeof(type), "%s", connect ? "CONNECT" : up);
         type[strcspn(type, " ,\t")] = '\0';
@@ -3721,6 +3748,7 @@ static int h2_options(struct herald_http_cm *cm, const struct herald_cfg *n, cha
     h->max_header_list_bytes = cm->limits.max_request_headers_kb * 1024;
     h->max_headers_count = cm->limits.max_headers_count;
     h->premature_reset_total_stream_count = 500;
+    cm->h2_allow_connect = herald_cfg_bool(herald_cfg_get(o, "allow_connect"), false);
     if (h->initial_stream_window_size < 65535 || h->initial_stream_window_size > 0x7fffffff) {
         herald_cfg_errorf(herald_cfg_get(o, "initial_stream_window_size"), err,
                           "initial_stream_window_size must be between 65535 and 2147483647");

@@ -1435,7 +1435,7 @@ int h1_encode_response_headers(struct h1_encoder *e, struct evbuffer *out, const
         return -1;
     }
     bool informational = status / 100 == 1 && status != 101;
-    if (status == 101) {
+    if (status == 101 || ((e->flags & H1_ENC_UPGRADE) && status / 100 == 2)) {
         e->framing = H1_FRAME_RAW;
     } else if (no_body || (e->flags & H1_ENC_HEAD)) {
         e->framing = H1_FRAME_NONE;

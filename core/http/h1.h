@@ -135,7 +135,8 @@ void h1_codec_expect_response(struct h1_codec *c, const char *method);
 #define H1_ENC_HEAD   0x2u /* response to HEAD: headers as given, no body bytes */
 /* request asking for an Upgrade (herald_http_stream_is_upgrade): the head only,
  * no body framing and no content-length added; what follows passes unframed
- * (the new protocol's bytes once the 101 came), as for CONNECT. */
+ * (the new protocol's bytes once the 101 came), as for CONNECT. On a
+ * response: the answer to a CONNECT, whose 2xx starts the tunnel (unframed). */
 #define H1_ENC_UPGRADE 0x4u
 
 enum h1_framing {

@@ -116,7 +116,8 @@ static const struct herald_field h2_opts_fields[] = {
          .help = "per-stream receive window: request bytes buffered before the upstream takes them "
                  "(default 65536, Envoy's edge value; 65535..2147483647)"),
     UINT("initial_connection_window_size", .help = "connection receive window (default 1048576)"),
-    BOOL("allow_connect", .help = "only false: CONNECT over HTTP/2 is answered 403"),
+    BOOL("allow_connect", .help = "default false: CONNECT over HTTP/2 is answered 403 (true: allowed, as over "
+         "HTTP/1.1, when upgrade_configs names CONNECT)"),
     UNSUP("allow_metadata"),
     UINT("max_outbound_frames",
          .help = "frames queued for a client that does not read before the connection is closed "
@@ -264,10 +265,6 @@ static int check_hcm(const struct herald_cfg *n, char **err)
     const char *codec = herald_cfg_str(ct, "AUTO");
     if (!strcmp(codec, "HTTP3"))
         return herald_cfg_errorf(ct, err, "not supported: codec_type HTTP3 (use AUTO, HTTP1 or HTTP2)");
-    const struct herald_cfg *h2 = herald_cfg_get(n, "http2_protocol_options");
-    const struct herald_cfg *ac = herald_cfg_get(h2, "allow_connect");
-    if (herald_cfg_bool(ac, false))
-        return herald_cfg_errorf(ac, err, "not supported: allow_connect: true (CONNECT over HTTP/2)");
     const struct herald_cfg *sp = herald_cfg_get(n, "stat_prefix");
     if (sp && !*herald_cfg_str(sp, ""))
         return herald_cfg_errorf(sp, err, "stat_prefix must not be empty");

@@ -53,7 +53,7 @@ struct herald_header_matcher {
 
 struct query_matcher { char *name; bool by_presence, present; struct str_matcher sm; };
 
-enum path_kind { PM_PREFIX = 0, PM_PATH, PM_REGEX, PM_SEP_PREFIX };
+enum path_kind { PM_PREFIX = 0, PM_PATH, PM_REGEX, PM_SEP_PREFIX, PM_CONNECT };
 
 /* RouteAction.hash_policy entries (herald_route_hash). */
 enum hp_kind { HP_HEADER = 0, HP_COOKIE, HP_SOURCE_IP, HP_QUERY };
@@ -121,6 +121,7 @@ struct herald_route {
     enum herald_priority priority;        /* circuit-breaker thresholds (DEFAULT, HIGH) */
     struct herald_retry_policy *retry; uint32_t *retry_codes;
     char **up_types; bool *up_enabled; size_t nup;
+    bool connect_terminate;               /* upgrade_configs CONNECT has connect_config */
     struct hash_policy *hp; size_t nhp;
     struct mirrors mirrors;
     struct herald_rate_limits *rate_limits;  /* RouteAction.rate_limits; NULL: none */
@@ -598,6 +599,8 @@ static char *describe_match(const struct herald_route *r)
     static const char *const kinds[] = { "prefix", "path", "safe_regex", "path_separated_prefix" };
     if (r->name)
         return xasprintf("route '%s'", r->name);
+    if (r->pk == PM_CONNECT)
+        return xstrdup("route with connect_matcher");
     return xasprintf("route with %s \"%s\"", kinds[r->pk], r->pstr);
 }
 
@@ -831,6 +834,8 @@ static int parse_forward(const struct herald_cfg *n, struct herald_route *r, str
         const struct herald_cfg *u = herald_cfg_at(ups, i);
         r->up_types[i] = lower_dup(herald_cfg_str(herald_cfg_get(u, "upgrade_type"), ""));
         r->up_enabled[i] = herald_cfg_bool(herald_cfg_get(u, "enabled"), true);
+        if (herald_cfg_get(u, "connect_config"))
+            r->connect_terminate = true;
         for (size_t j = 0; j < i; j++)
             if (strcmp(r->up_types[j], r->up_types[i]) == 0) {
                 diag_error(d, u, "upgrade type '%s' is given twice", r->up_types[i]);
@@ -876,6 +881,9 @@ static struct herald_route *parse_route(const struct herald_cfg *n, struct vhost
         r->pk = PM_PATH;
     } else if ((v = herald_cfg_get(m, "path_separated_prefix"))) {
         r->pk = PM_SEP_PREFIX;
+    } else if (herald_cfg_get(m, "connect_matcher")) {
+        r->pk = PM_CONNECT;
+        v = NULL;
     } else {
         r->pk = PM_REGEX;
         v = herald_cfg_get(herald_cfg_get(m, "safe_regex"), "regex");
@@ -947,6 +955,11 @@ static bool route_covers(const struct herald_route *y, const struct herald_route
 {
     if (y->nhm || y->nqm)
         return false;
+    /* a CONNECT has no path: only "" prefixes and connect_matcher take it */
+    if (x->pk == PM_CONNECT)
+        return y->pk == PM_CONNECT || (y->pk == PM_PREFIX && y->plen == 0);
+    if (y->pk == PM_CONNECT)
+        return false;
     if (y->pk == PM_REGEX)
         return regex_matches_all(y->pstr);
     if (y->pk == PM_PREFIX && (y->plen == 0 || strcmp(y->pstr, "/") == 0) && !(x->pk == PM_PATH && !x->plen))
@@ -971,6 +984,7 @@ static bool route_covers(const struct herald_route *y, const struct herald_route
             return x->pk != PM_PREFIX; /* prefix "/api" also matches "/apix" */
         return x->pstr[y->plen] == '/';
     case PM_REGEX:
+    case PM_CONNECT:
         break;
     }
     return false;
@@ -1302,6 +1316,12 @@ static bool route_matches(const struct herald_route *r, const struct herald_head
         if (!regex_full_match(r->pre, path, plen))
             return false;
         break;
+    case PM_CONNECT: {
+        const char *m = HEADERS_GET(req, ":method");
+        if (!m || strcmp(m, "CONNECT") != 0)
+            return false;
+        break;
+    }
     }
     if (r->grpc && !headers_is_grpc(req))
         return false;
@@ -1595,6 +1615,11 @@ int route_upgrade_override(const struct herald_route *r, const char *upgrade_typ
 bool herald_route_upgrade_allowed(const struct herald_route *r, const char *upgrade_type)
 {
     return route_upgrade_override(r, upgrade_type) != 0;
+}
+
+bool herald_route_connect_terminates(const struct herald_route *r)
+{
+    return ROUTE(r)->connect_terminate;
 }
 
 int herald_route_redirect_code(const struct herald_route *r)

@@ -143,9 +143,10 @@ static const struct herald_message mirror_policy_msg = {
 static int route_match_check(const struct herald_cfg *n, char **err)
 {
     if (!herald_cfg_get(n, "prefix") && !herald_cfg_get(n, "path") && !herald_cfg_get(n, "safe_regex") &&
-        !herald_cfg_get(n, "path_separated_prefix"))
-        return herald_cfg_errorf(n, err, "a route match needs one of prefix, path, safe_regex or "
-                                 "path_separated_prefix (prefix: \"/\" matches everything)");
+        !herald_cfg_get(n, "path_separated_prefix") && !herald_cfg_get(n, "connect_matcher"))
+        return herald_cfg_errorf(n, err, "a route match needs one of prefix, path, safe_regex, "
+                                 "path_separated_prefix or connect_matcher (prefix: \"/\" matches every "
+                                 "request but CONNECT)");
     const struct herald_cfg *psp = herald_cfg_get(n, "path_separated_prefix");
     if (psp) {
         const char *p = herald_cfg_str(psp, "");
@@ -165,12 +166,18 @@ static const struct herald_message grpc_match_msg = {
     "envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", grpc_match_fields, NULL,
 };
 
+/* envoy.config.route.v3.RouteMatch.ConnectMatcher: empty */
+static const struct herald_message connect_match_msg = {
+    "envoy.config.route.v3.RouteMatch.ConnectMatcher", grpc_match_fields, NULL,
+};
+
 static const struct herald_field route_match_fields[] = {
     STR("prefix", .oneof = "path_specifier", .help = "the path starts with it"),
     STR("path", .oneof = "path_specifier", .help = "the path (without query) is exactly it"),
     MSG("safe_regex", regex_matcher_msg, .oneof = "path_specifier",
         .help = "matches the whole path without the query string"),
-    UNSUP("connect_matcher", .oneof = "path_specifier"),
+    F_("connect_matcher", MESSAGE, 0, .message = &connect_match_msg, .oneof = "path_specifier",
+       .help = "{}: only CONNECT requests (which have no path)"),
     STR("path_separated_prefix", .oneof = "path_specifier",
         .help = "the path is it, or starts with it followed by '/'"),
     UNSUP("path_match_policy", .oneof = "path_specifier"),
@@ -400,14 +407,33 @@ static const struct herald_message retry_policy_msg = {
     "envoy.config.route.v3.RetryPolicy", retry_policy_fields, retry_policy_check,
 };
 
+/* RouteAction.UpgradeConfig.ConnectConfig: this proxy ends the CONNECT */
+static const struct herald_field connect_config_fields[] = {
+    UNSUP("proxy_protocol_config"),
+    UNSUP("allow_post"),
+    END,
+};
+static const struct herald_message connect_config_msg = {
+    "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig", connect_config_fields, NULL,
+};
+
+static int upgrade_config_check(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *cc = herald_cfg_get(n, "connect_config");
+    if (cc && strcasecmp(herald_cfg_str(herald_cfg_get(n, "upgrade_type"), ""), "CONNECT") != 0)
+        return herald_cfg_errorf(cc, err, "connect_config is only for upgrade_type CONNECT");
+    return 0;
+}
+
 static const struct herald_field upgrade_config_fields[] = {
     F_("upgrade_type", STRING, HERALD_F_REQUIRED, .help = "e.g. websocket (case-insensitive)"),
     BOOL("enabled", .help = "default true; overrides the connection manager's setting for this route"),
-    UNSUP("connect_config"),
+    MSG("connect_config", connect_config_msg,
+        .help = "CONNECT only: herald ends the CONNECT and carries its bytes over TCP to a host of the cluster"),
     END,
 };
 static const struct herald_message upgrade_config_msg = {
-    "envoy.config.route.v3.RouteAction.UpgradeConfig", upgrade_config_fields, NULL,
+    "envoy.config.route.v3.RouteAction.UpgradeConfig", upgrade_config_fields, upgrade_config_check,
 };
 
 /* RouteAction.HashPolicy (evaluated by herald_route_hash in route.c). */

@@ -46,12 +46,15 @@ struct session {
     bool body_overflow;                    /* more than RETRY_BUFFER_LIMIT: no (further) retries */
     bool down_end;                         /* the request is complete */
     bool upgrade;                          /* Upgrade (or CONNECT) kept by the connection manager */
-    bool upgraded;                         /* 101 passed on: raw bytes both ways */
+    bool connect;                          /* ... a CONNECT */
+    bool terminate;                        /* ... which this proxy ends (connect_config): ss->tun */
+    bool upgraded;                         /* 101 (CONNECT: 2xx) passed on: raw bytes both ways */
 
     uint64_t hash;                         /* the route's hash_policy result, 0: none (random) */
     char *set_cookie;                      /* a cookie hash_policy generated: goes on the response */
 
     struct herald_http_upstream *u;
+    struct connect_tunnel *tun;            /* instead of u for a CONNECT ended here */
     char host[80];
     uint32_t attempts, retries_left;
     struct herald_host **tried;            /* retry_host_predicate previous_hosts: hosts picked so far */
@@ -140,6 +143,11 @@ static void free_upstream(struct session *ss)
         struct herald_http_upstream *u = ss->u;
         ss->u = NULL;
         herald_http_upstream_free(u);
+    }
+    if (ss->tun) {
+        struct connect_tunnel *t = ss->tun;
+        ss->tun = NULL;
+        connect_tunnel_free(t);
     }
     if (ss->decode_paused_up) {
         ss->decode_paused_up = false;
@@ -338,6 +346,32 @@ static struct herald_host *choose_host(struct session *ss, struct herald_cluster
     return h;
 }
 
+/* The stream's request body was held while no upstream could take it. */
+static void release_wait(struct session *ss)
+{
+    if (ss->decode_paused_wait) {
+        ss->decode_paused_wait = false;
+        if (!ss->decode_paused_up)
+            herald_http_stream_pause_decoding(ss->s, false);
+    }
+}
+
+/* A CONNECT ended here: no request goes upstream, a TCP connection does. */
+static void start_tunnel(struct session *ss, struct herald_cluster *c, struct herald_host *h)
+{
+    enum herald_upstream_reset why = HERALD_UPSTREAM_RESET_CONNECT_FAILURE;
+    ss->attempts++;
+    ss->try_start_ms = herald_now_ms();
+    ss->tun = connect_tunnel_start(c, h, herald_http_stream_conn(ss->s), &upstream_cbs, ss, &why);
+    if (!ss->tun) {
+        upstream_failed(ss, why);
+        return;
+    }
+    if (ss->down_blocked)
+        connect_tunnel_pause_reading(ss->tun, true);
+    release_wait(ss);
+}
+
 static void start_try(struct session *ss)
 {
     struct herald_cluster *c = herald_cluster_get(ss->cluster);
@@ -359,6 +393,10 @@ static void start_try(struct session *ss)
     memcpy(ss->host, addr, alen);
     ss->host[alen] = '\0';
     herald_http_stream_set_upstream(ss->s, ss->cluster, ss->host);
+    if (ss->terminate) {
+        start_tunnel(ss, c, h);
+        return;
+    }
 
     /* the last try takes the kept request itself; others send a copy */
     bool last = !may_replay(ss);
@@ -398,11 +436,7 @@ static void start_try(struct session *ss)
         herald_buf_free(ss->body);
         ss->body = NULL;
     }
-    if (ss->decode_paused_wait) {
-        ss->decode_paused_wait = false;
-        if (!ss->decode_paused_up)
-            herald_http_stream_pause_decoding(ss->s, false);
-    }
+    release_wait(ss);
     if (ss->down_end && ss->per_try_ms)
         arm_per_try(ss);
 }
@@ -597,7 +631,7 @@ static void up_headers(void *arg, struct herald_headers *h, bool end_stream)
         herald_headers_set(h, "x-envoy-upstream-service-time", u64_str(num, herald_now_ms() - ss->try_start_ms));
     }
     ss->response_started = true;
-    if (status == 101) {
+    if (status == 101 || (ss->connect && status >= 200 && status < 300)) {
         ss->upgraded = true;
         timer_stop(ss->global);
     }
@@ -607,9 +641,12 @@ static void up_headers(void *arg, struct herald_headers *h, bool end_stream)
         response_over(ss);
     /* the route's response_headers_to_add/remove are the connection manager's */
     herald_http_stream_encode_headers(ss->s, h, end_stream);
-    if (!end_stream && !ss->done && ss->u && herald_http_stream_encode_blocked(ss->s)) {
+    if (!end_stream && !ss->done && herald_http_stream_encode_blocked(ss->s)) {
         ss->down_blocked = true;
-        herald_http_upstream_pause_reading(ss->u, true);
+        if (ss->u)
+            herald_http_upstream_pause_reading(ss->u, true);
+        else if (ss->tun)
+            connect_tunnel_pause_reading(ss->tun, true);
     }
 }
 
@@ -640,6 +677,7 @@ static void up_reset(void *arg, enum herald_upstream_reset why)
 {
     struct session *ss = arg;
     ss->u = NULL; /* gone with the callback */
+    ss->tun = NULL;
     if (ss->decode_paused_up) {
         ss->decode_paused_up = false;
         if (!ss->done && !ss->decode_paused_wait)
@@ -889,7 +927,9 @@ static enum herald_http_status decode_headers(void *p, struct herald_headers *he
     ss->req = headers_copy(headers);
     compute_hash(ss, headers);
     const char *method = herald_headers_get(headers, ":method");
-    ss->upgrade = herald_headers_get(headers, "upgrade") != NULL || (method && !strcmp(method, "CONNECT"));
+    ss->connect = method && !strcmp(method, "CONNECT");
+    ss->upgrade = herald_headers_get(headers, "upgrade") != NULL || ss->connect;
+    ss->terminate = ss->connect && herald_route_connect_terminates(ss->route);
     ss->rp = herald_route_retry_policy(ss->route);
     ss->retries_left = ss->rp ? ss->rp->num_retries : 0;
     ss->timeout_ms = herald_route_timeout_ms(ss->route);
@@ -939,6 +979,8 @@ static enum herald_http_status decode_data(void *p, struct herald_buf *data, boo
         ss->down_end = true;
     if (ss->u) {
         herald_http_upstream_send_data(ss->u, data, end_stream);
+    } else if (ss->tun) {
+        connect_tunnel_send(ss->tun, data, end_stream);
     } else if (ss->body_overflow && !ss->decode_paused_wait && !ss->upgrade) {
         /* waiting for the next try with more than the replay buffer: stop the client */
         ss->decode_paused_wait = true;
@@ -962,8 +1004,14 @@ static enum herald_http_status decode_trailers(void *p, struct herald_headers *t
     ss->down_end = true;
     if ((!ss->u || may_replay(ss)) && !ss->body_overflow && !ss->trailers)
         ss->trailers = headers_copy(trailers);
-    if (ss->u)
+    if (ss->u) {
         herald_http_upstream_send_trailers(ss->u, headers_copy(trailers));
+    } else if (ss->tun) {
+        /* a tunnel has no place for trailers: they end the client's side */
+        struct herald_buf *none = herald_buf_new();
+        connect_tunnel_send(ss->tun, none, true);
+        herald_buf_free(none);
+    }
     arm_request_timers(ss);
     return HERALD_HTTP_STOP;
 }
@@ -974,6 +1022,8 @@ static void on_watermark(void *p, bool above)
     ss->down_blocked = above;
     if (ss->u)
         herald_http_upstream_pause_reading(ss->u, above);
+    else if (ss->tun)
+        connect_tunnel_pause_reading(ss->tun, above);
 }
 
 const struct herald_http_filter_ops router_ops = {

@@ -70,4 +70,19 @@ void shadow_trailers(struct shadow *sh, const struct herald_headers *trailers);
 /* The session ends: the shadow goes on alone if its request is complete. */
 void shadow_release(struct shadow *sh);
 
+/* connect.c: a CONNECT the route ends here (connect_config): a TCP
+ * connection to h that answers through cbs as an HTTP upstream request
+ * would: on_headers with a 200 once connected, on_data with the host's bytes
+ * (end_stream: its half-close), on_reset, on_watermark. NULL with *why when
+ * it cannot even start. */
+struct connect_tunnel;
+struct connect_tunnel *connect_tunnel_start(struct herald_cluster *c, struct herald_host *h,
+                                            const struct herald_conn *d, const struct herald_http_upstream_cbs *cbs,
+                                            void *arg, enum herald_upstream_reset *why);
+/* Client bytes to the host (kept until the connection is up); end_stream half-closes. */
+void connect_tunnel_send(struct connect_tunnel *t, struct herald_buf *data, bool end_stream);
+void connect_tunnel_pause_reading(struct connect_tunnel *t, bool pause);
+/* No callback follows; the connection closes (flushed when both sides ended). */
+void connect_tunnel_free(struct connect_tunnel *t);
+
 #endif

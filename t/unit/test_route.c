@@ -870,7 +870,7 @@ static void test_errors(void)
           "  routes:\n"
           "  - match: {headers: [{name: x}]}\n"
           "    route: {cluster: c}\n",
-          "5:", "a route match needs one of prefix, path, safe_regex or path_separated_prefix");
+          "5:", "a route match needs one of prefix, path, safe_regex, path_separated_prefix or connect_matcher");
     fails("v2 regex",
           "virtual_hosts:\n"
           "- name: vh\n"
@@ -1052,6 +1052,81 @@ static void test_hash_policy(void)
           "6:39:", "a hash policy needs one of header, cookie, connection_properties or query_parameter");
 }
 
+/* connect_matcher takes CONNECT requests only, which no path-based route but
+ * prefix "" takes; connect_config marks the route as ending the CONNECT. */
+static void test_connect(void)
+{
+    struct built b;
+    build(&b,
+          "virtual_hosts:\n"                                                       /* 1 */
+          "- name: vh\n"                                                           /* 2 */
+          "  domains: ['*']\n"                                                     /* 3 */
+          "  routes:\n"                                                            /* 4 */
+          "  - {name: root, match: {prefix: /}, route: {cluster: web}}\n"          /* 5 */
+          "  - name: tunnel\n"                                                     /* 6 */
+          "    match: {connect_matcher: {}}\n"                                     /* 7 */
+          "    route:\n"                                                           /* 8 */
+          "      cluster: tcp\n"                                                   /* 9 */
+          "      upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]\n" /* 10 */
+          "  - {name: again, match: {connect_matcher: {}}, route: {cluster: x}}\n" /* 11 */
+          "  - {name: fwd, match: {connect_matcher: {}, headers: [{name: x, present_match: true}]}, "
+          "route: {cluster: y}}\n");                                               /* 12 */
+    ok(b.t != NULL, "connect: built");
+    /* prefix "/" does not shadow a CONNECT route; a second connect_matcher is shadowed */
+    is_int(b.d.nwarnings, 2, "connect: two warnings");
+    if (b.d.nwarnings == 2) {
+        like(b.d.warnings[0], "route 'again' (line 11) can never match: route 'tunnel' (line 6)",
+             "connect: a connect_matcher shadows the next");
+        like(b.d.warnings[1], "route 'fwd' (line 12) can never match: route 'tunnel' (line 6)",
+             "connect: ... even one with more conditions");
+    }
+    struct herald_headers *h = herald_headers_new();
+    herald_headers_add(h, ":method", "CONNECT");
+    herald_headers_add(h, ":authority", "db.example:5432");
+    const struct herald_route *r = route_table_match(b.t, h, 0);
+    is_str(r ? herald_route_name(r) : "-", "tunnel", "connect: CONNECT takes the connect_matcher route");
+    ok(r && herald_route_connect_terminates(r), "connect: connect_config ends the CONNECT here");
+    herald_headers_free(h);
+    is_str(match_name(b.t, "a", "/x"), "root", "connect: GET takes the prefix route");
+    h = req3("a", "/x", "POST");
+    r = route_table_match(b.t, h, 0);
+    ok(r && !herald_route_connect_terminates(r), "connect: a path route does not end CONNECTs");
+    herald_headers_free(h);
+    unbuild(&b);
+
+    build(&b,
+          "virtual_hosts:\n"
+          "- name: vh\n"
+          "  domains: ['*']\n"
+          "  routes:\n"
+          "  - {name: only, match: {connect_matcher: {}}, route: {cluster: tcp}}\n");
+    is_str(match_name(b.t, "a", "/"), "-", "connect: a GET does not match connect_matcher");
+    h = herald_headers_new();
+    herald_headers_add(h, ":method", "CONNECT");
+    herald_headers_add(h, ":authority", "a:1");
+    r = route_table_match(b.t, h, 0);
+    ok(r && !herald_route_connect_terminates(r), "connect: without connect_config the CONNECT goes upstream");
+    herald_headers_free(h);
+    unbuild(&b);
+
+    fails("connect_config on websocket",
+          "virtual_hosts:\n"
+          "- name: vh\n"
+          "  domains: ['*']\n"
+          "  routes:\n"
+          "  - match: {prefix: /}\n"
+          "    route: {cluster: c, upgrade_configs: [{upgrade_type: websocket, connect_config: {}}]}\n",
+          "6:", "connect_config is only for upgrade_type CONNECT");
+    fails("connect_config allow_post",
+          "virtual_hosts:\n"
+          "- name: vh\n"
+          "  domains: ['*']\n"
+          "  routes:\n"
+          "  - match: {connect_matcher: {}}\n"
+          "    route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {allow_post: true}}]}\n",
+          "6:", "allow_post: not supported");
+}
+
 int main(void)
 {
     test_vhosts();
@@ -1066,5 +1141,6 @@ int main(void)
     test_route_action_fields();
     test_errors();
     test_hash_policy();
+    test_connect();
     return done_testing();
 }

@@ -386,6 +386,10 @@ HERALD_EXPORT int herald_route_direct_status(const struct herald_route *r);
 HERALD_EXPORT const char *herald_route_direct_body(const struct herald_route *r, size_t *len);
 /* upgrade_configs: whether this route allows `upgrade_type` (e.g. "websocket"). */
 HERALD_EXPORT bool herald_route_upgrade_allowed(const struct herald_route *r, const char *upgrade_type);
+/* (1.11) The route's CONNECT upgrade has connect_config: this proxy ends the
+ * CONNECT itself (answers 200 once a TCP connection to a host of the cluster
+ * is up, then carries the bytes both ways) instead of passing it upstream. */
+HERALD_EXPORT bool herald_route_connect_terminates(const struct herald_route *r);
 /* (1.2) The route's hash_policy for this request, for RING_HASH and MAGLEV
  * clusters (pass it to herald_cluster_choose_host). Envoy's rules: each
  * policy hashes its input with xxHash64 (header: all values sorted; cookie;

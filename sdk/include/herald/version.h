@@ -95,7 +95,8 @@
  *                    overload manager's reduce_timeouts scale moved).
  *   1.11 2026-11-29  herald_http_stream_set_decode_buffer_limit and
  *                    herald_http_stream_set_encode_buffer_limit (the buffer
- *                    filter's max_request_bytes).
+ *                    filter's max_request_bytes); herald_route_connect_terminates
+ *                    (CONNECT ended by the router: connect_config).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
