@@ -449,6 +449,7 @@ static void extract_http_protocol(const struct herald_cfg *n, struct cluster_cfg
                                                   d);
     c->http2.initial_connection_window_size = get_u32(h2, "initial_connection_window_size", 268435456u,
                                                       65535, wmax, d);
+    h2_keepalive_cfg_read(get(h2, "connection_keepalive"), &c->http2.keepalive);
     const struct herald_cfg *alpn = get(get(get(get(n, "transport_socket"), "typed_config"),
                                             "common_tls_context"), "alpn_protocols");
     c->tls_alpn_set = herald_cfg_len(alpn) > 0;

@@ -11,6 +11,7 @@
 #include "config/diag.h"
 #include "config/lb_metadata.h"
 #include "config/tree.h"
+#include "http/h2_keepalive.h"
 
 #define DEFAULT_BUFFER_LIMIT (1024u * 1024u)
 
@@ -104,6 +105,7 @@ struct http2_cfg {
     uint32_t max_concurrent_streams;         /* 2147483647 */
     uint32_t initial_stream_window_size;     /* 256 MiB */
     uint32_t initial_connection_window_size; /* 256 MiB */
+    struct h2_keepalive_cfg keepalive;       /* connection_keepalive; interval 0: none */
 };
 
 struct thresholds_cfg {

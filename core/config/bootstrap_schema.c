@@ -9,6 +9,7 @@
 #include "config/schema.h"
 #include "config/tree.h"
 #include "herald/http.h"
+#include "http/h2_keepalive.h"
 
 #include "config/data_source.h"
 #include "config/schema_tables.h"
@@ -786,7 +787,8 @@ static const struct herald_field http2_options_fields[] = {
     F_("stream_error_on_invalid_http_messaging", ANY, HERALD_F_UNSUPPORTED | HERALD_F_DEPRECATED),
     UNSUP("override_stream_error_on_invalid_http_message"),
     UNSUP("custom_settings_parameters"),
-    UNSUP("connection_keepalive"),
+    MSG("connection_keepalive", schema_h2_keepalive,
+        .help = "PINGs to the upstream; no answer within timeout closes the connection"),
     UNSUP("use_oghttp2_codec"),
     UNSUP("max_metadata_size"),
     END,

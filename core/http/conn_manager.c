@@ -52,6 +52,7 @@
 #include "http/conn_manager.h"
 #include "http/h1.h"
 #include "http/h2_server.h"
+#include "http/h2_keepalive.h"
 #include "http/header_option.h"
 #include "http/headers.h"
 #include "http/grpc_reply.h"
@@ -135,6 +136,7 @@ struct herald_http_cm {
     enum codec codec;
     struct h2_settings h2set;
     bool h2_allow_connect;             /* http2_protocol_options.allow_connect */
+    struct h2_keepalive_cfg h2_keepalive; /* http2_protocol_options.connection_keepalive */
     struct h2_stats h2st;
     struct route_table *routes;
     struct http_filter *filters; size_t nfilters;
@@ -290,6 +292,7 @@ struct cm_conn {
     struct herald_http_stream *h2streams;
     size_t nh2streams;
     struct herald_timer *kick_timer; /* h2: deliver held request data, unblock streams */
+    struct h2_keepalive *keepalive;  /* h2: PINGs (connection_keepalive), NULL: none */
     struct evbuffer *wbuf;
     struct herald_buf *in;      /* the connection's read buffer (from on_read) */
     struct herald_http_stream *stream;
@@ -2889,12 +2892,55 @@ static void start_h1(struct cm_conn *cc)
     herald_gauge_add(cm->st.cx_http1_active, 1);
 }
 
+static bool keepalive_ping(void *arg)
+{
+    struct cm_conn *cc = arg;
+    if (cc->gone || cc->closing || !h2_server_ping(cc->h2))
+        return false;
+    enter(cc);
+    leave(cc); /* out with it (and with anything that was waiting) */
+    return true;
+}
+
+static uint64_t keepalive_frames(void *arg)
+{
+    return h2_server_frames_received(((struct cm_conn *)arg)->h2);
+}
+
+static uint64_t keepalive_acks(void *arg)
+{
+    return h2_server_ping_acks(((struct cm_conn *)arg)->h2);
+}
+
+/* The client answered neither the PING nor anything else: Envoy closes it
+ * without a GOAWAY (nothing would read it). */
+static void keepalive_timed_out(void *arg)
+{
+    struct cm_conn *cc = arg;
+    if (cc->gone || cc->closing)
+        return;
+    herald_stat_inc(cc->cm->h2st.keepalive_timeout);
+    cc->codec_dead = true;
+    for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
+        if (!s->over)
+            reset_stream(s, false, "http2.keepalive_timeout");
+    close_conn(cc, HERALD_CLOSE_RESET);
+}
+
+static const struct h2_keepalive_ops keepalive_ops = {
+    .ping = keepalive_ping,
+    .frames = keepalive_frames,
+    .acks = keepalive_acks,
+    .timed_out = keepalive_timed_out,
+};
+
 static void start_h2(struct cm_conn *cc)
 {
     struct herald_http_cm *cm = cc->cm;
     cc->proto = PROTO_H2;
     cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, &h2_cbs, cc);
     cc->kick_timer = herald_timer_new(on_kick_timer, cc);
+    cc->keepalive = h2_keepalive_start(&cm->h2_keepalive, &keepalive_ops, cc);
     herald_stat_inc(cm->st.cx_http2_total);
     herald_gauge_add(cm->st.cx_http2_active, 1);
 }
@@ -3088,6 +3134,7 @@ void herald_http_cm_session_destroy(void *session)
         herald_timer_free(cc->linger_timer);
     if (cc->kick_timer)
         herald_timer_free(cc->kick_timer);
+    h2_keepalive_stop(cc->keepalive);
     h2_server_free(cc->h2);
     h1_codec_free(cc->codec);
     evbuffer_free(cc->wbuf);
@@ -3712,6 +3759,7 @@ static void make_h2_stats(struct herald_http_cm *cm)
     C(trailers, "trailers");
     C(goaway_sent, "goaway_sent");
     C(stream_refused_errors, "stream_refused_errors");
+    C(keepalive_timeout, "keepalive_timeout");
 #undef C
     cm->st.h2_dropped_underscores = herald_counter(p, "dropped_headers_with_underscores");
     cm->st.h2_rejected_underscores = herald_counter(p, "requests_rejected_with_underscores_in_headers");
@@ -3749,6 +3797,7 @@ static int h2_options(struct herald_http_cm *cm, const struct herald_cfg *n, cha
     h->max_headers_count = cm->limits.max_headers_count;
     h->premature_reset_total_stream_count = 500;
     cm->h2_allow_connect = herald_cfg_bool(herald_cfg_get(o, "allow_connect"), false);
+    h2_keepalive_cfg_read(herald_cfg_get(o, "connection_keepalive"), &cm->h2_keepalive);
     if (h->initial_stream_window_size < 65535 || h->initial_stream_window_size > 0x7fffffff) {
         herald_cfg_errorf(herald_cfg_get(o, "initial_stream_window_size"), err,
                           "initial_stream_window_size must be between 65535 and 2147483647");

@@ -24,6 +24,7 @@
 #include "herald/timer.h"
 #include "http/conn_manager.h"
 #include "http/h2_client.h"
+#include "http/h2_keepalive.h"
 #include "http/headers.h"
 #include "log.h"
 #include "mem_cache.h"
@@ -46,6 +47,8 @@ struct h2_conn {
     uint32_t nrequests;                /* streams bound so far (max_requests_per_connection) */
     struct event *idle_ev;
     struct herald_timer *send_soon;    /* new requests' frames: once per loop iteration */
+    struct h2_keepalive *keepalive;    /* PINGs (connection_keepalive), NULL: none */
+    uint64_t frames_in, ping_acks;     /* what the keepalive reads */
     struct evbuffer *wbuf;
     unsigned dispatching;              /* inside nghttp2_session_mem_recv */
     bool running;                      /* inside h2c_run */
@@ -248,6 +251,7 @@ static void write_out(struct h2_conn *hc)
 
 static void h2c_free(struct h2_conn *hc)
 {
+    h2_keepalive_stop(hc->keepalive);
     if (hc->sess)
         nghttp2_session_del(hc->sess);
     evbuffer_free(hc->wbuf);
@@ -325,6 +329,8 @@ static void h2c_close(struct h2_conn *hc, enum herald_close_mode mode, enum hera
     hc->dead = true;
     conn_unlink(hc);
     evtimer_del(hc->idle_ev);
+    h2_keepalive_stop(hc->keepalive);
+    hc->keepalive = NULL;
     if (hc->nstreams)
         herald_stat_inc(p->cluster->stats.upstream_cx_destroy_with_active_rq);
     while (hc->streams) {
@@ -695,6 +701,10 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     case NGHTTP2_SETTINGS:
         h2c_poke(hc); /* MAX_CONCURRENT_STREAMS may have grown */
         break;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+            hc->ping_acks++;
+        break;
     default:
         break;
     }
@@ -755,7 +765,8 @@ static void count_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, bool 
 
 static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, void *user)
 {
-    (void)user;
+    struct h2_conn *hc = user;
+    hc->frames_in++;
     count_frame(sess, hd, false);
     return 0;
 }
@@ -832,6 +843,42 @@ static bool alpn_is_h2(struct herald_upstream *up)
     return len == 2 && !memcmp(a, "h2", 2);
 }
 
+static bool keepalive_ping(void *arg)
+{
+    struct h2_conn *hc = arg;
+    if (hc->dead || hc->failed || !hc->sess || nghttp2_submit_ping(hc->sess, NGHTTP2_FLAG_NONE, NULL) != 0)
+        return false;
+    h2c_poke(hc);
+    return true;
+}
+
+static uint64_t keepalive_frames(void *arg)
+{
+    return ((struct h2_conn *)arg)->frames_in;
+}
+
+static uint64_t keepalive_acks(void *arg)
+{
+    return ((struct h2_conn *)arg)->ping_acks;
+}
+
+/* The upstream answered nothing: its streams fail (retriable as resets) and
+ * the connection goes without a GOAWAY, as Envoy's. */
+static void keepalive_timed_out(void *arg)
+{
+    struct h2_conn *hc = arg;
+    log_debug("http2", "%s: no answer to a keepalive PING: closing", hc->pool->host->addr_str);
+    herald_stat_inc(stats_of(hc)->keepalive_timeout);
+    h2c_close(hc, HERALD_CLOSE_RESET, HERALD_UPSTREAM_RESET_REMOTE);
+}
+
+static const struct h2_keepalive_ops keepalive_ops = {
+    .ping = keepalive_ping,
+    .frames = keepalive_frames,
+    .acks = keepalive_acks,
+    .timed_out = keepalive_timed_out,
+};
+
 static void on_connected(struct h2_conn *hc)
 {
     struct http_pool *p = hc->pool;
@@ -861,6 +908,8 @@ static void on_connected(struct h2_conn *hc)
     if (session_start(hc) < 0) {
         log_warn("http2", "%s: cannot start an HTTP/2 session", p->host->addr_str);
         hc->failed = true;
+    } else {
+        hc->keepalive = h2_keepalive_start(&cfg_of(hc)->http2.keepalive, &keepalive_ops, hc);
     }
     h2c_poke(hc);
 }

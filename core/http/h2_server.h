@@ -58,7 +58,8 @@ struct h2_stats {
     struct herald_stat *rx_reset, *tx_reset, *header_overflow, *too_many_headers, *outbound_flood,
         *outbound_control_flood, *inbound_empty_frames_flood, *inbound_priority_frames_flood,
         *inbound_window_update_frames_flood, *rx_messaging_error, *trailers, *goaway_sent,
-        *stream_refused_errors, *premature_resets, *too_many_continuations;
+        *stream_refused_errors, *premature_resets, *too_many_continuations,
+        *keepalive_timeout;              /* counted by the connection manager */
 };
 
 struct h2_callbacks {
@@ -114,5 +115,10 @@ void h2_server_detach(struct h2_server *h, int32_t id);
 void h2_server_pause(struct h2_server *h, int32_t id, bool pause);
 /* Delivers held request data of unpaused streams (outside recv). */
 void h2_server_deliver(struct h2_server *h);
+/* Keepalive (h2_keepalive.h): queues a PING (flush after); false when the
+ * connection failed. Frames received and PING ACKs received so far. */
+bool h2_server_ping(struct h2_server *h);
+uint64_t h2_server_frames_received(const struct h2_server *h);
+uint64_t h2_server_ping_acks(const struct h2_server *h);
 
 #endif

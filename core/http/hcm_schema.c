@@ -12,6 +12,7 @@
 #include "http/route.h"
 
 #include "config/schema_tables.h"
+#include "http/h2_keepalive.h"
 
 /* ------------------------------------------------------------ HttpFilter */
 
@@ -137,7 +138,7 @@ static const struct herald_field h2_opts_fields[] = {
          .help = "an invalid request resets its stream only (default false: the connection is closed)"),
     UNSUP("override_stream_error_on_invalid_http_message"),
     UNSUP("custom_settings_parameters"),
-    UNSUP("connection_keepalive", .help = "PING keepalive"),
+    MSG("connection_keepalive", schema_h2_keepalive, .help = "PINGs to the client; no answer within timeout closes the connection"),
     UNSUP("use_oghttp2_codec"),
     UNSUP("max_metadata_size"),
     UNSUP("enable_huffman_encoding_for_headers"),

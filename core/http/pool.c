@@ -73,6 +73,7 @@ struct pool_cluster *pool_cluster_get(struct cluster *cl)
             h->stream_refused_errors = herald_counter(h2p, "stream_refused_errors");
             h->rx_messaging_error = herald_counter(h2p, "rx_messaging_error");
             h->header_overflow = herald_counter(h2p, "header_overflow");
+            h->keepalive_timeout = herald_counter(h2p, "keepalive_timeout");
             h->streams_active = herald_gauge(h2p, "streams_active");
             free(h2p);
         }

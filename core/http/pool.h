@@ -28,7 +28,7 @@ struct h2_conn;
 /* cluster.<name>.http2.* (Envoy's HTTP/2 codec stats, client side) */
 struct h2_stats {
     struct herald_stat *rx_reset, *tx_reset, *goaway_sent, *trailers, *stream_refused_errors;
-    struct herald_stat *rx_messaging_error, *header_overflow;
+    struct herald_stat *rx_messaging_error, *header_overflow, *keepalive_timeout;
     struct herald_stat *streams_active; /* gauge */
 };
 

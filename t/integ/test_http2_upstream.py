@@ -615,10 +615,11 @@ def test_http2_options_validated(tmp_path):
     r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
     assert r.returncode != 0 and "out of range" in r.stderr, r.stderr
     unsup = {"static_resources": {"clusters": [hb.http_cluster(
-        "backend", [1], **h2_options(connection_keepalive={"interval": "1s", "timeout": "1s"}))]}}
+        "backend", [1], **h2_options(connection_keepalive={"interval": "1s", "timeout": "1s",
+                                                           "connection_idle_interval": "1s"}))]}}
     path.write_text(json.dumps(unsup))
     r = conftest.run_herald(["--mode", "validate", "-c", str(path)])
-    assert r.returncode != 0 and "connection_keepalive" in r.stderr, r.stderr
+    assert r.returncode != 0 and "connection_idle_interval: not supported" in r.stderr, r.stderr
 
 
 def test_h2_client_gone_resets_stream_connection_stays(herald, upstreams, port):
