@@ -912,16 +912,17 @@ static void run_trailers(struct herald_http_stream *s, bool enc, size_t p)
             d->trailers_pos = p + 1;
             return;
         }
+        /* headers, then the body held behind them, then the trailers (as continue_dir) */
+        if (p + 1 == d->pos && !d->headers_out) {
+            run_headers(s, enc, p + 1);
+            if (walk_dead(s, d, gen))
+                return;
+        }
         if (d->hold_pos == p + 1) {
             bool hend;
             struct herald_buf *held = take_held(d, &hend);
             run_data(s, enc, p + 1, held, false);
             herald_buf_free(held);
-            if (walk_dead(s, d, gen))
-                return;
-        }
-        if (p + 1 == d->pos && !d->headers_out) {
-            run_headers(s, enc, p + 1);
             if (walk_dead(s, d, gen))
                 return;
         }
