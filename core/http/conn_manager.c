@@ -3926,6 +3926,27 @@ struct resolve_ctx {
  * true turns the filter off where it applies (the most specific level
  * decides); any other entry turns it on, which is how a filter that
  * http_filters disables is enabled for some routes. */
+
+/* A per-route config's @type names the filter's per-route message (Envoy finds
+ * the message by it): a Buffer where a BufferPerRoute belongs would otherwise
+ * fail field by field, far from the mistake. Compared by the message's own
+ * name, so that v2 and v3 spellings of one message both pass. */
+static bool per_route_type_ok(const struct herald_cfg *tc, const struct herald_message *want, struct cfg_diag *d)
+{
+    const struct herald_cfg *t = herald_cfg_get(tc, "@type");
+    const char *type = herald_cfg_str(t, NULL);
+    if (!type || !want->name)
+        return true;
+    const char *got = strrchr(type, '.'), *exp = strrchr(want->name, '.');
+    got = got ? got + 1 : type;
+    exp = exp ? exp + 1 : want->name;
+    if (!strcmp(got, exp))
+        return true;
+    const char *slash = strrchr(type, '/');
+    diag_error(d, t, "wrong @type for this filter's per-route configuration: %s (expected %s)",
+               slash ? slash + 1 : type, want->name);
+    return false;
+}
 static void resolve_filter_config(struct route_filter_config *fc, void *arg)
 {
     struct resolve_ctx *rx = arg;
@@ -3993,6 +4014,10 @@ static void resolve_filter_config(struct route_filter_config *fc, void *arg)
         }
         diag_error(rx->d, fc->node, "HTTP filter '%s' (%s) takes no per-route configuration", fc->name,
                    hf->plugin->desc->name);
+        rx->bad = true;
+        return;
+    }
+    if (ops->route_config_schema && !per_route_type_ok(tc, ops->route_config_schema, rx->d)) {
         rx->bad = true;
         return;
     }

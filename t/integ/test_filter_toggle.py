@@ -126,3 +126,25 @@ def test_filter_switch_config_errors(tmp_path):
     # a disabled filter that is off everywhere is still a valid config
     r = validate(tmp_path, [hb.route("/", "backend")], [fault_filter(disabled=True)])
     assert r.returncode == 0, r.stderr
+
+
+def test_per_route_config_of_the_wrong_type(tmp_path):
+    """A per-route config's @type must name the filter's per-route message
+    (compared by message name, so v2 and v3 spellings pass): an RBAC where an
+    RBACPerRoute belongs is an error at its @type, also inside FilterConfig."""
+    rbac_filter = {"name": RBAC, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}}
+    wrong = {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}
+    for value in (wrong, {"@type": FILTER_CONFIG, "config": wrong}):
+        r0 = with_filters(hb.route("/", "backend"), envoy_filters_http_rbac=value)
+        r = validate(tmp_path, [r0], [rbac_filter])
+        assert r.returncode == 1, r.stderr
+        assert re.search(r"error: .*toggle.json:\d+:\d+: .*typed_per_filter_config.*@type: wrong @type for this "
+                         r"filter's per-route configuration: envoy.extensions.filters.http.rbac.v3.RBAC \(expected "
+                         r"envoy.extensions.filters.http.rbac.v3.RBACPerRoute\)", r.stderr), r.stderr
+    # the v2 spelling of fault's message is the same message
+    v2 = {"@type": "type.googleapis.com/envoy.config.filter.http.fault.v2.HTTPFault",
+          "abort": {"http_status": 503, "percentage": pct(100)}}
+    r0 = with_filters(hb.route("/", "backend"), envoy_filters_http_fault=v2)
+    r = validate(tmp_path, [r0], [fault_filter(disabled=False)])
+    assert r.returncode == 0, r.stderr
