@@ -450,20 +450,23 @@ int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, 
 {
     struct h2_conn *hc = r->h2;
     const char *method = HEADERS_GET(h, ":method");
-    if (!method || !strcmp(method, "CONNECT") ||
-        headers_upgrade_requested(h)) {
-        /* extended CONNECT (RFC 8441) is not spoken to upstreams */
+    if (!method || headers_upgrade_requested(h)) {
+        /* extended CONNECT (RFC 8441: WebSocket over HTTP/2) is not spoken to upstreams */
         herald_headers_free(h);
-        return encode_failed(r, "(an upgrade or CONNECT over HTTP/2)");
+        return encode_failed(r, "(an upgrade over HTTP/2)");
     }
+    /* CONNECT (RFC 9113 8.5): :authority only, the stream is the tunnel */
+    bool connect = !strcmp(method, "CONNECT");
     const char *authority = HEADERS_GET(h, ":authority");
     const char *path = HEADERS_GET(h, ":path");
     struct nv_list l;
     nv_init(&l, h, 4);
     nv_add(&l, ":method", method);
-    nv_add(&l, ":scheme", hc->up && hc->up->ssl ? "https" : "http");
+    if (!connect)
+        nv_add(&l, ":scheme", hc->up && hc->up->ssl ? "https" : "http");
     nv_add(&l, ":authority", authority ? authority : r->host->addr_str);
-    nv_add(&l, ":path", path ? path : "/");
+    if (!connect)
+        nv_add(&l, ":path", path ? path : "/");
     nv_add_fields(&l, h);
     nghttp2_data_provider dp = {.source.ptr = NULL, .read_callback = data_read};
     int32_t sid = nghttp2_submit_request(hc->sess, NULL, l.nv, l.n, end ? NULL : &dp, r);

@@ -229,6 +229,36 @@ def test_connect_passed_on_to_an_upstream_proxy(herald, upstreams, port, tmp_pat
     assert outer.stat("cluster.proxy.upstream_rq_total") == 1
 
 
+def test_connect_passed_on_over_http2(herald, upstreams, port, tmp_path):
+    """The upstream proxy is reached over HTTP/2 (the cluster's
+    http2_protocol_options): the CONNECT goes out as an HTTP/2 CONNECT stream
+    (:authority only) to a second herald that ends it (allow_connect there),
+    and the bytes arrive intact both ways; a second tunnel shares the
+    HTTP/2 connection."""
+    echo = upstreams(helpers.EchoServer)
+    inner_log = str(tmp_path / "inner.log")
+    inner, ip = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")],
+                              log=inner_log, http2_protocol_options={"allow_connect": True})
+    h2_cluster = hb.http_cluster("proxy", [ip], typed_extension_protocol_options={
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}})
+    outer, op = connect_proxy(herald, port, [h2_cluster], [tunnel_route("proxy", terminate=False)])
+    for n in range(2):
+        s = h1_connect(op, "db.example:5432", early=b"early %d|" % n)
+        head, rest = read_head(s)
+        assert head.startswith("HTTP/1.1 200 "), head
+        payload = hb.pattern_bytes((256 << 10) + n)
+        got = exchange(s, payload, rest)
+        s.close()
+        assert got == b"early %d|" % n + payload
+    helpers.wait_lines(inner_log, 2)
+    assert [x.split()[:4] for x in open(inner_log).read().splitlines()] == \
+        [["CONNECT", "db.example:5432", "HTTP/2", "200"]] * 2
+    assert outer.stat("cluster.proxy.upstream_cx_http2_total") == 1
+    assert outer.stat("cluster.proxy.upstream_rq_total") == 2
+
+
 # ------------------------------------------------------------------ HTTP/2
 
 
