@@ -174,3 +174,28 @@ void header_options_apply_with(const struct herald_header_options *o, struct her
         free(rendered);
     }
 }
+
+void herald_header_options_apply_fields(const struct herald_header_options *o, struct herald_headers *h,
+                                        herald_log_field_cb field, void *ctx)
+{
+    header_options_apply_with(o, h, field, ctx);
+}
+
+/* ------------------------------------------------------------ herald_format */
+
+struct herald_format *herald_format_new(const struct herald_cfg *n, char **err)
+{
+    return (struct herald_format *)access_log_header_value_create(herald_cfg_str(n, ""), n, err);
+}
+
+char *herald_format_render(const struct herald_format *f, herald_log_field_cb field, void *ctx)
+{
+    size_t len;
+    return access_log_render((const struct herald_access_log *)f, field ? field : no_field, ctx, &len);
+}
+
+void herald_format_free(struct herald_format *f)
+{
+    herald_access_log_destroy((struct herald_access_log *)f);
+}
+

@@ -73,6 +73,48 @@ static const struct herald_message access_log_msg = {
     .fields = access_log_fields,
 };
 
+/* TcpProxy.TunnelingConfig */
+static int check_tunneling(const struct herald_cfg *n, char **err)
+{
+    const struct herald_cfg *h = herald_cfg_get(n, "hostname");
+    if (h && !*herald_cfg_str(h, ""))
+        return herald_cfg_errorf(h, err, "hostname must not be empty");
+    const struct herald_cfg *pp = herald_cfg_get(n, "post_path");
+    if (pp && !herald_cfg_bool(herald_cfg_get(n, "use_post"), false))
+        return herald_cfg_errorf(pp, err, "post_path is only for use_post: true");
+    if (pp && herald_cfg_str(pp, "")[0] != '/')
+        return herald_cfg_errorf(pp, err, "post_path must start with '/'");
+    static const char *const later[] = {"propagate_response_headers", "propagate_response_trailers"};
+    for (size_t i = 0; i < 2; i++) {
+        const struct herald_cfg *v = herald_cfg_get(n, later[i]);
+        if (herald_cfg_bool(v, false))
+            return herald_cfg_errorf(v, err, "not supported: %s: true (herald has no filter state)", later[i]);
+    }
+    return 0;
+}
+
+static const struct herald_field tunneling_fields[] = {
+    {.name = "hostname", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
+     .help = "the CONNECT's authority (the POST's Host), e.g. host.com:443; may hold %OPERATORS% such as "
+             "%DOWNSTREAM_LOCAL_PORT%"},
+    {.name = "use_post", .kind = HERALD_FIELD_BOOL, .help = "a POST carries the bytes instead of a CONNECT"},
+    {.name = "post_path", .kind = HERALD_FIELD_STRING, .help = "the POST's path (default /)"},
+    {.name = "headers_to_add", .kind = HERALD_FIELD_MESSAGE, .flags = HERALD_F_REPEATED,
+     .message = &herald_header_value_option_schema,
+     .help = "headers of the CONNECT or POST; values may hold %OPERATORS%"},
+    {.name = "propagate_response_headers", .kind = HERALD_FIELD_BOOL, .help = "only false"},
+    {.name = "propagate_response_trailers", .kind = HERALD_FIELD_BOOL, .help = "only false"},
+    {.name = "request_id_extension", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
+     .help = "x-request-id on the tunnel request"},
+    {NULL},
+};
+
+static const struct herald_message tunneling_msg = {
+    .name = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig",
+    .fields = tunneling_fields,
+    .check = check_tunneling,
+};
+
 static const struct herald_field tcp_proxy_fields[] = {
     {.name = "stat_prefix", .kind = HERALD_FIELD_STRING, .flags = HERALD_F_REQUIRED,
      .help = "stats are named tcp.<stat_prefix>.*"},
@@ -99,8 +141,9 @@ static const struct herald_field tcp_proxy_fields[] = {
      .help = "subset load balancing criteria"},
     {.name = "on_demand", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
      .help = "on-demand cluster discovery (ODCDS)"},
-    {.name = "tunneling_config", .kind = HERALD_FIELD_ANY, .flags = HERALD_F_UNSUPPORTED,
-     .help = "TCP over HTTP CONNECT/POST tunnels"},
+    {.name = "tunneling_config", .kind = HERALD_FIELD_MESSAGE, .message = &tunneling_msg,
+     .help = "the bytes go to the host inside an HTTP CONNECT (or POST) request: HTTP/2 when the cluster "
+             "speaks it"},
     {.name = "access_log_flush_interval", .kind = HERALD_FIELD_DURATION, .flags = HERALD_F_UNSUPPORTED,
      .help = "periodic access log lines for long connections"},
     {.name = "flush_access_log_on_connected", .kind = HERALD_FIELD_BOOL, .flags = HERALD_F_UNSUPPORTED,
@@ -187,6 +230,12 @@ void tcp_proxy_config_destroy(void *p)
     for (size_t i = 0; i < conf->nlogs; i++)
         herald_access_log_destroy(conf->logs[i]);
     free(conf->logs);
+    if (conf->tunneling) {
+        herald_format_free(conf->tunneling->hostname);
+        free(conf->tunneling->post_path);
+        herald_header_options_free(conf->tunneling->headers);
+        free(conf->tunneling);
+    }
     free(conf->stat_prefix);
     free(conf);
 }
@@ -273,6 +322,19 @@ int tcp_proxy_config_create(const struct herald_cfg *n, const struct herald_filt
                 goto fail;
             conf->logs[conf->nlogs++] = l;
         }
+    }
+
+    const struct herald_cfg *tn = herald_cfg_get(n, "tunneling_config");
+    if (tn) {
+        struct tcp_proxy_tunneling *t = conf->tunneling = calloc(1, sizeof(*t));
+        if (!t)
+            abort();
+        if (!(t->hostname = herald_format_new(herald_cfg_get(tn, "hostname"), err)))
+            goto fail;
+        t->use_post = herald_cfg_bool(herald_cfg_get(tn, "use_post"), false);
+        t->post_path = dupstr(herald_cfg_str(herald_cfg_get(tn, "post_path"), "/"));
+        if (herald_header_options_new(herald_cfg_get(tn, "headers_to_add"), &t->headers, err) < 0)
+            goto fail;
     }
 
     make_stats(&conf->stats, conf->stat_prefix);

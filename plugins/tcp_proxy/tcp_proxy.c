@@ -27,6 +27,7 @@ struct session {
     struct tcp_proxy_conf *conf;
     struct herald_conn *c;
     struct herald_upstream *up;
+    struct tcp_tunnel *tun;             /* tunneling_config: the host is behind an HTTP request instead */
     struct herald_cluster *cluster;     /* valid within the callback that set it */
     const struct tcp_proxy_cluster *tc; /* the picked cluster (config lifetime) */
     enum state state;
@@ -48,7 +49,7 @@ struct session {
     uint64_t conn_id, start_wall_ms, start_mono_ms;
     const char *failure_reason;
     const char *termination;
-    struct log_strings *ls;             /* only when access logs are configured */
+    struct log_strings *ls;             /* only with access logs or tunneling_config */
 };
 
 /* What the access log needs after the connection is gone: 512 bytes that
@@ -64,6 +65,8 @@ struct log_strings {
 };
 
 static const struct herald_upstream_cbs upstream_cbs;
+static const struct tcp_tunnel_cbs tunnel_cbs;
+static const char *log_field(void *ctx, const char *op, const char *arg, char *scratch, size_t len);
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -150,6 +153,18 @@ static void close_upstream(struct session *s, enum herald_close_mode mode)
 {
     struct herald_upstream *u = s->up;
 
+    if (s->tun) {
+        struct tcp_tunnel *t = s->tun;
+        s->tun = NULL;
+        if (mode == HERALD_CLOSE_FLUSH && !s->down_ended) {
+            /* what the client sent still goes, then the end (the request's end) */
+            struct herald_buf *none = herald_buf_new();
+            tcp_tunnel_write(t, none, true);
+            herald_buf_free(none);
+        }
+        tcp_tunnel_free(t);
+    }
+
     if (!u)
         return;
     s->up = NULL;
@@ -157,6 +172,24 @@ static void close_upstream(struct session *s, enum herald_close_mode mode)
     if (mode == HERALD_CLOSE_FLUSH && herald_upstream_output_len(u) > 0)
         herald_stat_inc(s->conf->stats.upstream_flush_total);
     herald_upstream_close(u, mode);
+}
+
+static void upstream_write(struct session *s, struct herald_buf *data, bool end_stream)
+{
+    if (s->tun)
+        tcp_tunnel_write(s->tun, data, end_stream);
+    else
+        herald_upstream_write(s->up, data, end_stream);
+}
+
+static void upstream_pause(struct session *s, bool pause)
+{
+    if (s->tun)
+        tcp_tunnel_pause_reading(s->tun, pause);
+    else if (pause)
+        herald_upstream_pause_reading(s->up, HERALD_PAUSE_PEER);
+    else
+        herald_upstream_resume_reading(s->up, HERALD_PAUSE_PEER);
 }
 
 /* Closes both sides. The downstream close comes last: after it the session
@@ -251,6 +284,14 @@ static int connect_next(struct session *s)
         }
         s->attempts++;
 
+        if (s->conf->tunneling) {
+            s->tun = tcp_tunnel_start(s->conf->tunneling, s->cluster, h, s->c, log_field, s, &tunnel_cbs, s);
+            if (s->tun)
+                return 0;
+            s->flags |= RF_UF;
+            s->failure_reason = "connection_failure";
+            continue;
+        }
         enum herald_upstream_error why = HERALD_UPSTREAM_OK;
         s->in_connect = true;
         s->connect_failed_sync = false;
@@ -276,7 +317,7 @@ static int connect_next(struct session *s)
 static void on_connected(struct session *s)
 {
     s->state = ST_OPEN;
-    if (s->ls) {
+    if (s->ls && s->up) {
         copy_str(s->ls->upstream_local, sizeof(s->ls->upstream_local), herald_upstream_local_str(s->up));
         s->ls->upstream_id = herald_upstream_id(s->up);
     }
@@ -288,14 +329,14 @@ static void on_connected(struct session *s)
     }
     /* Nothing to transform and nothing buffered: let the core forward in the
      * kernel (splice), which costs a fraction of the CPU of copying. */
-    if (!s->pending && !s->conf->no_splice && herald_conn_splice(s->c, s->up) == 0) {
+    if (s->up && !s->pending && !s->conf->no_splice && herald_conn_splice(s->c, s->up) == 0) {
         s->up = NULL; /* the core's now */
         s->spliced = true;
         return;
     }
     if (s->pending) {
         s->up_tx_bytes += herald_buf_len(s->pending);
-        herald_upstream_write(s->up, s->pending, s->pending_end);
+        upstream_write(s, s->pending, s->pending_end);
         set_rx_buffered(s, 0);
         if (s->pending_end)
             s->down_ended = true;
@@ -385,6 +426,65 @@ static const struct herald_upstream_cbs upstream_cbs = {
     .on_event = up_on_event,
 };
 
+/* ---------------------------------------------------------------- tunneling_config */
+
+static void tun_open(void *arg)
+{
+    struct session *s = arg;
+    if (s->state == ST_CONNECTING)
+        on_connected(s);
+}
+
+static void tun_failed(void *arg, bool before_open, enum herald_upstream_reset why, int status)
+{
+    struct session *s = arg;
+    struct tcp_tunnel *t = s->tun;
+    s->tun = NULL;
+    if (t)
+        tcp_tunnel_free(t);
+    if (s->state == ST_CLOSING)
+        return;
+    if (!before_open) {
+        /* the host's side went away mid-tunnel (Envoy: a reset) */
+        finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_RESET);
+        return;
+    }
+    HERALD_LOGF(HERALD_LOG_DEBUG, "tcp_proxy", "[C%llu] tunnel attempt failed (%s %d)",
+                (unsigned long long)s->conn_id, status ? "status" : "reset", status ? status : (int)why);
+    if (why == HERALD_UPSTREAM_RESET_OVERFLOW) {
+        s->flags |= RF_UO;
+        s->failure_reason = "overflow";
+        finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_RESET);
+        return;
+    }
+    s->flags |= RF_UF;
+    s->failure_reason = "connection_failure";
+    if (s->state == ST_CONNECTING && connect_next(s) < 0)
+        finish(s, HERALD_CLOSE_FLUSH, HERALD_CLOSE_RESET);
+}
+
+static void tun_watermark(void *arg, bool above)
+{
+    struct session *s = arg;
+    if (s->state == ST_CLOSING || s->down_paused_peer == above)
+        return;
+    s->down_paused_peer = above;
+    if (above) {
+        herald_conn_pause_reading(s->c, HERALD_PAUSE_PEER);
+        herald_stat_inc(s->conf->stats.downstream_flow_control_paused_reading_total);
+    } else {
+        herald_conn_resume_reading(s->c, HERALD_PAUSE_PEER);
+        herald_stat_inc(s->conf->stats.downstream_flow_control_resumed_reading_total);
+    }
+}
+
+static const struct tcp_tunnel_cbs tunnel_cbs = {
+    .on_open = tun_open,
+    .on_data = up_on_data,
+    .on_failed = tun_failed,
+    .on_watermark = tun_watermark,
+};
+
 /* ---------------------------------------------------------------- downstream */
 
 static void *session_new(void *conf, void *wstate, struct herald_conn *c)
@@ -399,7 +499,7 @@ static void *session_new(void *conf, void *wstate, struct herald_conn *c)
     s->conn_id = herald_conn_id(c);
     s->start_wall_ms = herald_conn_start_ms(c);
     s->start_mono_ms = herald_now_ms();
-    if (tc->nlogs) {
+    if (tc->nlogs || tc->tunneling) {   /* tunneling: its hostname and headers may name them too */
         s->ls = calloc(1, sizeof(*s->ls));
         if (!s->ls) {
             free(s);
@@ -454,13 +554,13 @@ static enum herald_status on_read(void *arg, struct herald_buf *data, bool end_s
     }
     /* CONTINUE from here on: we are the last filter, and the core then knows
      * the end of the stream was taken */
-    if (s->down_ended || !s->up) {
+    if (s->down_ended || (!s->up && !s->tun)) {
         herald_buf_drain(data, n);
         return HERALD_CONTINUE;
     }
     touch(s);
     s->up_tx_bytes += n;
-    herald_upstream_write(s->up, data, end_stream);
+    upstream_write(s, data, end_stream);
     if (end_stream) {
         s->down_ended = true;
         maybe_done(s);
@@ -502,16 +602,16 @@ static void on_event(void *arg, enum herald_conn_event ev)
         break;
     case HERALD_EV_ABOVE_WRITE_HIGH:
         update_tx_buffered(s);
-        if (s->up && !s->up_paused_peer) {
+        if ((s->up || s->tun) && !s->up_paused_peer) {
             s->up_paused_peer = true;
-            herald_upstream_pause_reading(s->up, HERALD_PAUSE_PEER);
+            upstream_pause(s, true);
         }
         break;
     case HERALD_EV_BELOW_WRITE_LOW:
         update_tx_buffered(s);
-        if (s->up && s->up_paused_peer) {
+        if ((s->up || s->tun) && s->up_paused_peer) {
             s->up_paused_peer = false;
-            herald_upstream_resume_reading(s->up, HERALD_PAUSE_PEER);
+            upstream_pause(s, false);
         }
         break;
     default:

@@ -41,6 +41,16 @@ HERALD_EXPORT void herald_access_log_write(struct herald_access_log *l, herald_l
  * Envoy's default. Returns out, or NULL when it does not fit. */
 HERALD_EXPORT const char *herald_access_log_format_time(uint64_t wall_ms, const char *fmt, char *out, size_t len);
 
+/* (1.11) One string with %OPERATORS% (a header value's rules: an operator
+ * without a value renders as nothing, %% is '%'), such as tcp_proxy's
+ * tunneling_config.hostname. new compiles the string node n (NULL and a
+ * malloc'd *err with n's place when it is bad); render gives it through
+ * field (malloc'd; field NULL: every operator empty). */
+struct herald_format;
+HERALD_EXPORT struct herald_format *herald_format_new(const struct herald_cfg *n, char **err);
+HERALD_EXPORT char *herald_format_render(const struct herald_format *f, herald_log_field_cb field, void *ctx);
+HERALD_EXPORT void herald_format_free(struct herald_format *f);
+
 /* Envoy's default format for TCP and HTTP. */
 #define HERALD_DEFAULT_ACCESS_LOG_FORMAT                                                              \
     "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% " \

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "herald/access_log.h"
 #include "herald/buffer.h"
 #include "herald/config.h"
 #include "herald/network_filter.h"
@@ -269,6 +270,12 @@ HERALD_EXPORT int herald_header_options_new(const struct herald_cfg *list, struc
 HERALD_EXPORT void herald_header_options_apply(const struct herald_header_options *o, struct herald_headers *h,
                                                struct herald_http_stream *s);
 HERALD_EXPORT void herald_header_options_free(struct herald_header_options *o);
+/* (1.11) apply with the operators read through an access log field
+ * callback instead of a stream (a network filter's own: tcp_proxy's
+ * tunneling_config.headers_to_add). */
+HERALD_EXPORT void herald_header_options_apply_fields(const struct herald_header_options *o,
+                                                      struct herald_headers *h, herald_log_field_cb field,
+                                                      void *ctx);
 /* (1.7) o is applied to the stream's next local reply (after its own
  * headers); o must outlive the stream (a filter's config does). */
 HERALD_EXPORT void herald_http_stream_local_reply_header_options(struct herald_http_stream *s,

@@ -96,7 +96,10 @@
  *   1.11 2026-11-29  herald_http_stream_set_decode_buffer_limit and
  *                    herald_http_stream_set_encode_buffer_limit (the buffer
  *                    filter's max_request_bytes); herald_route_connect_terminates
- *                    (CONNECT ended by the router: connect_config).
+ *                    (CONNECT ended by the router: connect_config);
+ *                    herald_format_* (a string with %OPERATORS%) and
+ *                    herald_header_options_apply_fields (tcp_proxy's
+ *                    tunneling_config).
  */
 #ifndef HERALD_VERSION_H
 #define HERALD_VERSION_H
