@@ -101,7 +101,7 @@ enum escaped_slashes { ESC_KEEP = 0, ESC_REJECT, ESC_UNESCAPE_FORWARD, ESC_UNESC
 struct cm_stats {
     struct herald_stat *cx_total, *cx_active, *cx_destroy, *cx_destroy_remote, *cx_destroy_local,
         *cx_destroy_active_rq, *cx_destroy_remote_active_rq, *cx_destroy_local_active_rq, *cx_http1_total,
-        *cx_http1_active, *cx_protocol_error, *cx_idle_timeout, *cx_rx_bytes_total, *cx_tx_bytes_total,
+        *cx_http1_active, *cx_protocol_error, *cx_idle_timeout, *cx_drain_close, *cx_rx_bytes_total, *cx_tx_bytes_total,
         *cx_length_ms, *cx_upgrades_total, *cx_upgrades_active, *cx_max_duration_reached,
         *cx_max_requests_reached, *flow_paused, *flow_resumed, *rq_total, *rq_http1_total, *rq_active,
         *rq_xx[6], *rq_completed, *rq_time, *rq_too_large, *rq_idle_timeout, *rq_timeout, *rq_header_timeout,
@@ -136,6 +136,7 @@ struct herald_http_cm {
     enum codec codec;
     struct h2_settings h2set;
     bool h2_allow_connect;             /* http2_protocol_options.allow_connect */
+    uint64_t drain_timeout_ms;         /* h2: between the two GOAWAYs of a drain (default 5 s) */
     struct h2_keepalive_cfg h2_keepalive; /* http2_protocol_options.connection_keepalive */
     struct h2_stats h2st;
     struct route_table *routes;
@@ -297,6 +298,7 @@ struct cm_conn {
     struct herald_buf *in;      /* the connection's read buffer (from on_read) */
     struct herald_http_stream *stream;
     struct herald_timer *idle_timer, *duration_timer, *finish_timer, *linger_timer;
+    struct herald_timer *drain_timer; /* h2: from the drain's first GOAWAY to its last */
     uint32_t nrequests;
     uint64_t rx_seen, tx_seen;
     uint64_t start_mono;
@@ -309,7 +311,8 @@ struct cm_conn {
     bool eof_handled;
     bool above_high;
     bool close_after;           /* close once the current response is out */
-    bool draining;              /* max_connection_duration passed */
+    bool draining;              /* no more requests: max_connection_duration, max_requests, a drain */
+    bool h2_announced;          /* h2: the drain's first GOAWAY is out, its last is not (drain_timer) */
     bool closing;               /* herald_conn_close called */
     bool gone;                  /* the close event came: no more writes */
     bool remote_closed;
@@ -322,6 +325,7 @@ static void encode_headers_in(struct herald_http_stream *s, struct herald_header
 static void leave(struct cm_conn *cc);
 static void reset_stream(struct herald_http_stream *s, bool remote, const char *details);
 static void close_conn(struct cm_conn *cc, enum herald_close_mode mode);
+static void h2_drain(struct cm_conn *cc);
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -1927,14 +1931,12 @@ static struct herald_http_stream *stream_new(struct cm_conn *cc)
         if (cm->max_requests_per_connection && cc->nrequests == cm->max_requests_per_connection) {
             /* this one is served; GOAWAY tells the client to open another connection */
             herald_stat_inc(cm->st.cx_max_requests_reached);
-            cc->draining = true;
-            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+            h2_drain(cc);
         } else if (!cc->draining && overload_action_on(OVERLOAD_DISABLE_HTTP_KEEPALIVE)) {
             /* HTTP/2's "Connection: close", as Envoy: the streams in flight finish, the
              * client takes its next requests elsewhere */
             herald_stat_inc(cm->st.cx_overload_disable_keepalive);
-            cc->draining = true;
-            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+            h2_drain(cc);
         }
     } else {
         cc->stream = s;
@@ -2041,8 +2043,9 @@ static void settle_h2(struct cm_conn *cc)
     }
     if (cc->gone || cc->closing || cc->h2streams)
         return;
-    /* HTTP/2 closes for the connection's reasons only (close_after is HTTP/1's) */
-    if (cc->draining || cc->read_eof) {
+    /* HTTP/2 closes for the connection's reasons only (close_after is HTTP/1's);
+     * a drain that is only announced waits for the streams still on their way */
+    if ((cc->draining && !cc->h2_announced) || cc->read_eof) {
         close_conn(cc, HERALD_CLOSE_FLUSH);
         return;
     }
@@ -2825,6 +2828,43 @@ static void on_stream_timer(struct herald_timer *t, void *arg)
     leave(cc);
 }
 
+/* The drain's last GOAWAY (the last stream it took); the connection closes
+ * once the streams in flight are done. */
+static void on_drain_timer(struct herald_timer *t, void *arg)
+{
+    struct cm_conn *cc = arg;
+    (void)t;
+    if (!cc->h2 || cc->closing || cc->gone)
+        return;
+    enter(cc);
+    cc->h2_announced = false;
+    h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+    if (!cc->h2streams)
+        close_conn(cc, HERALD_CLOSE_FLUSH);
+    leave(cc);
+}
+
+/* HTTP/2's graceful drain (RFC 9113 6.8, Envoy's drain sequence): a GOAWAY
+ * naming the largest stream id first, so that the requests the client sent
+ * before it read that are still served; the real one drain_timeout later.
+ * A final GOAWAY right away would refuse them. Call between enter/leave. */
+static void h2_drain(struct cm_conn *cc)
+{
+    bool was = cc->draining;
+    cc->draining = true;
+    if (was || !cc->h2 || cc->closing || cc->gone)
+        return;
+    if (!cc->cm->drain_timeout_ms || h2_server_failed(cc->h2)) {
+        h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
+        return;
+    }
+    if (!cc->drain_timer)
+        cc->drain_timer = herald_timer_new(on_drain_timer, cc);
+    h2_server_shutdown_notice(cc->h2);
+    cc->h2_announced = true;
+    herald_timer_arm(cc->drain_timer, cc->cm->drain_timeout_ms);
+}
+
 static void on_idle_timer(struct herald_timer *t, void *arg)
 {
     struct cm_conn *cc = arg;
@@ -2839,12 +2879,15 @@ static void on_duration_timer(struct herald_timer *t, void *arg)
 {
     struct cm_conn *cc = arg;
     herald_stat_inc(cc->cm->st.cx_max_duration_reached);
-    cc->draining = true;
     enter(cc);
-    if (cc->h2 && cc->h2streams)
-        h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR);
-    if (!cc->stream && !cc->h2streams)
+    if (!cc->stream && !cc->h2streams) {
+        cc->draining = true;
         close_conn(cc, HERALD_CLOSE_FLUSH);
+    } else if (cc->h2) {
+        h2_drain(cc);
+    } else {
+        cc->draining = true;
+    }
     leave(cc);
 }
 
@@ -3135,6 +3178,8 @@ void herald_http_cm_session_destroy(void *session)
         herald_timer_free(cc->linger_timer);
     if (cc->kick_timer)
         herald_timer_free(cc->kick_timer);
+    if (cc->drain_timer)
+        herald_timer_free(cc->drain_timer);
     h2_keepalive_stop(cc->keepalive);
     h2_server_free(cc->h2);
     h1_codec_free(cc->codec);
@@ -3190,9 +3235,11 @@ void herald_http_cm_on_event(void *session, enum herald_conn_event ev)
     case HERALD_EV_DRAIN:
         /* Envoy's drain: no new requests on this connection; an idle HTTP/1
          * one closes after a short grace (below). */
+        if (!cc->draining)
+            herald_stat_inc(cc->cm->st.cx_drain_close);
+        if (cc->h2)
+            h2_drain(cc);   /* streams in flight, and those on their way, finish */
         cc->draining = true;
-        if (cc->h2 && !cc->closing && !cc->gone)
-            h2_server_goaway(cc->h2, NGHTTP2_NO_ERROR); /* streams in flight finish */
         if (!s && !cc->h2streams && !cc->closing && !cc->gone) {
             /* An idle HTTP/1 connection may have a request on the wire: closing
              * now would reset it. It gets a grace in which that request is
@@ -3694,6 +3741,7 @@ static void make_stats(struct cm_stats *st, const char *p)
     C(rq_http2_total, "downstream_rq_http2_total");
     C(cx_protocol_error, "downstream_cx_protocol_error");
     C(cx_idle_timeout, "downstream_cx_idle_timeout");
+    C(cx_drain_close, "downstream_cx_drain_close");
     C(cx_rx_bytes_total, "downstream_cx_rx_bytes_total");
     C(cx_tx_bytes_total, "downstream_cx_tx_bytes_total");
     H(cx_length_ms, "downstream_cx_length_ms");
@@ -3799,6 +3847,7 @@ static int h2_options(struct herald_http_cm *cm, const struct herald_cfg *n, cha
     h->premature_reset_total_stream_count = 500;
     cm->h2_allow_connect = herald_cfg_bool(herald_cfg_get(o, "allow_connect"), false);
     h2_keepalive_cfg_read(herald_cfg_get(o, "connection_keepalive"), &cm->h2_keepalive);
+    cm->drain_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "drain_timeout"), 5000);
     if (h->initial_stream_window_size < 65535 || h->initial_stream_window_size > 0x7fffffff) {
         herald_cfg_errorf(herald_cfg_get(o, "initial_stream_window_size"), err,
                           "initial_stream_window_size must be between 65535 and 2147483647");

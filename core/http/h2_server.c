@@ -671,6 +671,12 @@ void h2_server_goaway(struct h2_server *h, uint32_t error_code)
                           NGHTTP2_NO_ERROR, NULL, 0);
 }
 
+void h2_server_shutdown_notice(struct h2_server *h)
+{
+    if (!h->failed)
+        nghttp2_submit_shutdown_notice(h->s);
+}
+
 int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct herald_headers *resp,
                              bool end_stream)
 {

@@ -101,6 +101,9 @@ size_t h2_server_active_streams(const struct h2_server *h);
 /* Last frames of the connection: GOAWAY(NO_ERROR) with the last stream seen
  * (drain: streams in flight finish). */
 void h2_server_goaway(struct h2_server *h, uint32_t error_code);
+/* The first GOAWAY of a graceful drain: last stream 2^31-1, so that streams
+ * already on their way are still taken; h2_server_goaway ends it. */
+void h2_server_shutdown_notice(struct h2_server *h);
 
 /* Response side. headers are read, not taken. -1: no such stream. */
 int h2_server_submit_headers(struct h2_server *h, int32_t id, const struct herald_headers *resp,

@@ -207,7 +207,8 @@ static const struct herald_field hcm_fields[] = {
     DUR("request_timeout", .help = "the whole request must arrive in this time (default: no limit): 408"),
     DUR("request_headers_timeout",
         .help = "the request headers must arrive in this time (default: no limit)"),
-    UNSUP("drain_timeout", .help = "herald has no listener draining yet"),
+    DUR("drain_timeout", .help = "HTTP/2: from the drain's first GOAWAY (it takes the streams already on their "
+                                 "way) to the last (default 5s; 0s: one GOAWAY at once)"),
     DUR("delayed_close_timeout", .help = "default 1s: after its last response herald half-closes and reads "
                                          "what the client still sends this long before closing; 0s closes "
                                          "at once"),
