@@ -122,6 +122,18 @@ def run_herald(args, timeout=15, **kw):
         pytest.fail("herald %s did not exit within %ss; stderr:\n%s" % (" ".join(args), timeout, e.stderr))
 
 
+def config_refused(tmp_path, cfg, want, name="bad.json", indent=None):
+    """herald --mode validate on cfg (a dict, written as JSON): it must be
+    refused with an error at a file:line:column of that file whose text
+    matches the regex want. Returns stderr."""
+    path = tmp_path / name
+    path.write_text(json.dumps(cfg, indent=indent))
+    r = run_herald(["--mode", "validate", "-c", str(path), "--plugin-dir", PLUGIN_DIR])
+    assert r.returncode == 1, (want, r.stderr)
+    assert re.search(r"error: .*%s:\d+:\d+: .*" % re.escape(name) + want, r.stderr), (want, r.stderr)
+    return r.stderr
+
+
 class Herald:
     """One herald process. Use the `herald` fixture to make them."""
 
