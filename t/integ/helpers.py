@@ -104,6 +104,24 @@ def recv_all(sock, limit=None, hash=True):
     return n, h.hexdigest() if h else None
 
 
+def send_and_read(sock, payload, prefix=b""):
+    """Sends payload then a half-close from a thread while reading; returns
+    prefix + all that came back until the peer closed (a tunnel's round trip)."""
+    def send():
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    got = bytearray(prefix)
+    while True:
+        d = sock.recv(1 << 16)
+        if not d:
+            break
+        got += d
+    t.join(10)
+    return bytes(got)
+
+
 def recv_until_eof(sock, max_bytes=1 << 24):
     out = bytearray()
     while len(out) < max_bytes:

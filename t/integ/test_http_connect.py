@@ -10,7 +10,6 @@ for CONNECT over HTTP/2, raw sockets for HTTP/1.1, and echo / HTTP backends."""
 import json
 import re
 import socket
-import threading
 import time
 
 import pytest
@@ -72,24 +71,6 @@ def h1_connect(port, authority="db.example:5432", early=b""):
     return s
 
 
-def exchange(sock, payload, prefix=b""):
-    """Sends payload in a thread while reading; returns all that came back
-    until the peer closed (after our half-close)."""
-    def send():
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-    t = threading.Thread(target=send, daemon=True)
-    t.start()
-    got = bytearray(prefix)
-    while True:
-        d = sock.recv(1 << 16)
-        if not d:
-            break
-        got += d
-    t.join(10)
-    return bytes(got)
-
-
 # ------------------------------------------------------------------ HTTP/1.1, ended here
 
 
@@ -108,7 +89,7 @@ def test_connect_ended_by_herald_carries_bytes_both_ways(herald, upstreams, port
     assert head.startswith("HTTP/1.1 200 "), head
     assert not re.search(r"(?im)^(transfer-encoding|content-length):", head), head
     payload = hb.pattern_bytes(1 << 20)
-    got = exchange(s, payload, rest)
+    got = helpers.send_and_read(s, payload, rest)
     s.close()
     assert got == b"sent with the CONNECT|" + payload
     assert echo.accepted == 1
@@ -221,7 +202,7 @@ def test_connect_passed_on_to_an_upstream_proxy(herald, upstreams, port, tmp_pat
     head, rest = read_head(s)
     assert head.startswith("HTTP/1.1 200 "), head
     payload = hb.pattern_bytes(256 << 10)
-    got = exchange(s, payload, rest)
+    got = helpers.send_and_read(s, payload, rest)
     s.close()
     assert got == b"early|" + payload
     helpers.wait_lines(inner_log, 1)
@@ -249,7 +230,7 @@ def test_connect_passed_on_over_http2(herald, upstreams, port, tmp_path):
         head, rest = read_head(s)
         assert head.startswith("HTTP/1.1 200 "), head
         payload = hb.pattern_bytes((256 << 10) + n)
-        got = exchange(s, payload, rest)
+        got = helpers.send_and_read(s, payload, rest)
         s.close()
         assert got == b"early %d|" % n + payload
     helpers.wait_lines(inner_log, 2)

@@ -56,22 +56,8 @@ def tunneler(herald, port, far_port, tunneling, h2=False, **tcp_extra):
 
 def round_trip(port, payload):
     """Sends payload (then a half-close) while reading; all that came back."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-
-    def send():
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-    t = threading.Thread(target=send, daemon=True)
-    t.start()
-    got = bytearray()
-    while True:
-        d = s.recv(1 << 16)
-        if not d:
-            break
-        got += d
-    t.join(10)
-    s.close()
-    return bytes(got)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        return helpers.send_and_read(s, payload)
 
 
 def log_lines(path, n):
