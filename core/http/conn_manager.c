@@ -253,6 +253,8 @@ struct herald_http_stream {
     bool local_reply_encoding;  /* ... and its walk is on the stack */
     bool reset, over;
     bool upgrade_requested;     /* allowed upgrade: Upgrade kept in the request */
+    bool h2_ext_connect;        /* it came as an RFC 8441 extended CONNECT (HTTP/2) */
+    bool ws_key_added;          /* ... and herald made up its Sec-WebSocket-Key for HTTP/1.1 */
     char *upgrade_type;
     bool upgraded;              /* 101 (or CONNECT 2xx) sent: raw bytes both ways */
     bool expect_continue;
@@ -1063,6 +1065,14 @@ static void h2_sink_headers(struct herald_http_stream *s)
     headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
                                      HOP_UPGRADE);
     response_common(s, h);
+    if (s->h2_ext_connect && status == 101) {
+        /* RFC 8441: the upgrade's success is a 200 on the stream (Envoy's
+         * transformUpgradeResponseFromH1toH2) */
+        herald_headers_set(h, ":status", "200");
+        status = 200;
+        if (s->ws_key_added)
+            herald_headers_remove(h, "sec-websocket-accept");
+    }
     bool tunnel = s->upgrade_requested && status >= 200 && status < 300 && !s->enc.headers_end;
     if (tunnel)
         herald_headers_remove(h, "content-length"); /* RFC 9110 9.3.6 */
@@ -2276,11 +2286,48 @@ static void fix_host(struct herald_http_stream *s)
 
 /* Validates and rewrites the request before the filters see it. false: a
  * local reply was sent. *end_stream may turn false (an upgrade stays open). */
+/* RFC 8441: an HTTP/2 CONNECT with :protocol (nghttp2 lets it in only when
+ * allow_connect advertised SETTINGS_ENABLE_CONNECT_PROTOCOL) is an HTTP/1.1
+ * Upgrade in another form; made into one here, as Envoy's
+ * transformUpgradeRequestFromH2toH1, so that filters, routes and upstreams
+ * see the upgrade they know. A WebSocket upgrade gets the Sec-WebSocket-Key
+ * an HTTP/1.1 server asks for (RFC 8441 has none). */
+static void ext_connect_to_upgrade(struct herald_http_stream *s)
+{
+    struct herald_headers *h = s->req;
+    char *proto = xstrdup(HEADERS_GET(h, ":protocol"));
+    herald_headers_set(h, ":method", "GET");
+    herald_headers_remove(h, ":protocol");
+    herald_headers_set(h, "upgrade", proto);
+    herald_headers_set(h, "connection", "upgrade");
+    if (!strcasecmp(proto, "websocket") && !HEADERS_GET(h, "sec-websocket-key")) {
+        static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        uint64_t r[2] = {rnd64(), rnd64()};
+        const unsigned char *k = (const unsigned char *)r;
+        char key[25];
+        for (int i = 0, o = 0; i < 16; i += 3) {       /* 16 bytes: 22 characters and "==" */
+            uint32_t v = (uint32_t)k[i] << 16 | (i + 1 < 16 ? (uint32_t)k[i + 1] << 8 : 0) |
+                         (i + 2 < 16 ? k[i + 2] : 0);
+            key[o++] = b64[v >> 18 & 63];
+            key[o++] = b64[v >> 12 & 63];
+            key[o++] = i + 1 < 16 ? b64[v >> 6 & 63] : '=';
+            key[o++] = i + 2 < 16 ? b64[v & 63] : '=';
+        }
+        key[24] = '\0';
+        herald_headers_set(h, "sec-websocket-key", key);
+        s->ws_key_added = true;
+    }
+    s->h2_ext_connect = true;
+    free(proto);
+}
+
 static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
 {
     struct cm_conn *cc = s->cc;
     struct herald_http_cm *cm = cc->cm;
     struct herald_headers *h = s->req;
+    if (cc->h2 && HEADERS_GET(h, ":protocol"))
+        ext_connect_to_upgrade(s);
     const char *method = HEADERS_GET(h, ":method");
     bool connect = method && !strcmp(method, "CONNECT");
 
@@ -2420,6 +2467,14 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
         /* the stream is the tunnel: its DATA both ways, END_STREAM each side's end */
         s->upgrade_requested = true;
         s->upgrade_type = xstrdup("CONNECT");
+    } else if (s->h2_ext_connect) {
+        if (!upgrade_allowed(s, up)) {
+            herald_stat_inc(cm->st.rq_ws_on_non_ws_route);
+            send_local_reply(s, 403, "", "upgrade_failed", NULL);
+            return false;
+        }
+        s->upgrade_requested = true;
+        s->upgrade_type = xstrdup(up);
     } else if (codec_upgrade && (connect || up)) {
         char type[64];
         snprintf(type, sizeof(type), "%s", connect ? "CONNECT" : up);
@@ -3846,6 +3901,7 @@ static int h2_options(struct herald_http_cm *cm, const struct herald_cfg *n, cha
     h->max_headers_count = cm->limits.max_headers_count;
     h->premature_reset_total_stream_count = 500;
     cm->h2_allow_connect = herald_cfg_bool(herald_cfg_get(o, "allow_connect"), false);
+    h->enable_connect_protocol = cm->h2_allow_connect;
     h2_keepalive_cfg_read(herald_cfg_get(o, "connection_keepalive"), &cm->h2_keepalive);
     cm->drain_timeout_ms = herald_cfg_duration_ms(herald_cfg_get(n, "drain_timeout"), 5000);
     if (h->initial_stream_window_size < 65535 || h->initial_stream_window_size > 0x7fffffff) {

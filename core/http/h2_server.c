@@ -569,8 +569,10 @@ struct h2_server *h2_server_new(const struct h2_settings *set, const struct h2_s
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, set->hpack_table_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, set->max_header_list_bytes},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        /* RFC 8441: extended CONNECT (WebSocket over HTTP/2), with allow_connect; last */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
-    nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
+    nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv) - (set->enable_connect_protocol ? 0 : 1));
     if (set->initial_connection_window_size > 65535)
         nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)set->initial_connection_window_size);

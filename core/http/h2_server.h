@@ -50,6 +50,7 @@ struct h2_settings {
     uint32_t max_inbound_window_update_frames_per_data_frame_sent;
     uint32_t premature_reset_total_stream_count; /* Envoy's overload.premature_reset_total_stream_count */
     bool stream_error_on_invalid_http_messaging;
+    bool enable_connect_protocol;            /* SETTINGS_ENABLE_CONNECT_PROTOCOL (allow_connect) */
     bool count_frame_bytes;                  /* call on_frame_bytes (an access log wants them) */
 };
 

@@ -24,6 +24,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 import http_backends as hb
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -508,3 +510,116 @@ def test_http_websocket_refused_upstream_is_normal_response(herald, upstreams, p
     conns = {r["path"]: r["conn"] for r in b.requests}
     assert conns["/after"] != conns["/refuse"]
     assert h.wait_stat("http.ingress_http.downstream_cx_upgrades_total", lambda v: True) == 0
+
+
+# ------------------------------------------------------------------ RFC 8441: WebSocket over HTTP/2
+
+
+def h2_ws_client(lp):
+    """A cleartext HTTP/2 connection (python3-h2) after the server's SETTINGS."""
+    h2c = pytest.importorskip("h2.connection")
+    h2cfg = pytest.importorskip("h2.config")
+    s = socket.create_connection(("127.0.0.1", lp), timeout=10)
+    c = h2c.H2Connection(h2cfg.H2Configuration(client_side=True, validate_outbound_headers=False))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    return s, c
+
+
+def h2_pump(s, c, events):
+    import h2.events
+    d = s.recv(65536)
+    assert d, "herald closed the HTTP/2 connection"
+    for e in c.receive_data(d):
+        if isinstance(e, h2.events.DataReceived):
+            c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        events.append(e)
+    s.sendall(c.data_to_send())
+
+
+def frames_in(data):
+    """The server's (unmasked) WebSocket frames in data: [(opcode, payload)]."""
+    out, buf = [], bytearray(data)
+    while len(buf) >= 2:
+        n = buf[1] & 0x7F
+        head = 2 + (2 if n == 126 else 8 if n == 127 else 0)
+        if n >= 126:
+            n = int.from_bytes(buf[2:head], "big")
+        if len(buf) < head + n:
+            break
+        out.append((buf[0] & 0x0F, bytes(buf[head:head + n])))
+        del buf[:head + n]
+    return out
+
+
+def test_websocket_over_http2_extended_connect(herald, upstreams, port):
+    """With allow_connect herald offers SETTINGS_ENABLE_CONNECT_PROTOCOL; an
+    extended CONNECT (:protocol websocket) reaches the HTTP/1.1 backend as a
+    GET Upgrade with a Sec-WebSocket-Key of herald's, its 101 comes back as
+    a 200 on the stream, and frames are echoed both ways until the close."""
+    import h2.events
+    h, lp, b = start(herald, upstreams, port, http2_protocol_options={"allow_connect": True})
+    s, c = h2_ws_client(lp)
+    events = []
+    while not any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events):
+        h2_pump(s, c, events)
+    assert c.remote_settings.get(8) == 1, dict(c.remote_settings)   # SETTINGS_ENABLE_CONNECT_PROTOCOL
+    c.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                       (":path", "/ws/h2"), (":authority", "ws.test"), ("sec-websocket-version", "13")])
+    s.sendall(c.data_to_send())
+    while not any(isinstance(e, h2.events.ResponseReceived) for e in events):
+        h2_pump(s, c, events)
+    resp = dict((k.decode(), v.decode()) for k, v in
+                next(e for e in events if isinstance(e, h2.events.ResponseReceived)).headers)
+    assert resp[":status"] == "200" and "sec-websocket-accept" not in resp, resp
+    c.send_data(1, ws_frame(1, b"hello over h2"))
+    s.sendall(c.data_to_send())
+    got = bytearray()
+    while not frames_in(got):
+        before = len(events)
+        h2_pump(s, c, events)
+        for e in events[before:]:
+            if isinstance(e, h2.events.DataReceived):
+                got += e.data
+    assert frames_in(got) == [(1, b"hello over h2")]
+    req = b.requests[0]
+    assert req["path"] == "/ws/h2" and req["head"].startswith(b"GET /ws/h2 HTTP/1.1\r\n"), req["head"]
+    assert (hval(req["headers"], "upgrade") or "").lower() == "websocket"
+    assert len(hval(req["headers"], "sec-websocket-key") or "") == 24
+    assert hval(req["headers"], "sec-websocket-version") == "13"
+    c.send_data(1, ws_frame(8, struct.pack("!H", 1000)), end_stream=True)
+    s.sendall(c.data_to_send())
+    while not any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in events):
+        before = len(events)
+        h2_pump(s, c, events)
+        for e in events[before:]:
+            if isinstance(e, h2.events.DataReceived):
+                got += e.data
+    assert frames_in(got)[-1][0] == 8
+    assert h.stat("http.ingress_http.downstream_cx_upgrades_total") == 1
+    s.close()
+
+
+def test_no_extended_connect_without_allow_connect(herald, upstreams, port):
+    """Without allow_connect the setting is not offered and a :protocol
+    request is refused; nothing reaches the backend."""
+    import h2.events
+    h, lp, b = start(herald, upstreams, port)
+    s, c = h2_ws_client(lp)
+    events = []
+    while not any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events):
+        h2_pump(s, c, events)
+    assert not c.remote_settings.get(8)
+    c.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                       (":path", "/ws/h2"), (":authority", "ws.test")])
+    s.sendall(c.data_to_send())
+    done = lambda: any(isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded, h2.events.ConnectionTerminated))
+                       for e in events)
+    while not done():
+        try:
+            h2_pump(s, c, events)
+        except AssertionError:
+            break
+    assert not any(isinstance(e, h2.events.ResponseReceived) and dict(e.headers).get(b":status") == b"200"
+                   for e in events)
+    assert b.requests == []
