@@ -31,6 +31,7 @@
 #include <ctype.h>
 #include <event2/buffer.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -253,8 +254,6 @@ struct herald_http_stream {
     bool local_reply_encoding;  /* ... and its walk is on the stack */
     bool reset, over;
     bool upgrade_requested;     /* allowed upgrade: Upgrade kept in the request */
-    bool h2_ext_connect;        /* it came as an RFC 8441 extended CONNECT (HTTP/2) */
-    bool ws_key_added;          /* ... and herald made up its Sec-WebSocket-Key for HTTP/1.1 */
     char *upgrade_type;
     bool upgraded;              /* 101 (or CONNECT 2xx) sent: raw bytes both ways */
     bool expect_continue;
@@ -660,6 +659,17 @@ static void notify_watermark(struct herald_http_stream *s, bool above)
                 cm->filters[i].ops->on_watermark(s->sessions[i], above);
 }
 
+/* HTTP/2: the connection is done with (the codec, or the keepalive, says
+ * so): its streams in flight are reset with details, then it closes. */
+static void h2_abort(struct cm_conn *cc, const char *details, enum herald_close_mode mode)
+{
+    cc->codec_dead = true;
+    for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
+        if (!s->over)
+            reset_stream(s, false, details);
+    close_conn(cc, mode);
+}
+
 /* HTTP/2: hands nghttp2's frames to the connection (not while the
  * connection's output is over its high watermark: the frames wait in
  * nghttp2, where the flood limits count them), and closes a connection the
@@ -676,13 +686,8 @@ static void h2_out(struct cm_conn *cc)
     }
     if (cc->gone || cc->closing)
         return;
-    if (failed || h2_server_finished(cc->h2)) {
-        cc->codec_dead = true;
-        for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
-            if (!s->over)
-                reset_stream(s, false, "http2.codec_error");
-        close_conn(cc, HERALD_CLOSE_FLUSH);
-    }
+    if (failed || h2_server_finished(cc->h2))
+        h2_abort(cc, "http2.codec_error", HERALD_CLOSE_FLUSH);
 }
 
 /* ---------------------------------------------------------------- the filter walk */
@@ -1065,13 +1070,14 @@ static void h2_sink_headers(struct herald_http_stream *s)
     headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_KEEP_ALIVE | HOP_PROXY_CONNECTION | HOP_TRANSFER_ENCODING |
                                      HOP_UPGRADE);
     response_common(s, h);
-    if (s->h2_ext_connect && status == 101) {
-        /* RFC 8441: the upgrade's success is a 200 on the stream (Envoy's
-         * transformUpgradeResponseFromH1toH2) */
+    if (s->upgrade_requested && status == 101) {
+        /* an RFC 8441 extended CONNECT (HTTP/2 has no other 101): the
+         * upgrade's success is a 200 on the stream (Envoy's
+         * transformUpgradeResponseFromH1toH2); no Sec-WebSocket-Accept in
+         * HTTP/2 (RFC 8441 5) */
         herald_headers_set(h, ":status", "200");
         status = 200;
-        if (s->ws_key_added)
-            herald_headers_remove(h, "sec-websocket-accept");
+        herald_headers_remove(h, "sec-websocket-accept");
     }
     bool tunnel = s->upgrade_requested && status >= 200 && status < 300 && !s->enc.headers_end;
     if (tunnel)
@@ -2284,50 +2290,38 @@ static void fix_host(struct herald_http_stream *s)
         free(h);
 }
 
-/* Validates and rewrites the request before the filters see it. false: a
- * local reply was sent. *end_stream may turn false (an upgrade stays open). */
 /* RFC 8441: an HTTP/2 CONNECT with :protocol (nghttp2 lets it in only when
  * allow_connect advertised SETTINGS_ENABLE_CONNECT_PROTOCOL) is an HTTP/1.1
  * Upgrade in another form; made into one here, as Envoy's
  * transformUpgradeRequestFromH2toH1, so that filters, routes and upstreams
  * see the upgrade they know. A WebSocket upgrade gets the Sec-WebSocket-Key
  * an HTTP/1.1 server asks for (RFC 8441 has none). */
-static void ext_connect_to_upgrade(struct herald_http_stream *s)
+static void ext_connect_to_upgrade(struct herald_headers *h)
 {
-    struct herald_headers *h = s->req;
     char *proto = xstrdup(HEADERS_GET(h, ":protocol"));
     herald_headers_set(h, ":method", "GET");
     herald_headers_remove(h, ":protocol");
     herald_headers_set(h, "upgrade", proto);
     herald_headers_set(h, "connection", "upgrade");
     if (!strcasecmp(proto, "websocket") && !HEADERS_GET(h, "sec-websocket-key")) {
-        static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         uint64_t r[2] = {rnd64(), rnd64()};
-        const unsigned char *k = (const unsigned char *)r;
-        char key[25];
-        for (int i = 0, o = 0; i < 16; i += 3) {       /* 16 bytes: 22 characters and "==" */
-            uint32_t v = (uint32_t)k[i] << 16 | (i + 1 < 16 ? (uint32_t)k[i + 1] << 8 : 0) |
-                         (i + 2 < 16 ? k[i + 2] : 0);
-            key[o++] = b64[v >> 18 & 63];
-            key[o++] = b64[v >> 12 & 63];
-            key[o++] = i + 1 < 16 ? b64[v >> 6 & 63] : '=';
-            key[o++] = i + 2 < 16 ? b64[v & 63] : '=';
-        }
-        key[24] = '\0';
-        herald_headers_set(h, "sec-websocket-key", key);
-        s->ws_key_added = true;
+        unsigned char key[25];                           /* 16 bytes in base64, and the NUL */
+        EVP_EncodeBlock(key, (const unsigned char *)r, sizeof(r));
+        herald_headers_set(h, "sec-websocket-key", (const char *)key);
     }
-    s->h2_ext_connect = true;
     free(proto);
 }
 
+/* Validates and rewrites the request before the filters see it. false: a
+ * local reply was sent. *end_stream may turn false (an upgrade stays open). */
 static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
 {
     struct cm_conn *cc = s->cc;
     struct herald_http_cm *cm = cc->cm;
     struct herald_headers *h = s->req;
-    if (cc->h2 && HEADERS_GET(h, ":protocol"))
-        ext_connect_to_upgrade(s);
+    bool ext_connect = cc->h2 && HEADERS_GET(h, ":protocol");
+    if (ext_connect)
+        ext_connect_to_upgrade(h);
     const char *method = HEADERS_GET(h, ":method");
     bool connect = method && !strcmp(method, "CONNECT");
 
@@ -2457,24 +2451,20 @@ static bool prepare_request(struct herald_http_stream *s, bool *end_stream)
     }
     mutate_forwarding(s);
 
-    if (cc->h2 && connect) {
-        headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_UPGRADE);
-        if (!upgrade_allowed(s, "CONNECT")) {
-            herald_stat_inc(cm->st.rq_ws_on_non_ws_route);
-            send_local_reply(s, 403, "", "upgrade_failed", NULL);
-            return false;
-        }
-        /* the stream is the tunnel: its DATA both ways, END_STREAM each side's end */
-        s->upgrade_requested = true;
-        s->upgrade_type = xstrdup("CONNECT");
-    } else if (s->h2_ext_connect) {
-        if (!upgrade_allowed(s, up)) {
+    if (cc->h2 && (connect || ext_connect)) {
+        /* HTTP/2's upgrades: CONNECT, and RFC 8441's made an HTTP/1.1 Upgrade
+         * above; the stream is the tunnel, its DATA both ways, END_STREAM each
+         * side's end */
+        const char *type = connect ? "CONNECT" : up;
+        if (connect)
+            headers_remove_hop_by_hop(h, HOP_CONNECTION | HOP_UPGRADE);
+        if (!upgrade_allowed(s, type)) {
             herald_stat_inc(cm->st.rq_ws_on_non_ws_route);
             send_local_reply(s, 403, "", "upgrade_failed", NULL);
             return false;
         }
         s->upgrade_requested = true;
-        s->upgrade_type = xstrdup(up);
+        s->upgrade_type = xstrdup(type);
     } else if (codec_upgrade && (connect || up)) {
         char type[64];
         snprintf(type, sizeof(type), "%s", connect ? "CONNECT" : up);
@@ -3001,16 +2991,6 @@ static bool keepalive_ping(void *arg)
     return true;
 }
 
-static uint64_t keepalive_frames(void *arg)
-{
-    return h2_server_frames_received(((struct cm_conn *)arg)->h2);
-}
-
-static uint64_t keepalive_acks(void *arg)
-{
-    return h2_server_ping_acks(((struct cm_conn *)arg)->h2);
-}
-
 /* The client answered neither the PING nor anything else: Envoy closes it
  * without a GOAWAY (nothing would read it). */
 static void keepalive_timed_out(void *arg)
@@ -3019,17 +2999,11 @@ static void keepalive_timed_out(void *arg)
     if (cc->gone || cc->closing)
         return;
     herald_stat_inc(cc->cm->h2st.keepalive_timeout);
-    cc->codec_dead = true;
-    for (struct herald_http_stream *s = cc->h2streams; s; s = s->next)
-        if (!s->over)
-            reset_stream(s, false, "http2.keepalive_timeout");
-    close_conn(cc, HERALD_CLOSE_RESET);
+    h2_abort(cc, "http2.keepalive_timeout", HERALD_CLOSE_RESET);
 }
 
 static const struct h2_keepalive_ops keepalive_ops = {
     .ping = keepalive_ping,
-    .frames = keepalive_frames,
-    .acks = keepalive_acks,
     .timed_out = keepalive_timed_out,
 };
 
@@ -3039,7 +3013,7 @@ static void start_h2(struct cm_conn *cc)
     cc->proto = PROTO_H2;
     cc->h2 = h2_server_new(&cm->h2set, &cm->h2st, &h2_cbs, cc);
     cc->kick_timer = herald_timer_new(on_kick_timer, cc);
-    cc->keepalive = h2_keepalive_start(&cm->h2_keepalive, &keepalive_ops, cc);
+    cc->keepalive = h2_keepalive_start(&cm->h2_keepalive, h2_server_frame_counts(cc->h2), &keepalive_ops, cc);
     herald_stat_inc(cm->st.cx_http2_total);
     herald_gauge_add(cm->st.cx_http2_active, 1);
 }

@@ -48,7 +48,7 @@ struct h2_conn {
     struct event *idle_ev;
     struct herald_timer *send_soon;    /* new requests' frames: once per loop iteration */
     struct h2_keepalive *keepalive;    /* PINGs (connection_keepalive), NULL: none */
-    uint64_t frames_in, ping_acks;     /* what the keepalive reads */
+    struct h2_frame_counts counts;     /* what the keepalive reads */
     struct evbuffer *wbuf;
     unsigned dispatching;              /* inside nghttp2_session_mem_recv */
     bool running;                      /* inside h2c_run */
@@ -706,7 +706,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         break;
     case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
-            hc->ping_acks++;
+            hc->counts.ping_acks++;
         break;
     default:
         break;
@@ -769,7 +769,7 @@ static void count_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, bool 
 static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, void *user)
 {
     struct h2_conn *hc = user;
-    hc->frames_in++;
+    hc->counts.frames++;
     count_frame(sess, hd, false);
     return 0;
 }
@@ -855,16 +855,6 @@ static bool keepalive_ping(void *arg)
     return true;
 }
 
-static uint64_t keepalive_frames(void *arg)
-{
-    return ((struct h2_conn *)arg)->frames_in;
-}
-
-static uint64_t keepalive_acks(void *arg)
-{
-    return ((struct h2_conn *)arg)->ping_acks;
-}
-
 /* The upstream answered nothing: its streams fail (retriable as resets) and
  * the connection goes without a GOAWAY, as Envoy's. */
 static void keepalive_timed_out(void *arg)
@@ -877,8 +867,6 @@ static void keepalive_timed_out(void *arg)
 
 static const struct h2_keepalive_ops keepalive_ops = {
     .ping = keepalive_ping,
-    .frames = keepalive_frames,
-    .acks = keepalive_acks,
     .timed_out = keepalive_timed_out,
 };
 
@@ -912,7 +900,7 @@ static void on_connected(struct h2_conn *hc)
         log_warn("http2", "%s: cannot start an HTTP/2 session", p->host->addr_str);
         hc->failed = true;
     } else {
-        hc->keepalive = h2_keepalive_start(&cfg_of(hc)->http2.keepalive, &keepalive_ops, hc);
+        hc->keepalive = h2_keepalive_start(&cfg_of(hc)->http2.keepalive, &hc->counts, &keepalive_ops, hc);
     }
     h2c_poke(hc);
 }

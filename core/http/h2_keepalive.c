@@ -9,6 +9,7 @@
 
 struct h2_keepalive {
     struct h2_keepalive_cfg cfg;
+    const struct h2_frame_counts *counts;
     const struct h2_keepalive_ops *ops;
     void *arg;
     struct herald_timer *timer;
@@ -27,22 +28,21 @@ static void on_timer(struct herald_timer *t, void *arg)
     struct h2_keepalive *k = arg;
     (void)t;
     if (k->waiting) {
-        if (k->ops->acks(k->arg) != k->acks_before) {
+        if (k->counts->ping_acks != k->acks_before) {
             k->waiting = false;              /* answered: the next PING after an interval */
             herald_timer_arm(k->timer, next_interval(k));
             return;
         }
-        uint64_t frames = k->ops->frames(k->arg);
-        if (frames != k->frames_before) {
-            k->frames_before = frames;       /* alive, only behind: wait again */
+        if (k->counts->frames != k->frames_before) {
+            k->frames_before = k->counts->frames; /* alive, only behind: wait again */
             herald_timer_arm(k->timer, k->cfg.timeout_ms);
             return;
         }
         k->ops->timed_out(k->arg);
         return;
     }
-    k->acks_before = k->ops->acks(k->arg);
-    k->frames_before = k->ops->frames(k->arg);
+    k->acks_before = k->counts->ping_acks;
+    k->frames_before = k->counts->frames;
     k->waiting = true;
     herald_timer_arm(k->timer, k->cfg.timeout_ms);
     /* last: a sent PING may end the connection (and k) on the way out */
@@ -52,13 +52,14 @@ static void on_timer(struct herald_timer *t, void *arg)
     }
 }
 
-struct h2_keepalive *h2_keepalive_start(const struct h2_keepalive_cfg *cfg, const struct h2_keepalive_ops *ops,
-                                        void *arg)
+struct h2_keepalive *h2_keepalive_start(const struct h2_keepalive_cfg *cfg, const struct h2_frame_counts *counts,
+                                        const struct h2_keepalive_ops *ops, void *arg)
 {
     if (!cfg->interval_ms)
         return NULL;
     struct h2_keepalive *k = xcalloc(1, sizeof(*k));
     k->cfg = *cfg;
+    k->counts = counts;
     k->ops = ops;
     k->arg = arg;
     k->timer = herald_timer_new(on_timer, k);

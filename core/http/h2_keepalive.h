@@ -24,22 +24,25 @@ extern const struct herald_message schema_h2_keepalive;
 /* Reads connection_keepalive (n may be NULL: off). */
 void h2_keepalive_cfg_read(const struct herald_cfg *n, struct h2_keepalive_cfg *out);
 
+/* What the codec counts for it, one increment per frame received. */
+struct h2_frame_counts {
+    uint64_t frames, ping_acks;
+};
+
 struct h2_keepalive_ops {
     /* Queue a PING and write it out. false: nothing was done (the connection
      * cannot send now); true: sent, and the write may have ended the
      * connection and stopped the keepalive. */
     bool (*ping)(void *arg);
-    /* The codec's counts so far: frames received, PING ACKs received. */
-    uint64_t (*frames)(void *arg);
-    uint64_t (*acks)(void *arg);
     /* No answer within timeout: close the connection (it may free us). */
     void (*timed_out)(void *arg);
 };
 
 struct h2_keepalive;
-/* Starts the clock on the calling worker; NULL when cfg is off. */
-struct h2_keepalive *h2_keepalive_start(const struct h2_keepalive_cfg *cfg, const struct h2_keepalive_ops *ops,
-                                        void *arg);
+/* Starts the clock on the calling worker, reading counts (the codec's, which
+ * outlive it); NULL when cfg is off. */
+struct h2_keepalive *h2_keepalive_start(const struct h2_keepalive_cfg *cfg, const struct h2_frame_counts *counts,
+                                        const struct h2_keepalive_ops *ops, void *arg);
 void h2_keepalive_stop(struct h2_keepalive *k);
 
 #endif

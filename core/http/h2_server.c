@@ -64,7 +64,7 @@ struct h2_server {
     size_t block_bytes, block_frames;
     uint64_t priority_frames, window_update_frames, data_frames_sent, streams_opened;
     uint64_t premature_resets, closed_streams;
-    uint64_t frames_in, ping_acks;  /* for the keepalive (h2_keepalive.h) */
+    struct h2_frame_counts counts;  /* for the keepalive */
 };
 
 static void inc(struct herald_stat *s)
@@ -137,7 +137,7 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
 {
     struct h2_server *h = ud;
 
-    h->frames_in++;
+    h->counts.frames++;
     count_frame(h, stream_of(h, hd->stream_id), hd, false);   /* a request's first HEADERS: on_begin_headers */
     /* Envoy's inbound flood checks; a frame without payload that ends nothing is "empty" */
     if (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_CONTINUATION) {
@@ -299,7 +299,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     switch (frame->hd.type) {
     case NGHTTP2_PING:
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
-            h->ping_acks++;
+            h->counts.ping_acks++;
         return 0;
     case NGHTTP2_HEADERS:
         if (!st || !st->hdrs)
@@ -818,12 +818,7 @@ bool h2_server_ping(struct h2_server *h)
     return !h->failed && nghttp2_submit_ping(h->s, NGHTTP2_FLAG_NONE, NULL) == 0;
 }
 
-uint64_t h2_server_frames_received(const struct h2_server *h)
+const struct h2_frame_counts *h2_server_frame_counts(const struct h2_server *h)
 {
-    return h->frames_in;
-}
-
-uint64_t h2_server_ping_acks(const struct h2_server *h)
-{
-    return h->ping_acks;
+    return &h->counts;
 }

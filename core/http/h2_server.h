@@ -32,6 +32,7 @@
 #include "herald/http.h"
 #include "herald/stats.h"
 #include "herald/timer.h"
+#include "http/h2_keepalive.h"
 
 #define H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2_PREFACE_LEN 24
@@ -120,9 +121,8 @@ void h2_server_pause(struct h2_server *h, int32_t id, bool pause);
 /* Delivers held request data of unpaused streams (outside recv). */
 void h2_server_deliver(struct h2_server *h);
 /* Keepalive (h2_keepalive.h): queues a PING (flush after); false when the
- * connection failed. Frames received and PING ACKs received so far. */
+ * connection failed. The frames and PING ACKs received so far. */
 bool h2_server_ping(struct h2_server *h);
-uint64_t h2_server_frames_received(const struct h2_server *h);
-uint64_t h2_server_ping_acks(const struct h2_server *h);
+const struct h2_frame_counts *h2_server_frame_counts(const struct h2_server *h);
 
 #endif

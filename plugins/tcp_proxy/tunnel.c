@@ -31,6 +31,15 @@ static void gone(struct tcp_tunnel *t, enum herald_upstream_reset why, int statu
 /* A POST's answer may wait for the whole body (an HTTP/1.1 server does), so
  * its bytes flow as soon as a connection is there; its answer is checked
  * when it comes. */
+/* The host's side ended without a body byte more (an answer that ended at
+ * once, or trailers): an empty end to the session. */
+static void end_empty(const struct tcp_tunnel_cbs *cbs, void *sess)
+{
+    struct herald_buf *none = herald_buf_new();
+    cbs->on_data(sess, none, true);
+    herald_buf_free(none);
+}
+
 static void on_ready(void *arg)
 {
     struct tcp_tunnel *t = arg;
@@ -61,12 +70,8 @@ static void on_headers(void *arg, struct herald_headers *h, bool end_stream)
     void *sess = t->arg;
     if (!was_open)
         cbs->on_open(sess);
-    if (end_stream) {
-        /* a tunnel the host ends at once */
-        struct herald_buf *none = herald_buf_new();
-        cbs->on_data(sess, none, true);
-        herald_buf_free(none);
-    }
+    if (end_stream)
+        end_empty(cbs, sess);
 }
 
 static void on_data(void *arg, struct herald_buf *data, bool end_stream)
@@ -86,10 +91,8 @@ static void on_trailers(void *arg, struct herald_headers *trailers)
     herald_headers_free(trailers);
     if (!t->answered || t->ended_in)
         return;
-    struct herald_buf *none = herald_buf_new();
     t->ended_in = true;
-    t->cbs->on_data(t->arg, none, true);
-    herald_buf_free(none);
+    end_empty(t->cbs, t->arg);
 }
 
 static void on_reset(void *arg, enum herald_upstream_reset why)
