@@ -18,15 +18,17 @@
 #   list again that many times, interleaved, and prints medians: HAProxy's own
 #   us/op moves by a third from one minute to the next on this VM.
 #
-#   Three more "proxies" measure the floor (bench/floor_proxy.c, built here with
+#   Four more "proxies" measure the floor (bench/floor_proxy.c, built here with
 #   cc): floor forwards bytes between each client and its own backend connection
 #   with the calls HAProxy makes and no other work; floor_batch reads every
-#   ready socket before writing any; floor_uring does it through io_uring (needs
-#   liburing-dev). What a proxy spends above floor is its user-space work.
+#   ready socket before writing any; floor_splice moves the bytes with splice(2)
+#   through a pipe, never copying them to user space; floor_uring does it through
+#   io_uring (needs liburing-dev). What a proxy spends above floor is its
+#   user-space work.
 #
-# KNOBS: DUR (default 10) CONNS (50) ROUNDS (1) PROXIES ("haproxy nginx herald",
-#   also floor floor_batch floor_uring; the summary lines need haproxy and herald)
-#   BASE_PORT (28240: +0 backend, +1 haproxy, +2 nginx, +3 herald, +4..6 the
+# KNOBS: DUR (default 10) CONNS (50) BODY_BYTES (128; 16384 for http.sh's 16k rows) ROUNDS (1) PROXIES ("haproxy nginx herald",
+#   also floor floor_batch floor_splice floor_uring; the summary lines need haproxy and herald)
+#   BASE_PORT (28240: +0 backend, +1 haproxy, +2 nginx, +3 herald, +4..7 the
 #   floors) LOAD_CPU PROXY_CPU HERALD PLUGIN_DIR OUT (kept files).
 set -uo pipefail
 
@@ -36,6 +38,7 @@ PLUGIN_DIR=${PLUGIN_DIR:-$HERE/../build/plugins}
 DUR=${DUR:-10}
 PROXIES=${PROXIES:-haproxy nginx herald}
 CONNS=${CONNS:-50}
+BODY_BYTES=${BODY_BYTES:-128}
 ROUNDS=${ROUNDS:-1}
 BASE_PORT=${BASE_PORT:-28240}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -43,7 +46,8 @@ PROXY_CPU=${PROXY_CPU:-1}
 OUT=${OUT:-$(mktemp -d /tmp/herald-cpu-split.XXXXXX)}
 BE=$BASE_PORT
 declare -A PORT=([haproxy]=$((BASE_PORT + 1)) [nginx]=$((BASE_PORT + 2)) [herald]=$((BASE_PORT + 3))
-                 [floor]=$((BASE_PORT + 4)) [floor_uring]=$((BASE_PORT + 5)) [floor_batch]=$((BASE_PORT + 6)))
+                 [floor]=$((BASE_PORT + 4)) [floor_uring]=$((BASE_PORT + 5)) [floor_batch]=$((BASE_PORT + 6))
+                 [floor_splice]=$((BASE_PORT + 7)))
 HZ=$(getconf CLK_TCK)
 STARTED=()
 
@@ -106,15 +110,21 @@ EOF
 }
 
 # ------------------------------------------------------------------ backend
-BODY=$(head -c 128 /dev/zero | tr '\0' 'x')
-mkdir -p "$OUT/backend"
+mkdir -p "$OUT/backend/www"
+if [ "$BODY_BYTES" -le 1024 ]; then   # as peers.sh: small answers from `return`, large from a file
+    BODY=$(head -c "$BODY_BYTES" /dev/zero | tr '\0' 'x')
+    ANSWER="default_type text/plain; return 200 \"$BODY\";"
+else
+    head -c "$BODY_BYTES" /dev/zero | tr '\0' 'a' > "$OUT/backend/www/body.bin"
+    ANSWER="root $OUT/backend/www; try_files /body.bin =404;"
+fi
 nginx_conf "$OUT/backend" > "$OUT/backend/nginx.conf" <<EOF
   sendfile on;
   tcp_nopush on;
   tcp_nodelay on;
   server {
     listen 127.0.0.1:$BE;
-    location / { default_type text/plain; return 200 "$BODY"; }
+    location / { $ANSWER }
   }
 EOF
 taskset -c "$LOAD_CPU" nginx -p "$OUT/backend" -c "$OUT/backend/nginx.conf" -g 'daemon off;' \
@@ -183,6 +193,11 @@ start_floor_batch() {
     taskset -c "$PROXY_CPU" "$OUT/floor_proxy" epoll-batch "${PORT[floor_batch]}" "$BE" > "$OUT/floor_batch.log" 2>&1 &
     echo $!
 }
+start_floor_splice() {
+    floor_bin
+    taskset -c "$PROXY_CPU" "$OUT/floor_proxy" splice "${PORT[floor_splice]}" "$BE" > "$OUT/floor_splice.log" 2>&1 &
+    echo $!
+}
 start_floor_uring() {
     floor_bin
     [ -e /usr/include/liburing.h ] || die "floor_uring needs liburing-dev"
@@ -212,9 +227,10 @@ run() {  # name
     RATE[$name]=$(awk -v n="$reqs" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')
 }
 
-echo "# cpu_split.sh: wrk -t1 -c$CONNS -d${DUR}s, 128 B keep-alive; proxy alone on CPU $PROXY_CPU; $ROUNDS round(s); $(date -u +%FT%TZ)"
+echo "# cpu_split.sh: wrk -t1 -c$CONNS -d${DUR}s, $BODY_BYTES B keep-alive; proxy alone on CPU $PROXY_CPU; $ROUNDS round(s); $(date -u +%FT%TZ)"
 declare -A ALL   # name -> the round totals, space-separated
 RATIOS=()        # herald / HAProxy per round
+FLOOR_RATIOS=()  # floor / HAProxy per round
 for round in $(seq "$ROUNDS"); do
     for name in $PROXIES; do run "$name"; done
     [ "$ROUNDS" -gt 1 ] && echo "## round $round"
@@ -226,6 +242,8 @@ for round in $(seq "$ROUNDS"); do
     done
     if [ -n "${TOTAL[haproxy]:-}" ] && [ -n "${TOTAL[herald]:-}" ]; then
         RATIOS+=("$(awk -v a="${TOTAL[herald]}" -v b="${TOTAL[haproxy]}" 'BEGIN { printf "%.2f", a / b }')")
+        [ -n "${TOTAL[floor]:-}" ] &&
+            FLOOR_RATIOS+=("$(awk -v a="${TOTAL[floor]}" -v b="${TOTAL[haproxy]}" 'BEGIN { printf "%.2f", a / b }')")
         awk -v ht="${TOTAL[haproxy]}" -v hs="${SYS[haproxy]}" -v ks="${SYS[herald]}" -v kt="${TOTAL[herald]}" \
             -v ft="${TOTAL[floor]:-}" 'BEGIN {
             printf "0.7 x HAProxy total = %.2f us/op; HAProxy kernel alone = %.2f, herald kernel alone = %.2f\n", 0.7 * ht, hs, ks
@@ -244,5 +262,7 @@ if [ "$ROUNDS" -gt 1 ]; then
     echo "## medians over $ROUNDS rounds (total us/op)"
     for name in $PROXIES; do echo "$name: $(echo "${ALL[$name]}" | median)  (rounds:${ALL[$name]})"; done
     [ ${#RATIOS[@]} -gt 0 ] && echo "herald / HAProxy: median $(echo "${RATIOS[*]}" | median) (rounds: ${RATIOS[*]})"
+    [ ${#FLOOR_RATIOS[@]} -gt 0 ] &&
+        echo "floor / HAProxy: median $(echo "${FLOOR_RATIOS[*]}" | median) (rounds: ${FLOOR_RATIOS[*]}; the 0.7 x target is below the floor in $(printf '%s\n' "${FLOOR_RATIOS[@]}" | awk '$1 > 0.7' | wc -l) of ${#FLOOR_RATIOS[@]})"
 fi
 echo "# files: $OUT"

@@ -19,8 +19,13 @@
  *             batches, sends queued and submitted with the next wait, so the
  *             system calls per request fall well under one; the kernel's TCP
  *             work stays. Built only when liburing is there (-DHAVE_URING).
+ *   splice    epoll as above, but the bytes go socket -> pipe -> socket with
+ *             splice(2) and never enter user space: the floor of a proxy that
+ *             forwards bodies without copying them (HAProxy's "option
+ *             splice-response"). Heads are spliced too, so for small answers
+ *             it is below what any parsing proxy could reach.
  *
- * usage: floor_proxy epoll|io_uring LISTEN_PORT BACKEND_PORT  (127.0.0.1)
+ * usage: floor_proxy epoll|epoll-batch|splice|io_uring LISTEN_PORT BACKEND_PORT  (127.0.0.1)
  * build: cc -O2 -o floor_proxy floor_proxy.c [-DHAVE_URING -luring]
  *
  * A short write (never seen with 128 B and 16 KiB answers and default socket
@@ -50,6 +55,7 @@ struct side {
     int fd;
     struct side *peer;
     char *buf;                  /* io_uring: this side's receive buffer */
+    int pipe[2];                /* splice: bytes read here, on their way to peer */
 };
 
 static volatile sig_atomic_t stop;
@@ -165,6 +171,52 @@ static void run_epoll(int lfd, int backend_port, int batch)
     }
 }
 
+/* splice: each side's bytes pass through its own pipe */
+static void run_splice(int lfd, int backend_port)
+{
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}, evs[256];
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    while (!stop) {
+        int n = epoll_wait(ep, evs, 256, 200);
+        for (int i = 0; i < n; i++) {
+            struct side *s = evs[i].data.ptr;
+            if (!s) {
+                int c;
+                while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                    struct side *p = pair_up(c, backend_port);
+                    for (int k = 0; k < 2; k++) {
+                        if (pipe2(p[k].pipe, O_NONBLOCK))
+                            die("pipe2");
+                        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &p[k]};
+                        epoll_ctl(ep, EPOLL_CTL_ADD, p[k].fd, &e);
+                    }
+                }
+                continue;
+            }
+            if (s->fd < 0)
+                continue;
+            ssize_t r = splice(s->fd, NULL, s->pipe[1], NULL, BUF, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (r > 0) {
+                while (r > 0) {
+                    ssize_t w = splice(s->pipe[0], NULL, s->peer->fd, NULL, (size_t)r, SPLICE_F_MOVE);
+                    if (w > 0) {
+                        r -= w;
+                        if (r)
+                            short_writes++;
+                    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                        break;
+                    }
+                }
+            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                close(s->fd);
+                close(s->peer->fd);
+                s->fd = s->peer->fd = -1;
+            }
+        }
+    }
+}
+
 #ifdef HAVE_URING
 /* user_data: the side pointer, low bit set for a send completion */
 static void queue_recv(struct io_uring *ring, struct side *s)
@@ -250,7 +302,7 @@ static void run_uring(int lfd, int backend_port)
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s epoll|io_uring LISTEN_PORT BACKEND_PORT\n", argv[0]);
+        fprintf(stderr, "usage: %s epoll|epoll-batch|splice|io_uring LISTEN_PORT BACKEND_PORT\n", argv[0]);
         return 2;
     }
     signal(SIGTERM, on_signal);
@@ -259,6 +311,8 @@ int main(int argc, char **argv)
     int lfd = listen_on(atoi(argv[2])), backend_port = atoi(argv[3]);
     if (strcmp(argv[1], "epoll") == 0 || strcmp(argv[1], "epoll-batch") == 0) {
         run_epoll(lfd, backend_port, strcmp(argv[1], "epoll-batch") == 0);
+    } else if (strcmp(argv[1], "splice") == 0) {
+        run_splice(lfd, backend_port);
     } else if (strcmp(argv[1], "io_uring") == 0) {
 #ifdef HAVE_URING
         run_uring(lfd, backend_port);
