@@ -2947,7 +2947,9 @@ static void handle_eof(struct cm_conn *cc)
         close_conn(cc, HERALD_CLOSE_FLUSH);
         return;
     }
-    if (s->upgraded) {
+    if (s->upgraded || s->upgrade_requested) {
+        /* a tunnel's client half-closed, before the upstream's answer or
+         * after: its end goes on as the end of the request's bytes */
         if (!s->dec.end_in && !s->over) {
             struct herald_buf *b = herald_buf_new();
             s->dec.end_in = true;
@@ -2956,7 +2958,7 @@ static void handle_eof(struct cm_conn *cc)
         }
         return;
     }
-    if (!s->request_complete && !s->upgrade_requested) {
+    if (!s->request_complete) {
         /* cut short: the client gave up */
         reset_stream(s, true, "downstream_remote_disconnect");
         return;

@@ -147,6 +147,25 @@ def test_connect_when_the_upstream_closes_first(herald, upstreams, port):
     s.close()
 
 
+@pytest.mark.parametrize("early", [b"all at once|", b""], ids=["with-bytes", "empty"])
+def test_connect_half_closed_before_the_host_answers(herald, upstreams, port, early):
+    """The client sends the CONNECT, its bytes (or none) and its half-close in
+    one go, before herald can have a connection to the host: the bytes and
+    the end are kept and go out once it is up, so the echo server sees them,
+    answers and closes, and the client reads 200, its bytes, then the close."""
+    echo = upstreams(helpers.EchoServer)
+    h, lp = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")])
+    s = h1_connect(lp, early=early)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
+    head, rest = read_head(s)
+    assert head.startswith("HTTP/1.1 200 "), head
+    assert rest + helpers.recv_until_eof(s) == early
+    s.close()
+    assert echo.accepted == 1
+    h.wait_stat("http.ingress_http.downstream_cx_upgrades_active", lambda v: v == 0)
+
+
 def test_connect_to_a_host_that_is_down(herald, port, tmp_path):
     """No TCP connection to the host: 503 with the upstream failure flag, and
     the connection is not a tunnel (no upgrade counted)."""
