@@ -4,7 +4,6 @@ errors a bad filter gives."""
 
 import json
 import re
-import socket
 
 import conftest
 import http_backends as hb

@@ -6,7 +6,6 @@ start-up with file:line:col."""
 
 import json
 import re
-import socket
 
 import conftest
 import http_backends as hb

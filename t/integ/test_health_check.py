@@ -5,11 +5,9 @@ filter with admin /healthcheck/fail and /healthcheck/ok."""
 
 import http.server
 import json
-import socket
 import threading
 import time
 
-import pytest
 
 import helpers
 from http_backends import HttpBackend, hcm, http_cluster, http_listener, request, route, sock_addr
@@ -112,7 +110,7 @@ def host_flags(h, cluster="backend"):
 
 def wait_flags(h, want, cluster="backend", timeout=5.0):
     """Waits until /clusters shows exactly want ({addr: flags}); returns the last flags seen."""
-    flags = helpers.wait_for(lambda: host_flags(h, cluster) == want, timeout=timeout)
+    helpers.wait_for(lambda: host_flags(h, cluster) == want, timeout=timeout)
     return host_flags(h, cluster)
 
 
@@ -208,7 +206,7 @@ def test_unreachable_host_and_panic_mode(herald, upstreams, port):
 
 def test_pending_until_first_check(herald, upstreams, port):
     """Before its first check a host shows /failed_active_hc/pending_active_hc."""
-    a = upstreams(HealthBackend, "a")
+    upstreams(HealthBackend, "a")
     lp = port()
     hc = http_hc()
     hc["initial_jitter"] = "0s"

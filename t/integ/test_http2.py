@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 

@@ -4,7 +4,6 @@ a cluster with HttpProtocolOptions explicit_http_config.http2_protocol_options
 HTTP/1.1). The real peer is H2Backend below, an HTTP/2 server on Python's h2
 (python3-h2) that can also misbehave: reset streams, send GOAWAY."""
 
-import hashlib
 import http.client
 import json
 import os

@@ -10,7 +10,6 @@ import re
 import socket
 import time
 
-import pytest
 
 import conftest
 import http_backends as hb
@@ -323,7 +322,7 @@ def test_http_access_log_more_operators(herald, upstreams, port, tmp_path):
     named_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = "svc.example"
     cfg = {"static_resources": {"listeners": [listener], "clusters": [
         named_cluster, hb.http_cluster("plain", [plain.port]), hb.http_cluster("dead", [dead])]}}
-    h = herald(cfg, env={"TZ": "UTC-3"})
+    herald(cfg, env={"TZ": "UTC-3"})
 
     t0 = time.time()
     pad = "p" * 100

@@ -99,8 +99,8 @@ def test_locality_weighted_round_robin(herald, upstreams, port):
     weighted["load_assignment"]["endpoints"] = localities()
     plain = cluster("plain", [])
     plain["load_assignment"]["endpoints"] = localities()
-    h = herald(bootstrap([tcp_listener(lport, "weighted", stat_prefix="w"),
-                          tcp_listener(plain_port, "plain", stat_prefix="p")], [weighted, plain]))
+    herald(bootstrap([tcp_listener(lport, "weighted", stat_prefix="w"),
+                      tcp_listener(plain_port, "plain", stat_prefix="p")], [weighted, plain]))
     tags = collections.Counter(tag_of_new_connection(lport) for _ in range(400))
     assert tags == {"backend-0": 100, "backend-1": 150, "backend-2": 150}, tags
     tags = collections.Counter(tag_of_new_connection(plain_port) for _ in range(100))

@@ -209,7 +209,6 @@ def test_no_count_leak_under_churn(herald, upstreams, port):
 # ------------------------------------------------------------------ pressure monitors and actions
 
 import json  # noqa: E402
-import re  # noqa: E402
 
 import conftest  # noqa: E402
 import http_backends as hb  # noqa: E402

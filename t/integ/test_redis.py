@@ -438,7 +438,7 @@ def test_mirror_and_hashtags(herald, port, redis3):
         [listener(lp, redis_filter(catch_all=route)),
          listener(lp2, redis_filter(stat_prefix="tags", settings={"enable_hashtagging": True}))],
         [redis_cluster("main", [main]), redis_cluster("mirror", [mirror]), redis_cluster("redis", redis3)])
-    h = herald(cfg)
+    herald(cfg)
     c = Client(lp)
     assert c.call("SET", "m1", "x") == "OK"
     assert c.call("GET", "m1") == b"x"
@@ -465,7 +465,7 @@ def test_downstream_auth(herald, port, redis3):
                                     downstream_auth_passwords=[{"inline_string": "s3cret"}])),
          listener(lp3, redis_filter(stat_prefix="open"))],
         [redis_cluster("redis", redis3)])
-    h = herald(cfg)
+    herald(cfg)
     c = Client(lp)
     assert c.call("GET", "a") == Err("NOAUTH Authentication required.")
     assert c.call("PING") == Err("NOAUTH Authentication required.")
@@ -507,7 +507,7 @@ def test_upstream_auth(herald, port, own_servers):
          listener(lp3, redis_filter(catch_all="nopw", stat_prefix="c"))],
         [redis_cluster("pw", [pw], password="upw"), redis_cluster("acl", [acl], password="ppw", username="proxy"),
          redis_cluster("nopw", [pw])])
-    h = herald(cfg)
+    herald(cfg)
     c = Client(lp)
     assert c.call("SET", "k", "v") == "OK"
     assert c.call("GET", "k") == b"v"

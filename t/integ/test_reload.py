@@ -15,7 +15,7 @@ import pytest
 
 from helpers import EchoServer, bootstrap, cluster, closed_by_peer, connect, recv_line, tcp_listener
 from http_backends import HttpBackend, hcm, http_cluster, http_listener, request, route
-from reload_util import Reloads, set_subreaper, wait_gone
+from reload_util import Reloads, set_subreaper
 
 
 @pytest.fixture(autouse=True, scope="module")
