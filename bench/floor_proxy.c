@@ -106,6 +106,22 @@ static struct side *pair_up(int client, int backend_port)
     return c;
 }
 
+/* every waiting client, each paired with its backend connection and watched
+ * on both sides (with_pipes: each side gets the pipe splice needs) */
+static void accept_all(int ep, int lfd, int backend_port, int with_pipes)
+{
+    int c;
+    while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+        struct side *p = pair_up(c, backend_port);
+        for (int k = 0; k < 2; k++) {
+            if (with_pipes && pipe2(p[k].pipe, O_NONBLOCK))
+                die("pipe2");
+            struct epoll_event e = {.events = EPOLLIN, .data.ptr = &p[k]};
+            epoll_ctl(ep, EPOLL_CTL_ADD, p[k].fd, &e);
+        }
+    }
+}
+
 static void send_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -136,14 +152,7 @@ static void run_epoll(int lfd, int backend_port, int batch)
             lens[i] = 0;
             struct side *s = evs[i].data.ptr;
             if (!s) {
-                int c;
-                while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-                    struct side *p = pair_up(c, backend_port);
-                    for (int k = 0; k < 2; k++) {
-                        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &p[k]};
-                        epoll_ctl(ep, EPOLL_CTL_ADD, p[k].fd, &e);
-                    }
-                }
+                accept_all(ep, lfd, backend_port, false);
                 continue;
             }
             if (s->fd < 0)
@@ -182,16 +191,7 @@ static void run_splice(int lfd, int backend_port)
         for (int i = 0; i < n; i++) {
             struct side *s = evs[i].data.ptr;
             if (!s) {
-                int c;
-                while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-                    struct side *p = pair_up(c, backend_port);
-                    for (int k = 0; k < 2; k++) {
-                        if (pipe2(p[k].pipe, O_NONBLOCK))
-                            die("pipe2");
-                        struct epoll_event e = {.events = EPOLLIN, .data.ptr = &p[k]};
-                        epoll_ctl(ep, EPOLL_CTL_ADD, p[k].fd, &e);
-                    }
-                }
+                accept_all(ep, lfd, backend_port, true);
                 continue;
             }
             if (s->fd < 0)
