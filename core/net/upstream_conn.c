@@ -252,12 +252,16 @@ static void on_bev_event(struct bufferevent *bev, short what, void *arg)
             u->reader = sock_reader_new(u->worker->base, bev, fd, u->buffer_limit, on_readable, on_bev_event, u);
         if (!u->pause_mask)
             read_on(u);
+        size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
         if (!u->ssl) {
             /* from now on flush_output() writes (see connection.c) */
             bufferevent_disable(bev, EV_WRITE);
-            if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+            if (queued > 0)
                 defer(u, DEFER_FLUSH);
         }
+        /* an end given before the connection was up, with no bytes before it: the FIN now */
+        if (u->shut_wr_pending && queued == 0)
+            defer(u, DEFER_FLUSH);
         outlier_report_local(u->host, u->http ? OUTLIER_CONNECT_SUCCESS : OUTLIER_CONNECT_SUCCESS_FINAL);
         if (u->cbs->on_event)
             u->cbs->on_event(u->arg, HERALD_EV_CONNECTED);

@@ -159,3 +159,26 @@ def test_tcp_access_log_names_both_connections(herald, upstreams, port, tmp_path
     assert f[1:5] == ["-", "-", "-", "-"] and f[6] == "dead", f
     assert set(f[10].split(",")) >= {"UF", "URX"}, f
     assert f[11:17] == ["TcpConnectionEnd", "0", "0", "0", "0", "-"], f
+
+
+def test_half_close_before_the_upstream_is_up(herald, upstreams, port):
+    """Clients that connect and half-close at once, with no bytes: each end
+    reaches the echo server even when it comes before herald's connection to
+    it is up, so the server closes and herald closes the client in turn
+    (no connection waits for an idle timeout). Twenty tries make the early
+    case likely."""
+    echo = upstreams(EchoServer)
+    lport = port()
+    herald(bootstrap([tcp_listener(lport, "echo")], [cluster("echo", [echo.addr])]))
+    socks = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", lport), timeout=5)
+        s.shutdown(socket.SHUT_WR)
+        socks.append(s)
+    for i, s in enumerate(socks):
+        try:
+            assert s.recv(16) == b"", "connection %d: bytes out of nowhere" % i
+        except socket.timeout:
+            raise AssertionError("connection %d: the client's end never reached the upstream" % i)
+        finally:
+            s.close()
