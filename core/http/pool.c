@@ -391,6 +391,9 @@ static void on_resp_headers(void *arg, struct herald_headers *h, bool end_stream
          * the connection's bytes are the new protocol's, for the owner as they come */
         c->tunnel = true;
         end_stream = false;
+        /* the client's end came before this answer: it is a half-close now */
+        if (c->req_sent_all)
+            pool_conn_flush(c, true);
     }
     if (end_stream)
         r->end_delivered = true;

@@ -369,6 +369,12 @@ static void start_tunnel(struct session *ss, struct herald_cluster *c, struct he
     }
     if (ss->down_blocked)
         connect_tunnel_pause_reading(ss->tun, true);
+    if (ss->down_end) {
+        /* the client's end came with its CONNECT (HTTP/2 END_STREAM on the HEADERS) */
+        struct herald_buf *b = herald_buf_new();
+        connect_tunnel_send(ss->tun, b, true);
+        herald_buf_free(b);
+    }
     release_wait(ss);
 }
 
@@ -422,10 +428,13 @@ static void start_try(struct session *ss)
     if (ss->down_blocked)
         herald_http_upstream_pause_reading(ss->u, true);
     bool has_body = ss->body && herald_buf_len(ss->body) > 0;
-    herald_http_upstream_send_headers(ss->u, hdrs, ss->down_end && !has_body && !ss->trailers);
-    if (has_body) {
+    bool ended = ss->down_end && !has_body && !ss->trailers;
+    /* an upgrade's end is the tunnel's half-close, never the end of its head */
+    herald_http_upstream_send_headers(ss->u, hdrs, ended && !ss->upgrade);
+    if (has_body || (ended && ss->upgrade)) {
         struct herald_buf *b = herald_buf_new();
-        router_buf_copy(b, ss->body);
+        if (has_body)
+            router_buf_copy(b, ss->body);
         herald_http_upstream_send_data(ss->u, b, ss->down_end && !ss->trailers);
         herald_buf_free(b);
     }

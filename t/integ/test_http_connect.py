@@ -229,6 +229,35 @@ def test_connect_passed_on_to_an_upstream_proxy(herald, upstreams, port, tmp_pat
     assert outer.stat("cluster.proxy.upstream_rq_total") == 1
 
 
+@pytest.mark.parametrize("over", ["http1", "http2"])
+@pytest.mark.parametrize("early", [b"all at once|", b""], ids=["with-bytes", "empty"])
+def test_connect_passed_on_half_closed_before_the_answer(herald, upstreams, port, early, over):
+    """A CONNECT passed on to an upstream proxy (over HTTP/1.1, or as an
+    HTTP/2 stream), with the client's bytes and its half-close right behind
+    it: the end reaches the far host once the upstream proxy's 200 is in (on
+    HTTP/2: an END_STREAM after the HEADERS), so the echo server answers and
+    closes, and the client reads 200, its bytes, then the close."""
+    echo = upstreams(helpers.EchoServer)
+    inner_extra = {"http2_protocol_options": {"allow_connect": True}} if over == "http2" else {}
+    inner, ip = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")],
+                              **inner_extra)
+    proxy = hb.http_cluster("proxy", [ip])
+    if over == "http2":
+        proxy["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    outer, op = connect_proxy(herald, port, [proxy], [tunnel_route("proxy", terminate=False)])
+    s = h1_connect(op, "db.example:5432", early=early)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
+    head, rest = read_head(s)
+    assert head.startswith("HTTP/1.1 200 "), head
+    assert rest + helpers.recv_until_eof(s) == early
+    s.close()
+    assert echo.accepted == 1
+
+
 def test_connect_passed_on_over_http2(herald, upstreams, port, tmp_path):
     """The upstream proxy is reached over HTTP/2 (the cluster's
     http2_protocol_options): the CONNECT goes out as an HTTP/2 CONNECT stream
@@ -359,6 +388,29 @@ def test_h2_connect_streams_are_tunnels_side_by_side(herald, upstreams, port):
     assert h.stat("http.ingress_http.downstream_cx_upgrades_total") == 2
     h.wait_stat("http.ingress_http.downstream_cx_upgrades_active", lambda v: v == 0)
     assert h.stat("http.ingress_http.downstream_cx_upgrades_active") == 0
+
+
+def test_h2_connect_with_end_stream_on_its_headers(herald, upstreams, port):
+    """A CONNECT whose HEADERS carry END_STREAM (a client with nothing to
+    send): herald still answers 200 once the host is up, and that end is a
+    half-close toward the echo server, whose close ends the stream; the
+    connection goes on (a second CONNECT on it works)."""
+    echo = upstreams(helpers.EchoServer)
+    h, lp = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")],
+                          http2_protocol_options={"allow_connect": True})
+    c = H2Client(lp)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "db.example:5432")], end_stream=True)
+    c.flush()
+    c.wait(lambda: sid in c.ended)
+    assert c.headers.get(sid, {}).get(":status") == "200", (c.headers, c.reset)
+    assert sid not in c.reset, c.reset
+    assert bytes(c.data.get(sid, b"")) == b""
+    b = c.connect()
+    c.send(b, b"still here", True)
+    c.wait(lambda: b in c.ended)
+    assert bytes(c.data[b]) == b"still here"
+    assert echo.accepted == 2
 
 
 def test_h2_connect_refused_without_allow_connect(herald, upstreams, port):
