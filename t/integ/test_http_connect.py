@@ -71,6 +71,27 @@ def h1_connect(port, authority="db.example:5432", early=b""):
     return s
 
 
+def h2_cluster(name, ports):
+    """A cluster that herald reaches over HTTP/2 (explicit http2_protocol_options)."""
+    return hb.http_cluster(name, ports, typed_extension_protocol_options={
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}})
+
+
+def connect_with_early_end(port, early):
+    """CONNECT, early bytes and the client's half-close in one go, before any
+    answer; the tunnel ends at an echo server: 200, the same bytes back, then
+    the close."""
+    s = h1_connect(port, early=early)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
+    head, rest = read_head(s)
+    assert head.startswith("HTTP/1.1 200 "), head
+    assert rest + helpers.recv_until_eof(s) == early
+    s.close()
+
+
 # ------------------------------------------------------------------ HTTP/1.1, ended here
 
 
@@ -155,13 +176,7 @@ def test_connect_half_closed_before_the_host_answers(herald, upstreams, port, ea
     answers and closes, and the client reads 200, its bytes, then the close."""
     echo = upstreams(helpers.EchoServer)
     h, lp = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")])
-    s = h1_connect(lp, early=early)
-    s.shutdown(socket.SHUT_WR)
-    s.settimeout(10)
-    head, rest = read_head(s)
-    assert head.startswith("HTTP/1.1 200 "), head
-    assert rest + helpers.recv_until_eof(s) == early
-    s.close()
+    connect_with_early_end(lp, early)
     assert echo.accepted == 1
     h.wait_stat("http.ingress_http.downstream_cx_upgrades_active", lambda v: v == 0)
 
@@ -241,20 +256,9 @@ def test_connect_passed_on_half_closed_before_the_answer(herald, upstreams, port
     inner_extra = {"http2_protocol_options": {"allow_connect": True}} if over == "http2" else {}
     inner, ip = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")],
                               **inner_extra)
-    proxy = hb.http_cluster("proxy", [ip])
-    if over == "http2":
-        proxy["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}}
+    proxy = h2_cluster("proxy", [ip]) if over == "http2" else hb.http_cluster("proxy", [ip])
     outer, op = connect_proxy(herald, port, [proxy], [tunnel_route("proxy", terminate=False)])
-    s = h1_connect(op, "db.example:5432", early=early)
-    s.shutdown(socket.SHUT_WR)
-    s.settimeout(10)
-    head, rest = read_head(s)
-    assert head.startswith("HTTP/1.1 200 "), head
-    assert rest + helpers.recv_until_eof(s) == early
-    s.close()
+    connect_with_early_end(op, early)
     assert echo.accepted == 1
 
 
@@ -268,11 +272,7 @@ def test_connect_passed_on_over_http2(herald, upstreams, port, tmp_path):
     inner_log = str(tmp_path / "inner.log")
     inner, ip = connect_proxy(herald, port, [tcp_cluster("echo", echo.port)], [tunnel_route("echo")],
                               log=inner_log, http2_protocol_options={"allow_connect": True})
-    h2_cluster = hb.http_cluster("proxy", [ip], typed_extension_protocol_options={
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}})
-    outer, op = connect_proxy(herald, port, [h2_cluster], [tunnel_route("proxy", terminate=False)])
+    outer, op = connect_proxy(herald, port, [h2_cluster("proxy", [ip])], [tunnel_route("proxy", terminate=False)])
     for n in range(2):
         s = h1_connect(op, "db.example:5432", early=b"early %d|" % n)
         head, rest = read_head(s)
