@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -32,6 +33,7 @@
 
 #include "common.h"
 #include "config/schema.h"
+#include "config/tree.h"
 #include "herald/stats.h"
 #include "log.h"
 #include "net/proxy_header.h"
@@ -1084,6 +1086,42 @@ static struct tls_ctx *finish(struct tls_ctx *t, const struct herald_cfg *at, co
     return t;
 }
 
+static void digest_node(EVP_MD_CTX *md, const struct herald_cfg *n)
+{
+    json_t *j = n ? cfg_to_json(n) : NULL;
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+    EVP_DigestUpdate(md, text ? text : "", text ? strlen(text) + 1 : 1);   /* the NUL keeps fields apart */
+    free(text);
+    json_decref(j);
+}
+
+/* OpenSSL resumes a session only under the session id context it was made
+ * in. Derived from what decides who may resume (the certificate chains, the
+ * client validation, require_client_certificate, as the config writes them;
+ * no private key), so heralds with the same config, a fleet or one process
+ * after a restart, resume each other's tickets under shared
+ * session_ticket_keys, as Envoy's do; a context that checks clients
+ * differently does not take the others' sessions. */
+static void derive_sid_ctx(struct tls_ctx *t, const struct herald_cfg *tc)
+{
+    const struct herald_cfg *cc = herald_cfg_get(tc, "common_tls_context");
+    const struct herald_cfg *chains = herald_cfg_get(cc, "tls_certificates");
+    unsigned char md_out[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))
+        abort();
+    EVP_DigestUpdate(md, "herald sid_ctx 1", 17);
+    for (size_t i = 0; i < herald_cfg_len(chains); i++)
+        digest_node(md, herald_cfg_get(herald_cfg_at(chains, i), "certificate_chain"));
+    digest_node(md, herald_cfg_get(cc, "validation_context"));
+    digest_node(md, herald_cfg_get(tc, "require_client_certificate"));
+    if (!EVP_DigestFinal_ex(md, md_out, &len))
+        abort();
+    EVP_MD_CTX_free(md);
+    memcpy(t->sid_ctx, md_out, len < sizeof(t->sid_ctx) ? len : sizeof(t->sid_ctx));
+}
+
 struct tls_ctx *tls_server_new(const struct herald_cfg *ts, const struct herald_cfg *chain_node,
                                const char *stat_prefix, bool validate_only, struct cfg_diag *d)
 {
@@ -1131,7 +1169,7 @@ struct tls_ctx *tls_server_new(const struct herald_cfg *ts, const struct herald_
         t->rotate_keys = true;
         t->keys_born_ms = mono_ms();
     }
-    RAND_bytes(t->sid_ctx, sizeof(t->sid_ctx));
+    derive_sid_ctx(t, tc);
     t->handshake_timeout_ms =
         herald_cfg_duration_ms(herald_cfg_get(chain_node, "transport_socket_connect_timeout"), 0);
     return finish(t, ts, stat_prefix, validate_only, d);

@@ -489,6 +489,70 @@ def test_session_resumption(herald, upstreams, port, pki, tmp_path):
     assert h.wait_stat("listener.tls.ssl.session_reused", lambda v: v >= 12) >= 12
 
 
+def test_configured_ticket_keys_are_shared_and_rolled(herald, upstreams, port, pki, tmp_path):
+    """session_ticket_keys as Envoy reads them (80 bytes: name, HMAC key, AES
+    key; the first encrypts, all decrypt): a ticket from one herald resumes
+    on another with the same key; a herald given [new, old] still resumes it
+    and makes new tickets under the new key; one given [new] alone refuses
+    the old ticket (a full handshake) and takes the new one. (Before the
+    session id context came from the config, a ticket never resumed on
+    another herald.)"""
+    echo = upstreams(helpers.EchoServer)
+    old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
+    old_key.write_bytes(os.urandom(80))
+    new_key.write_bytes(os.urandom(80))
+
+    def keyed_herald(*keys):
+        p = port()
+        ts = tls_socket(certs(pki.a_rsa), session_ticket_keys={"keys": [{"filename": str(k)} for k in keys]})
+        herald(helpers.bootstrap([tls_listener(p, "echo", [(None, ts)])], [helpers.cluster("echo", [echo.addr])]))
+        return p
+
+    def resume(p, sess_in):
+        rc, out = s_client(p, "-tls1_2", "-servername", "a.example", "-sess_in", str(sess_in), stdin=b"x\n")
+        assert rc == 0 and handshake_ok(out), out
+        return "Reused," in out
+
+    first, second = keyed_herald(old_key), keyed_herald(old_key)
+    rolling, rolled = keyed_herald(new_key, old_key), keyed_herald(new_key)
+    old_ticket, new_ticket = tmp_path / "old.sess", tmp_path / "new.sess"
+    rc, out = s_client(first, "-tls1_2", "-servername", "a.example", "-sess_out", str(old_ticket), stdin=b"x\n")
+    assert rc == 0 and "New," in out, out
+    assert resume(first, old_ticket)
+    assert resume(second, old_ticket), "a ticket under a shared key did not resume on the second herald"
+    assert resume(rolling, old_ticket), "the old key no longer decrypts while still configured"
+    rc, out = s_client(rolling, "-tls1_2", "-servername", "a.example", "-sess_out", str(new_ticket), stdin=b"x\n")
+    assert rc == 0 and "New," in out, out
+    assert not resume(rolled, old_ticket), "a ticket under a key no longer configured resumed"
+    assert resume(rolled, new_ticket), "a new ticket from [new, old] is not under the first key"
+
+
+def test_shared_ticket_keys_do_not_carry_a_session_past_client_verification(herald, upstreams, port, pki, tmp_path):
+    """Two listeners share session_ticket_keys, only the second requires a
+    client certificate: a ticket from the first (no client certificate) must
+    not resume there. Without a certificate the handshake fails; with one it
+    is a full handshake, not a resumption."""
+    echo = upstreams(helpers.EchoServer)
+    key = tmp_path / "shared.key"
+    key.write_bytes(os.urandom(80))
+    keys = {"keys": [{"filename": str(key)}]}
+    open_port, mtls_port = port(), port()
+    open_ts = tls_socket(certs(pki.a_rsa), session_ticket_keys=keys)
+    mtls_ts = tls_socket(certs(pki.a_rsa), session_ticket_keys=keys, require_client_certificate=True,
+                         validation_context={"trusted_ca": {"filename": pki.ca}})
+    herald(helpers.bootstrap([tls_listener(open_port, "echo", [(None, open_ts)], stat_prefix="open"),
+                              tls_listener(mtls_port, "echo", [(None, mtls_ts)], stat_prefix="mtls")],
+                             [helpers.cluster("echo", [echo.addr])]))
+    ticket = tmp_path / "open.sess"
+    rc, out = s_client(open_port, "-tls1_2", "-servername", "a.example", "-sess_out", str(ticket), stdin=b"x\n")
+    assert rc == 0 and "New," in out, out
+    rc, out = s_client(mtls_port, "-tls1_2", "-servername", "a.example", "-sess_in", str(ticket), stdin=b"x\n")
+    assert rc != 0 and "Reused," not in out, out
+    rc, out = s_client(mtls_port, "-tls1_2", "-servername", "a.example", "-sess_in", str(ticket),
+                       "-cert", pki.client[0], "-key", pki.client[1], stdin=b"x\n")
+    assert rc == 0 and "New," in out and "Reused," not in out, out
+
+
 def s_client_lingering(port, *args):
     """s_client that sends a line and reads for half a second before its
     input ends (TLS 1.3 tickets come after the handshake)."""
