@@ -10,6 +10,8 @@ import json
 import socket
 import threading
 
+import pytest
+
 import conftest
 import helpers
 import http_backends as hb
@@ -104,6 +106,23 @@ def test_tcp_over_http2_connect_streams_share_a_connection(herald, upstreams, po
     assert [x[:4] for x in log_lines(log, 3)] == [["CONNECT", "db.example:5432", "HTTP/2", "200"]] * 3
     assert tun.stat("cluster.far.upstream_cx_http2_total") == 1
     assert tun.stat("cluster.far.upstream_rq_total") == 3
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("early", [b"at once|", b""], ids=["with-bytes", "empty"])
+def test_tcp_client_half_closed_before_the_tunnel_is_up(herald, upstreams, port, tmp_path, h2, early):
+    """A TCP client that sends its bytes (or none) and half-closes at once,
+    before the CONNECT is answered: the end still reaches the echo server
+    (a FIN after the 200, or an END_STREAM after the HEADERS), which answers
+    and closes, so the client gets its bytes back and then the close."""
+    echo = upstreams(helpers.EchoServer)
+    term, tp = terminator(herald, port, echo.port, str(tmp_path / "term.log"))
+    tun, lp = tunneler(herald, port, tp, {"hostname": "db.example:5432"}, h2=h2)
+    with socket.create_connection(("127.0.0.1", lp), timeout=10) as s:
+        s.sendall(early)
+        s.shutdown(socket.SHUT_WR)
+        assert helpers.recv_until_eof(s) == early
+    assert echo.accepted == 1
 
 
 def test_tcp_over_post(herald, upstreams, port):
