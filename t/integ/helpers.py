@@ -260,6 +260,12 @@ class TcpServer:
     def handle(self, conn):
         raise NotImplementedError
 
+    def track(self, wrapped):
+        """A socket that took over a connection's descriptor (a TLS wrap): stop()
+        shuts it down too, so its thread does not sit in recv until a timeout."""
+        with self.lock:
+            self._conns.add(wrapped)
+
     def stop(self):
         self._stopping.set()
         self._thread.join(2)

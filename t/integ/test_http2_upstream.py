@@ -94,10 +94,11 @@ class H2Backend:
             proto = "h2"
             if self.tls_ctx:
                 c.settimeout(5)
-                c = self.tls_ctx.wrap_socket(c, server_side=True)
+                c = self.tls_ctx.wrap_socket(c, server_side=True)   # takes the socket's descriptor
                 proto = c.selected_alpn_protocol() or "none"
             with self.lock:
                 self.protocols.append(proto)
+                self._conns.add(c)
             if proto == "h2":
                 self._serve_h2(c, n)
             else:
@@ -116,6 +117,13 @@ class H2Backend:
         self._stopping.set()
         self._thread.join(2)
         self.sock.close()
+        with self.lock:
+            conns = list(self._conns)
+        for c in conns:   # a kept-alive HTTP/1.1 connection would hold its thread in recv for 5 s
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for t in self._threads:
             t.join(3)
 

@@ -707,6 +707,7 @@ class TlsEchoServer(helpers.TcpServer):
             s = self.ctx.wrap_socket(c, server_side=True)
         except (ssl.SSLError, OSError):
             return
+        self.track(s)
         self.serve(s)
 
     def serve(self, s):
