@@ -469,15 +469,20 @@ int h2_encode_headers(struct herald_http_upstream *r, struct herald_headers *h, 
         nv_add(&l, ":path", path ? path : "/");
     nv_add_fields(&l, h);
     nghttp2_data_provider dp = {.source.ptr = NULL, .read_callback = data_read};
-    int32_t sid = nghttp2_submit_request(hc->sess, NULL, l.nv, l.n, end ? NULL : &dp, r);
+    /* a CONNECT's end is the tunnel's half-close: an empty DATA with
+     * END_STREAM after the HEADERS, never END_STREAM on them */
+    bool end_on_headers = end && !connect;
+    int32_t sid = nghttp2_submit_request(hc->sess, NULL, l.nv, l.n, end_on_headers ? NULL : &dp, r);
     nv_free(&l);
     herald_headers_free(h);
     if (sid < 0)
         return encode_failed(r, nghttp2_strerror(sid));
     r->stream_id = sid;
     r->headers_sent = true;
-    if (end)
+    if (end) {
+        r->h2_out_end = !end_on_headers;
         ureq_mark_sent(r);
+    }
     h2c_poke_soon(hc);
     return 0;
 }

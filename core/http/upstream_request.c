@@ -288,8 +288,8 @@ static int encode_headers(struct herald_http_upstream *r, struct herald_headers 
         return -1;
     }
     r->headers_sent = true;
-    /* An upgrade's end (the client's, queued with the head) is the tunnel's
-     * half-close: pool.c sends it once the upstream has taken the upgrade. */
+    /* An upgrade's end given with its head is the tunnel's half-close:
+     * pool.c sends the FIN once the upstream has taken the upgrade. */
     if (end)
         req_end(r);
     pool_conn_flush(c, false);
@@ -344,17 +344,11 @@ static bool flush_queued(struct herald_http_upstream *r)
             return true; /* nothing yet */
         r->q_headers = NULL;
         size_t blen = r->q_body ? evbuffer_get_length(r->q_body) : 0;
-        /* a tunnel's end is its half-close, never the end of its head: on
-         * HTTP/2 an END_STREAM after the HEADERS, on HTTP/1.1 a FIN later */
-        const char *method = HEADERS_GET(h, ":method");
-        bool tunnel = (method && !strcmp(method, "CONNECT")) || headers_upgrade_requested(h);
-        bool end = r->q_end && !blen && !r->q_trailers && !tunnel;
+        bool end = r->q_end && !blen && !r->q_trailers;
         if (encode_headers(r, h, end) < 0)
             return false;
         if (end)
             return true;
-        if (tunnel && r->q_end && !r->q_trailers && !r->q_body)
-            r->q_body = evbuffer_new();
     }
     if (r->q_body && (evbuffer_get_length(r->q_body) || (r->q_end && !r->q_trailers)))
         if (encode_data(r, r->q_body, r->q_end && !r->q_trailers) < 0)

@@ -428,13 +428,10 @@ static void start_try(struct session *ss)
     if (ss->down_blocked)
         herald_http_upstream_pause_reading(ss->u, true);
     bool has_body = ss->body && herald_buf_len(ss->body) > 0;
-    bool ended = ss->down_end && !has_body && !ss->trailers;
-    /* an upgrade's end is the tunnel's half-close, never the end of its head */
-    herald_http_upstream_send_headers(ss->u, hdrs, ended && !ss->upgrade);
-    if (has_body || (ended && ss->upgrade)) {
+    herald_http_upstream_send_headers(ss->u, hdrs, ss->down_end && !has_body && !ss->trailers);
+    if (has_body) {
         struct herald_buf *b = herald_buf_new();
-        if (has_body)
-            router_buf_copy(b, ss->body);
+        router_buf_copy(b, ss->body);
         herald_http_upstream_send_data(ss->u, b, ss->down_end && !ss->trailers);
         herald_buf_free(b);
     }

@@ -28,9 +28,6 @@ static void gone(struct tcp_tunnel *t, enum herald_upstream_reset why, int statu
     t->cbs->on_failed(t->arg, !t->open, why, status);
 }
 
-/* A POST's answer may wait for the whole body (an HTTP/1.1 server does), so
- * its bytes flow as soon as a connection is there; its answer is checked
- * when it comes. */
 /* The host's side ended without a body byte more (an answer that ended at
  * once, or trailers): an empty end to the session. */
 static void end_empty(const struct tcp_tunnel_cbs *cbs, void *sess)
@@ -40,6 +37,9 @@ static void end_empty(const struct tcp_tunnel_cbs *cbs, void *sess)
     herald_buf_free(none);
 }
 
+/* A POST's answer may wait for the whole body (an HTTP/1.1 server does), so
+ * its bytes flow as soon as a connection is there; its answer is checked
+ * when it comes. */
 static void on_ready(void *arg)
 {
     struct tcp_tunnel *t = arg;
