@@ -603,6 +603,14 @@ def http_listener(port, hcm_filter, name=None):
             "filter_chains": [{"filters": [hcm_filter]}]}
 
 
+def h2_protocol_options(**http2):
+    """A cluster's typed_extension_protocol_options for HTTP/2 to its hosts
+    (explicit_http_config.http2_protocol_options with http2's fields)."""
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": dict(http2)}}}
+
+
 def http_cluster(name, ports, lb_policy="ROUND_ROBIN", connect_timeout="1s", **extra):
     c = {"name": name, "type": "STATIC", "connect_timeout": connect_timeout, "lb_policy": lb_policy,
          "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [

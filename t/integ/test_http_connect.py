@@ -73,10 +73,7 @@ def h1_connect(port, authority="db.example:5432", early=b""):
 
 def h2_cluster(name, ports):
     """A cluster that herald reaches over HTTP/2 (explicit http2_protocol_options)."""
-    return hb.http_cluster(name, ports, typed_extension_protocol_options={
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}})
+    return hb.http_cluster(name, ports, typed_extension_protocol_options=hb.h2_protocol_options())
 
 
 def connect_with_early_end(port, early):

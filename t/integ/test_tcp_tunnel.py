@@ -18,9 +18,6 @@ import http_backends as hb
 from http_backends import HttpBackend
 
 TCP_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
-HPO = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-    "explicit_http_config": {"http2_protocol_options": {}}}}
 LOG_FMT = ("%REQ(:METHOD)% %REQ(:AUTHORITY)% %PROTOCOL% %RESPONSE_CODE% %REQ(X-ORIGINAL-PORT)% "
            "%BYTES_RECEIVED% %BYTES_SENT%\n")
 
@@ -47,7 +44,7 @@ def tunneler(herald, port, far_port, tunneling, h2=False, **tcp_extra):
     lp = port()
     tcp = {"@type": TCP_TYPE, "stat_prefix": "tun", "cluster": "far", "tunneling_config": tunneling}
     tcp.update(tcp_extra)
-    cluster = hb.http_cluster("far", [far_port], **({"typed_extension_protocol_options": HPO} if h2 else {}))
+    cluster = hb.http_cluster("far", [far_port], **({"typed_extension_protocol_options": hb.h2_protocol_options()} if h2 else {}))
     cfg = {"static_resources": {
         "listeners": [{"name": "tcp", "address": hb.sock_addr(lp),
                        "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy",
