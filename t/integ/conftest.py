@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import string
 import subprocess
 import time
@@ -34,11 +33,17 @@ PLUGIN_DIR = os.path.join(BUILDDIR, "plugins")
 BAD_LOG_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer", "Assertion",
                    "SIGSEGV", "[critical]")
 
-_given_ports = set()
 _report_lines = []
 
 
 # ------------------------------------------------------------------ report lines
+
+
+def pytest_runtest_logreport(report):
+    # The notes travel as the test's user_properties: under pytest-xdist the
+    # test ran in a worker and only its reports reach this (controller) process.
+    if report.when == "teardown":
+        _report_lines.extend(v for k, v in report.user_properties if k == "herald_note")
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -49,9 +54,21 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture
-def report():
+def report(request):
     """report(line): printed in the summary at the end of the run."""
-    return _report_lines.append
+    return lambda line: request.node.user_properties.append(("herald_note", line))
+
+
+# ------------------------------------------------------------------ order
+
+# Files with one long test (testssl's full scan, the .deb build): run first,
+# so that under pytest-xdist (--dist loadfile) they overlap the many short
+# files instead of one of them being the run's tail.
+LONG_FILES = ("test_tls_grade.py", "test_package.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda it: os.path.basename(str(it.fspath)) not in LONG_FILES)
 
 
 # ------------------------------------------------------------------ time limit
@@ -80,18 +97,7 @@ def time_limit():
 # ------------------------------------------------------------------ ports
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on now (and that this
-    session has not handed out before)."""
-    for _ in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _given_ports:
-            _given_ports.add(port)
-            return port
-    raise RuntimeError("no free port")
+free_port = helpers.free_port
 
 
 @pytest.fixture

@@ -10,9 +10,43 @@ import socket
 import threading
 import time
 
-TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+# ------------------------------------------------------------------ ports
+
+_given_ports = set()
+
+
+def _worker_slot():
+    """(this worker's index, number of workers) under pytest-xdist, else (0, 1)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if name.startswith("gw") and name[2:].isdigit() and count > 1:
+        return int(name[2:]) % count, count
+    return 0, 1
+
+
+_slot, _slots = _worker_slot()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now (and that this
+    session has not handed out before). Under pytest-xdist each worker takes
+    only the ports of its own class, (port >> 1) % workers, so two workers
+    never hand out the same port between its probe and its bind (not port %
+    workers: Linux gives bind() odd ports and keeps even ones for connect())."""
+    for _ in range(100 * _slots):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if (port >> 1) % _slots == _slot and port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise RuntimeError("no free port")
+
 
 # ------------------------------------------------------------------ config builders
+
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
 
 def sock_addr(port, host="127.0.0.1"):

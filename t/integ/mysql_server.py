@@ -4,9 +4,10 @@ database `shop` with user app/secret. No pytest dependency."""
 
 import os
 import shutil
-import socket
 import subprocess
 import time
+
+from helpers import free_port
 
 MARIADBD = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
 INSTALL_DB = shutil.which("mariadb-install-db")
@@ -24,14 +25,6 @@ SETUP = ("CREATE DATABASE shop",
 
 def available():
     return bool(MARIADBD and INSTALL_DB)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def make_certs(d):

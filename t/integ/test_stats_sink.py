@@ -123,10 +123,13 @@ def total(lines, name, kind="c"):
     return sum(int(m["value"]) for m in parse(lines) if m["name"] == name and m["type"] == kind)
 
 
-def through_proxy(lport, n):
+def through_proxy(lport, n, h=None):
+    """n connections through the tcp_proxy listener, each greeted by the echo
+    server and echoing one line; h (the herald) puts its log in a failure."""
     for _ in range(n):
         s = connect(lport)
-        assert recv_line(s) == b"echo"
+        line = recv_line(s)
+        assert line == b"echo", (line, h.log_tail() if h else "")
         s.sendall(b"x\n")
         assert recv_line(s) == b"x"
         s.close()
@@ -261,7 +264,7 @@ def test_statsd_across_a_reload_counts_each_connection_once(herald, upstreams, p
         r = Reloads(h)
         old = h.pid
         assert r.sighup() not in (None, old), h.log_tail()
-        through_proxy(lport, 3)
+        through_proxy(lport, 3, h)
         assert r.wait_old_exit(10) == 0
         assert wait_for(lambda: h.stat("tcp.px.downstream_cx_total") == 7, timeout=5), h.log_tail()
         assert wait_for(lambda: total(srv.lines(), name) == 7, timeout=5), total(srv.lines(), name)
