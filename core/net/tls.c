@@ -388,16 +388,22 @@ static void new_ticket_key(struct ticket_key *k)
     RAND_bytes(k->aes, sizeof(k->aes));
 }
 
+/* Called on ticket use, not on a timer: a quiet listener may come here
+ * hours late, and then every hour it slept is a rotation, so that no key
+ * outlives NTICKET_KEYS hours however few handshakes there were. */
 static void rotate_keys(struct tls_ctx *t)
 {
     uint64_t now = mono_ms();
-    if (now - t->keys_born_ms < TICKET_ROTATE_MS)
+    uint64_t due = (now - t->keys_born_ms) / TICKET_ROTATE_MS;
+    if (!due)
         return;
-    memmove(&t->keys[1], &t->keys[0], sizeof(t->keys[0]) * (NTICKET_KEYS - 1));
-    new_ticket_key(&t->keys[0]);
-    if (t->nkeys < NTICKET_KEYS)
-        t->nkeys++;
-    t->keys_born_ms = now;
+    for (uint64_t i = 0; i < due && i < NTICKET_KEYS; i++) {
+        memmove(&t->keys[1], &t->keys[0], sizeof(t->keys[0]) * (NTICKET_KEYS - 1));
+        new_ticket_key(&t->keys[0]);
+        if (t->nkeys < NTICKET_KEYS)
+            t->nkeys++;
+    }
+    t->keys_born_ms += due * TICKET_ROTATE_MS;
 }
 
 /* Fetched once: EVP_aes_256_cbc() makes OpenSSL 3 look the cipher up in

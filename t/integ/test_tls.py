@@ -527,6 +527,58 @@ def test_configured_ticket_keys_are_shared_and_rolled(herald, upstreams, port, p
     assert resume(rolled, new_ticket), "a new ticket from [new, old] is not under the first key"
 
 
+def faketime_lib():
+    """libfaketime (Debian's faketime package, which .ci/install-deps installs)."""
+    import glob
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
+    assert found, "libfaketime is missing: apt-get install -y faketime"
+    return found[0]
+
+
+def test_own_ticket_keys_rotate_hourly(herald, upstreams, port, pki, tmp_path):
+    """Without session_ticket_keys herald makes its own ticket keys and
+    rotates them every hour; the two before the current one still decrypt.
+    herald runs under libfaketime, whose offset file moves its clocks (the
+    monotonic one too) forward by hours at once: a ticket resumes 2.5 h
+    later and no longer 3.5 h later, while one made at 2.5 h still does;
+    after a quiet 3.5 h with no handshake at all, that one is refused too
+    (rotation counts the hours it slept, not the calls)."""
+    echo = upstreams(helpers.EchoServer)
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    env = {"LD_PRELOAD": faketime_lib(), "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
+           # a sanitizer build's runtime wants to come first; libfaketime only wraps clock calls
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    p = port()
+    ts = tls_socket(certs(pki.a_rsa), session_timeout="86400s")   # no session expires in this test
+    herald(helpers.bootstrap([tls_listener(p, "echo", [(None, ts)])], [helpers.cluster("echo", [echo.addr])]),
+           env=env)
+
+    def at(minutes):
+        offset.write_text("+%dm\n" % minutes)
+
+    def connect(sess_in=None, sess_out=None):
+        args = ["-tls1_2", "-servername", "a.example"]
+        if sess_in:
+            args += ["-sess_in", str(sess_in)]
+        if sess_out:
+            args += ["-sess_out", str(sess_out)]
+        rc, out = s_client(p, *args, stdin=b"x\n")
+        assert rc == 0 and handshake_ok(out), out
+        return "Reused," in out
+
+    first, later = tmp_path / "first.sess", tmp_path / "later.sess"
+    assert not connect(sess_out=first)
+    at(150)
+    assert connect(first), "a ticket two rotations old did not resume"
+    assert not connect(sess_out=later)
+    at(210)
+    assert not connect(first), "a ticket three rotations old resumed"
+    assert connect(later), "a ticket one rotation old did not resume"
+    at(420)
+    assert not connect(later), "after 3.5 quiet hours, a ticket from 4.5 hours ago resumed"
+
+
 def test_shared_ticket_keys_do_not_carry_a_session_past_client_verification(herald, upstreams, port, pki, tmp_path):
     """Two listeners share session_ticket_keys, only the second requires a
     client certificate: a ticket from the first (no client certificate) must
