@@ -50,6 +50,7 @@ const char *server_state_name(enum server_state s)
 static struct event *drain_timer;
 static uint64_t drain_deadline;
 static unsigned workers_finished;
+static unsigned workers_stopped;   /* workers whose listeners are closed: their count of connections is final */
 
 static void worker_finish(struct worker *w, void *arg)
 {
@@ -85,6 +86,7 @@ static void worker_stop_accepting(struct worker *w, void *arg)
     /* Idle keep-alive connections would otherwise hold the drain to its end. */
     http_pools_worker_drain(w);
     conn_drain_all(w);
+    __atomic_add_fetch(&workers_stopped, 1, __ATOMIC_RELEASE);
 }
 
 static unsigned active_connections(struct server *s)
@@ -98,9 +100,13 @@ static unsigned active_connections(struct server *s)
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
+    /* Until a worker has run worker_stop_accepting it may still accept: a
+     * count of 0 read before then would close what it accepts next (after
+     * a reload handover, a client's connection closed unanswered). */
+    bool all_stopped = __atomic_load_n(&workers_stopped, __ATOMIC_ACQUIRE) == s->nworkers;
     unsigned n = active_connections(s);
-    if (n > 0 && mono_ms() < drain_deadline) {
-        struct timeval tv = {0, 100000};
+    if ((n > 0 || !all_stopped) && mono_ms() < drain_deadline) {
+        struct timeval tv = {0, all_stopped ? 100000 : 5000};
         evtimer_add(drain_timer, &tv);
         return;
     }
