@@ -93,7 +93,8 @@ static unsigned active_connections(struct server *s)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < s->nworkers; i++)
-        n += __atomic_load_n(&s->workers[i].active_conns, __ATOMIC_RELAXED);
+        n += __atomic_load_n(&s->workers[i].active_conns, __ATOMIC_RELAXED) +
+             __atomic_load_n(&s->workers[i].pending_sockets, __ATOMIC_RELAXED);
     return n;
 }
 

@@ -13,6 +13,7 @@
 struct cluster_worker;   /* upstream/cluster.h: this worker's view of every cluster */
 struct evconnlistener;
 struct herald_conn;
+struct herald_socket;     /* net/listener.c: an accepted socket in listener filters */
 struct herald_upstream;
 
 struct worker {
@@ -26,6 +27,8 @@ struct worker {
     struct cluster_worker *clusters;
     struct evconnlistener **listeners; /* net/listener.c: this worker's evconnlisteners, by listener */
     struct herald_conn *conns;    /* net/connection.c: live downstream connections */
+    struct herald_socket *pending; /* net/listener.c: accepted sockets still in listener filters */
+    unsigned pending_sockets;     /* how many: the drain waits for them as for connections */
     struct herald_upstream *upstreams; /* net/upstream_conn.c: live upstream connections */
     uint64_t next_conn_id;
     unsigned active_conns;

@@ -245,6 +245,7 @@ int listeners_bind(char **err)
 
 /* An accepted socket while listener filters look at it. */
 struct herald_socket {
+    struct herald_socket *next, **pprev;   /* on w->pending while listener filters run */
     struct worker *w;
     struct listener *l;
     int fd;
@@ -377,6 +378,12 @@ static struct filter_chain *select_chain(struct listener *l, const struct herald
 static void socket_free(struct herald_socket *s, bool close_fd)
 {
     struct listener *l = s->l;
+    if (s->pprev) {
+        if (s->next)
+            s->next->pprev = s->pprev;
+        *s->pprev = s->next;
+        __atomic_sub_fetch(&s->w->pending_sockets, 1, __ATOMIC_RELAXED);
+    }
     for (size_t i = 0; i < l->nlfilters; i++)
         if (s->sessions && s->sessions[i] && l->lfilters[i].ops->session_destroy)
             l->lfilters[i].ops->session_destroy(s->sessions[i]);
@@ -586,6 +593,14 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
         return;
     }
     herald_gauge_add(l->stats.downstream_pre_cx_active, 1);
+    /* Not a connection yet, but accepted: a drain waits for it too, and a
+     * worker that exits closes it. */
+    s->next = w->pending;
+    if (s->next)
+        s->next->pprev = &s->next;
+    s->pprev = &w->pending;
+    w->pending = s;
+    __atomic_add_fetch(&w->pending_sockets, 1, __ATOMIC_RELAXED);
     s->sessions = xcalloc(l->nlfilters, sizeof(void *));
     run_filters(s);
 }
@@ -644,6 +659,10 @@ void listeners_worker_stop(struct worker *w)
 void listeners_worker_teardown(struct worker *w)
 {
     listeners_worker_stop(w);
+    while (w->pending) {
+        herald_gauge_add(w->pending->l->stats.downstream_pre_cx_active, -1);
+        socket_free(w->pending, true);
+    }
     for (size_t i = 0; i < nlisteners; i++) {
         struct listener *l = &listeners[i];
         for (size_t c = 0; c < l->nchains; c++)

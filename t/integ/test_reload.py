@@ -191,6 +191,34 @@ def test_listeners_and_clusters_change(herald, upstreams, port, reloads):
     assert r.stop_new() == 0
 
 
+def test_a_connection_still_in_listener_filters_survives_the_handover(herald, upstreams, port, reloads):
+    """A client the old process accepted but whose PROXY header has not come
+    yet (the proxy_protocol listener filter waits for it) is not a
+    connection yet; the drain must still wait for it: the header sent after
+    the new process took over gets the old process's tcp_proxy and the
+    echo server's greeting, not a close."""
+    echo = upstreams(EchoServer, tag="echo")
+    lp = port()
+    listener = tcp_listener(lp, "c")
+    listener["listener_filters"] = [{"name": "envoy.filters.listener.proxy_protocol", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"}}]
+    h = herald(bootstrap([listener], [cluster("c", [echo.addr])]), concurrency=2, drain_time=1,
+               args=["--parent-shutdown-time-s", "5"])
+    r = reloads(h)
+    early = connect(lp)
+    assert h.wait_stat("listener.127.0.0.1_%d.downstream_pre_cx_active" % lp, lambda v: v == 1) == 1
+    oldpid = h.pid
+    assert r.sighup() != oldpid
+    time.sleep(0.3)   # the old process has handed over and stopped accepting
+    early.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 4711 %d\r\n" % lp)
+    assert recv_line(early) == b"echo", "the old process closed a connection it had accepted"
+    early.sendall(b"still there\n")
+    assert recv_line(early) == b"still there"
+    early.close()
+    assert r.wait_old_exit(10) == 0
+    assert r.stop_new() == 0
+
+
 def test_counters_carry_over_a_reload(herald, upstreams, port, reloads):
     """As across Envoy's hot restart, counters go on from the old process's
     values: it sends them when the new one is ready, and what it counted
