@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
@@ -143,7 +144,11 @@ class H2Backend:
         conn.initiate_connection()
         conn.increment_flow_control_window(16 << 20)
         c.sendall(conn.data_to_send())
-        c.settimeout(0.02)
+        # Waits for input 20 ms at a time (select, below), but a send may
+        # block as long as herald applies backpressure: a socket timeout of
+        # 20 ms would also cut a big body short when herald reads slowly
+        # (a loaded machine, a sanitizer build) and look like its fault.
+        c.settimeout(10)
         streams = {}     # id -> {"headers", "body"}
         due = []         # (time, id)
         sending = {}     # id -> [bytearray body, trailers or None]
@@ -184,10 +189,10 @@ class H2Backend:
             raw_after.clear()
             if out:
                 c.sendall(out)
-            try:
-                data = c.recv(1 << 16)
-            except socket.timeout:
+            # TLS: decrypted bytes already read from the socket do not wake select
+            if not (self.tls_ctx and c.pending()) and not select.select([c], [], [], 0.02)[0]:
                 continue
+            data = c.recv(1 << 16)
             if not data:
                 return
             try:
