@@ -227,9 +227,16 @@ def test_bandwidth_limit_with_a_slow_reader(herald, upstreams, port):
     cfg = {"static_resources": {"listeners": [listener], "clusters": [hb.http_cluster("backend", [b.port])]}}
     h = herald(cfg)
     n = 12 << 20                                    # 8 MiB at once (the bucket's second), 4 more at 8 MiB/s
-    s = socket.create_connection(("127.0.0.1", lp), timeout=20)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)   # no autotuning: the kernel holds less
+    s.settimeout(20)
+    s.connect(("127.0.0.1", lp))
     s.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
-    time.sleep(1.0)                                 # not reading: the kernel's buffers fill, then herald's
+    # not reading: the kernel's buffers fill, then herald's (waited for, not
+    # slept on: a loaded machine or a sanitizer build may take longer)
+    paused = "http.ingress_http.downstream_flow_control_paused_reading_total"
+    assert h.wait_stat(paused, lambda v: v >= 1, timeout=15) >= 1
+    time.sleep(0.2)
     r = hb.Reader(s)
     assert r.readline().startswith(b"HTTP/1.1 200")
     headers = hb.read_headers(r)
