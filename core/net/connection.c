@@ -535,6 +535,10 @@ static void start_filters(struct herald_conn *c)
     log_trace("conn", "C%llu accepted from %s on %s", (unsigned long long)c->id, herald_conn_remote_str(c),
               herald_conn_local_str(c));
     run_new_connection(c);
+    /* A drain that began before the filters had sessions (a TLS handshake,
+     * listener filters) missed them: they hear of it now. */
+    if (w->stopping && !c->closing)
+        raise_event(c, HERALD_EV_DRAIN);
     if (!c->closing && !paused(c))
         read_on(c);
 }

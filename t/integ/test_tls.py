@@ -6,6 +6,7 @@ with the openssl command in the test's tmp dir."""
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -525,6 +526,35 @@ def test_configured_ticket_keys_are_shared_and_rolled(herald, upstreams, port, p
     assert rc == 0 and "New," in out, out
     assert not resume(rolled, old_ticket), "a ticket under a key no longer configured resumed"
     assert resume(rolled, new_ticket), "a new ticket from [new, old] is not under the first key"
+
+
+def test_handshake_finished_after_the_drain_began_is_drained_too(herald, upstreams, port, pki):
+    """A TLS client whose handshake straddles the start of a drain (SIGTERM):
+    its connection had no HTTP session yet when herald told every connection
+    to drain, so it must be told when the session starts: the first response
+    carries connection: close and herald closes, long before the drain time
+    (10 s here) would cut it."""
+    backends = [upstreams(hb.HttpBackend, n) for n in ("app1", "app2", "app3", "app4")]
+    fp = port()
+    cfg = hb.front_proxy(fp, [b.port for b in backends])
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = tls_socket(certs(pki.a_rsa))
+    h = herald(cfg, drain_time=10)
+    raw = socket.create_connection(("127.0.0.1", fp), timeout=5)
+    assert h.wait_stat("listener.127.0.0.1_%d.downstream_cx_active" % fp, lambda v: v == 1) == 1
+    h.signal(signal.SIGTERM)
+    time.sleep(0.3)     # the drain has begun; this connection is still before its ClientHello
+    s = client_ctx(pki).wrap_socket(raw, server_hostname="a.example")
+    t0 = time.monotonic()
+    s.sendall(b"GET /app1/x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    r = hb.Reader(s)
+    assert r.readline().startswith(b"HTTP/1.1 200")
+    headers = hb.read_headers(r)
+    assert hb.hget(headers, "connection") == "close", headers
+    r.read(int(hb.hget(headers, "content-length")))
+    assert s.recv(1) == b"", "herald kept the connection open"
+    assert time.monotonic() - t0 < 5
+    s.close()
+    assert h.wait_exit(5) == 0
 
 
 def faketime_lib():
