@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "admin.h"
 #include "herald/http.h"
 #include "common.h"
@@ -505,6 +506,42 @@ static void h_hc_fail(struct ctx *c)
     text(c, 200, "OK\n");
 }
 
+/* Envoy's /logging, for herald's one logger: every component shares the
+ * level (--log-level), so ?level= is the way to change it. */
+static void h_logging(struct ctx *c)
+{
+    const char *level = param(c, "level");
+    if (!level && c->nparams > 0) {
+        text(c, 400, "herald has one log level for all its components: "
+                     "use /logging?level=<trace|debug|info|warning|error|critical|off>\n");
+        return;
+    }
+    if (level) {
+        enum herald_log_level was = log_get_level(), now;
+        if (log_level_from_name(level, &now) < 0) {
+            text(c, 400, "unknown log level '%s': trace, debug, info, warning, error, critical or off\n", level);
+            return;
+        }
+        /* the change is logged under the more verbose of the two levels */
+        if (now < was)
+            log_set_level(now);
+        herald_log(was < now ? was : now, "admin", "log level %s -> %s (POST /logging)", log_level_name(was),
+                   log_level_name(now));
+        log_set_level(now);
+    }
+    text(c, 200, "active loggers:\n  herald: %s\n", log_level_name(log_get_level()));
+}
+
+/* As SIGUSR1: the log and every access log reopened, for log rotation. */
+static void h_reopen_logs(struct ctx *c)
+{
+    log_info("main", "POST /reopen_logs: reopening log files");
+    log_reopen();
+    access_log_reopen_all();
+    log_info("main", "log files reopened (POST /reopen_logs)");
+    text(c, 200, "OK\n");
+}
+
 static void h_hc_ok(struct ctx *c)
 {
     atomic_store_explicit(&health_failed, false, memory_order_relaxed);
@@ -520,9 +557,11 @@ static const struct endpoint endpoints[] = {
     {"/help", "print out list of admin commands", false, h_help},
     {"/hot_restart_version", "print the hot restart compatibility version", false, h_hot_restart_version},
     {"/listeners", "print listener info; ?format=json", false, h_listeners},
+    {"/logging", "query/change the log level; ?level=<level>", true, h_logging},
     {"/memory", "print current allocation/heap usage", false, h_memory},
     {"/quitquitquit", "exit the server", true, h_quit},
     {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready},
+    {"/reopen_logs", "reopen the log and the access logs (as SIGUSR1)", true, h_reopen_logs},
     {"/reset_counters", "reset all counters to zero", true, h_reset_counters},
     {"/runtime", "print runtime values", false, h_runtime},
     {"/runtime_modify", "modify runtime values; ?key1=value1&key2=value2 (an empty value removes)", true,

@@ -21,30 +21,42 @@ static __thread char thread_name[16] = "main";
 
 static const char *const level_names[] = {"trace", "debug", "info", "warning", "error", "critical", "off"};
 
+/* Read by every thread, set by the admin thread (POST /logging): atomic. */
 bool herald_log_enabled(enum herald_log_level level)
 {
-    return level >= min_level && level < HERALD_LOG_OFF;
+    return level >= __atomic_load_n(&min_level, __ATOMIC_RELAXED) && level < HERALD_LOG_OFF;
 }
 
-void log_set_level(enum herald_log_level level) { min_level = level; }
+void log_set_level(enum herald_log_level level) { __atomic_store_n(&min_level, level, __ATOMIC_RELAXED); }
+
+enum herald_log_level log_get_level(void) { return __atomic_load_n(&min_level, __ATOMIC_RELAXED); }
 
 const char *log_level_name(enum herald_log_level level)
 {
     return (unsigned)level < ARRAY_SIZE(level_names) ? level_names[level] : "?";
 }
 
-int log_set_level_name(const char *name)
+int log_level_from_name(const char *name, enum herald_log_level *level)
 {
     for (size_t i = 0; i < ARRAY_SIZE(level_names); i++)
         if (strcasecmp(name, level_names[i]) == 0) {
-            min_level = (enum herald_log_level)i;
+            *level = (enum herald_log_level)i;
             return 0;
         }
     if (strcasecmp(name, "warn") == 0) {
-        min_level = HERALD_LOG_WARN;
+        *level = HERALD_LOG_WARN;
         return 0;
     }
     return -1;
+}
+
+int log_set_level_name(const char *name)
+{
+    enum herald_log_level level;
+    if (log_level_from_name(name, &level) < 0)
+        return -1;
+    log_set_level(level);
+    return 0;
 }
 
 void log_set_thread_name(const char *name)

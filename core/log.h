@@ -6,7 +6,9 @@
 #include "herald/log.h"
 
 int log_set_level_name(const char *name); /* 0, or -1 for an unknown name */
+int log_level_from_name(const char *name, enum herald_log_level *level); /* the same, without setting it */
 void log_set_level(enum herald_log_level level);
+enum herald_log_level log_get_level(void);
 const char *log_level_name(enum herald_log_level level);
 int log_open_path(const char *path);      /* --log-path; -1 with errno */
 void log_reopen(void);                    /* SIGUSR1 */

@@ -171,6 +171,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_info("main", "SIGUSR1: reopening log files");
         log_reopen();
         access_log_reopen_all();
+        log_info("main", "log files reopened (SIGUSR1)");   /* the first line of a rotated log */
         break;
     case SIGHUP: reload_begin(s, "SIGHUP"); break;
     }

@@ -189,3 +189,64 @@ def test_admin_allow_paths(herald):
     assert h.admin_post("/quitquitquit")[0] == 403
     assert h.admin_get("/ready")[0] == 200                      # still running
     assert h.stat("http.admin.downstream_rq_4xx") >= 2
+
+
+# ------------------------------------------------------------------ logs
+
+
+def test_logging_changes_the_level_at_run_time(herald):
+    """POST /logging lists herald's logger and its level; ?level= changes it
+    for every thread at once (here seen on /reopen_logs' info line); bad
+    requests say what is wrong; GET is refused like every mutating endpoint."""
+    h = herald({}, log_level="info")
+    status, body = h.admin_post("/logging")
+    assert status == 200 and body == "active loggers:\n  herald: info\n", body
+    assert h.admin_post("/logging?level=error") == (200, "active loggers:\n  herald: error\n")
+    assert "log level info -> error (POST /logging)" in h.log()
+    assert h.admin_post("/reopen_logs")[0] == 200
+    time.sleep(0.2)
+    assert "reopening log files" not in h.log(), "an info line was logged at level error"
+    assert h.admin_post("/logging?level=warn")[1] == "active loggers:\n  herald: warning\n"
+    assert h.admin_post("/logging?level=debug")[0] == 200
+    assert h.admin_post("/reopen_logs")[0] == 200
+    assert wait_for(lambda: "log files reopened (POST /reopen_logs)" in h.log(), 3), h.log_tail()
+    status, body = h.admin_post("/logging?level=loud")
+    assert status == 400 and "unknown log level 'loud'" in body, body
+    status, body = h.admin_post("/logging?http=debug")
+    assert status == 400 and "use /logging?level=" in body, body
+    assert h.admin_get("/logging?level=trace")[0] == 400
+    assert h.admin_post("/logging")[1] == "active loggers:\n  herald: debug\n"
+
+
+@pytest.mark.parametrize("how", ["SIGUSR1", "POST /reopen_logs"])
+def test_log_files_reopened_for_rotation(herald, upstreams, port, tmp_path, how):
+    """logrotate's way (rename, then signal): the log (--log-path) and the
+    access log are written to new files of the same names afterwards, and
+    the renamed files keep what came before."""
+    from http_backends import file_access_log
+    backend = upstreams(EchoServer, tag="b")
+    lport = port()
+    log, access = tmp_path / "herald.log", tmp_path / "access.log"
+    h = herald(bootstrap([tcp_listener(lport, "c", access_log=[file_access_log(str(access), "conn %UPSTREAM_HOST%\n")])],
+                         [cluster("c", [backend.addr])]), args=["--log-path", str(log)])
+
+    def one_connection():
+        s = connect(lport)
+        assert recv_line(s) == b"b"
+        s.close()
+
+    one_connection()
+    assert wait_for(lambda: access.exists() and access.read_text().count("conn ") == 1, 3)
+    log.rename(tmp_path / "herald.log.1")
+    access.rename(tmp_path / "access.log.1")
+    if how == "SIGUSR1":
+        h.signal(signal.SIGUSR1)
+    else:
+        assert h.admin_post("/reopen_logs") == (200, "OK\n")
+    assert wait_for(lambda: log.exists() and "log files reopened" in log.read_text(), 3)
+    one_connection()
+    assert wait_for(lambda: access.exists() and access.read_text() == "conn 127.0.0.1:%d\n" % backend.port, 3), \
+        access.read_text() if access.exists() else "no new access log"
+    assert (tmp_path / "access.log.1").read_text().count("conn ") == 1
+    old_log = (tmp_path / "herald.log.1").read_text()
+    assert "reopening log files" in old_log and "log files reopened" not in old_log
