@@ -65,7 +65,7 @@ bool admin_health_failed(void)
 bool herald_server_health_failed(void)
 {
     struct server *srv = the_server;
-    return admin_health_failed() || (srv && srv->state == SERVER_DRAINING);
+    return admin_health_failed() || (srv && server_reported_state(srv) == SERVER_DRAINING);
 }
 
 const char *admin_address(const struct admin *a)
@@ -196,10 +196,11 @@ static void h_ready(struct ctx *c)
     struct server *s = c->a->srv;
     struct evbuffer *why = evbuffer_new();
     int pending = cluster_manager_pending(why);
-    if (s->state == SERVER_LIVE && pending == 0) {
+    enum server_state state = server_reported_state(s);
+    if (state == SERVER_LIVE && pending == 0) {
         text(c, 200, "LIVE\n");
     } else {
-        enum server_state st = s->state == SERVER_LIVE ? SERVER_INITIALIZING : s->state;
+        enum server_state st = state == SERVER_LIVE ? SERVER_INITIALIZING : state;
         text(c, 503, "%s\n", server_state_name(st));
         evbuffer_add_buffer(c->out, why);
         size_t n = evbuffer_get_length(c->out);
@@ -383,7 +384,7 @@ static void h_server_info(struct ctx *c)
         "argv", argv);
     json_t *j = json_pack("{s:s+, s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:s, s:s}",
                           "version", "herald/", PACKAGE_VERSION,
-                          "state", server_state_name(s->state),
+                          "state", server_state_name(server_reported_state(s)),
                           "hot_restart_version", "disabled",
                           "command_line_options", opts,
                           "node", "id", node_id, "cluster", node_cluster, "user_agent_name", "herald",
@@ -532,6 +533,28 @@ static void h_logging(struct ctx *c)
     text(c, 200, "active loggers:\n  herald: %s\n", log_level_name(log_get_level()));
 }
 
+/* Envoy's /drain_listeners: ?graceful, ?inboundonly, ?skip_exit (with graceful). */
+static void h_drain_listeners(struct ctx *c)
+{
+    bool graceful = has_param(c, "graceful"), inbound = has_param(c, "inboundonly");
+    bool skip_exit = has_param(c, "skip_exit");
+    for (size_t i = 0; i < c->nparams; i++)
+        if (strcmp(c->keys[i], "graceful") && strcmp(c->keys[i], "inboundonly") && strcmp(c->keys[i], "skip_exit")) {
+            text(c, 400, "unknown parameter '%s': /drain_listeners takes graceful, inboundonly and skip_exit\n",
+                 c->keys[i]);
+            return;
+        }
+    if (skip_exit && !graceful) {
+        text(c, 400, "skip_exit needs graceful: /drain_listeners?graceful&skip_exit\n");
+        return;
+    }
+    if (server_drain_listeners(c->a->srv, graceful, inbound, skip_exit) < 0) {
+        text(c, 503, "herald is shutting down: its listeners are closed already\n");
+        return;
+    }
+    text(c, 200, "OK\n");
+}
+
 /* As SIGUSR1: the log and every access log reopened, for log rotation. */
 static void h_reopen_logs(struct ctx *c)
 {
@@ -552,6 +575,8 @@ static const struct endpoint endpoints[] = {
     {"/", "Admin home page (this list)", false, h_help},
     {"/clusters", "upstream cluster status; ?format=json", false, h_clusters},
     {"/config_dump", "dump current herald configs (secrets redacted)", false, h_config_dump},
+    {"/drain_listeners", "close the listeners; ?graceful (drain first), ?inboundonly, ?skip_exit", true,
+     h_drain_listeners},
     {"/healthcheck/fail", "cause the server to fail health checks", true, h_hc_fail},
     {"/healthcheck/ok", "cause the server to pass health checks", true, h_hc_ok},
     {"/help", "print out list of admin commands", false, h_help},

@@ -156,6 +156,17 @@ void reload_add_socket(const char *key, int fd)
     *VEC_PUSH(s->fds, s->nfds, s->cap) = fd;
 }
 
+void reload_forget_sockets(const char *key)
+{
+    for (size_t i = 0; i < nmine; i++)
+        if (strcmp(mine[i].key, key) == 0) {
+            free(mine[i].key);
+            free(mine[i].fds);
+            mine[i] = mine[--nmine];
+            return;
+        }
+}
+
 /* ------------------------------------------------- counters across a reload */
 
 /* Counters go on where the old process left them, as across Envoy's hot

@@ -25,6 +25,9 @@ char *reload_key(const char *kind, const char *host, unsigned port);
 int reload_take_socket(const char *key);
 /* Registers one of this process's listening sockets for the next reload. */
 void reload_add_socket(const char *key, int fd);
+/* A listener's sockets are being closed (POST /drain_listeners): not handed
+ * to the next process, which binds the address afresh. */
+void reload_forget_sockets(const char *key);
 /* Listeners and admin are up: closes the inherited sockets nobody took and,
  * in a reloaded process, tells the old one it may stop accepting. */
 void reload_started(struct server *s);

@@ -47,6 +47,11 @@ const char *server_state_name(enum server_state s)
     return "?";
 }
 
+enum server_state server_reported_state(const struct server *s)
+{
+    return s->state == SERVER_LIVE && s->listeners_draining ? SERVER_DRAINING : s->state;
+}
+
 static struct event *drain_timer;
 static uint64_t drain_deadline;
 static unsigned workers_finished;
@@ -79,9 +84,73 @@ static void rescale_workers(void)
         worker_post(&s->workers[i], worker_rescale, NULL);
 }
 
+static void worker_stop_drained_listeners(struct worker *w, void *arg)
+{
+    (void)arg;
+    listeners_worker_stop_drained(w);
+}
+
+/* drain_listeners?graceful: open connections are told to drain (HTTP: close
+ * after the response in flight, GOAWAY), and so is each new one. */
+static void worker_discourage(struct worker *w, void *arg)
+{
+    (void)arg;
+    w->draining = true;
+    conn_drain_all(w);
+}
+
+static void stop_drained_listeners(struct server *s, bool inbound_only)
+{
+    listeners_forget_for_drain(inbound_only);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        worker_post(&s->workers[i], worker_stop_drained_listeners, NULL);
+}
+
+static struct event *graceful_timer;
+static bool graceful_inbound_only, graceful_skip_exit;
+
+static void graceful_over(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    (void)fd, (void)what;
+    if (s->state == SERVER_DRAINING)
+        return;   /* shutting down meanwhile: that drain closes everything */
+    if (graceful_skip_exit) {
+        log_info("main", "drain_listeners: drain time over; listeners left open (skip_exit)");
+        return;
+    }
+    log_info("main", "drain_listeners: drain time over; closing the listeners");
+    stop_drained_listeners(s, graceful_inbound_only);
+}
+
+int server_drain_listeners(struct server *s, bool graceful, bool inbound_only, bool skip_exit)
+{
+    if (s->state == SERVER_DRAINING)
+        return -1;
+    if (!graceful) {
+        log_info("main", "drain_listeners: closing the %slisteners", inbound_only ? "inbound " : "");
+        stop_drained_listeners(s, inbound_only);
+        return 0;
+    }
+    if (s->listeners_draining)
+        return 0;   /* as Envoy: a second graceful drain changes nothing */
+    s->listeners_draining = true;
+    graceful_inbound_only = inbound_only;
+    graceful_skip_exit = skip_exit;
+    log_info("main", "drain_listeners: draining for %llu ms, then %s", (unsigned long long)s->opt.drain_time_ms,
+             skip_exit ? "leaving the listeners open" : "closing the listeners");
+    for (unsigned i = 0; i < s->nworkers; i++)
+        worker_post(&s->workers[i], worker_discourage, NULL);
+    graceful_timer = evtimer_new(s->base, graceful_over, s);
+    struct timeval tv = {(time_t)(s->opt.drain_time_ms / 1000), (suseconds_t)(s->opt.drain_time_ms % 1000) * 1000};
+    evtimer_add(graceful_timer, &tv);
+    return 0;
+}
+
 static void worker_stop_accepting(struct worker *w, void *arg)
 {
     w->stopping = true;
+    w->draining = true;
     listeners_worker_stop(w);
     /* Idle keep-alive connections would otherwise hold the drain to its end. */
     http_pools_worker_drain(w);
@@ -244,6 +313,9 @@ static void cleanup(struct server *s)
     if (drain_timer)
         event_free(drain_timer);
     drain_timer = NULL;
+    if (graceful_timer)
+        event_free(graceful_timer);
+    graceful_timer = NULL;
     reload_free();
     for (struct event **e = &s->sigterm; e <= &s->sighup; e++)
         if (*e)

@@ -40,6 +40,7 @@ struct server {
     struct xds_files *xds_files;       /* dynamic_resources files (config/xds_files.h) */
     struct xds_watch *xds;
     int exit_code;
+    bool listeners_draining;           /* POST /drain_listeners?graceful: /ready says DRAINING */
 };
 
 extern struct server *the_server;
@@ -52,6 +53,15 @@ void server_shutdown(struct server *s, const char *why);
 /* After a reload, once the new process is ready: stop accepting (admin too),
  * drain for up to parent_shutdown_time_ms, then leave the loop. */
 void server_handover(struct server *s);
+/* POST /drain_listeners: closes the listeners (inbound_only: all but the
+ * OUTBOUND ones) now, or with graceful first tells every connection, open
+ * or new, to drain for --drain-time-s and then closes them (skip_exit: leaves
+ * them open). Open connections go on; herald keeps running. -1 when herald
+ * is shutting down anyway. */
+int server_drain_listeners(struct server *s, bool graceful, bool inbound_only, bool skip_exit);
+/* The state /ready and /server_info report: DRAINING also during a graceful
+ * drain_listeners. */
+enum server_state server_reported_state(const struct server *s);
 /* /listeners: name and bound address of each listener. */
 void server_listeners_dump(struct evbuffer *out, bool json);
 

@@ -32,7 +32,8 @@ struct worker {
     struct herald_upstream *upstreams; /* net/upstream_conn.c: live upstream connections */
     uint64_t next_conn_id;
     unsigned active_conns;
-    bool stopping;
+    bool stopping;                /* shutting down: listeners closed, connections draining */
+    bool draining;                /* connections are told to drain, new ones too (also drain_listeners?graceful) */
 };
 
 typedef void (*worker_fn)(struct worker *w, void *arg);

@@ -537,7 +537,7 @@ static void start_filters(struct herald_conn *c)
     run_new_connection(c);
     /* A drain that began before the filters had sessions (a TLS handshake,
      * listener filters) missed them: they hear of it now. */
-    if (w->stopping && !c->closing)
+    if (w->draining && !c->closing)
         raise_event(c, HERALD_EV_DRAIN);
     if (!c->closing && !paused(c))
         read_on(c);

@@ -70,6 +70,8 @@ static void make_stats(struct listener *l, unsigned nworkers)
     l->ignore_global_conn_limit = herald_cfg_bool(igl, false);
     s->downstream_cx_overload_reject = herald_counter(p, "downstream_cx_overload_reject");
     l->bypass_overload_manager = herald_cfg_bool(herald_cfg_get(l->cfg->node, "bypass_overload_manager"), false);
+    const char *dir = herald_cfg_str(herald_cfg_get(l->cfg->node, "traffic_direction"), "UNSPECIFIED");
+    l->outbound = !strcmp(dir, "OUTBOUND");
     s->downstream_cx_transport_socket_connect_timeout =
         herald_counter(p, "downstream_cx_transport_socket_connect_timeout");
     s->worker_cx_total = xcalloc(nworkers, sizeof(*s->worker_cx_total));
@@ -651,6 +653,37 @@ void listeners_worker_stop(struct worker *w)
         return;
     for (size_t i = 0; i < nlisteners; i++)
         if (w->listeners[i]) {
+            evconnlistener_free(w->listeners[i]);
+            w->listeners[i] = NULL;
+        }
+}
+
+/* Which listeners POST /drain_listeners stops: Envoy's inboundonly skips
+ * only those whose traffic_direction is OUTBOUND. */
+static bool drain_selects(const struct listener *l, bool inbound_only)
+{
+    return !(inbound_only && l->outbound);
+}
+
+void listeners_forget_for_drain(bool inbound_only)
+{
+    for (size_t i = 0; i < nlisteners; i++) {
+        struct listener *l = &listeners[i];
+        if (l->drained || !drain_selects(l, inbound_only))
+            continue;
+        l->drained = true;
+        char *key = reload_key("tcp", l->cfg->address.host, l->cfg->address.port);
+        reload_forget_sockets(key);
+        free(key);
+    }
+}
+
+void listeners_worker_stop_drained(struct worker *w)
+{
+    if (!w->listeners)
+        return;
+    for (size_t i = 0; i < nlisteners; i++)
+        if (w->listeners[i] && listeners[i].drained) {
             evconnlistener_free(w->listeners[i]);
             w->listeners[i] = NULL;
         }

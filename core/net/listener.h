@@ -54,6 +54,9 @@ struct listener {
     atomic_uint_least64_t cx_open;     /* sockets accepted and not closed, all workers (overload.c) */
     bool ignore_global_conn_limit;
     bool bypass_overload_manager;      /* overload actions leave this listener alone */
+    bool outbound;                     /* traffic_direction OUTBOUND (drain_listeners?inboundonly) */
+    bool drained;                      /* stopped by POST /drain_listeners: set on the main thread
+                                        * before the workers are told */
 };
 
 /* Main thread: builds every listener's filters (validate_only: no sockets). */
@@ -64,6 +67,12 @@ int listeners_bind(char **err);
 void listeners_start(struct worker *workers, unsigned nworkers);
 /* Posted to a worker: stop accepting (sockets closed). */
 void listeners_worker_stop(struct worker *w);
+/* POST /drain_listeners, main thread: marks the listeners it stops (all, or
+ * all but the OUTBOUND ones) and takes their sockets out of what a reload
+ * hands over; then each worker runs listeners_worker_stop_drained, which
+ * closes them (new connections are refused; open ones go on). */
+void listeners_forget_for_drain(bool inbound_only);
+void listeners_worker_stop_drained(struct worker *w);
 /* On the worker, at the very end (after its connections are gone). */
 void listeners_worker_teardown(struct worker *w);
 void listeners_destroy(void);

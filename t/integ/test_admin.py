@@ -2,6 +2,7 @@
 /quitquitquit) with traffic in flight."""
 
 import json
+import socket
 import re
 import signal
 import time
@@ -250,3 +251,84 @@ def test_log_files_reopened_for_rotation(herald, upstreams, port, tmp_path, how)
     assert (tmp_path / "access.log.1").read_text().count("conn ") == 1
     old_log = (tmp_path / "herald.log.1").read_text()
     assert "reopening log files" in old_log and "log files reopened" not in old_log
+
+
+# ------------------------------------------------------------------ drain_listeners
+
+
+def test_drain_listeners_closes_listeners_and_keeps_connections(herald, upstreams, port):
+    """POST /drain_listeners?inboundonly closes every listener but the
+    OUTBOUND one: new connections are refused there at once, an open one
+    goes on, herald stays LIVE; a plain /drain_listeners then closes the
+    OUTBOUND one too. Bad requests say what is wrong."""
+    backend = upstreams(EchoServer, tag="b")
+    inbound, outbound = port(), port()
+    out_listener = tcp_listener(outbound, "c", name="egress")
+    out_listener["traffic_direction"] = "OUTBOUND"
+    h = herald(bootstrap([tcp_listener(inbound, "c", name="ingress"), out_listener], [cluster("c", [backend.addr])]),
+               concurrency=2)
+    open_conn = connect(inbound)
+    assert recv_line(open_conn) == b"b"
+    assert h.admin_post("/drain_listeners?skip_exit")[0] == 400
+    assert h.admin_post("/drain_listeners?gracefully")[0] == 400
+    assert h.admin_get("/drain_listeners")[0] == 400
+    assert h.admin_post("/drain_listeners?inboundonly") == (200, "OK\n")
+    assert wait_for(lambda: refused(inbound), 3), "the inbound listener still accepts"
+    s = connect(outbound)
+    assert recv_line(s) == b"b"
+    s.close()
+    open_conn.sendall(b"still here\n")
+    assert recv_line(open_conn) == b"still here"
+    assert h.admin_get("/ready") == (200, "LIVE\n")
+    assert h.admin_post("/drain_listeners") == (200, "OK\n")
+    assert wait_for(lambda: refused(outbound), 3), "the outbound listener still accepts"
+    open_conn.sendall(b"and now\n")
+    assert recv_line(open_conn) == b"and now"
+    open_conn.close()
+
+
+def refused(p):
+    try:
+        connect(p).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("skip_exit", [False, True], ids=["then-closed", "skip_exit"])
+def test_drain_listeners_graceful(herald, upstreams, port, skip_exit):
+    """?graceful: /ready says DRAINING; a kept-alive connection's next
+    response carries connection: close, and so does the first response on a
+    connection made during the drain (the listener still accepts); after
+    --drain-time-s the listener is closed, or with skip_exit left open."""
+    import http_backends as hb
+    backends = [upstreams(hb.HttpBackend, n) for n in ("app1", "app2", "app3", "app4")]
+    fp = port()
+    h = herald(hb.front_proxy(fp, [b.port for b in backends]), drain_time=2)
+    kept = socket.create_connection(("127.0.0.1", fp), timeout=5)
+    r = hb.Reader(kept)
+
+    def get(sock, reader):
+        sock.sendall(b"GET /app1/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+        headers = hb.read_headers(reader)
+        reader.read(int(hb.hget(headers, "content-length")))
+        return hb.hget(headers, "connection")
+
+    assert get(kept, r) is None
+    t0 = time.monotonic()
+    assert h.admin_post("/drain_listeners?graceful" + ("&skip_exit" if skip_exit else "")) == (200, "OK\n")
+    assert h.admin_get("/ready") == (503, "DRAINING\n")
+    assert get(kept, r) == "close"
+    assert kept.recv(1) == b""
+    kept.close()
+    fresh = socket.create_connection(("127.0.0.1", fp), timeout=5)
+    assert get(fresh, hb.Reader(fresh)) == "close"
+    fresh.close()
+    if skip_exit:
+        time.sleep(max(0, 2.5 - (time.monotonic() - t0)))
+        assert not refused(fp)
+    else:
+        assert wait_for(lambda: refused(fp), 5)
+        assert time.monotonic() - t0 >= 1.9
+    assert h.admin_get("/ready") == (503, "DRAINING\n")

@@ -219,6 +219,36 @@ def test_a_connection_still_in_listener_filters_survives_the_handover(herald, up
     assert r.stop_new() == 0
 
 
+def test_reload_after_drain_listeners_binds_afresh(herald, upstreams, port, reloads):
+    """Listeners closed by POST /drain_listeners are not handed over at the
+    next reload (their descriptors are gone): the new process binds the
+    address again and serves it."""
+    echo = upstreams(EchoServer, tag="echo")
+    lp = port()
+    h = herald(bootstrap([tcp_listener(lp, "c")], [cluster("c", [echo.addr])]), concurrency=2, drain_time=1,
+               args=["--parent-shutdown-time-s", "2"])
+    r = reloads(h)
+    assert h.admin_post("/drain_listeners") == (200, "OK\n")
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            connect(lp).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "the listener still accepts after /drain_listeners"
+        time.sleep(0.05)
+    oldpid = h.pid
+    assert r.sighup() != oldpid, h.log_tail()
+    s = connect(lp)
+    assert recv_line(s) == b"echo"
+    s.close()
+    assert h.log().count("(2 sockets, 0 inherited)") == 2, h.log_tail()   # the old one at its start, the new one
+    # the closed descriptors' numbers were not handed over (nor whatever reuses them)
+    assert "not a listening socket" not in h.log(), h.log_tail()
+    assert r.wait_old_exit(10) == 0
+    assert r.stop_new() == 0
+
+
 def test_counters_carry_over_a_reload(herald, upstreams, port, reloads):
     """As across Envoy's hot restart, counters go on from the old process's
     values: it sends them when the new one is ready, and what it counted
