@@ -30,6 +30,7 @@
 #include "common.h"
 #include "config/tree.h"
 #include "log.h"
+#include "net/tls.h"
 #include "mem_cache.h"
 #include "reload.h"
 #include "runtime.h"
@@ -533,6 +534,11 @@ static void h_logging(struct ctx *c)
     text(c, 200, "active loggers:\n  herald: %s\n", log_level_name(log_get_level()));
 }
 
+static void h_certs(struct ctx *c)
+{
+    json_reply(c, tls_certs_dump(), JSON_INDENT(1));
+}
+
 /* Envoy's /drain_listeners: ?graceful, ?inboundonly, ?skip_exit (with graceful). */
 static void h_drain_listeners(struct ctx *c)
 {
@@ -574,6 +580,7 @@ static void h_hc_ok(struct ctx *c)
 static const struct endpoint endpoints[] = {
     {"/", "Admin home page (this list)", false, h_help},
     {"/clusters", "upstream cluster status; ?format=json", false, h_clusters},
+    {"/certs", "print certs on machine", false, h_certs},
     {"/config_dump", "dump current herald configs (secrets redacted)", false, h_config_dump},
     {"/drain_listeners", "close the listeners; ?graceful (drain first), ?inboundonly, ?skip_exit", true,
      h_drain_listeners},

@@ -38,6 +38,7 @@
 #include "log.h"
 #include "net/proxy_header.h"
 #include "net/tls.h"
+#include "net/tls_certs.h"
 #include "net/tls_ocsp.h"
 
 #define TICKET_ROTATE_MS (3600u * 1000u)
@@ -550,7 +551,7 @@ out:
     return rc;
 }
 
-static int load_ca(SSL_CTX *ctx, const struct tls_ctx *t, char **err)
+static int load_ca(SSL_CTX *ctx, const struct tls_ctx *t, struct ctx_certs *cc, char **err)
 {
     char *buf;
     BIO *b = ds_bio(&t->ca, &buf, err);
@@ -561,6 +562,7 @@ static int load_ca(SSL_CTX *ctx, const struct tls_ctx *t, char **err)
     X509 *x;
     while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
         X509_STORE_add_cert(store, x);
+        ctx_certs_add_ca(cc, x, ds_name(&t->ca));
         if (t->server)
             SSL_CTX_add_client_CA(ctx, x); /* tells clients which certificates we take */
         X509_free(x);
@@ -602,6 +604,7 @@ static SSL_CTX *build_ctx(struct tls_ctx *t, char **err)
         return NULL;
     }
     SSL_CTX_set_app_data(ctx, t);
+    struct ctx_certs *cc = ctx_certs_attach_new(ctx);   /* for GET /certs; freed with ctx */
     SSL_CTX_set_min_proto_version(ctx, t->min_ver);
     SSL_CTX_set_max_proto_version(ctx, t->max_ver);
     uint64_t opts = SSL_OP_NO_COMPRESSION;
@@ -634,6 +637,7 @@ static SSL_CTX *build_ctx(struct tls_ctx *t, char **err)
         X509 *leaf = NULL;
         if (load_cert(ctx, &t->certs[i], key_types, &leaf, err) < 0)
             goto fail;
+        ctx_certs_add_leaf(cc, leaf, ds_name(&t->certs[i].chain));
         if (t->server && t->certs[i].has_ocsp) {
             size_t len;
             char *der = ds_load(&t->certs[i].ocsp, &len, err);
@@ -648,7 +652,7 @@ static SSL_CTX *build_ctx(struct tls_ctx *t, char **err)
     }
     if (t->server && t->any_ocsp)
         tls_ocsp_enable(ctx, t->ocsp_policy, &t->st.ocsp);
-    if (t->has_ca && load_ca(ctx, t, err) < 0)
+    if (t->has_ca && load_ca(ctx, t, cc, err) < 0)
         goto fail;
     if (t->system_roots && !SSL_CTX_set_default_verify_paths(ctx)) {
         *err = ssl_errors(xstrdup("system_root_certs"));
@@ -688,6 +692,23 @@ static SSL_CTX *build_ctx(struct tls_ctx *t, char **err)
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+json_t *tls_certs_dump(void)
+{
+    json_t *arr = json_array();
+    for (struct tls_ctx *t = all_ctxs; t; t = t->next) {
+        pthread_mutex_lock(&t->lock);
+        SSL_CTX *ctx = t->ctx;
+        if (ctx)
+            SSL_CTX_up_ref(ctx);
+        pthread_mutex_unlock(&t->lock);
+        if (!ctx)
+            continue;
+        json_array_append_new(arr, ctx_certs_json(ctx));
+        SSL_CTX_free(ctx);
+    }
+    return json_pack("{s:o}", "certificates", arr);
 }
 
 /* ------------------------------------------------------------ config */

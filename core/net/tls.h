@@ -10,6 +10,7 @@
 #define HERALD_CORE_NET_TLS_H
 
 #include <event2/event.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -36,6 +37,10 @@ void tls_ctx_free(struct tls_ctx *t);
 /* Builds every cluster's UpstreamTlsContext into cluster_cfg.tls (main thread). */
 int tls_clusters_build(struct bootstrap *b, bool validate_only, struct cfg_diag *d);
 void tls_clusters_destroy(struct bootstrap *b);
+
+/* GET /certs (main thread): {"certificates": [one entry per context, as
+ * ctx_certs_json]}, from the SSL_CTX each context uses now. */
+json_t *tls_certs_dump(void);
 
 /* Main thread: starts the once-a-second file watch of every context. */
 void tls_watch_start(struct event_base *base);

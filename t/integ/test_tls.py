@@ -3,7 +3,9 @@ the tls_inspector listener filter, certificate reload. Real peers: openssl
 s_client/s_server and Python's ssl. A throwaway CA and certificates are made
 with the openssl command in the test's tmp dir."""
 
+import datetime
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -676,6 +678,7 @@ def test_certificate_reload(herald, upstreams, port, pki, tmp_path):
     old = tls_connect(p, client_ctx(pki), "a.example")
     assert int(old.getpeercert()["serialNumber"], 16) == pki.a_rsa[2]
     assert echo_roundtrip(old) == b"hello over tls\n"
+    assert [c["serial_number"] for c in admin_certs(h)[0]["cert_chain"]] == ["%x" % pki.a_rsa[2]]
     new_crt, new_key, new_serial = pki.issue("a_rsa2", "a.example")
     # replace by rename, key first (as cert managers do); a half-done pair is kept out
     shutil.copy(new_key, key + ".tmp")
@@ -693,6 +696,51 @@ def test_certificate_reload(herald, upstreams, port, pki, tmp_path):
     old.close()
     assert h.stat("listener.tls.server_ssl_socket_factory.ssl_context_update_by_file") >= 1
     assert "certificate files changed" in h.log()
+    # GET /certs shows what new connections get
+    assert [(c["path"], c["serial_number"]) for c in admin_certs(h)[0]["cert_chain"]] == [(crt, "%x" % new_serial)]
+
+
+def admin_certs(h):
+    status, body = h.admin_get("/certs")
+    assert status == 200, body
+    return json.loads(body)["certificates"]
+
+
+def openssl_facts(crt):
+    """(serial in lower-case hex, notBefore, notAfter as RFC 3339) from openssl x509."""
+    out = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-serial", "-startdate", "-enddate"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    f = dict(line.split("=", 1) for line in out.splitlines())
+
+    def iso(v):
+        return datetime.datetime.strptime(v, "%b %d %H:%M:%S %Y GMT").strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f["serial"].lower(), iso(f["notBefore"]), iso(f["notAfter"])   # both print whole bytes: 07db...
+
+
+def test_certs_endpoint(herald, upstreams, port, pki):
+    """GET /certs as Envoy's: one entry per TLS context (the listener's, with
+    an RSA and an ECDSA certificate and a trusted CA; the cluster's, with a
+    client certificate and a CA), each certificate with its path, serial,
+    SANs, validity as openssl reads it, and whole days left."""
+    echo = upstreams(helpers.EchoServer)
+    p = port()
+    ts = tls_socket(certs(pki.a_rsa, pki.a_ec), validation_context={"trusted_ca": {"filename": pki.ca}})
+    cl = helpers.cluster("up", [echo.addr], transport_socket=upstream_tls(ca=pki.ca, client_cert=pki.client))
+    h = herald(helpers.bootstrap([tls_listener(p, "up", [(None, ts)])], [cl]))
+    got = admin_certs(h)
+    assert len(got) == 2, got
+    by_leaf = {c["cert_chain"][0]["path"]: c for c in got}
+    listener, cluster = by_leaf[pki.a_rsa[0]], by_leaf[pki.client[0]]
+    assert [c["path"] for c in listener["cert_chain"]] == [pki.a_rsa[0], pki.a_ec[0]]
+    for ctx in (listener, cluster):
+        assert [c["path"] for c in ctx["ca_cert"]] == [pki.ca], ctx
+    for c in listener["cert_chain"] + cluster["cert_chain"] + listener["ca_cert"]:
+        serial, valid_from, expires = openssl_facts(c["path"])
+        assert (c["serial_number"], c["valid_from"], c["expiration_time"]) == (serial, valid_from, expires), c
+        assert c["days_until_expiration"] == "1", c   # -days 2, minus the seconds since
+    assert listener["cert_chain"][0]["subject_alt_names"] == [{"dns": "a.example"}]
+    assert cluster["cert_chain"][0]["subject_alt_names"] == [{"uri": "spiffe://test/client"}]
+    assert listener["ca_cert"][0]["subject_alt_names"] == []
 
 
 # ------------------------------------------------------------------ tls_inspector
