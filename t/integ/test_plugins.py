@@ -74,10 +74,13 @@ def test_example_plugin_denies_cidr(herald, upstreams, port, example_plugin_dir)
     cfg = bootstrap([tcp_listener(lport, "b", before=[cidr_guard(["127.0.0.0/8"], "guard")])],
                     [cluster("b", [backend.addr])])
     h = herald(cfg, plugin_dirs=PLUGIN_DIR + ":" + example_plugin_dir)
-    s = connect(lport)
-    s.sendall(b"let me in\n")
-    assert closed_by_peer(s, 5), "a client in a denied CIDR got through"
-    s.close()
+    try:
+        s = connect(lport)
+        s.sendall(b"let me in\n")
+        assert closed_by_peer(s, 5), "a client in a denied CIDR got through"
+        s.close()
+    except (ConnectionResetError, BrokenPipeError):
+        pass   # the refusal is a reset: on a loaded machine it can beat connect() or sendall()
     assert h.wait_stat("cidr_guard.guard.denied", lambda v: v >= 1) == 1
     assert h.stat("cidr_guard.guard.allowed") == 0
 
