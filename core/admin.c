@@ -579,8 +579,8 @@ static void h_hc_ok(struct ctx *c)
 
 static const struct endpoint endpoints[] = {
     {"/", "Admin home page (this list)", false, h_help},
-    {"/clusters", "upstream cluster status; ?format=json", false, h_clusters},
     {"/certs", "print certs on machine", false, h_certs},
+    {"/clusters", "upstream cluster status; ?format=json", false, h_clusters},
     {"/config_dump", "dump current herald configs (secrets redacted)", false, h_config_dump},
     {"/drain_listeners", "close the listeners; ?graceful (drain first), ?inboundonly, ?skip_exit", true,
      h_drain_listeners},

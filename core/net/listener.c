@@ -609,7 +609,13 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
 
 static void reenable(evutil_socket_t fd, short what, void *arg)
 {
-    evconnlistener_enable(arg);
+    /* only if still ours: a drain or drain_listeners may have freed it meanwhile */
+    struct worker *w = worker_self();
+    for (size_t i = 0; w && w->listeners && i < nlisteners; i++)
+        if (w->listeners[i] == arg) {
+            evconnlistener_enable(arg);
+            return;
+        }
 }
 
 static void on_accept_error(struct evconnlistener *el, void *arg)
