@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "access_log.h"
 #include "admin.h"
 #include "herald/http.h"
 #include "common.h"
@@ -524,11 +523,10 @@ static void h_logging(struct ctx *c)
             text(c, 400, "unknown log level '%s': trace, debug, info, warning, error, critical or off\n", level);
             return;
         }
-        /* the change is logged under the more verbose of the two levels */
-        if (now < was)
-            log_set_level(now);
-        herald_log(was < now ? was : now, "admin", "log level %s -> %s (POST /logging)", log_level_name(was),
-                   log_level_name(now));
+        /* logged under the more verbose of the two levels, so that it shows either way */
+        enum herald_log_level verbose = now < was ? now : was;
+        log_set_level(verbose);
+        herald_log(verbose, "admin", "log level %s -> %s (POST /logging)", log_level_name(was), log_level_name(now));
         log_set_level(now);
     }
     text(c, 200, "active loggers:\n  herald: %s\n", log_level_name(log_get_level()));
@@ -561,13 +559,9 @@ static void h_drain_listeners(struct ctx *c)
     text(c, 200, "OK\n");
 }
 
-/* As SIGUSR1: the log and every access log reopened, for log rotation. */
 static void h_reopen_logs(struct ctx *c)
 {
-    log_info("main", "POST /reopen_logs: reopening log files");
-    log_reopen();
-    access_log_reopen_all();
-    log_info("main", "log files reopened (POST /reopen_logs)");
+    server_reopen_logs("POST /reopen_logs");
     text(c, 200, "OK\n");
 }
 

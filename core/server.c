@@ -47,12 +47,15 @@ const char *server_state_name(enum server_state s)
     return "?";
 }
 
+static struct event *drain_timer;
+static struct event *graceful_timer;   /* drain_listeners?graceful: set while it runs and after */
+static bool graceful_inbound_only, graceful_skip_exit;
+
 enum server_state server_reported_state(const struct server *s)
 {
-    return s->state == SERVER_LIVE && s->listeners_draining ? SERVER_DRAINING : s->state;
+    return s->state == SERVER_LIVE && graceful_timer ? SERVER_DRAINING : s->state;
 }
 
-static struct event *drain_timer;
 static uint64_t drain_deadline;
 static unsigned workers_finished;
 static unsigned workers_stopped;   /* workers whose listeners are closed: their count of connections is final */
@@ -87,7 +90,7 @@ static void rescale_workers(void)
 static void worker_stop_drained_listeners(struct worker *w, void *arg)
 {
     (void)arg;
-    listeners_worker_stop_drained(w);
+    listeners_worker_stop(w, true);
 }
 
 /* drain_listeners?graceful: open connections are told to drain (HTTP: close
@@ -105,9 +108,6 @@ static void stop_drained_listeners(struct server *s, bool inbound_only)
     for (unsigned i = 0; i < s->nworkers; i++)
         worker_post(&s->workers[i], worker_stop_drained_listeners, NULL);
 }
-
-static struct event *graceful_timer;
-static bool graceful_inbound_only, graceful_skip_exit;
 
 static void graceful_over(evutil_socket_t fd, short what, void *arg)
 {
@@ -132,9 +132,8 @@ int server_drain_listeners(struct server *s, bool graceful, bool inbound_only, b
         stop_drained_listeners(s, inbound_only);
         return 0;
     }
-    if (s->listeners_draining)
+    if (graceful_timer)
         return 0;   /* as Envoy: a second graceful drain changes nothing */
-    s->listeners_draining = true;
     graceful_inbound_only = inbound_only;
     graceful_skip_exit = skip_exit;
     log_info("main", "drain_listeners: draining for %llu ms, then %s", (unsigned long long)s->opt.drain_time_ms,
@@ -151,7 +150,7 @@ static void worker_stop_accepting(struct worker *w, void *arg)
 {
     w->stopping = true;
     w->draining = true;
-    listeners_worker_stop(w);
+    listeners_worker_stop(w, false);
     /* Idle keep-alive connections would otherwise hold the drain to its end. */
     http_pools_worker_drain(w);
     conn_drain_all(w);
@@ -230,18 +229,21 @@ void server_handover(struct server *s)
     begin_drain(s, s->opt.parent_shutdown_time_ms);
 }
 
+void server_reopen_logs(const char *why)
+{
+    log_info("main", "%s: reopening log files", why);
+    log_reopen();
+    access_log_reopen_all();
+    log_info("main", "log files reopened (%s)", why);   /* the first line of a rotated log */
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
     switch (sig) {
     case SIGTERM: server_shutdown(s, "SIGTERM"); break;
     case SIGINT: server_shutdown(s, "SIGINT"); break;
-    case SIGUSR1:
-        log_info("main", "SIGUSR1: reopening log files");
-        log_reopen();
-        access_log_reopen_all();
-        log_info("main", "log files reopened (SIGUSR1)");   /* the first line of a rotated log */
-        break;
+    case SIGUSR1: server_reopen_logs("SIGUSR1"); break;
     case SIGHUP: reload_begin(s, "SIGHUP"); break;
     }
 }

@@ -40,7 +40,6 @@ struct server {
     struct xds_files *xds_files;       /* dynamic_resources files (config/xds_files.h) */
     struct xds_watch *xds;
     int exit_code;
-    bool listeners_draining;           /* POST /drain_listeners?graceful: /ready says DRAINING */
 };
 
 extern struct server *the_server;
@@ -62,6 +61,8 @@ int server_drain_listeners(struct server *s, bool graceful, bool inbound_only, b
 /* The state /ready and /server_info report: DRAINING also during a graceful
  * drain_listeners. */
 enum server_state server_reported_state(const struct server *s);
+/* SIGUSR1 and POST /reopen_logs (why): the log and every access log reopened. */
+void server_reopen_logs(const char *why);
 /* /listeners: name and bound address of each listener. */
 void server_listeners_dump(struct evbuffer *out, bool json);
 

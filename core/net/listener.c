@@ -653,29 +653,22 @@ void listeners_start(struct worker *workers, unsigned nworkers)
         worker_post(&workers[i], start_on_worker, NULL);
 }
 
-void listeners_worker_stop(struct worker *w)
+void listeners_worker_stop(struct worker *w, bool only_drained)
 {
     if (!w->listeners)
         return;
     for (size_t i = 0; i < nlisteners; i++)
-        if (w->listeners[i]) {
+        if (w->listeners[i] && (!only_drained || listeners[i].drained)) {
             evconnlistener_free(w->listeners[i]);
             w->listeners[i] = NULL;
         }
-}
-
-/* Which listeners POST /drain_listeners stops: Envoy's inboundonly skips
- * only those whose traffic_direction is OUTBOUND. */
-static bool drain_selects(const struct listener *l, bool inbound_only)
-{
-    return !(inbound_only && l->outbound);
 }
 
 void listeners_forget_for_drain(bool inbound_only)
 {
     for (size_t i = 0; i < nlisteners; i++) {
         struct listener *l = &listeners[i];
-        if (l->drained || !drain_selects(l, inbound_only))
+        if (l->drained || (inbound_only && l->outbound))   /* Envoy's inboundonly spares only OUTBOUND */
             continue;
         l->drained = true;
         char *key = reload_key("tcp", l->cfg->address.host, l->cfg->address.port);
@@ -684,20 +677,9 @@ void listeners_forget_for_drain(bool inbound_only)
     }
 }
 
-void listeners_worker_stop_drained(struct worker *w)
-{
-    if (!w->listeners)
-        return;
-    for (size_t i = 0; i < nlisteners; i++)
-        if (w->listeners[i] && listeners[i].drained) {
-            evconnlistener_free(w->listeners[i]);
-            w->listeners[i] = NULL;
-        }
-}
-
 void listeners_worker_teardown(struct worker *w)
 {
-    listeners_worker_stop(w);
+    listeners_worker_stop(w, false);
     while (w->pending) {
         herald_gauge_add(w->pending->l->stats.downstream_pre_cx_active, -1);
         socket_free(w->pending, true);

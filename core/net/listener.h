@@ -65,14 +65,14 @@ int listeners_build(const struct bootstrap *b, unsigned nworkers, bool validate_
 int listeners_bind(char **err);
 /* Posts each listener's socket to its worker; workers start accepting. */
 void listeners_start(struct worker *workers, unsigned nworkers);
-/* Posted to a worker: stop accepting (sockets closed). */
-void listeners_worker_stop(struct worker *w);
+/* Posted to a worker: stop accepting (sockets closed); only_drained: only
+ * the listeners listeners_forget_for_drain marked. */
+void listeners_worker_stop(struct worker *w, bool only_drained);
 /* POST /drain_listeners, main thread: marks the listeners it stops (all, or
  * all but the OUTBOUND ones) and takes their sockets out of what a reload
- * hands over; then each worker runs listeners_worker_stop_drained, which
+ * hands over; then each worker runs listeners_worker_stop(w, true), which
  * closes them (new connections are refused; open ones go on). */
 void listeners_forget_for_drain(bool inbound_only);
-void listeners_worker_stop_drained(struct worker *w);
 /* On the worker, at the very end (after its connections are gone). */
 void listeners_worker_teardown(struct worker *w);
 void listeners_destroy(void);

@@ -1,7 +1,6 @@
 /* GET /certs: see tls_certs.h. */
 #include "config.h"
 
-#include <openssl/bn.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include "common.h"
 #include "net/tls.h"
 #include "net/tls_certs.h"
+#include "net/tls_log.h"
 
 struct cert_entry {
     X509 *x;
@@ -85,27 +85,9 @@ void ctx_certs_add_ca(struct ctx_certs *cc, X509 *x, const char *path)
 /* RFC 3339 in UTC, as Envoy prints valid_from and expiration_time. */
 static json_t *time_json(const ASN1_TIME *t)
 {
-    struct tm tm;
     char buf[32];
-    if (!t || !ASN1_TIME_to_tm(t, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
-        return json_null();
-    return json_string(buf);
-}
-
-static json_t *serial_json(X509 *x)
-{
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-    char *hex = bn ? BN_bn2hex(bn) : NULL;
-    json_t *j = json_string("");
-    if (hex) {
-        for (char *p = hex; *p; p++)
-            *p = (char)(*p >= 'A' && *p <= 'F' ? *p + 32 : *p);
-        json_decref(j);
-        j = json_string(hex);
-    }
-    OPENSSL_free(hex);
-    BN_free(bn);
-    return j;
+    const char *v = tls_cert_time(t, "%Y-%m-%dT%H:%M:%SZ", buf, sizeof(buf));
+    return v ? json_string(v) : json_null();
 }
 
 static json_t *sans_json(X509 *x)
@@ -130,11 +112,13 @@ static json_t *cert_json(const struct cert_entry *e)
 {
     int days = 0, secs = 0;
     const ASN1_TIME *not_after = X509_get0_notAfter(e->x);
-    if (!ASN1_TIME_diff(&days, &secs, NULL, not_after) || days < 0 || (days == 0 && secs < 0))
+    if (!ASN1_TIME_diff(&days, &secs, NULL, not_after) || days < 0)
         days = 0;   /* expired: 0, as Envoy */
     char d[16];
     snprintf(d, sizeof(d), "%d", days);
-    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:o}", "path", e->path, "serial_number", serial_json(e->x),
+    char serial[128];
+    const char *sn = tls_cert_serial(e->x, serial, sizeof(serial));
+    return json_pack("{s:s, s:s, s:o, s:s, s:o, s:o}", "path", e->path, "serial_number", sn ? sn : "",
                      "subject_alt_names", sans_json(e->x), "days_until_expiration", d, "valid_from",
                      time_json(X509_get0_notBefore(e->x)), "expiration_time", time_json(not_after));
 }

@@ -76,7 +76,7 @@ static const char *sans(X509 *cert, int type, char *out, size_t len)
     return o ? out : NULL;
 }
 
-static const char *cert_time(const ASN1_TIME *t, const char *fmt, char *out, size_t len)
+const char *tls_cert_time(const ASN1_TIME *t, const char *fmt, char *out, size_t len)
 {
     struct tm tm;
     if (!t || !ASN1_TIME_to_tm(t, &tm))
@@ -94,7 +94,7 @@ static const char *fingerprint(X509 *cert, const EVP_MD *md, char *out, size_t l
     return hex(d, n, out, len);
 }
 
-static const char *serial(X509 *cert, char *out, size_t len)
+const char *tls_cert_serial(X509 *cert, char *out, size_t len)
 {
     BIGNUM *bn = cert ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL) : NULL;
     char *h = bn ? BN_bn2hex(bn) : NULL;   /* upper case */
@@ -126,15 +126,15 @@ static const char *cert_field(X509 *cert, const char *what, const char *arg, cha
     if (!strcmp(what, "IP_SAN"))
         return sans(cert, GEN_IPADD, out, len);
     if (!strcmp(what, "SERIAL"))
-        return serial(cert, out, len);
+        return tls_cert_serial(cert, out, len);
     if (!strcmp(what, "FINGERPRINT_256"))
         return fingerprint(cert, EVP_sha256(), out, len);
     if (!strcmp(what, "FINGERPRINT_1"))
         return fingerprint(cert, EVP_sha1(), out, len);
     if (!strcmp(what, "CERT_V_START"))
-        return cert_time(X509_get0_notBefore(cert), arg, out, len);
+        return tls_cert_time(X509_get0_notBefore(cert), arg, out, len);
     if (!strcmp(what, "CERT_V_END"))
-        return cert_time(X509_get0_notAfter(cert), arg, out, len);
+        return tls_cert_time(X509_get0_notAfter(cert), arg, out, len);
     return NULL;
 }
 

@@ -200,6 +200,15 @@ def closed_by_peer(sock, timeout=5.0):
     return d == b""
 
 
+def connect_refused(port):
+    """True when nothing listens on 127.0.0.1:port (a closed listener)."""
+    try:
+        connect(port).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def wait_for(pred, timeout=5.0, interval=0.05):
     """Polls pred() until it returns something true; returns that or the last value."""
     deadline = time.monotonic() + timeout

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from helpers import (EchoServer, bootstrap, closed_by_peer, cluster, connect, recv_line, rss_kb, tcp_listener,
-                     wait_for)
+from helpers import (EchoServer, bootstrap, closed_by_peer, cluster, connect, connect_refused, recv_line, rss_kb,
+                     tcp_listener, wait_for)
 
 PROM_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*",?)*\})? '
                          r'(-?[0-9.]+([eE][-+]?[0-9]+)?|NaN|[-+]Inf)$')
@@ -273,7 +273,7 @@ def test_drain_listeners_closes_listeners_and_keeps_connections(herald, upstream
     assert h.admin_post("/drain_listeners?gracefully")[0] == 400
     assert h.admin_get("/drain_listeners")[0] == 400
     assert h.admin_post("/drain_listeners?inboundonly") == (200, "OK\n")
-    assert wait_for(lambda: refused(inbound), 3), "the inbound listener still accepts"
+    assert wait_for(lambda: connect_refused(inbound), 3), "the inbound listener still accepts"
     s = connect(outbound)
     assert recv_line(s) == b"b"
     s.close()
@@ -281,18 +281,10 @@ def test_drain_listeners_closes_listeners_and_keeps_connections(herald, upstream
     assert recv_line(open_conn) == b"still here"
     assert h.admin_get("/ready") == (200, "LIVE\n")
     assert h.admin_post("/drain_listeners") == (200, "OK\n")
-    assert wait_for(lambda: refused(outbound), 3), "the outbound listener still accepts"
+    assert wait_for(lambda: connect_refused(outbound), 3), "the outbound listener still accepts"
     open_conn.sendall(b"and now\n")
     assert recv_line(open_conn) == b"and now"
     open_conn.close()
-
-
-def refused(p):
-    try:
-        connect(p).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 @pytest.mark.parametrize("skip_exit", [False, True], ids=["then-closed", "skip_exit"])
@@ -327,8 +319,8 @@ def test_drain_listeners_graceful(herald, upstreams, port, skip_exit):
     fresh.close()
     if skip_exit:
         time.sleep(max(0, 2.5 - (time.monotonic() - t0)))
-        assert not refused(fp)
+        assert not connect_refused(fp)
     else:
-        assert wait_for(lambda: refused(fp), 5)
+        assert wait_for(lambda: connect_refused(fp), 5)
         assert time.monotonic() - t0 >= 1.9
     assert h.admin_get("/ready") == (503, "DRAINING\n")

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from helpers import EchoServer, bootstrap, cluster, closed_by_peer, connect, recv_line, tcp_listener
+from helpers import (EchoServer, bootstrap, cluster, closed_by_peer, connect, connect_refused, recv_line, tcp_listener,
+                     wait_for)
 from http_backends import HttpBackend, hcm, http_cluster, http_listener, request, route
 from reload_util import Reloads, set_subreaper
 
@@ -229,14 +230,7 @@ def test_reload_after_drain_listeners_binds_afresh(herald, upstreams, port, relo
                args=["--parent-shutdown-time-s", "2"])
     r = reloads(h)
     assert h.admin_post("/drain_listeners") == (200, "OK\n")
-    deadline = time.monotonic() + 3
-    while True:
-        try:
-            connect(lp).close()
-        except ConnectionRefusedError:
-            break
-        assert time.monotonic() < deadline, "the listener still accepts after /drain_listeners"
-        time.sleep(0.05)
+    assert wait_for(lambda: connect_refused(lp), 3), "the listener still accepts after /drain_listeners"
     oldpid = h.pid
     assert r.sighup() != oldpid, h.log_tail()
     s = connect(lp)
