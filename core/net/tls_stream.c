@@ -109,19 +109,21 @@ static void note_error(struct tls_stream *ts)
 
 /* epoll interest follows what OpenSSL and the owner wait for; event_add and
  * event_del on an event already in that state cost nothing. */
-static void update_events(struct tls_stream *ts)
+static void set_events(struct tls_stream *ts, bool may_keep_read)
 {
     bool want_read = !ts->ended && (ts->handshaking || ts->write_wants_read || (ts->read_enabled && !ts->wm_held));
     bool want_write = !ts->ended && (ts->handshake_wants_write || ts->write_wants_write || ts->read_wants_write);
     if (want_read)
         event_add(ts->rev, NULL);
-    else
+    else if (!may_keep_read)
         event_del(ts->rev);
     if (want_write)
         event_add(ts->wev, NULL);
     else
         event_del(ts->wev);
 }
+
+static void update_events(struct tls_stream *ts) { set_events(ts, false); }
 
 static void end(struct tls_stream *ts, short what)
 {
@@ -155,7 +157,10 @@ static void handshake(struct tls_stream *ts)
         ts->handshake_wants_write = false;
         if (ts->timer)
             event_del(ts->timer);
-        update_events(ts);
+        /* The owner enables reading from the callback: dropping the read
+         * interest first would cost an epoll_ctl DEL and ADD per connection.
+         * If it does not, the first read event drops it (on_socket_readable). */
+        set_events(ts, true);
         ts->eventcb(ts->bev, BEV_EVENT_CONNECTED, ts->arg);
         return;
     }
@@ -288,6 +293,8 @@ static void on_socket_readable(evutil_socket_t fd, short what, void *arg)
     }
     if (ts->pending || (ts->read_enabled && !ts->wm_held))
         do_read(ts);
+    else
+        update_events(ts);   /* interest kept past the handshake that nobody wants now */
 }
 
 static void on_socket_writable(evutil_socket_t fd, short what, void *arg)
