@@ -1,7 +1,7 @@
 /* Per-thread free lists: herald's own per-request objects (streams,
  * upstream requests, header maps, timers) through mem_cache_alloc/free, and
- * the memory of libevent (event_set_mem_functions), OpenSSL
- * (CRYPTO_set_mem_functions) and nghttp2 (nghttp2_mem).
+ * the memory of libevent (event_set_mem_functions) and nghttp2 (nghttp2_mem).
+ * OpenSSL keeps glibc's malloc: see mem_cache_init.
  *
  * glibc's per-thread cache keeps 7 blocks of a size and nothing over
  * 1 KiB; with a few dozen requests in flight the blocks a request makes
@@ -13,7 +13,7 @@
  * glibc's own cache but up to 4096 per size and 8 MiB per thread: nothing is
  * rounded up, so a long-lived struct costs what malloc gives it. Larger
  * blocks of power-of-two sizes (libevent's chains) and buffers of 8 KiB or
- * more (rounded up to one: record and frame buffers, short-lived) wait on
+ * more (rounded up to one: nghttp2 frame buffers, short-lived) wait on
  * lists by class, up to 16 MiB per thread. Other sizes are plain malloc.
  *
  * The bounds are for hundreds of requests in flight per worker (at -c 500
@@ -32,8 +32,8 @@
 #include <stddef.h>
 #include <nghttp2/nghttp2.h>
 
-/* Before any other libevent or OpenSSL call: hands them the cache. Not
- * needed for mem_cache_alloc/free. */
+/* Before any other libevent call: hands it the cache. Not needed for
+ * mem_cache_alloc/free. */
 void mem_cache_init(void);
 /* For nghttp2_session_*_new3: NULL when the cache is off (ASan builds). */
 nghttp2_mem *mem_cache_nghttp2(void);
