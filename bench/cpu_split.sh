@@ -34,7 +34,7 @@
 #   new connection and a full TLS 1.3 handshake per request (ab never resumes),
 #   us per handshake against nginx's (issue 4: herald's <= nginx's).
 #
-# KNOBS: MODE (h1; h2; tls-full) STREAMS (10, MODE=h2) DUR (default 10) CONNS (50; 10 for MODE=h2) BODY_BYTES (128; 16384 for http.sh's 16k rows) ROUNDS (1) PROXIES ("haproxy nginx herald",
+# KNOBS: PAIRED (0; 1 = all proxies loaded at once, see run_paired) MODE (h1; h2; tls-full) STREAMS (10, MODE=h2) DUR (default 10) CONNS (50; 10 for MODE=h2) BODY_BYTES (128; 16384 for http.sh's 16k rows) ROUNDS (1) PROXIES ("haproxy nginx herald",
 #   also floor floor_batch floor_splice floor_uring; the summary lines need haproxy and herald)
 #   BASE_PORT (28240: +0 backend, +1 haproxy, +2 nginx, +3 herald, +4..7 the
 #   floors) LOAD_CPU PROXY_CPU HERALD PLUGIN_DIR OUT (kept files).
@@ -184,6 +184,7 @@ start_nginx() {
   server {
     listen 127.0.0.1:${PORT[nginx]}$([ "$MODE" != h1 ] && echo " ssl http2");
 $([ "$MODE" != h1 ] && echo "    ssl_certificate $OUT/cert.pem; ssl_certificate_key $OUT/key.pem;")
+$([ "$MODE" != h1 ] && echo "    ssl_protocols TLSv1.2 TLSv1.3;   # nginx 1.22 leaves TLS 1.3 off by default")
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 EOF
@@ -257,15 +258,10 @@ load() {  # port seconds out: wrk (h1), h2load (h2) or ab (tls-full) on LOAD_CPU
 }
 
 declare -A USER SYS TOTAL RATE
-run() {  # name
-    local name=$1 pid u0 s0 u1 s1 reqs
-    pid=$(start_"$name")
-    STARTED+=("$pid")
-    wait_port "${PORT[$name]}"
-    load "${PORT[$name]}" 2 "$OUT/warmup-$name.txt" > /dev/null
-    read -r u0 s0 < <(ticks "$pid")
-    reqs=$(load "${PORT[$name]}" "$DUR" "$OUT/load-$name.txt")
-    read -r u1 s1 < <(ticks "$pid")
+# name pid u0 s0 u1 s1: checks the load's answers and records the proxy's us/op
+account() {
+    local name=$1 pid=$2 u0=$3 s0=$4 u1=$5 s1=$6 reqs
+    reqs=$(cat "$OUT/reqs-$name")
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || die "$name: the load generator made no requests (see $OUT/load-$name.txt)"
@@ -281,14 +277,59 @@ run() {  # name
     RATE[$name]=$(awk -v n="$reqs" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')
 }
 
+# TLS modes: every proxy must be measured on TLS 1.3 (nginx 1.22 without
+# ssl_protocols answered ab with TLS 1.2, a cheaper handshake)
+check_tls13() {  # name
+    [ "$MODE" = h1 ] && return 0
+    local got
+    got=$(timeout 5 taskset -c "$LOAD_CPU" openssl s_client -connect "127.0.0.1:${PORT[$1]}" < /dev/null 2>/dev/null |
+        awk '/^New, / { print $2 }' | tr -d ,)
+    [ "$got" = TLSv1.3 ] || die "$1 negotiated ${got:-nothing}, not TLSv1.3"
+}
+
+run() {  # name: alone on PROXY_CPU
+    local name=$1 pid u0 s0 u1 s1
+    pid=$(start_"$name")
+    STARTED+=("$pid")
+    wait_port "${PORT[$name]}"
+    check_tls13 "$name"
+    load "${PORT[$name]}" 2 "$OUT/warmup-$name.txt" > /dev/null
+    read -r u0 s0 < <(ticks "$pid")
+    load "${PORT[$name]}" "$DUR" "$OUT/load-$name.txt" > "$OUT/reqs-$name"
+    read -r u1 s1 < <(ticks "$pid")
+    account "$name" "$pid" "$u0" "$s0" "$u1" "$s1"
+}
+
+# PAIRED=1: every proxy of the list at once on PROXY_CPU, each with its own load
+# generator on LOAD_CPU, so that all are measured in the same seconds: what the
+# host does meanwhile (its CPU steal moved one proxy's solo us/op by a third
+# between rounds here) then weighs on all of them alike.
+run_paired() {
+    local name pids=() loads=()
+    declare -A pid u0 s0
+    for name in $PROXIES; do pid[$name]=$(start_"$name"); STARTED+=("${pid[$name]}"); done
+    for name in $PROXIES; do wait_port "${PORT[$name]}"; check_tls13 "$name"; done
+    for name in $PROXIES; do load "${PORT[$name]}" 2 "$OUT/warmup-$name.txt" > /dev/null & loads+=($!); done
+    wait "${loads[@]}"
+    loads=()
+    for name in $PROXIES; do read -r "u0[$name]" "s0[$name]" < <(ticks "${pid[$name]}"); done
+    for name in $PROXIES; do load "${PORT[$name]}" "$DUR" "$OUT/load-$name.txt" > "$OUT/reqs-$name" & loads+=($!); done
+    wait "${loads[@]}"
+    for name in $PROXIES; do
+        read -r u1 s1 < <(ticks "${pid[$name]}")
+        account "$name" "${pid[$name]}" "${u0[$name]}" "${s0[$name]}" "$u1" "$s1"
+    done
+}
+
 if [ "$MODE" = tls-full ]; then LOADGEN="ab -c$CONNS -t $DUR, a full TLS handshake per request"
 elif [ "$MODE" = h2 ]; then LOADGEN="h2load -t1 -c$CONNS -m$STREAMS -D $DUR over TLS"; else LOADGEN="wrk -t1 -c$CONNS -d${DUR}s"; fi
-echo "# cpu_split.sh: $LOADGEN, $BODY_BYTES B answers; proxy alone on CPU $PROXY_CPU; $ROUNDS round(s); $(date -u +%FT%TZ)"
+[ "${PAIRED:-0}" = 1 ] && WHERE="proxies together" || WHERE="proxy alone"
+echo "# cpu_split.sh: $LOADGEN, $BODY_BYTES B answers; $WHERE on CPU $PROXY_CPU; $ROUNDS round(s); $(date -u +%FT%TZ)"
 declare -A ALL   # name -> the round totals, space-separated
 RATIOS=()        # herald / REF per round
 FLOOR_RATIOS=()  # floor / REF per round
 for round in $(seq "$ROUNDS"); do
-    for name in $PROXIES; do run "$name"; done
+    if [ "${PAIRED:-0}" = 1 ]; then run_paired; else for name in $PROXIES; do run "$name"; done; fi
     [ "$ROUNDS" -gt 1 ] && echo "## round $round"
     printf '| proxy | req/s | user us/op | kernel us/op | total us/op | kernel share |\n|---|---|---|---|---|---|\n'
     for name in $PROXIES; do
