@@ -530,6 +530,40 @@ def test_configured_ticket_keys_are_shared_and_rolled(herald, upstreams, port, p
     assert resume(rolled, new_ticket), "a new ticket from [new, old] is not under the first key"
 
 
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_reads_paused_after_the_handshake_do_not_spin(herald, port, pki):
+    """tcp_proxy keeps a connection's reads off until its upstream connects.
+    The TLS stream keeps its read interest across the end of the handshake
+    (saving an epoll_ctl DEL and ADD per connection) and must drop it at the
+    first read event nobody wants: a client that sends at once, while the
+    upstream connect hangs, must not make herald spin."""
+    # an upstream whose accept queue is full: Linux drops the SYN, herald's connect hangs
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(0)
+    queued = socket.create_connection(lsn.getsockname(), timeout=5)
+    p = port()
+    h = herald(helpers.bootstrap(
+        [tls_listener(p, "stuck", [(None, tls_socket(certs(pki.a_rsa)))])],
+        [helpers.cluster("stuck", [lsn.getsockname()], connect_timeout="10s")]))
+    s = tls_connect(p, client_ctx(pki), "a.example")
+    s.sendall(b"bytes that wait for the upstream\n")
+    time.sleep(0.3)
+    before = cpu_seconds(h.proc.pid)
+    time.sleep(1.5)
+    used = cpu_seconds(h.proc.pid) - before
+    assert used < 0.5, "herald used %.2f s of CPU in 1.5 s with one paused connection" % used
+    assert h.stats().get("cluster.stuck.upstream_cx_total", 0) == 1
+    s.close()
+    queued.close()
+    lsn.close()
+
+
 def test_handshake_finished_after_the_drain_began_is_drained_too(herald, upstreams, port, pki):
     """A TLS client whose handshake straddles the start of a drain (SIGTERM):
     its connection had no HTTP session yet when herald told every connection
