@@ -524,9 +524,10 @@ static void h_logging(struct ctx *c)
             return;
         }
         /* logged under the more verbose of the two levels, so that it shows either way */
-        enum herald_log_level verbose = now < was ? now : was;
-        log_set_level(verbose);
-        herald_log(verbose, "admin", "log level %s -> %s (POST /logging)", log_level_name(was), log_level_name(now));
+        if (now < was)
+            log_set_level(now);
+        herald_log(now < was ? now : was, "admin", "log level %s -> %s (POST /logging)", log_level_name(was),
+                   log_level_name(now));
         log_set_level(now);
     }
     text(c, 200, "active loggers:\n  herald: %s\n", log_level_name(log_get_level()));

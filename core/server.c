@@ -93,8 +93,9 @@ static void worker_stop_drained_listeners(struct worker *w, void *arg)
     listeners_worker_stop(w, true);
 }
 
-/* drain_listeners?graceful: open connections are told to drain (HTTP: close
- * after the response in flight, GOAWAY), and so is each new one. */
+/* Open connections are told to drain (HTTP: close after the response in
+ * flight, GOAWAY), and so is each new one: drain_listeners?graceful, and
+ * the shutdown and reload drains (worker_stop_accepting). */
 static void worker_discourage(struct worker *w, void *arg)
 {
     (void)arg;
@@ -149,11 +150,10 @@ int server_drain_listeners(struct server *s, bool graceful, bool inbound_only, b
 static void worker_stop_accepting(struct worker *w, void *arg)
 {
     w->stopping = true;
-    w->draining = true;
     listeners_worker_stop(w, false);
     /* Idle keep-alive connections would otherwise hold the drain to its end. */
     http_pools_worker_drain(w);
-    conn_drain_all(w);
+    worker_discourage(w, arg);
     __atomic_add_fetch(&workers_stopped, 1, __ATOMIC_RELEASE);
 }
 

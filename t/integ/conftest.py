@@ -263,6 +263,9 @@ class Herald:
     def rss_kb(self):
         return helpers.rss_kb(self.pid)
 
+    def cpu_seconds(self):
+        return helpers.cpu_seconds(self.pid)
+
     # ---- admin
 
     def admin(self, method, path, timeout=5.0, body=None):

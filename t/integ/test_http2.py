@@ -188,14 +188,6 @@ def goaway_code(data):
     return None
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def still_serves(port):
     r = curl("--http2-prior-knowledge", "-s", "-o", "/dev/null", "-w", "%{http_code}",
              "http://127.0.0.1:%d/app1/ok" % port)
@@ -432,7 +424,7 @@ def test_stream_reset_keeps_the_upstream_connection(herald, upstreams, port):
 
 def test_continuation_flood_closed_and_counted(herald, upstreams, port):
     h, fp, backends = front(herald, upstreams, port)
-    rss0 = rss_kb(h.pid)
+    rss0 = h.rss_kb()
     s = raw_conn(fp)
     # HEADERS without END_HEADERS, then CONTINUATIONs of 4 KB never-indexed literals
     import hpack
@@ -448,7 +440,7 @@ def test_continuation_flood_closed_and_counted(herald, upstreams, port):
     closed2, seen = drain_until_closed(s)
     assert closed or closed2
     assert wait_stat(h, "http.ingress_http.http2.header_overflow", lambda v: v >= 1) >= 1
-    assert rss_kb(h.pid) - rss0 < 64 * 1024, "RSS bounded"
+    assert h.rss_kb() - rss0 < 64 * 1024, "RSS bounded"
     assert still_serves(fp)
 
 
