@@ -312,6 +312,7 @@ struct cm_conn {
     bool eof_handled;
     bool above_high;
     bool close_after;           /* close once the current response is out */
+    bool client_done;           /* HTTP/1: the last request came whole and asked to close after it */
     bool draining;              /* no more requests: max_connection_duration, max_requests, a drain */
     bool h2_announced;          /* h2: the drain's first GOAWAY is out, its last is not (drain_timer) */
     bool closing;               /* herald_conn_close called */
@@ -588,10 +589,22 @@ static void on_linger_timer(struct herald_timer *t, void *arg)
         herald_conn_close(cc->c, HERALD_CLOSE_FLUSH);
 }
 
+/* Whether the client may still be sending when we close. A client that
+ * sent a whole request with "Connection: close" (or HTTP/1.0 without
+ * keep-alive) sends nothing more but its FIN and close_notify, so lingering
+ * for it only costs system calls (nginx's lingering_close "on"). */
+static bool client_may_send(const struct cm_conn *cc)
+{
+    if (cc->h2 || cc->codec_dead || !cc->client_done)
+        return true;
+    return cc->in && herald_buf_len(cc->in) > 0;
+}
+
 /* FLUSH: a half-close once the output is out, then whatever the client
  * still sends is read and dropped until it closes or delayed_close_timeout
  * (1 s) passes, as Envoy: closing with unread input would send an RST that
- * can destroy the response before the client reads it. 0 closes at once. */
+ * can destroy the response before the client reads it. 0 closes at once,
+ * and so does a client that said it sends no more (client_may_send). */
 static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
 {
     if (cc->closing || cc->gone)
@@ -607,7 +620,8 @@ static void close_conn(struct cm_conn *cc, enum herald_close_mode mode)
     }
     cc->closing = true;
     herald_timer_cancel(cc->idle_timer);
-    if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer && cc->cm->delayed_close_ms) {
+    if (mode == HERALD_CLOSE_FLUSH && !cc->read_eof && cc->linger_timer && cc->cm->delayed_close_ms &&
+        client_may_send(cc)) {
         struct evbuffer *empty = evbuffer_new();
         herald_conn_write(cc->c, ev_buf(empty), true);
         evbuffer_free(empty);
@@ -1055,6 +1069,7 @@ static void stream_upgraded(struct herald_http_stream *s)
 {
     struct herald_http_cm *cm = s->cc->cm;
     s->upgraded = true;
+    s->cc->client_done = false; /* the tunnel's bytes may still be coming */
     s->deadline_request = 0; /* a tunnel is not a slow request */
     herald_stat_inc(cm->st.cx_upgrades_total);
     herald_gauge_add(cm->st.cx_upgrades_active, 1);
@@ -2682,6 +2697,7 @@ static void c_complete(void *arg)
 
     /* the codec paused itself: the next request waits for this one */
     cc->pipeline_paused = true;
+    cc->client_done = !h1_codec_keep_alive(cc->codec);
     if (!s)
         return;
     h1_rx_bytes(cc, s);

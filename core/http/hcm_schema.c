@@ -211,7 +211,8 @@ static const struct herald_field hcm_fields[] = {
                                  "way) to the last (default 5s; 0s: one GOAWAY at once)"),
     DUR("delayed_close_timeout", .help = "default 1s: after its last response herald half-closes and reads "
                                          "what the client still sends this long before closing; 0s closes "
-                                         "at once"),
+                                         "at once. Not for a client whose last request asked to close: "
+                                         "it sends no more"),
     LIST("access_log", access_log_msg, .help = "one line per request, at its end"),
     UNSUP("access_log_flush_interval"),
     UNSUP("flush_access_log_on_new_request"),

@@ -332,12 +332,15 @@ def test_http_wrk_short_load(herald, upstreams, port, report):
     assert h.alive()
 
 
-def _reset_after_response(lp, within):
-    """Sends a Connection: close request, reads the response to EOF (herald's
+KEEP_ALIVE_GET = b"GET /dc HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _reset_after_response(lp, within, request=KEEP_ALIVE_GET):
+    """Sends `request`, reads the response to EOF (herald's close or
     half-close), then keeps writing: seconds until herald's full close shows
     as a reset, or None when none came within `within` seconds."""
     s = socket.create_connection(("127.0.0.1", lp), timeout=5)
-    s.sendall(b"GET /dc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.sendall(request)
     out = b""
     while True:
         chunk = s.recv(65536)
@@ -345,6 +348,7 @@ def _reset_after_response(lp, within):
             break
         out += chunk
     assert hb.status_of(out) == 200, out[:200]
+    assert b"\r\nconnection: close\r\n" in out.lower(), out[:300]
     t0 = time.monotonic()
     try:
         while time.monotonic() - t0 < within:
@@ -358,15 +362,37 @@ def _reset_after_response(lp, within):
 
 
 def test_delayed_close_timeout(herald, upstreams, port):
-    """After its last response herald half-closes and keeps reading what the
-    client sends for delayed_close_timeout (default 1 s), so the close is no
-    reset; 0s closes at once and further client bytes meet a reset."""
-    h, lp, b = one_backend(herald, upstreams, port)
+    """When herald ends a connection whose client may still be sending (here a
+    keep-alive client past max_requests_per_connection), it half-closes and
+    keeps reading what the client sends for delayed_close_timeout (default
+    1 s), so the close is no reset; 0s closes at once and further client bytes
+    meet a reset."""
+    once = {"common_http_protocol_options": {"max_requests_per_connection": 1}}
+    h, lp, b = one_backend(herald, upstreams, port, **once)
     assert _reset_after_response(lp, 0.4) is None              # the default second of grace
-    h2, lp2, _ = one_backend(herald, upstreams, port, delayed_close_timeout="0s")
+    h2, lp2, _ = one_backend(herald, upstreams, port, delayed_close_timeout="0s", **once)
     took = _reset_after_response(lp2, 2.0)
     assert took is not None and took < 1.0, took
     # longer than the default: still reading after the default second, closed after its own
-    h3, lp3, _ = one_backend(herald, upstreams, port, delayed_close_timeout="2.5s")
+    h3, lp3, _ = one_backend(herald, upstreams, port, delayed_close_timeout="2.5s", **once)
     took = _reset_after_response(lp3, 6.0)
     assert took is not None and 1.3 <= took < 6.0, took
+
+
+def test_no_linger_for_a_client_that_asked_to_close(herald, upstreams, port):
+    """A client that sent its whole request with "Connection: close" (or as
+    HTTP/1.0 without keep-alive) sends nothing more, so herald closes at once
+    instead of lingering for delayed_close_timeout: its descriptor is free
+    at once, and a client that writes anyway meets a reset. A request whose
+    body is still on its way keeps the linger."""
+    h, lp, b = one_backend(herald, upstreams, port, delayed_close_timeout="3s",
+                           http_protocol_options={"accept_http_10": True})
+    for req in (b"GET /dc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b"GET /dc HTTP/1.0\r\nHost: x\r\n\r\n"):
+        took = _reset_after_response(lp, 2.0, req)
+        assert took is not None and took < 1.0, (req, took)
+    # answered before its body came: the client is still sending, so herald lingers
+    h2, lp2, _ = one_backend(herald, upstreams, port, delayed_close_timeout="3s",
+                             routes=[hb.route("/early", direct_response={"status": 200})])
+    req = b"POST /early HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n"
+    assert _reset_after_response(lp2, 0.4, req) is None
