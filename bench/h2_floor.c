@@ -267,7 +267,7 @@ static void client_readable(struct client *c)
             break;
         }
         mark_dirty(c);
-        if (!SSL_pending(c->ssl) && (size_t)n < sizeof(buf))
+        if (!SSL_has_pending(c->ssl) && (size_t)n < sizeof(buf))
             break;              /* a short read: the socket is likely empty, epoll says if not */
     }
 }
@@ -379,6 +379,8 @@ int main(int argc, char **argv)
         return 1;
     }
     SSL_CTX_set_alpn_select_cb(ctx, select_h2, NULL);
+    /* without it OpenSSL reads each record in two read(2)s, header then body */
+    SSL_CTX_set_read_ahead(ctx, 1);
     ep = epoll_create1(0);
     static enum kind listener = LISTENER;
     int lfd = listen_on(atoi(argv[1]));
