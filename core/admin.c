@@ -507,14 +507,69 @@ static void h_hc_fail(struct ctx *c)
     text(c, 200, "OK\n");
 }
 
-/* Envoy's /logging, for herald's one logger: every component shares the
- * level (--log-level), so ?level= is the way to change it. */
+struct logger_row {
+    const char *name;
+    enum herald_log_level level;
+};
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct logger_row *)a)->name, ((const struct logger_row *)b)->name);
+}
+
+static void list_loggers(struct ctx *c)
+{
+    const char *names[256];
+    enum herald_log_level levels[256];
+    struct logger_row rows[256];
+    size_t n = log_loggers(names, levels, ARRAY_SIZE(names));
+    for (size_t i = 0; i < n; i++)
+        rows[i] = (struct logger_row){names[i], levels[i]};
+    qsort(rows, n, sizeof(*rows), by_name);
+    text(c, 200, "active loggers:\n");
+    for (size_t i = 0; i < n; i++)
+        evbuffer_add_printf(c->out, "  %s: %s\n", rows[i].name, log_level_name(rows[i].level));
+}
+
+struct level_change {
+    char *name;
+    enum herald_log_level level;
+};
+
+/* name=level into ch; an error text when either is unknown */
+static char *level_change(const char *name, const char *level, struct level_change *ch)
+{
+    if (!log_component_known(name))
+        return xasprintf("unknown logger '%s' (POST /logging lists them)", name);
+    if (log_level_from_name(level, &ch->level) < 0)
+        return xasprintf("unknown log level '%s' for '%s': trace, debug, info, warning, error, critical or off",
+                         level, name);
+    ch->name = xstrdup(log_component_name(name));
+    return NULL;
+}
+
+/* One component's change, logged under it at the more verbose of its two
+ * levels, so that the line shows either way. */
+static void apply_change(const struct level_change *ch)
+{
+    enum herald_log_level was = log_component_level(ch->name);
+    if (ch->level < was)
+        log_set_component_level(ch->name, ch->level);
+    herald_log(ch->level < was ? ch->level : was, ch->name, "log level %s -> %s (POST /logging)",
+               log_level_name(was), log_level_name(ch->level));
+    log_set_component_level(ch->name, ch->level);
+}
+
+/* Envoy's /logging: ?level= sets every component's level, ?<logger>=<level>
+ * one's, ?paths=<logger>:<level>,... several; with none it lists them.
+ * Envoy's logger names stand for herald's where they differ ("connection"
+ * is herald's "conn"). All or nothing: with one bad name or level, no
+ * level changes. */
 static void h_logging(struct ctx *c)
 {
     const char *level = param(c, "level");
-    if (!level && c->nparams > 0) {
-        text(c, 400, "herald has one log level for all its components: "
-                     "use /logging?level=<trace|debug|info|warning|error|critical|off>\n");
+    if (level && c->nparams > 1) {
+        text(c, 400, "?level= sets every logger's level: give it alone\n");
         return;
     }
     if (level) {
@@ -523,14 +578,51 @@ static void h_logging(struct ctx *c)
             text(c, 400, "unknown log level '%s': trace, debug, info, warning, error, critical or off\n", level);
             return;
         }
-        /* logged under the more verbose of the two levels, so that it shows either way */
         if (now < was)
             log_set_level(now);
         herald_log(now < was ? now : was, "admin", "log level %s -> %s (POST /logging)", log_level_name(was),
                    log_level_name(now));
         log_set_level(now);
+        list_loggers(c);
+        return;
     }
-    text(c, 200, "active loggers:\n  herald: %s\n", log_level_name(log_get_level()));
+    size_t n = 0;
+    struct level_change *ch = NULL;
+    char *err = NULL;
+    for (size_t i = 0; i < c->nparams && !err; i++) {
+        if (strcmp(c->keys[i], "paths") != 0) {
+            ch = xrealloc(ch, ++n * sizeof(*ch));
+            err = level_change(c->keys[i], c->vals[i], &ch[n - 1]);
+            if (err)
+                n--;
+            continue;
+        }
+        char *copy = xstrdup(c->vals[i]), *save = NULL;
+        for (char *pair = strtok_r(copy, ",", &save); pair && !err; pair = strtok_r(NULL, ",", &save)) {
+            char *colon = strchr(pair, ':');
+            if (!colon) {
+                err = xasprintf("?paths= takes <logger>:<level>,...: '%s' has no level", pair);
+                break;
+            }
+            *colon = '\0';
+            ch = xrealloc(ch, ++n * sizeof(*ch));
+            err = level_change(pair, colon + 1, &ch[n - 1]);
+            if (err)
+                n--;
+        }
+        free(copy);
+    }
+    if (err)
+        text(c, 400, "%s; no level changed\n", err);
+    else {
+        for (size_t i = 0; i < n; i++)
+            apply_change(&ch[i]);
+        list_loggers(c);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(ch[i].name);
+    free(ch);
+    free(err);
 }
 
 static void h_certs(struct ctx *c)
@@ -584,7 +676,8 @@ static const struct endpoint endpoints[] = {
     {"/help", "print out list of admin commands", false, h_help},
     {"/hot_restart_version", "print the hot restart compatibility version", false, h_hot_restart_version},
     {"/listeners", "print listener info; ?format=json", false, h_listeners},
-    {"/logging", "query/change the log level; ?level=<level>", true, h_logging},
+    {"/logging", "list the loggers and their levels; ?level=<level> sets all, ?<logger>=<level> or "
+                 "?paths=<logger>:<level>,... some", true, h_logging},
     {"/memory", "print current allocation/heap usage", false, h_memory},
     {"/quitquitquit", "exit the server", true, h_quit},
     {"/ready", "print server state, return 200 if LIVE, otherwise return 503", false, h_ready},

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "herald/version.h"
 #include "log.h"
 #include "mem_cache.h"
@@ -26,6 +27,8 @@ static void usage(FILE *out)
             "      --mode serve|validate   validate: check the config, print warnings, exit 0/1\n"
             "      --concurrency N         worker threads (default: number of CPUs)\n"
             "  -l, --log-level LEVEL       trace, debug, info (default), warning, error, critical, off\n"
+            "      --component-log-level C:LEVEL,...  one component's level, e.g. upstream:debug,\n"
+            "                              connection:trace (Envoy's names for herald's too)\n"
             "      --log-path FILE         log here instead of stderr (reopened on SIGUSR1)\n"
             "      --plugin-dir DIRS       colon-separated plugin directories\n"
             "                              (default: $HERALD_PLUGIN_PATH, then %s)\n"
@@ -45,7 +48,7 @@ static void usage(FILE *out)
 
 enum {
     OPT_CONFIG_YAML = 256, OPT_MODE, OPT_CONCURRENCY, OPT_PLUGIN_DIR, OPT_LIST_PLUGINS, OPT_DESCRIBE,
-    OPT_VERSION, OPT_LOG_PATH, OPT_DRAIN_TIME, OPT_ADMIN_PATH, OPT_PARENT_SHUTDOWN_TIME,
+    OPT_VERSION, OPT_LOG_PATH, OPT_DRAIN_TIME, OPT_ADMIN_PATH, OPT_PARENT_SHUTDOWN_TIME, OPT_COMPONENT_LOG_LEVEL,
 };
 
 static const struct option long_opts[] = {
@@ -54,6 +57,7 @@ static const struct option long_opts[] = {
     {"mode", required_argument, NULL, OPT_MODE},
     {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
     {"log-level", required_argument, NULL, 'l'},
+    {"component-log-level", required_argument, NULL, OPT_COMPONENT_LOG_LEVEL},
     {"log-path", required_argument, NULL, OPT_LOG_PATH},
     {"plugin-dir", required_argument, NULL, OPT_PLUGIN_DIR},
     {"list-plugins", no_argument, NULL, OPT_LIST_PLUGINS},
@@ -88,6 +92,34 @@ static void libevent_log(int severity, const char *msg)
     herald_log(l, "libevent", "%s", msg);
 }
 
+/* --component-log-level upstream:debug,connection:trace, after -l whatever
+ * the order (as Envoy); the plugins are loaded first, so that their
+ * components are known. 0, or -1 said. */
+static int set_component_levels(const char *spec, const char *plugin_dirs)
+{
+    plugin_set_dirs(plugin_dirs);
+    plugin_load_all();
+    char *copy = xstrdup(spec), *save = NULL;
+    int rc = 0;
+    for (char *pair = strtok_r(copy, ",", &save); pair && rc == 0; pair = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(pair, ':');
+        enum herald_log_level level;
+        if (colon)
+            *colon = '\0';
+        if (!colon || log_level_from_name(colon + 1, &level) < 0) {
+            fprintf(stderr, "herald: --component-log-level: '%s' is not <component>:<level> with a level of "
+                            "trace, debug, info, warning, error, critical, off\n", pair);
+            rc = -1;
+        } else if (log_set_component_level(pair, level) < 0) {
+            fprintf(stderr, "herald: --component-log-level: no component '%s' (POST /logging lists them)\n",
+                    pair);
+            rc = -1;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
 /* glibc gives freed memory at the top of a heap back with madvise() as soon
  * as 128 KiB are free, and the next burst faults it in again: a busy proxy
  * paid a madvise every ~25 requests and the page faults after it. Keep up to
@@ -105,7 +137,7 @@ static void tune_malloc(void)
 int main(int argc, char **argv)
 {
     struct options o = {.drain_time_ms = 5000, .parent_shutdown_time_ms = 900000, .argc = argc, .argv = argv};
-    const char *describe = NULL;
+    const char *describe = NULL, *component_levels = NULL;
     bool list = false;
     unsigned long v;
     int c;
@@ -139,6 +171,7 @@ int main(int argc, char **argv)
             }
             o.log_level = optarg;
             break;
+        case OPT_COMPONENT_LOG_LEVEL: component_levels = optarg; break;
         case OPT_LOG_PATH: o.log_path = optarg; break;
         case OPT_PLUGIN_DIR: o.plugin_dirs = optarg; break;
         case OPT_LIST_PLUGINS: list = true; break;
@@ -172,6 +205,8 @@ int main(int argc, char **argv)
         perror(o.log_path);
         return 1;
     }
+    if (component_levels && !list && !describe && set_component_levels(component_levels, o.plugin_dirs) < 0)
+        return 1;
     if (list || describe) {
         plugin_set_dirs(o.plugin_dirs);
         int rc = 0;

@@ -162,6 +162,9 @@ static void load_one(const char *path)
     p->desc = d;
     p->path = xstrdup(path);
     p->handle = h;
+    /* its logger, by the name's last part (the component its lines carry) */
+    const char *dot = strrchr(d->name, '.');
+    log_register(dot ? dot + 1 : d->name);
     log_debug("plugin", "loaded %s (%s %s) from %s", d->name, kind_name(d->kind), d->version ? d->version : "",
               path);
 }
@@ -200,6 +203,11 @@ static void scan(void)
         free(names);
     }
     free(copy);
+}
+
+void plugin_load_all(void)
+{
+    scan();
 }
 
 const struct plugin *plugin_find(const char *name, const char *type_url, enum herald_plugin_kind kind, char **err)

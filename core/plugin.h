@@ -25,6 +25,8 @@ const struct plugin *plugin_find(const char *name, const char *type_url, enum he
 void plugin_list(FILE *out);
 /* --describe NAME: the plugin's config fields. */
 int plugin_describe(FILE *out, const char *name);
+/* every plugin in the directories, now (they are otherwise found on first use) */
+void plugin_load_all(void);
 void plugin_unload_all(void);
 
 #endif

@@ -339,6 +339,7 @@ int server_run(struct options *o)
     s->start_wall_ms = wall_ms();
     stats_init();
     plugin_set_dirs(o->plugin_dirs);
+    plugin_load_all();   /* the first filter would load them all anyway; now /logging knows their loggers */
     reload_init();
 
     unsigned nworkers = o->concurrency ? o->concurrency : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import PLUGIN_DIR, run_herald
+
 from helpers import (EchoServer, bootstrap, closed_by_peer, cluster, connect, connect_refused, recv_line, rss_kb,
                      tcp_listener, wait_for)
 
@@ -195,28 +197,91 @@ def test_admin_allow_paths(herald):
 # ------------------------------------------------------------------ logs
 
 
+def loggers(body):
+    """/logging's "active loggers:" list as {logger: level}."""
+    lines = body.splitlines()
+    assert lines[0] == "active loggers:", body
+    return dict(line.strip().split(": ") for line in lines[1:])
+
+
 def test_logging_changes_the_level_at_run_time(herald):
-    """POST /logging lists herald's logger and its level; ?level= changes it
-    for every thread at once (here seen on /reopen_logs' info line); bad
-    requests say what is wrong; GET is refused like every mutating endpoint."""
+    """POST /logging lists the loggers and their levels; ?level= changes
+    every one for every thread at once (here seen on /reopen_logs' info
+    line); bad requests say what is wrong; GET is refused like every
+    mutating endpoint."""
     h = herald({}, log_level="info")
     status, body = h.admin_post("/logging")
-    assert status == 200 and body == "active loggers:\n  herald: info\n", body
-    assert h.admin_post("/logging?level=error") == (200, "active loggers:\n  herald: error\n")
+    assert status == 200, body
+    levels = loggers(body)
+    # the core's components and the plugins' (by their names' last part)
+    for name in ("admin", "conn", "http", "http2", "main", "upstream", "router", "tcp_proxy", "mysql_proxy"):
+        assert levels.get(name) == "info", (name, body)
+    assert set(loggers(h.admin_post("/logging?level=error")[1]).values()) == {"error"}
     assert "log level info -> error (POST /logging)" in h.log()
     assert h.admin_post("/reopen_logs")[0] == 200
     time.sleep(0.2)
     assert "reopening log files" not in h.log(), "an info line was logged at level error"
-    assert h.admin_post("/logging?level=warn")[1] == "active loggers:\n  herald: warning\n"
+    assert set(loggers(h.admin_post("/logging?level=warn")[1]).values()) == {"warning"}
     assert h.admin_post("/logging?level=debug")[0] == 200
     assert h.admin_post("/reopen_logs")[0] == 200
     assert wait_for(lambda: "log files reopened (POST /reopen_logs)" in h.log(), 3), h.log_tail()
     status, body = h.admin_post("/logging?level=loud")
     assert status == 400 and "unknown log level 'loud'" in body, body
-    status, body = h.admin_post("/logging?http=debug")
-    assert status == 400 and "use /logging?level=" in body, body
     assert h.admin_get("/logging?level=trace")[0] == 400
-    assert h.admin_post("/logging")[1] == "active loggers:\n  herald: debug\n"
+    assert set(loggers(h.admin_post("/logging")[1]).values()) == {"debug"}
+
+
+def test_logging_per_component(herald):
+    """Envoy's /logging?<logger>=<level> and ?paths=<logger>:<level>,...
+    change one component's level (Envoy's logger names are taken for
+    herald's: "connection" is "conn"); the others keep theirs, and a line
+    shows by its component's level. A bad name or level changes nothing."""
+    h = herald({}, log_level="error")
+    status, body = h.admin_post("/logging?main=info")
+    assert status == 200, body
+    levels = loggers(body)
+    assert levels["main"] == "info" and levels["admin"] == "error" and levels["upstream"] == "error", body
+    assert "[main] log level error -> info (POST /logging)" in h.log(), h.log_tail()
+    assert h.admin_post("/reopen_logs")[0] == 200
+    assert wait_for(lambda: "log files reopened (POST /reopen_logs)" in h.log(), 3), h.log_tail()
+
+    levels = loggers(h.admin_post("/logging?connection=debug")[1])
+    assert levels["conn"] == "debug" and "connection" not in levels, levels
+    status, body = h.admin_post("/logging?paths=main:error,upstream:trace,tcp_proxy:warning")
+    assert status == 200, body
+    levels = loggers(body)
+    assert (levels["main"], levels["upstream"], levels["tcp_proxy"], levels["conn"]) == \
+        ("error", "trace", "warning", "debug"), body
+    before = h.log().count("log files reopened")
+    assert h.admin_post("/reopen_logs")[0] == 200
+    time.sleep(0.2)
+    assert h.log().count("log files reopened") == before, "main logged at info while at error"
+
+    # all or nothing: nothing changes when one part is bad
+    for query, says in (("nosuch=debug", "unknown logger 'nosuch'"),
+                        ("paths=main:info,nosuch:debug", "unknown logger 'nosuch'"),
+                        ("paths=main", "'main' has no level"),
+                        ("main=loud", "unknown log level 'loud' for 'main'"),
+                        ("level=info&main=debug", "give it alone")):
+        status, body = h.admin_post("/logging?" + query)
+        assert status == 400 and says in body, (query, body)
+    levels = loggers(h.admin_post("/logging")[1])
+    assert (levels["main"], levels["upstream"], levels["admin"]) == ("error", "trace", "error"), levels
+
+
+def test_component_log_level_on_the_command_line(herald, tmp_path):
+    """Envoy's --component-log-level upstream:debug,connection:trace sets
+    those components' levels over -l's; an unknown component or level stops
+    startup with a message naming it."""
+    h = herald({}, log_level="warning", args=["--component-log-level", "main:info,connection:trace,router:debug"])
+    levels = loggers(h.admin_post("/logging")[1])
+    assert (levels["main"], levels["conn"], levels["router"], levels["upstream"]) == \
+        ("info", "trace", "debug", "warning"), levels
+    for spec, says in (("nosuch:debug", "no component 'nosuch'"), ("main:loud", "'main' is not <component>:<level>"),
+                       ("main", "'main' is not <component>:<level>")):
+        r = run_herald(["--component-log-level", spec, "--mode", "validate", "--config-yaml", "{}",
+                        "--plugin-dir", PLUGIN_DIR])
+        assert r.returncode == 1 and says in r.stderr, (spec, r.stderr)
 
 
 @pytest.mark.parametrize("how", ["SIGUSR1", "POST /reopen_logs"])

@@ -22,7 +22,11 @@ enum herald_log_level {
 };
 
 HERALD_EXPORT bool herald_log_enabled(enum herald_log_level level);
-/* component: a short name shown in brackets, e.g. "tcp_proxy". */
+/* component: a short name shown in brackets, e.g. "tcp_proxy". Each
+ * component has its own level (/logging?tcp_proxy=debug); a plugin's own is
+ * known by the last dotted part of its name ("envoy.filters.network.tcp_proxy":
+ * "tcp_proxy"), so log under that. herald_log_enabled() is true when some
+ * component logs at that level: herald_log() checks the component's. */
 HERALD_EXPORT void herald_log(enum herald_log_level level, const char *component, const char *fmt, ...)
     HERALD_PRINTF(3, 4);
 HERALD_EXPORT void herald_vlog(enum herald_log_level level, const char *component, const char *fmt, va_list ap);
