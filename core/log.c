@@ -42,7 +42,7 @@ static enum herald_log_level default_level = HERALD_LOG_INFO; /* -l, ?level=: fo
 static enum herald_log_level min_level = HERALD_LOG_INFO;     /* the most verbose of all loggers */
 
 static const char *const core_components[] = {
-    "access_log", "admin", "config", "conn", "dns", "health_check", "http", "http1", "http2", "http_pool",
+    "access_log", "admin", "config", "conn", "health_check", "http", "http1", "http2", "http_pool",
     "libevent", "listener", "main", "outlier", "overload", "plugin", "reload", "runtime", "splice", "stats",
     "tls", "upstream", "worker",
 };
