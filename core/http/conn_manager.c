@@ -2979,9 +2979,15 @@ static void handle_eof(struct cm_conn *cc)
         reset_stream(s, true, "downstream_remote_disconnect");
         return;
     }
-    /* Like Envoy's connection manager, no half-close on HTTP: a client FIN
-     * with a response outstanding ends the exchange (the upstream request is
-     * reset) and is counted as a remote close with an active request. */
+    /* A client that asked to close after this request and then shut its
+     * side finished sending, it did not give up: it gets its answer, then
+     * the close (as HAProxy; Envoy resets, envoyproxy/envoy#2066). */
+    if (cc->client_done)
+        return;
+    /* Otherwise, like Envoy's connection manager, no half-close on HTTP: a
+     * client FIN with a response outstanding ends the exchange (the upstream
+     * request is reset) and is counted as a remote close with an active
+     * request. */
     herald_stat_inc(cc->cm->st.cx_destroy_active_rq);
     herald_stat_inc(cc->cm->st.cx_destroy_remote_active_rq);
     cc->remote_closed = true;

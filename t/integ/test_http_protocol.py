@@ -14,6 +14,7 @@ import time
 import pytest
 
 import http_backends as hb
+from helpers import wait_for
 from http_backends import HttpBackend
 
 
@@ -377,6 +378,49 @@ def test_delayed_close_timeout(herald, upstreams, port):
     h3, lp3, _ = one_backend(herald, upstreams, port, delayed_close_timeout="2.5s", **once)
     took = _reset_after_response(lp3, 6.0)
     assert took is not None and 1.3 <= took < 6.0, took
+
+
+def _half_closed_exchange(lp, req):
+    """Sends req, shuts the write side, reads to EOF: the bytes, or the
+    exception that ended the read."""
+    s = socket.create_connection(("127.0.0.1", lp), timeout=5)
+    out = b""
+    try:
+        s.sendall(req)
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+    except ConnectionResetError as e:
+        return e
+    finally:
+        s.close()
+
+
+def test_client_half_close_after_a_last_request(herald, upstreams, port):
+    """A client that sends a request that asks to close (Connection: close, or
+    HTTP/1.0 without keep-alive) and then shuts its write side, as fortio
+    -halfclose does, has finished sending, not given up: it gets the whole
+    answer, then herald's close (Envoy resets it: envoyproxy/envoy#2066). A
+    keep-alive client's FIN with its answer outstanding still ends the
+    exchange, as in Envoy: the upstream request is reset and counted."""
+    h, lp, b = one_backend(herald, upstreams, port, http_protocol_options={"accept_http_10": True})
+    body = b"y" * 70000
+    for req, path in ((b"GET /hc1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"/hc1"),
+                      (b"GET /hc2 HTTP/1.0\r\nHost: x\r\n\r\n", b"/hc2"),
+                      (b"POST /hc3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                       % len(body) + body, b"/hc3")):
+        out = _half_closed_exchange(lp, req)
+        assert isinstance(out, bytes) and hb.status_of(out) == 200, (req[:40], out)
+        assert b'"%s"' % path in out, out[:600]
+    assert h.stat("http.ingress_http.downstream_cx_destroy_remote_active_rq") == 0
+    # keep-alive: the FIN is the client going away
+    out = _half_closed_exchange(lp, b"GET /hc4?delay_ms=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not (isinstance(out, bytes) and hb.status_of(out) == 200), out
+    assert wait_for(lambda: h.stat("http.ingress_http.downstream_cx_destroy_remote_active_rq") == 1, 3)
+    assert h.alive()
 
 
 def test_no_linger_for_a_client_that_asked_to_close(herald, upstreams, port):
