@@ -507,64 +507,70 @@ static void h_hc_fail(struct ctx *c)
     text(c, 200, "OK\n");
 }
 
-struct logger_row {
-    const char *name;
-    enum herald_log_level level;
-};
-
 static int by_name(const void *a, const void *b)
 {
-    return strcmp(((const struct logger_row *)a)->name, ((const struct logger_row *)b)->name);
+    return strcmp(((const struct log_component *)a)->name, ((const struct log_component *)b)->name);
 }
 
 static void list_loggers(struct ctx *c)
 {
-    const char *names[256];
-    enum herald_log_level levels[256];
-    struct logger_row rows[256];
-    size_t n = log_loggers(names, levels, ARRAY_SIZE(names));
-    for (size_t i = 0; i < n; i++)
-        rows[i] = (struct logger_row){names[i], levels[i]};
-    qsort(rows, n, sizeof(*rows), by_name);
+    struct log_component all[256];
+    size_t n = log_components(all, ARRAY_SIZE(all));
+    qsort(all, n, sizeof(*all), by_name);
     text(c, 200, "active loggers:\n");
     for (size_t i = 0; i < n; i++)
-        evbuffer_add_printf(c->out, "  %s: %s\n", rows[i].name, log_level_name(rows[i].level));
+        evbuffer_add_printf(c->out, "  %s: %s\n", all[i].name, log_level_name(all[i].level));
 }
 
-struct level_change {
-    char *name;
-    enum herald_log_level level;
+static void set_level(const char *component, enum herald_log_level level)
+{
+    if (component)
+        log_set_component_level(component, level);
+    else
+        log_set_level(level);
+}
+
+/* Every component's level (NULL: logged under admin) or one's (logged under
+ * it), logged under the more verbose of the two so that the line shows
+ * either way. */
+static void change_level(const char *component, enum herald_log_level now)
+{
+    enum herald_log_level was = log_component_level(component), verbose = now < was ? now : was;
+    set_level(component, verbose);
+    herald_log(verbose, component ? component : "admin", "log level %s -> %s (POST /logging)", log_level_name(was),
+               log_level_name(now));
+    set_level(component, now);
+}
+
+struct level_changes {
+    struct log_component *v;
+    size_t n;
+    char *err;
 };
 
-/* name=level into ch; an error text when either is unknown */
-static char *level_change(const char *name, const char *level, struct level_change *ch)
+/* one <logger>=<level> or ?paths= pair checked into the list; 0, or -1 with err */
+static int add_change(char *name, char *level, void *arg)
 {
-    if (!log_component_known(name))
-        return xasprintf("unknown logger '%s' (POST /logging lists them)", name);
-    if (log_level_from_name(level, &ch->level) < 0)
-        return xasprintf("unknown log level '%s' for '%s': trace, debug, info, warning, error, critical or off",
-                         level, name);
-    ch->name = xstrdup(log_component_name(name));
-    return NULL;
-}
-
-/* One component's change, logged under it at the more verbose of its two
- * levels, so that the line shows either way. */
-static void apply_change(const struct level_change *ch)
-{
-    enum herald_log_level was = log_component_level(ch->name);
-    if (ch->level < was)
-        log_set_component_level(ch->name, ch->level);
-    herald_log(ch->level < was ? ch->level : was, ch->name, "log level %s -> %s (POST /logging)",
-               log_level_name(was), log_level_name(ch->level));
-    log_set_component_level(ch->name, ch->level);
+    struct level_changes *ch = arg;
+    const char *component = log_component_find(name);
+    enum herald_log_level l;
+    if (!level)
+        ch->err = xasprintf("?paths= takes <logger>:<level>,...: '%s' has no level", name);
+    else if (!component)
+        ch->err = xasprintf("unknown logger '%s' (POST /logging lists them)", name);
+    else if (log_level_from_name(level, &l) < 0)
+        ch->err = xasprintf("unknown log level '%s' for '%s': trace, debug, info, warning, error, critical or off",
+                            level, name);
+    if (ch->err)
+        return -1;
+    ch->v = xrealloc(ch->v, (ch->n + 1) * sizeof(*ch->v));
+    ch->v[ch->n++] = (struct log_component){component, l};
+    return 0;
 }
 
 /* Envoy's /logging: ?level= sets every component's level, ?<logger>=<level>
  * one's, ?paths=<logger>:<level>,... several; with none it lists them.
- * Envoy's logger names stand for herald's where they differ ("connection"
- * is herald's "conn"). All or nothing: with one bad name or level, no
- * level changes. */
+ * All or nothing: with one bad name or level, no level changes. */
 static void h_logging(struct ctx *c)
 {
     const char *level = param(c, "level");
@@ -573,56 +579,31 @@ static void h_logging(struct ctx *c)
         return;
     }
     if (level) {
-        enum herald_log_level was = log_get_level(), now;
+        enum herald_log_level now;
         if (log_level_from_name(level, &now) < 0) {
             text(c, 400, "unknown log level '%s': trace, debug, info, warning, error, critical or off\n", level);
             return;
         }
-        if (now < was)
-            log_set_level(now);
-        herald_log(now < was ? now : was, "admin", "log level %s -> %s (POST /logging)", log_level_name(was),
-                   log_level_name(now));
-        log_set_level(now);
+        change_level(NULL, now);
         list_loggers(c);
         return;
     }
-    size_t n = 0;
-    struct level_change *ch = NULL;
-    char *err = NULL;
-    for (size_t i = 0; i < c->nparams && !err; i++) {
-        if (strcmp(c->keys[i], "paths") != 0) {
-            ch = xrealloc(ch, ++n * sizeof(*ch));
-            err = level_change(c->keys[i], c->vals[i], &ch[n - 1]);
-            if (err)
-                n--;
-            continue;
-        }
-        char *copy = xstrdup(c->vals[i]), *save = NULL;
-        for (char *pair = strtok_r(copy, ",", &save); pair && !err; pair = strtok_r(NULL, ",", &save)) {
-            char *colon = strchr(pair, ':');
-            if (!colon) {
-                err = xasprintf("?paths= takes <logger>:<level>,...: '%s' has no level", pair);
-                break;
-            }
-            *colon = '\0';
-            ch = xrealloc(ch, ++n * sizeof(*ch));
-            err = level_change(pair, colon + 1, &ch[n - 1]);
-            if (err)
-                n--;
-        }
-        free(copy);
+    struct level_changes ch = {0};
+    for (size_t i = 0; i < c->nparams && !ch.err; i++) {
+        if (strcmp(c->keys[i], "paths") == 0)
+            log_each_component_level(c->vals[i], add_change, &ch);
+        else
+            add_change(c->keys[i], c->vals[i], &ch);
     }
-    if (err)
-        text(c, 400, "%s; no level changed\n", err);
-    else {
-        for (size_t i = 0; i < n; i++)
-            apply_change(&ch[i]);
+    if (ch.err) {
+        text(c, 400, "%s; no level changed\n", ch.err);
+    } else {
+        for (size_t i = 0; i < ch.n; i++)
+            change_level(ch.v[i].name, ch.v[i].level);
         list_loggers(c);
     }
-    for (size_t i = 0; i < n; i++)
-        free(ch[i].name);
-    free(ch);
-    free(err);
+    free(ch.v);
+    free(ch.err);
 }
 
 static void h_certs(struct ctx *c)

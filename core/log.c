@@ -21,31 +21,30 @@ static __thread char thread_name[16] = "main";
 static const char *const level_names[] = {"trace", "debug", "info", "warning", "error", "critical", "off"};
 
 /* Envoy's loggers, one per component (the name in a line's brackets), each
- * with its own level. herald_log_enabled() checks the most verbose of all,
- * so a hot path pays one atomic load unless some logger is that verbose;
- * herald_vlog() then checks the component's own level.
+ * with its own level: the core's below and each plugin's (log_register, as
+ * it loads); a line of any other component follows the default level.
+ * herald_log_enabled() checks the most verbose level of all, so a hot path
+ * pays one atomic load unless some logger is that verbose; herald_vlog()
+ * looks the component up only while the levels differ.
  *
- * The table only grows: a component is added when it first logs, when a
- * plugin loads (its short name), or from the list of core ones below, and
- * readers scan it without a lock (entries are complete before nloggers
- * counts them). Levels are read by every thread and set by the admin
- * thread: atomics. */
+ * The table only grows, under register_lock; readers scan it without one
+ * (an entry is complete before nloggers counts it). Levels are read by
+ * every thread and set by the admin thread: atomics. */
 #define MAX_LOGGERS 128
-struct logger {
-    const char *name;
-    enum herald_log_level level;
-};
-static struct logger loggers[MAX_LOGGERS];
-static size_t nloggers;
+#define C(name) {name, HERALD_LOG_INFO}
+#define CORE_LOGGERS                                                                                          \
+    C("access_log"), C("admin"), C("config"), C("conn"), C("health_check"), C("http"), C("http1"), C("http2"), \
+    C("http_pool"), C("libevent"), C("listener"), C("main"), C("outlier"), C("overload"), C("plugin"),        \
+    C("reload"), C("runtime"), C("splice"), C("stats"), C("tls"), C("upstream"), C("worker")
+static struct log_component loggers[MAX_LOGGERS] = {CORE_LOGGERS};
+static size_t nloggers = sizeof((struct log_component[]){CORE_LOGGERS}) / sizeof(struct log_component);
+#undef CORE_LOGGERS
+#undef C
 static pthread_mutex_t register_lock = PTHREAD_MUTEX_INITIALIZER;
-static enum herald_log_level default_level = HERALD_LOG_INFO; /* -l, ?level=: for components not yet seen */
-static enum herald_log_level min_level = HERALD_LOG_INFO;     /* the most verbose of all loggers */
-
-static const char *const core_components[] = {
-    "access_log", "admin", "config", "conn", "health_check", "http", "http1", "http2", "http_pool",
-    "libevent", "listener", "main", "outlier", "overload", "plugin", "reload", "runtime", "splice", "stats",
-    "tls", "upstream", "worker",
-};
+/* -l, ?level=: every logger's until one is set alone, and the unknown components' */
+static enum herald_log_level default_level = HERALD_LOG_INFO;
+static enum herald_log_level min_level = HERALD_LOG_INFO; /* the most verbose of all */
+static enum herald_log_level max_level = HERALD_LOG_INFO; /* the least verbose of all */
 
 /* Envoy's names for what herald calls otherwise */
 static const struct {
@@ -54,7 +53,7 @@ static const struct {
     {"connection", "conn"}, {"pool", "http_pool"}, {"hc", "health_check"}, {"conn_handler", "listener"},
 };
 
-static struct logger *find_logger(const char *name)
+static struct log_component *find_logger(const char *name)
 {
     size_t n = __atomic_load_n(&nloggers, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < n; i++)
@@ -63,53 +62,27 @@ static struct logger *find_logger(const char *name)
     return NULL;
 }
 
-static void recompute_min_level(void)
+/* under register_lock */
+static void recompute_bounds(void)
 {
-    enum herald_log_level m = __atomic_load_n(&default_level, __ATOMIC_RELAXED);
-    size_t n = __atomic_load_n(&nloggers, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; i < n; i++) {
+    enum herald_log_level lo = default_level, hi = default_level;
+    for (size_t i = 0; i < nloggers; i++) {
         enum herald_log_level l = __atomic_load_n(&loggers[i].level, __ATOMIC_RELAXED);
-        if (l < m)
-            m = l;
+        lo = l < lo ? l : lo;
+        hi = l > hi ? l : hi;
     }
-    __atomic_store_n(&min_level, m, __ATOMIC_RELAXED);
-}
-
-/* The component's logger, added at the default level when new; NULL when
- * the table is full (the default level applies then). */
-static struct logger *logger_for(const char *name)
-{
-    struct logger *lg = find_logger(name);
-    if (lg)
-        return lg;
-    pthread_mutex_lock(&register_lock);
-    lg = find_logger(name);
-    if (!lg && nloggers < MAX_LOGGERS) {
-        lg = &loggers[nloggers];
-        lg->name = xstrdup(name);
-        lg->level = __atomic_load_n(&default_level, __ATOMIC_RELAXED);
-        __atomic_store_n(&nloggers, nloggers + 1, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_unlock(&register_lock);
-    return lg;
+    __atomic_store_n(&min_level, lo, __ATOMIC_RELAXED);
+    __atomic_store_n(&max_level, hi, __ATOMIC_RELAXED);
 }
 
 void log_register(const char *component)
 {
-    logger_for(component);
-}
-
-static void add_core_components(void)
-{
-    for (size_t i = 0; i < ARRAY_SIZE(core_components); i++)
-        logger_for(core_components[i]);
-}
-
-/* before any level is set or listed, so that the core components are known */
-static void register_core(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, add_core_components);
+    pthread_mutex_lock(&register_lock);
+    if (!find_logger(component) && nloggers < MAX_LOGGERS) {
+        loggers[nloggers] = (struct log_component){xstrdup(component), default_level};
+        __atomic_store_n(&nloggers, nloggers + 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&register_lock);
 }
 
 bool herald_log_enabled(enum herald_log_level level)
@@ -117,64 +90,66 @@ bool herald_log_enabled(enum herald_log_level level)
     return level >= __atomic_load_n(&min_level, __ATOMIC_RELAXED) && level < HERALD_LOG_OFF;
 }
 
-/* -l and ?level=: every logger, and those still to come */
+/* -l and ?level=: every logger */
 void log_set_level(enum herald_log_level level)
 {
-    register_core();
     pthread_mutex_lock(&register_lock);
-    __atomic_store_n(&default_level, level, __ATOMIC_RELAXED);
+    default_level = level;
     for (size_t i = 0; i < nloggers; i++)
         __atomic_store_n(&loggers[i].level, level, __ATOMIC_RELAXED);
-    __atomic_store_n(&min_level, level, __ATOMIC_RELAXED);
+    recompute_bounds();
     pthread_mutex_unlock(&register_lock);
 }
 
 enum herald_log_level log_get_level(void) { return __atomic_load_n(&default_level, __ATOMIC_RELAXED); }
 
-const char *log_component_name(const char *name)
+const char *log_component_find(const char *name)
 {
     for (size_t i = 0; i < ARRAY_SIZE(aliases); i++)
         if (strcmp(name, aliases[i].envoy) == 0)
-            return aliases[i].herald;
-    return name;
+            name = aliases[i].herald;
+    struct log_component *lg = find_logger(name);
+    return lg ? lg->name : NULL;
 }
 
-bool log_component_known(const char *name)
+enum herald_log_level log_component_level(const char *component)
 {
-    register_core();
-    return find_logger(log_component_name(name)) != NULL;
-}
-
-enum herald_log_level log_component_level(const char *name)
-{
-    struct logger *lg = find_logger(log_component_name(name));
+    struct log_component *lg = component ? find_logger(component) : NULL;
     return lg ? __atomic_load_n(&lg->level, __ATOMIC_RELAXED) : log_get_level();
 }
 
-int log_set_component_level(const char *name, enum herald_log_level level)
+void log_set_component_level(const char *component, enum herald_log_level level)
 {
-    register_core();
-    struct logger *lg = find_logger(log_component_name(name));
-    if (!lg)
-        return -1;
     pthread_mutex_lock(&register_lock);
-    __atomic_store_n(&lg->level, level, __ATOMIC_RELAXED);
-    recompute_min_level();
+    struct log_component *lg = find_logger(component);
+    if (lg) {
+        __atomic_store_n(&lg->level, level, __ATOMIC_RELAXED);
+        recompute_bounds();
+    }
     pthread_mutex_unlock(&register_lock);
-    return 0;
 }
 
-size_t log_loggers(const char **names, enum herald_log_level *levels, size_t max)
+size_t log_components(struct log_component *out, size_t max)
 {
-    register_core();
     size_t n = __atomic_load_n(&nloggers, __ATOMIC_ACQUIRE);
-    if (n > max)
-        n = max;
-    for (size_t i = 0; i < n; i++) {
-        names[i] = loggers[i].name;
-        levels[i] = __atomic_load_n(&loggers[i].level, __ATOMIC_RELAXED);
-    }
+    n = n < max ? n : max;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (struct log_component){loggers[i].name, __atomic_load_n(&loggers[i].level, __ATOMIC_RELAXED)};
     return n;
+}
+
+int log_each_component_level(const char *spec, int (*fn)(char *name, char *level, void *arg), void *arg)
+{
+    char *copy = xstrdup(spec), *save = NULL;
+    int rc = 0;
+    for (char *pair = strtok_r(copy, ",", &save); pair && rc == 0; pair = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(pair, ':');
+        if (colon)
+            *colon = '\0';
+        rc = fn(pair, colon ? colon + 1 : NULL, arg);
+    }
+    free(copy);
+    return rc;
 }
 
 const char *log_level_name(enum herald_log_level level)
@@ -235,10 +210,7 @@ void herald_vlog(enum herald_log_level level, const char *component, const char 
 {
     if (!herald_log_enabled(level))
         return;
-    struct logger *lg = component ? logger_for(component) : NULL;
-    enum herald_log_level at = lg ? __atomic_load_n(&lg->level, __ATOMIC_RELAXED)
-                                  : __atomic_load_n(&default_level, __ATOMIC_RELAXED);
-    if (level < at)
+    if (level < __atomic_load_n(&max_level, __ATOMIC_RELAXED) && level < log_component_level(component))
         return;
     char line[4096];
     struct timeval tv;

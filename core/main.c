@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
 #include "herald/version.h"
 #include "log.h"
 #include "mem_cache.h"
@@ -92,32 +91,32 @@ static void libevent_log(int severity, const char *msg)
     herald_log(l, "libevent", "%s", msg);
 }
 
+static int set_component_level(char *name, char *level, void *arg)
+{
+    (void)arg;
+    const char *component = log_component_find(name);
+    enum herald_log_level l;
+    if (!level || log_level_from_name(level, &l) < 0) {
+        fprintf(stderr, "herald: --component-log-level: '%s' is not <component>:<level> with a level of "
+                        "trace, debug, info, warning, error, critical, off\n", name);
+        return -1;
+    }
+    if (!component) {
+        fprintf(stderr, "herald: --component-log-level: no component '%s' (POST /logging lists them)\n", name);
+        return -1;
+    }
+    log_set_component_level(component, l);
+    return 0;
+}
+
 /* --component-log-level upstream:debug,connection:trace, after -l whatever
  * the order (as Envoy); the plugins are loaded first, so that their
- * components are known. 0, or -1 said. */
+ * components are known. */
 static int set_component_levels(const char *spec, const char *plugin_dirs)
 {
     plugin_set_dirs(plugin_dirs);
     plugin_load_all();
-    char *copy = xstrdup(spec), *save = NULL;
-    int rc = 0;
-    for (char *pair = strtok_r(copy, ",", &save); pair && rc == 0; pair = strtok_r(NULL, ",", &save)) {
-        char *colon = strchr(pair, ':');
-        enum herald_log_level level;
-        if (colon)
-            *colon = '\0';
-        if (!colon || log_level_from_name(colon + 1, &level) < 0) {
-            fprintf(stderr, "herald: --component-log-level: '%s' is not <component>:<level> with a level of "
-                            "trace, debug, info, warning, error, critical, off\n", pair);
-            rc = -1;
-        } else if (log_set_component_level(pair, level) < 0) {
-            fprintf(stderr, "herald: --component-log-level: no component '%s' (POST /logging lists them)\n",
-                    pair);
-            rc = -1;
-        }
-    }
-    free(copy);
-    return rc;
+    return log_each_component_level(spec, set_component_level, NULL);
 }
 
 /* glibc gives freed memory at the top of a heap back with madvise() as soon

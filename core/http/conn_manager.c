@@ -591,13 +591,13 @@ static void on_linger_timer(struct herald_timer *t, void *arg)
 
 /* Whether the client may still be sending when we close. A client that
  * sent a whole request with "Connection: close" (or HTTP/1.0 without
- * keep-alive) sends nothing more but its FIN and close_notify, so lingering
- * for it only costs system calls (nginx's lingering_close "on"). */
+ * keep-alive; client_done, set by the HTTP/1 codec only) sends nothing more
+ * but its FIN and close_notify, so lingering for it only costs system calls
+ * (nginx's lingering_close "on"). Bytes already behind that request say
+ * otherwise. */
 static bool client_may_send(const struct cm_conn *cc)
 {
-    if (cc->h2 || cc->codec_dead || !cc->client_done)
-        return true;
-    return cc->in && herald_buf_len(cc->in) > 0;
+    return !cc->client_done || (cc->in && herald_buf_len(cc->in) > 0);
 }
 
 /* FLUSH: a half-close once the output is out, then whatever the client
